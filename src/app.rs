@@ -1,0 +1,88 @@
+//! Wiring: from checked settings to a database, a WeChat client, one token cache
+//! and one deliverer.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::delivery::Deliverer;
+use crate::storage::{StorageError, Store, StoredRecipient, SyncReport};
+use crate::wechat::{TokenManager, WechatClient, WechatError};
+
+/// Everything a command needs, built once.
+pub struct App {
+    /// The configuration.
+    pub settings: Settings,
+    /// The database.
+    pub store: Store,
+    /// The sender shared by all jobs.
+    pub deliverer: Arc<Deliverer>,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Wechat(#[from] WechatError),
+    /// No AppSecret is configured.
+    #[error("{0}: wechat.secret: is missing; set it in the file or in WXPUSH__WECHAT__SECRET")]
+    NoSecret(String),
+}
+
+impl App {
+    /// Opens the database (running migrations) and builds the client and caches.
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        let secret = settings
+            .wechat
+            .secret
+            .clone()
+            .ok_or_else(|| AppError::NoSecret(settings.path.display().to_string()))?;
+        let client = WechatClient::new(&settings.wechat, secret, settings.delivery.concurrency)?;
+        let store = Store::open(&settings.database.url).await?;
+        let tokens = Arc::new(TokenManager::new(
+            client.clone(),
+            store.clone(),
+            settings.wechat.appid.clone(),
+            settings.wechat.token_source,
+        ));
+        let deliverer = Arc::new(Deliverer::new(store.clone(), client, tokens, &settings.delivery));
+        Ok(Self {
+            settings,
+            store,
+            deliverer,
+        })
+    }
+
+    /// Makes the database's config-file recipients match the file.
+    pub async fn sync_recipients(&self) -> Result<SyncReport, StorageError> {
+        let report = self.store.sync_config_recipients(&config_recipients(&self.settings)).await?;
+        if report != SyncReport::default() {
+            tracing::info!(
+                added = report.added,
+                updated = report.updated,
+                deactivated = report.deactivated,
+                "synced recipients from the config file"
+            );
+        }
+        Ok(report)
+    }
+}
+
+/// The file's `[[recipients]]`, one row per job they belong to.
+pub fn config_recipients(settings: &Settings) -> Vec<StoredRecipient> {
+    settings
+        .recipients
+        .iter()
+        .flat_map(|r| {
+            r.jobs.iter().map(move |job| StoredRecipient {
+                job: job.to_string(),
+                openid: r.openid.to_string(),
+                name: r.name.clone(),
+                vars: r.vars.clone(),
+            })
+        })
+        .collect()
+}

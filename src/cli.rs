@@ -1,0 +1,137 @@
+//! The command line. Names here are a contract that operators' scripts rely on.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Push WeChat Mini Program subscribe messages on a schedule.
+#[derive(Debug, Parser)]
+#[command(name = "wxpush", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The TOML config file.
+    #[arg(long, global = true, env = "WXPUSH_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: fire every job on its schedule until SIGTERM or SIGINT.
+    Run,
+    /// Fire one job now, as the scheduler would (resuming any unfinished run first).
+    Send {
+        /// The job's name.
+        job: String,
+        /// Render and check every message and print it; no API call, no record.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the config, cron lines, time zones and every message; exit 2 on problems.
+    Check,
+    /// List, add, remove or import recipients.
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Show run history.
+    Runs(RunsArgs),
+}
+
+/// `wxpush recipients ...`.
+#[derive(Debug, Subcommand)]
+pub enum RecipientsCommand {
+    /// List recipients.
+    List {
+        /// Only this job's.
+        #[arg(long)]
+        job: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add (or update) one recipient of a job.
+    Add {
+        /// The openid.
+        openid: String,
+        /// The job.
+        #[arg(long)]
+        job: String,
+        /// A display name (also the {{name}} variable).
+        #[arg(long)]
+        name: Option<String>,
+        /// A variable, KEY=VALUE; repeat for more.
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Remove a recipient from one job, or from all.
+    Remove {
+        /// The openid.
+        openid: String,
+        /// Only from this job.
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Import recipients from CSV: header `openid` plus variable columns. All or nothing.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// The job they receive.
+        #[arg(long)]
+        job: String,
+    },
+}
+
+/// `wxpush runs [show ID]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RunsArgs {
+    /// Show one run.
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+    /// Only this job's runs.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How many runs, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+/// `wxpush runs show`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run with every recipient's outcome.
+    Show {
+        /// The run's id.
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn runs_show_and_runs_list_both_parse() {
+        let c = Cli::try_parse_from(["wxpush", "runs", "--job", "daily", "--json"]).unwrap();
+        assert!(matches!(c.command, Command::Runs(RunsArgs { show: None, json: true, .. })));
+        let c = Cli::try_parse_from(["wxpush", "runs", "show", "7", "--json"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Runs(RunsArgs { show: Some(RunsCommand::Show { id: 7, json: true }), .. })
+        ));
+    }
+}

@@ -1,0 +1,120 @@
+//! One module per command; each returns an exit status or a one-line failure.
+
+mod check;
+mod recipients;
+mod runs;
+mod send;
+
+use std::process::ExitCode;
+
+use crate::app::{App, AppError};
+use crate::cli::{Cli, Command};
+use crate::config::{self, ConfigError, Settings};
+use crate::{scheduler, shutdown, telemetry};
+
+/// How a command ended; the numbers are part of the command-line contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked.
+    Ok = 0,
+    /// Some deliveries (or rows) did not go through.
+    SomeFailed = 1,
+    /// Bad usage or configuration.
+    Usage = 2,
+    /// The work could not proceed (no token, database error, run stopped).
+    CannotProceed = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A command's failure: an exit status and one line per problem.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit status.
+    pub exit: Exit,
+    /// What went wrong, naming the file, key or line at fault.
+    pub message: String,
+}
+
+impl Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            exit: Exit::Usage,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn cannot_proceed(message: impl std::fmt::Display) -> Self {
+        Self {
+            exit: Exit::CannotProceed,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::usage(e.to_string())
+    }
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::NoSecret(_) => Self::usage(e.to_string()),
+            other => Self::cannot_proceed(other),
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for Failure {
+    fn from(e: crate::storage::StorageError) -> Self {
+        Self::cannot_proceed(e)
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
+    if let Command::Check = cli.command {
+        return check::run(&cli.config).await;
+    }
+    let settings = config::load(&cli.config)?;
+    telemetry::init(&settings.log);
+    match cli.command {
+        Command::Run => daemon(settings).await,
+        Command::Send { job, dry_run } => send::run(settings, &job, dry_run).await,
+        Command::Recipients(c) => recipients::run(settings, c).await,
+        Command::Runs(args) => runs::run(settings, args).await,
+        Command::Check => unreachable!("handled above"),
+    }
+}
+
+async fn daemon(settings: Settings) -> Result<Exit, Failure> {
+    let app = std::sync::Arc::new(App::build(settings).await?);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        jobs = app.settings.jobs.len(),
+        database = %app.settings.database.url,
+        "wxpush daemon starting"
+    );
+    let shutdown = shutdown::on_signals();
+    scheduler::run(std::sync::Arc::clone(&app), shutdown).await?;
+    app.store.close().await;
+    Ok(Exit::Ok)
+}
+
+/// Looks a job up by name, listing the configured ones when it is missing.
+fn find_job<'a>(settings: &'a Settings, name: &str) -> Result<&'a config::Job, Failure> {
+    settings.job(name).ok_or_else(|| {
+        let names: Vec<&str> = settings.jobs.iter().map(|j| j.name.as_ref()).collect();
+        Failure::usage(format!(
+            "{}: no job named {name:?} (configured: {})",
+            settings.path.display(),
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        ))
+    })
+}

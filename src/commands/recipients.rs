@@ -1,0 +1,175 @@
+//! `wxpush recipients list|add|remove|import`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use chrono::Utc;
+
+use super::{Exit, Failure, find_job};
+use crate::cli::RecipientsCommand;
+use crate::config::{Job, Settings};
+use crate::domain::{Builtins, Message, OpenId};
+use crate::storage::{Store, StoredRecipient};
+
+pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Result<Exit, Failure> {
+    match command {
+        RecipientsCommand::List { job, json } => list(&settings, job.as_deref(), json).await,
+        RecipientsCommand::Add { openid, job, name, vars } => {
+            let job = find_job(&settings, &job)?;
+            let openid = OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
+            let mut map = BTreeMap::new();
+            for v in vars {
+                let (k, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| Failure::usage(format!("--var {v:?}: expected KEY=VALUE")))?;
+                map.insert(k.trim().to_owned(), val.to_owned());
+            }
+            let row = recipient(job, &openid, name, map).map_err(Failure::usage)?;
+            let store = Store::open(&settings.database.url).await?;
+            store.upsert_recipients(&[row], "cli").await?;
+            store.close().await;
+            println!("added {openid} to job {}", job.name);
+            Ok(Exit::Ok)
+        }
+        RecipientsCommand::Remove { openid, job } => {
+            if let Some(job) = &job {
+                find_job(&settings, job)?;
+            }
+            let store = Store::open(&settings.database.url).await?;
+            let n = store.remove_recipient(&openid, job.as_deref()).await?;
+            store.close().await;
+            if n == 0 {
+                return Err(Failure {
+                    exit: Exit::SomeFailed,
+                    message: format!("no recipient {openid} found{}", job.map(|j| format!(" in job {j}")).unwrap_or_default()),
+                });
+            }
+            println!("removed {openid} from {n} job(s)");
+            if settings.recipients.iter().any(|r| r.openid.as_ref() == openid) {
+                println!("note: {openid} is also in {}; the next run or send adds it back", settings.path.display());
+            }
+            Ok(Exit::Ok)
+        }
+        RecipientsCommand::Import { file, job } => {
+            let job = find_job(&settings, &job)?;
+            let rows = read_csv(&file, job)?;
+            let store = Store::open(&settings.database.url).await?;
+            let n = store.upsert_recipients(&rows, "import").await?;
+            store.close().await;
+            println!("imported {n} recipients into job {} from {}", job.name, file.display());
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit, Failure> {
+    if let Some(job) = job {
+        find_job(settings, job)?;
+    }
+    let store = Store::open(&settings.database.url).await?;
+    let rows = store.recipients(job).await?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialise"));
+        return Ok(Exit::Ok);
+    }
+    println!("{:<16} {:<34} {:<7} {:<6} {:<16} VARS", "JOB", "OPENID", "SOURCE", "ACTIVE", "NAME");
+    for r in rows {
+        let vars: Vec<String> = r
+            .vars
+            .iter()
+            .filter(|(k, _)| *k != "name")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{:<16} {:<34} {:<7} {:<6} {:<16} {}",
+            r.job,
+            r.openid,
+            r.source,
+            if r.active { "yes" } else { "no" },
+            r.name.as_deref().unwrap_or(""),
+            vars.join(" ")
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// A recipient row, refused unless the job's message renders and passes its rules.
+fn recipient(job: &Job, openid: &OpenId, name: Option<String>, vars: BTreeMap<String, String>) -> Result<StoredRecipient, String> {
+    let mut check_vars = vars.clone();
+    if let Some(n) = &name {
+        check_vars.entry("name".into()).or_insert_with(|| n.clone());
+    }
+    let builtins = Builtins::at(Utc::now(), job.schedule.tz());
+    Message::build(&job.spec, openid.clone(), &check_vars, &builtins)
+        .map_err(|e| format!("job {}: data.{e}", job.name))?;
+    Ok(StoredRecipient {
+        job: job.name.to_string(),
+        openid: openid.to_string(),
+        name,
+        vars,
+    })
+}
+
+/// Reads and checks every row; any problem refuses the whole file.
+fn read_csv(path: &Path, job: &Job) -> Result<Vec<StoredRecipient>, Failure> {
+    let file = path.display().to_string();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| Failure::usage(format!("{file}: {e}")))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| Failure::usage(format!("{file} line 1: {e}")))?
+        .clone();
+    let Some(openid_col) = headers.iter().position(|h| h == "openid") else {
+        return Err(Failure::usage(format!("{file} line 1: the header has no `openid` column")));
+    };
+    let name_col = headers.iter().position(|h| h == "name");
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                problems.push(format!("{file} line {line}: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        let raw = record.get(openid_col).unwrap_or_default();
+        let openid = match OpenId::parse(raw) {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push(format!("{file} line {line}: openid: {e}"));
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(openid.to_string(), line) {
+            problems.push(format!("{file} line {line}: openid {openid} is already on line {first}"));
+            continue;
+        }
+        let name = name_col.and_then(|c| record.get(c)).filter(|s| !s.is_empty()).map(str::to_owned);
+        let vars: BTreeMap<String, String> = headers
+            .iter()
+            .zip(record.iter())
+            .enumerate()
+            .filter(|(i, (_, v))| *i != openid_col && Some(*i) != name_col && !v.is_empty())
+            .map(|(_, (k, v))| (k.to_owned(), v.to_owned()))
+            .collect();
+        match recipient(job, &openid, name, vars) {
+            Ok(r) => rows.push(r),
+            Err(e) => problems.push(format!("{file} line {line}: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        problems.push(format!("{file}: nothing was imported"));
+        return Err(Failure::usage(problems.join("\n")));
+    }
+    if rows.is_empty() {
+        return Err(Failure::usage(format!("{file}: no rows to import")));
+    }
+    Ok(rows)
+}

@@ -1,0 +1,277 @@
+//! Settings: defaults, then the TOML file, then `WXPUSH__SECTION__KEY` variables,
+//! turned into domain types inside [`load`] so that a bad value names its key.
+
+mod raw;
+mod settings;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use config::{Config, Environment, File, FileFormat};
+
+pub use raw::{LogFormat, OnUnknown, TokenSource};
+pub use settings::{
+    DatabaseSettings, DeliverySettings, Job, LogSettings, Recipient, Settings, WechatSettings,
+};
+
+use crate::domain::{
+    JobName, KeywordName, MessageSpec, OpenId, Page, Schedule, TemplateId, ValueTemplate,
+};
+use raw::RawSettings;
+
+/// The config file used when neither `--config` nor `WXPUSH_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "config/wxpush.toml";
+
+/// Every problem found in the configuration, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// The problems, each naming the file and key at fault.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> Self {
+        Self {
+            problems: vec![problem],
+        }
+    }
+}
+
+/// Loads and checks the configuration at `path`, with environment overrides.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let file = path.display().to_string();
+    if !path.is_file() {
+        return Err(ConfigError::one(format!(
+            "{file}: config file not found (choose one with --config PATH or WXPUSH_CONFIG)"
+        )));
+    }
+    let raw: RawSettings = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml))
+        // Last, so that the environment wins over the file.
+        .add_source(
+            Environment::with_prefix("WXPUSH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| ConfigError::one(describe(&file, &e)))?;
+    Checker::new(file, path.to_path_buf()).check(raw)
+}
+
+/// One line for a `config` crate error, always naming the file.
+fn describe(file: &str, e: &config::ConfigError) -> String {
+    let text = e.to_string().replace('\n', " ");
+    if text.contains(file) {
+        text
+    } else {
+        format!("{file}: {text}")
+    }
+}
+
+/// Walks the raw tree, converting each value and collecting every problem.
+struct Checker {
+    file: String,
+    path: PathBuf,
+    problems: Vec<String>,
+}
+
+impl Checker {
+    fn new(file: String, path: PathBuf) -> Self {
+        Self {
+            file,
+            path,
+            problems: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, key: &str, msg: impl std::fmt::Display) {
+        self.problems.push(format!("{}: {key}: {msg}", self.file));
+    }
+
+    fn check(mut self, raw: RawSettings) -> Result<Settings, ConfigError> {
+        let wechat = self.wechat(raw.wechat);
+        let delivery = self.delivery(raw.delivery);
+        if raw.database.url.trim().is_empty() {
+            self.fail("database.url", "is empty");
+        }
+        let jobs: Vec<Job> = raw
+            .jobs
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, j)| self.job(i, j, raw.scheduler.catch_up))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for job in &jobs {
+            if !seen.insert(job.name.clone()) {
+                self.fail("jobs", format!("job {:?} is defined twice", job.name.as_ref()));
+            }
+        }
+        let recipients = self.recipients(raw.recipients, &seen);
+        if !self.problems.is_empty() {
+            return Err(ConfigError {
+                problems: self.problems,
+            });
+        }
+        Ok(Settings {
+            path: self.path,
+            wechat: wechat.expect("no problems means the wechat section converted"),
+            database: DatabaseSettings {
+                url: raw.database.url,
+            },
+            delivery,
+            log: LogSettings {
+                level: raw.log.level,
+                format: raw.log.format,
+            },
+            jobs,
+            recipients,
+        })
+    }
+
+    fn wechat(&mut self, w: raw::RawWechat) -> Option<WechatSettings> {
+        let appid_ok = w.appid.starts_with("wx")
+            && w.appid.len() == 18
+            && w.appid.chars().all(|c| c.is_ascii_alphanumeric());
+        if !appid_ok {
+            self.fail(
+                "wechat.appid",
+                format!("{:?} is not a mini program AppID (wx followed by 16 letters or digits)", w.appid),
+            );
+        }
+        let secret = w.secret.filter(|s| !secrecy::ExposeSecret::expose_secret(s).is_empty());
+        let api_base = w.api_base.trim_end_matches('/').to_owned();
+        if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+            self.fail("wechat.api_base", format!("{api_base:?} is not an http(s) URL"));
+        }
+        if w.timeout.is_zero() {
+            self.fail("wechat.timeout", "must be more than 0s");
+        }
+        Some(WechatSettings {
+            appid: w.appid,
+            secret,
+            api_base,
+            token_source: w.token_source,
+            timeout: w.timeout,
+        })
+    }
+
+    fn delivery(&mut self, d: raw::RawDelivery) -> DeliverySettings {
+        if !(1..=1024).contains(&d.concurrency) {
+            self.fail("delivery.concurrency", format!("{} is not between 1 and 1024", d.concurrency));
+        }
+        if d.max_attempts == 0 {
+            self.fail("delivery.max_attempts", "must be at least 1");
+        }
+        if d.backoff_max < d.backoff_base {
+            self.fail("delivery.backoff_max", "is less than delivery.backoff_base");
+        }
+        DeliverySettings {
+            concurrency: d.concurrency,
+            rate_limit_per_sec: d.rate_limit_per_sec,
+            max_attempts: d.max_attempts,
+            backoff_base: d.backoff_base,
+            backoff_max: d.backoff_max,
+            on_unknown: d.on_unknown,
+        }
+    }
+
+    fn job(&mut self, i: usize, j: raw::RawJob, default_catch_up: std::time::Duration) -> Option<Job> {
+        let at = format!("jobs[{i}]");
+        let before = self.problems.len();
+        let name = JobName::parse(&j.name).map_err(|e| self.fail(&format!("{at}.name"), e)).ok();
+        let at = name.as_ref().map_or(at.clone(), |n| format!("{at} ({n})"));
+        let tz: Option<Tz> = j
+            .timezone
+            .parse()
+            .map_err(|_| {
+                self.fail(
+                    &format!("{at}.timezone"),
+                    format!("{:?} is not an IANA time zone such as Asia/Shanghai", j.timezone),
+                )
+            })
+            .ok();
+        let schedule = tz.and_then(|tz| {
+            Schedule::parse(&j.cron, tz)
+                .map_err(|e| self.fail(&format!("{at}.cron"), e))
+                .ok()
+        });
+        let template_id = TemplateId::parse(&j.template_id)
+            .map_err(|e| self.fail(&format!("{at}.template_id"), e))
+            .ok();
+        let page = match j.page.as_deref().map(Page::parse) {
+            Some(Err(e)) => {
+                self.fail(&format!("{at}.page"), e);
+                None
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        if j.data.is_empty() {
+            self.fail(&format!("{at}.data"), "is empty; give one value per template keyword");
+        }
+        let mut data = Vec::new();
+        for (key, value) in j.data {
+            let k = KeywordName::parse(&key).map_err(|e| self.fail(&format!("{at}.data"), e));
+            let v = ValueTemplate::parse(&value.into_string())
+                .map_err(|e| self.fail(&format!("{at}.data.{key}"), e));
+            if let (Ok(k), Ok(v)) = (k, v) {
+                data.push((k, v));
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Job {
+            name: name?,
+            schedule: schedule?,
+            catch_up: j.catch_up.unwrap_or(default_catch_up),
+            spec: Arc::new(MessageSpec {
+                template_id: template_id?,
+                page,
+                state: j.miniprogram_state,
+                lang: j.lang,
+                overflow: j.on_overflow,
+                data,
+            }),
+        })
+    }
+
+    fn recipients(&mut self, raw: Vec<raw::RawRecipient>, jobs: &BTreeSet<JobName>) -> Vec<Recipient> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let at = format!("recipients[{i}]");
+            let Ok(openid) = OpenId::parse(&r.openid).map_err(|e| self.fail(&format!("{at}.openid"), e)) else {
+                continue;
+            };
+            let at = format!("{at} ({})", openid.masked());
+            if !seen.insert(openid.clone()) {
+                self.fail(&at, "this openid is listed twice; merge its jobs into one entry");
+            }
+            if r.jobs.is_empty() {
+                self.fail(&format!("{at}.jobs"), "is empty; name the jobs that send to this recipient");
+            }
+            let mut names = Vec::new();
+            for j in &r.jobs {
+                match JobName::parse(j) {
+                    Ok(n) if jobs.contains(&n) => names.push(n),
+                    _ => self.fail(&format!("{at}.jobs"), format!("no job is named {j:?}")),
+                }
+            }
+            let vars: BTreeMap<String, String> =
+                r.data.into_iter().map(|(k, v)| (k, v.into_string())).collect();
+            out.push(Recipient {
+                openid,
+                name: r.name,
+                jobs: names,
+                vars,
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,215 @@
+//! The config file as written: one serde tree, defaults filled in here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::domain::{Lang, MiniprogramState, Overflow};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSettings {
+    pub wechat: RawWechat,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub scheduler: RawScheduler,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub jobs: Vec<RawJob>,
+    #[serde(default)]
+    pub recipients: Vec<RawRecipient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWechat {
+    pub appid: String,
+    pub secret: Option<SecretString>,
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    #[serde(default)]
+    pub token_source: TokenSource,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// Which endpoint issues the access_token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    /// `POST /cgi-bin/stable_token`: the same token for every caller, no rotation war.
+    #[default]
+    Stable,
+    /// `GET /cgi-bin/token`: every call rotates the token.
+    Classic,
+}
+
+impl TokenSource {
+    /// The name stored beside a cached token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stable => "stable",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    #[serde(default = "default_db_url")]
+    pub url: String,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            url: default_db_url(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDelivery {
+    pub concurrency: usize,
+    pub rate_limit_per_sec: u32,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    pub on_unknown: OnUnknown,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            rate_limit_per_sec: 0,
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            on_unknown: OnUnknown::Record,
+        }
+    }
+}
+
+/// What a send with no answer (sent, outcome unknown) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnknown {
+    /// Record it as `unknown` and never resend: at most one message.
+    #[default]
+    Record,
+    /// Retry it like a transient failure: at least one message, maybe two.
+    Retry,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawScheduler {
+    #[serde(with = "humantime_serde")]
+    pub catch_up: Duration,
+}
+
+impl Default for RawScheduler {
+    fn default() -> Self {
+        Self {
+            catch_up: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub level: Option<String>,
+    pub format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJob {
+    pub name: String,
+    pub cron: String,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    pub template_id: String,
+    pub page: Option<String>,
+    #[serde(default)]
+    pub miniprogram_state: MiniprogramState,
+    #[serde(default)]
+    pub lang: Lang,
+    #[serde(default)]
+    pub on_overflow: Overflow,
+    #[serde(default, with = "humantime_serde")]
+    pub catch_up: Option<Duration>,
+    #[serde(default)]
+    pub data: BTreeMap<String, Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecipient {
+    pub openid: String,
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub data: BTreeMap<String, Scalar>,
+}
+
+/// A TOML value that may stand in a message: numbers and booleans are written as text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    pub fn into_string(self) -> String {
+        match self {
+            Self::Text(s) => s,
+            Self::Int(i) => i.to_string(),
+            Self::Float(f) => f.to_string(),
+            Self::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+fn default_api_base() -> String {
+    "https://api.weixin.qq.com".into()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_db_url() -> String {
+    "sqlite://data/wxpush.db".into()
+}
+
+fn default_timezone() -> String {
+    "Asia/Shanghai".into()
+}

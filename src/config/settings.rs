@@ -1,0 +1,117 @@
+//! The checked settings that the rest of wxpush uses.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::{LogFormat, OnUnknown, TokenSource};
+use crate::domain::{JobName, MessageSpec, OpenId, Schedule};
+
+/// The whole configuration, valid once loaded.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[wechat]`.
+    pub wechat: WechatSettings,
+    /// `[database]`.
+    pub database: DatabaseSettings,
+    /// `[delivery]`.
+    pub delivery: DeliverySettings,
+    /// `[log]`.
+    pub log: LogSettings,
+    /// `[[jobs]]`.
+    pub jobs: Vec<Job>,
+    /// `[[recipients]]`.
+    pub recipients: Vec<Recipient>,
+}
+
+impl Settings {
+    /// The job called `name`.
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name.as_ref() == name)
+    }
+
+    /// The config-file recipients of one job.
+    pub fn recipients_of<'a>(&'a self, job: &'a JobName) -> impl Iterator<Item = &'a Recipient> {
+        self.recipients.iter().filter(move |r| r.jobs.contains(job))
+    }
+}
+
+/// `[wechat]`: who we are to WeChat and where it is.
+#[derive(Debug, Clone)]
+pub struct WechatSettings {
+    /// The mini program's AppID.
+    pub appid: String,
+    /// The AppSecret; only ever exposed when building a token request. Commands
+    /// that never call WeChat (`runs`, `recipients`) work without it.
+    pub secret: Option<SecretString>,
+    /// `https://api.weixin.qq.com`, or a local fake in tests.
+    pub api_base: String,
+    /// Which endpoint issues tokens.
+    pub token_source: TokenSource,
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// A `sqlite://` URL.
+    pub url: String,
+}
+
+/// `[delivery]`: how fast and how persistently to send.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Sends in flight at once.
+    pub concurrency: usize,
+    /// Sends started per second; 0 means no limit.
+    pub rate_limit_per_sec: u32,
+    /// Tries per recipient, the first included.
+    pub max_attempts: u32,
+    /// The first retry's delay; doubled each time, with jitter.
+    pub backoff_base: Duration,
+    /// The longest delay between tries.
+    pub backoff_max: Duration,
+    /// What a send with no answer gets.
+    pub on_unknown: OnUnknown,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A tracing filter such as `info` or `wxpush=debug`; `RUST_LOG` wins.
+    pub level: Option<String>,
+    /// Human or JSON lines.
+    pub format: LogFormat,
+}
+
+/// One `[[jobs]]` entry.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Its name, used by `wxpush send NAME`.
+    pub name: JobName,
+    /// When it fires.
+    pub schedule: Schedule,
+    /// How late a missed slot may still be sent on start.
+    pub catch_up: Duration,
+    /// What it sends.
+    pub spec: Arc<MessageSpec>,
+}
+
+/// One `[[recipients]]` entry.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// Who.
+    pub openid: OpenId,
+    /// A display name, also the `{{name}}` variable.
+    pub name: Option<String>,
+    /// The jobs that send to them.
+    pub jobs: Vec<JobName>,
+    /// Their variables and keyword overrides.
+    pub vars: BTreeMap<String, String>,
+}

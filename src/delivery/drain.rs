@@ -1,0 +1,183 @@
+//! Draining one run: stream its pending deliveries in pages, render and check each
+//! message, and send the valid ones with bounded concurrency.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use governor::{Quota, RateLimiter};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::inflight::InFlight;
+use super::recorder::Recorder;
+use super::retry::RetryPolicy;
+use super::send::{Halt, SendContext};
+use crate::config::{DeliverySettings, Job, OnUnknown};
+use crate::domain::{Builtins, Message, OpenId};
+use crate::storage::{Counts, Outcome, RunStatus, Status, StorageError, Store};
+use crate::wechat::{TokenManager, WechatClient};
+
+/// Deliveries read from the database at a time: memory stays flat in the audience size.
+const PAGE: u32 = 1024;
+
+/// Why a run could not be drained at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// How a drained run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run.
+    pub run_id: i64,
+    /// The job.
+    pub job: String,
+    /// The slot (UTC).
+    pub slot: DateTime<Utc>,
+    /// Deliveries by status, after this drain.
+    pub counts: Counts,
+    /// Why the run stopped early, if it did (quota, fatal errcode, no token ...).
+    pub stopped: Option<String>,
+    /// True when a shutdown interrupted it; the next start resumes it.
+    pub interrupted: bool,
+    /// Wall time of this drain, in milliseconds.
+    pub duration_ms: u128,
+}
+
+/// Sends runs; one per process, shared by every job.
+pub struct Deliverer {
+    store: Store,
+    client: WechatClient,
+    tokens: Arc<TokenManager>,
+    policy: RetryPolicy,
+    limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    inflight: Arc<InFlight>,
+    concurrency: usize,
+    on_unknown: OnUnknown,
+}
+
+impl Deliverer {
+    /// A deliverer with `[delivery]`'s limits.
+    pub fn new(store: Store, client: WechatClient, tokens: Arc<TokenManager>, d: &DeliverySettings) -> Self {
+        let limiter = NonZeroU32::new(d.rate_limit_per_sec)
+            .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
+        Self {
+            store,
+            client,
+            tokens,
+            policy: RetryPolicy::from_settings(d),
+            limiter,
+            inflight: Arc::new(InFlight::default()),
+            concurrency: d.concurrency,
+            on_unknown: d.on_unknown,
+        }
+    }
+
+    /// The token cache (for counts and readiness).
+    pub fn tokens(&self) -> &Arc<TokenManager> {
+        &self.tokens
+    }
+
+    /// Sends every pending delivery of `run_id`. The caller holds the job's lock.
+    ///
+    /// Stops early when WeChat says every further send would fail (the rest stay
+    /// pending) or when `shutdown` fires (in-flight sends finish and are recorded).
+    #[tracing::instrument(skip_all, fields(run.id = run_id, job = %job.name))]
+    pub async fn drain(&self, job: &Job, run_id: i64, slot: DateTime<Utc>, shutdown: &CancellationToken) -> Result<RunReport, DeliveryError> {
+        let started = Instant::now();
+        // Only a crash leaves `sending` rows, and we hold the job's lock.
+        let leftover_to = match self.on_unknown {
+            OnUnknown::Record => Status::Unknown,
+            OnUnknown::Retry => Status::Pending,
+        };
+        let recovered = self.store.recover_sending(run_id, leftover_to).await?;
+        if recovered > 0 {
+            tracing::warn!(count = recovered, now = leftover_to.as_str(), "found deliveries interrupted mid-send");
+        }
+        self.store.reopen_run(run_id).await?;
+
+        let recorder = Recorder::start(self.store.clone());
+        let ctx = Arc::new(SendContext {
+            client: self.client.clone(),
+            tokens: Arc::clone(&self.tokens),
+            recorder: recorder.clone(),
+            policy: self.policy,
+            limiter: self.limiter.clone(),
+            on_unknown: self.on_unknown,
+            halt: Halt::default(),
+            shutdown: shutdown.clone(),
+        });
+        let builtins = Builtins::at(slot, job.schedule.tz());
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        let mut after = 0;
+        'pages: loop {
+            let page = self.store.pending_page(job.name.as_ref(), run_id, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for d in page {
+                let permit = tokio::select! {
+                    p = Arc::clone(&permits).acquire_owned() => p.expect("never closed"),
+                    _ = shutdown.cancelled() => break 'pages,
+                    _ = ctx.halt.stopped() => break 'pages,
+                };
+                while tasks.try_join_next().is_some() {}
+                let built = OpenId::parse(&d.openid)
+                    .map_err(|e| e.to_string())
+                    .and_then(|openid| Message::build(&job.spec, openid, &d.vars, &builtins).map_err(|e| e.to_string()));
+                let message = match built {
+                    Ok(m) => m,
+                    Err(reason) => {
+                        // Caught here, so WeChat never answers 47003 for it.
+                        tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
+                        recorder.record(Outcome {
+                            id: d.id,
+                            status: Status::Invalid,
+                            errcode: None,
+                            errmsg: Some(reason),
+                            msgid: None,
+                            attempts: 0,
+                        });
+                        continue;
+                    }
+                };
+                let ctx = Arc::clone(&ctx);
+                let inflight = Arc::clone(&self.inflight);
+                tasks.spawn(async move {
+                    let _guard = inflight.acquire(message.touser().as_ref()).await;
+                    ctx.deliver(d.id, message).await;
+                    drop(permit);
+                });
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        let flushed = recorder.flush().await;
+        let mut stopped = ctx.halt.reason();
+        if let Err(e) = flushed {
+            stopped.get_or_insert(format!("cannot record deliveries: {e}"));
+        }
+        let interrupted = stopped.is_none() && shutdown.is_cancelled();
+        let counts = self.store.run(run_id).await?.map(|r| r.counts).unwrap_or_default();
+        if let Some(reason) = &stopped {
+            self.store.finish_run(run_id, RunStatus::Stopped, Some(reason)).await?;
+        } else if !interrupted && counts.pending == 0 {
+            self.store.finish_run(run_id, RunStatus::Done, None).await?;
+        }
+        Ok(RunReport {
+            run_id,
+            job: job.name.to_string(),
+            slot,
+            counts,
+            stopped,
+            interrupted,
+            duration_ms: started.elapsed().as_millis(),
+        })
+    }
+}

@@ -1,0 +1,11 @@
+//! Delivery: drain a run's pending deliveries through WeChat, recording each.
+
+mod drain;
+mod inflight;
+mod recorder;
+mod retry;
+mod send;
+
+pub use drain::{Deliverer, DeliveryError, RunReport};
+pub use inflight::InFlight;
+pub use retry::RetryPolicy;

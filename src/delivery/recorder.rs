@@ -1,0 +1,94 @@
+//! Group commit: claims and outcomes from all senders are written by one task,
+//! many per transaction, so that recording every delivery costs few commits.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::{Outcome, StorageError, Store};
+
+/// Most operations folded into one transaction.
+const MAX_BATCH: usize = 2048;
+
+enum Op {
+    Claim(i64, oneshot::Sender<Result<bool, Arc<StorageError>>>),
+    Record(Outcome),
+    Flush(oneshot::Sender<Result<(), Arc<StorageError>>>),
+}
+
+/// The handle senders use; cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+impl Recorder {
+    /// Starts the writer task for `store`.
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(store, rx));
+        Self { tx }
+    }
+
+    /// Marks a delivery `sending` and waits for the commit: only then may it be sent.
+    /// False when it was no longer pending.
+    pub async fn claim(&self, id: i64) -> Result<bool, Arc<StorageError>> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Op::Claim(id, ack)).expect("recorder task runs while handles exist");
+        done.await.expect("recorder answers every claim")
+    }
+
+    /// Queues an outcome; it is committed with the next batch.
+    pub fn record(&self, outcome: Outcome) {
+        self.tx.send(Op::Record(outcome)).expect("recorder task runs while handles exist");
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub async fn flush(&self) -> Result<(), Arc<StorageError>> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Op::Flush(ack)).expect("recorder task runs while handles exist");
+        done.await.expect("recorder answers every flush")
+    }
+}
+
+async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
+        let mut claims = Vec::new();
+        let mut claim_acks = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut flushes = Vec::new();
+        for op in ops.drain(..) {
+            match op {
+                Op::Claim(id, ack) => {
+                    claims.push(id);
+                    claim_acks.push(ack);
+                }
+                Op::Record(o) => outcomes.push(o),
+                Op::Flush(ack) => flushes.push(ack),
+            }
+        }
+        match store.write_batch(&claims, &outcomes).await {
+            Ok(taken) => {
+                for (ack, ok) in claim_acks.into_iter().zip(taken) {
+                    let _ = ack.send(Ok(ok));
+                }
+                for ack in flushes {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // Claimed rows stay pending (never sent); recorded outcomes stay
+                // `sending` and become `unknown` on the next resume.
+                tracing::error!(error = %e, lost_outcomes = outcomes.len(), "failed to record deliveries");
+                let e = Arc::new(e);
+                for ack in claim_acks {
+                    let _ = ack.send(Err(Arc::clone(&e)));
+                }
+                for ack in flushes {
+                    let _ = ack.send(Err(Arc::clone(&e)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Sending one message: claim, call, classify, retry, record.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::recorder::Recorder;
+use super::retry::RetryPolicy;
+use crate::config::OnUnknown;
+use crate::domain::Message;
+use crate::storage::{Outcome, Status};
+use crate::wechat::{Disposition, SendReply, TokenManager, WechatClient, classify_send};
+
+/// A reason to stop the whole run; the first one wins.
+#[derive(Clone, Default)]
+pub(super) struct Halt {
+    token: CancellationToken,
+    reason: Arc<OnceLock<String>>,
+}
+
+impl Halt {
+    pub fn stop(&self, reason: String) {
+        if self.reason.set(reason.clone()).is_ok() {
+            tracing::error!(reason = %reason, "stopping the run");
+        }
+        self.token.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason.get().cloned()
+    }
+
+    pub async fn stopped(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// What one send task needs, shared by the tasks of a run.
+pub(super) struct SendContext {
+    pub client: WechatClient,
+    pub tokens: Arc<TokenManager>,
+    pub recorder: Recorder,
+    pub policy: RetryPolicy,
+    pub limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    pub on_unknown: OnUnknown,
+    pub halt: Halt,
+    pub shutdown: CancellationToken,
+}
+
+struct Attempt {
+    id: i64,
+    attempts: u32,
+    errcode: Option<i64>,
+    errmsg: Option<String>,
+}
+
+impl Attempt {
+    fn outcome(self, status: Status, msgid: Option<u64>) -> Outcome {
+        Outcome {
+            id: self.id,
+            status,
+            errcode: self.errcode,
+            errmsg: self.errmsg,
+            msgid,
+            attempts: self.attempts,
+        }
+    }
+}
+
+impl SendContext {
+    /// Sends one claimed-or-claimable delivery and records its outcome.
+    pub async fn deliver(&self, id: i64, message: Message) {
+        if self.halt.is_stopped() || self.shutdown.is_cancelled() {
+            return;
+        }
+        // Record before the irreversible call: once committed as `sending`, a crash
+        // can only make this delivery `unknown`, never send it twice.
+        match self.recorder.claim(id).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                self.halt.stop(format!("cannot record deliveries: {e}"));
+                return;
+            }
+        }
+        let outcome = self.attempt_all(id, &message).await;
+        let masked = message.touser().masked();
+        match outcome.status {
+            Status::Sent => tracing::debug!(openid.masked = %masked, delivery.id = id, "sent"),
+            Status::Pending => {}
+            s => tracing::info!(
+                openid.masked = %masked,
+                delivery.id = id,
+                status = s.as_str(),
+                errcode = outcome.errcode,
+                errmsg = outcome.errmsg.as_deref().unwrap_or(""),
+                "not sent"
+            ),
+        }
+        self.recorder.record(outcome);
+    }
+
+    async fn attempt_all(&self, id: i64, message: &Message) -> Outcome {
+        let mut a = Attempt {
+            id,
+            attempts: 0,
+            errcode: None,
+            errmsg: None,
+        };
+        let mut delays = self.policy.delays();
+        let mut token_replaced = false;
+        loop {
+            if let Some(limiter) = &self.limiter {
+                limiter.until_ready().await;
+            }
+            let token = match self.tokens.get().await {
+                Ok(t) => t,
+                Err(e) => {
+                    self.halt.stop(e.to_string());
+                    return a.outcome(Status::Pending, None);
+                }
+            };
+            a.attempts += 1;
+            let reply = self.client.send(token.expose(), message).await;
+            let retry_after = match reply {
+                SendReply::Replied { errcode, errmsg, msgid } => {
+                    a.errcode = (errcode != 0).then_some(errcode);
+                    a.errmsg = (errcode != 0).then_some(errmsg);
+                    match classify_send(errcode) {
+                        Disposition::Sent => return a.outcome(Status::Sent, msgid),
+                        Disposition::Final(status) => return a.outcome(status, None),
+                        Disposition::StopRun { this } => {
+                            self.halt.stop(format!(
+                                "WeChat answered errcode {errcode}: {}",
+                                a.errmsg.as_deref().unwrap_or("")
+                            ));
+                            return a.outcome(this, None);
+                        }
+                        Disposition::RefreshToken if !token_replaced => {
+                            token_replaced = true;
+                            if let Err(e) = self.tokens.replace(&token).await {
+                                self.halt.stop(e.to_string());
+                                return a.outcome(Status::Pending, None);
+                            }
+                            continue;
+                        }
+                        Disposition::RefreshToken => {
+                            self.halt.stop(format!(
+                                "a fresh access_token was rejected too (errcode {errcode}); another party may be refreshing it"
+                            ));
+                            return a.outcome(Status::Pending, None);
+                        }
+                        Disposition::Retry { after } => after,
+                    }
+                }
+                SendReply::NotSent(reason) => {
+                    a.errmsg = Some(reason);
+                    Duration::ZERO
+                }
+                SendReply::Http(code) if code >= 500 => {
+                    a.errmsg = Some(format!("HTTP {code}"));
+                    Duration::ZERO
+                }
+                SendReply::Http(code) => {
+                    self.halt.stop(format!("WeChat answered HTTP {code}; check [wechat] api_base"));
+                    a.errmsg = Some(format!("HTTP {code}"));
+                    return a.outcome(Status::Pending, None);
+                }
+                SendReply::NoAnswer(reason) => {
+                    a.errmsg = Some(format!("no answer: {reason}"));
+                    if self.on_unknown == OnUnknown::Record {
+                        return a.outcome(Status::Unknown, None);
+                    }
+                    Duration::ZERO
+                }
+            };
+            let Some(backoff) = delays.next() else {
+                return a.outcome(Status::Failed, None);
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.max(retry_after)) => {}
+                // The last request failed for sure, so the message was not used up.
+                _ = self.shutdown.cancelled() => return a.outcome(Status::Pending, None),
+                _ = self.halt.stopped() => return a.outcome(Status::Pending, None),
+            }
+        }
+    }
+}

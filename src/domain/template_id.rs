@@ -1,0 +1,42 @@
+use super::Invalid;
+
+/// A subscribe-message template id (`priTmplId`): printable ASCII without spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TemplateId(String);
+
+impl TemplateId {
+    /// Parses a template id; WeChat ids are base64url-like and at most 128 characters.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        if s.is_empty() {
+            return Err(Invalid("template_id is empty".into()));
+        }
+        if s.len() > 128 {
+            return Err(Invalid("template_id is longer than 128 characters".into()));
+        }
+        if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(Invalid(format!(
+                "template_id contains {c:?}; copy the id from the mini program console"
+            )));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl AsRef<str> for TemplateId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_empty_spaced_and_non_ascii_ids() {
+        for bad in ["", "abc def", "abc\t", "模板", &"x".repeat(129)] {
+            assert!(TemplateId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(TemplateId::parse("zun-LzcQyW-edafCVvzPkK4de2Rllr1fFpw2A_x0oXE").is_ok());
+    }
+}

@@ -1,0 +1,77 @@
+//! One drainer per job across processes: an advisory lock file beside the
+//! database, released by the kernel even on kill -9.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use crate::domain::JobName;
+
+/// Held while a process sends a job's runs.
+#[derive(Debug)]
+pub struct JobLock {
+    _file: Option<File>,
+}
+
+/// The lock could not be taken or the lock file not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process (or task) holds it.
+    #[error("job {0} is already being sent by another wxpush process or task")]
+    Busy(String),
+    /// The lock file could not be created.
+    #[error("cannot open the lock file {path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl JobLock {
+    /// Takes the lock of `job` for the database at `db` without waiting.
+    /// An in-memory database has no other process to exclude.
+    pub fn try_acquire(db: Option<&Path>, job: &JobName) -> Result<Self, LockError> {
+        let Some(db) = db else {
+            return Ok(Self { _file: None });
+        };
+        let mut dir = db.as_os_str().to_owned();
+        dir.push(".locks");
+        let dir = PathBuf::from(dir);
+        let path = dir.join(format!("{job}.lock"));
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: Some(file) }),
+            Err(TryLockError::WouldBlock) => Err(LockError::Busy(job.to_string())),
+            Err(TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let job = JobName::parse("daily").unwrap();
+        let first = JobLock::try_acquire(Some(&db), &job).unwrap();
+        assert!(matches!(JobLock::try_acquire(Some(&db), &job), Err(LockError::Busy(_))));
+        let other = JobName::parse("weekly").unwrap();
+        assert!(JobLock::try_acquire(Some(&db), &other).is_ok());
+        drop(first);
+        assert!(JobLock::try_acquire(Some(&db), &job).is_ok());
+    }
+}

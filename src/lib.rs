@@ -1,0 +1,36 @@
+//! wxpush pushes WeChat Mini Program subscribe messages on a schedule.
+//!
+//! # Layout
+//!
+//! One push travels config → schedule → run → render/validate → token → send → record:
+//!
+//! - [`config`]: the TOML file plus `WXPUSH__SECTION__KEY` overrides, checked into
+//!   domain types on load.
+//! - [`domain`]: `OpenId`, `TemplateId`, keyword kinds and their limits, `Message`
+//!   (valid once built), `Schedule` (cron in a time zone).
+//! - [`scheduler`]: sleeps until each job's next slot and fires it; catches up a
+//!   missed slot on start.
+//! - [`runner`]: one firing: take the job's lock, resume unfinished runs, enqueue the
+//!   slot (idempotent), drain it.
+//! - [`delivery`]: drains a run in pages with bounded concurrency, a rate limit,
+//!   one request per openid at a time, retries with backoff, and group-committed
+//!   records (each delivery is committed as `sending` before its request).
+//! - [`wechat`]: the HTTP client, the shared access_token cache and the errcode
+//!   classification.
+//! - [`storage`]: the only module with SQL: runs, deliveries, recipients, tokens.
+//! - [`cli`], [`commands`], [`history`]: the command line and its output.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod history;
+pub mod joblock;
+pub mod runner;
+pub mod scheduler;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+pub mod wechat;

@@ -1,0 +1,228 @@
+//! Deliveries: one row per recipient per run, moved through its statuses.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Context, StorageError, Store, now};
+
+/// Where one delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Not sent yet.
+    Pending,
+    /// Committed just before the request; left over only by a crash.
+    Sending,
+    /// WeChat accepted it (errcode 0) and returned a msgid.
+    Sent,
+    /// Failed for good.
+    Failed,
+    /// 43101: the user has no subscription for this template.
+    Refused,
+    /// The message broke a keyword rule, or WeChat said so (47003).
+    Invalid,
+    /// Sent, but no answer came back: it may or may not have arrived.
+    Unknown,
+}
+
+impl Status {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+            Self::Invalid => "invalid",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "sending" => Self::Sending,
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            "refused" => Self::Refused,
+            "invalid" => Self::Invalid,
+            "unknown" => Self::Unknown,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// The final (or put-back) state of one delivery, to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The delivery.
+    pub id: i64,
+    /// Its new status.
+    pub status: Status,
+    /// WeChat's errcode, if one came back.
+    pub errcode: Option<i64>,
+    /// WeChat's errmsg or the local reason.
+    pub errmsg: Option<String>,
+    /// The msgid of an accepted message.
+    pub msgid: Option<u64>,
+    /// Requests made for it in this attempt to send.
+    pub attempts: u32,
+}
+
+/// A delivery waiting to be sent, with its recipient's data.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    /// The delivery.
+    pub id: i64,
+    /// The recipient (as stored; parsed by the caller).
+    pub openid: String,
+    /// Their variables, `name` included.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// One delivery, for history.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    /// The delivery.
+    pub id: i64,
+    /// The recipient.
+    pub openid: String,
+    /// Where it stands.
+    pub status: Status,
+    /// WeChat's errcode.
+    pub errcode: Option<i64>,
+    /// WeChat's errmsg or the local reason.
+    pub errmsg: Option<String>,
+    /// The msgid, as text (it does not fit a double).
+    pub msgid: Option<String>,
+    /// Requests made.
+    pub attempts: i64,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// Reads a recipient's stored variables, adding `name` when it has one.
+pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = vars
+        .as_deref()
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    if let Some(name) = name {
+        map.entry("name".into()).or_insert(name);
+    }
+    map
+}
+
+impl Store {
+    /// Turns `sending` rows left by a crash into `to` (unknown, or pending when
+    /// unknown outcomes are retried). Call only while holding the job's lock.
+    pub async fn recover_sending(&self, run_id: i64, to: Status) -> Result<u64, StorageError> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET status = ?, errmsg = 'interrupted while sending: outcome unknown', updated_at = ? \
+             WHERE run_id = ? AND status = 'sending'",
+        )
+        .bind(to.as_str())
+        .bind(now())
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .context("recover interrupted deliveries")?;
+        Ok(r.rows_affected())
+    }
+
+    /// Up to `limit` pending deliveries of a run with ids above `after`, in id order.
+    pub async fn pending_page(&self, job: &str, run_id: i64, after: i64, limit: u32) -> Result<Vec<PendingDelivery>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
+             LEFT JOIN recipients r ON r.job = ? AND r.openid = d.openid \
+             WHERE d.run_id = ? AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+        )
+        .bind(job)
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("read pending deliveries")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| PendingDelivery {
+                id: row.get("id"),
+                openid: row.get("openid"),
+                vars: vars_of(row.get("name"), row.get("vars")),
+            })
+            .collect())
+    }
+
+    /// In one transaction: marks `claims` as `sending` (each only if still pending)
+    /// and records `outcomes`. Returns, per claim, whether it was taken.
+    pub async fn write_batch(&self, claims: &[i64], outcomes: &[Outcome]) -> Result<Vec<bool>, StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        let mut taken = Vec::with_capacity(claims.len());
+        for id in claims {
+            let r = sqlx::query("UPDATE deliveries SET status = 'sending', updated_at = ? WHERE id = ? AND status = 'pending'")
+                .bind(&now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .context("claim a delivery")?;
+            taken.push(r.rows_affected() == 1);
+        }
+        for o in outcomes {
+            sqlx::query(
+                "UPDATE deliveries SET status = ?, errcode = ?, errmsg = ?, msgid = ?, \
+                 attempts = attempts + ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(o.status.as_str())
+            .bind(o.errcode)
+            .bind(o.errmsg.as_deref())
+            .bind(o.msgid.map(|m| m.to_string()))
+            .bind(i64::from(o.attempts))
+            .bind(&now)
+            .bind(o.id)
+            .execute(&mut *tx)
+            .await
+            .context("record a delivery outcome")?;
+        }
+        tx.commit().await.context("commit delivery updates")?;
+        Ok(taken)
+    }
+
+    /// Every delivery of a run, in id order.
+    pub async fn deliveries(&self, run_id: i64) -> Result<Vec<DeliveryRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, openid, status, errcode, errmsg, msgid, attempts, updated_at FROM deliveries \
+             WHERE run_id = ? ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .context("list deliveries")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| DeliveryRow {
+                id: row.get("id"),
+                openid: row.get("openid"),
+                status: Status::parse(row.get("status")),
+                errcode: row.get("errcode"),
+                errmsg: row.get("errmsg"),
+                msgid: row.get("msgid"),
+                attempts: row.get("attempts"),
+                updated_at: row.get("updated_at"),
+            })
+            .collect())
+    }
+
+    /// How many successful deliveries each openid has in a run (a test and audit aid).
+    pub async fn sent_per_openid(&self, run_id: i64) -> Result<BTreeMap<String, i64>, StorageError> {
+        let rows = sqlx::query("SELECT openid, COUNT(*) AS n FROM deliveries WHERE run_id = ? AND status = 'sent' GROUP BY openid")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await
+            .context("count sent deliveries")?;
+        Ok(rows.into_iter().map(|r| (r.get("openid"), r.get("n"))).collect())
+    }
+}

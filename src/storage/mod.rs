@@ -1,0 +1,137 @@
+//! The only place with SQL. SQLite today; statements stay portable where it costs
+//! nothing so that a PostgreSQL backend can sit beside this one.
+
+mod deliveries;
+mod recipients;
+mod runs;
+mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+pub use deliveries::{DeliveryRow, Outcome, PendingDelivery, Status};
+pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
+pub use runs::{Counts, Enqueued, RunRow, RunStatus, Trigger};
+pub use tokens::StoredToken;
+
+/// A database failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("database: failed to {action}: {source}")]
+pub struct StorageError {
+    action: &'static str,
+    #[source]
+    source: sqlx::Error,
+}
+
+/// Attaches what was being done to a sqlx error.
+trait Context<T> {
+    fn context(self, action: &'static str) -> Result<T, StorageError>;
+}
+
+impl<T> Context<T> for Result<T, sqlx::Error> {
+    fn context(self, action: &'static str) -> Result<T, StorageError> {
+        self.map_err(|source| StorageError { action, source })
+    }
+}
+
+impl<T> Context<T> for Result<T, sqlx::migrate::MigrateError> {
+    fn context(self, action: &'static str) -> Result<T, StorageError> {
+        self.map_err(|e| StorageError {
+            action,
+            source: sqlx::Error::Migrate(Box::new(e)),
+        })
+    }
+}
+
+/// The database: runs, deliveries, recipients and the cached token.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (creating it and its folder if missing) and migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .context("parse [database] url")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL makes NORMAL durable against process crashes; only power loss can
+            // lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let path = options.get_filename();
+        let path = (path != Path::new(":memory:")).then(|| path.to_path_buf());
+        if let Some(dir) = path.as_deref().and_then(Path::parent)
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StorageError {
+                action: "create the database folder",
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .context("open the database")?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("run migrations")?;
+        Ok(Self { pool, path })
+    }
+
+    /// Opens the database only if its file exists, for commands that must not create one.
+    pub async fn open_existing(url: &str) -> Result<Option<Self>, StorageError> {
+        let options = SqliteConnectOptions::from_str(url).context("parse [database] url")?;
+        if !options.get_filename().is_file() {
+            return Ok(None);
+        }
+        Self::open(url).await.map(Some)
+    }
+
+    /// The database file, if it is one (lock files live beside it).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Succeeds when the database answers a query.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("reach the database")?;
+        Ok(())
+    }
+
+    /// A write transaction that takes the write lock at once, so it never has to
+    /// upgrade (and fail with SQLITE_BUSY) half-way through.
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StorageError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("begin a write transaction")
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Timestamps are stored as RFC 3339 UTC text, which sorts in time order.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn now() -> String {
+    ts(Utc::now())
+}

@@ -1,0 +1,178 @@
+//! Recipients of each job, from the config file, the command line or a CSV import.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::deliveries::vars_of;
+use super::{Context, StorageError, Store, now};
+
+/// A recipient to write: one job, one openid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecipient {
+    /// The job.
+    pub job: String,
+    /// The openid.
+    pub openid: String,
+    /// A display name.
+    pub name: Option<String>,
+    /// Variables and keyword overrides.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A recipient as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientRow {
+    /// The job.
+    pub job: String,
+    /// The openid.
+    pub openid: String,
+    /// A display name.
+    pub name: Option<String>,
+    /// Variables, `name` included.
+    pub vars: BTreeMap<String, String>,
+    /// `config`, `cli` or `import`.
+    pub source: String,
+    /// False once removed from the config file.
+    pub active: bool,
+}
+
+/// What a config sync changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// New recipients.
+    pub added: u64,
+    /// Recipients whose name, variables or activity changed.
+    pub updated: u64,
+    /// Config recipients no longer in the file.
+    pub deactivated: u64,
+}
+
+const UPSERT: &str = "INSERT INTO recipients (job, openid, name, vars, source, active, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (job, openid) DO UPDATE SET \
+     name = excluded.name, vars = excluded.vars, source = excluded.source, active = 1, updated_at = excluded.updated_at";
+
+impl Store {
+    /// Makes the database's config-file recipients match `wanted`: adds, updates,
+    /// and deactivates the ones no longer listed. Recipients added by other means
+    /// are left alone unless the file now lists them too.
+    pub async fn sync_config_recipients(&self, wanted: &[StoredRecipient]) -> Result<SyncReport, StorageError> {
+        let mut tx = self.write().await?;
+        let existing = sqlx::query("SELECT job, openid, name, vars, source, active FROM recipients")
+            .fetch_all(&mut *tx)
+            .await
+            .context("read recipients")?;
+        let mut current: BTreeMap<(String, String), (Option<String>, String, String, bool)> = BTreeMap::new();
+        for r in existing {
+            current.insert(
+                (r.get("job"), r.get("openid")),
+                (r.get("name"), r.get("vars"), r.get("source"), r.get::<i64, _>("active") == 1),
+            );
+        }
+        let now = now();
+        let mut report = SyncReport::default();
+        let mut keep = BTreeSet::new();
+        for w in wanted {
+            let vars = serde_json::to_string(&w.vars).expect("a string map serialises");
+            let key = (w.job.clone(), w.openid.clone());
+            let unchanged = current.get(&key).is_some_and(|(name, v, source, active)| {
+                *name == w.name && *v == vars && source == "config" && *active
+            });
+            keep.insert(key.clone());
+            if unchanged {
+                continue;
+            }
+            if current.contains_key(&key) {
+                report.updated += 1;
+            } else {
+                report.added += 1;
+            }
+            sqlx::query(UPSERT)
+                .bind(&w.job)
+                .bind(&w.openid)
+                .bind(&w.name)
+                .bind(&vars)
+                .bind("config")
+                .bind(&now)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .context("save a config recipient")?;
+        }
+        for ((job, openid), (_, _, source, active)) in &current {
+            if source == "config" && *active && !keep.contains(&(job.clone(), openid.clone())) {
+                sqlx::query("UPDATE recipients SET active = 0, updated_at = ? WHERE job = ? AND openid = ?")
+                    .bind(&now)
+                    .bind(job)
+                    .bind(openid)
+                    .execute(&mut *tx)
+                    .await
+                    .context("deactivate a config recipient")?;
+                report.deactivated += 1;
+            }
+        }
+        tx.commit().await.context("commit the recipient sync")?;
+        Ok(report)
+    }
+
+    /// Adds or updates recipients from `source` (`cli` or `import`), all or nothing.
+    pub async fn upsert_recipients(&self, rows: &[StoredRecipient], source: &str) -> Result<u64, StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        for w in rows {
+            sqlx::query(UPSERT)
+                .bind(&w.job)
+                .bind(&w.openid)
+                .bind(&w.name)
+                .bind(serde_json::to_string(&w.vars).expect("a string map serialises"))
+                .bind(source)
+                .bind(&now)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .context("save a recipient")?;
+        }
+        tx.commit().await.context("commit recipients")?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Deletes a recipient from one job, or from every job; returns rows removed.
+    pub async fn remove_recipient(&self, openid: &str, job: Option<&str>) -> Result<u64, StorageError> {
+        let r = sqlx::query("DELETE FROM recipients WHERE openid = ? AND (? IS NULL OR job = ?)")
+            .bind(openid)
+            .bind(job)
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .context("remove a recipient")?;
+        Ok(r.rows_affected())
+    }
+
+    /// Recipients, optionally of one job, ordered by job and openid.
+    pub async fn recipients(&self, job: Option<&str>) -> Result<Vec<RecipientRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT job, openid, name, vars, source, active FROM recipients \
+             WHERE (? IS NULL OR job = ?) ORDER BY job, openid",
+        )
+        .bind(job)
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .context("list recipients")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let name: Option<String> = r.get("name");
+                RecipientRow {
+                    job: r.get("job"),
+                    openid: r.get("openid"),
+                    vars: vars_of(name.clone(), r.get("vars")),
+                    name,
+                    source: r.get("source"),
+                    active: r.get::<i64, _>("active") == 1,
+                }
+            })
+            .collect())
+    }
+}

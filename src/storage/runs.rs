@@ -1,0 +1,301 @@
+//! Runs: one firing of one job for one slot.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Context, StorageError, Store, now};
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Enqueued, sending, or interrupted: the next run or send resumes it.
+    Running,
+    /// Halted (daily quota, a fatal errcode): pending deliveries wait for a resume.
+    Stopped,
+    /// Every delivery has a final status.
+    Done,
+    /// The slot fired while the previous run of the job was still going.
+    Skipped,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Done => "done",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "stopped" => Self::Stopped,
+            "done" => Self::Done,
+            "skipped" => Self::Skipped,
+            _ => Self::Running,
+        }
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The daemon's schedule.
+    Schedule,
+    /// A slot missed while the daemon was down, sent on start.
+    CatchUp,
+    /// `wxpush send`.
+    Manual,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::CatchUp => "catch_up",
+            Self::Manual => "manual",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "catch_up" => Self::CatchUp,
+            "manual" => Self::Manual,
+            _ => Self::Schedule,
+        }
+    }
+}
+
+/// Deliveries of a run, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// All deliveries.
+    pub total: u64,
+    /// Accepted by WeChat.
+    pub sent: u64,
+    /// Failed for good (bad openid, retries used up ...).
+    pub failed: u64,
+    /// 43101: the user has no subscription left.
+    pub refused: u64,
+    /// The message broke a keyword rule; never sent.
+    pub invalid: u64,
+    /// Sent, but no answer came back.
+    pub unknown: u64,
+    /// Not sent yet.
+    pub pending: u64,
+}
+
+/// A run with its delivery counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    /// Its id.
+    pub id: i64,
+    /// The job.
+    pub job: String,
+    /// The scheduled instant it belongs to (UTC).
+    pub slot: DateTime<Utc>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// Why it stopped, if it did.
+    pub note: Option<String>,
+    /// When it was enqueued.
+    pub created_at: String,
+    /// When it finished.
+    pub finished_at: Option<String>,
+    /// Its deliveries by status.
+    pub counts: Counts,
+}
+
+/// The result of enqueueing a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The run for the slot.
+    pub run_id: i64,
+    /// False when the slot already had a run (nothing was added).
+    pub created: bool,
+    /// The run's status.
+    pub status: RunStatus,
+}
+
+fn slot_text(slot: DateTime<Utc>) -> String {
+    slot.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.note, r.created_at, r.finished_at, \
+    COUNT(d.id) AS total, \
+    COALESCE(SUM(CASE WHEN d.status = 'sent' THEN 1 ELSE 0 END), 0) AS sent, \
+    COALESCE(SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END), 0) AS failed, \
+    COALESCE(SUM(CASE WHEN d.status = 'refused' THEN 1 ELSE 0 END), 0) AS refused, \
+    COALESCE(SUM(CASE WHEN d.status = 'invalid' THEN 1 ELSE 0 END), 0) AS invalid, \
+    COALESCE(SUM(CASE WHEN d.status = 'unknown' THEN 1 ELSE 0 END), 0) AS unknown, \
+    COALESCE(SUM(CASE WHEN d.status IN ('pending', 'sending') THEN 1 ELSE 0 END), 0) AS pending \
+    FROM runs r LEFT JOIN deliveries d ON d.run_id = r.id";
+
+fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
+    let slot: String = row.try_get("slot")?;
+    let n = |c: &str| row.try_get::<i64, _>(c).map(|v| v as u64);
+    Ok(RunRow {
+        id: row.try_get("id")?,
+        job: row.try_get("job")?,
+        slot: slot
+            .parse()
+            .map_err(|e: chrono::ParseError| sqlx::Error::Decode(Box::new(e)))?,
+        trigger: Trigger::parse(row.try_get("trigger")?),
+        status: RunStatus::parse(row.try_get("status")?),
+        note: row.try_get("note")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+        counts: Counts {
+            total: n("total")?,
+            sent: n("sent")?,
+            failed: n("failed")?,
+            refused: n("refused")?,
+            invalid: n("invalid")?,
+            unknown: n("unknown")?,
+            pending: n("pending")?,
+        },
+    })
+}
+
+impl Store {
+    /// Creates the run for `(job, slot)` with one pending delivery per active
+    /// recipient, in one transaction; does nothing if the slot already has a run.
+    pub async fn enqueue(&self, job: &str, slot: DateTime<Utc>, trigger: Trigger) -> Result<Enqueued, StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO runs (job, slot, trigger, status, created_at) VALUES (?, ?, ?, 'running', ?) \
+             ON CONFLICT (job, slot) DO NOTHING RETURNING id",
+        )
+        .bind(job)
+        .bind(slot_text(slot))
+        .bind(trigger.as_str())
+        .bind(&now)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("create a run")?;
+        let enqueued = match inserted {
+            Some(run_id) => {
+                sqlx::query(
+                    "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
+                     SELECT ?, openid, 'pending', ?, ? FROM recipients WHERE job = ? AND active = 1 ORDER BY openid",
+                )
+                .bind(run_id)
+                .bind(&now)
+                .bind(&now)
+                .bind(job)
+                .execute(&mut *tx)
+                .await
+                .context("enqueue deliveries")?;
+                Enqueued { run_id, created: true, status: RunStatus::Running }
+            }
+            None => {
+                let row = sqlx::query("SELECT id, status FROM runs WHERE job = ? AND slot = ?")
+                    .bind(job)
+                    .bind(slot_text(slot))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .context("find the slot's run")?;
+                Enqueued {
+                    run_id: row.get("id"),
+                    created: false,
+                    status: RunStatus::parse(row.get("status")),
+                }
+            }
+        };
+        tx.commit().await.context("commit a new run")?;
+        Ok(enqueued)
+    }
+
+    /// Records that `slot` fired while the job's previous run was still going.
+    pub async fn record_skipped(&self, job: &str, slot: DateTime<Utc>, note: &str) -> Result<(), StorageError> {
+        let now = now();
+        sqlx::query(
+            "INSERT INTO runs (job, slot, trigger, status, note, created_at, finished_at) \
+             VALUES (?, ?, 'schedule', 'skipped', ?, ?, ?) ON CONFLICT (job, slot) DO NOTHING",
+        )
+        .bind(job)
+        .bind(slot_text(slot))
+        .bind(note)
+        .bind(&now)
+        .bind(&now)
+        .execute(&self.pool)
+        .await
+        .context("record a skipped run")?;
+        Ok(())
+    }
+
+    /// Marks a run as finished with `status` (done or stopped) and an optional note.
+    pub async fn finish_run(&self, run_id: i64, status: RunStatus, note: Option<&str>) -> Result<(), StorageError> {
+        sqlx::query("UPDATE runs SET status = ?, note = ?, finished_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(note)
+            .bind(now())
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .context("finish a run")?;
+        Ok(())
+    }
+
+    /// Marks a stopped run as running again before it is resumed.
+    pub async fn reopen_run(&self, run_id: i64) -> Result<(), StorageError> {
+        sqlx::query("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ? AND status = 'stopped'")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .context("reopen a run")?;
+        Ok(())
+    }
+
+    /// Runs of `job` that still have work: running (maybe interrupted) or stopped.
+    pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
+        sqlx::query_scalar("SELECT id FROM runs WHERE job = ? AND status IN ('running', 'stopped') ORDER BY id")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await
+            .context("find unfinished runs")
+    }
+
+    /// The run for `(job, slot)`, if any.
+    pub async fn run_for_slot(&self, job: &str, slot: DateTime<Utc>) -> Result<Option<i64>, StorageError> {
+        sqlx::query_scalar("SELECT id FROM runs WHERE job = ? AND slot = ?")
+            .bind(job)
+            .bind(slot_text(slot))
+            .fetch_optional(&self.pool)
+            .await
+            .context("look up a slot's run")
+    }
+
+    /// One run with its counts.
+    pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("{RUN_COLUMNS} WHERE r.id = ? GROUP BY r.id"));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("read a run")?;
+        row.as_ref().map(run_row).transpose().context("decode a run")
+    }
+
+    /// The latest runs, newest first, optionally of one job.
+    pub async fn runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<RunRow>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{RUN_COLUMNS} WHERE (? IS NULL OR r.job = ?) GROUP BY r.id ORDER BY r.id DESC LIMIT ?"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(job)
+            .bind(job)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .context("list runs")?;
+        rows.iter().map(run_row).collect::<Result<_, _>>().context("decode runs")
+    }
+}

@@ -1,0 +1,96 @@
+//! The cached access_token, shared by every process that uses the database.
+
+use sqlx::Row;
+
+use super::{Context, StorageError, Store};
+
+/// A cached token and its lifetime (unix seconds).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The token itself. Never log it.
+    pub token: String,
+    /// When it was fetched.
+    pub fetched_at: i64,
+    /// When WeChat said it expires.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("token", &"[redacted]")
+            .field("fetched_at", &self.fetched_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl Store {
+    /// The cached token for `appid` from `source`, if any.
+    pub async fn load_token(&self, appid: &str, source: &str) -> Result<Option<StoredToken>, StorageError> {
+        let row = sqlx::query("SELECT token, fetched_at, expires_at FROM access_tokens WHERE appid = ? AND source = ?")
+            .bind(appid)
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .context("read the cached access_token")?;
+        Ok(row.map(|r| StoredToken {
+            token: r.get("token"),
+            fetched_at: r.get("fetched_at"),
+            expires_at: r.get("expires_at"),
+        }))
+    }
+
+    /// Caches a freshly fetched token.
+    pub async fn save_token(&self, appid: &str, source: &str, t: &StoredToken) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO access_tokens (appid, source, token, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (appid, source) DO UPDATE SET token = excluded.token, \
+             fetched_at = excluded.fetched_at, expires_at = excluded.expires_at",
+        )
+        .bind(appid)
+        .bind(source)
+        .bind(&t.token)
+        .bind(t.fetched_at)
+        .bind(t.expires_at)
+        .execute(&self.pool)
+        .await
+        .context("cache the access_token")?;
+        Ok(())
+    }
+
+    /// Drops the cached token only if it is still `token` (compare-and-swap), so a
+    /// token another process just fetched is not thrown away.
+    pub async fn invalidate_token(&self, appid: &str, source: &str, token: &str) -> Result<bool, StorageError> {
+        let r = sqlx::query("DELETE FROM access_tokens WHERE appid = ? AND source = ? AND token = ?")
+            .bind(appid)
+            .bind(source)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .context("invalidate the access_token")?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Times (unix seconds) of force refreshes at or after `since`, newest first.
+    pub async fn force_refreshes_since(&self, appid: &str, since: i64) -> Result<Vec<i64>, StorageError> {
+        let rows = sqlx::query("SELECT at FROM token_force_refreshes WHERE appid = ? AND at >= ? ORDER BY at DESC")
+            .bind(appid)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .context("read force refreshes")?;
+        Ok(rows.into_iter().map(|r| r.get("at")).collect())
+    }
+
+    /// Remembers a force refresh (they are limited per day).
+    pub async fn record_force_refresh(&self, appid: &str, at: i64) -> Result<(), StorageError> {
+        sqlx::query("INSERT INTO token_force_refreshes (appid, at) VALUES (?, ?)")
+            .bind(appid)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .context("record a force refresh")?;
+        Ok(())
+    }
+}

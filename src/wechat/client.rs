@@ -1,0 +1,230 @@
+//! The HTTP calls: token endpoints and `subscribeMessage.send`.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::config::{TokenSource, WechatSettings};
+use crate::domain::Message;
+
+/// A token or send request that did not give a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WechatError {
+    /// No connection or no reply.
+    #[error("cannot reach WeChat: {0}")]
+    Transport(String),
+    /// A non-200 HTTP status.
+    #[error("WeChat answered HTTP {0}")]
+    Http(u16),
+    /// An errcode.
+    #[error("WeChat answered errcode {errcode}: {errmsg}")]
+    Api {
+        /// The errcode.
+        errcode: i64,
+        /// The errmsg (may carry a `rid` for WeChat support).
+        errmsg: String,
+    },
+    /// A 200 reply that is not the expected JSON.
+    #[error("unreadable reply from WeChat: {0}")]
+    Decode(String),
+}
+
+/// What became of one send request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendReply {
+    /// WeChat answered with an errcode (0 is success).
+    Replied {
+        /// The errcode.
+        errcode: i64,
+        /// The errmsg.
+        errmsg: String,
+        /// The message id of an accepted message.
+        msgid: Option<u64>,
+    },
+    /// The connection failed before the request was written: it was not sent.
+    NotSent(String),
+    /// A non-200 status (a gateway in front of WeChat answered).
+    Http(u16),
+    /// The request may have been received but no answer came back.
+    NoAnswer(String),
+}
+
+/// A fetched token and its lifetime in seconds.
+pub(crate) struct FetchedToken {
+    pub token: String,
+    pub expires_in: i64,
+}
+
+/// A thin client over the WeChat server API.
+#[derive(Clone)]
+pub struct WechatClient {
+    http: reqwest::Client,
+    base: String,
+    appid: String,
+    secret: SecretString,
+    send_url: String,
+}
+
+impl std::fmt::Debug for WechatClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WechatClient")
+            .field("base", &self.base)
+            .field("appid", &self.appid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Describes a transport error without its URL, which carries the access_token.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[derive(Deserialize)]
+struct TokenDto {
+    access_token: Option<String>,
+    expires_in: Option<i64>,
+    errcode: Option<i64>,
+    errmsg: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendDto {
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    msgid: Option<MsgId>,
+}
+
+/// WeChat sends msgid as a 64-bit number; some gateways quote it. Never via f64.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MsgId {
+    Num(u64),
+    Text(String),
+}
+
+impl MsgId {
+    fn value(self) -> Option<u64> {
+        match self {
+            Self::Num(n) => Some(n),
+            Self::Text(s) => s.parse().ok(),
+        }
+    }
+}
+
+impl WechatClient {
+    /// Builds a client for `settings`, with room for `concurrency` open connections.
+    pub fn new(settings: &WechatSettings, secret: SecretString, concurrency: usize) -> Result<Self, WechatError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(concurrency)
+            .user_agent(concat!("wxpush/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WechatError::Transport(describe(e)))?;
+        Ok(Self {
+            http,
+            send_url: format!("{}/cgi-bin/message/subscribe/send", settings.api_base),
+            base: settings.api_base.clone(),
+            appid: settings.appid.clone(),
+            secret,
+        })
+    }
+
+    /// Fetches an access_token from `source`; `force` only applies to the stable one.
+    pub(crate) async fn fetch_token(&self, source: TokenSource, force: bool) -> Result<FetchedToken, WechatError> {
+        let request = match source {
+            TokenSource::Stable => self
+                .http
+                .post(format!("{}/cgi-bin/stable_token", self.base))
+                .json(&serde_json::json!({
+                    "grant_type": "client_credential",
+                    "appid": self.appid,
+                    "secret": self.secret.expose_secret(),
+                    "force_refresh": force,
+                })),
+            TokenSource::Classic => self.http.get(format!("{}/cgi-bin/token", self.base)).query(&[
+                ("grant_type", "client_credential"),
+                ("appid", &self.appid),
+                ("secret", self.secret.expose_secret()),
+            ]),
+        };
+        let response = request.send().await.map_err(|e| WechatError::Transport(describe(e)))?;
+        if !response.status().is_success() {
+            return Err(WechatError::Http(response.status().as_u16()));
+        }
+        let body = response.bytes().await.map_err(|e| WechatError::Transport(describe(e)))?;
+        let dto: TokenDto =
+            serde_json::from_slice(&body).map_err(|e| WechatError::Decode(format!("token reply: {e}")))?;
+        // A reply without errcode (or with 0) and with a token is a success.
+        match (dto.errcode.unwrap_or(0), dto.access_token) {
+            (0, Some(token)) if !token.is_empty() => Ok(FetchedToken {
+                token,
+                expires_in: dto.expires_in.unwrap_or(7200),
+            }),
+            (0, _) => Err(WechatError::Decode("token reply has no access_token".into())),
+            (errcode, _) => Err(WechatError::Api {
+                errcode,
+                errmsg: dto.errmsg.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Calls `subscribeMessage.send` once.
+    pub async fn send(&self, token: &str, message: &Message) -> SendReply {
+        let result = self
+            .http
+            .post(&self.send_url)
+            .query(&[("access_token", token)])
+            .json(message)
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            // A failed connect never wrote the request: safe to retry.
+            Err(e) if e.is_connect() => return SendReply::NotSent(describe(e)),
+            Err(e) => return SendReply::NoAnswer(describe(e)),
+        };
+        let status = response.status();
+        if !status.is_success() {
+            return SendReply::Http(status.as_u16());
+        }
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return SendReply::NoAnswer(describe(e)),
+        };
+        match serde_json::from_slice::<SendDto>(&body) {
+            Ok(dto) => SendReply::Replied {
+                errcode: dto.errcode,
+                errmsg: dto.errmsg,
+                msgid: dto.msgid.and_then(MsgId::value),
+            },
+            Err(e) => SendReply::NoAnswer(format!("unreadable reply: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msgid_above_two_to_the_53_keeps_every_digit() {
+        let dto: SendDto =
+            serde_json::from_str(r#"{"errcode":0,"errmsg":"ok","msgid":1988810812324364291}"#).unwrap();
+        assert_eq!(dto.msgid.and_then(MsgId::value), Some(1_988_810_812_324_364_291));
+        let quoted: SendDto =
+            serde_json::from_str(r#"{"errcode":0,"errmsg":"ok","msgid":"18446744073709551615"}"#).unwrap();
+        assert_eq!(quoted.msgid.and_then(MsgId::value), Some(u64::MAX));
+    }
+}
