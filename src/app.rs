@@ -48,7 +48,12 @@ impl App {
             settings.wechat.appid.clone(),
             settings.wechat.token_source,
         ));
-        let deliverer = Arc::new(Deliverer::new(store.clone(), client, tokens, &settings.delivery));
+        let deliverer = Arc::new(Deliverer::new(
+            store.clone(),
+            client,
+            tokens,
+            &settings.delivery,
+        ));
         Ok(Self {
             settings,
             store,
@@ -58,7 +63,10 @@ impl App {
 
     /// Makes the database's config-file recipients match the file.
     pub async fn sync_recipients(&self) -> Result<SyncReport, StorageError> {
-        let report = self.store.sync_config_recipients(&config_recipients(&self.settings)).await?;
+        let report = self
+            .store
+            .sync_config_recipients(&config_recipients(&self.settings))
+            .await?;
         if report != SyncReport::default() {
             tracing::info!(
                 added = report.added,

@@ -127,11 +127,21 @@ mod tests {
     #[test]
     fn runs_show_and_runs_list_both_parse() {
         let c = Cli::try_parse_from(["wxpush", "runs", "--job", "daily", "--json"]).unwrap();
-        assert!(matches!(c.command, Command::Runs(RunsArgs { show: None, json: true, .. })));
+        assert!(matches!(
+            c.command,
+            Command::Runs(RunsArgs {
+                show: None,
+                json: true,
+                ..
+            })
+        ));
         let c = Cli::try_parse_from(["wxpush", "runs", "show", "7", "--json"]).unwrap();
         assert!(matches!(
             c.command,
-            Command::Runs(RunsArgs { show: Some(RunsCommand::Show { id: 7, json: true }), .. })
+            Command::Runs(RunsArgs {
+                show: Some(RunsCommand::Show { id: 7, json: true }),
+                ..
+            })
         ));
     }
 }

@@ -11,11 +11,26 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
     let _ = writeln!(
         out,
         "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7}",
-        "ID", "JOB", "SLOT", "TRIGGER", "STATUS", "TOTAL", "SENT", "FAILED", "REFUSED", "INVALID", "UNKNOWN", "PENDING"
+        "ID",
+        "JOB",
+        "SLOT",
+        "TRIGGER",
+        "STATUS",
+        "TOTAL",
+        "SENT",
+        "FAILED",
+        "REFUSED",
+        "INVALID",
+        "UNKNOWN",
+        "PENDING"
     );
     for r in runs {
         let slot = match tz_of(&r.job) {
-            Some(tz) => r.slot.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+            Some(tz) => r
+                .slot
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string(),
             None => r.slot.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         };
         let c = &r.counts;
@@ -48,8 +63,8 @@ pub fn run_detail(run: &RunRow, deliveries: &[DeliveryRow]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<34} {:<8} {:>8} {:>8} {:<20} {}",
-        "OPENID", "STATUS", "ERRCODE", "ATTEMPTS", "MSGID", "ERRMSG"
+        "{:<34} {:<8} {:>8} {:>8} {:<20} ERRMSG",
+        "OPENID", "STATUS", "ERRCODE", "ATTEMPTS", "MSGID"
     );
     for d in deliveries {
         let _ = writeln!(

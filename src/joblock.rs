@@ -68,7 +68,10 @@ mod tests {
         let db = dir.path().join("w.db");
         let job = JobName::parse("daily").unwrap();
         let first = JobLock::try_acquire(Some(&db), &job).unwrap();
-        assert!(matches!(JobLock::try_acquire(Some(&db), &job), Err(LockError::Busy(_))));
+        assert!(matches!(
+            JobLock::try_acquire(Some(&db), &job),
+            Err(LockError::Busy(_))
+        ));
         let other = JobName::parse("weekly").unwrap();
         assert!(JobLock::try_acquire(Some(&db), &other).is_ok());
         drop(first);

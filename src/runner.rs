@@ -34,6 +34,10 @@ pub struct Fired {
 
 /// Resumes `job`'s unfinished runs, then (unless one of them stopped or a shutdown
 /// came) enqueues `slot` and drains it. Takes the job's lock for the whole time.
+///
+/// A manual send passes `Trigger::Manual`: when it resumed something, it starts no
+/// new run, so that re-running a crashed `wxpush send` finishes the old run instead
+/// of sending everyone a second message.
 pub async fn fire(
     store: &Store,
     deliverer: &Deliverer,
@@ -44,7 +48,9 @@ pub async fn fire(
     let _lock = JobLock::try_acquire(store.path(), &job.name)?;
     let mut fired = Fired::default();
     for run_id in store.unfinished_runs(job.name.as_ref()).await? {
-        let Some(run) = store.run(run_id).await? else { continue };
+        let Some(run) = store.run(run_id).await? else {
+            continue;
+        };
         tracing::info!(run.id = run_id, slot = %run.slot, "resuming an unfinished run");
         let report = deliverer.drain(job, run_id, run.slot, shutdown).await?;
         let halted = report.stopped.is_some() || report.interrupted;
@@ -57,6 +63,9 @@ pub async fn fire(
     let Some((slot, trigger)) = slot else {
         return Ok(fired);
     };
+    if trigger == Trigger::Manual && !fired.reports.is_empty() {
+        return Ok(fired);
+    }
     if shutdown.is_cancelled() {
         return Ok(fired);
     }
@@ -68,7 +77,9 @@ pub async fn fire(
         return Ok(fired);
     }
     tracing::info!(run.id = enqueued.run_id, %slot, trigger = ?trigger, "run started");
-    let report = deliverer.drain(job, enqueued.run_id, slot, shutdown).await?;
+    let report = deliverer
+        .drain(job, enqueued.run_id, slot, shutdown)
+        .await?;
     log_end(&report);
     fired.reports.push(report);
     Ok(fired)

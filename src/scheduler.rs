@@ -27,7 +27,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) -> Result<(), Stora
         match job.schedule.next_after(Utc::now()) {
             Some(next) => tracing::info!(
                 job = %job.name,
-                next_fire = %next.with_timezone(&job.schedule.tz()),
+                next_fire = %job.schedule.local(next),
                 "scheduled"
             ),
             None => tracing::warn!(job = %job.name, "this schedule never fires again"),
@@ -45,7 +45,11 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) -> Result<(), Stora
 
 /// The slot to catch up on start: the latest one, if missed by less than `catch_up`
 /// and not run yet.
-async fn missed_slot(app: &App, job: &Job, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StorageError> {
+async fn missed_slot(
+    app: &App,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StorageError> {
     let Some(slot) = job.schedule.latest_at_or_before(now) else {
         return Ok(None);
     };
@@ -79,8 +83,7 @@ async fn job_loop(app: Arc<App>, job: Job, shutdown: CancellationToken) {
         running.spawn(async move { spawn_fire(&app, &job, slot, &shutdown, guard).await });
     }
     let mut after = start;
-    loop {
-        let Some(next) = job.schedule.next_after(after) else { break };
+    while let Some(next) = job.schedule.next_after(after) {
         if !sleep_until(next, &shutdown).await {
             break;
         }
@@ -89,14 +92,29 @@ async fn job_loop(app: Arc<App>, job: Job, shutdown: CancellationToken) {
             Ok(guard) => {
                 let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
                 running.spawn(async move {
-                    spawn_fire(&app, &job, Some((next, Trigger::Schedule)), &shutdown, guard).await;
+                    spawn_fire(
+                        &app,
+                        &job,
+                        Some((next, Trigger::Schedule)),
+                        &shutdown,
+                        guard,
+                    )
+                    .await;
                 });
             }
-            Err(_) => skip(&app, &job, next, "the previous run of this job was still going").await,
+            Err(_) => {
+                skip(
+                    &app,
+                    &job,
+                    next,
+                    "the previous run of this job was still going",
+                )
+                .await
+            }
         }
         while running.try_join_next().is_some() {}
         if let Some(n) = job.schedule.next_after(after) {
-            tracing::info!(job = %job.name, next_fire = %n.with_timezone(&job.schedule.tz()), "next fire");
+            tracing::info!(job = %job.name, next_fire = %job.schedule.local(n), "next fire");
         }
     }
     while running.join_next().await.is_some() {}

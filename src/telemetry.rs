@@ -19,7 +19,9 @@ pub fn init(log: &LogSettings) {
     let result = match (log.format, journald) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
         (LogFormat::Pretty, true) => builder.without_time().with_ansi(false).try_init(),
-        (LogFormat::Pretty, false) => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        (LogFormat::Pretty, false) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
     // A second init (tests calling the library twice) keeps the first subscriber.
     drop(result);

@@ -23,7 +23,9 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
             vars.entry("name".into()).or_insert_with(|| name.clone());
         }
         for job_name in &r.jobs {
-            let Some(job) = settings.job(job_name.as_ref()) else { continue };
+            let Some(job) = settings.job(job_name.as_ref()) else {
+                continue;
+            };
             let at = job.schedule.next_after(Utc::now()).unwrap_or_else(Utc::now);
             let builtins = Builtins::at(at, job.schedule.tz());
             if let Err(e) = Message::build(&job.spec, r.openid.clone(), &vars, &builtins) {
@@ -41,10 +43,13 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
         let next = job
             .schedule
             .next_after(Utc::now())
-            .map(|t| t.with_timezone(&job.schedule.tz()).to_string())
+            .map(|t| job.schedule.local(t))
             .unwrap_or_else(|| "never".into());
         let n = settings.recipients_of(&job.name).count();
-        println!("job {}: next fire {next}; {n} recipients in the config file", job.name);
+        println!(
+            "job {}: next fire {next}; {n} recipients in the config file",
+            job.name
+        );
     }
     println!(
         "{file}: OK ({} jobs, {} recipients)",

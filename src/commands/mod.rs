@@ -114,7 +114,11 @@ fn find_job<'a>(settings: &'a Settings, name: &str) -> Result<&'a config::Job, F
         Failure::usage(format!(
             "{}: no job named {name:?} (configured: {})",
             settings.path.display(),
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         ))
     })
 }

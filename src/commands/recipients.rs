@@ -14,9 +14,15 @@ use crate::storage::{Store, StoredRecipient};
 pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Result<Exit, Failure> {
     match command {
         RecipientsCommand::List { job, json } => list(&settings, job.as_deref(), json).await,
-        RecipientsCommand::Add { openid, job, name, vars } => {
+        RecipientsCommand::Add {
+            openid,
+            job,
+            name,
+            vars,
+        } => {
             let job = find_job(&settings, &job)?;
-            let openid = OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
+            let openid =
+                OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
             let mut map = BTreeMap::new();
             for v in vars {
                 let (k, val) = v
@@ -41,12 +47,22 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             if n == 0 {
                 return Err(Failure {
                     exit: Exit::SomeFailed,
-                    message: format!("no recipient {openid} found{}", job.map(|j| format!(" in job {j}")).unwrap_or_default()),
+                    message: format!(
+                        "no recipient {openid} found{}",
+                        job.map(|j| format!(" in job {j}")).unwrap_or_default()
+                    ),
                 });
             }
             println!("removed {openid} from {n} job(s)");
-            if settings.recipients.iter().any(|r| r.openid.as_ref() == openid) {
-                println!("note: {openid} is also in {}; the next run or send adds it back", settings.path.display());
+            if settings
+                .recipients
+                .iter()
+                .any(|r| r.openid.as_ref() == openid)
+            {
+                println!(
+                    "note: {openid} is also in {}; the next run or send adds it back",
+                    settings.path.display()
+                );
             }
             Ok(Exit::Ok)
         }
@@ -56,7 +72,11 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             let store = Store::open(&settings.database.url).await?;
             let n = store.upsert_recipients(&rows, "import").await?;
             store.close().await;
-            println!("imported {n} recipients into job {} from {}", job.name, file.display());
+            println!(
+                "imported {n} recipients into job {} from {}",
+                job.name,
+                file.display()
+            );
             Ok(Exit::Ok)
         }
     }
@@ -70,10 +90,16 @@ async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit
     let rows = store.recipients(job).await?;
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialise")
+        );
         return Ok(Exit::Ok);
     }
-    println!("{:<16} {:<34} {:<7} {:<6} {:<16} VARS", "JOB", "OPENID", "SOURCE", "ACTIVE", "NAME");
+    println!(
+        "{:<16} {:<34} {:<7} {:<6} {:<16} VARS",
+        "JOB", "OPENID", "SOURCE", "ACTIVE", "NAME"
+    );
     for r in rows {
         let vars: Vec<String> = r
             .vars
@@ -95,7 +121,12 @@ async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit
 }
 
 /// A recipient row, refused unless the job's message renders and passes its rules.
-fn recipient(job: &Job, openid: &OpenId, name: Option<String>, vars: BTreeMap<String, String>) -> Result<StoredRecipient, String> {
+fn recipient(
+    job: &Job,
+    openid: &OpenId,
+    name: Option<String>,
+    vars: BTreeMap<String, String>,
+) -> Result<StoredRecipient, String> {
     let mut check_vars = vars.clone();
     if let Some(n) = &name {
         check_vars.entry("name".into()).or_insert_with(|| n.clone());
@@ -123,7 +154,9 @@ fn read_csv(path: &Path, job: &Job) -> Result<Vec<StoredRecipient>, Failure> {
         .map_err(|e| Failure::usage(format!("{file} line 1: {e}")))?
         .clone();
     let Some(openid_col) = headers.iter().position(|h| h == "openid") else {
-        return Err(Failure::usage(format!("{file} line 1: the header has no `openid` column")));
+        return Err(Failure::usage(format!(
+            "{file} line 1: the header has no `openid` column"
+        )));
     };
     let name_col = headers.iter().position(|h| h == "name");
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -148,10 +181,15 @@ fn read_csv(path: &Path, job: &Job) -> Result<Vec<StoredRecipient>, Failure> {
             }
         };
         if let Some(first) = seen.insert(openid.to_string(), line) {
-            problems.push(format!("{file} line {line}: openid {openid} is already on line {first}"));
+            problems.push(format!(
+                "{file} line {line}: openid {openid} is already on line {first}"
+            ));
             continue;
         }
-        let name = name_col.and_then(|c| record.get(c)).filter(|s| !s.is_empty()).map(str::to_owned);
+        let name = name_col
+            .and_then(|c| record.get(c))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
         let vars: BTreeMap<String, String> = headers
             .iter()
             .zip(record.iter())

@@ -13,20 +13,25 @@ pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Fail
         None => {
             let runs = store.runs(args.job.as_deref(), args.limit).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&runs).expect("runs serialise"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&runs).expect("runs serialise")
+                );
             } else {
                 print!("{}", history::runs_table(&runs, tz_of));
             }
         }
         Some(RunsCommand::Show { id, json }) => {
-            let run = store
-                .run(id)
-                .await?
-                .ok_or_else(|| Failure::usage(format!("no run with id {id} (see `wxpush runs`)")))?;
+            let run = store.run(id).await?.ok_or_else(|| {
+                Failure::usage(format!("no run with id {id} (see `wxpush runs`)"))
+            })?;
             let deliveries = store.deliveries(id).await?;
             if json {
                 let doc = serde_json::json!({ "run": run, "deliveries": deliveries });
-                println!("{}", serde_json::to_string_pretty(&doc).expect("runs serialise"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&doc).expect("runs serialise")
+                );
             } else {
                 print!("{}", history::run_detail(&run, &deliveries));
             }

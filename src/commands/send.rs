@@ -20,15 +20,28 @@ pub(super) async fn run(settings: Settings, job: &str, dry_run: bool) -> Result<
     let app = App::build(settings).await?;
     app.sync_recipients().await?;
     let shutdown = shutdown::on_signals();
-    // A manual send is its own slot; an unfinished earlier run is resumed first.
-    let slot = Utc::now().trunc_subsecs(0);
-    let fired = fire(&app.store, &app.deliverer, &job, Some((slot, Trigger::Manual)), &shutdown)
-        .await
-        .map_err(|e| match e {
-            FireError::Locked(e) => Failure::cannot_proceed(e),
-            other => Failure::cannot_proceed(other),
-        })?;
+    // A manual send is its own slot, unless an unfinished run is resumed instead.
+    let slot = Utc::now().trunc_subsecs(3);
+    let fired = fire(
+        &app.store,
+        &app.deliverer,
+        &job,
+        Some((slot, Trigger::Manual)),
+        &shutdown,
+    )
+    .await
+    .map_err(|e| match e {
+        FireError::Locked(e) => Failure::cannot_proceed(e),
+        other => Failure::cannot_proceed(other),
+    })?;
     app.store.close().await;
+    if fired.reports.is_empty() {
+        let note = fired
+            .already_done
+            .map_or_else(String::new, |id| format!(" (run {id} is complete)"));
+        println!("{}: nothing to send{note}", job.name);
+        return Ok(Exit::Ok);
+    }
 
     let mut total = Counts::default();
     for r in &fired.reports {
@@ -99,11 +112,16 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
     for (openid, vars) in &audience {
         let built = OpenId::parse(openid)
             .map_err(|e| e.to_string())
-            .and_then(|id| Message::build(&job.spec, id, vars, &builtins).map_err(|e| e.to_string()));
+            .and_then(|id| {
+                Message::build(&job.spec, id, vars, &builtins).map_err(|e| e.to_string())
+            });
         match built {
             Ok(m) => {
                 valid += 1;
-                println!("{}", serde_json::to_string(&m).expect("a message serialises"));
+                println!(
+                    "{}",
+                    serde_json::to_string(&m).expect("a message serialises")
+                );
             }
             Err(reason) => {
                 invalid += 1;
@@ -116,5 +134,9 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
         job.name,
         audience.len()
     );
-    Ok(if invalid > 0 { Exit::SomeFailed } else { Exit::Ok })
+    Ok(if invalid > 0 {
+        Exit::SomeFailed
+    } else {
+        Exit::Ok
+    })
 }

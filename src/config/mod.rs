@@ -63,13 +63,23 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     Checker::new(file, path.to_path_buf()).check(raw)
 }
 
-/// One line for a `config` crate error, always naming the file.
+/// One line for a `config` crate error, always naming the file: TOML errors come
+/// as several lines (position, a source excerpt, the message), folded here.
 fn describe(file: &str, e: &config::ConfigError) -> String {
-    let text = e.to_string().replace('\n', " ");
-    if text.contains(file) {
-        text
+    let text = e.to_string();
+    // The crate appends " in <path>" with a path of its own making; we name the file first.
+    let text = match text.rfind(" in ") {
+        Some(i) if text[i + 4..].trim_end().ends_with(".toml") => text[..i].to_owned(),
+        _ => text,
+    };
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = lines.filter(|l| !l.contains('|')).collect();
+    let first = first.trim_start_matches("TOML parse error at ");
+    if rest.is_empty() {
+        format!("{file}: {first}")
     } else {
-        format!("{file}: {text}")
+        format!("{file}: {first}: {}", rest.join(" "))
     }
 }
 
@@ -108,7 +118,10 @@ impl Checker {
         let mut seen = BTreeSet::new();
         for job in &jobs {
             if !seen.insert(job.name.clone()) {
-                self.fail("jobs", format!("job {:?} is defined twice", job.name.as_ref()));
+                self.fail(
+                    "jobs",
+                    format!("job {:?} is defined twice", job.name.as_ref()),
+                );
             }
         }
         let recipients = self.recipients(raw.recipients, &seen);
@@ -140,13 +153,21 @@ impl Checker {
         if !appid_ok {
             self.fail(
                 "wechat.appid",
-                format!("{:?} is not a mini program AppID (wx followed by 16 letters or digits)", w.appid),
+                format!(
+                    "{:?} is not a mini program AppID (wx followed by 16 letters or digits)",
+                    w.appid
+                ),
             );
         }
-        let secret = w.secret.filter(|s| !secrecy::ExposeSecret::expose_secret(s).is_empty());
+        let secret = w
+            .secret
+            .filter(|s| !secrecy::ExposeSecret::expose_secret(s).is_empty());
         let api_base = w.api_base.trim_end_matches('/').to_owned();
         if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
-            self.fail("wechat.api_base", format!("{api_base:?} is not an http(s) URL"));
+            self.fail(
+                "wechat.api_base",
+                format!("{api_base:?} is not an http(s) URL"),
+            );
         }
         if w.timeout.is_zero() {
             self.fail("wechat.timeout", "must be more than 0s");
@@ -162,7 +183,10 @@ impl Checker {
 
     fn delivery(&mut self, d: raw::RawDelivery) -> DeliverySettings {
         if !(1..=1024).contains(&d.concurrency) {
-            self.fail("delivery.concurrency", format!("{} is not between 1 and 1024", d.concurrency));
+            self.fail(
+                "delivery.concurrency",
+                format!("{} is not between 1 and 1024", d.concurrency),
+            );
         }
         if d.max_attempts == 0 {
             self.fail("delivery.max_attempts", "must be at least 1");
@@ -180,10 +204,17 @@ impl Checker {
         }
     }
 
-    fn job(&mut self, i: usize, j: raw::RawJob, default_catch_up: std::time::Duration) -> Option<Job> {
+    fn job(
+        &mut self,
+        i: usize,
+        j: raw::RawJob,
+        default_catch_up: std::time::Duration,
+    ) -> Option<Job> {
         let at = format!("jobs[{i}]");
         let before = self.problems.len();
-        let name = JobName::parse(&j.name).map_err(|e| self.fail(&format!("{at}.name"), e)).ok();
+        let name = JobName::parse(&j.name)
+            .map_err(|e| self.fail(&format!("{at}.name"), e))
+            .ok();
         let at = name.as_ref().map_or(at.clone(), |n| format!("{at} ({n})"));
         let tz: Option<Tz> = j
             .timezone
@@ -191,7 +222,10 @@ impl Checker {
             .map_err(|_| {
                 self.fail(
                     &format!("{at}.timezone"),
-                    format!("{:?} is not an IANA time zone such as Asia/Shanghai", j.timezone),
+                    format!(
+                        "{:?} is not an IANA time zone such as Asia/Shanghai",
+                        j.timezone
+                    ),
                 )
             })
             .ok();
@@ -212,7 +246,10 @@ impl Checker {
             None => None,
         };
         if j.data.is_empty() {
-            self.fail(&format!("{at}.data"), "is empty; give one value per template keyword");
+            self.fail(
+                &format!("{at}.data"),
+                "is empty; give one value per template keyword",
+            );
         }
         let mut data = Vec::new();
         for (key, value) in j.data {
@@ -241,20 +278,32 @@ impl Checker {
         })
     }
 
-    fn recipients(&mut self, raw: Vec<raw::RawRecipient>, jobs: &BTreeSet<JobName>) -> Vec<Recipient> {
+    fn recipients(
+        &mut self,
+        raw: Vec<raw::RawRecipient>,
+        jobs: &BTreeSet<JobName>,
+    ) -> Vec<Recipient> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, r) in raw.into_iter().enumerate() {
             let at = format!("recipients[{i}]");
-            let Ok(openid) = OpenId::parse(&r.openid).map_err(|e| self.fail(&format!("{at}.openid"), e)) else {
+            let Ok(openid) =
+                OpenId::parse(&r.openid).map_err(|e| self.fail(&format!("{at}.openid"), e))
+            else {
                 continue;
             };
             let at = format!("{at} ({})", openid.masked());
             if !seen.insert(openid.clone()) {
-                self.fail(&at, "this openid is listed twice; merge its jobs into one entry");
+                self.fail(
+                    &at,
+                    "this openid is listed twice; merge its jobs into one entry",
+                );
             }
             if r.jobs.is_empty() {
-                self.fail(&format!("{at}.jobs"), "is empty; name the jobs that send to this recipient");
+                self.fail(
+                    &format!("{at}.jobs"),
+                    "is empty; name the jobs that send to this recipient",
+                );
             }
             let mut names = Vec::new();
             for j in &r.jobs {
@@ -263,8 +312,11 @@ impl Checker {
                     _ => self.fail(&format!("{at}.jobs"), format!("no job is named {j:?}")),
                 }
             }
-            let vars: BTreeMap<String, String> =
-                r.data.into_iter().map(|(k, v)| (k, v.into_string())).collect();
+            let vars: BTreeMap<String, String> = r
+                .data
+                .into_iter()
+                .map(|(k, v)| (k, v.into_string()))
+                .collect();
             out.push(Recipient {
                 openid,
                 name: r.name,

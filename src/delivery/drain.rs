@@ -65,7 +65,12 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// A deliverer with `[delivery]`'s limits.
-    pub fn new(store: Store, client: WechatClient, tokens: Arc<TokenManager>, d: &DeliverySettings) -> Self {
+    pub fn new(
+        store: Store,
+        client: WechatClient,
+        tokens: Arc<TokenManager>,
+        d: &DeliverySettings,
+    ) -> Self {
         let limiter = NonZeroU32::new(d.rate_limit_per_sec)
             .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
         Self {
@@ -90,7 +95,13 @@ impl Deliverer {
     /// Stops early when WeChat says every further send would fail (the rest stay
     /// pending) or when `shutdown` fires (in-flight sends finish and are recorded).
     #[tracing::instrument(skip_all, fields(run.id = run_id, job = %job.name))]
-    pub async fn drain(&self, job: &Job, run_id: i64, slot: DateTime<Utc>, shutdown: &CancellationToken) -> Result<RunReport, DeliveryError> {
+    pub async fn drain(
+        &self,
+        job: &Job,
+        run_id: i64,
+        slot: DateTime<Utc>,
+        shutdown: &CancellationToken,
+    ) -> Result<RunReport, DeliveryError> {
         let started = Instant::now();
         // Only a crash leaves `sending` rows, and we hold the job's lock.
         let leftover_to = match self.on_unknown {
@@ -99,7 +110,11 @@ impl Deliverer {
         };
         let recovered = self.store.recover_sending(run_id, leftover_to).await?;
         if recovered > 0 {
-            tracing::warn!(count = recovered, now = leftover_to.as_str(), "found deliveries interrupted mid-send");
+            tracing::warn!(
+                count = recovered,
+                now = leftover_to.as_str(),
+                "found deliveries interrupted mid-send"
+            );
         }
         self.store.reopen_run(run_id).await?;
 
@@ -119,7 +134,10 @@ impl Deliverer {
         let mut tasks = JoinSet::new();
         let mut after = 0;
         'pages: loop {
-            let page = self.store.pending_page(job.name.as_ref(), run_id, after, PAGE).await?;
+            let page = self
+                .store
+                .pending_page(job.name.as_ref(), run_id, after, PAGE)
+                .await?;
             let Some(last) = page.last() else { break };
             after = last.id;
             for d in page {
@@ -131,7 +149,10 @@ impl Deliverer {
                 while tasks.try_join_next().is_some() {}
                 let built = OpenId::parse(&d.openid)
                     .map_err(|e| e.to_string())
-                    .and_then(|openid| Message::build(&job.spec, openid, &d.vars, &builtins).map_err(|e| e.to_string()));
+                    .and_then(|openid| {
+                        Message::build(&job.spec, openid, &d.vars, &builtins)
+                            .map_err(|e| e.to_string())
+                    });
                 let message = match built {
                     Ok(m) => m,
                     Err(reason) => {
@@ -164,9 +185,16 @@ impl Deliverer {
             stopped.get_or_insert(format!("cannot record deliveries: {e}"));
         }
         let interrupted = stopped.is_none() && shutdown.is_cancelled();
-        let counts = self.store.run(run_id).await?.map(|r| r.counts).unwrap_or_default();
+        let counts = self
+            .store
+            .run(run_id)
+            .await?
+            .map(|r| r.counts)
+            .unwrap_or_default();
         if let Some(reason) = &stopped {
-            self.store.finish_run(run_id, RunStatus::Stopped, Some(reason)).await?;
+            self.store
+                .finish_run(run_id, RunStatus::Stopped, Some(reason))
+                .await?;
         } else if !interrupted && counts.pending == 0 {
             self.store.finish_run(run_id, RunStatus::Done, None).await?;
         }

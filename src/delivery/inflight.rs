@@ -27,7 +27,12 @@ impl InFlight {
             tokio::pin!(freed);
             // Registered before checking, so a release in between is not missed.
             freed.as_mut().enable();
-            if self.busy.lock().expect("poisoned").insert(openid.to_owned()) {
+            if self
+                .busy
+                .lock()
+                .expect("poisoned")
+                .insert(openid.to_owned())
+            {
                 return Guard {
                     owner: Arc::clone(self),
                     openid: openid.to_owned(),
@@ -40,7 +45,11 @@ impl InFlight {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.owner.busy.lock().expect("poisoned").remove(&self.openid);
+        self.owner
+            .busy
+            .lock()
+            .expect("poisoned")
+            .remove(&self.openid);
         self.owner.freed.notify_waiters();
     }
 }

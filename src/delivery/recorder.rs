@@ -34,19 +34,25 @@ impl Recorder {
     /// False when it was no longer pending.
     pub async fn claim(&self, id: i64) -> Result<bool, Arc<StorageError>> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Op::Claim(id, ack)).expect("recorder task runs while handles exist");
+        self.tx
+            .send(Op::Claim(id, ack))
+            .expect("recorder task runs while handles exist");
         done.await.expect("recorder answers every claim")
     }
 
     /// Queues an outcome; it is committed with the next batch.
     pub fn record(&self, outcome: Outcome) {
-        self.tx.send(Op::Record(outcome)).expect("recorder task runs while handles exist");
+        self.tx
+            .send(Op::Record(outcome))
+            .expect("recorder task runs while handles exist");
     }
 
     /// Waits until everything queued so far is committed.
     pub async fn flush(&self) -> Result<(), Arc<StorageError>> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Op::Flush(ack)).expect("recorder task runs while handles exist");
+        self.tx
+            .send(Op::Flush(ack))
+            .expect("recorder task runs while handles exist");
         done.await.expect("recorder answers every flush")
     }
 }

@@ -53,7 +53,10 @@ mod tests {
         assert_eq!(delays.len(), 5);
         assert!(delays[0] >= Duration::from_millis(100));
         // Jitter adds a random part of the delay itself, so a delay is at most twice the cap.
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(1000)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(1000)),
+            "{delays:?}"
+        );
         assert!(delays[3] >= Duration::from_millis(500));
     }
 }

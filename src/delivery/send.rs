@@ -128,7 +128,11 @@ impl SendContext {
             a.attempts += 1;
             let reply = self.client.send(token.expose(), message).await;
             let retry_after = match reply {
-                SendReply::Replied { errcode, errmsg, msgid } => {
+                SendReply::Replied {
+                    errcode,
+                    errmsg,
+                    msgid,
+                } => {
                     a.errcode = (errcode != 0).then_some(errcode);
                     a.errmsg = (errcode != 0).then_some(errmsg);
                     match classify_send(errcode) {
@@ -167,7 +171,9 @@ impl SendContext {
                     Duration::ZERO
                 }
                 SendReply::Http(code) => {
-                    self.halt.stop(format!("WeChat answered HTTP {code}; check [wechat] api_base"));
+                    self.halt.stop(format!(
+                        "WeChat answered HTTP {code}; check [wechat] api_base"
+                    ));
                     a.errmsg = Some(format!("HTTP {code}"));
                     return a.outcome(Status::Pending, None);
                 }

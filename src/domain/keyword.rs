@@ -134,7 +134,11 @@ fn is_symbol(c: char) -> bool {
 }
 
 /// Checks `value` against the rules of `key`'s kind; may shorten it when `overflow` says so.
-pub(crate) fn check(key: &KeywordName, value: &str, overflow: Overflow) -> Result<String, KeywordError> {
+pub(crate) fn check(
+    key: &KeywordName,
+    value: &str,
+    overflow: Overflow,
+) -> Result<String, KeywordError> {
     let fail = |reason: String| KeywordError {
         keyword: key.name.clone(),
         reason,
@@ -155,7 +159,11 @@ pub(crate) fn check(key: &KeywordName, value: &str, overflow: Overflow) -> Resul
     match kind {
         KeywordKind::Thing => fit(value, 20, overflow).ok_or_else(|| too_long(20, "thing")),
         KeywordKind::Name => {
-            let limit = if value.chars().any(is_chinese) { 10 } else { 20 };
+            let limit = if value.chars().any(is_chinese) {
+                10
+            } else {
+                20
+            };
             if value.chars().any(|c| c.is_ascii_digit()) {
                 return Err(fail(format!("{value:?}: a name has no digits")));
             }
@@ -168,7 +176,9 @@ pub(crate) fn check(key: &KeywordName, value: &str, overflow: Overflow) -> Resul
                 && !value.ends_with('.')
                 && value.chars().all(|c| c.is_ascii_digit() || c == '.');
             if !shape {
-                return Err(fail(format!("{value:?} is not a number (digits and one decimal point)")));
+                return Err(fail(format!(
+                    "{value:?} is not a number (digits and one decimal point)"
+                )));
             }
             if digits > 32 {
                 return Err(too_long(32, "number"));
@@ -213,8 +223,13 @@ pub(crate) fn check(key: &KeywordName, value: &str, overflow: Overflow) -> Resul
             Ok(value.to_owned())
         }
         KeywordKind::PhoneNumber => {
-            if let Some(c) = value.chars().find(|c| !(c.is_ascii_digit() || is_symbol(*c))) {
-                return Err(fail(format!("{value:?} contains {c:?}; phone_number allows digits and symbols")));
+            if let Some(c) = value
+                .chars()
+                .find(|c| !(c.is_ascii_digit() || is_symbol(*c)))
+            {
+                return Err(fail(format!(
+                    "{value:?} contains {c:?}; phone_number allows digits and symbols"
+                )));
             }
             if n > 17 {
                 return Err(too_long(17, "phone_number"));
@@ -238,7 +253,9 @@ pub(crate) fn check(key: &KeywordName, value: &str, overflow: Overflow) -> Resul
         }
         KeywordKind::Phrase => {
             if !value.chars().all(is_chinese) {
-                return Err(fail(format!("{value:?}: phrase allows only Chinese characters")));
+                return Err(fail(format!(
+                    "{value:?}: phrase allows only Chinese characters"
+                )));
             }
             if n > 5 {
                 return Err(too_long(5, "phrase"));
@@ -274,7 +291,9 @@ fn fit(value: &str, limit: usize, overflow: Overflow) -> Option<String> {
 
 fn check_time_or_date(value: &str, time_required: bool) -> Result<(), String> {
     if value.contains('～') {
-        return Err(format!("{value:?} uses the full-width ～; a range needs the ASCII ~"));
+        return Err(format!(
+            "{value:?} uses the full-width ～; a range needs the ASCII ~"
+        ));
     }
     let parts: Vec<&str> = value.split('~').collect();
     if parts.len() > 2 {
@@ -286,11 +305,15 @@ fn check_time_or_date(value: &str, time_required: bool) -> Result<(), String> {
             format!("{part:?} is not a date or 24-hour time (e.g. 2019年10月1日 15:01)")
         })?;
         if time_required && time.is_none() {
-            return Err(format!("{part:?} has no time of day; time needs e.g. 15:01"));
+            return Err(format!(
+                "{part:?} has no time of day; time needs e.g. 15:01"
+            ));
         }
         // The end of a date range may be a bare time: 2019年10月1日 15:01~16:00.
         if !time_required && date.is_none() && i == 0 {
-            return Err(format!("{part:?} has no date; date needs e.g. 2019年10月1日"));
+            return Err(format!(
+                "{part:?} has no date; date needs e.g. 2019年10月1日"
+            ));
         }
     }
     Ok(())
@@ -319,7 +342,9 @@ fn split_date_time(part: &str) -> Option<(Option<()>, Option<()>)> {
 fn is_time(s: &str) -> bool {
     let f: Vec<&str> = s.split(':').collect();
     let num = |x: &str, max: u32| {
-        (1..=2).contains(&x.len()) && x.chars().all(|c| c.is_ascii_digit()) && x.parse::<u32>().is_ok_and(|v| v <= max)
+        (1..=2).contains(&x.len())
+            && x.chars().all(|c| c.is_ascii_digit())
+            && x.parse::<u32>().is_ok_and(|v| v <= max)
     };
     matches!(f.len(), 2 | 3) && num(f[0], 23) && f[1..].iter().all(|x| x.len() == 2 && num(x, 59))
 }
@@ -330,7 +355,11 @@ fn is_date(s: &str) -> bool {
     } else {
         s.split(['-', '/', '.']).collect()
     };
-    if nums.len() != 3 || nums.iter().any(|x| x.is_empty() || !x.chars().all(|c| c.is_ascii_digit())) {
+    if nums.len() != 3
+        || nums
+            .iter()
+            .any(|x| x.is_empty() || !x.chars().all(|c| c.is_ascii_digit()))
+    {
         return false;
     }
     let (y, m, d) = (nums[0], nums[1].parse::<u32>(), nums[2].parse::<u32>());
@@ -364,11 +393,25 @@ mod tests {
 
     #[test]
     fn keys_must_look_like_template_placeholders() {
-        for bad in ["thing", "1", "Thing1", "thing1\t", "thing 1", "thing1.DATA", ""] {
+        for bad in [
+            "thing",
+            "1",
+            "Thing1",
+            "thing1\t",
+            "thing 1",
+            "thing1.DATA",
+            "",
+        ] {
             assert!(KeywordName::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(KeywordName::parse("character_string12").unwrap().kind(), KeywordKind::CharacterString);
-        assert_eq!(KeywordName::parse("short_thing1").unwrap().kind(), KeywordKind::Other);
+        assert_eq!(
+            KeywordName::parse("character_string12").unwrap().kind(),
+            KeywordKind::CharacterString
+        );
+        assert_eq!(
+            KeywordName::parse("short_thing1").unwrap().kind(),
+            KeywordKind::Other
+        );
     }
 
     #[test]

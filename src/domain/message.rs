@@ -87,15 +87,16 @@ impl Message {
     ) -> Result<Self, MessageError> {
         let mut values = Vec::with_capacity(spec.data.len());
         for (key, template) in &spec.data {
-            let raw = match vars.get(key.as_ref()) {
-                Some(v) => v.clone(),
-                None => template
-                    .render(vars, &builtins.0)
-                    .map_err(|source| MessageError::Render {
-                        keyword: key.to_string(),
-                        source,
+            let raw =
+                match vars.get(key.as_ref()) {
+                    Some(v) => v.clone(),
+                    None => template.render(vars, &builtins.0).map_err(|source| {
+                        MessageError::Render {
+                            keyword: key.to_string(),
+                            source,
+                        }
                     })?,
-            };
+                };
             values.push(check(key, &raw, spec.overflow)?);
         }
         Ok(Self {
@@ -185,7 +186,13 @@ mod tests {
 
     #[test]
     fn renders_the_send_body_with_every_field_wechat_expects() {
-        let s = spec(&[("thing1", "{{name}}, time to check in"), ("date2", "{{today}}")], Overflow::Fail);
+        let s = spec(
+            &[
+                ("thing1", "{{name}}, time to check in"),
+                ("date2", "{{today}}"),
+            ],
+            Overflow::Fail,
+        );
         let vars = BTreeMap::from([("name".to_string(), "小明".to_string())]);
         let msg = Message::build(&s, OpenId::parse("oUser1").unwrap(), &vars, &builtins()).unwrap();
         let body = serde_json::to_value(&msg).unwrap();
@@ -224,10 +231,16 @@ mod tests {
     fn an_invalid_value_is_refused_before_any_call() {
         let s = spec(&[("thing1", "{{name}}")], Overflow::Fail);
         let vars = BTreeMap::from([("name".to_string(), "x".repeat(21))]);
-        let err = Message::build(&s, OpenId::parse("oUser1").unwrap(), &vars, &builtins()).unwrap_err();
+        let err =
+            Message::build(&s, OpenId::parse("oUser1").unwrap(), &vars, &builtins()).unwrap_err();
         assert!(err.to_string().starts_with("thing1: "), "{err}");
-        let missing = Message::build(&s, OpenId::parse("oUser1").unwrap(), &BTreeMap::new(), &builtins())
-            .unwrap_err();
+        let missing = Message::build(
+            &s,
+            OpenId::parse("oUser1").unwrap(),
+            &BTreeMap::new(),
+            &builtins(),
+        )
+        .unwrap_err();
         assert!(missing.to_string().contains("{{name}}"), "{missing}");
     }
 }

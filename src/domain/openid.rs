@@ -63,7 +63,15 @@ mod tests {
 
     #[test]
     fn rejects_empty_long_and_foreign_openids() {
-        for bad in ["", "   ", "o abc", "oabc\t", "中文openid", &"o".repeat(65), "o/x"] {
+        for bad in [
+            "",
+            "   ",
+            "o abc",
+            "oabc\t",
+            "中文openid",
+            &"o".repeat(65),
+            "o/x",
+        ] {
             assert!(OpenId::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -56,6 +56,13 @@ impl Schedule {
         self.tz
     }
 
+    /// `t` as wall time in the job's zone with its UTC offset, for people.
+    pub fn local(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string()
+    }
+
     /// The first fire time strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
@@ -145,7 +152,14 @@ mod tests {
 
     #[test]
     fn refuses_wrong_field_counts_and_bad_values() {
-        for bad in ["", "* * * *", "0 0 9 * * * 2027", "0 61 * * *", "0 0 25 * * *", "every day"] {
+        for bad in [
+            "",
+            "* * * *",
+            "0 0 9 * * * 2027",
+            "0 61 * * *",
+            "0 0 25 * * *",
+            "every day",
+        ] {
             assert!(Schedule::parse(bad, Shanghai).is_err(), "{bad:?}");
         }
     }

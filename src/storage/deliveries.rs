@@ -133,7 +133,13 @@ impl Store {
     }
 
     /// Up to `limit` pending deliveries of a run with ids above `after`, in id order.
-    pub async fn pending_page(&self, job: &str, run_id: i64, after: i64, limit: u32) -> Result<Vec<PendingDelivery>, StorageError> {
+    pub async fn pending_page(
+        &self,
+        job: &str,
+        run_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingDelivery>, StorageError> {
         let rows = sqlx::query(
             "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
              LEFT JOIN recipients r ON r.job = ? AND r.openid = d.openid \
@@ -158,7 +164,11 @@ impl Store {
 
     /// In one transaction: marks `claims` as `sending` (each only if still pending)
     /// and records `outcomes`. Returns, per claim, whether it was taken.
-    pub async fn write_batch(&self, claims: &[i64], outcomes: &[Outcome]) -> Result<Vec<bool>, StorageError> {
+    pub async fn write_batch(
+        &self,
+        claims: &[i64],
+        outcomes: &[Outcome],
+    ) -> Result<Vec<bool>, StorageError> {
         let mut tx = self.write().await?;
         let now = now();
         let mut taken = Vec::with_capacity(claims.len());
@@ -217,12 +227,18 @@ impl Store {
     }
 
     /// How many successful deliveries each openid has in a run (a test and audit aid).
-    pub async fn sent_per_openid(&self, run_id: i64) -> Result<BTreeMap<String, i64>, StorageError> {
+    pub async fn sent_per_openid(
+        &self,
+        run_id: i64,
+    ) -> Result<BTreeMap<String, i64>, StorageError> {
         let rows = sqlx::query("SELECT openid, COUNT(*) AS n FROM deliveries WHERE run_id = ? AND status = 'sent' GROUP BY openid")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await
             .context("count sent deliveries")?;
-        Ok(rows.into_iter().map(|r| (r.get("openid"), r.get("n"))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("openid"), r.get("n")))
+            .collect())
     }
 }

@@ -49,6 +49,9 @@ pub struct SyncReport {
     pub deactivated: u64,
 }
 
+/// A stored recipient's name, vars JSON, source and activity.
+type Existing = (Option<String>, String, String, bool);
+
 const UPSERT: &str = "INSERT INTO recipients (job, openid, name, vars, source, active, created_at, updated_at) \
      VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (job, openid) DO UPDATE SET \
      name = excluded.name, vars = excluded.vars, source = excluded.source, active = 1, updated_at = excluded.updated_at";
@@ -57,17 +60,26 @@ impl Store {
     /// Makes the database's config-file recipients match `wanted`: adds, updates,
     /// and deactivates the ones no longer listed. Recipients added by other means
     /// are left alone unless the file now lists them too.
-    pub async fn sync_config_recipients(&self, wanted: &[StoredRecipient]) -> Result<SyncReport, StorageError> {
+    pub async fn sync_config_recipients(
+        &self,
+        wanted: &[StoredRecipient],
+    ) -> Result<SyncReport, StorageError> {
         let mut tx = self.write().await?;
-        let existing = sqlx::query("SELECT job, openid, name, vars, source, active FROM recipients")
-            .fetch_all(&mut *tx)
-            .await
-            .context("read recipients")?;
-        let mut current: BTreeMap<(String, String), (Option<String>, String, String, bool)> = BTreeMap::new();
+        let existing =
+            sqlx::query("SELECT job, openid, name, vars, source, active FROM recipients")
+                .fetch_all(&mut *tx)
+                .await
+                .context("read recipients")?;
+        let mut current: BTreeMap<(String, String), Existing> = BTreeMap::new();
         for r in existing {
             current.insert(
                 (r.get("job"), r.get("openid")),
-                (r.get("name"), r.get("vars"), r.get("source"), r.get::<i64, _>("active") == 1),
+                (
+                    r.get("name"),
+                    r.get("vars"),
+                    r.get("source"),
+                    r.get::<i64, _>("active") == 1,
+                ),
             );
         }
         let now = now();
@@ -102,13 +114,15 @@ impl Store {
         }
         for ((job, openid), (_, _, source, active)) in &current {
             if source == "config" && *active && !keep.contains(&(job.clone(), openid.clone())) {
-                sqlx::query("UPDATE recipients SET active = 0, updated_at = ? WHERE job = ? AND openid = ?")
-                    .bind(&now)
-                    .bind(job)
-                    .bind(openid)
-                    .execute(&mut *tx)
-                    .await
-                    .context("deactivate a config recipient")?;
+                sqlx::query(
+                    "UPDATE recipients SET active = 0, updated_at = ? WHERE job = ? AND openid = ?",
+                )
+                .bind(&now)
+                .bind(job)
+                .bind(openid)
+                .execute(&mut *tx)
+                .await
+                .context("deactivate a config recipient")?;
                 report.deactivated += 1;
             }
         }
@@ -117,7 +131,11 @@ impl Store {
     }
 
     /// Adds or updates recipients from `source` (`cli` or `import`), all or nothing.
-    pub async fn upsert_recipients(&self, rows: &[StoredRecipient], source: &str) -> Result<u64, StorageError> {
+    pub async fn upsert_recipients(
+        &self,
+        rows: &[StoredRecipient],
+        source: &str,
+    ) -> Result<u64, StorageError> {
         let mut tx = self.write().await?;
         let now = now();
         for w in rows {
@@ -138,7 +156,11 @@ impl Store {
     }
 
     /// Deletes a recipient from one job, or from every job; returns rows removed.
-    pub async fn remove_recipient(&self, openid: &str, job: Option<&str>) -> Result<u64, StorageError> {
+    pub async fn remove_recipient(
+        &self,
+        openid: &str,
+        job: Option<&str>,
+    ) -> Result<u64, StorageError> {
         let r = sqlx::query("DELETE FROM recipients WHERE openid = ? AND (? IS NULL OR job = ?)")
             .bind(openid)
             .bind(job)

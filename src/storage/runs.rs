@@ -124,7 +124,7 @@ pub struct Enqueued {
 }
 
 fn slot_text(slot: DateTime<Utc>) -> String {
-    slot.to_rfc3339_opts(SecondsFormat::Secs, true)
+    slot.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.note, r.created_at, r.finished_at, \
@@ -166,7 +166,12 @@ fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
 impl Store {
     /// Creates the run for `(job, slot)` with one pending delivery per active
     /// recipient, in one transaction; does nothing if the slot already has a run.
-    pub async fn enqueue(&self, job: &str, slot: DateTime<Utc>, trigger: Trigger) -> Result<Enqueued, StorageError> {
+    pub async fn enqueue(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+        trigger: Trigger,
+    ) -> Result<Enqueued, StorageError> {
         let mut tx = self.write().await?;
         let now = now();
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -193,7 +198,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .context("enqueue deliveries")?;
-                Enqueued { run_id, created: true, status: RunStatus::Running }
+                Enqueued {
+                    run_id,
+                    created: true,
+                    status: RunStatus::Running,
+                }
             }
             None => {
                 let row = sqlx::query("SELECT id, status FROM runs WHERE job = ? AND slot = ?")
@@ -214,7 +223,12 @@ impl Store {
     }
 
     /// Records that `slot` fired while the job's previous run was still going.
-    pub async fn record_skipped(&self, job: &str, slot: DateTime<Utc>, note: &str) -> Result<(), StorageError> {
+    pub async fn record_skipped(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+        note: &str,
+    ) -> Result<(), StorageError> {
         let now = now();
         sqlx::query(
             "INSERT INTO runs (job, slot, trigger, status, note, created_at, finished_at) \
@@ -232,7 +246,12 @@ impl Store {
     }
 
     /// Marks a run as finished with `status` (done or stopped) and an optional note.
-    pub async fn finish_run(&self, run_id: i64, status: RunStatus, note: Option<&str>) -> Result<(), StorageError> {
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        note: Option<&str>,
+    ) -> Result<(), StorageError> {
         sqlx::query("UPDATE runs SET status = ?, note = ?, finished_at = ? WHERE id = ?")
             .bind(status.as_str())
             .bind(note)
@@ -256,15 +275,21 @@ impl Store {
 
     /// Runs of `job` that still have work: running (maybe interrupted) or stopped.
     pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
-        sqlx::query_scalar("SELECT id FROM runs WHERE job = ? AND status IN ('running', 'stopped') ORDER BY id")
-            .bind(job)
-            .fetch_all(&self.pool)
-            .await
-            .context("find unfinished runs")
+        sqlx::query_scalar(
+            "SELECT id FROM runs WHERE job = ? AND status IN ('running', 'stopped') ORDER BY id",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .context("find unfinished runs")
     }
 
     /// The run for `(job, slot)`, if any.
-    pub async fn run_for_slot(&self, job: &str, slot: DateTime<Utc>) -> Result<Option<i64>, StorageError> {
+    pub async fn run_for_slot(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+    ) -> Result<Option<i64>, StorageError> {
         sqlx::query_scalar("SELECT id FROM runs WHERE job = ? AND slot = ?")
             .bind(job)
             .bind(slot_text(slot))
@@ -281,7 +306,10 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .context("read a run")?;
-        row.as_ref().map(run_row).transpose().context("decode a run")
+        row.as_ref()
+            .map(run_row)
+            .transpose()
+            .context("decode a run")
     }
 
     /// The latest runs, newest first, optionally of one job.
@@ -296,6 +324,9 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("list runs")?;
-        rows.iter().map(run_row).collect::<Result<_, _>>().context("decode runs")
+        rows.iter()
+            .map(run_row)
+            .collect::<Result<_, _>>()
+            .context("decode runs")
     }
 }

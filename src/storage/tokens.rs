@@ -27,7 +27,11 @@ impl std::fmt::Debug for StoredToken {
 
 impl Store {
     /// The cached token for `appid` from `source`, if any.
-    pub async fn load_token(&self, appid: &str, source: &str) -> Result<Option<StoredToken>, StorageError> {
+    pub async fn load_token(
+        &self,
+        appid: &str,
+        source: &str,
+    ) -> Result<Option<StoredToken>, StorageError> {
         let row = sqlx::query("SELECT token, fetched_at, expires_at FROM access_tokens WHERE appid = ? AND source = ?")
             .bind(appid)
             .bind(source)
@@ -42,7 +46,12 @@ impl Store {
     }
 
     /// Caches a freshly fetched token.
-    pub async fn save_token(&self, appid: &str, source: &str, t: &StoredToken) -> Result<(), StorageError> {
+    pub async fn save_token(
+        &self,
+        appid: &str,
+        source: &str,
+        t: &StoredToken,
+    ) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO access_tokens (appid, source, token, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (appid, source) DO UPDATE SET token = excluded.token, \
@@ -61,25 +70,37 @@ impl Store {
 
     /// Drops the cached token only if it is still `token` (compare-and-swap), so a
     /// token another process just fetched is not thrown away.
-    pub async fn invalidate_token(&self, appid: &str, source: &str, token: &str) -> Result<bool, StorageError> {
-        let r = sqlx::query("DELETE FROM access_tokens WHERE appid = ? AND source = ? AND token = ?")
-            .bind(appid)
-            .bind(source)
-            .bind(token)
-            .execute(&self.pool)
-            .await
-            .context("invalidate the access_token")?;
+    pub async fn invalidate_token(
+        &self,
+        appid: &str,
+        source: &str,
+        token: &str,
+    ) -> Result<bool, StorageError> {
+        let r =
+            sqlx::query("DELETE FROM access_tokens WHERE appid = ? AND source = ? AND token = ?")
+                .bind(appid)
+                .bind(source)
+                .bind(token)
+                .execute(&self.pool)
+                .await
+                .context("invalidate the access_token")?;
         Ok(r.rows_affected() > 0)
     }
 
     /// Times (unix seconds) of force refreshes at or after `since`, newest first.
-    pub async fn force_refreshes_since(&self, appid: &str, since: i64) -> Result<Vec<i64>, StorageError> {
-        let rows = sqlx::query("SELECT at FROM token_force_refreshes WHERE appid = ? AND at >= ? ORDER BY at DESC")
-            .bind(appid)
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .context("read force refreshes")?;
+    pub async fn force_refreshes_since(
+        &self,
+        appid: &str,
+        since: i64,
+    ) -> Result<Vec<i64>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT at FROM token_force_refreshes WHERE appid = ? AND at >= ? ORDER BY at DESC",
+        )
+        .bind(appid)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .context("read force refreshes")?;
         Ok(rows.into_iter().map(|r| r.get("at")).collect())
     }
 

@@ -124,7 +124,11 @@ impl MsgId {
 
 impl WechatClient {
     /// Builds a client for `settings`, with room for `concurrency` open connections.
-    pub fn new(settings: &WechatSettings, secret: SecretString, concurrency: usize) -> Result<Self, WechatError> {
+    pub fn new(
+        settings: &WechatSettings,
+        secret: SecretString,
+        concurrency: usize,
+    ) -> Result<Self, WechatError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
@@ -142,7 +146,11 @@ impl WechatClient {
     }
 
     /// Fetches an access_token from `source`; `force` only applies to the stable one.
-    pub(crate) async fn fetch_token(&self, source: TokenSource, force: bool) -> Result<FetchedToken, WechatError> {
+    pub(crate) async fn fetch_token(
+        &self,
+        source: TokenSource,
+        force: bool,
+    ) -> Result<FetchedToken, WechatError> {
         let request = match source {
             TokenSource::Stable => self
                 .http
@@ -153,26 +161,37 @@ impl WechatClient {
                     "secret": self.secret.expose_secret(),
                     "force_refresh": force,
                 })),
-            TokenSource::Classic => self.http.get(format!("{}/cgi-bin/token", self.base)).query(&[
-                ("grant_type", "client_credential"),
-                ("appid", &self.appid),
-                ("secret", self.secret.expose_secret()),
-            ]),
+            TokenSource::Classic => self
+                .http
+                .get(format!("{}/cgi-bin/token", self.base))
+                .query(&[
+                    ("grant_type", "client_credential"),
+                    ("appid", &self.appid),
+                    ("secret", self.secret.expose_secret()),
+                ]),
         };
-        let response = request.send().await.map_err(|e| WechatError::Transport(describe(e)))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| WechatError::Transport(describe(e)))?;
         if !response.status().is_success() {
             return Err(WechatError::Http(response.status().as_u16()));
         }
-        let body = response.bytes().await.map_err(|e| WechatError::Transport(describe(e)))?;
-        let dto: TokenDto =
-            serde_json::from_slice(&body).map_err(|e| WechatError::Decode(format!("token reply: {e}")))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| WechatError::Transport(describe(e)))?;
+        let dto: TokenDto = serde_json::from_slice(&body)
+            .map_err(|e| WechatError::Decode(format!("token reply: {e}")))?;
         // A reply without errcode (or with 0) and with a token is a success.
         match (dto.errcode.unwrap_or(0), dto.access_token) {
             (0, Some(token)) if !token.is_empty() => Ok(FetchedToken {
                 token,
                 expires_in: dto.expires_in.unwrap_or(7200),
             }),
-            (0, _) => Err(WechatError::Decode("token reply has no access_token".into())),
+            (0, _) => Err(WechatError::Decode(
+                "token reply has no access_token".into(),
+            )),
             (errcode, _) => Err(WechatError::Api {
                 errcode,
                 errmsg: dto.errmsg.unwrap_or_default(),
@@ -221,10 +240,15 @@ mod tests {
     #[test]
     fn msgid_above_two_to_the_53_keeps_every_digit() {
         let dto: SendDto =
-            serde_json::from_str(r#"{"errcode":0,"errmsg":"ok","msgid":1988810812324364291}"#).unwrap();
-        assert_eq!(dto.msgid.and_then(MsgId::value), Some(1_988_810_812_324_364_291));
+            serde_json::from_str(r#"{"errcode":0,"errmsg":"ok","msgid":1988810812324364291}"#)
+                .unwrap();
+        assert_eq!(
+            dto.msgid.and_then(MsgId::value),
+            Some(1_988_810_812_324_364_291)
+        );
         let quoted: SendDto =
-            serde_json::from_str(r#"{"errcode":0,"errmsg":"ok","msgid":"18446744073709551615"}"#).unwrap();
+            serde_json::from_str(r#"{"errcode":0,"errmsg":"ok","msgid":"18446744073709551615"}"#)
+                .unwrap();
         assert_eq!(quoted.msgid.and_then(MsgId::value), Some(u64::MAX));
     }
 }

@@ -34,25 +34,39 @@ pub fn classify_send(errcode: i64) -> Disposition {
         0 => Sent,
         40001 | 40014 | 42001 => RefreshToken,
         // System busy.
-        -1 => Retry { after: Duration::ZERO },
+        -1 => Retry {
+            after: Duration::ZERO,
+        },
         // Per-minute quota: WeChat says "retry next minute".
-        45011 => Retry { after: Duration::from_secs(60) },
+        45011 => Retry {
+            after: Duration::from_secs(60),
+        },
         // Two sends to one user at once; we serialise per openid, so only another
         // process can cause this.
-        43108 => Retry { after: Duration::from_secs(1) },
+        43108 => Retry {
+            after: Duration::from_secs(1),
+        },
         // The admin must confirm this IP; retry slowly.
-        89503 => Retry { after: Duration::from_secs(60) },
+        89503 => Retry {
+            after: Duration::from_secs(60),
+        },
         43101 => Final(Status::Refused),
         47003 | 45168 => Final(Status::Invalid),
         40003 => Final(Status::Failed),
         // Daily quota: nothing more today, and this message was not used up.
-        45009 => StopRun { this: Status::Pending },
+        45009 => StopRun {
+            this: Status::Pending,
+        },
         // Per job or account: bad template, bad page, capability banned.
-        40037 | 41030 | 43107 => StopRun { this: Status::Failed },
+        40037 | 41030 | 43107 => StopRun {
+            this: Status::Failed,
+        },
         // Account, permission or request-shape problems: fix and resume.
         40002 | 40013 | 40125 | 40164 | 40243 | 41001 | 41002 | 41004 | 43002 | 43003 | 44002
         | 45002 | 47001 | 48001 | 48004 | 50001 | 50002 | 50004 | 50007 | 89506 | 89507 => {
-            StopRun { this: Status::Pending }
+            StopRun {
+                this: Status::Pending,
+            }
         }
         _ => Final(Status::Failed),
     }
@@ -101,42 +115,187 @@ mod tests {
     fn every_documented_send_errcode_has_its_class() {
         let table: &[(i64, Disposition)] = &[
             (0, Sent),
-            (-1, Retry { after: Duration::ZERO }),
+            (
+                -1,
+                Retry {
+                    after: Duration::ZERO,
+                },
+            ),
             (40001, RefreshToken),
             (40014, RefreshToken),
             (42001, RefreshToken),
             (40003, Final(Status::Failed)),
-            (40037, StopRun { this: Status::Failed }),
-            (41030, StopRun { this: Status::Failed }),
-            (43107, StopRun { this: Status::Failed }),
+            (
+                40037,
+                StopRun {
+                    this: Status::Failed,
+                },
+            ),
+            (
+                41030,
+                StopRun {
+                    this: Status::Failed,
+                },
+            ),
+            (
+                43107,
+                StopRun {
+                    this: Status::Failed,
+                },
+            ),
             (43101, Final(Status::Refused)),
-            (43108, Retry { after: Duration::from_secs(1) }),
+            (
+                43108,
+                Retry {
+                    after: Duration::from_secs(1),
+                },
+            ),
             (45168, Final(Status::Invalid)),
             (47003, Final(Status::Invalid)),
-            (45009, StopRun { this: Status::Pending }),
-            (45011, Retry { after: Duration::from_secs(60) }),
-            (89503, Retry { after: Duration::from_secs(60) }),
-            (48001, StopRun { this: Status::Pending }),
-            (48004, StopRun { this: Status::Pending }),
-            (41001, StopRun { this: Status::Pending }),
-            (43002, StopRun { this: Status::Pending }),
-            (43003, StopRun { this: Status::Pending }),
-            (44002, StopRun { this: Status::Pending }),
-            (45002, StopRun { this: Status::Pending }),
-            (47001, StopRun { this: Status::Pending }),
-            (50001, StopRun { this: Status::Pending }),
-            (50002, StopRun { this: Status::Pending }),
-            (40002, StopRun { this: Status::Pending }),
-            (40013, StopRun { this: Status::Pending }),
-            (40125, StopRun { this: Status::Pending }),
-            (40164, StopRun { this: Status::Pending }),
-            (40243, StopRun { this: Status::Pending }),
-            (41002, StopRun { this: Status::Pending }),
-            (41004, StopRun { this: Status::Pending }),
-            (50004, StopRun { this: Status::Pending }),
-            (50007, StopRun { this: Status::Pending }),
-            (89506, StopRun { this: Status::Pending }),
-            (89507, StopRun { this: Status::Pending }),
+            (
+                45009,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                45011,
+                Retry {
+                    after: Duration::from_secs(60),
+                },
+            ),
+            (
+                89503,
+                Retry {
+                    after: Duration::from_secs(60),
+                },
+            ),
+            (
+                48001,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                48004,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                41001,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                43002,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                43003,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                44002,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                45002,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                47001,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                50001,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                50002,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                40002,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                40013,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                40125,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                40164,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                40243,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                41002,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                41004,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                50004,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                50007,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                89506,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
+            (
+                89507,
+                StopRun {
+                    this: Status::Pending,
+                },
+            ),
             (40038, Final(Status::Failed)),
             (99999, Final(Status::Failed)),
         ];
@@ -153,7 +312,10 @@ mod tests {
             89506, 89507,
         ];
         for code in transient {
-            assert!(matches!(classify_token(code), TokenFailure::Transient(_)), "{code}");
+            assert!(
+                matches!(classify_token(code), TokenFailure::Transient(_)),
+                "{code}"
+            );
         }
         for code in fatal {
             assert_eq!(classify_token(code), TokenFailure::Fatal, "{code}");

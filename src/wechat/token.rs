@@ -48,7 +48,9 @@ pub enum TokenError {
         hint: String,
     },
     /// The stable token keeps being rejected and may not be force-refreshed now.
-    #[error("the access_token is still rejected after a refresh and no force refresh is left ({0}); another party may be force-refreshing the stable token")]
+    #[error(
+        "the access_token is still rejected after a refresh and no force refresh is left ({0}); another party may be force-refreshing the stable token"
+    )]
     StillRejected(String),
     /// The cache could not be read or written.
     #[error(transparent)]
@@ -110,7 +112,10 @@ impl TokenManager {
         if let Some(t) = self.fresh_in_memory().await {
             return Ok(t);
         }
-        if let Some(stored) = self.store.load_token(&self.appid, self.source.as_str()).await?
+        if let Some(stored) = self
+            .store
+            .load_token(&self.appid, self.source.as_str())
+            .await?
             && use_until(&stored) > Utc::now().timestamp()
         {
             return Ok(self.remember(&stored).await);
@@ -131,7 +136,10 @@ impl TokenManager {
         self.store
             .invalidate_token(&self.appid, self.source.as_str(), bad.expose())
             .await?;
-        if let Some(stored) = self.store.load_token(&self.appid, self.source.as_str()).await?
+        if let Some(stored) = self
+            .store
+            .load_token(&self.appid, self.source.as_str())
+            .await?
             && stored.token != bad.expose()
             && use_until(&stored) > Utc::now().timestamp()
         {
@@ -147,12 +155,22 @@ impl TokenManager {
 
     async fn force_refresh(&self) -> Result<AccessToken, TokenError> {
         let now = Utc::now().timestamp();
-        let recent = self.store.force_refreshes_since(&self.appid, now - 86_400).await?;
+        let recent = self
+            .store
+            .force_refreshes_since(&self.appid, now - 86_400)
+            .await?;
         if recent.len() >= FORCE_PER_DAY {
-            return Err(TokenError::StillRejected("20 force refreshes used in the last 24 h".into()));
+            return Err(TokenError::StillRejected(
+                "20 force refreshes used in the last 24 h".into(),
+            ));
         }
-        if recent.first().is_some_and(|last| now - last < FORCE_GAP_SECS) {
-            return Err(TokenError::StillRejected("the last force refresh was under 30 s ago".into()));
+        if recent
+            .first()
+            .is_some_and(|last| now - last < FORCE_GAP_SECS)
+        {
+            return Err(TokenError::StillRejected(
+                "the last force refresh was under 30 s ago".into(),
+            ));
         }
         self.store.record_force_refresh(&self.appid, now).await?;
         tracing::warn!(appid = %self.appid, "force-refreshing the stable access_token (limited to 20 a day)");
@@ -187,7 +205,9 @@ impl TokenManager {
             fetched_at: now,
             expires_at: now + fetched.expires_in,
         };
-        self.store.save_token(&self.appid, self.source.as_str(), &stored).await?;
+        self.store
+            .save_token(&self.appid, self.source.as_str(), &stored)
+            .await?;
         tracing::info!(
             appid = %self.appid,
             source = self.source.as_str(),

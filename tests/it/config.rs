@@ -1,0 +1,203 @@
+//! Bad configuration: one clear line per problem naming file and key, exit 2.
+
+use crate::helpers::*;
+
+async fn check_with(body: &str) -> Run {
+    let env = TestEnv::with(body).await;
+    env.wxpush(&["check"]).await
+}
+
+#[tokio::test]
+async fn check_lists_every_problem_with_its_key_and_exits_2() {
+    let body = r#"
+[[jobs]]
+name = "bad job"
+cron = "0 61 * * *"
+timezone = "Mars/Olympus"
+template_id = ""
+page = "https://example.com"
+[jobs.data]
+"thing1\t" = "x"
+
+[[jobs]]
+name = "ok"
+cron = "0 0 9 * * *"
+template_id = "tmpl"
+[jobs.data]
+thing1 = "{{name}} says hi"
+
+[[recipients]]
+openid = "o bad"
+jobs = ["ok"]
+
+[[recipients]]
+openid = "oGood"
+jobs = ["nope"]
+"#;
+    let run = check_with(body).await;
+
+    assert_eq!(run.code, 2, "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    for want in [
+        "jobs[0].name: job name \"bad job\" contains ' '",
+        "jobs[0].timezone: \"Mars/Olympus\" is not an IANA time zone",
+        "jobs[0].template_id: template_id is empty",
+        "jobs[0].page: page \"https://example.com\" is a URL",
+        "jobs[0].data: \"thing1\\t\" is not a template keyword",
+        "recipients[0].openid: openid contains ' '",
+        "recipients[1] (*****).jobs: no job is named \"nope\"",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "missing {want:?} in:\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("wxpush: ") && l.contains("wxpush.toml: ")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn check_renders_every_recipients_message() {
+    let body = format!(
+        "{}\n[[recipients]]\nopenid = \"oAAAAAAAAAAAAAAAAAAAA\"\njobs = [\"daily\"]\nname = \"{}\"\n",
+        daily_job(""),
+        "z".repeat(25)
+    );
+    let run = check_with(&body).await;
+
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("recipients[0] (oAA***AAA) in job daily: data.thing1: "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn check_accepts_a_good_config_and_shows_next_fire_times() {
+    let body = format!("{}{}", daily_job(""), recipients(&["oUser1", "oUser2"]));
+    let run = check_with(&body).await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("job daily: next fire "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("+08:00"),
+        "shown in the job's time zone: {}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("OK (1 jobs, 2 recipients)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn unknown_keys_and_wrong_types_are_refused() {
+    let env = TestEnv::with(&daily_job("")).await;
+    env.write_config("concurency = 4", &daily_job(""));
+    let run = env.wxpush(&["check"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("concurency"), "{}", run.stderr);
+    assert!(run.stderr.contains("wxpush.toml"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+
+    env.write_config("", &daily_job("lang = \"fr_FR\""));
+    let run = env.wxpush(&["check"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("fr_FR"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn a_toml_syntax_error_names_the_line() {
+    let env = TestEnv::with(&daily_job("")).await;
+    std::fs::write(
+        &env.config,
+        "[wechat]\nappid = \"wx0123456789abcdef\"\ntimeout = \n",
+    )
+    .unwrap();
+    let run = env.wxpush(&["send", "daily"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("line 3"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"));
+}
+
+#[tokio::test]
+async fn environment_variables_override_the_file() {
+    let env = TestEnv::with(&daily_job("")).await;
+    let out = env
+        .command(&["check"])
+        .env("WXPUSH__DELIVERY__CONCURRENCY", "0")
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("delivery.concurrency: 0 is not between 1 and 1024"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_a_config_error_and_never_a_panic() {
+    let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&["oUser1"]))).await;
+    let out = env
+        .command(&["send", "daily"])
+        .env_remove("WXPUSH__WECHAT__SECRET")
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("wechat.secret: is missing"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.fake.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_missing_config_file_says_how_to_choose_one() {
+    let env = TestEnv::with("").await;
+    let out = env
+        .command(&["check"])
+        .env("WXPUSH_CONFIG", env.dir.path().join("nope.toml"))
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("nope.toml: config file not found"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_job_is_a_usage_error() {
+    let env = TestEnv::with(&daily_job("")).await;
+    let run = env.wxpush(&["send", "weekly"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("no job named \"weekly\" (configured: daily)"),
+        "{}",
+        run.stderr
+    );
+}

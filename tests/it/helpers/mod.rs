@@ -1,0 +1,188 @@
+//! Test harness: a fake WeChat on 127.0.0.1, a temp folder with a config file and a
+//! database, and ways to run the real binary or the library against them.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+pub use fake_wechat::{FakeOptions, FakeWechat, Scripted};
+use tempfile::TempDir;
+use wxpush::storage::Store;
+
+pub const APPID: &str = "wx0123456789abcdef";
+pub const SECRET: &str = "test-secret";
+
+/// A config file's `[[jobs]]` and `[[recipients]]`: one job `daily`, given recipients.
+pub fn daily_job(extra_job_keys: &str) -> String {
+    format!(
+        r#"
+[[jobs]]
+name = "daily"
+cron = "0 0 9 * * *"
+timezone = "Asia/Shanghai"
+template_id = "tmpl-checkin"
+page = "pages/index/index"
+{extra_job_keys}
+[jobs.data]
+thing1 = "{{{{name}}}}, check in"
+date2 = "{{{{today}}}}"
+"#
+    )
+}
+
+/// `[[recipients]]` entries for `openids`, each named after itself, in job `daily`.
+pub fn recipients(openids: &[&str]) -> String {
+    openids
+        .iter()
+        .map(|o| {
+            format!(
+                "\n[[recipients]]\nopenid = \"{o}\"\njobs = [\"daily\"]\nname = \"n{}\"\n",
+                &o[o.len().saturating_sub(4)..]
+            )
+        })
+        .collect()
+}
+
+/// `count` openids like `oUser0000000000000000000001`.
+pub fn openids(count: usize) -> Vec<String> {
+    (1..=count).map(|i| format!("oUser{i:023}")).collect()
+}
+
+/// A temp folder holding `wxpush.toml` and the database, and a fake WeChat.
+pub struct TestEnv {
+    pub dir: TempDir,
+    pub fake: FakeWechat,
+    pub config: PathBuf,
+}
+
+impl TestEnv {
+    /// Starts a fake with `opts` and writes a config with `body` after the standard sections.
+    pub async fn new(opts: FakeOptions, delivery: &str, body: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeWechat::start(opts).await;
+        let config = dir.path().join("wxpush.toml");
+        let env = Self { dir, fake, config };
+        env.write_config(delivery, body);
+        env
+    }
+
+    /// The common case: default fake, fast retries.
+    pub async fn with(body: &str) -> Self {
+        Self::new(FakeOptions::default(), "", body).await
+    }
+
+    /// Rewrites the config file (the operator editing it). `delivery` holds
+    /// `key = value` lines that replace the test defaults of `[delivery]`.
+    pub fn write_config(&self, delivery: &str, body: &str) {
+        let mut section: Vec<(String, String)> = [
+            ("concurrency", "8"),
+            ("max_attempts", "4"),
+            ("backoff_base", "\"10ms\""),
+            ("backoff_max", "\"40ms\""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for line in delivery.lines().filter(|l| l.contains('=')) {
+            let (k, v) = line.split_once('=').unwrap();
+            let (k, v) = (k.trim().to_string(), v.trim().to_string());
+            match section.iter_mut().find(|(key, _)| *key == k) {
+                Some(entry) => entry.1 = v,
+                None => section.push((k, v)),
+            }
+        }
+        let delivery: String = section
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        let text = format!(
+            "[wechat]\nappid = \"{APPID}\"\ntimeout = \"1s\"\n\n[database]\nurl = \"sqlite://{db}\"\n\n[delivery]\n{delivery}\n{body}",
+            db = self.db_path().display()
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("wxpush.db")
+    }
+
+    /// The binary with this env's config, the fake as api_base and the secret in
+    /// the environment (as operators are told to pass it).
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxpush"));
+        c.args(args)
+            .env("WXPUSH_CONFIG", &self.config)
+            .env("WXPUSH__WECHAT__API_BASE", self.fake.base_url())
+            .env("WXPUSH__WECHAT__SECRET", SECRET)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("JOURNAL_STREAM")
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs the binary to completion.
+    pub async fn wxpush(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().await.unwrap();
+        Run::from(out)
+    }
+
+    /// The database, opened by the library.
+    pub async fn store(&self) -> Store {
+        Store::open(&format!("sqlite://{}", self.db_path().display()))
+            .await
+            .unwrap()
+    }
+
+    /// Writes a file into the temp folder and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        let run = Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprintln!(
+                "exit {}\n--- stdout\n{}--- stderr\n{}",
+                run.code, run.stdout, run.stderr
+            );
+        }
+        run
+    }
+}
+
+impl Run {
+    /// Everything printed, for leak checks.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Polls `cond` every 10 ms; panics with `what` after `secs` seconds.
+pub async fn wait_until(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

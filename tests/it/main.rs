@@ -1,0 +1,8 @@
+mod helpers;
+
+mod cli;
+mod config;
+mod delivery;
+mod recovery;
+mod scheduler;
+mod token;

@@ -1,0 +1,167 @@
+//! The daemon: firing on schedule in a time zone, catch-up, clean shutdown.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+fn every_second_job(tz: &str) -> String {
+    format!(
+        r#"
+[[jobs]]
+name = "tick"
+cron = "*/2 * * * * *"
+timezone = "{tz}"
+template_id = "tmpl-tick"
+[jobs.data]
+thing1 = "tick for {{{{name}}}}"
+time2 = "{{{{time}}}}"
+"#
+    )
+}
+
+fn tick_recipients(ids: &[&str]) -> String {
+    ids.iter()
+        .map(|o| format!("\n[[recipients]]\nopenid = \"{o}\"\njobs = [\"tick\"]\nname = \"n\"\n"))
+        .collect()
+}
+
+async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_daemon_fires_on_schedule_and_stops_cleanly_on_sigterm() {
+    let body = format!(
+        "{}{}",
+        every_second_job("America/New_York"),
+        tick_recipients(&["oTick1", "oTick2"])
+    );
+    let env = TestEnv::with(&body).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.fake.accepted_count() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not fire twice"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(status.code(), Some(0));
+    let runs = env.store().await.runs(Some("tick"), 100).await.unwrap();
+    assert!(runs.len() >= 2, "{runs:?}");
+    for r in runs.iter().filter(|r| r.counts.total > 0) {
+        assert_eq!(r.slot.timestamp() % 2, 0, "slots are even seconds");
+        assert!(r.status != wxpush::storage::RunStatus::Stopped);
+    }
+    // The time keyword is rendered in New York time for the slot.
+    let accepted = env.fake.accepted();
+    let first = accepted[0].body.as_ref().unwrap()["data"]["time2"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let slot = runs.iter().rev().find(|r| r.counts.sent > 0).unwrap().slot;
+    let ny = slot
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%H:%M")
+        .to_string();
+    assert_eq!(first, ny);
+}
+
+#[tokio::test]
+async fn a_slot_missed_while_down_is_caught_up_once_on_start() {
+    let body = r#"
+[[jobs]]
+name = "minutely"
+cron = "* * * * *"
+template_id = "tmpl"
+catch_up = "10m"
+[jobs.data]
+thing1 = "hello {{name}}"
+
+[[recipients]]
+openid = "oLate1"
+jobs = ["minutely"]
+name = "late"
+"#;
+    let env = TestEnv::with(body).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while env.fake.accepted_count() < 1 {
+        assert!(std::time::Instant::now() < deadline, "no catch-up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigterm(&child).await;
+    child.wait().await.unwrap();
+
+    let runs = env.store().await.runs(Some("minutely"), 10).await.unwrap();
+    let caught = runs
+        .iter()
+        .find(|r| r.trigger == wxpush::storage::Trigger::CatchUp)
+        .expect("a catch-up run");
+    assert_eq!(caught.counts.sent, 1);
+    assert_eq!(caught.slot.timestamp() % 60, 0);
+
+    // Started again within the same minute: that slot has a run, so nothing repeats.
+    let before = env.fake.accepted_count();
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sigterm(&child).await;
+    child.wait().await.unwrap();
+    let runs_after = env.store().await.runs(Some("minutely"), 10).await.unwrap();
+    let new_slot_fired = runs_after.len() > runs.len();
+    if !new_slot_fired {
+        assert_eq!(
+            env.fake.accepted_count(),
+            before,
+            "no second catch-up of one slot"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later() {
+    let ids = openids(30);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let body = format!("{}{}", daily_job(""), recipients(&refs));
+    let opts = FakeOptions {
+        latency: Duration::from_millis(150),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "concurrency = 2", &body).await;
+    let mut child = env.command(&["send", "daily"]).spawn().unwrap();
+    wait_until(20, "four sends", || env.fake.accepted_count() >= 4).await;
+    sigterm(&child).await;
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(3), "interrupted");
+
+    let store = env.store().await;
+    let rows = store.deliveries(1).await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| matches!(r.status.as_str(), "sent" | "pending")),
+        "nothing left sending or unknown"
+    );
+    let sent = rows.iter().filter(|r| r.status.as_str() == "sent").count();
+    assert_eq!(
+        sent as u64,
+        env.fake.accepted_count(),
+        "every accepted send was recorded"
+    );
+
+    let again = env.wxpush(&["send", "daily"]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(ids.iter().all(|id| env.fake.accepted_for(id) == 1));
+}
