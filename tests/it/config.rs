@@ -201,3 +201,12 @@ async fn an_unknown_job_is_a_usage_error() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn the_shipped_example_config_is_valid() {
+    let env = TestEnv::with("").await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/wxpush.example.toml");
+    let run = env.wxpush(&["--config", example, "check"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("job checkin: next fire"), "{}", run.stdout);
+}

@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t wxpush .
+# Run:   docker run -e WXPUSH__WECHAT__SECRET=... -v wxpush-data:/var/lib/wxpush \
+#          -v $PWD/wxpush.toml:/etc/wxpush/wxpush.toml:ro wxpush
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that a source change does not rebuild them.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY fake-wechat/Cargo.toml fake-wechat/Cargo.toml
+RUN mkdir -p src fake-wechat/src migrations \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && touch fake-wechat/src/lib.rs && echo 'fn main() {}' > fake-wechat/src/main.rs \
+    && cargo build --release --locked --bin wxpush \
+    && rm -rf src fake-wechat/src
+COPY src src
+COPY migrations migrations
+COPY fake-wechat/src fake-wechat/src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin wxpush
+
+FROM debian:bookworm-slim
+# reqwest (rustls) reads the system's CA certificates.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/wxpush wxpush \
+    && mkdir -p /var/lib/wxpush /etc/wxpush \
+    && chown wxpush:wxpush /var/lib/wxpush
+COPY --from=build /src/target/release/wxpush /usr/local/bin/wxpush
+COPY config/wxpush.example.toml /etc/wxpush/wxpush.toml
+ENV WXPUSH_CONFIG=/etc/wxpush/wxpush.toml \
+    WXPUSH__DATABASE__URL=sqlite:///var/lib/wxpush/wxpush.db
+USER wxpush
+VOLUME ["/var/lib/wxpush"]
+# SIGTERM: no new sends, in-flight ones finish and are recorded (well within the
+# default 10 s stop timeout when WeChat answers; requests time out after [wechat] timeout).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/wxpush"]
+CMD ["run"]
