@@ -208,5 +208,9 @@ async fn the_shipped_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/wxpush.example.toml");
     let run = env.wxpush(&["--config", example, "check"]).await;
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("job checkin: next fire"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("job checkin: next fire"),
+        "{}",
+        run.stdout
+    );
 }

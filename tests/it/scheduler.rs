@@ -165,3 +165,59 @@ async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later
     assert_eq!(again.code, 0, "{again:?}");
     assert!(ids.iter().all(|id| env.fake.accepted_for(id) == 1));
 }
+
+#[tokio::test]
+async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped() {
+    let body = format!(
+        "{}{}",
+        every_second_job("Asia/Shanghai"),
+        tick_recipients(&["oSlow1"])
+    );
+    let env = TestEnv::with(&body).await;
+    // 45011 makes the first run wait a minute before its retry: it is still going
+    // when the next slots fire.
+    env.fake.script("oSlow1", [Scripted::Errcode(45011)]);
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    let store = env.store().await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let skipped = loop {
+        let runs = store.runs(Some("tick"), 20).await.unwrap();
+        if let Some(r) = runs
+            .iter()
+            .find(|r| r.status == wxpush::storage::RunStatus::Skipped)
+        {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no skipped slot: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a shutdown during a retry wait is clean"
+    );
+    assert_eq!(skipped.counts.total, 0);
+    assert!(skipped.note.as_deref().unwrap().contains("still going"));
+    let runs = store.runs(Some("tick"), 20).await.unwrap();
+    let first = runs.iter().find(|r| r.counts.total == 1).unwrap();
+    assert_eq!(
+        first.status,
+        wxpush::storage::RunStatus::Running,
+        "resumable"
+    );
+    assert_eq!(
+        first.counts.pending, 1,
+        "the interrupted retry is pending, not lost"
+    );
+    assert_eq!(env.fake.accepted_count(), 0);
+}
