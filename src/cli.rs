@@ -29,6 +29,9 @@ pub enum Command {
         /// Render and check every message and print it; no API call, no record.
         #[arg(long)]
         dry_run: bool,
+        /// Print the summary as JSON (counts, timings, latency percentiles).
+        #[arg(long, conflicts_with = "dry_run")]
+        json: bool,
     },
     /// Check the config, cron lines, time zones and every message; exit 2 on problems.
     Check,

@@ -86,7 +86,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
     telemetry::init(&settings.log);
     match cli.command {
         Command::Run => daemon(settings).await,
-        Command::Send { job, dry_run } => send::run(settings, &job, dry_run).await,
+        Command::Send { job, dry_run, json } => send::run(settings, &job, dry_run, json).await,
         Command::Recipients(c) => recipients::run(settings, c).await,
         Command::Runs(args) => runs::run(settings, args).await,
         Command::Check => unreachable!("handled above"),

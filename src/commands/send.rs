@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{SubsecRound, Utc};
+use serde::Serialize;
 
 use super::{Exit, Failure, find_job};
 use crate::app::{App, config_recipients};
@@ -10,9 +11,10 @@ use crate::config::{Job, Settings};
 use crate::domain::{Builtins, Message, OpenId};
 use crate::runner::{FireError, fire};
 use crate::shutdown;
+use crate::delivery::RunReport;
 use crate::storage::{Counts, Store, Trigger};
 
-pub(super) async fn run(settings: Settings, job: &str, dry_run: bool) -> Result<Exit, Failure> {
+pub(super) async fn run(settings: Settings, job: &str, dry_run: bool, json: bool) -> Result<Exit, Failure> {
     let job = find_job(&settings, job)?.clone();
     if dry_run {
         return dry_run_job(&settings, &job).await;
@@ -43,47 +45,89 @@ pub(super) async fn run(settings: Settings, job: &str, dry_run: bool) -> Result<
         return Ok(Exit::Ok);
     }
 
-    let mut total = Counts::default();
-    for r in &fired.reports {
-        let c = &r.counts;
-        total.total += c.total;
-        total.sent += c.sent;
-        total.failed += c.failed;
-        total.refused += c.refused;
-        total.invalid += c.invalid;
-        total.unknown += c.unknown;
-        total.pending += c.pending;
+    let summary = Summary::of(job.name.as_ref(), &fired.reports, app.deliverer.tokens().fetches());
+    if json {
+        println!("{}", serde_json::to_string(&summary).expect("a summary serialises"));
+    } else {
+        println!("{}", summary.line());
     }
-    let ids: Vec<String> = fired.reports.iter().map(|r| r.run_id.to_string()).collect();
-    let ms: u128 = fired.reports.iter().map(|r| r.duration_ms).sum();
-    let stopped = fired.reports.iter().find_map(|r| r.stopped.clone());
-    let interrupted = fired.reports.iter().any(|r| r.interrupted);
-    let mut line = format!(
-        "{}: run {}: {} sent, {} failed, {} refused, {} invalid, {} unknown, {} pending of {} in {:.1}s",
-        job.name,
-        ids.join(","),
-        total.sent,
-        total.failed,
-        total.refused,
-        total.invalid,
-        total.unknown,
-        total.pending,
-        total.total,
-        ms as f64 / 1000.0
-    );
-    if let Some(reason) = &stopped {
-        line.push_str(&format!("; stopped: {reason}"));
-    } else if interrupted {
-        line.push_str("; interrupted: the next send or start resumes it");
-    }
-    println!("{line}");
-    Ok(if stopped.is_some() || interrupted {
+    let c = &summary.counts;
+    Ok(if summary.stopped.is_some() || summary.interrupted {
         Exit::CannotProceed
-    } else if total.sent < total.total {
+    } else if c.sent < c.total {
         Exit::SomeFailed
     } else {
         Exit::Ok
     })
+}
+
+/// What `wxpush send` reports: every run it drained, added up.
+#[derive(Debug, Serialize)]
+struct Summary {
+    job: String,
+    runs: Vec<i64>,
+    counts: Counts,
+    stopped: Option<String>,
+    interrupted: bool,
+    duration_ms: u128,
+    requests: u64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    token_requests: u64,
+}
+
+impl Summary {
+    fn of(job: &str, reports: &[RunReport], token_requests: u64) -> Self {
+        let mut counts = Counts::default();
+        for r in reports {
+            let c = &r.counts;
+            counts.total += c.total;
+            counts.sent += c.sent;
+            counts.failed += c.failed;
+            counts.refused += c.refused;
+            counts.invalid += c.invalid;
+            counts.unknown += c.unknown;
+            counts.pending += c.pending;
+        }
+        // The run that did the most requests speaks for the latency.
+        let busiest = reports.iter().max_by_key(|r| r.requests);
+        Self {
+            job: job.to_owned(),
+            runs: reports.iter().map(|r| r.run_id).collect(),
+            counts,
+            stopped: reports.iter().find_map(|r| r.stopped.clone()),
+            interrupted: reports.iter().any(|r| r.interrupted),
+            duration_ms: reports.iter().map(|r| r.duration_ms).sum(),
+            requests: reports.iter().map(|r| r.requests).sum(),
+            latency_p50_ms: busiest.map_or(0.0, |r| r.latency_p50_ms),
+            latency_p99_ms: busiest.map_or(0.0, |r| r.latency_p99_ms),
+            token_requests,
+        }
+    }
+
+    fn line(&self) -> String {
+        let c = &self.counts;
+        let ids: Vec<String> = self.runs.iter().map(i64::to_string).collect();
+        let mut line = format!(
+            "{}: run {}: {} sent, {} failed, {} refused, {} invalid, {} unknown, {} pending of {} in {:.1}s",
+            self.job,
+            ids.join(","),
+            c.sent,
+            c.failed,
+            c.refused,
+            c.invalid,
+            c.unknown,
+            c.pending,
+            c.total,
+            self.duration_ms as f64 / 1000.0
+        );
+        if let Some(reason) = &self.stopped {
+            line.push_str(&format!("; stopped: {reason}"));
+        } else if self.interrupted {
+            line.push_str("; interrupted: the next send or start resumes it");
+        }
+        line
+    }
 }
 
 /// Renders and checks every message of `job` and prints it; touches nothing.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::inflight::InFlight;
 use super::recorder::Recorder;
 use super::retry::RetryPolicy;
-use super::send::{Halt, SendContext};
+use super::send::{Halt, Latency, SendContext};
 use crate::config::{DeliverySettings, Job, OnUnknown};
 use crate::domain::{Builtins, Message, OpenId};
 use crate::storage::{Counts, Outcome, RunStatus, Status, StorageError, Store};
@@ -49,6 +49,12 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Wall time of this drain, in milliseconds.
     pub duration_ms: u128,
+    /// Requests made to `subscribeMessage.send` (retries included).
+    pub requests: u64,
+    /// Median request latency, in milliseconds.
+    pub latency_p50_ms: f64,
+    /// 99th percentile request latency, in milliseconds.
+    pub latency_p99_ms: f64,
 }
 
 /// Sends runs; one per process, shared by every job.
@@ -128,6 +134,7 @@ impl Deliverer {
             on_unknown: self.on_unknown,
             halt: Halt::default(),
             shutdown: shutdown.clone(),
+            latency: Latency::new(),
         });
         let builtins = Builtins::at(slot, job.schedule.tz());
         let permits = Arc::new(Semaphore::new(self.concurrency));
@@ -206,6 +213,9 @@ impl Deliverer {
             stopped,
             interrupted,
             duration_ms: started.elapsed().as_millis(),
+            requests: ctx.latency.quantile_ms(0.5).1,
+            latency_p50_ms: ctx.latency.quantile_ms(0.5).0,
+            latency_p99_ms: ctx.latency.quantile_ms(0.99).0,
         })
     }
 }

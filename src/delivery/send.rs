@@ -40,6 +40,27 @@ impl Halt {
     }
 }
 
+/// Request latencies of one drain, in microseconds (bounded memory at any volume).
+pub(super) struct Latency(std::sync::Mutex<hdrhistogram::Histogram<u64>>);
+
+impl Latency {
+    pub fn new() -> Self {
+        let h = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+        Self(std::sync::Mutex::new(h))
+    }
+
+    fn record(&self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 600_000_000);
+        self.0.lock().expect("poisoned").saturating_record(us);
+    }
+
+    /// The `q` quantile in milliseconds, and how many requests were timed.
+    pub fn quantile_ms(&self, q: f64) -> (f64, u64) {
+        let h = self.0.lock().expect("poisoned");
+        (h.value_at_quantile(q) as f64 / 1000.0, h.len())
+    }
+}
+
 /// What one send task needs, shared by the tasks of a run.
 pub(super) struct SendContext {
     pub client: WechatClient,
@@ -50,6 +71,7 @@ pub(super) struct SendContext {
     pub on_unknown: OnUnknown,
     pub halt: Halt,
     pub shutdown: CancellationToken,
+    pub latency: Latency,
 }
 
 struct Attempt {
@@ -126,7 +148,9 @@ impl SendContext {
                 }
             };
             a.attempts += 1;
+            let started = std::time::Instant::now();
             let reply = self.client.send(token.expose(), message).await;
+            self.latency.record(started.elapsed());
             let retry_after = match reply {
                 SendReply::Replied {
                     errcode,

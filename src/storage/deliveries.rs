@@ -226,6 +226,25 @@ impl Store {
             .collect())
     }
 
+    /// Checks a run's books: deliveries, sent ones, distinct openids among them, and
+    /// the most successful deliveries any one openid has (1 when all is well).
+    pub async fn audit_run(&self, run_id: i64) -> Result<(i64, i64, i64, i64), StorageError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, \
+             COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS sent, \
+             COUNT(DISTINCT CASE WHEN status = 'sent' THEN openid END) AS distinct_sent, \
+             (SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM deliveries \
+               WHERE run_id = ? AND status = 'sent' GROUP BY openid)) AS max_per_openid \
+             FROM deliveries WHERE run_id = ?",
+        )
+        .bind(run_id)
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await
+        .context("audit a run")?;
+        Ok((row.get("total"), row.get("sent"), row.get("distinct_sent"), row.get("max_per_openid")))
+    }
+
     /// How many successful deliveries each openid has in a run (a test and audit aid).
     pub async fn sent_per_openid(
         &self,

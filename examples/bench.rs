@@ -1,0 +1,302 @@
+//! The wxpush benchmark: a real `wxpush send` against the fake WeChat on 127.0.0.1.
+//!
+//! Usage (see scripts/bench.sh, which builds everything in release mode first):
+//!   bench --wxpush target/release/wxpush [--n 10000] [--concurrency 64]
+//!         [--latency-ms 0] [--busy-rate 0] [--rate-limit 0] [--seq 20000] [--idle-secs 0]
+//!
+//! Prints one `key: value` line per figure. Every figure comes from this run.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fake_wechat::{FakeOptions, FakeWechat};
+
+struct Args {
+    wxpush: PathBuf,
+    n: usize,
+    concurrency: usize,
+    latency_ms: u64,
+    busy_rate: f64,
+    rate_limit: u64,
+    seq: usize,
+    idle_secs: u64,
+}
+
+fn args() -> Args {
+    let mut map: HashMap<String, String> = HashMap::new();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    for pair in raw.chunks(2) {
+        let key = pair[0].trim_start_matches("--").to_owned();
+        map.insert(key, pair.get(1).cloned().unwrap_or_default());
+    }
+    let get = |k: &str, d: &str| map.get(k).cloned().unwrap_or_else(|| d.to_owned());
+    Args {
+        wxpush: PathBuf::from(get("wxpush", "target/release/wxpush")),
+        n: get("n", "10000").parse().expect("--n"),
+        concurrency: get("concurrency", "64").parse().expect("--concurrency"),
+        latency_ms: get("latency-ms", "0").parse().expect("--latency-ms"),
+        busy_rate: get("busy-rate", "0").parse().expect("--busy-rate"),
+        rate_limit: get("rate-limit", "0").parse().expect("--rate-limit"),
+        seq: get("seq", "20000").parse().expect("--seq"),
+        idle_secs: get("idle-secs", "0").parse().expect("--idle-secs"),
+    }
+}
+
+fn fake_options(a: &Args) -> FakeOptions {
+    FakeOptions {
+        latency: Duration::from_millis(a.latency_ms),
+        busy_rate: a.busy_rate,
+        rate_limit_per_sec: a.rate_limit,
+        keep_bodies: false,
+        ..FakeOptions::default()
+    }
+}
+
+fn write_config(dir: &Path, api_base: &str, concurrency: usize, cron: &str) -> PathBuf {
+    let path = dir.join("bench.toml");
+    let text = format!(
+        r#"[wechat]
+appid = "wx0123456789abcdef"
+api_base = "{api_base}"
+timeout = "10s"
+[database]
+url = "sqlite://{db}"
+[delivery]
+concurrency = {concurrency}
+max_attempts = 8
+backoff_base = "20ms"
+backoff_max = "500ms"
+[log]
+level = "warn"
+[[jobs]]
+name = "bench"
+cron = "{cron}"
+template_id = "tmpl-bench"
+page = "pages/index/index"
+[jobs.data]
+thing1 = "{{{{name}}}}, time to check in"
+date2 = "{{{{today}}}}"
+"#,
+        db = dir.join("bench.db").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `cmd` to completion; returns (stdout, wall time, peak RSS in KiB, CPU seconds).
+fn measured(mut cmd: Command) -> (String, Duration, i64, f64) {
+    cmd.stdout(std::process::Stdio::piped());
+    let started = Instant::now();
+    let child = cmd.spawn().expect("start wxpush");
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+        s
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    let wall = started.elapsed();
+    let cpu = usage.ru_utime.tv_sec as f64
+        + usage.ru_utime.tv_usec as f64 / 1e6
+        + usage.ru_stime.tv_sec as f64
+        + usage.ru_stime.tv_usec as f64 / 1e6;
+    (reader.join().unwrap(), wall, usage.ru_maxrss, cpu)
+}
+
+fn wxpush(a: &Args, config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(&a.wxpush);
+    c.arg("--config").arg(config).args(args).env("WXPUSH__WECHAT__SECRET", "test-secret");
+    c
+}
+
+/// Requests per second the fake answers on its own, from `clients` concurrent clients.
+async fn fake_capacity(opts: FakeOptions, clients: usize, secs: u64) -> f64 {
+    let fake = FakeWechat::start(opts).await;
+    let http = reqwest::Client::new();
+    let token = fetch_token(&http, &fake.base_url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (http, url, token, stop, done) = (
+            http.clone(),
+            fake.base_url(),
+            token.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&done),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                send_one(&http, &url, &token, &format!("oCap{i:04}x{k:012}")).await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let n = done.load(Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn fetch_token(http: &reqwest::Client, base: &str) -> String {
+    let v: serde_json::Value = http
+        .post(format!("{base}/cgi-bin/stable_token"))
+        .json(&serde_json::json!({"grant_type":"client_credential","appid":"wx0123456789abcdef","secret":"test-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn send_one(http: &reqwest::Client, base: &str, token: &str, openid: &str) {
+    let body = serde_json::json!({
+        "touser": openid, "template_id": "tmpl-bench", "page": "pages/index/index",
+        "data": {"thing1": {"value": "someone, time to check in"}, "date2": {"value": "2026年11月24日"}},
+        "miniprogram_state": "formal", "lang": "zh_CN"
+    });
+    let r = http
+        .post(format!("{base}/cgi-bin/message/subscribe/send"))
+        .query(&[("access_token", token)])
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let _ = r.bytes().await.unwrap();
+}
+
+/// The cron-script way: one request at a time, waiting for each answer.
+async fn sequential(opts: FakeOptions, n: usize) -> f64 {
+    let fake = FakeWechat::start(opts).await;
+    let http = reqwest::Client::new();
+    let token = fetch_token(&http, &fake.base_url()).await;
+    let started = Instant::now();
+    for i in 0..n {
+        send_one(&http, &fake.base_url(), &token, &format!("oSeq{i:024}")).await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn rss_and_cpu(pid: u32) -> (i64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    (rss, ticks / 100.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().unwrap();
+
+    if a.idle_secs > 0 {
+        let fake = FakeWechat::start(fake_options(&a)).await;
+        // A job that fires once a year: the daemon only waits.
+        let config = write_config(dir.path(), &fake.base_url(), a.concurrency, "0 0 0 1 1 *");
+        let mut child = wxpush(&a, &config, &["run"]).spawn().unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (rss0, cpu0) = rss_and_cpu(child.id());
+        tokio::time::sleep(Duration::from_secs(a.idle_secs)).await;
+        let (rss1, cpu1) = rss_and_cpu(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        println!("idle_seconds: {}", a.idle_secs);
+        println!("idle_rss_kib: {rss1} (at start of window {rss0})");
+        println!("idle_cpu_seconds_in_window: {:.2}", cpu1 - cpu0);
+        return;
+    }
+
+    let capacity = fake_capacity(fake_options(&a), 64, 2).await;
+    let fake = FakeWechat::start(fake_options(&a)).await;
+    let config = write_config(dir.path(), &fake.base_url(), a.concurrency, "0 0 9 * * *");
+
+    let csv = dir.path().join("recipients.csv");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+        writeln!(f, "openid,name").unwrap();
+        for i in 0..a.n {
+            writeln!(f, "oBench{i:022},user{}", i % 1000).unwrap();
+        }
+    }
+    let (_, import_wall, import_rss, _) =
+        measured(wxpush(&a, &config, &["recipients", "import", csv.to_str().unwrap(), "--job", "bench"]));
+
+    let tokens_before = fake.token_requests();
+    let (out, wall, rss, cpu) = measured(wxpush(&a, &config, &["send", "bench", "--json"]));
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("send --json output");
+    let tokens_first = fake.token_requests() - tokens_before;
+
+    // A second run with the token now cached: it must fetch none.
+    let (out2, _, _, _) = measured(wxpush(&a, &config, &["send", "bench", "--json"]));
+    let second: serde_json::Value = serde_json::from_str(out2.trim()).unwrap();
+    let tokens_second = second["token_requests"].as_u64().unwrap();
+
+    let store = wxpush::storage::Store::open(&format!("sqlite://{}", dir.path().join("bench.db").display()))
+        .await
+        .unwrap();
+    let run_id = summary["runs"][0].as_i64().unwrap();
+    let (total, sent, distinct, max_per) = store.audit_run(run_id).await.unwrap();
+
+    let seq_rate = if a.seq > 0 { sequential(fake_options(&a), a.seq).await } else { 0.0 };
+    let rate = a.n as f64 / wall.as_secs_f64();
+    let bound = if a.latency_ms > 0 {
+        a.concurrency as f64 * 1000.0 / a.latency_ms as f64
+    } else {
+        f64::NAN
+    };
+
+    println!("n: {}", a.n);
+    println!("concurrency: {}", a.concurrency);
+    println!("fake_latency_ms: {}", a.latency_ms);
+    println!("fake_busy_rate: {}", a.busy_rate);
+    println!("fake_capacity_req_per_s: {capacity:.0}");
+    println!("import_wall_s: {:.2} (peak RSS {} KiB)", import_wall.as_secs_f64(), import_rss);
+    println!("send_wall_s: {:.3}", wall.as_secs_f64());
+    println!("send_cpu_s: {cpu:.2}");
+    println!("messages_per_s: {rate:.0}");
+    if bound.is_finite() {
+        println!("latency_bound_msg_per_s: {bound:.0} (C / latency)");
+        println!("share_of_bound: {:.1}%", 100.0 * rate / bound);
+    }
+    println!("send_requests: {}", summary["requests"]);
+    println!("p50_send_latency_ms: {}", summary["latency_p50_ms"]);
+    println!("p99_send_latency_ms: {}", summary["latency_p99_ms"]);
+    println!("peak_rss_kib: {rss}");
+    println!("token_requests_first_run: {tokens_first}");
+    println!("token_requests_cached_run: {tokens_second}");
+    println!(
+        "exactly_one_sent_per_recipient: {} (rows {total}, sent {sent}, distinct {distinct}, max per openid {max_per})",
+        total == a.n as i64 && sent == a.n as i64 && distinct == a.n as i64 && max_per == 1
+    );
+    if a.seq > 0 {
+        println!("sequential_loop_msg_per_s: {seq_rate:.0} ({} requests, one at a time)", a.seq);
+        println!("speedup_over_sequential: {:.1}x", rate / seq_rate);
+    }
+}
