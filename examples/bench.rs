@@ -79,7 +79,7 @@ cron = "{cron}"
 template_id = "tmpl-bench"
 page = "pages/index/index"
 [jobs.data]
-thing1 = "{{{{name}}}}, time to check in"
+thing1 = "{{{{name}}}} check in"
 date2 = "{{{{today}}}}"
 "#,
         db = dir.join("bench.db").display()
@@ -89,6 +89,11 @@ date2 = "{{{{today}}}}"
 }
 
 /// Runs `cmd` to completion; returns (stdout, wall time, peak RSS in KiB, CPU seconds).
+/// Exits the benchmark if the command fails.
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its rusage"
+)]
 fn measured(mut cmd: Command) -> (String, Duration, i64, f64) {
     cmd.stdout(std::process::Stdio::piped());
     let started = Instant::now();
@@ -105,17 +110,36 @@ fn measured(mut cmd: Command) -> (String, Duration, i64, f64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4");
+    let out = reader.join().unwrap();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        eprintln!("bench: {cmd:?} failed (status {status}); output:\n{out}");
+        std::process::exit(1);
+    }
     let wall = started.elapsed();
     let cpu = usage.ru_utime.tv_sec as f64
         + usage.ru_utime.tv_usec as f64 / 1e6
         + usage.ru_stime.tv_sec as f64
         + usage.ru_stime.tv_usec as f64 / 1e6;
-    (reader.join().unwrap(), wall, usage.ru_maxrss, cpu)
+    (out, wall, usage.ru_maxrss, cpu)
 }
 
+/// `BENCH_WRAP="perf record -g -o perf.data"` runs `wxpush send` under a profiler.
 fn wxpush(a: &Args, config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(&a.wxpush);
-    c.arg("--config").arg(config).args(args).env("WXPUSH__WECHAT__SECRET", "test-secret");
+    let wrap = std::env::var("BENCH_WRAP")
+        .ok()
+        .filter(|_| args.first() == Some(&"send"));
+    let mut c = match wrap.as_deref().map(str::split_whitespace) {
+        Some(mut words) => {
+            let mut c = Command::new(words.next().expect("BENCH_WRAP names a program"));
+            c.args(words).arg(&a.wxpush);
+            c
+        }
+        None => Command::new(&a.wxpush),
+    };
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("WXPUSH__WECHAT__SECRET", "test-secret");
     c
 }
 
@@ -245,8 +269,17 @@ async fn main() {
             writeln!(f, "oBench{i:022},user{}", i % 1000).unwrap();
         }
     }
-    let (_, import_wall, import_rss, _) =
-        measured(wxpush(&a, &config, &["recipients", "import", csv.to_str().unwrap(), "--job", "bench"]));
+    let (_, import_wall, import_rss, _) = measured(wxpush(
+        &a,
+        &config,
+        &[
+            "recipients",
+            "import",
+            csv.to_str().unwrap(),
+            "--job",
+            "bench",
+        ],
+    ));
 
     let tokens_before = fake.token_requests();
     let (out, wall, rss, cpu) = measured(wxpush(&a, &config, &["send", "bench", "--json"]));
@@ -258,13 +291,20 @@ async fn main() {
     let second: serde_json::Value = serde_json::from_str(out2.trim()).unwrap();
     let tokens_second = second["token_requests"].as_u64().unwrap();
 
-    let store = wxpush::storage::Store::open(&format!("sqlite://{}", dir.path().join("bench.db").display()))
-        .await
-        .unwrap();
+    let store = wxpush::storage::Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("bench.db").display()
+    ))
+    .await
+    .unwrap();
     let run_id = summary["runs"][0].as_i64().unwrap();
     let (total, sent, distinct, max_per) = store.audit_run(run_id).await.unwrap();
 
-    let seq_rate = if a.seq > 0 { sequential(fake_options(&a), a.seq).await } else { 0.0 };
+    let seq_rate = if a.seq > 0 {
+        sequential(fake_options(&a), a.seq).await
+    } else {
+        0.0
+    };
     let rate = a.n as f64 / wall.as_secs_f64();
     let bound = if a.latency_ms > 0 {
         a.concurrency as f64 * 1000.0 / a.latency_ms as f64
@@ -277,7 +317,11 @@ async fn main() {
     println!("fake_latency_ms: {}", a.latency_ms);
     println!("fake_busy_rate: {}", a.busy_rate);
     println!("fake_capacity_req_per_s: {capacity:.0}");
-    println!("import_wall_s: {:.2} (peak RSS {} KiB)", import_wall.as_secs_f64(), import_rss);
+    println!(
+        "import_wall_s: {:.2} (peak RSS {} KiB)",
+        import_wall.as_secs_f64(),
+        import_rss
+    );
     println!("send_wall_s: {:.3}", wall.as_secs_f64());
     println!("send_cpu_s: {cpu:.2}");
     println!("messages_per_s: {rate:.0}");
@@ -296,7 +340,10 @@ async fn main() {
         total == a.n as i64 && sent == a.n as i64 && distinct == a.n as i64 && max_per == 1
     );
     if a.seq > 0 {
-        println!("sequential_loop_msg_per_s: {seq_rate:.0} ({} requests, one at a time)", a.seq);
+        println!(
+            "sequential_loop_msg_per_s: {seq_rate:.0} ({} requests, one at a time)",
+            a.seq
+        );
         println!("speedup_over_sequential: {:.1}x", rate / seq_rate);
     }
 }

@@ -203,6 +203,13 @@ fn read_csv(path: &Path, job: &Job) -> Result<Vec<StoredRecipient>, Failure> {
         }
     }
     if !problems.is_empty() {
+        // Enough lines to see the pattern; a million bad rows need not all be printed.
+        const SHOWN: usize = 20;
+        let more = problems.len().saturating_sub(SHOWN);
+        problems.truncate(SHOWN);
+        if more > 0 {
+            problems.push(format!("{file}: ... and {more} more problem lines"));
+        }
         problems.push(format!("{file}: nothing was imported"));
         return Err(Failure::usage(problems.join("\n")));
     }

@@ -8,13 +8,18 @@ use serde::Serialize;
 use super::{Exit, Failure, find_job};
 use crate::app::{App, config_recipients};
 use crate::config::{Job, Settings};
+use crate::delivery::RunReport;
 use crate::domain::{Builtins, Message, OpenId};
 use crate::runner::{FireError, fire};
 use crate::shutdown;
-use crate::delivery::RunReport;
 use crate::storage::{Counts, Store, Trigger};
 
-pub(super) async fn run(settings: Settings, job: &str, dry_run: bool, json: bool) -> Result<Exit, Failure> {
+pub(super) async fn run(
+    settings: Settings,
+    job: &str,
+    dry_run: bool,
+    json: bool,
+) -> Result<Exit, Failure> {
     let job = find_job(&settings, job)?.clone();
     if dry_run {
         return dry_run_job(&settings, &job).await;
@@ -45,9 +50,16 @@ pub(super) async fn run(settings: Settings, job: &str, dry_run: bool, json: bool
         return Ok(Exit::Ok);
     }
 
-    let summary = Summary::of(job.name.as_ref(), &fired.reports, app.deliverer.tokens().fetches());
+    let summary = Summary::of(
+        job.name.as_ref(),
+        &fired.reports,
+        app.deliverer.tokens().fetches(),
+    );
     if json {
-        println!("{}", serde_json::to_string(&summary).expect("a summary serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("a summary serialises")
+        );
     } else {
         println!("{}", summary.line());
     }

@@ -18,7 +18,7 @@ use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext};
 use crate::config::{DeliverySettings, Job, OnUnknown};
 use crate::domain::{Builtins, Message, OpenId};
-use crate::storage::{Counts, Outcome, RunStatus, Status, StorageError, Store};
+use crate::storage::{Counts, Outcome, PendingDelivery, RunStatus, Status, StorageError, Store};
 use crate::wechat::{TokenManager, WechatClient};
 
 /// Deliveries read from the database at a time: memory stays flat in the audience size.
@@ -55,6 +55,12 @@ pub struct RunReport {
     pub latency_p50_ms: f64,
     /// 99th percentile request latency, in milliseconds.
     pub latency_p99_ms: f64,
+}
+
+/// Renders and checks one delivery's message.
+fn build(job: &Job, d: &PendingDelivery, builtins: &Builtins) -> Result<Message, String> {
+    let openid = OpenId::parse(&d.openid).map_err(|e| e.to_string())?;
+    Message::build(&job.spec, openid, &d.vars, builtins).map_err(|e| e.to_string())
 }
 
 /// Sends runs; one per process, shared by every job.
@@ -147,42 +153,54 @@ impl Deliverer {
                 .await?;
             let Some(last) = page.last() else { break };
             after = last.id;
-            for d in page {
-                let permit = tokio::select! {
-                    p = Arc::clone(&permits).acquire_owned() => p.expect("never closed"),
-                    _ = shutdown.cancelled() => break 'pages,
-                    _ = ctx.halt.stopped() => break 'pages,
-                };
-                while tasks.try_join_next().is_some() {}
-                let built = OpenId::parse(&d.openid)
-                    .map_err(|e| e.to_string())
-                    .and_then(|openid| {
-                        Message::build(&job.spec, openid, &d.vars, &builtins)
-                            .map_err(|e| e.to_string())
-                    });
-                let message = match built {
-                    Ok(m) => m,
-                    Err(reason) => {
+            for chunk in page.chunks(self.concurrency) {
+                if shutdown.is_cancelled() || ctx.halt.is_stopped() {
+                    break 'pages;
+                }
+                let mut ready = Vec::with_capacity(chunk.len());
+                for d in chunk {
+                    match build(job, d, &builtins) {
+                        Ok(message) => ready.push((d.id, message)),
                         // Caught here, so WeChat never answers 47003 for it.
-                        tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
-                        recorder.record(Outcome {
-                            id: d.id,
-                            status: Status::Invalid,
-                            errcode: None,
-                            errmsg: Some(reason),
-                            msgid: None,
-                            attempts: 0,
-                        });
-                        continue;
+                        Err(reason) => {
+                            tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
+                            recorder.record(Outcome::local(d.id, Status::Invalid, Some(reason)));
+                        }
+                    }
+                }
+                // Record before the irreversible calls: one commit marks the chunk
+                // `sending`, so a crash can only make these `unknown`, never resend.
+                let ids: Vec<i64> = ready.iter().map(|(id, _)| *id).collect();
+                let taken = match recorder.claim(ids).await {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        ctx.halt.stop(format!("cannot record deliveries: {e}"));
+                        break 'pages;
                     }
                 };
-                let ctx = Arc::clone(&ctx);
-                let inflight = Arc::clone(&self.inflight);
-                tasks.spawn(async move {
-                    let _guard = inflight.acquire(message.touser().as_ref()).await;
-                    ctx.deliver(d.id, message).await;
-                    drop(permit);
-                });
+                let mut ready = ready.into_iter().filter(|(id, _)| taken.contains(id));
+                while let Some((id, message)) = ready.next() {
+                    let permit = tokio::select! {
+                        p = Arc::clone(&permits).acquire_owned() => Some(p.expect("never closed")),
+                        _ = shutdown.cancelled() => None,
+                        _ = ctx.halt.stopped() => None,
+                    };
+                    let Some(permit) = permit else {
+                        // Claimed but never sent: back to pending for the resume.
+                        for (id, _) in std::iter::once((id, message)).chain(ready) {
+                            recorder.record(Outcome::local(id, Status::Pending, None));
+                        }
+                        break 'pages;
+                    };
+                    while tasks.try_join_next().is_some() {}
+                    let ctx = Arc::clone(&ctx);
+                    let inflight = Arc::clone(&self.inflight);
+                    tasks.spawn(async move {
+                        let _guard = inflight.acquire(message.touser().as_ref()).await;
+                        ctx.send_claimed(id, message).await;
+                        drop(permit);
+                    });
+                }
             }
         }
         while tasks.join_next().await.is_some() {}

@@ -1,6 +1,7 @@
 //! Group commit: claims and outcomes from all senders are written by one task,
 //! many per transaction, so that recording every delivery costs few commits.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -11,7 +12,10 @@ use crate::storage::{Outcome, StorageError, Store};
 const MAX_BATCH: usize = 2048;
 
 enum Op {
-    Claim(i64, oneshot::Sender<Result<bool, Arc<StorageError>>>),
+    Claim(
+        Vec<i64>,
+        oneshot::Sender<Result<HashSet<i64>, Arc<StorageError>>>,
+    ),
     Record(Outcome),
     Flush(oneshot::Sender<Result<(), Arc<StorageError>>>),
 }
@@ -30,12 +34,15 @@ impl Recorder {
         Self { tx }
     }
 
-    /// Marks a delivery `sending` and waits for the commit: only then may it be sent.
-    /// False when it was no longer pending.
-    pub async fn claim(&self, id: i64) -> Result<bool, Arc<StorageError>> {
+    /// Marks deliveries `sending` and waits for the commit: only then may they be
+    /// sent. Returns the ones taken (those still pending).
+    pub async fn claim(&self, ids: Vec<i64>) -> Result<HashSet<i64>, Arc<StorageError>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Op::Claim(id, ack))
+            .send(Op::Claim(ids, ack))
             .expect("recorder task runs while handles exist");
         done.await.expect("recorder answers every claim")
     }
@@ -66,9 +73,9 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut flushes = Vec::new();
         for op in ops.drain(..) {
             match op {
-                Op::Claim(id, ack) => {
-                    claims.push(id);
-                    claim_acks.push(ack);
+                Op::Claim(ids, ack) => {
+                    claim_acks.push((ack, claims.len(), ids.len()));
+                    claims.extend(ids);
                 }
                 Op::Record(o) => outcomes.push(o),
                 Op::Flush(ack) => flushes.push(ack),
@@ -76,8 +83,13 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
         }
         match store.write_batch(&claims, &outcomes).await {
             Ok(taken) => {
-                for (ack, ok) in claim_acks.into_iter().zip(taken) {
-                    let _ = ack.send(Ok(ok));
+                for (ack, start, len) in claim_acks {
+                    let mine = claims[start..start + len]
+                        .iter()
+                        .filter(|id| taken.contains(id))
+                        .copied()
+                        .collect();
+                    let _ = ack.send(Ok(mine));
                 }
                 for ack in flushes {
                     let _ = ack.send(Ok(()));
@@ -88,7 +100,7 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
                 // `sending` and become `unknown` on the next resume.
                 tracing::error!(error = %e, lost_outcomes = outcomes.len(), "failed to record deliveries");
                 let e = Arc::new(e);
-                for ack in claim_acks {
+                for (ack, _, _) in claim_acks {
                     let _ = ack.send(Err(Arc::clone(&e)));
                 }
                 for ack in flushes {

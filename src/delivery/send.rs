@@ -95,20 +95,12 @@ impl Attempt {
 }
 
 impl SendContext {
-    /// Sends one claimed-or-claimable delivery and records its outcome.
-    pub async fn deliver(&self, id: i64, message: Message) {
+    /// Sends one delivery already committed as `sending` and records its outcome.
+    pub async fn send_claimed(&self, id: i64, message: Message) {
         if self.halt.is_stopped() || self.shutdown.is_cancelled() {
+            self.recorder
+                .record(Outcome::local(id, Status::Pending, None));
             return;
-        }
-        // Record before the irreversible call: once committed as `sending`, a crash
-        // can only make this delivery `unknown`, never send it twice.
-        match self.recorder.claim(id).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                self.halt.stop(format!("cannot record deliveries: {e}"));
-                return;
-            }
         }
         let outcome = self.attempt_all(id, &message).await;
         let masked = message.touser().masked();

@@ -1,6 +1,6 @@
 //! Deliveries: one row per recipient per run, moved through its statuses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use sqlx::Row;
@@ -71,6 +71,20 @@ pub struct Outcome {
     pub attempts: u32,
 }
 
+impl Outcome {
+    /// An outcome decided without a request (invalid message, put back to pending).
+    pub fn local(id: i64, status: Status, errmsg: Option<String>) -> Self {
+        Self {
+            id,
+            status,
+            errcode: None,
+            errmsg,
+            msgid: None,
+            attempts: 0,
+        }
+    }
+}
+
 /// A delivery waiting to be sent, with its recipient's data.
 #[derive(Debug, Clone)]
 pub struct PendingDelivery {
@@ -113,6 +127,20 @@ pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<St
         map.entry("name".into()).or_insert(name);
     }
     map
+}
+
+/// Rows per statement in batched writes (6 parameters each stays far below
+/// SQLite's 32,766 and PostgreSQL's 65,535 parameter limits).
+const CHUNK: usize = 256;
+
+/// `(?, ?), (?, ?)` for `rows` rows of `width` parameters, or `?, ?` when width is 1.
+fn placeholders(width: usize, rows: usize) -> String {
+    let row = if width == 1 {
+        "?".to_owned()
+    } else {
+        format!("({})", vec!["?"; width].join(", "))
+    };
+    vec![row; rows].join(", ")
 }
 
 impl Store {
@@ -163,39 +191,53 @@ impl Store {
     }
 
     /// In one transaction: marks `claims` as `sending` (each only if still pending)
-    /// and records `outcomes`. Returns, per claim, whether it was taken.
+    /// and records `outcomes`. Returns the claims that were taken.
+    ///
+    /// Rows are written a chunk per statement: one statement per row would cost a
+    /// round trip to SQLite's thread each, which dominated the send path.
     pub async fn write_batch(
         &self,
         claims: &[i64],
         outcomes: &[Outcome],
-    ) -> Result<Vec<bool>, StorageError> {
+    ) -> Result<HashSet<i64>, StorageError> {
         let mut tx = self.write().await?;
         let now = now();
-        let mut taken = Vec::with_capacity(claims.len());
-        for id in claims {
-            let r = sqlx::query("UPDATE deliveries SET status = 'sending', updated_at = ? WHERE id = ? AND status = 'pending'")
-                .bind(&now)
-                .bind(id)
+        let mut taken = HashSet::with_capacity(claims.len());
+        for chunk in claims.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE deliveries SET status = 'sending', updated_at = ? \
+                 WHERE status = 'pending' AND id IN ({}) RETURNING id",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(&now);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            taken.extend(q.fetch_all(&mut *tx).await.context("claim deliveries")?);
+        }
+        for chunk in outcomes.chunks(CHUNK) {
+            // A CTE with named columns reads the same in SQLite and PostgreSQL.
+            let sql = format!(
+                "WITH v (id, status, errcode, errmsg, msgid, attempts) AS (VALUES {}) \
+                 UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
+                 msgid = v.msgid, attempts = deliveries.attempts + v.attempts, updated_at = ? \
+                 FROM v WHERE deliveries.id = v.id",
+                placeholders(6, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for o in chunk {
+                q = q
+                    .bind(o.id)
+                    .bind(o.status.as_str())
+                    .bind(o.errcode)
+                    .bind(o.errmsg.as_deref())
+                    .bind(o.msgid.map(|m| m.to_string()))
+                    .bind(i64::from(o.attempts));
+            }
+            q.bind(&now)
                 .execute(&mut *tx)
                 .await
-                .context("claim a delivery")?;
-            taken.push(r.rows_affected() == 1);
-        }
-        for o in outcomes {
-            sqlx::query(
-                "UPDATE deliveries SET status = ?, errcode = ?, errmsg = ?, msgid = ?, \
-                 attempts = attempts + ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(o.status.as_str())
-            .bind(o.errcode)
-            .bind(o.errmsg.as_deref())
-            .bind(o.msgid.map(|m| m.to_string()))
-            .bind(i64::from(o.attempts))
-            .bind(&now)
-            .bind(o.id)
-            .execute(&mut *tx)
-            .await
-            .context("record a delivery outcome")?;
+                .context("record delivery outcomes")?;
         }
         tx.commit().await.context("commit delivery updates")?;
         Ok(taken)
@@ -242,7 +284,12 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .context("audit a run")?;
-        Ok((row.get("total"), row.get("sent"), row.get("distinct_sent"), row.get("max_per_openid")))
+        Ok((
+            row.get("total"),
+            row.get("sent"),
+            row.get("distinct_sent"),
+            row.get("max_per_openid"),
+        ))
     }
 
     /// How many successful deliveries each openid has in a run (a test and audit aid).
