@@ -65,11 +65,13 @@ impl Store {
         wanted: &[StoredRecipient],
     ) -> Result<SyncReport, StorageError> {
         let mut tx = self.write().await?;
-        let existing =
-            sqlx::query("SELECT job, openid, name, vars, source, active FROM recipients")
-                .fetch_all(&mut *tx)
-                .await
-                .context("read recipients")?;
+        // Only the file's own rows: imported audiences can be millions of rows.
+        let existing = sqlx::query(
+            "SELECT job, openid, name, vars, source, active FROM recipients WHERE source = 'config'",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("read config recipients")?;
         let mut current: BTreeMap<(String, String), Existing> = BTreeMap::new();
         for r in existing {
             current.insert(
@@ -95,22 +97,25 @@ impl Store {
             if unchanged {
                 continue;
             }
-            if current.contains_key(&key) {
-                report.updated += 1;
-            } else {
+            // created_at is kept on conflict, so it tells an insert from an update.
+            let created: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "{UPSERT} RETURNING created_at"
+            )))
+            .bind(&w.job)
+            .bind(&w.openid)
+            .bind(&w.name)
+            .bind(&vars)
+            .bind("config")
+            .bind(&now)
+            .bind(&now)
+            .fetch_one(&mut *tx)
+            .await
+            .context("save a config recipient")?;
+            if created == now {
                 report.added += 1;
+            } else {
+                report.updated += 1;
             }
-            sqlx::query(UPSERT)
-                .bind(&w.job)
-                .bind(&w.openid)
-                .bind(&w.name)
-                .bind(&vars)
-                .bind("config")
-                .bind(&now)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await
-                .context("save a config recipient")?;
         }
         for ((job, openid), (_, _, source, active)) in &current {
             if source == "config" && *active && !keep.contains(&(job.clone(), openid.clone())) {
