@@ -133,6 +133,17 @@ pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<St
 /// SQLite's 32,766 and PostgreSQL's 65,535 parameter limits).
 const CHUNK: usize = 256;
 
+/// Statement sizes: a chunk is padded up to one of these, so that only a handful of
+/// distinct statements are ever prepared and cached per connection.
+const SIZES: [usize; 4] = [8, 32, 128, CHUNK];
+
+fn padded(rows: usize) -> usize {
+    SIZES.into_iter().find(|s| *s >= rows).unwrap_or(CHUNK)
+}
+
+/// Padding rows carry this id, which no delivery has.
+const NO_ID: i64 = -1;
+
 /// `(?, ?), (?, ?)` for `rows` rows of `width` parameters, or `?, ?` when width is 1.
 fn placeholders(width: usize, rows: usize) -> String {
     let row = if width == 1 {
@@ -207,11 +218,14 @@ impl Store {
             let sql = format!(
                 "UPDATE deliveries SET status = 'sending', updated_at = ? \
                  WHERE status = 'pending' AND id IN ({}) RETURNING id",
-                placeholders(1, chunk.len())
+                placeholders(1, padded(chunk.len()))
             );
             let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(&now);
             for id in chunk {
                 q = q.bind(id);
+            }
+            for _ in chunk.len()..padded(chunk.len()) {
+                q = q.bind(NO_ID);
             }
             taken.extend(q.fetch_all(&mut *tx).await.context("claim deliveries")?);
         }
@@ -222,7 +236,7 @@ impl Store {
                  UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
                  msgid = v.msgid, attempts = deliveries.attempts + v.attempts, updated_at = ? \
                  FROM v WHERE deliveries.id = v.id",
-                placeholders(6, chunk.len())
+                placeholders(6, padded(chunk.len()))
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for o in chunk {
@@ -233,6 +247,15 @@ impl Store {
                     .bind(o.errmsg.as_deref())
                     .bind(o.msgid.map(|m| m.to_string()))
                     .bind(i64::from(o.attempts));
+            }
+            for _ in chunk.len()..padded(chunk.len()) {
+                q = q
+                    .bind(NO_ID)
+                    .bind("pending")
+                    .bind(None::<i64>)
+                    .bind(None::<&str>)
+                    .bind(None::<String>)
+                    .bind(0_i64);
             }
             q.bind(&now)
                 .execute(&mut *tx)
