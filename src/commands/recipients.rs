@@ -1,6 +1,6 @@
 //! `wxpush recipients list|add|remove|import`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::Utc;
@@ -68,10 +68,10 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
         }
         RecipientsCommand::Import { file, job } => {
             let job = find_job(&settings, &job)?;
-            let rows = read_csv(&file, job)?;
             let store = Store::open(&settings.database.url).await?;
-            let n = store.upsert_recipients(&rows, "import").await?;
+            let imported = import_csv(&store, &file, job).await;
             store.close().await;
+            let n = imported?;
             println!(
                 "imported {n} recipients into job {} from {}",
                 job.name,
@@ -142,8 +142,11 @@ fn recipient(
     })
 }
 
-/// Reads and checks every row; any problem refuses the whole file.
-fn read_csv(path: &Path, job: &Job) -> Result<Vec<StoredRecipient>, Failure> {
+/// The rows of a recipients CSV, each checked, with its line number.
+fn csv_rows(
+    path: &Path,
+    job: &Job,
+) -> Result<impl Iterator<Item = (u64, Result<StoredRecipient, String>)>, Failure> {
     let file = path.display().to_string();
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -159,33 +162,17 @@ fn read_csv(path: &Path, job: &Job) -> Result<Vec<StoredRecipient>, Failure> {
         )));
     };
     let name_col = headers.iter().position(|h| h == "name");
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    for record in reader.records() {
+    let job = job.clone();
+    Ok(reader.into_records().map(move |record| {
         let record = match record {
             Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                problems.push(format!("{file} line {line}: {e}"));
-                continue;
-            }
+            Err(e) => return (e.position().map_or(0, |p| p.line()), Err(e.to_string())),
         };
         let line = record.position().map_or(0, |p| p.line());
-        let raw = record.get(openid_col).unwrap_or_default();
-        let openid = match OpenId::parse(raw) {
+        let openid = match OpenId::parse(record.get(openid_col).unwrap_or_default()) {
             Ok(o) => o,
-            Err(e) => {
-                problems.push(format!("{file} line {line}: openid: {e}"));
-                continue;
-            }
+            Err(e) => return (line, Err(format!("openid: {e}"))),
         };
-        if let Some(first) = seen.insert(openid.to_string(), line) {
-            problems.push(format!(
-                "{file} line {line}: openid {openid} is already on line {first}"
-            ));
-            continue;
-        }
         let name = name_col
             .and_then(|c| record.get(c))
             .filter(|s| !s.is_empty())
@@ -197,24 +184,59 @@ fn read_csv(path: &Path, job: &Job) -> Result<Vec<StoredRecipient>, Failure> {
             .filter(|(i, (_, v))| *i != openid_col && Some(*i) != name_col && !v.is_empty())
             .map(|(_, (k, v))| (k.to_owned(), v.to_owned()))
             .collect();
-        match recipient(job, &openid, name, vars) {
-            Ok(r) => rows.push(r),
-            Err(e) => problems.push(format!("{file} line {line}: {e}")),
-        }
-    }
-    if !problems.is_empty() {
-        // Enough lines to see the pattern; a million bad rows need not all be printed.
-        const SHOWN: usize = 20;
-        let more = problems.len().saturating_sub(SHOWN);
-        problems.truncate(SHOWN);
+        (line, recipient(&job, &openid, name, vars))
+    }))
+}
+
+/// Imports a CSV all or nothing, reading it twice so that memory stays flat in its
+/// size: first every row is checked, then all are written in one transaction
+/// (which also finds openids listed twice).
+async fn import_csv(store: &Store, path: &Path, job: &Job) -> Result<u64, Failure> {
+    let file = path.display().to_string();
+    let fail = |mut problems: Vec<String>, more: usize| {
         if more > 0 {
             problems.push(format!("{file}: ... and {more} more problem lines"));
         }
         problems.push(format!("{file}: nothing was imported"));
-        return Err(Failure::usage(problems.join("\n")));
+        Failure::usage(problems.join("\n"))
+    };
+    // Enough lines to see the pattern; a million bad rows need not all be printed.
+    const SHOWN: usize = 20;
+    let (mut problems, mut more, mut rows) = (Vec::new(), 0, 0);
+    for (line, row) in csv_rows(path, job)? {
+        match row {
+            Ok(_) => rows += 1,
+            Err(e) if problems.len() < SHOWN => problems.push(format!("{file} line {line}: {e}")),
+            Err(_) => more += 1,
+        }
     }
-    if rows.is_empty() {
+    if !problems.is_empty() {
+        return Err(fail(problems, more));
+    }
+    if rows == 0 {
         return Err(Failure::usage(format!("{file}: no rows to import")));
     }
-    Ok(rows)
+    let mut import = store.begin_import("import").await?;
+    for (line, row) in csv_rows(path, job)? {
+        let row = row.map_err(|e| {
+            Failure::usage(format!(
+                "{file} line {line}: {e} (the file changed while importing)"
+            ))
+        })?;
+        import.add(line, row).await?;
+    }
+    let report = import.finish(true).await?;
+    if !report.duplicates.is_empty() {
+        let more = report.duplicates.len().saturating_sub(SHOWN);
+        let problems = report
+            .duplicates
+            .iter()
+            .take(SHOWN)
+            .map(|(line, openid)| {
+                format!("{file} line {line}: openid {openid} is already on an earlier line")
+            })
+            .collect();
+        return Err(fail(problems, more));
+    }
+    Ok(report.written)
 }

@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use deliveries::{DeliveryRow, Outcome, PendingDelivery, Status};
-pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
+pub use recipients::{ImportReport, RecipientImport, RecipientRow, StoredRecipient, SyncReport};
 pub use runs::{Counts, Enqueued, RunRow, RunStatus, Trigger};
 pub use tokens::StoredToken;
 

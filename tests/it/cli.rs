@@ -29,12 +29,6 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
     );
     assert!(
         run.stderr
-            .contains("bad.csv line 4: openid oAlice1 is already on line 2"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
             .contains("bad.csv line 5: job daily: data.thing1: "),
         "{}",
         run.stderr
@@ -46,6 +40,29 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
     );
     let listed = env.wxpush(&["recipients", "list", "--json"]).await;
     assert_eq!(listed.stdout.trim(), "[]");
+
+    let dup = env.file(
+        "dup.csv",
+        "openid,name\noAlice1,Alice\noBob22,Bob\noAlice1,Again\n",
+    );
+    let run = env
+        .wxpush(&[
+            "recipients",
+            "import",
+            dup.to_str().unwrap(),
+            "--job",
+            "daily",
+        ])
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("dup.csv line 4: openid oAlice1 is already on an earlier line"),
+        "{}",
+        run.stderr
+    );
+    let listed = env.wxpush(&["recipients", "list", "--json"]).await;
+    assert_eq!(listed.stdout.trim(), "[]", "rolled back");
 
     let good = env.file(
         "good.csv",
