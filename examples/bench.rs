@@ -257,7 +257,12 @@ async fn main() {
         return;
     }
 
-    let capacity = fake_capacity(fake_options(&a), 64, 2).await;
+    // The fake's own ceiling, without added latency or errors.
+    let raw = FakeOptions {
+        keep_bodies: false,
+        ..FakeOptions::default()
+    };
+    let capacity = fake_capacity(raw, 64, 2).await;
     let fake = FakeWechat::start(fake_options(&a)).await;
     let config = write_config(dir.path(), &fake.base_url(), a.concurrency, "0 0 9 * * *");
 

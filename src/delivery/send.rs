@@ -103,12 +103,13 @@ impl SendContext {
             return;
         }
         let outcome = self.attempt_all(id, &message).await;
-        let masked = message.touser().masked();
         match outcome.status {
-            Status::Sent => tracing::debug!(openid.masked = %masked, delivery.id = id, "sent"),
+            Status::Sent => {
+                tracing::debug!(openid.masked = %message.touser().masked(), delivery.id = id, "sent")
+            }
             Status::Pending => {}
             s => tracing::info!(
-                openid.masked = %masked,
+                openid.masked = %message.touser().masked(),
                 delivery.id = id,
                 status = s.as_str(),
                 errcode = outcome.errcode,

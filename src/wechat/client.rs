@@ -64,7 +64,8 @@ pub struct WechatClient {
     base: String,
     appid: String,
     secret: SecretString,
-    send_url: String,
+    /// Parsed once: URL parsing showed up in profiles at tens of thousands of sends a second.
+    send_url: reqwest::Url,
 }
 
 impl std::fmt::Debug for WechatClient {
@@ -138,7 +139,9 @@ impl WechatClient {
             .map_err(|e| WechatError::Transport(describe(e)))?;
         Ok(Self {
             http,
-            send_url: format!("{}/cgi-bin/message/subscribe/send", settings.api_base),
+            send_url: format!("{}/cgi-bin/message/subscribe/send", settings.api_base)
+                .parse()
+                .map_err(|e| WechatError::Transport(format!("api_base: {e}")))?,
             base: settings.api_base.clone(),
             appid: settings.appid.clone(),
             secret,
@@ -201,13 +204,9 @@ impl WechatClient {
 
     /// Calls `subscribeMessage.send` once.
     pub async fn send(&self, token: &str, message: &Message) -> SendReply {
-        let result = self
-            .http
-            .post(&self.send_url)
-            .query(&[("access_token", token)])
-            .json(message)
-            .send()
-            .await;
+        let mut url = self.send_url.clone();
+        url.query_pairs_mut().append_pair("access_token", token);
+        let result = self.http.post(url).json(message).send().await;
         let response = match result {
             Ok(r) => r,
             // A failed connect never wrote the request: safe to retry.
