@@ -287,7 +287,18 @@ async fn main() {
     ));
 
     let tokens_before = fake.token_requests();
+    let self_cpu = || {
+        // SAFETY: rusage is plain data filled by the kernel for this process.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        u.ru_utime.tv_sec as f64
+            + u.ru_utime.tv_usec as f64 / 1e6
+            + u.ru_stime.tv_sec as f64
+            + u.ru_stime.tv_usec as f64 / 1e6
+    };
+    let fake_cpu_before = self_cpu();
     let (out, wall, rss, cpu) = measured(wxpush(&a, &config, &["send", "bench", "--json"]));
+    let fake_cpu = self_cpu() - fake_cpu_before;
     let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("send --json output");
     let tokens_first = fake.token_requests() - tokens_before;
 
@@ -328,7 +339,12 @@ async fn main() {
         import_rss
     );
     println!("send_wall_s: {:.3}", wall.as_secs_f64());
-    println!("send_cpu_s: {cpu:.2}");
+    println!("send_cpu_s: {cpu:.2} (wxpush; the fake used {fake_cpu:.2})");
+    println!(
+        "cpu_us_per_message: {:.1} wxpush + {:.1} fake",
+        cpu * 1e6 / a.n as f64,
+        fake_cpu * 1e6 / a.n as f64
+    );
     println!("messages_per_s: {rate:.0}");
     if bound.is_finite() {
         println!("latency_bound_msg_per_s: {bound:.0} (C / latency)");

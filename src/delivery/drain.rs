@@ -1,6 +1,7 @@
 //! Draining one run: stream its pending deliveries in pages, render and check each
 //! message, and send the valid ones with bounded concurrency.
 
+use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,6 +56,58 @@ pub struct RunReport {
     pub latency_p50_ms: f64,
     /// 99th percentile request latency, in milliseconds.
     pub latency_p99_ms: f64,
+}
+
+/// Starts the sends of claimed chunks, each under a concurrency permit.
+struct Launch<'a> {
+    ctx: &'a Arc<SendContext>,
+    recorder: &'a Recorder,
+    permits: &'a Arc<Semaphore>,
+    inflight: &'a Arc<InFlight>,
+    shutdown: &'a CancellationToken,
+}
+
+impl Launch<'_> {
+    /// Waits for the chunk's claim, then spawns a send per taken delivery. False
+    /// when the run must stop; the chunk's unsent deliveries are then put back.
+    async fn chunk(
+        &self,
+        ready: Vec<(i64, Message)>,
+        claim: impl Future<Output = Result<HashSet<i64>, Arc<StorageError>>>,
+        tasks: &mut JoinSet<()>,
+    ) -> bool {
+        let taken = match claim.await {
+            Ok(taken) => taken,
+            Err(e) => {
+                self.ctx.halt.stop(format!("cannot record deliveries: {e}"));
+                return false;
+            }
+        };
+        let mut ready = ready.into_iter().filter(|(id, _)| taken.contains(id));
+        while let Some((id, message)) = ready.next() {
+            let permit = tokio::select! {
+                p = Arc::clone(self.permits).acquire_owned() => Some(p.expect("never closed")),
+                _ = self.shutdown.cancelled() => None,
+                _ = self.ctx.halt.stopped() => None,
+            };
+            let Some(permit) = permit else {
+                for (id, _) in std::iter::once((id, message)).chain(ready) {
+                    self.recorder
+                        .record(Outcome::local(id, Status::Pending, None));
+                }
+                return false;
+            };
+            while tasks.try_join_next().is_some() {}
+            let ctx = Arc::clone(self.ctx);
+            let inflight = Arc::clone(self.inflight);
+            tasks.spawn(async move {
+                let _guard = inflight.acquire(message.touser().as_ref()).await;
+                ctx.send_claimed(id, message).await;
+                drop(permit);
+            });
+        }
+        true
+    }
 }
 
 /// Renders and checks one delivery's message.
@@ -146,6 +199,17 @@ impl Deliverer {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks = JoinSet::new();
         let mut after = 0;
+        let launch = Launch {
+            ctx: &ctx,
+            recorder: &recorder,
+            permits: &permits,
+            inflight: &self.inflight,
+            shutdown,
+        };
+        // Chunks whose claim is committing; the next one is claimed while the
+        // previous is sent, so sends never wait for a commit.
+        let mut queued = VecDeque::new();
+        let mut go_on = true;
         'pages: loop {
             let page = self
                 .store
@@ -155,6 +219,7 @@ impl Deliverer {
             after = last.id;
             for chunk in page.chunks(self.concurrency) {
                 if shutdown.is_cancelled() || ctx.halt.is_stopped() {
+                    go_on = false;
                     break 'pages;
                 }
                 let mut ready = Vec::with_capacity(chunk.len());
@@ -171,35 +236,24 @@ impl Deliverer {
                 // Record before the irreversible calls: one commit marks the chunk
                 // `sending`, so a crash can only make these `unknown`, never resend.
                 let ids: Vec<i64> = ready.iter().map(|(id, _)| *id).collect();
-                let taken = match recorder.claim(ids).await {
-                    Ok(taken) => taken,
-                    Err(e) => {
-                        ctx.halt.stop(format!("cannot record deliveries: {e}"));
-                        break 'pages;
-                    }
-                };
-                let mut ready = ready.into_iter().filter(|(id, _)| taken.contains(id));
-                while let Some((id, message)) = ready.next() {
-                    let permit = tokio::select! {
-                        p = Arc::clone(&permits).acquire_owned() => Some(p.expect("never closed")),
-                        _ = shutdown.cancelled() => None,
-                        _ = ctx.halt.stopped() => None,
-                    };
-                    let Some(permit) = permit else {
-                        // Claimed but never sent: back to pending for the resume.
-                        for (id, _) in std::iter::once((id, message)).chain(ready) {
-                            recorder.record(Outcome::local(id, Status::Pending, None));
-                        }
-                        break 'pages;
-                    };
-                    while tasks.try_join_next().is_some() {}
-                    let ctx = Arc::clone(&ctx);
-                    let inflight = Arc::clone(&self.inflight);
-                    tasks.spawn(async move {
-                        let _guard = inflight.acquire(message.touser().as_ref()).await;
-                        ctx.send_claimed(id, message).await;
-                        drop(permit);
-                    });
+                queued.push_back((ready, recorder.claim(ids)));
+                if queued.len() < 2 {
+                    continue;
+                }
+                let (ready, claim) = queued.pop_front().expect("two queued");
+                if !launch.chunk(ready, claim, &mut tasks).await {
+                    go_on = false;
+                    break 'pages;
+                }
+            }
+        }
+        while let Some((ready, claim)) = queued.pop_front() {
+            if go_on {
+                go_on = launch.chunk(ready, claim, &mut tasks).await;
+            } else if let Ok(taken) = claim.await {
+                // Claimed but never sent: back to pending for the resume.
+                for id in taken {
+                    recorder.record(Outcome::local(id, Status::Pending, None));
                 }
             }
         }

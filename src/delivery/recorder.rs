@@ -34,17 +34,23 @@ impl Recorder {
         Self { tx }
     }
 
-    /// Marks deliveries `sending` and waits for the commit: only then may they be
-    /// sent. Returns the ones taken (those still pending).
-    pub async fn claim(&self, ids: Vec<i64>) -> Result<HashSet<i64>, Arc<StorageError>> {
-        if ids.is_empty() {
-            return Ok(HashSet::new());
-        }
+    /// Marks deliveries `sending`; the returned future resolves once that is
+    /// committed (only then may they be sent), with the ones taken (those still
+    /// pending). The request is queued at once, before the future is awaited, so a
+    /// caller can have the next chunk committing while it sends this one.
+    pub fn claim(
+        &self,
+        ids: Vec<i64>,
+    ) -> impl Future<Output = Result<HashSet<i64>, Arc<StorageError>>> + Send + 'static {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Op::Claim(ids, ack))
-            .expect("recorder task runs while handles exist");
-        done.await.expect("recorder answers every claim")
+        if ids.is_empty() {
+            let _ = ack.send(Ok(HashSet::new()));
+        } else {
+            self.tx
+                .send(Op::Claim(ids, ack))
+                .expect("recorder task runs while handles exist");
+        }
+        async move { done.await.expect("recorder answers every claim") }
     }
 
     /// Queues an outcome; it is committed with the next batch.

@@ -56,11 +56,11 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
         .iter()
         .filter(|r| r.status.as_str() == "unknown")
         .count();
-    // Claimed in chunks of `concurrency`: at most the chunk in flight and the next
-    // one, already committed as `sending`, are uncertain.
+    // Claimed in chunks of `concurrency`, one chunk ahead: at most the sends in
+    // flight and two chunks already committed as `sending` are uncertain.
     assert!(
-        unknown <= 8,
-        "at most two chunks of 4 are uncertain, got {unknown}"
+        unknown <= 12,
+        "at most three chunks of 4 are uncertain, got {unknown}"
     );
     assert!(store.unfinished_runs("daily").await.unwrap().is_empty());
     assert_eq!(resumed.code, if unknown > 0 { 1 } else { 0 }, "{resumed:?}");
