@@ -40,6 +40,8 @@ pub enum Command {
     Recipients(RecipientsCommand),
     /// Show run history.
     Runs(RunsArgs),
+    /// Ask the running daemon's /readyz: exit 0 when ready, 1 when not (for HEALTHCHECK).
+    Health,
 }
 
 /// `wxpush recipients ...`.

@@ -19,6 +19,7 @@
 //!   classification.
 //! - [`storage`]: the only module with SQL: runs, deliveries, recipients, tokens.
 //! - [`cli`], [`commands`], [`history`]: the command line and its output.
+//! - [`http`], [`stats`]: health probes and Prometheus metrics for the daemon.
 
 pub mod app;
 pub mod cli;
@@ -27,10 +28,13 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod history;
+pub mod http;
 pub mod joblock;
+pub mod reload;
 pub mod runner;
 pub mod scheduler;
 pub mod shutdown;
+pub mod stats;
 pub mod storage;
 pub mod telemetry;
 pub mod wechat;

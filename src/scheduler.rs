@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Mutex;
+use std::collections::HashMap;
+
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::Job;
+use crate::config::{Job, Settings};
 use crate::runner::{FireError, fire};
 use crate::storage::{StorageError, Trigger};
 
@@ -19,28 +21,100 @@ use crate::storage::{StorageError, Trigger};
 /// change (NTP, suspend) delays a slot by at most this much.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// One scheduled job: its definition and the token that stops its loop.
+struct Running {
+    job: Job,
+    stop: CancellationToken,
+}
+
 /// Runs every job on its schedule until `shutdown`; in-flight runs finish first.
-pub async fn run(app: Arc<App>, shutdown: CancellationToken) -> Result<(), StorageError> {
+///
+/// Each new configuration from `reloads` (SIGHUP) is applied at once: recipients
+/// are synced, jobs whose definition changed or that were removed stop scheduling
+/// (a run in progress finishes undisturbed), new and changed jobs start from
+/// their next slot. `ready` is called once the schedule is loaded.
+pub async fn run(
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<Settings>,
+    ready: impl FnOnce(),
+) -> Result<(), StorageError> {
     app.sync_recipients().await?;
-    let mut jobs = JoinSet::new();
+    let mut loops = JoinSet::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
     for job in app.settings.jobs.clone() {
-        match job.schedule.next_after(Utc::now()) {
-            Some(next) => tracing::info!(
-                job = %job.name,
-                next_fire = %job.schedule.local(next),
-                "scheduled"
-            ),
-            None => tracing::warn!(job = %job.name, "this schedule never fires again"),
-        }
-        jobs.spawn(job_loop(Arc::clone(&app), job, shutdown.clone()));
+        start(&app, &mut loops, &mut running, job, true, &shutdown);
     }
-    if jobs.is_empty() {
+    if running.is_empty() {
         tracing::warn!("no [[jobs]] configured; waiting for a shutdown signal");
     }
-    shutdown.cancelled().await;
-    while jobs.join_next().await.is_some() {}
+    ready();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(settings) = reloads.recv() => {
+                let report = app
+                    .store
+                    .sync_config_recipients(&crate::app::config_recipients(&settings))
+                    .await?;
+                let mut kept = 0;
+                let wanted: HashMap<String, Job> =
+                    settings.jobs.into_iter().map(|j| (j.name.to_string(), j)).collect();
+                running.retain(|name, r| {
+                    let same = wanted.get(name).is_some_and(|j| format!("{j:?}") == format!("{:?}", r.job));
+                    if !same {
+                        r.stop.cancel();
+                    }
+                    same
+                });
+                for (name, job) in wanted {
+                    if running.contains_key(&name) {
+                        kept += 1;
+                    } else {
+                        start(&app, &mut loops, &mut running, job, false, &shutdown);
+                    }
+                }
+                tracing::info!(
+                    jobs = running.len(),
+                    unchanged = kept,
+                    recipients_added = report.added,
+                    recipients_updated = report.updated,
+                    recipients_deactivated = report.deactivated,
+                    "configuration reloaded"
+                );
+            }
+        }
+        while loops.try_join_next().is_some() {}
+    }
+    while loops.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())
+}
+
+fn start(
+    app: &Arc<App>,
+    loops: &mut JoinSet<()>,
+    running: &mut HashMap<String, Running>,
+    job: Job,
+    catch_up: bool,
+    shutdown: &CancellationToken,
+) {
+    match job.schedule.next_after(Utc::now()) {
+        Some(next) => {
+            crate::stats::next_fire(job.name.as_ref(), next);
+            tracing::info!(job = %job.name, next_fire = %job.schedule.local(next), "scheduled");
+        }
+        None => tracing::warn!(job = %job.name, "this schedule never fires again"),
+    }
+    let stop = CancellationToken::new();
+    loops.spawn(job_loop(
+        Arc::clone(app),
+        job.clone(),
+        catch_up,
+        shutdown.clone(),
+        stop.clone(),
+    ));
+    running.insert(job.name.to_string(), Running { job, stop });
 }
 
 /// The slot to catch up on start: the latest one, if missed by less than `catch_up`
@@ -61,10 +135,18 @@ async fn missed_slot(
     Ok(seen.is_none().then_some(slot))
 }
 
-async fn job_loop(app: Arc<App>, job: Job, shutdown: CancellationToken) {
+async fn job_loop(
+    app: Arc<App>,
+    job: Job,
+    catch_up_on_start: bool,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
     let busy = Arc::new(Mutex::new(()));
     let start = Utc::now();
     let catch_up = match missed_slot(&app, &job, start).await {
+        // After a reload, the new cron's past slots were never due.
+        Ok(_) if !catch_up_on_start => None,
         Ok(slot) => slot,
         Err(e) => {
             tracing::error!(job = %job.name, error = %e, "cannot look for a missed slot");
@@ -84,7 +166,7 @@ async fn job_loop(app: Arc<App>, job: Job, shutdown: CancellationToken) {
     }
     let mut after = start;
     while let Some(next) = job.schedule.next_after(after) {
-        if !sleep_until(next, &shutdown).await {
+        if !sleep_until(next, &shutdown, &stop).await {
             break;
         }
         after = next;
@@ -114,6 +196,7 @@ async fn job_loop(app: Arc<App>, job: Job, shutdown: CancellationToken) {
         }
         while running.try_join_next().is_some() {}
         if let Some(n) = job.schedule.next_after(after) {
+            crate::stats::next_fire(job.name.as_ref(), n);
             tracing::info!(job = %job.name, next_fire = %job.schedule.local(n), "next fire");
         }
     }
@@ -145,8 +228,8 @@ async fn skip(app: &App, job: &Job, slot: DateTime<Utc>, why: &str) {
     }
 }
 
-/// Sleeps until the wall clock reaches `t`; false if `shutdown` came first.
-async fn sleep_until(t: DateTime<Utc>, shutdown: &CancellationToken) -> bool {
+/// Sleeps until the wall clock reaches `t`; false if `shutdown` or `stop` came first.
+async fn sleep_until(t: DateTime<Utc>, shutdown: &CancellationToken, stop: &CancellationToken) -> bool {
     loop {
         let Ok(left) = (t - Utc::now()).to_std() else {
             return true;
@@ -157,6 +240,7 @@ async fn sleep_until(t: DateTime<Utc>, shutdown: &CancellationToken) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
             _ = shutdown.cancelled() => return false,
+            _ = stop.cancelled() => return false,
         }
     }
 }

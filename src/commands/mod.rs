@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use crate::app::{App, AppError};
 use crate::cli::{Cli, Command};
 use crate::config::{self, ConfigError, Settings};
-use crate::{scheduler, shutdown, telemetry};
+use crate::{reload, scheduler, shutdown, telemetry};
 
 /// How a command ended; the numbers are part of the command-line contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         Command::Send { job, dry_run, json } => send::run(settings, &job, dry_run, json).await,
         Command::Recipients(c) => recipients::run(settings, c).await,
         Command::Runs(args) => runs::run(settings, args).await,
+        Command::Health => health(settings).await,
         Command::Check => unreachable!("handled above"),
     }
 }
@@ -102,9 +103,61 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
         "wxpush daemon starting"
     );
     let shutdown = shutdown::on_signals();
-    scheduler::run(std::sync::Arc::clone(&app), shutdown).await?;
+    if let Some(addr) = app.settings.http {
+        let metrics = crate::stats::install()
+            .ok_or_else(|| Failure::cannot_proceed("cannot install the metrics recorder"))?;
+        // Bind before reporting ready, so that a taken port is a start-up error.
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::usage(format!("{}: http.listen: cannot listen on {addr}: {e}", app.settings.path.display()))
+        })?;
+        let (store, tokens, stop) = (app.store.clone(), app.deliverer.tokens().clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(listener, store, tokens, metrics, stop).await {
+                tracing::error!(error = %e, "the HTTP listener stopped");
+            }
+        });
+    }
+    let reloads = reload::on_sighup(app.settings.path.clone(), app.settings.clone(), shutdown.clone());
+    let watchdog = shutdown.clone();
+    let ready = move || {
+        // Outside systemd there is no NOTIFY_SOCKET and these do nothing.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(every) = sd_notify::watchdog_enabled() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every / 2);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                        _ = watchdog.cancelled() => break,
+                    }
+                }
+            });
+        }
+        tracing::info!("ready");
+    };
+    scheduler::run(std::sync::Arc::clone(&app), shutdown, reloads, ready).await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     app.store.close().await;
     Ok(Exit::Ok)
+}
+
+async fn health(settings: Settings) -> Result<Exit, Failure> {
+    let Some(addr) = settings.http else {
+        return Err(Failure::usage(format!(
+            "{}: http.enabled is false; there is nothing to ask",
+            settings.path.display()
+        )));
+    };
+    match crate::http::check(addr).await {
+        Ok(body) => {
+            println!("{body}");
+            Ok(Exit::Ok)
+        }
+        Err(e) => Err(Failure {
+            exit: Exit::SomeFailed,
+            message: format!("not healthy: {e}"),
+        }),
+    }
 }
 
 /// Looks a job up by name, listing the configured ones when it is missing.

@@ -125,6 +125,20 @@ impl Checker {
             }
         }
         let recipients = self.recipients(raw.recipients, &seen);
+        let http = if raw.http.enabled {
+            raw.http
+                .listen
+                .parse()
+                .map_err(|_| {
+                    self.fail(
+                        "http.listen",
+                        format!("{:?} is not an address such as 127.0.0.1:9464", raw.http.listen),
+                    )
+                })
+                .ok()
+        } else {
+            None
+        };
         if !self.problems.is_empty() {
             return Err(ConfigError {
                 problems: self.problems,
@@ -141,6 +155,7 @@ impl Checker {
                 level: raw.log.level,
                 format: raw.log.format,
             },
+            http,
             jobs,
             recipients,
         })

@@ -21,6 +21,8 @@ pub(super) struct RawSettings {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
     pub jobs: Vec<RawJob>,
     #[serde(default)]
     pub recipients: Vec<RawRecipient>,
@@ -123,6 +125,22 @@ impl Default for RawScheduler {
     fn default() -> Self {
         Self {
             catch_up: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHttp {
+    pub enabled: bool,
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".into(),
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[http]`: where health and metrics are served; `None` when disabled.
+    pub http: Option<std::net::SocketAddr>,
     /// `[[jobs]]`.
     pub jobs: Vec<Job>,
     /// `[[recipients]]`.

@@ -194,6 +194,7 @@ impl Deliverer {
             halt: Halt::default(),
             shutdown: shutdown.clone(),
             latency: Latency::new(),
+            job: Arc::from(job.name.as_ref()),
         });
         let builtins = Builtins::at(slot, job.schedule.tz());
         let permits = Arc::new(Semaphore::new(self.concurrency));

@@ -72,6 +72,8 @@ pub(super) struct SendContext {
     pub halt: Halt,
     pub shutdown: CancellationToken,
     pub latency: Latency,
+    /// The job's name, for metrics.
+    pub job: Arc<str>,
 }
 
 struct Attempt {
@@ -117,6 +119,7 @@ impl SendContext {
                 "not sent"
             ),
         }
+        crate::stats::delivery(&self.job, outcome.status, outcome.errcode);
         self.recorder.record(outcome);
     }
 
@@ -205,6 +208,7 @@ impl SendContext {
             let Some(backoff) = delays.next() else {
                 return a.outcome(Status::Failed, None);
             };
+            crate::stats::retry(&self.job);
             tokio::select! {
                 _ = tokio::time::sleep(backoff.max(retry_after)) => {}
                 // The last request failed for sure, so the message was not used up.

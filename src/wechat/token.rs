@@ -208,6 +208,7 @@ impl TokenManager {
         self.store
             .save_token(&self.appid, self.source.as_str(), &stored)
             .await?;
+        crate::stats::token_refresh();
         tracing::info!(
             appid = %self.appid,
             source = self.source.as_str(),
@@ -246,6 +247,7 @@ impl TokenManager {
                         WechatError::Http(404) => " (check [wechat] api_base)".into(),
                         _ => String::new(),
                     };
+                    crate::stats::token_failure();
                     return Err(TokenError::Wechat { source: err, hint });
                 }
             }

@@ -262,6 +262,7 @@ async fn daily_quota_45009_stops_the_run_and_a_later_send_resumes_it() {
         dir: env.dir,
         fake: FakeWechat::start(FakeOptions::default()).await,
         config: env.config,
+        http: env.http,
     };
     let again = env2.wxpush(&["send", "daily"]).await;
 

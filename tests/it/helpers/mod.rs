@@ -52,6 +52,13 @@ pub struct TestEnv {
     pub dir: TempDir,
     pub fake: FakeWechat,
     pub config: PathBuf,
+    /// The daemon's HTTP listener, on a port free when the env was made.
+    pub http: std::net::SocketAddr,
+}
+
+/// A loopback address whose port was free a moment ago.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 impl TestEnv {
@@ -60,7 +67,12 @@ impl TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeWechat::start(opts).await;
         let config = dir.path().join("wxpush.toml");
-        let env = Self { dir, fake, config };
+        let env = Self {
+            dir,
+            fake,
+            config,
+            http: free_addr(),
+        };
         env.write_config(delivery, body);
         env
     }
@@ -95,8 +107,9 @@ impl TestEnv {
             .map(|(k, v)| format!("{k} = {v}\n"))
             .collect();
         let text = format!(
-            "[wechat]\nappid = \"{APPID}\"\ntimeout = \"1s\"\n\n[database]\nurl = \"sqlite://{db}\"\n\n[delivery]\n{delivery}\n{body}",
-            db = self.db_path().display()
+            "[wechat]\nappid = \"{APPID}\"\ntimeout = \"1s\"\n\n[database]\nurl = \"sqlite://{db}\"\n\n[http]\nlisten = \"{http}\"\n\n[delivery]\n{delivery}\n{body}",
+            db = self.db_path().display(),
+            http = self.http
         );
         std::fs::write(&self.config, text).unwrap();
     }

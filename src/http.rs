@@ -1,0 +1,80 @@
+//! The daemon's HTTP listener: `/healthz` (process up), `/readyz` (database
+//! reachable and a token cached or obtainable) and `/metrics` (Prometheus text).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::Store;
+use crate::wechat::TokenManager;
+
+#[derive(Clone)]
+struct Probe {
+    store: Store,
+    tokens: Arc<TokenManager>,
+    metrics: PrometheusHandle,
+}
+
+/// Serves on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    tokens: Arc<TokenManager>,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(listen = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(Probe {
+            store,
+            tokens,
+            metrics,
+        });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
+    if let Err(e) = p.store.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"));
+    }
+    match p.tokens.get().await {
+        Ok(_) => (StatusCode::OK, "ready\n".into()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+    }
+}
+
+async fn render_metrics(State(p): State<Probe>) -> String {
+    p.metrics.render()
+}
+
+/// `wxpush health`: asks the daemon's `/readyz`; Ok when it answers 200.
+pub async fn check(addr: SocketAddr) -> Result<String, String> {
+    let url = format!("http://{addr}/readyz");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", e.without_url()))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(body.trim().to_owned())
+    } else {
+        Err(format!("{url}: HTTP {}: {}", status.as_u16(), body.trim()))
+    }
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics: names and labels in one place. Without an installed
+//! recorder (every command but `run`), each call is a no-op.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::storage::Status;
+
+/// Installs the global recorder; call once, in the daemon.
+pub fn install() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets(&[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+/// One delivery reached a final (or put-back) status.
+pub fn delivery(job: &str, status: Status, errcode: Option<i64>) {
+    counter!(
+        "wxpush_sends_total",
+        "job" => job.to_owned(),
+        "outcome" => status.as_str(),
+        "errcode" => errcode.unwrap_or(0).to_string()
+    )
+    .increment(1);
+}
+
+/// A transient failure is being retried.
+pub fn retry(job: &str) {
+    counter!("wxpush_send_retries_total", "job" => job.to_owned()).increment(1);
+}
+
+/// A token was fetched from WeChat.
+pub fn token_refresh() {
+    counter!("wxpush_token_refreshes_total").increment(1);
+}
+
+/// A token request failed for good.
+pub fn token_failure() {
+    counter!("wxpush_token_failures_total").increment(1);
+}
+
+/// A run of `job` ended after `took`; `done` when every delivery is final.
+pub fn run_ended(job: &str, took: Duration, done: bool) {
+    histogram!("wxpush_run_duration_seconds", "job" => job.to_owned()).record(took.as_secs_f64());
+    if done {
+        gauge!("wxpush_last_success_timestamp_seconds", "job" => job.to_owned())
+            .set(Utc::now().timestamp() as f64);
+    }
+}
+
+/// How many recipients the latest run of `job` had.
+pub fn recipients(job: &str, n: u64) {
+    gauge!("wxpush_recipients", "job" => job.to_owned()).set(n as f64);
+}
+
+/// When `job` fires next.
+pub fn next_fire(job: &str, at: DateTime<Utc>) {
+    gauge!("wxpush_next_fire_timestamp_seconds", "job" => job.to_owned()).set(at.timestamp() as f64);
+}
