@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Settings};
 
 /// Sends a freshly loaded configuration on every SIGHUP until `shutdown`.
-pub fn on_sighup(path: PathBuf, running: Settings, shutdown: CancellationToken) -> mpsc::Receiver<Settings> {
+pub fn on_sighup(
+    path: PathBuf,
+    running: Settings,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<Settings> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -50,15 +54,27 @@ pub fn on_sighup(path: PathBuf, running: Settings, shutdown: CancellationToken) 
 /// Jobs and recipients reload; connections, limits and the listener do not.
 fn warn_about_restart_only_changes(running: &Settings, new: &Settings) {
     let changed = [
-        ("wechat", format!("{:?}", running.wechat) != format!("{:?}", new.wechat)),
+        (
+            "wechat",
+            format!("{:?}", running.wechat) != format!("{:?}", new.wechat),
+        ),
         ("database", running.database.url != new.database.url),
-        ("delivery", format!("{:?}", running.delivery) != format!("{:?}", new.delivery)),
+        (
+            "delivery",
+            format!("{:?}", running.delivery) != format!("{:?}", new.delivery),
+        ),
         ("http", running.http != new.http),
-        ("log", format!("{:?}", running.log) != format!("{:?}", new.log)),
+        (
+            "log",
+            format!("{:?}", running.log) != format!("{:?}", new.log),
+        ),
     ];
     for (section, differs) in changed {
         if differs {
-            tracing::warn!(section, "this section changed; it takes effect at the next restart");
+            tracing::warn!(
+                section,
+                "this section changed; it takes effect at the next restart"
+            );
         }
     }
 }

@@ -88,7 +88,11 @@ pub async fn fire(
 fn log_end(r: &RunReport) {
     let c = &r.counts;
     let done = r.stopped.is_none() && !r.interrupted && c.pending == 0;
-    crate::stats::run_ended(&r.job, std::time::Duration::from_millis(r.duration_ms as u64), done);
+    crate::stats::run_ended(
+        &r.job,
+        std::time::Duration::from_millis(r.duration_ms as u64),
+        done,
+    );
     crate::stats::recipients(&r.job, c.total);
     tracing::info!(
         run.id = r.run_id,

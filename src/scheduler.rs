@@ -229,7 +229,11 @@ async fn skip(app: &App, job: &Job, slot: DateTime<Utc>, why: &str) {
 }
 
 /// Sleeps until the wall clock reaches `t`; false if `shutdown` or `stop` came first.
-async fn sleep_until(t: DateTime<Utc>, shutdown: &CancellationToken, stop: &CancellationToken) -> bool {
+async fn sleep_until(
+    t: DateTime<Utc>,
+    shutdown: &CancellationToken,
+    stop: &CancellationToken,
+) -> bool {
     loop {
         let Ok(left) = (t - Utc::now()).to_std() else {
             return true;

@@ -60,5 +60,6 @@ pub fn recipients(job: &str, n: u64) {
 
 /// When `job` fires next.
 pub fn next_fire(job: &str, at: DateTime<Utc>) {
-    gauge!("wxpush_next_fire_timestamp_seconds", "job" => job.to_owned()).set(at.timestamp() as f64);
+    gauge!("wxpush_next_fire_timestamp_seconds", "job" => job.to_owned())
+        .set(at.timestamp() as f64);
 }

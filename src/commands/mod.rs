@@ -108,16 +108,27 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
             .ok_or_else(|| Failure::cannot_proceed("cannot install the metrics recorder"))?;
         // Bind before reporting ready, so that a taken port is a start-up error.
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Failure::usage(format!("{}: http.listen: cannot listen on {addr}: {e}", app.settings.path.display()))
+            Failure::usage(format!(
+                "{}: http.listen: cannot listen on {addr}: {e}",
+                app.settings.path.display()
+            ))
         })?;
-        let (store, tokens, stop) = (app.store.clone(), app.deliverer.tokens().clone(), shutdown.clone());
+        let (store, tokens, stop) = (
+            app.store.clone(),
+            app.deliverer.tokens().clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = crate::http::serve(listener, store, tokens, metrics, stop).await {
                 tracing::error!(error = %e, "the HTTP listener stopped");
             }
         });
     }
-    let reloads = reload::on_sighup(app.settings.path.clone(), app.settings.clone(), shutdown.clone());
+    let reloads = reload::on_sighup(
+        app.settings.path.clone(),
+        app.settings.clone(),
+        shutdown.clone(),
+    );
     let watchdog = shutdown.clone();
     let ready = move || {
         // Outside systemd there is no NOTIFY_SOCKET and these do nothing.

@@ -132,7 +132,10 @@ impl Checker {
                 .map_err(|_| {
                     self.fail(
                         "http.listen",
-                        format!("{:?} is not an address such as 127.0.0.1:9464", raw.http.listen),
+                        format!(
+                            "{:?} is not an address such as 127.0.0.1:9464",
+                            raw.http.listen
+                        ),
                     )
                 })
                 .ok()

@@ -103,8 +103,21 @@ impl Store {
         self.path.as_deref()
     }
 
-    /// Succeeds when the database answers a query.
+    /// Succeeds when the database file is still in place and answers a query.
+    /// (SQLite keeps answering through an open handle after the file is deleted,
+    /// but nothing written then would survive a restart.)
     pub async fn ping(&self) -> Result<(), StorageError> {
+        if let Some(path) = &self.path
+            && !path.exists()
+        {
+            return Err(StorageError {
+                action: "find the database file",
+                source: sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} was removed", path.display()),
+                )),
+            });
+        }
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

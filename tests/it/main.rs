@@ -5,4 +5,5 @@ mod config;
 mod delivery;
 mod recovery;
 mod scheduler;
+mod service;
 mod token;

@@ -58,7 +58,10 @@ pub struct TestEnv {
 
 /// A loopback address whose port was free a moment ago.
 pub fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 impl TestEnv {
@@ -132,6 +135,9 @@ impl TestEnv {
             )
             .env_remove("JOURNAL_STREAM")
             .kill_on_drop(true);
+        if std::env::var_os("TEST_LOG").is_none() {
+            c.stderr(std::process::Stdio::null());
+        }
         c
     }
 

@@ -1,0 +1,323 @@
+//! Running as a service: health and metrics, reload, systemd notify, the image's entrypoint.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn wait_http(addr: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sig(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().unwrap().to_string();
+    let ok = tokio::process::Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// A job that fires every two seconds.
+fn ticking(recipients: &[&str]) -> String {
+    let mut body = String::from(
+        "\n[[jobs]]\nname = \"tick\"\ncron = \"*/2 * * * * *\"\ntemplate_id = \"tmpl\"\n[jobs.data]\nthing1 = \"hi {{name}}\"\n",
+    );
+    for o in recipients {
+        body.push_str(&format!(
+            "\n[[recipients]]\nopenid = \"{o}\"\njobs = [\"tick\"]\nname = \"n\"\n"
+        ));
+    }
+    body
+}
+
+/// A job that never fires during a test.
+fn yearly(recipients: &[&str]) -> String {
+    ticking(recipients).replace("*/2 * * * * *", "0 0 0 1 1 *")
+}
+
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_describe_the_daemon() {
+    let env = TestEnv::with(&ticking(&["oHealth1", "oHealth2"])).await;
+    env.fake.script(
+        "oHealth2",
+        std::iter::repeat_n(Scripted::Errcode(43101), 100),
+    );
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    wait_until(20, "two runs", || env.fake.send_requests() >= 4).await;
+
+    assert_eq!(get(env.http, "/healthz").await.0, 200);
+    let (code, body) = get(env.http, "/readyz").await;
+    assert_eq!((code, body.trim()), (200, "ready"));
+    let health = env.wxpush(&["health"]).await;
+    assert_eq!(health.code, 0, "{health:?}");
+
+    // The metrics agree with the records (read until no run ends in between).
+    let store = env.store().await;
+    let mut agreed = false;
+    for _ in 0..20 {
+        let before: u64 = store
+            .runs(Some("tick"), 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.counts.sent)
+            .sum();
+        let (_, text) = get(env.http, "/metrics").await;
+        let after: u64 = store
+            .runs(Some("tick"), 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.counts.sent)
+            .sum();
+        if before != after {
+            continue;
+        }
+        let sent = metric(
+            &text,
+            "wxpush_sends_total",
+            &["job=\"tick\"", "outcome=\"sent\""],
+        );
+        let refused = metric(
+            &text,
+            "wxpush_sends_total",
+            &["outcome=\"refused\"", "errcode=\"43101\""],
+        );
+        assert_eq!(sent as u64, after, "{text}");
+        assert!(refused >= 1.0, "{text}");
+        assert_eq!(
+            metric(&text, "wxpush_token_refreshes_total", &[]),
+            1.0,
+            "{text}"
+        );
+        assert!(
+            metric(
+                &text,
+                "wxpush_next_fire_timestamp_seconds",
+                &["job=\"tick\""]
+            ) > 1.7e9
+        );
+        assert!(
+            metric(
+                &text,
+                "wxpush_last_success_timestamp_seconds",
+                &["job=\"tick\""]
+            ) > 1.7e9,
+            "{text}"
+        );
+        assert!(
+            text.contains("wxpush_run_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "wxpush_recipients", &["job=\"tick\""]),
+            2.0,
+            "{text}"
+        );
+        agreed = true;
+        break;
+    }
+    assert!(agreed, "runs kept ending while reading metrics");
+    sig(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn readyz_fails_when_the_database_file_is_gone() {
+    let env = TestEnv::with(&yearly(&["oReady1"])).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    assert_eq!(get(env.http, "/readyz").await.0, 200);
+
+    std::fs::remove_file(env.db_path()).unwrap();
+
+    let (code, body) = get(env.http, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("was removed"), "{body}");
+    let health = env.wxpush(&["health"]).await;
+    assert_eq!(health.code, 1, "{health:?}");
+    assert!(health.stderr.contains("not healthy"), "{}", health.stderr);
+    assert_eq!(
+        get(env.http, "/healthz").await.0,
+        200,
+        "the process is still up"
+    );
+    sig(&child, "-TERM").await;
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_fails_when_no_token_can_be_had() {
+    let env = TestEnv::with(&yearly(&["oReady1"])).await;
+    let mut child = env
+        .command(&["run"])
+        .env("WXPUSH__WECHAT__SECRET", "wrong")
+        .spawn()
+        .unwrap();
+    wait_http(env.http).await;
+    let (code, body) = get(env.http, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("40125"), "{body}");
+    assert!(!body.contains("wrong"), "no secret in the body: {body}");
+    sig(&child, "-TERM").await;
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_new_is_bad() {
+    let env = TestEnv::with(&yearly(&["oKeep1", "oGone1"])).await;
+    let child = env
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_http(env.http).await;
+    assert_eq!(env.fake.send_requests(), 0);
+
+    // The cron now ticks, oGone1 is removed and oNew01 added.
+    env.write_config("", &ticking(&["oKeep1", "oNew01"]));
+    sig(&child, "-HUP").await;
+    wait_until(20, "the reloaded job fires", || {
+        env.fake.accepted_for("oNew01") >= 1
+    })
+    .await;
+    assert_eq!(
+        env.fake.accepted_for("oGone1"),
+        0,
+        "deactivated by the reload"
+    );
+    assert!(env.fake.accepted_for("oKeep1") >= 1);
+
+    // A broken file: the daemon keeps running the last good configuration.
+    std::fs::write(&env.config, "[wechat]\nappid = 12\n").unwrap();
+    sig(&child, "-HUP").await;
+    let before = env.fake.accepted_for("oNew01");
+    wait_until(20, "still firing after a bad reload", || {
+        env.fake.accepted_for("oNew01") > before
+    })
+    .await;
+
+    sig(&child, "-TERM").await;
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert!(
+        stderr.contains("reload refused") && stderr.contains("wxpush.toml"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_tells_systemd_when_it_is_ready_and_pings_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let env = TestEnv::with(&yearly(&["oNotify1"])).await;
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut child = env
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .spawn()
+        .unwrap();
+
+    let messages = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got.len() < 3 {
+            let n = socket.recv(&mut buf).expect("a notification");
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(messages[0].trim(), "READY=1", "{messages:?}");
+    assert!(
+        messages[1..].iter().all(|m| m.trim() == "WATCHDOG=1"),
+        "{messages:?}"
+    );
+    // Ready means the schedule is loaded and migrations ran.
+    assert!(env.db_path().exists());
+    sig(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let json_line = |key: &str| -> Vec<String> {
+        let line = dockerfile.lines().find(|l| l.starts_with(key)).unwrap();
+        serde_json::from_str(line[key.len()..].trim()).unwrap()
+    };
+    let entrypoint = json_line("ENTRYPOINT");
+    let cmd = json_line("CMD");
+    assert_eq!(entrypoint, ["/usr/local/bin/wxpush"]);
+    let healthcheck = dockerfile.lines().find(|l| {
+        l.trim_start()
+            .starts_with("CMD [\"/usr/local/bin/wxpush\", \"health\"]")
+    });
+    assert!(healthcheck.is_some(), "HEALTHCHECK uses the binary itself");
+
+    // The image sets these; the config is mounted at WXPUSH_CONFIG.
+    let env = TestEnv::with(&yearly(&["oImage1"])).await;
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxpush"))
+        .args(&args)
+        .env("WXPUSH_CONFIG", &env.config)
+        .env(
+            "WXPUSH__DATABASE__URL",
+            format!("sqlite://{}/state/wxpush.db", env.dir.path().display()),
+        )
+        .env("WXPUSH__WECHAT__SECRET", SECRET)
+        .env("WXPUSH__WECHAT__API_BASE", env.fake.base_url())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_http(env.http).await;
+    let health = env.wxpush(&["health"]).await;
+    assert_eq!(health.code, 0, "{health:?}");
+    assert!(
+        env.dir.path().join("state/wxpush.db").exists(),
+        "database in the volume path"
+    );
+    sig(&child, "-TERM").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "STOPSIGNAL SIGTERM stops it cleanly"
+    );
+}
