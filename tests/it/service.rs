@@ -291,7 +291,9 @@ async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
     // The image sets these; the config is mounted at WXPUSH_CONFIG.
     let env = TestEnv::with(&yearly(&["oImage1"])).await;
     let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxpush"))
+    // CI points WXPUSH_BIN at the release build, which is what the image ships.
+    let bin = std::env::var("WXPUSH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wxpush").into());
+    let mut child = tokio::process::Command::new(bin)
         .args(&args)
         .env("WXPUSH_CONFIG", &env.config)
         .env(
@@ -320,4 +322,42 @@ async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
         Some(0),
         "STOPSIGNAL SIGTERM stops it cleanly"
     );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_journald_gets_no_timestamps() {
+    let env = TestEnv::with(&ticking(&["oLogs01"])).await;
+    let out = env
+        .command(&["send", "tick"])
+        .env("WXPUSH__LOG__FORMAT", "json")
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let end = lines
+        .iter()
+        .find(|l| l["message"] == "run ended")
+        .expect("an end line");
+    assert_eq!(end["sent"], 1);
+    assert!(end["duration_ms"].is_number());
+
+    let out = env
+        .command(&["send", "tick"])
+        .env("JOURNAL_STREAM", "8:12345")
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(" INFO") || first.starts_with("INFO"),
+        "no timestamp: {first:?}"
+    );
+    assert!(!run.stderr.contains('\u{1b}'), "no colours");
 }
