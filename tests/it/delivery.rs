@@ -5,10 +5,7 @@ use std::time::Duration;
 use crate::helpers::*;
 
 fn ids(n: usize) -> (Vec<String>, String) {
-    let ids = openids(n);
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let body = format!("{}{}", daily_job(""), recipients(&refs));
-    (ids, body)
+    daily_audience(n)
 }
 
 #[tokio::test]

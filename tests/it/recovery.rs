@@ -6,9 +6,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
-    let ids = openids(40);
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let body = format!("{}{}", daily_job(""), recipients(&refs));
+    let (ids, body) = daily_audience(40);
     let opts = FakeOptions {
         latency: Duration::from_millis(100),
         ..FakeOptions::default()
@@ -68,9 +66,7 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
 
 #[tokio::test]
 async fn a_second_sender_of_the_same_job_is_refused_while_one_runs() {
-    let ids = openids(10);
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let body = format!("{}{}", daily_job(""), recipients(&refs));
+    let (ids, body) = daily_audience(10);
     let opts = FakeOptions {
         latency: Duration::from_millis(200),
         ..FakeOptions::default()

@@ -26,13 +26,7 @@ fn tick_recipients(ids: &[&str]) -> String {
 }
 
 async fn sigterm(child: &tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    signal(child, "-TERM").await;
 }
 
 #[tokio::test]
@@ -133,9 +127,7 @@ name = "late"
 
 #[tokio::test]
 async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later() {
-    let ids = openids(30);
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let body = format!("{}{}", daily_job(""), recipients(&refs));
+    let (ids, body) = daily_audience(30);
     let opts = FakeOptions {
         latency: Duration::from_millis(150),
         ..FakeOptions::default()

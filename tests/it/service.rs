@@ -23,16 +23,6 @@ async fn wait_http(addr: std::net::SocketAddr) {
     }
 }
 
-async fn sig(child: &tokio::process::Child, name: &str) {
-    let pid = child.id().unwrap().to_string();
-    let ok = tokio::process::Command::new("kill")
-        .args([name, &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(ok.success());
-}
-
 /// A job that fires every two seconds.
 fn ticking(recipients: &[&str]) -> String {
     let mut body = String::from(
@@ -142,7 +132,7 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
         break;
     }
     assert!(agreed, "runs kept ending while reading metrics");
-    sig(&child, "-TERM").await;
+    signal(&child, "-TERM").await;
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
 
@@ -166,7 +156,7 @@ async fn readyz_fails_when_the_database_file_is_gone() {
         200,
         "the process is still up"
     );
-    sig(&child, "-TERM").await;
+    signal(&child, "-TERM").await;
     child.wait().await.unwrap();
 }
 
@@ -183,7 +173,7 @@ async fn readyz_fails_when_no_token_can_be_had() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("40125"), "{body}");
     assert!(!body.contains("wrong"), "no secret in the body: {body}");
-    sig(&child, "-TERM").await;
+    signal(&child, "-TERM").await;
     child.wait().await.unwrap();
 }
 
@@ -200,7 +190,7 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
 
     // The cron now ticks, oGone1 is removed and oNew01 added.
     env.write_config("", &ticking(&["oKeep1", "oNew01"]));
-    sig(&child, "-HUP").await;
+    signal(&child, "-HUP").await;
     wait_until(20, "the reloaded job fires", || {
         env.fake.accepted_for("oNew01") >= 1
     })
@@ -214,14 +204,14 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
 
     // A broken file: the daemon keeps running the last good configuration.
     std::fs::write(&env.config, "[wechat]\nappid = 12\n").unwrap();
-    sig(&child, "-HUP").await;
+    signal(&child, "-HUP").await;
     let before = env.fake.accepted_for("oNew01");
     wait_until(20, "still firing after a bad reload", || {
         env.fake.accepted_for("oNew01") > before
     })
     .await;
 
-    sig(&child, "-TERM").await;
+    signal(&child, "-TERM").await;
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -267,7 +257,7 @@ async fn the_daemon_tells_systemd_when_it_is_ready_and_pings_the_watchdog() {
     );
     // Ready means the schedule is loaded and migrations ran.
     assert!(env.db_path().exists());
-    sig(&child, "-TERM").await;
+    signal(&child, "-TERM").await;
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
 
@@ -312,7 +302,7 @@ async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
         env.dir.path().join("state/wxpush.db").exists(),
         "database in the volume path"
     );
-    sig(&child, "-TERM").await;
+    signal(&child, "-TERM").await;
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()

@@ -9,9 +9,7 @@ use wxpush::wechat::{TokenManager, WechatClient};
 use crate::helpers::*;
 
 fn body(n: usize) -> String {
-    let ids = openids(n);
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    format!("{}{}", daily_job(""), recipients(&refs))
+    daily_audience(n).1
 }
 
 #[tokio::test]

@@ -47,6 +47,25 @@ pub fn openids(count: usize) -> Vec<String> {
     (1..=count).map(|i| format!("oUser{i:023}")).collect()
 }
 
+/// `count` generated openids and a config body sending job `daily` to them.
+pub fn daily_audience(count: usize) -> (Vec<String>, String) {
+    let ids = openids(count);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let body = format!("{}{}", daily_job(""), recipients(&refs));
+    (ids, body)
+}
+
+/// Sends `signal` (`-TERM`, `-HUP`, ...) to a running child.
+pub async fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().unwrap().to_string();
+    let ok = tokio::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(ok.success());
+}
+
 /// A temp folder holding `wxpush.toml` and the database, and a fake WeChat.
 pub struct TestEnv {
     pub dir: TempDir,
