@@ -6,7 +6,8 @@ use chrono::Utc;
 
 use super::{Exit, Failure};
 use crate::config;
-use crate::domain::{Builtins, Message};
+use crate::domain::{Builtins, Message, OpenId};
+use crate::storage::Store;
 
 pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
     let settings = config::load(path)?;
@@ -34,6 +35,42 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
                     r.openid.masked()
                 ));
             }
+        }
+    }
+    // Recipients added by `recipients add|import` were checked against the job as
+    // it was then; the job's data may have changed since.
+    if let Some(store) = Store::open_existing(&settings.database.url).await? {
+        let db = settings.database.url.clone();
+        let mut more = 0;
+        for job in &settings.jobs {
+            let at = job.schedule.next_after(Utc::now()).unwrap_or_else(Utc::now);
+            let builtins = Builtins::at(at, job.schedule.tz());
+            for r in store.recipients(Some(job.name.as_ref())).await? {
+                if !r.active || r.source == "config" {
+                    continue;
+                }
+                let Ok(openid) = OpenId::parse(&r.openid) else {
+                    continue;
+                };
+                if let Err(e) = Message::build(&job.spec, openid.clone(), &r.vars, &builtins) {
+                    if problems.len() < 20 {
+                        problems.push(format!(
+                            "{db}: recipient {} in job {} (added by {}): data.{e}",
+                            openid.masked(),
+                            job.name,
+                            r.source
+                        ));
+                    } else {
+                        more += 1;
+                    }
+                }
+            }
+        }
+        store.close().await;
+        if more > 0 {
+            problems.push(format!(
+                "{db}: ... and {more} more recipients with problems"
+            ));
         }
     }
     if !problems.is_empty() {

@@ -214,3 +214,35 @@ async fn the_shipped_example_config_is_valid() {
         run.stdout
     );
 }
+
+#[tokio::test]
+async fn check_also_renders_recipients_added_from_the_command_line() {
+    let env = TestEnv::with(&daily_job("")).await;
+    let add = env
+        .wxpush(&[
+            "recipients",
+            "add",
+            "oCliUser01",
+            "--job",
+            "daily",
+            "--name",
+            "Li",
+        ])
+        .await;
+    assert_eq!(add.code, 0, "{add:?}");
+    assert_eq!(env.wxpush(&["check"]).await.code, 0);
+
+    // The job now needs {{city}}, which that recipient never had.
+    let changed = daily_job("").replace("{{name}}, check in", "{{name}} in {{city}}");
+    env.write_config("", &changed);
+    let run = env.wxpush(&["check"]).await;
+
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "recipient oCl***r01 in job daily (added by cli): data.thing1: {{city}} has no value"
+        ),
+        "{}",
+        run.stderr
+    );
+}
