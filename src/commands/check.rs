@@ -1,12 +1,13 @@
 //! `wxpush check`: every problem in the config, one line each; exit 2 if any.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::Utc;
 
 use super::{Exit, Failure};
 use crate::config;
-use crate::domain::{Builtins, Message, OpenId};
+use crate::domain::{Builtins, Message, OpenId, with_name};
 use crate::storage::Store;
 
 pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
@@ -18,18 +19,25 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
             "{file}: wechat.secret: is missing; set it in the file or in WXPUSH__WECHAT__SECRET"
         ));
     }
+    // Messages are rendered as of each job's next fire time.
+    let builtins: HashMap<&str, Builtins> = settings
+        .jobs
+        .iter()
+        .map(|job| {
+            let at = job.schedule.next_after(Utc::now()).unwrap_or_else(Utc::now);
+            (job.name.as_ref(), Builtins::at(at, job.schedule.tz()))
+        })
+        .collect();
     for (i, r) in settings.recipients.iter().enumerate() {
-        let mut vars = r.vars.clone();
-        if let Some(name) = &r.name {
-            vars.entry("name".into()).or_insert_with(|| name.clone());
-        }
+        let vars = with_name(r.vars.clone(), r.name.as_deref());
         for job_name in &r.jobs {
-            let Some(job) = settings.job(job_name.as_ref()) else {
+            let (Some(job), Some(builtins)) = (
+                settings.job(job_name.as_ref()),
+                builtins.get(job_name.as_ref()),
+            ) else {
                 continue;
             };
-            let at = job.schedule.next_after(Utc::now()).unwrap_or_else(Utc::now);
-            let builtins = Builtins::at(at, job.schedule.tz());
-            if let Err(e) = Message::build(&job.spec, r.openid.clone(), &vars, &builtins) {
+            if let Err(e) = Message::build(&job.spec, r.openid.clone(), &vars, builtins) {
                 problems.push(format!(
                     "{file}: recipients[{i}] ({}) in job {job_name}: data.{e}",
                     r.openid.masked()
@@ -43,8 +51,7 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
         let db = settings.database.url.clone();
         let mut more = 0;
         for job in &settings.jobs {
-            let at = job.schedule.next_after(Utc::now()).unwrap_or_else(Utc::now);
-            let builtins = Builtins::at(at, job.schedule.tz());
+            let builtins = &builtins[job.name.as_ref()];
             for r in store.recipients(Some(job.name.as_ref())).await? {
                 if !r.active || r.source == "config" {
                     continue;
@@ -52,7 +59,7 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
                 let Ok(openid) = OpenId::parse(&r.openid) else {
                     continue;
                 };
-                if let Err(e) = Message::build(&job.spec, openid.clone(), &r.vars, &builtins) {
+                if let Err(e) = Message::build(&job.spec, openid.clone(), &r.vars, builtins) {
                     if problems.len() < 20 {
                         problems.push(format!(
                             "{db}: recipient {} in job {} (added by {}): data.{e}",

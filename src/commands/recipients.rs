@@ -8,7 +8,7 @@ use chrono::Utc;
 use super::{Exit, Failure, find_job};
 use crate::cli::RecipientsCommand;
 use crate::config::{Job, Settings};
-use crate::domain::{Builtins, Message, OpenId};
+use crate::domain::{Builtins, Message, OpenId, with_name};
 use crate::storage::{Store, StoredRecipient};
 
 pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Result<Exit, Failure> {
@@ -30,7 +30,8 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
                     .ok_or_else(|| Failure::usage(format!("--var {v:?}: expected KEY=VALUE")))?;
                 map.insert(k.trim().to_owned(), val.to_owned());
             }
-            let row = recipient(job, &openid, name, map).map_err(Failure::usage)?;
+            let builtins = Builtins::at(Utc::now(), job.schedule.tz());
+            let row = recipient(job, &builtins, &openid, name, map).map_err(Failure::usage)?;
             let store = Store::open(&settings.database.url).await?;
             store.upsert_recipients(&[row], "cli").await?;
             store.close().await;
@@ -123,16 +124,13 @@ async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit
 /// A recipient row, refused unless the job's message renders and passes its rules.
 fn recipient(
     job: &Job,
+    builtins: &Builtins,
     openid: &OpenId,
     name: Option<String>,
     vars: BTreeMap<String, String>,
 ) -> Result<StoredRecipient, String> {
-    let mut check_vars = vars.clone();
-    if let Some(n) = &name {
-        check_vars.entry("name".into()).or_insert_with(|| n.clone());
-    }
-    let builtins = Builtins::at(Utc::now(), job.schedule.tz());
-    Message::build(&job.spec, openid.clone(), &check_vars, &builtins)
+    let check_vars = with_name(vars.clone(), name.as_deref());
+    Message::build(&job.spec, openid.clone(), &check_vars, builtins)
         .map_err(|e| format!("job {}: data.{e}", job.name))?;
     Ok(StoredRecipient {
         job: job.name.to_string(),
@@ -163,6 +161,8 @@ fn csv_rows(
     };
     let name_col = headers.iter().position(|h| h == "name");
     let job = job.clone();
+    // Once per file, not per row: rows are checked as of now.
+    let builtins = Builtins::at(Utc::now(), job.schedule.tz());
     Ok(reader.into_records().map(move |record| {
         let record = match record {
             Ok(r) => r,
@@ -184,7 +184,7 @@ fn csv_rows(
             .filter(|(i, (_, v))| *i != openid_col && Some(*i) != name_col && !v.is_empty())
             .map(|(_, (k, v))| (k.to_owned(), v.to_owned()))
             .collect();
-        (line, recipient(&job, &openid, name, vars))
+        (line, recipient(&job, &builtins, &openid, name, vars))
     }))
 }
 

@@ -9,7 +9,7 @@ use super::{Exit, Failure, find_job};
 use crate::app::{App, config_recipients};
 use crate::config::{Job, Settings};
 use crate::delivery::RunReport;
-use crate::domain::{Builtins, Message, OpenId};
+use crate::domain::{Builtins, Message, OpenId, with_name};
 use crate::runner::{FireError, fire};
 use crate::shutdown;
 use crate::storage::{Counts, Store, Trigger};
@@ -156,11 +156,7 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
     }
     for r in config_recipients(settings) {
         if r.job == job.name.as_ref() {
-            let mut vars = r.vars;
-            if let Some(name) = r.name {
-                vars.entry("name".into()).or_insert(name);
-            }
-            audience.insert(r.openid, vars);
+            audience.insert(r.openid, with_name(r.vars, r.name.as_deref()));
         }
     }
     let builtins = Builtins::at(Utc::now(), job.schedule.tz());

@@ -66,6 +66,18 @@ impl Builtins {
     }
 }
 
+/// The variables a recipient's message renders with: their own, plus their display
+/// name as `name` unless they set that variable themselves.
+pub fn with_name(
+    mut vars: BTreeMap<String, String>,
+    name: Option<&str>,
+) -> BTreeMap<String, String> {
+    if let Some(name) = name {
+        vars.entry("name".into()).or_insert_with(|| name.to_owned());
+    }
+    vars
+}
+
 /// A rendered subscribe message whose every value passed its keyword's rule.
 #[derive(Debug, Clone)]
 pub struct Message {

@@ -11,7 +11,7 @@ mod template_id;
 
 pub use job_name::JobName;
 pub use keyword::{KeywordError, KeywordKind, KeywordName, Overflow};
-pub use message::{Builtins, Message, MessageError, MessageSpec};
+pub use message::{Builtins, Message, MessageError, MessageSpec, with_name};
 pub use openid::OpenId;
 pub use options::{Lang, MiniprogramState, Page};
 pub use render::{RenderError, ValueTemplate};

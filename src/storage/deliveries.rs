@@ -119,14 +119,11 @@ pub struct DeliveryRow {
 
 /// Reads a recipient's stored variables, adding `name` when it has one.
 pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<String, String> {
-    let mut map: BTreeMap<String, String> = vars
+    let map: BTreeMap<String, String> = vars
         .as_deref()
         .and_then(|v| serde_json::from_str(v).ok())
         .unwrap_or_default();
-    if let Some(name) = name {
-        map.entry("name".into()).or_insert(name);
-    }
-    map
+    crate::domain::with_name(map, name.as_deref())
 }
 
 /// Rows per statement in batched writes (6 parameters each stays far below

@@ -47,11 +47,7 @@ async fn the_daemon_fires_on_schedule_and_stops_cleanly_on_sigterm() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sigterm(&child).await;
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = stop(&mut child).await;
 
     assert_eq!(status.code(), Some(0));
     let runs = env.store().await.runs(Some("tick"), 100).await.unwrap();
@@ -187,11 +183,7 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    sigterm(&child).await;
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = stop(&mut child).await;
 
     assert_eq!(
         status.code(),

@@ -41,6 +41,12 @@ fn yearly(recipients: &[&str]) -> String {
     ticking(recipients).replace("*/2 * * * * *", "0 0 0 1 1 *")
 }
 
+/// Messages recorded `sent` across every run of job `tick`.
+async fn sent_total(store: &wxpush::storage::Store) -> u64 {
+    let runs = store.runs(Some("tick"), 100).await.unwrap();
+    runs.iter().map(|r| r.counts.sent).sum()
+}
+
 fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
@@ -69,21 +75,9 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
     let store = env.store().await;
     let mut agreed = false;
     for _ in 0..20 {
-        let before: u64 = store
-            .runs(Some("tick"), 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.counts.sent)
-            .sum();
+        let before = sent_total(&store).await;
         let (_, text) = get(env.http, "/metrics").await;
-        let after: u64 = store
-            .runs(Some("tick"), 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.counts.sent)
-            .sum();
+        let after = sent_total(&store).await;
         if before != after {
             continue;
         }
@@ -302,11 +296,7 @@ async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
         env.dir.path().join("state/wxpush.db").exists(),
         "database in the volume path"
     );
-    signal(&child, "-TERM").await;
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = stop(&mut child).await;
     assert_eq!(
         status.code(),
         Some(0),

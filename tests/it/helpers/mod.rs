@@ -66,6 +66,15 @@ pub async fn signal(child: &tokio::process::Child, signal: &str) {
     assert!(ok.success());
 }
 
+/// SIGTERM, then the exit status within 10 s.
+pub async fn stop(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    signal(child, "-TERM").await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("stopped within 10 s")
+        .unwrap()
+}
+
 /// A temp folder holding `wxpush.toml` and the database, and a fake WeChat.
 pub struct TestEnv {
     pub dir: TempDir,
