@@ -10,7 +10,7 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7}",
+        "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "ID",
         "JOB",
         "SLOT",
@@ -22,6 +22,7 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
         "REFUSED",
         "INVALID",
         "UNKNOWN",
+        "SKIPPED",
         "PENDING"
     );
     for r in runs {
@@ -36,7 +37,7 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
         let c = &r.counts;
         let _ = writeln!(
             out,
-            "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7}",
+            "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
             r.id,
             r.job,
             slot,
@@ -48,6 +49,7 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
             c.refused,
             c.invalid,
             c.unknown,
+            c.skipped,
             c.pending
         );
     }
@@ -63,18 +65,19 @@ pub fn run_detail(run: &RunRow, deliveries: &[DeliveryRow]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<34} {:<8} {:>8} {:>8} {:<20} ERRMSG",
-        "OPENID", "STATUS", "ERRCODE", "ATTEMPTS", "MSGID"
+        "{:<34} {:<8} {:>8} {:>8} {:<20} {:<12} ERRMSG",
+        "OPENID", "STATUS", "ERRCODE", "ATTEMPTS", "MSGID", "PUSH_EVENT"
     );
     for d in deliveries {
         let _ = writeln!(
             out,
-            "{:<34} {:<8} {:>8} {:>8} {:<20} {}",
+            "{:<34} {:<8} {:>8} {:>8} {:<20} {:<12} {}",
             d.openid,
             d.status.as_str(),
             d.errcode.map(|c| c.to_string()).unwrap_or_default(),
             d.attempts,
             d.msgid.as_deref().unwrap_or(""),
+            d.push_event.as_deref().unwrap_or(""),
             d.errmsg.as_deref().unwrap_or("")
         );
     }

@@ -4,10 +4,12 @@
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Audience as JobAudience;
 use crate::config::Job;
 use crate::delivery::{Deliverer, DeliveryError, RunReport};
+use crate::domain::TemplateKind;
 use crate::joblock::{JobLock, LockError};
-use crate::storage::{RunStatus, StorageError, Store, Trigger};
+use crate::storage::{Audience, NewRun, RunStatus, StorageError, Store, Trigger};
 
 /// Why a firing could not proceed.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +71,21 @@ pub async fn fire(
     if shutdown.is_cancelled() {
         return Ok(fired);
     }
-    let enqueued = store.enqueue(job.name.as_ref(), slot, trigger).await?;
+    let audience = match job.audience {
+        JobAudience::Listed => Audience::Listed,
+        JobAudience::Subscribed => Audience::Subscribed {
+            one_time: deliverer.gate(job).await.1 == Some(TemplateKind::OneTime),
+        },
+    };
+    let enqueued = store
+        .enqueue(NewRun {
+            job: job.name.as_ref(),
+            template_id: job.spec.template_id.as_ref(),
+            audience,
+            slot,
+            trigger,
+        })
+        .await?;
     if !enqueued.created && matches!(enqueued.status, RunStatus::Done | RunStatus::Skipped) {
         if !fired.reports.iter().any(|r| r.run_id == enqueued.run_id) {
             fired.already_done = Some(enqueued.run_id);
@@ -103,6 +119,7 @@ fn log_end(r: &RunReport) {
         refused = c.refused,
         invalid = c.invalid,
         unknown = c.unknown,
+        skipped = c.skipped,
         pending = c.pending,
         duration_ms = r.duration_ms as u64,
         stopped = r.stopped.as_deref().unwrap_or(""),

@@ -66,7 +66,7 @@ pub(super) async fn run(
     let c = &summary.counts;
     Ok(if summary.stopped.is_some() || summary.interrupted {
         Exit::CannotProceed
-    } else if c.sent < c.total {
+    } else if c.sent + c.skipped < c.total {
         Exit::SomeFailed
     } else {
         Exit::Ok
@@ -99,6 +99,7 @@ impl Summary {
             counts.refused += c.refused;
             counts.invalid += c.invalid;
             counts.unknown += c.unknown;
+            counts.skipped += c.skipped;
             counts.pending += c.pending;
         }
         // The run that did the most requests speaks for the latency.
@@ -121,7 +122,7 @@ impl Summary {
         let c = &self.counts;
         let ids: Vec<String> = self.runs.iter().map(i64::to_string).collect();
         let mut line = format!(
-            "{}: run {}: {} sent, {} failed, {} refused, {} invalid, {} unknown, {} pending of {} in {:.1}s",
+            "{}: run {}: {} sent, {} failed, {} refused, {} invalid, {} unknown, {} skipped, {} pending of {} in {:.1}s",
             self.job,
             ids.join(","),
             c.sent,
@@ -129,6 +130,7 @@ impl Summary {
             c.refused,
             c.invalid,
             c.unknown,
+            c.skipped,
             c.pending,
             c.total,
             self.duration_ms as f64 / 1000.0

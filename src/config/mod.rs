@@ -11,9 +11,10 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use config::{Config, Environment, File, FileFormat};
 
-pub use raw::{LogFormat, OnUnknown, TokenSource};
+pub use raw::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
 pub use settings::{
-    DatabaseSettings, DeliverySettings, Job, LogSettings, Recipient, Settings, WechatSettings,
+    DatabaseSettings, DeliverySettings, IntakeSettings, Job, LogSettings, Recipient, Settings,
+    WechatSettings,
 };
 
 use crate::domain::{
@@ -142,6 +143,7 @@ impl Checker {
         } else {
             None
         };
+        let intake = self.intake(raw.intake, http.is_some() || !raw.http.enabled);
         if !self.problems.is_empty() {
             return Err(ConfigError {
                 problems: self.problems,
@@ -159,8 +161,49 @@ impl Checker {
                 format: raw.log.format,
             },
             http,
+            intake,
             jobs,
             recipients,
+        })
+    }
+
+    /// `http_on` is false when `[http]` is off; a bad listen address is reported elsewhere.
+    fn intake(&mut self, i: raw::RawIntake, http_on: bool) -> Option<IntakeSettings> {
+        if !i.enabled {
+            return None;
+        }
+        if !http_on {
+            self.fail(
+                "intake.enabled",
+                "needs the HTTP listener; set http.enabled = true",
+            );
+        }
+        let token = i
+            .callback_token
+            .filter(|t| !secrecy::ExposeSecret::expose_secret(t).is_empty());
+        if let Some(t) = &token {
+            let t = secrecy::ExposeSecret::expose_secret(t);
+            // The console's rule for the message-push Token.
+            if !(3..=32).contains(&t.len()) || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
+                self.fail(
+                    "intake.callback_token",
+                    "must be 3 to 32 letters or digits, as the mini program console requires",
+                );
+            }
+        }
+        if !(256..=1024 * 1024).contains(&i.max_body_bytes) {
+            self.fail(
+                "intake.max_body_bytes",
+                format!("{} is not between 256 and 1048576", i.max_body_bytes),
+            );
+        }
+        if i.per_ip_per_minute == 0 {
+            self.fail("intake.per_ip_per_minute", "must be at least 1");
+        }
+        Some(IntakeSettings {
+            callback_token: token,
+            max_body_bytes: i.max_body_bytes,
+            per_ip_per_minute: i.per_ip_per_minute,
         })
     }
 
@@ -285,6 +328,8 @@ impl Checker {
             name: name?,
             schedule: schedule?,
             catch_up: j.catch_up.unwrap_or(default_catch_up),
+            audience: j.audience,
+            consent: j.consent,
             spec: Arc::new(MessageSpec {
                 template_id: template_id?,
                 page,

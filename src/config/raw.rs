@@ -23,6 +23,8 @@ pub(super) struct RawSettings {
     #[serde(default)]
     pub http: RawHttp,
     #[serde(default)]
+    pub intake: RawIntake,
+    #[serde(default)]
     pub jobs: Vec<RawJob>,
     #[serde(default)]
     pub recipients: Vec<RawRecipient>,
@@ -145,6 +147,26 @@ impl Default for RawHttp {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIntake {
+    pub enabled: bool,
+    pub callback_token: Option<SecretString>,
+    pub max_body_bytes: usize,
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for RawIntake {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            callback_token: None,
+            max_body_bytes: 16 * 1024,
+            per_ip_per_minute: 60,
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLog {
@@ -181,7 +203,34 @@ pub(super) struct RawJob {
     #[serde(default, with = "humantime_serde")]
     pub catch_up: Option<Duration>,
     #[serde(default)]
+    pub audience: Audience,
+    #[serde(default)]
+    pub consent: ConsentCheck,
+    #[serde(default)]
     pub data: BTreeMap<String, Scalar>,
+}
+
+/// Who a job sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    /// Its recipients from the config file, the command line and imports.
+    #[default]
+    Listed,
+    /// Everyone whose consent to the job's template is on record.
+    Subscribed,
+}
+
+/// Whether recorded consent gates a job's sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentCheck {
+    /// Skip people without consent on record (no credit for a one-time template,
+    /// or a rejection of a long-term one), with no API call.
+    #[default]
+    Required,
+    /// Send to everyone listed; for mini programs that collect consent elsewhere.
+    Unchecked,
 }
 
 #[derive(Debug, Deserialize)]

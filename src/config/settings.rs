@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::{LogFormat, OnUnknown, TokenSource};
+use super::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
 use crate::domain::{JobName, MessageSpec, OpenId, Schedule};
 
 /// The whole configuration, valid once loaded.
@@ -25,6 +25,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[http]`: where health and metrics are served; `None` when disabled.
     pub http: Option<std::net::SocketAddr>,
+    /// `[intake]`: the subscription API and WeChat's event push; `None` when disabled.
+    pub intake: Option<IntakeSettings>,
     /// `[[jobs]]`.
     pub jobs: Vec<Job>,
     /// `[[recipients]]`.
@@ -83,6 +85,18 @@ pub struct DeliverySettings {
     pub on_unknown: OnUnknown,
 }
 
+/// `[intake]`: routes served on the `[http]` listener for the mini program's backend.
+#[derive(Debug, Clone)]
+pub struct IntakeSettings {
+    /// The message-push Token from the mini program console; `/wechat/callback`
+    /// is served only when it is set.
+    pub callback_token: Option<SecretString>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Requests one client IP may make per minute.
+    pub per_ip_per_minute: u32,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -101,6 +115,10 @@ pub struct Job {
     pub schedule: Schedule,
     /// How late a missed slot may still be sent on start.
     pub catch_up: Duration,
+    /// Who it sends to.
+    pub audience: Audience,
+    /// Whether recorded consent gates its sends.
+    pub consent: ConsentCheck,
     /// What it sends.
     pub spec: Arc<MessageSpec>,
 }

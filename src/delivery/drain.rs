@@ -17,10 +17,12 @@ use super::inflight::InFlight;
 use super::recorder::Recorder;
 use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext};
-use crate::config::{DeliverySettings, Job, OnUnknown};
-use crate::domain::{Builtins, Message, OpenId};
-use crate::storage::{Counts, Outcome, PendingDelivery, RunStatus, Status, StorageError, Store};
-use crate::wechat::{TokenManager, WechatClient};
+use crate::config::{ConsentCheck, DeliverySettings, Job, OnUnknown};
+use crate::domain::{Builtins, Message, OpenId, TemplateKind};
+use crate::storage::{
+    ConsentGate, Counts, Outcome, PendingDelivery, RunStatus, Status, StorageError, Store,
+};
+use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
 
 /// Deliveries read from the database at a time: memory stays flat in the audience size.
 const PAGE: u32 = 1024;
@@ -121,6 +123,7 @@ pub struct Deliverer {
     store: Store,
     client: WechatClient,
     tokens: Arc<TokenManager>,
+    templates: TemplateCatalog,
     policy: RetryPolicy,
     limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
     inflight: Arc<InFlight>,
@@ -139,6 +142,7 @@ impl Deliverer {
         let limiter = NonZeroU32::new(d.rate_limit_per_sec)
             .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
         Self {
+            templates: TemplateCatalog::new(client.clone(), Arc::clone(&tokens), store.clone()),
             store,
             client,
             tokens,
@@ -153,6 +157,26 @@ impl Deliverer {
     /// The token cache (for counts and readiness).
     pub fn tokens(&self) -> &Arc<TokenManager> {
         &self.tokens
+    }
+
+    /// The template list (for kinds and `check`).
+    pub fn templates(&self) -> &TemplateCatalog {
+        &self.templates
+    }
+
+    /// What consent `job`'s sends need: a credit for a one-time template, no
+    /// rejection on record otherwise (and when the kind cannot be known now).
+    pub async fn gate(&self, job: &Job) -> (ConsentGate, Option<TemplateKind>) {
+        let template = job.spec.template_id.as_ref();
+        if job.consent == ConsentCheck::Unchecked {
+            return (ConsentGate::Unchecked, None);
+        }
+        let kind = self.templates.kind(template).await;
+        let gate = match kind {
+            Some(TemplateKind::OneTime) => ConsentGate::Credit(template.to_owned()),
+            _ => ConsentGate::NotRefused(template.to_owned()),
+        };
+        (gate, kind)
     }
 
     /// Sends every pending delivery of `run_id`. The caller holds the job's lock.
@@ -181,9 +205,11 @@ impl Deliverer {
                 "found deliveries interrupted mid-send"
             );
         }
-        self.store.reopen_run(run_id).await?;
-
-        let recorder = Recorder::start(self.store.clone());
+        self.store
+            .reopen_run(run_id, job.spec.template_id.as_ref())
+            .await?;
+        let (gate, _) = self.gate(job).await;
+        let recorder = Recorder::start(self.store.clone(), gate);
         let ctx = Arc::new(SendContext {
             client: self.client.clone(),
             tokens: Arc::clone(&self.tokens),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{Outcome, StorageError, Store};
+use crate::storage::{ConsentGate, Outcome, StorageError, Store};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 2048;
@@ -27,10 +27,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the writer task for `store`.
-    pub fn start(store: Store) -> Self {
+    /// Starts the writer task for `store`; claims are checked against `gate`.
+    pub fn start(store: Store, gate: ConsentGate) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store, rx));
+        tokio::spawn(write_loop(store, gate, rx));
         Self { tx }
     }
 
@@ -70,7 +70,7 @@ impl Recorder {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
         let mut claims = Vec::new();
@@ -87,7 +87,7 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
                 Op::Flush(ack) => flushes.push(ack),
             }
         }
-        match store.write_batch(&claims, &outcomes).await {
+        match store.write_batch(&gate, &claims, &outcomes).await {
             Ok(taken) => {
                 for (ack, start, len) in claim_acks {
                     let mine = claims[start..start + len]

@@ -1,5 +1,6 @@
 //! Domain types: once built, they are valid.
 
+mod consent;
 mod job_name;
 mod keyword;
 mod message;
@@ -9,6 +10,7 @@ mod render;
 mod schedule;
 mod template_id;
 
+pub use consent::{ConsentResult, TemplateKind};
 pub use job_name::JobName;
 pub use keyword::{KeywordError, KeywordKind, KeywordName, Overflow};
 pub use message::{Builtins, Message, MessageError, MessageSpec, with_name};

@@ -25,6 +25,8 @@ pub enum Status {
     Invalid,
     /// Sent, but no answer came back: it may or may not have arrived.
     Unknown,
+    /// Not sent: no recorded consent for the template (no API call was made).
+    Skipped,
 }
 
 impl Status {
@@ -38,6 +40,7 @@ impl Status {
             Self::Refused => "refused",
             Self::Invalid => "invalid",
             Self::Unknown => "unknown",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -49,6 +52,7 @@ impl Status {
             "refused" => Self::Refused,
             "invalid" => Self::Invalid,
             "unknown" => Self::Unknown,
+            "skipped" => Self::Skipped,
             _ => Self::Pending,
         }
     }
@@ -113,9 +117,28 @@ pub struct DeliveryRow {
     pub msgid: Option<String>,
     /// Requests made.
     pub attempts: i64,
+    /// WeChat's later `subscribe_msg_sent_event` for it: `0 success`, or the failure.
+    pub push_event: Option<String>,
     /// Last change.
     pub updated_at: String,
 }
+
+/// Which consent a run's deliveries must have to be sent; checked in the same
+/// transaction that claims them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsentGate {
+    /// Send whatever the consent records say (`consent = "unchecked"`).
+    Unchecked,
+    /// Skip people who rejected the template or were banned from it (long-term
+    /// templates, and templates whose kind is not known).
+    NotRefused(String),
+    /// One-time template: each send holds one of the person's credits; people
+    /// with none left are skipped.
+    Credit(String),
+}
+
+/// Why a delivery was skipped at its claim.
+const NO_CONSENT: &str = "no consent";
 
 /// Reads a recipient's stored variables, adding `name` when it has one.
 pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<String, String> {
@@ -151,20 +174,71 @@ fn placeholders(width: usize, rows: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// A CTE of `rows` outcomes (padded); it reads the same in SQLite and PostgreSQL.
+fn outcome_values(rows: usize) -> String {
+    format!(
+        "WITH v (id, status, errcode, errmsg, msgid, attempts) AS (VALUES {})",
+        placeholders(6, padded(rows))
+    )
+}
+
+/// Binds a chunk of outcomes (and the padding) to a statement from `outcome_values`.
+fn bind_outcomes<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    chunk: &'q [Outcome],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for o in chunk {
+        q = q
+            .bind(o.id)
+            .bind(o.status.as_str())
+            .bind(o.errcode)
+            .bind(o.errmsg.as_deref())
+            .bind(o.msgid.map(|m| m.to_string()))
+            .bind(i64::from(o.attempts));
+    }
+    for _ in chunk.len()..padded(chunk.len()) {
+        q = q
+            .bind(NO_ID)
+            .bind("pending")
+            .bind(None::<i64>)
+            .bind(None::<&str>)
+            .bind(None::<String>)
+            .bind(0_i64);
+    }
+    q
+}
+
 impl Store {
     /// Turns `sending` rows left by a crash into `to` (unknown, or pending when
-    /// unknown outcomes are retried). Call only while holding the job's lock.
+    /// unknown outcomes are retried), settling the credits they held: an unknown
+    /// send may have used its credit, so it is spent. Call only while holding the
+    /// job's lock.
     pub async fn recover_sending(&self, run_id: i64, to: Status) -> Result<u64, StorageError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE consents SET \
+             credits = CASE WHEN ? = 'unknown' THEN MAX(consents.credits - 1, 0) ELSE consents.credits END, \
+             reserved = MAX(consents.reserved - 1, 0) \
+             FROM deliveries d JOIN runs r ON r.id = d.run_id \
+             WHERE d.run_id = ? AND d.status = 'sending' AND d.credit = 1 \
+             AND consents.openid = d.openid AND consents.template_id = r.template_id",
+        )
+        .bind(to.as_str())
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .context("settle the credits of interrupted deliveries")?;
         let r = sqlx::query(
-            "UPDATE deliveries SET status = ?, errmsg = 'interrupted while sending: outcome unknown', updated_at = ? \
+            "UPDATE deliveries SET status = ?, credit = 0, errmsg = 'interrupted while sending: outcome unknown', updated_at = ? \
              WHERE run_id = ? AND status = 'sending'",
         )
         .bind(to.as_str())
         .bind(now())
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .context("recover interrupted deliveries")?;
+        tx.commit().await.context("commit recovered deliveries")?;
         Ok(r.rows_affected())
     }
 
@@ -177,8 +251,10 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<PendingDelivery>, StorageError> {
         let rows = sqlx::query(
-            "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
+            "SELECT d.id, d.openid, COALESCE(r.name, s.name) AS name, COALESCE(r.vars, s.vars) AS vars \
+             FROM deliveries d \
              LEFT JOIN recipients r ON r.job = ? AND r.openid = d.openid \
+             LEFT JOIN subscribers s ON r.openid IS NULL AND s.openid = d.openid \
              WHERE d.run_id = ? AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
         )
         .bind(job)
@@ -198,13 +274,16 @@ impl Store {
             .collect())
     }
 
-    /// In one transaction: marks `claims` as `sending` (each only if still pending)
-    /// and records `outcomes`. Returns the claims that were taken.
+    /// In one transaction: marks `claims` as `sending` (each only if still pending
+    /// and, under `gate`, only with consent; the others become `skipped`) and
+    /// records `outcomes`, settling the credits they held. Returns the claims that
+    /// were taken.
     ///
     /// Rows are written a chunk per statement: one statement per row would cost a
     /// round trip to SQLite's thread each, which dominated the send path.
     pub async fn write_batch(
         &self,
+        gate: &ConsentGate,
         claims: &[i64],
         outcomes: &[Outcome],
     ) -> Result<HashSet<i64>, StorageError> {
@@ -212,12 +291,66 @@ impl Store {
         let now = now();
         let mut taken = HashSet::with_capacity(claims.len());
         for chunk in claims.chunks(CHUNK) {
+            let ids = placeholders(1, padded(chunk.len()));
+            let bind_ids = |mut q: sqlx::query::Query<'static, sqlx::Sqlite, _>| {
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for _ in chunk.len()..padded(chunk.len()) {
+                    q = q.bind(NO_ID);
+                }
+                q
+            };
+            let (refused, template) = match gate {
+                ConsentGate::Unchecked => (None, None),
+                ConsentGate::NotRefused(t) => (
+                    Some(
+                        "EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                          AND c.template_id = ? AND c.status IN ('reject', 'ban'))",
+                    ),
+                    Some(t),
+                ),
+                ConsentGate::Credit(t) => (
+                    Some(
+                        "NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                          AND c.template_id = ? AND c.credits > c.reserved)",
+                    ),
+                    Some(t),
+                ),
+            };
+            if let (Some(refused), Some(template)) = (refused, template) {
+                let sql = format!(
+                    "UPDATE deliveries SET status = 'skipped', errmsg = ?, updated_at = ? \
+                     WHERE status = 'pending' AND id IN ({ids}) AND {refused}"
+                );
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(NO_CONSENT)
+                    .bind(now.clone());
+                bind_ids(q)
+                    .bind(template.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .context("skip deliveries without consent")?;
+            }
+            let credit = matches!(gate, ConsentGate::Credit(_));
+            if let ConsentGate::Credit(template) = gate {
+                let sql = format!(
+                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? AND openid IN \
+                     (SELECT openid FROM deliveries WHERE status = 'pending' AND id IN ({ids}))"
+                );
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(template.clone());
+                bind_ids(q)
+                    .execute(&mut *tx)
+                    .await
+                    .context("hold consent credits")?;
+            }
             let sql = format!(
-                "UPDATE deliveries SET status = 'sending', updated_at = ? \
-                 WHERE status = 'pending' AND id IN ({}) RETURNING id",
-                placeholders(1, padded(chunk.len()))
+                "UPDATE deliveries SET status = 'sending', credit = ?, updated_at = ? \
+                 WHERE status = 'pending' AND id IN ({ids}) RETURNING id"
             );
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(&now);
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                .bind(i64::from(credit))
+                .bind(&now);
             for id in chunk {
                 q = q.bind(id);
             }
@@ -227,34 +360,33 @@ impl Store {
             taken.extend(q.fetch_all(&mut *tx).await.context("claim deliveries")?);
         }
         for chunk in outcomes.chunks(CHUNK) {
-            // A CTE with named columns reads the same in SQLite and PostgreSQL.
+            if let ConsentGate::Credit(template) = gate {
+                // Before the deliveries lose their `credit` mark below. A sent or
+                // unknown message spent its credit; 43101 says none are left.
+                let sql = format!(
+                    "{} UPDATE consents SET \
+                     credits = CASE v.status WHEN 'sent' THEN MAX(consents.credits - 1, 0) \
+                       WHEN 'unknown' THEN MAX(consents.credits - 1, 0) \
+                       WHEN 'refused' THEN 0 ELSE consents.credits END, \
+                     reserved = MAX(consents.reserved - 1, 0) \
+                     FROM v JOIN deliveries d ON d.id = v.id \
+                     WHERE d.credit = 1 AND consents.openid = d.openid AND consents.template_id = ?",
+                    outcome_values(chunk.len())
+                );
+                bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                    .bind(template.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .context("settle consent credits")?;
+            }
             let sql = format!(
-                "WITH v (id, status, errcode, errmsg, msgid, attempts) AS (VALUES {}) \
-                 UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
-                 msgid = v.msgid, attempts = deliveries.attempts + v.attempts, updated_at = ? \
+                "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
+                 msgid = v.msgid, attempts = deliveries.attempts + v.attempts, credit = 0, updated_at = ? \
                  FROM v WHERE deliveries.id = v.id",
-                placeholders(6, padded(chunk.len()))
+                outcome_values(chunk.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for o in chunk {
-                q = q
-                    .bind(o.id)
-                    .bind(o.status.as_str())
-                    .bind(o.errcode)
-                    .bind(o.errmsg.as_deref())
-                    .bind(o.msgid.map(|m| m.to_string()))
-                    .bind(i64::from(o.attempts));
-            }
-            for _ in chunk.len()..padded(chunk.len()) {
-                q = q
-                    .bind(NO_ID)
-                    .bind("pending")
-                    .bind(None::<i64>)
-                    .bind(None::<&str>)
-                    .bind(None::<String>)
-                    .bind(0_i64);
-            }
-            q.bind(&now)
+            bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                .bind(&now)
                 .execute(&mut *tx)
                 .await
                 .context("record delivery outcomes")?;
@@ -266,8 +398,9 @@ impl Store {
     /// Every delivery of a run, in id order.
     pub async fn deliveries(&self, run_id: i64) -> Result<Vec<DeliveryRow>, StorageError> {
         let rows = sqlx::query(
-            "SELECT id, openid, status, errcode, errmsg, msgid, attempts, updated_at FROM deliveries \
-             WHERE run_id = ? ORDER BY id",
+            "SELECT d.id, d.openid, d.status, d.errcode, d.errmsg, d.msgid, d.attempts, d.updated_at, \
+             e.error_code, e.error_status FROM deliveries d LEFT JOIN sent_events e ON e.msgid = d.msgid \
+             WHERE d.run_id = ? ORDER BY d.id",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -283,6 +416,9 @@ impl Store {
                 errmsg: row.get("errmsg"),
                 msgid: row.get("msgid"),
                 attempts: row.get("attempts"),
+                push_event: row
+                    .get::<Option<i64>, _>("error_code")
+                    .map(|c| format!("{c} {}", row.get::<String, _>("error_status"))),
                 updated_at: row.get("updated_at"),
             })
             .collect())

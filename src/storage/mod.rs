@@ -1,6 +1,7 @@
 //! The only place with SQL. SQLite today; statements stay portable where it costs
 //! nothing so that a PostgreSQL backend can sit beside this one.
 
+mod consents;
 mod deliveries;
 mod recipients;
 mod runs;
@@ -14,9 +15,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-pub use deliveries::{DeliveryRow, Outcome, PendingDelivery, Status};
+pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
+pub use deliveries::{ConsentGate, DeliveryRow, Outcome, PendingDelivery, Status};
 pub use recipients::{ImportReport, RecipientImport, RecipientRow, StoredRecipient, SyncReport};
-pub use runs::{Counts, Enqueued, RunRow, RunStatus, Trigger};
+pub use runs::{Audience, Counts, Enqueued, NewRun, RunRow, RunStatus, Trigger};
 pub use tokens::StoredToken;
 
 /// A database failure, with what was being done.

@@ -87,6 +87,8 @@ pub struct Counts {
     pub invalid: u64,
     /// Sent, but no answer came back.
     pub unknown: u64,
+    /// Not sent: no recorded consent for the template.
+    pub skipped: u64,
     /// Not sent yet.
     pub pending: u64,
 }
@@ -125,6 +127,34 @@ pub struct Enqueued {
     pub status: RunStatus,
 }
 
+/// Who a new run sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The job's active recipients (config file, command line, imports).
+    Listed,
+    /// Everyone with consent for the template: a one-time credit or a long-term
+    /// acceptance (`one_time` tells which to look for).
+    Subscribed {
+        /// The template is one-time: only credits count.
+        one_time: bool,
+    },
+}
+
+/// A run to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRun<'a> {
+    /// The job.
+    pub job: &'a str,
+    /// The template it sends, recorded on the run.
+    pub template_id: &'a str,
+    /// Who it sends to.
+    pub audience: Audience,
+    /// The scheduled instant.
+    pub slot: DateTime<Utc>,
+    /// What started it.
+    pub trigger: Trigger,
+}
+
 fn slot_text(slot: DateTime<Utc>) -> String {
     slot.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -136,6 +166,7 @@ const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.no
     COALESCE(SUM(CASE WHEN d.status = 'refused' THEN 1 ELSE 0 END), 0) AS refused, \
     COALESCE(SUM(CASE WHEN d.status = 'invalid' THEN 1 ELSE 0 END), 0) AS invalid, \
     COALESCE(SUM(CASE WHEN d.status = 'unknown' THEN 1 ELSE 0 END), 0) AS unknown, \
+    COALESCE(SUM(CASE WHEN d.status = 'skipped' THEN 1 ELSE 0 END), 0) AS skipped, \
     COALESCE(SUM(CASE WHEN d.status IN ('pending', 'sending') THEN 1 ELSE 0 END), 0) AS pending \
     FROM runs r LEFT JOIN deliveries d ON d.run_id = r.id";
 
@@ -160,46 +191,60 @@ fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
             refused: n("refused")?,
             invalid: n("invalid")?,
             unknown: n("unknown")?,
+            skipped: n("skipped")?,
             pending: n("pending")?,
         },
     })
 }
 
 impl Store {
-    /// Creates the run for `(job, slot)` with one pending delivery per active
-    /// recipient, in one transaction; does nothing if the slot already has a run.
-    pub async fn enqueue(
-        &self,
-        job: &str,
-        slot: DateTime<Utc>,
-        trigger: Trigger,
-    ) -> Result<Enqueued, StorageError> {
+    /// Creates the run for `(job, slot)` with one pending delivery per member of
+    /// its audience, in one transaction; does nothing if the slot already has a run.
+    pub async fn enqueue(&self, new: NewRun<'_>) -> Result<Enqueued, StorageError> {
+        let NewRun {
+            job,
+            template_id,
+            audience,
+            slot,
+            trigger,
+        } = new;
         let mut tx = self.write().await?;
         let now = now();
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO runs (job, slot, trigger, status, created_at) VALUES (?, ?, ?, 'running', ?) \
+            "INSERT INTO runs (job, slot, trigger, status, template_id, created_at) VALUES (?, ?, ?, 'running', ?, ?) \
              ON CONFLICT (job, slot) DO NOTHING RETURNING id",
         )
         .bind(job)
         .bind(slot_text(slot))
         .bind(trigger.as_str())
+        .bind(template_id)
         .bind(&now)
         .fetch_optional(&mut *tx)
         .await
         .context("create a run")?;
         let enqueued = match inserted {
             Some(run_id) => {
-                sqlx::query(
-                    "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
-                     SELECT ?, openid, 'pending', ?, ? FROM recipients WHERE job = ? AND active = 1 ORDER BY openid",
-                )
-                .bind(run_id)
-                .bind(&now)
-                .bind(&now)
-                .bind(job)
-                .execute(&mut *tx)
-                .await
-                .context("enqueue deliveries")?;
+                let q = match audience {
+                    Audience::Listed => sqlx::query(
+                        "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
+                         SELECT ?, openid, 'pending', ?, ? FROM recipients WHERE job = ? AND active = 1 ORDER BY openid",
+                    )
+                    .bind(run_id)
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(job),
+                    Audience::Subscribed { one_time } => sqlx::query(
+                        "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
+                         SELECT ?, openid, 'pending', ?, ? FROM consents WHERE template_id = ? \
+                         AND (credits > 0 OR (? = 0 AND status = 'accept')) ORDER BY openid",
+                    )
+                    .bind(run_id)
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(template_id)
+                    .bind(i64::from(one_time)),
+                };
+                q.execute(&mut *tx).await.context("enqueue deliveries")?;
                 Enqueued {
                     run_id,
                     created: true,
@@ -265,13 +310,20 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a stopped run as running again before it is resumed.
-    pub async fn reopen_run(&self, run_id: i64) -> Result<(), StorageError> {
-        sqlx::query("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ? AND status = 'stopped'")
-            .bind(run_id)
-            .execute(&self.pool)
-            .await
-            .context("reopen a run")?;
+    /// Marks a stopped run as running again before it is resumed, with the template
+    /// its remaining sends will use.
+    pub async fn reopen_run(&self, run_id: i64, template_id: &str) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE runs SET template_id = ?, \
+             status = CASE WHEN status = 'stopped' THEN 'running' ELSE status END, \
+             finished_at = CASE WHEN status = 'stopped' THEN NULL ELSE finished_at END \
+             WHERE id = ?",
+        )
+        .bind(template_id)
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .context("reopen a run")?;
         Ok(())
     }
 

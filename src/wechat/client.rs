@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::config::{TokenSource, WechatSettings};
-use crate::domain::Message;
+use crate::domain::{Message, TemplateKind};
 
 /// A token or send request that did not give a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +49,42 @@ pub enum SendReply {
     Http(u16),
     /// The request may have been received but no answer came back.
     NoAnswer(String),
+}
+
+/// One of the account's templates, from `/wxaapi/newtmpl/gettemplate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTemplate {
+    /// `priTmplId`.
+    pub template_id: String,
+    /// Its title.
+    pub title: String,
+    /// 2 = one-time, 3 = long-term; `None` for a type this version does not know.
+    pub kind: Option<TemplateKind>,
+    /// The `data` keys named in its content, in order.
+    pub keywords: Vec<String>,
+}
+
+/// What `/sns/jscode2session` says about a login code. The session_key it also
+/// returns is dropped unread: wxpush has no use for it and must never leak it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The user's openid for this mini program.
+    pub openid: String,
+}
+
+/// The `data` keys in a template's content: `{{thing1.DATA}}` gives `thing1`.
+pub fn content_keywords(content: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = content;
+    while let Some(start) = rest.find("{{") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find("}}") else { break };
+        if let Some(key) = rest[..end].trim().strip_suffix(".DATA") {
+            out.push(key.to_owned());
+        }
+        rest = &rest[end + 2..];
+    }
+    out
 }
 
 /// A fetched token and its lifetime in seconds.
@@ -96,6 +132,37 @@ struct TokenDto {
     expires_in: Option<i64>,
     errcode: Option<i64>,
     errmsg: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TemplatesDto {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    #[serde(default)]
+    data: Vec<TemplateDto>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateDto {
+    pri_tmpl_id: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    content: String,
+    #[serde(rename = "type", default)]
+    kind: i64,
+}
+
+#[derive(Deserialize)]
+struct SessionDto {
+    openid: Option<String>,
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +269,84 @@ impl WechatClient {
         }
     }
 
+    /// GETs `path` and reads a JSON reply, without putting the URL (which carries
+    /// secrets) in any error.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<T, WechatError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| WechatError::Transport(describe(e)))?;
+        if !response.status().is_success() {
+            return Err(WechatError::Http(response.status().as_u16()));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| WechatError::Transport(describe(e)))?;
+        serde_json::from_slice(&body).map_err(|e| WechatError::Decode(format!("{what}: {e}")))
+    }
+
+    /// Lists the account's templates (`GET /wxaapi/newtmpl/gettemplate`).
+    pub async fn templates(&self, token: &str) -> Result<Vec<RemoteTemplate>, WechatError> {
+        let dto: TemplatesDto = self
+            .get_json(
+                "/wxaapi/newtmpl/gettemplate",
+                &[("access_token", token)],
+                "template list",
+            )
+            .await?;
+        if dto.errcode != 0 {
+            return Err(WechatError::Api {
+                errcode: dto.errcode,
+                errmsg: dto.errmsg,
+            });
+        }
+        Ok(dto
+            .data
+            .into_iter()
+            .map(|t| RemoteTemplate {
+                keywords: content_keywords(&t.content),
+                template_id: t.pri_tmpl_id,
+                title: t.title,
+                kind: TemplateKind::from_wechat_type(t.kind),
+            })
+            .collect())
+    }
+
+    /// Exchanges a `wx.login` code for the user's openid (`GET /sns/jscode2session`).
+    pub async fn code2session(&self, code: &str) -> Result<Session, WechatError> {
+        let dto: SessionDto = self
+            .get_json(
+                "/sns/jscode2session",
+                &[
+                    ("appid", self.appid.as_str()),
+                    ("secret", self.secret.expose_secret()),
+                    ("js_code", code),
+                    ("grant_type", "authorization_code"),
+                ],
+                "code2session reply",
+            )
+            .await?;
+        match (dto.errcode, dto.openid) {
+            (0, Some(openid)) if !openid.is_empty() => Ok(Session { openid }),
+            (0, _) => Err(WechatError::Decode(
+                "code2session reply has no openid".into(),
+            )),
+            (errcode, _) => Err(WechatError::Api {
+                errcode,
+                errmsg: dto.errmsg,
+            }),
+        }
+    }
+
     /// Calls `subscribeMessage.send` once.
     pub async fn send(&self, token: &str, message: &Message) -> SendReply {
         let mut url = self.send_url.clone();
@@ -235,6 +380,15 @@ impl WechatClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_content_gives_its_data_keys_in_order() {
+        assert_eq!(
+            content_keywords("会议时间:{{date2.DATA}}\n会议地点:{{thing1.DATA}}\n"),
+            ["date2", "thing1"]
+        );
+        assert!(content_keywords("no keywords {{ here").is_empty());
+    }
 
     #[test]
     fn msgid_above_two_to_the_53_keeps_every_digit() {

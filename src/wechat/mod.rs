@@ -2,8 +2,10 @@
 
 mod client;
 mod errcode;
+mod templates;
 mod token;
 
-pub use client::{SendReply, WechatClient, WechatError};
+pub use client::{RemoteTemplate, SendReply, Session, WechatClient, WechatError, content_keywords};
 pub use errcode::{Disposition, TokenFailure, classify_send, classify_token};
+pub use templates::TemplateCatalog;
 pub use token::{AccessToken, TokenError, TokenManager};

@@ -1,0 +1,285 @@
+//! Consent: the account's templates, the people who subscribed, and what each of
+//! them said to each template (one-time credits or a long-term status).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Context, StorageError, Store, now};
+use crate::domain::{ConsentResult, TemplateKind};
+
+/// One of the account's templates, as gettemplate lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateRow {
+    /// `priTmplId`.
+    pub template_id: String,
+    /// One-time or long-term.
+    pub kind: TemplateKind,
+    /// Its title.
+    pub title: String,
+    /// Its `data` keys (`thing1`, `date2` ...), in the order of its content.
+    pub keywords: Vec<String>,
+}
+
+/// One person's consent to one template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsentRow {
+    /// The template.
+    pub template_id: String,
+    /// Its kind, when the template list has been fetched.
+    pub kind: Option<TemplateKind>,
+    /// The last result: accept, reject or ban.
+    pub status: String,
+    /// One-time messages still allowed (credits not held by a send in flight).
+    pub credits: i64,
+    /// Credits held by sends in flight.
+    pub reserved: i64,
+    /// `intake` (the mini program's report) or `event` (WeChat's push).
+    pub source: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// A person who came through the intake API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriberRow {
+    /// Their openid.
+    pub openid: String,
+    /// A display name.
+    pub name: Option<String>,
+    /// Variables for their messages.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// How one result changes a consent row. `filter` says nothing about the template.
+fn apply_sql(result: ConsentResult) -> Option<&'static str> {
+    Some(match result {
+        ConsentResult::Accept => {
+            "INSERT INTO consents (openid, template_id, status, credits, source, updated_at) \
+             VALUES (?, ?, 'accept', 1, ?, ?) ON CONFLICT (openid, template_id) DO UPDATE SET \
+             status = 'accept', credits = consents.credits + 1, source = excluded.source, updated_at = excluded.updated_at"
+        }
+        ConsentResult::Reject | ConsentResult::Ban => {
+            "INSERT INTO consents (openid, template_id, status, credits, source, updated_at) \
+             VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (openid, template_id) DO UPDATE SET \
+             status = excluded.status, credits = 0, source = excluded.source, updated_at = excluded.updated_at"
+        }
+        ConsentResult::Filter => return None,
+    })
+}
+
+async fn apply(
+    tx: &mut sqlx::SqliteConnection,
+    openid: &str,
+    template_id: &str,
+    result: ConsentResult,
+    source: &str,
+    now: &str,
+) -> Result<(), StorageError> {
+    let Some(sql) = apply_sql(result) else {
+        return Ok(());
+    };
+    let mut q = sqlx::query(sql).bind(openid).bind(template_id);
+    if result != ConsentResult::Accept {
+        q = q.bind(result.as_str());
+    }
+    q.bind(source)
+        .bind(now)
+        .execute(tx)
+        .await
+        .context("record consent")?;
+    Ok(())
+}
+
+impl Store {
+    /// Replaces the cached template list with a freshly fetched one.
+    pub async fn save_templates(&self, templates: &[TemplateRow]) -> Result<(), StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        sqlx::query("DELETE FROM templates")
+            .execute(&mut *tx)
+            .await
+            .context("replace the template list")?;
+        for t in templates {
+            sqlx::query(
+                "INSERT INTO templates (template_id, kind, title, keywords, fetched_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&t.template_id)
+            .bind(t.kind.as_str())
+            .bind(&t.title)
+            .bind(serde_json::to_string(&t.keywords).expect("strings serialise"))
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .context("save the template list")?;
+        }
+        tx.commit().await.context("commit the template list")?;
+        Ok(())
+    }
+
+    /// The cached template `id`, and when the list it came from was fetched.
+    pub async fn template(&self, id: &str) -> Result<Option<(TemplateRow, String)>, StorageError> {
+        let row = sqlx::query(
+            "SELECT template_id, kind, title, keywords, fetched_at FROM templates WHERE template_id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("read the template list")?;
+        Ok(row.and_then(|r| {
+            let kind = TemplateKind::parse(r.get("kind"))?;
+            let keywords: String = r.get("keywords");
+            Some((
+                TemplateRow {
+                    template_id: r.get("template_id"),
+                    kind,
+                    title: r.get("title"),
+                    keywords: serde_json::from_str(&keywords).unwrap_or_default(),
+                },
+                r.get("fetched_at"),
+            ))
+        }))
+    }
+
+    /// Records a report from the mini program in one transaction: the person (name
+    /// and data replaced only when given) and each template's result.
+    pub async fn record_subscription(
+        &self,
+        openid: &str,
+        name: Option<&str>,
+        vars: Option<&BTreeMap<String, String>>,
+        results: &[(String, ConsentResult)],
+    ) -> Result<(), StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        let vars = vars.map(|v| serde_json::to_string(v).expect("strings serialise"));
+        sqlx::query(
+            "INSERT INTO subscribers (openid, name, vars, created_at, updated_at) VALUES (?, ?, COALESCE(?, '{}'), ?, ?) \
+             ON CONFLICT (openid) DO UPDATE SET name = COALESCE(excluded.name, subscribers.name), \
+             vars = CASE WHEN ? IS NULL THEN subscribers.vars ELSE excluded.vars END, updated_at = excluded.updated_at",
+        )
+        .bind(openid)
+        .bind(name)
+        .bind(vars.as_deref())
+        .bind(&now)
+        .bind(&now)
+        .bind(vars.as_deref())
+        .execute(&mut *tx)
+        .await
+        .context("record a subscriber")?;
+        for (template_id, result) in results {
+            apply(&mut tx, openid, template_id, *result, "intake", &now).await?;
+        }
+        tx.commit().await.context("commit a subscription")?;
+        Ok(())
+    }
+
+    /// Applies one pushed event unless `event_key` was applied before (WeChat
+    /// retries pushes). True when it was new.
+    pub async fn apply_consent_event(
+        &self,
+        event_key: &str,
+        openid: &str,
+        template_id: &str,
+        result: ConsentResult,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        let fresh = sqlx::query(
+            "INSERT INTO consent_events (event_key, received_at) VALUES (?, ?) ON CONFLICT (event_key) DO NOTHING",
+        )
+        .bind(event_key)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .context("record an event")?
+        .rows_affected()
+            == 1;
+        if fresh {
+            apply(&mut tx, openid, template_id, result, "event", &now).await?;
+        }
+        tx.commit().await.context("commit an event")?;
+        Ok(fresh)
+    }
+
+    /// Records a `subscribe_msg_sent_event` (once per msgid). True when it was new.
+    pub async fn record_sent_event(
+        &self,
+        msgid: u64,
+        openid: &str,
+        template_id: &str,
+        error_code: i64,
+        error_status: &str,
+    ) -> Result<bool, StorageError> {
+        let r = sqlx::query(
+            "INSERT INTO sent_events (msgid, openid, template_id, error_code, error_status, received_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msgid) DO NOTHING",
+        )
+        .bind(msgid.to_string())
+        .bind(openid)
+        .bind(template_id)
+        .bind(error_code)
+        .bind(error_status)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .context("record a sent event")?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Every template consent of one person, by template.
+    pub async fn consents_of(&self, openid: &str) -> Result<Vec<ConsentRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT c.template_id, t.kind, c.status, c.credits, c.reserved, c.source, c.updated_at \
+             FROM consents c LEFT JOIN templates t ON t.template_id = c.template_id \
+             WHERE c.openid = ? ORDER BY c.template_id",
+        )
+        .bind(openid)
+        .fetch_all(&self.pool)
+        .await
+        .context("read consents")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ConsentRow {
+                template_id: r.get("template_id"),
+                kind: r
+                    .get::<Option<String>, _>("kind")
+                    .as_deref()
+                    .and_then(TemplateKind::parse),
+                status: r.get("status"),
+                credits: r.get("credits"),
+                reserved: r.get("reserved"),
+                source: r.get("source"),
+                updated_at: r.get("updated_at"),
+            })
+            .collect())
+    }
+
+    /// The intake record of one person, if they came through the intake API.
+    pub async fn subscriber(&self, openid: &str) -> Result<Option<SubscriberRow>, StorageError> {
+        let row = sqlx::query("SELECT openid, name, vars FROM subscribers WHERE openid = ?")
+            .bind(openid)
+            .fetch_optional(&self.pool)
+            .await
+            .context("read a subscriber")?;
+        Ok(row.map(|r| {
+            let vars: String = r.get("vars");
+            SubscriberRow {
+                openid: r.get("openid"),
+                name: r.get("name"),
+                vars: serde_json::from_str(&vars).unwrap_or_default(),
+            }
+        }))
+    }
+
+    /// The sent-event result for a msgid, if WeChat pushed one.
+    pub async fn sent_event(&self, msgid: &str) -> Result<Option<(i64, String)>, StorageError> {
+        let row = sqlx::query("SELECT error_code, error_status FROM sent_events WHERE msgid = ?")
+            .bind(msgid)
+            .fetch_optional(&self.pool)
+            .await
+            .context("read a sent event")?;
+        Ok(row.map(|r| (r.get("error_code"), r.get("error_status"))))
+    }
+}
