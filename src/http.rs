@@ -11,6 +11,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::intake::Intake;
 use crate::storage::Store;
 use crate::wechat::TokenManager;
 
@@ -21,16 +22,21 @@ struct Probe {
     metrics: PrometheusHandle,
 }
 
-/// Serves on `listener` until `shutdown`.
+/// Serves on `listener` until `shutdown`: the probes, and the intake routes when given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
     tokens: Arc<TokenManager>,
     metrics: PrometheusHandle,
+    intake: Option<Intake>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    tracing::info!(listen = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let app = Router::new()
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        intake = intake.is_some(),
+        "serving /healthz, /readyz and /metrics"
+    );
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
@@ -39,9 +45,16 @@ pub async fn serve(
             tokens,
             metrics,
         });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    if let Some(intake) = intake {
+        app = app.merge(intake.routes());
+    }
+    // The peer address feeds the intake's per-IP rate limit.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {

@@ -17,7 +17,11 @@
 //!   records (each delivery is committed as `sending` before its request).
 //! - [`wechat`]: the HTTP client, the shared access_token cache and the errcode
 //!   classification.
-//! - [`storage`]: the only module with SQL: runs, deliveries, recipients, tokens.
+//! - [`intake`]: the mini program's side: login codes become openids, and the
+//!   user's subscribe choices (reported by the mini program or pushed by WeChat)
+//!   become consent, which gates sends (one credit per one-time message).
+//! - [`storage`]: the only module with SQL: runs, deliveries, recipients, consent,
+//!   tokens.
 //! - [`cli`], [`commands`], [`history`]: the command line and its output.
 //! - [`http`], [`stats`]: health probes and Prometheus metrics for the daemon.
 
@@ -29,6 +33,7 @@ pub mod delivery;
 pub mod domain;
 pub mod history;
 pub mod http;
+pub mod intake;
 pub mod joblock;
 pub mod reload;
 pub mod runner;

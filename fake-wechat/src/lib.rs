@@ -39,6 +39,23 @@ pub struct FakeOptions {
     pub daily_quota: u64,
     /// Keep every accepted message (tests); off for benchmarks, which only count.
     pub keep_bodies: bool,
+    /// The account's templates. When empty, any template id is accepted and no
+    /// subscription is needed (benchmarks); otherwise sends must name one of them
+    /// and need the user's subscription, as on the real API.
+    pub templates: Vec<FakeTemplate>,
+}
+
+/// A template of the fake account, as gettemplate lists it.
+#[derive(Debug, Clone)]
+pub struct FakeTemplate {
+    /// `priTmplId`.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its content, e.g. `"活动:{{thing1.DATA}}\n时间:{{date2.DATA}}\n"`.
+    pub content: String,
+    /// 2 = one-time, 3 = long-term.
+    pub kind: i64,
 }
 
 impl Default for FakeOptions {
@@ -52,6 +69,7 @@ impl Default for FakeOptions {
             rate_limit_per_sec: 0,
             daily_quota: 0,
             keep_bodies: true,
+            templates: Vec::new(),
         }
     }
 }
@@ -86,8 +104,23 @@ struct Tokens {
     serial: u64,
 }
 
+/// What WeChat knows about users that the daemon must learn through intake.
+#[derive(Default)]
+struct Users {
+    /// Login codes not yet exchanged -> openid.
+    codes: HashMap<String, String>,
+    /// Codes already exchanged (a second exchange answers 40163).
+    used: HashSet<String>,
+    /// (openid, template) -> one-time credits, or 1 for a long-term subscription.
+    subscriptions: HashMap<(String, String), u64>,
+    serial: u64,
+}
+
 struct Inner {
     opts: FakeOptions,
+    users: Mutex<Users>,
+    template_requests: AtomicU64,
+    code_requests: AtomicU64,
     tokens: Mutex<Tokens>,
     scripts: Mutex<HashMap<String, VecDeque<Scripted>>>,
     in_flight: Mutex<HashSet<String>>,
@@ -118,6 +151,9 @@ impl FakeWechat {
     pub async fn start_on(addr: &str, opts: FakeOptions) -> Self {
         let inner = Arc::new(Inner {
             opts,
+            users: Mutex::default(),
+            template_requests: AtomicU64::new(0),
+            code_requests: AtomicU64::new(0),
             tokens: Mutex::default(),
             scripts: Mutex::default(),
             in_flight: Mutex::default(),
@@ -134,6 +170,8 @@ impl FakeWechat {
             .route("/cgi-bin/stable_token", post(stable_token))
             .route("/cgi-bin/token", get(classic_token))
             .route("/cgi-bin/message/subscribe/send", post(send))
+            .route("/wxaapi/newtmpl/gettemplate", get(get_templates))
+            .route("/sns/jscode2session", get(jscode2session))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -200,6 +238,50 @@ impl FakeWechat {
             .entry(openid.to_owned())
             .or_default()
             .extend(answers);
+    }
+
+    /// A fresh `wx.login` code for `openid`, valid for one exchange.
+    pub fn login(&self, openid: &str) -> String {
+        let mut u = self.inner.users.lock().unwrap();
+        u.serial += 1;
+        let code = format!("0a1b{:08}c2d3e4f5g6h7i8j9k0", u.serial);
+        u.codes.insert(code.clone(), openid.to_owned());
+        code
+    }
+
+    /// The user taps "accept" for `template` `times` times: one-time credits, or a
+    /// long-term subscription.
+    pub fn subscribe(&self, openid: &str, template: &str, times: u64) {
+        *self
+            .inner
+            .users
+            .lock()
+            .unwrap()
+            .subscriptions
+            .entry((openid.to_owned(), template.to_owned()))
+            .or_default() += times;
+    }
+
+    /// Sends WeChat would still accept for `openid` and `template`.
+    pub fn credits(&self, openid: &str, template: &str) -> u64 {
+        self.inner
+            .users
+            .lock()
+            .unwrap()
+            .subscriptions
+            .get(&(openid.to_owned(), template.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// gettemplate requests received.
+    pub fn template_requests(&self) -> u64 {
+        self.inner.template_requests.load(Ordering::SeqCst)
+    }
+
+    /// jscode2session requests received.
+    pub fn code_requests(&self) -> u64 {
+        self.inner.code_requests.load(Ordering::SeqCst)
     }
 
     /// Invalidates every issued token, as a force refresh elsewhere would.
@@ -328,6 +410,92 @@ async fn classic_token(State(s): State<Arc<Inner>>, Query(q): Query<ClassicQuery
     s.token_reply(&token, &t)
 }
 
+impl Inner {
+    /// `None` when the token is valid, else WeChat's answer.
+    fn check_token(&self, token: Option<&str>) -> Option<Response> {
+        let Some(token) = token else {
+            return Some(err(41001, "access_token missing"));
+        };
+        let t = self.tokens.lock().unwrap();
+        match t.valid.get(token) {
+            None => Some(err(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            )),
+            Some(exp) if *exp <= Instant::now() => Some(err(42001, "access_token expired")),
+            Some(_) => None,
+        }
+    }
+
+    /// `None` when WeChat would deliver to `touser` now (using up a one-time
+    /// subscription), else its answer.
+    fn consume_subscription(&self, touser: &str, template: &str) -> Option<Response> {
+        if self.opts.templates.is_empty() {
+            return None;
+        }
+        let Some(t) = self.opts.templates.iter().find(|t| t.id == template) else {
+            return Some(err(40037, "invalid template_id"));
+        };
+        let mut u = self.users.lock().unwrap();
+        let key = (touser.to_owned(), template.to_owned());
+        match u.subscriptions.get_mut(&key) {
+            Some(n) if *n > 0 => {
+                if t.kind == 2 {
+                    *n -= 1;
+                }
+                None
+            }
+            _ => Some(err(43101, "user refuse to accept the msg")),
+        }
+    }
+}
+
+async fn get_templates(State(s): State<Arc<Inner>>, Query(q): Query<SendQuery>) -> Response {
+    s.template_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(e) = s.check_token(q.access_token.as_deref()) {
+        return e;
+    }
+    let data: Vec<Value> = s
+        .opts
+        .templates
+        .iter()
+        .map(|t| {
+            json!({"priTmplId": t.id, "title": t.title, "content": t.content,
+                   "example": "", "type": t.kind})
+        })
+        .collect();
+    axum::Json(json!({"errcode": 0, "errmsg": "ok", "data": data})).into_response()
+}
+
+#[derive(Deserialize)]
+struct CodeQuery {
+    appid: Option<String>,
+    secret: Option<String>,
+    js_code: Option<String>,
+    grant_type: Option<String>,
+}
+
+async fn jscode2session(State(s): State<Arc<Inner>>, Query(q): Query<CodeQuery>) -> Response {
+    s.code_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(e) = s.check_credentials(q.appid.as_deref(), q.secret.as_deref()) {
+        return e;
+    }
+    if q.grant_type.as_deref() != Some("authorization_code") {
+        return err(40002, "invalid grant_type");
+    }
+    let code = q.js_code.unwrap_or_default();
+    let mut u = s.users.lock().unwrap();
+    if u.used.contains(&code) {
+        return err(40163, "code been used");
+    }
+    let Some(openid) = u.codes.remove(&code) else {
+        return err(40029, "invalid code");
+    };
+    u.used.insert(code);
+    let session_key = format!("SESSIONKEY{:x}==", s.rng.fetch_add(7919, Ordering::Relaxed));
+    axum::Json(json!({"openid": openid, "session_key": session_key})).into_response()
+}
+
 #[derive(Deserialize)]
 struct SendBody<'a> {
     #[serde(borrow)]
@@ -355,21 +523,8 @@ async fn send(
     body: axum::body::Bytes,
 ) -> Response {
     s.send_requests.fetch_add(1, Ordering::SeqCst);
-    let Some(token) = q.access_token else {
-        return err(41001, "access_token missing");
-    };
-    {
-        let t = s.tokens.lock().unwrap();
-        match t.valid.get(&token) {
-            None => {
-                return err(
-                    40001,
-                    "invalid credential, access_token is invalid or not latest",
-                );
-            }
-            Some(exp) if *exp <= Instant::now() => return err(42001, "access_token expired"),
-            Some(_) => {}
-        }
+    if let Some(e) = s.check_token(q.access_token.as_deref()) {
+        return e;
     }
     // Borrowed, typed parsing: the fake must stay far cheaper than the sender.
     let Ok(b) = serde_json::from_slice::<SendBody>(&body) else {
@@ -378,7 +533,8 @@ async fn send(
     let Some(touser) = b.touser.map(Cow::into_owned) else {
         return err(40003, "invalid openid");
     };
-    if b.template_id.as_deref().is_none_or(str::is_empty) {
+    let template = b.template_id.map(Cow::into_owned).unwrap_or_default();
+    if template.is_empty() {
         return err(40037, "invalid template_id");
     }
     match b.data {
@@ -397,7 +553,7 @@ async fn send(
     }
     // Released even when the client hangs up and the handler is dropped.
     let _release = Release(&s, &touser);
-    answer(&s, &touser, &body).await
+    answer(&s, &touser, &template, &body).await
 }
 
 struct Release<'a>(&'a Arc<Inner>, &'a str);
@@ -408,7 +564,7 @@ impl Drop for Release<'_> {
     }
 }
 
-async fn answer(s: &Arc<Inner>, touser: &str, v: &[u8]) -> Response {
+async fn answer(s: &Arc<Inner>, touser: &str, template: &str, v: &[u8]) -> Response {
     if !s.opts.latency.is_zero() {
         tokio::time::sleep(s.opts.latency).await;
     }
@@ -428,6 +584,9 @@ async fn answer(s: &Arc<Inner>, touser: &str, v: &[u8]) -> Response {
         }
         Some(Scripted::Hang(d)) => {
             // WeChat processed it; only the reply is lost on the way back.
+            if let Some(e) = s.consume_subscription(touser, template) {
+                return e;
+            }
             accept(s, touser, v);
             s.in_flight.lock().unwrap().remove(touser);
             tokio::time::sleep(d).await;
@@ -452,6 +611,9 @@ async fn answer(s: &Arc<Inner>, touser: &str, v: &[u8]) -> Response {
     }
     if s.opts.daily_quota > 0 && s.accepted_count.load(Ordering::SeqCst) >= s.opts.daily_quota {
         return err(45009, "reach max api daily quota limit");
+    }
+    if let Some(e) = s.consume_subscription(touser, template) {
+        return e;
     }
     let msgid = accept(s, touser, v);
     // Written by hand so that the msgid stays an exact 64-bit integer.

@@ -118,8 +118,12 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
             app.deliverer.tokens().clone(),
             shutdown.clone(),
         );
+        let intake = app.settings.intake.clone().map(|i| {
+            crate::intake::Intake::new(app.store.clone(), app.deliverer.client().clone(), i)
+        });
         tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, store, tokens, metrics, stop).await {
+            if let Err(e) = crate::http::serve(listener, store, tokens, metrics, intake, stop).await
+            {
                 tracing::error!(error = %e, "the HTTP listener stopped");
             }
         });

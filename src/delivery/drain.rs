@@ -159,6 +159,11 @@ impl Deliverer {
         &self.tokens
     }
 
+    /// The WeChat client (the intake API exchanges login codes with it).
+    pub fn client(&self) -> &WechatClient {
+        &self.client
+    }
+
     /// The template list (for kinds and `check`).
     pub fn templates(&self) -> &TemplateCatalog {
         &self.templates

@@ -1,0 +1,86 @@
+//! The intake API, served on the `[http]` listener when `[intake] enabled`:
+//! `POST /v1/subscriptions` (the mini program's backend reports a login code and
+//! the user's subscribe choices) and `GET/POST /wechat/callback` (WeChat's
+//! message push: consent changes and final send results).
+
+mod callback;
+mod events;
+mod signature;
+mod subscriptions;
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::IntakeSettings;
+use crate::storage::Store;
+use crate::wechat::WechatClient;
+
+pub use events::{EventError, Item, Push, parse as parse_push};
+pub use signature::{sign, verify};
+
+/// What the intake handlers share.
+#[derive(Clone)]
+pub struct Intake {
+    store: Store,
+    client: WechatClient,
+    settings: Arc<IntakeSettings>,
+    per_ip: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl Intake {
+    /// Handlers over `store`, exchanging codes with `client`.
+    pub fn new(store: Store, client: WechatClient, settings: IntakeSettings) -> Self {
+        let per_minute = NonZeroU32::new(settings.per_ip_per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            store,
+            client,
+            settings: Arc::new(settings),
+            per_ip: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+        }
+    }
+
+    /// The intake routes, with the body size limit applied.
+    pub fn routes(self) -> Router {
+        // Forget idle clients now and then, so the limiter's memory stays bounded.
+        let limiter = Arc::clone(&self.per_ip);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        });
+        let limit = self.settings.max_body_bytes;
+        let mut router = Router::new().route("/v1/subscriptions", post(subscriptions::post));
+        if self.settings.callback_token.is_some() {
+            router = router.route(
+                "/wechat/callback",
+                get(callback::verify_url).post(callback::push),
+            );
+        }
+        router.layer(DefaultBodyLimit::max(limit)).with_state(self)
+    }
+}
+
+/// A JSON error answer naming the field at fault, when there is one.
+pub(crate) fn json_error(
+    status: StatusCode,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> Response {
+    let mut body = serde_json::json!({ "error": message.into() });
+    if let Some(f) = field {
+        body["field"] = f.into();
+    }
+    (status, Json(body)).into_response()
+}
