@@ -33,8 +33,13 @@ pub enum Command {
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
     },
-    /// Check the config, cron lines, time zones and every message; exit 2 on problems.
-    Check,
+    /// Check the config, cron lines, time zones and every message, and each job's
+    /// template against the account's template list; exit 2 on problems.
+    Check {
+        /// Do not ask WeChat for the template list.
+        #[arg(long)]
+        offline: bool,
+    },
     /// List, add, remove or import recipients.
     #[command(subcommand)]
     Recipients(RecipientsCommand),
@@ -77,6 +82,14 @@ pub enum RecipientsCommand {
         /// Only from this job.
         #[arg(long)]
         job: Option<String>,
+    },
+    /// Show one person: the jobs that list them and their consent per template.
+    Show {
+        /// The openid.
+        openid: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Import recipients from CSV: header `openid` plus variable columns. All or nothing.
     Import {

@@ -56,6 +56,9 @@ pub struct FakeTemplate {
     pub content: String,
     /// 2 = one-time, 3 = long-term.
     pub kind: i64,
+    /// Every user holds a long-term subscription to it, for tests and benchmarks
+    /// that are not about consent.
+    pub everyone_subscribed: bool,
 }
 
 impl Default for FakeOptions {
@@ -436,6 +439,9 @@ impl Inner {
         let Some(t) = self.opts.templates.iter().find(|t| t.id == template) else {
             return Some(err(40037, "invalid template_id"));
         };
+        if t.everyone_subscribed {
+            return None;
+        }
         let mut u = self.users.lock().unwrap();
         let key = (touser.to_owned(), template.to_owned());
         match u.subscriptions.get_mut(&key) {

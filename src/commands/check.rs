@@ -6,11 +6,12 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::{Exit, Failure};
-use crate::config;
-use crate::domain::{Builtins, Message, OpenId, with_name};
+use crate::config::{self, Settings};
+use crate::domain::{Builtins, Message, OpenId, TemplateKind, with_name};
 use crate::storage::Store;
+use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
 
-pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
+pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
     let settings = config::load(path)?;
     let file = settings.path.display().to_string();
     let mut problems = Vec::new();
@@ -80,6 +81,13 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
             ));
         }
     }
+    let mut warnings = Vec::new();
+    if !offline && settings.wechat.secret.is_some() {
+        templates(&settings, &mut problems, &mut warnings).await;
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     if !problems.is_empty() {
         return Err(Failure::usage(problems.join("\n")));
     }
@@ -101,4 +109,102 @@ pub(super) async fn run(path: &Path) -> Result<Exit, Failure> {
         settings.recipients.len()
     );
     Ok(Exit::Ok)
+}
+
+/// A one-time template on a job that fires at least this often gets a warning.
+const FREQUENT: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Checks each job's template against the account's list: it must exist and its
+/// keywords must be the job's `data` keys. A list that cannot be fetched is a
+/// warning, so that `check` still works offline.
+async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    let file = settings.path.display().to_string();
+    let list = match fetch_templates(settings).await {
+        Ok(list) => list,
+        Err(e) => {
+            warnings.push(format!(
+                "cannot verify the jobs' templates against WeChat ({e}); run `wxpush check --offline` to skip this"
+            ));
+            return;
+        }
+    };
+    for (i, job) in settings.jobs.iter().enumerate() {
+        let at = format!("{file}: jobs[{i}] ({})", job.name);
+        let id = job.spec.template_id.as_ref();
+        let Some(t) = list.iter().find(|t| t.template_id == id) else {
+            let known: Vec<&str> = list.iter().map(|t| t.template_id.as_str()).collect();
+            problems.push(format!(
+                "{at}.template_id: {id:?} is not one of the account's templates ({})",
+                if known.is_empty() {
+                    "it has none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ));
+            continue;
+        };
+        let keys: Vec<&str> = job.spec.data.iter().map(|(k, _)| k.as_ref()).collect();
+        for k in &keys {
+            if !t.keywords.iter().any(|w| w == k) {
+                problems.push(format!(
+                    "{at}.data.{k}: template {:?} has no keyword {k} (it has {})",
+                    t.title,
+                    t.keywords.join(", ")
+                ));
+            }
+        }
+        for w in &t.keywords {
+            if !keys.contains(&w.as_str()) {
+                problems.push(format!(
+                    "{at}.data: keyword {w} of template {:?} has no value",
+                    t.title
+                ));
+            }
+        }
+        if t.kind == Some(TemplateKind::OneTime) {
+            let now = Utc::now();
+            let gap = job
+                .schedule
+                .next_after(now)
+                .and_then(|a| job.schedule.next_after(a).map(|b| b - a));
+            if gap.is_some_and(|g| g <= FREQUENT) {
+                warnings.push(format!(
+                    "{at}: template {:?} is one-time: each message needs a fresh acceptance in the mini program, \
+                     so on a job that fires every {} most recipients will be skipped (no consent)",
+                    t.title,
+                    humantime::format_duration(gap.expect("checked").to_std().unwrap_or_default())
+                ));
+            }
+        }
+    }
+}
+
+async fn fetch_templates(
+    settings: &Settings,
+) -> Result<Vec<crate::wechat::RemoteTemplate>, String> {
+    let secret = settings.wechat.secret.clone().ok_or("no wechat.secret")?;
+    let client = WechatClient::new(&settings.wechat, secret, 1).map_err(|e| e.to_string())?;
+    // The real database when there is one (its cached token saves a request);
+    // otherwise `check` must not create files.
+    let store = match Store::open_existing(&settings.database.url)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(s) => s,
+        None => Store::open("sqlite::memory:")
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let tokens = std::sync::Arc::new(TokenManager::new(
+        client.clone(),
+        store.clone(),
+        settings.wechat.appid.clone(),
+        settings.wechat.token_source,
+    ));
+    let list = TemplateCatalog::new(client, tokens, store.clone())
+        .refresh()
+        .await
+        .map_err(|e| e.to_string());
+    store.close().await;
+    list
 }

@@ -79,8 +79,8 @@ impl From<crate::storage::StorageError> for Failure {
 
 /// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
-    if let Command::Check = cli.command {
-        return check::run(&cli.config).await;
+    if let Command::Check { offline } = cli.command {
+        return check::run(&cli.config, offline).await;
     }
     let settings = config::load(&cli.config)?;
     telemetry::init(&settings.log);
@@ -90,7 +90,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         Command::Recipients(c) => recipients::run(settings, c).await,
         Command::Runs(args) => runs::run(settings, args).await,
         Command::Health => health(settings).await,
-        Command::Check => unreachable!("handled above"),
+        Command::Check { .. } => unreachable!("handled above"),
     }
 }
 

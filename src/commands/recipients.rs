@@ -1,4 +1,4 @@
-//! `wxpush recipients list|add|remove|import`.
+//! `wxpush recipients list|add|show|remove|import`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +14,7 @@ use crate::storage::{Store, StoredRecipient};
 pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Result<Exit, Failure> {
     match command {
         RecipientsCommand::List { job, json } => list(&settings, job.as_deref(), json).await,
+        RecipientsCommand::Show { openid, json } => show(&settings, &openid, json).await,
         RecipientsCommand::Add {
             openid,
             job,
@@ -239,4 +240,87 @@ async fn import_csv(store: &Store, path: &Path, job: &Job) -> Result<u64, Failur
         return Err(fail(problems, more));
     }
     Ok(report.written)
+}
+
+/// `recipients show OPENID`: where they are listed, what they gave through the
+/// intake API, and their consent per template.
+async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Failure> {
+    let openid = OpenId::parse(openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
+    let Some(store) = Store::open_existing(&settings.database.url).await? else {
+        return Err(Failure {
+            exit: Exit::SomeFailed,
+            message: format!(
+                "nothing is known about {openid}: {} does not exist yet",
+                settings.database.url
+            ),
+        });
+    };
+    let listed: Vec<_> = store
+        .recipients(None)
+        .await?
+        .into_iter()
+        .filter(|r| r.openid == openid.as_ref())
+        .collect();
+    let subscriber = store.subscriber(openid.as_ref()).await?;
+    let consents = store.consents_of(openid.as_ref()).await?;
+    store.close().await;
+    if listed.is_empty() && subscriber.is_none() && consents.is_empty() {
+        return Err(Failure {
+            exit: Exit::SomeFailed,
+            message: format!(
+                "nothing is known about {openid}: not a recipient of any job and no consent on record"
+            ),
+        });
+    }
+    if json {
+        let out = serde_json::json!({
+            "openid": openid.as_ref(),
+            "jobs": listed,
+            "subscriber": subscriber,
+            "consents": consents,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialisable")
+        );
+        return Ok(Exit::Ok);
+    }
+    println!("openid: {openid}");
+    if let Some(s) = &subscriber {
+        println!(
+            "intake: name {}, {} variables",
+            s.name.as_deref().unwrap_or("-"),
+            s.vars.len()
+        );
+    }
+    for r in &listed {
+        println!(
+            "job {}: {} (added by {})",
+            r.job,
+            if r.active { "active" } else { "inactive" },
+            r.source
+        );
+    }
+    if consents.is_empty() {
+        println!("consent: none on record");
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<44} {:<10} {:<7} {:>7} {:<7} UPDATED",
+        "TEMPLATE", "KIND", "STATUS", "CREDITS", "SOURCE"
+    );
+    for c in &consents {
+        let kind = c.kind.map_or("unknown", |k| k.as_str());
+        // Credits only mean something for one-time templates.
+        let credits = match c.kind {
+            Some(crate::domain::TemplateKind::LongTerm) => "-".to_owned(),
+            _ if c.reserved > 0 => format!("{} ({} sending)", c.credits, c.reserved),
+            _ => c.credits.to_string(),
+        };
+        println!(
+            "{:<44} {:<10} {:<7} {:>7} {:<7} {}",
+            c.template_id, kind, c.status, credits, c.source, c.updated_at
+        );
+    }
+    Ok(Exit::Ok)
 }

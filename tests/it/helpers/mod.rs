@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-pub use fake_wechat::{FakeOptions, FakeWechat, Scripted};
+pub use fake_wechat::{FakeOptions, FakeTemplate, FakeWechat, Scripted};
 use tempfile::TempDir;
 use wxpush::storage::Store;
 
@@ -27,6 +27,17 @@ thing1 = "{{{{name}}}}, check in"
 date2 = "{{{{today}}}}"
 "#
     )
+}
+
+/// The account's template that `daily_job` sends: long-term, everyone subscribed.
+pub fn checkin_template() -> FakeTemplate {
+    FakeTemplate {
+        id: "tmpl-checkin".into(),
+        title: "签到提醒".into(),
+        content: "活动:{{thing1.DATA}}\n日期:{{date2.DATA}}\n".into(),
+        kind: 3,
+        everyone_subscribed: true,
+    }
 }
 
 /// `[[recipients]]` entries for `openids`, each named after itself, in job `daily`.
@@ -94,7 +105,22 @@ pub fn free_addr() -> std::net::SocketAddr {
 
 impl TestEnv {
     /// Starts a fake with `opts` and writes a config with `body` after the standard sections.
-    pub async fn new(opts: FakeOptions, delivery: &str, body: &str) -> Self {
+    /// The fake lists `checkin_template` unless `opts` names templates of its own.
+    pub async fn new(mut opts: FakeOptions, delivery: &str, body: &str) -> Self {
+        if opts.templates.is_empty() {
+            opts.templates.push(checkin_template());
+            // The other templates the tests' jobs name.
+            for (id, content) in [
+                ("tmpl-tick", "{{thing1.DATA}}{{time2.DATA}}"),
+                ("tmpl", "{{thing1.DATA}}"),
+            ] {
+                opts.templates.push(FakeTemplate {
+                    id: id.into(),
+                    content: content.into(),
+                    ..checkin_template()
+                });
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeWechat::start(opts).await;
         let config = dir.path().join("wxpush.toml");
