@@ -89,6 +89,10 @@ async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit
         find_job(settings, job)?;
     }
     let store = Store::open(&settings.database.url).await?;
+    // What the file lists now, as the next run will see it.
+    store
+        .sync_config_recipients(&crate::app::config_recipients(settings))
+        .await?;
     let rows = store.recipients(job).await?;
     store.close().await;
     if json {
@@ -255,6 +259,9 @@ async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Fai
             ),
         });
     };
+    store
+        .sync_config_recipients(&crate::app::config_recipients(settings))
+        .await?;
     let listed: Vec<_> = store
         .recipients(None)
         .await?

@@ -2,6 +2,7 @@ mod helpers;
 
 mod cli;
 mod config;
+mod consent;
 mod delivery;
 mod recovery;
 mod scheduler;

@@ -9,20 +9,6 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn wait_http(addr: std::net::SocketAddr) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A job that fires every two seconds.
 fn ticking(recipients: &[&str]) -> String {
     let mut body = String::from(

@@ -259,3 +259,18 @@ pub async fn wait_until(secs: u64, what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Waits until the daemon's listener at `addr` answers /healthz.
+pub async fn wait_http(addr: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
