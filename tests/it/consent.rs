@@ -599,3 +599,51 @@ async fn recipients_show_lists_consent_per_template() {
         nobody.stderr
     );
 }
+
+#[tokio::test]
+async fn credits_held_by_a_killed_send_are_settled_on_resume() {
+    let people: Vec<String> = (1..=12).map(|i| format!("oCrash{i:018}")).collect();
+    let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+    let opts = FakeOptions {
+        templates: vec![once_template()],
+        latency: std::time::Duration::from_millis(100),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(
+        opts,
+        "concurrency = 2",
+        &format!("{}{}", once_job("remind", ""), listed("remind", &refs)),
+    )
+    .await;
+    assert_eq!(env.wxpush(&["recipients", "list"]).await.code, 0);
+    for p in &refs {
+        // Two credits each: one for this run, one that must survive it.
+        grant(&env, p, 2).await;
+    }
+
+    let mut child = env.command(&["send", "remind"]).spawn().unwrap();
+    wait_until(20, "some sends", || env.fake.accepted_count() >= 3).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let resumed = env.wxpush(&["send", "remind"]).await;
+    assert!(resumed.stdout.starts_with("remind: run 1:"), "{resumed:?}");
+
+    let store = env.store().await;
+    let rows = store.deliveries(1).await.unwrap();
+    for p in &refs {
+        let row = rows.iter().find(|r| r.openid == *p).unwrap();
+        let got = env.fake.accepted_for(p) as i64;
+        assert!(got <= 1, "{p} got {got}");
+        let c = store.consents_of(p).await.unwrap().remove(0);
+        assert_eq!(c.reserved, 0, "{p}: nothing is held after the resume");
+        match row.status.as_str() {
+            // Sent: one credit used, one left.
+            "sent" => assert_eq!((got, c.credits), (1, 1), "{p}"),
+            // Maybe sent: its credit counts as used, so the second stays.
+            "unknown" => assert_eq!(c.credits, 1, "{p}"),
+            other => panic!("{p} ended {other}"),
+        }
+    }
+}
