@@ -65,6 +65,10 @@ fn warn_about_restart_only_changes(running: &Settings, new: &Settings) {
         ),
         ("http", running.http != new.http),
         (
+            "intake",
+            format!("{:?}", running.intake) != format!("{:?}", new.intake),
+        ),
+        (
             "log",
             format!("{:?}", running.log) != format!("{:?}", new.log),
         ),

@@ -143,7 +143,7 @@ impl Checker {
         } else {
             None
         };
-        let intake = self.intake(raw.intake, http.is_some() || !raw.http.enabled);
+        let intake = self.intake(raw.intake, raw.http.enabled);
         if !self.problems.is_empty() {
             return Err(ConfigError {
                 problems: self.problems,
@@ -167,7 +167,7 @@ impl Checker {
         })
     }
 
-    /// `http_on` is false when `[http]` is off; a bad listen address is reported elsewhere.
+    /// `http_on` is `[http] enabled`; a bad listen address is reported on its own key.
     fn intake(&mut self, i: raw::RawIntake, http_on: bool) -> Option<IntakeSettings> {
         if !i.enabled {
             return None;

@@ -249,3 +249,50 @@ async fn check_also_renders_recipients_added_from_the_command_line() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn intake_and_job_consent_keys_are_checked_by_name() {
+    let body = format!(
+        "\n[intake]\nenabled = true\ncallback_token = \"no spaces please\"\nmax_body_bytes = 10\nper_ip_per_minute = 0\n{}",
+        daily_job("audience = \"everyone\"")
+    );
+    let run = check_with(&body).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    // Serde stops at the first bad enum value; fix it and the rest are listed together.
+    assert!(run.stderr.contains("audience"), "{}", run.stderr);
+    assert!(
+        !run.all().contains("no spaces please"),
+        "the token is a secret"
+    );
+
+    let run = check_with(&body.replace("audience = \"everyone\"", "consent = \"unchecked\"")).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    for want in [
+        "intake.callback_token: must be 3 to 32 letters or digits",
+        "intake.max_body_bytes: 10 is not between 256 and 1048576",
+        "intake.per_ip_per_minute: must be at least 1",
+    ] {
+        assert!(
+            run.stderr.contains(want),
+            "missing {want:?} in:\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        !run.all().contains("no spaces please"),
+        "the token is a secret"
+    );
+
+    let no_http = "\n[http]\nenabled = false\n[intake]\nenabled = true\n";
+    let env = TestEnv::with(&daily_job("")).await;
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    // Replace the harness's [http] section with one that turns the listener off.
+    let text = text.replace(&format!("[http]\nlisten = \"{}\"\n", env.http), "");
+    std::fs::write(&env.config, format!("{no_http}{text}")).unwrap();
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert!(
+        run.stderr
+            .contains("intake.enabled: needs the HTTP listener"),
+        "{run:?}"
+    );
+}
