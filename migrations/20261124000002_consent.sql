@@ -27,14 +27,21 @@ CREATE TABLE subscribers (
 -- Consent per person and template. One-time templates count credits (one per
 -- acceptance, one used per message); `reserved` counts credits held by sends in
 -- flight. Long-term templates only use `status`.
+-- One tap on "accept" can arrive twice: reported by the mini program and pushed
+-- by WeChat. `unpaired_intake` / `unpaired_event` count recent acceptances seen
+-- from one side only, so that the other side's copy pairs with one instead of
+-- adding a second credit; they lapse at `pair_until`.
 CREATE TABLE consents (
-    openid      TEXT    NOT NULL,
-    template_id TEXT    NOT NULL,
-    status      TEXT    NOT NULL,
-    credits     INTEGER NOT NULL DEFAULT 0,
-    reserved    INTEGER NOT NULL DEFAULT 0,
-    source      TEXT    NOT NULL,
-    updated_at  TEXT    NOT NULL,
+    openid          TEXT    NOT NULL,
+    template_id     TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    credits         INTEGER NOT NULL DEFAULT 0,
+    reserved        INTEGER NOT NULL DEFAULT 0,
+    unpaired_intake INTEGER NOT NULL DEFAULT 0,
+    unpaired_event  INTEGER NOT NULL DEFAULT 0,
+    pair_until      TEXT,
+    source          TEXT    NOT NULL,
+    updated_at      TEXT    NOT NULL,
     PRIMARY KEY (openid, template_id)
 );
 -- For `audience = "subscribed"`: everyone with consent for one template.

@@ -52,21 +52,60 @@ pub struct SubscriberRow {
     pub vars: BTreeMap<String, String>,
 }
 
-/// How one result changes a consent row. `filter` says nothing about the template.
-fn apply_sql(result: ConsentResult) -> Option<&'static str> {
-    Some(match result {
+/// Where a report of consent came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentSource {
+    /// The mini program, through `POST /v1/subscriptions`.
+    Intake,
+    /// WeChat's event push.
+    Event,
+}
+
+impl ConsentSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Intake => "intake",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// How long one side's acceptance waits for the other side's copy of it.
+const PAIRING: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The counters one result changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    credits: i64,
+    unpaired_intake: i64,
+    unpaired_event: i64,
+}
+
+/// Applies one result. One tap on "accept" is reported by the mini program and
+/// pushed by WeChat alike: an acceptance that the other side has already
+/// reported (recently, and not yet paired) is that same tap, not a second credit.
+fn tally_after(mut t: Tally, lapsed: bool, result: ConsentResult, from: ConsentSource) -> Tally {
+    if lapsed {
+        t.unpaired_intake = 0;
+        t.unpaired_event = 0;
+    }
+    match result {
         ConsentResult::Accept => {
-            "INSERT INTO consents (openid, template_id, status, credits, source, updated_at) \
-             VALUES (?, ?, 'accept', 1, ?, ?) ON CONFLICT (openid, template_id) DO UPDATE SET \
-             status = 'accept', credits = consents.credits + 1, source = excluded.source, updated_at = excluded.updated_at"
+            let (mine, theirs) = match from {
+                ConsentSource::Intake => (&mut t.unpaired_intake, &mut t.unpaired_event),
+                ConsentSource::Event => (&mut t.unpaired_event, &mut t.unpaired_intake),
+            };
+            if *theirs > 0 {
+                *theirs -= 1;
+            } else {
+                *mine += 1;
+                t.credits += 1;
+            }
         }
-        ConsentResult::Reject | ConsentResult::Ban => {
-            "INSERT INTO consents (openid, template_id, status, credits, source, updated_at) \
-             VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (openid, template_id) DO UPDATE SET \
-             status = excluded.status, credits = 0, source = excluded.source, updated_at = excluded.updated_at"
-        }
-        ConsentResult::Filter => return None,
-    })
+        ConsentResult::Reject | ConsentResult::Ban => t = Tally::default(),
+        ConsentResult::Filter => {}
+    }
+    t
 }
 
 async fn apply(
@@ -74,21 +113,57 @@ async fn apply(
     openid: &str,
     template_id: &str,
     result: ConsentResult,
-    source: &str,
-    now: &str,
+    from: ConsentSource,
 ) -> Result<(), StorageError> {
-    let Some(sql) = apply_sql(result) else {
+    // `filter` says nothing about the template.
+    if result == ConsentResult::Filter {
         return Ok(());
-    };
-    let mut q = sqlx::query(sql).bind(openid).bind(template_id);
-    if result != ConsentResult::Accept {
-        q = q.bind(result.as_str());
     }
-    q.bind(source)
-        .bind(now)
-        .execute(tx)
-        .await
-        .context("record consent")?;
+    let now = chrono::Utc::now();
+    let row = sqlx::query(
+        "SELECT credits, unpaired_intake, unpaired_event, pair_until FROM consents \
+         WHERE openid = ? AND template_id = ?",
+    )
+    .bind(openid)
+    .bind(template_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("read consent")?;
+    let (before, lapsed) = match &row {
+        Some(r) => {
+            let until: Option<String> = r.get("pair_until");
+            (
+                Tally {
+                    credits: r.get("credits"),
+                    unpaired_intake: r.get("unpaired_intake"),
+                    unpaired_event: r.get("unpaired_event"),
+                },
+                until.is_none_or(|u| u < super::ts(now)),
+            )
+        }
+        None => (Tally::default(), true),
+    };
+    let after = tally_after(before, lapsed, result, from);
+    sqlx::query(
+        "INSERT INTO consents (openid, template_id, status, credits, unpaired_intake, unpaired_event, \
+         pair_until, source, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (openid, template_id) DO UPDATE SET status = excluded.status, \
+         credits = excluded.credits, unpaired_intake = excluded.unpaired_intake, \
+         unpaired_event = excluded.unpaired_event, pair_until = excluded.pair_until, \
+         source = excluded.source, updated_at = excluded.updated_at",
+    )
+    .bind(openid)
+    .bind(template_id)
+    .bind(result.as_str())
+    .bind(after.credits)
+    .bind(after.unpaired_intake)
+    .bind(after.unpaired_event)
+    .bind((result == ConsentResult::Accept).then(|| super::ts(now + PAIRING)))
+    .bind(from.as_str())
+    .bind(super::ts(now))
+    .execute(&mut *tx)
+    .await
+    .context("record consent")?;
     Ok(())
 }
 
@@ -169,7 +244,7 @@ impl Store {
         .await
         .context("record a subscriber")?;
         for (template_id, result) in results {
-            apply(&mut tx, openid, template_id, *result, "intake", &now).await?;
+            apply(&mut tx, openid, template_id, *result, ConsentSource::Intake).await?;
         }
         tx.commit().await.context("commit a subscription")?;
         Ok(())
@@ -197,7 +272,7 @@ impl Store {
         .rows_affected()
             == 1;
         if fresh {
-            apply(&mut tx, openid, template_id, result, "event", &now).await?;
+            apply(&mut tx, openid, template_id, result, ConsentSource::Event).await?;
         }
         tx.commit().await.context("commit an event")?;
         Ok(fresh)
@@ -281,5 +356,63 @@ impl Store {
             .await
             .context("read a sent event")?;
         Ok(row.map(|r| (r.get("error_code"), r.get("error_status"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConsentResult::*;
+    use ConsentSource::*;
+
+    fn run(steps: &[(ConsentResult, ConsentSource)]) -> i64 {
+        steps
+            .iter()
+            .fold(Tally::default(), |t, (r, s)| tally_after(t, false, *r, *s))
+            .credits
+    }
+
+    #[test]
+    fn one_tap_reported_by_both_sides_is_one_credit_in_either_order() {
+        assert_eq!(run(&[(Accept, Intake), (Accept, Event)]), 1);
+        assert_eq!(run(&[(Accept, Event), (Accept, Intake)]), 1);
+        // Two taps, interleaved or not.
+        assert_eq!(
+            run(&[
+                (Accept, Intake),
+                (Accept, Event),
+                (Accept, Intake),
+                (Accept, Event)
+            ]),
+            2
+        );
+        assert_eq!(
+            run(&[
+                (Accept, Intake),
+                (Accept, Intake),
+                (Accept, Event),
+                (Accept, Event)
+            ]),
+            2
+        );
+        // One side only: every report is a tap.
+        assert_eq!(
+            run(&[(Accept, Intake), (Accept, Intake), (Accept, Intake)]),
+            3
+        );
+        assert_eq!(run(&[(Accept, Event), (Accept, Event)]), 2);
+        // A rejection clears credits and anything waiting to pair.
+        assert_eq!(
+            run(&[(Accept, Intake), (Reject, Event), (Accept, Event)]),
+            1
+        );
+        assert_eq!(run(&[(Accept, Intake), (Filter, Intake)]), 1);
+    }
+
+    #[test]
+    fn an_unpaired_report_lapses_so_later_taps_count() {
+        let t = tally_after(Tally::default(), true, Accept, Intake);
+        let later = tally_after(t, true, Accept, Event);
+        assert_eq!(later.credits, 2);
     }
 }

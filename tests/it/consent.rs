@@ -153,6 +153,16 @@ async fn the_intake_api_turns_a_login_code_into_consent_and_never_leaks_the_sess
 
     // One acceptance, one credit: the refused reports changed nothing.
     assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 1)));
+    // WeChat pushes the same tap as a popup event: still one credit.
+    let popup = format!(
+        r#"{{"FromUserName":"{alice}","CreateTime":1700000000,"MsgType":"event","Event":"subscribe_msg_popup_event",
+            "List":[{{"TemplateId":"{ONCE}","SubscribeStatusString":"accept","PopupScene":"0"}}]}}"#
+    );
+    assert_eq!(
+        push(env.http, &signed("1700000001", "1"), &popup).await.0,
+        200
+    );
+    assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 1)));
     assert_eq!(
         consent(&env, alice, "tmpl-checkin").await,
         Some(("reject".into(), 0))
