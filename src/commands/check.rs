@@ -6,7 +6,7 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::{Exit, Failure};
-use crate::config::{self, Settings};
+use crate::config::{self, ConsentCheck, Settings};
 use crate::domain::{Builtins, Message, OpenId, TemplateKind, with_name};
 use crate::storage::Store;
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
@@ -82,6 +82,14 @@ pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
         }
     }
     let mut warnings = Vec::new();
+    if let Some(intake) = &settings.intake
+        && intake.callback_token.is_none()
+    {
+        warnings.push(format!(
+            "{file}: intake.callback_token is not set: /wechat/callback is not served, so \
+             cancellations made in WeChat's settings are not seen"
+        ));
+    }
     if !offline && settings.wechat.secret.is_some() {
         templates(&settings, &mut problems, &mut warnings).await;
     }
@@ -160,6 +168,16 @@ async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &m
                     t.title
                 ));
             }
+        }
+        if t.kind == Some(TemplateKind::OneTime)
+            && job.consent == ConsentCheck::Required
+            && settings.intake.is_none()
+        {
+            warnings.push(format!(
+                "{at}: template {:?} is one-time and [intake] is disabled, so no acceptance can be \
+                 recorded and every recipient will be skipped (no consent); enable [intake] or set consent = \"unchecked\"",
+                t.title
+            ));
         }
         if t.kind == Some(TemplateKind::OneTime) {
             let now = Utc::now();

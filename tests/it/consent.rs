@@ -532,6 +532,11 @@ async fn check_verifies_templates_and_warns_about_one_time_templates_on_daily_jo
         run.stderr
     );
     assert!(run.stderr.contains("fires every 1day"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is one-time and [intake] is disabled"),
+        "{}",
+        run.stderr
+    );
 
     // A template the account does not have, and keys that are not its keywords.
     env.write_config(
