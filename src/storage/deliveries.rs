@@ -379,6 +379,23 @@ impl Store {
                     .await
                     .context("settle consent credits")?;
             }
+            let refused = chunk.iter().any(|o| o.status == Status::Refused);
+            if let (ConsentGate::NotRefused(template), true) = (gate, refused) {
+                // 43101 on a long-term template: the subscription is gone. Only rows
+                // on record change, so a listed recipient is still tried next time.
+                let sql = format!(
+                    "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = ? \
+                     FROM v JOIN deliveries d ON d.id = v.id \
+                     WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = ?",
+                    outcome_values(chunk.len())
+                );
+                bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                    .bind(&now)
+                    .bind(template.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .context("record refused subscriptions")?;
+            }
             let sql = format!(
                 "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
                  msgid = v.msgid, attempts = deliveries.attempts + v.attempts, credit = 0, updated_at = ? \

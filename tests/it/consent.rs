@@ -331,6 +331,16 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
     let shown = env.wxpush(&["runs", "show", "1"]).await;
     assert!(shown.stdout.contains("10002 push fail"), "{}", shown.stdout);
 
+    // A forged XML push changes nothing either.
+    let forged_xml = format!(
+        "<xml><FromUserName>{alice}</FromUserName><CreateTime>1700000250</CreateTime><MsgType>event</MsgType>\
+         <Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent><List><TemplateId>{ONCE}</TemplateId>\
+         <SubscribeStatusString>accept</SubscribeStatusString></List></SubscribeMsgPopupEvent></xml>"
+    );
+    let (status, _) = push(env.http, "signature=abc&timestamp=1&nonce=2", &forged_xml).await;
+    assert_eq!(status, 403);
+    assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 1)));
+
     // The user cancels in settings (XML change event): no credits left.
     let change = format!(
         "<xml><FromUserName>{alice}</FromUserName><CreateTime>1700000300</CreateTime><MsgType>event</MsgType>\
@@ -661,4 +671,64 @@ async fn credits_held_by_a_killed_send_are_settled_on_resume() {
             other => panic!("{p} ended {other}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
+    let (kept, lost) = ("oKept0000000000000000001", "oLost0000000000000000002");
+    let long_term = FakeTemplate {
+        id: "tmpl-long".into(),
+        title: "长期提醒".into(),
+        content: "{{thing1.DATA}}".into(),
+        kind: 3,
+        everyone_subscribed: false,
+    };
+    let opts = FakeOptions {
+        templates: vec![long_term],
+        ..FakeOptions::default()
+    };
+    let job = "\n[[jobs]]\nname = \"notice\"\ncron = \"0 0 9 * * *\"\ntemplate_id = \"tmpl-long\"\naudience = \"subscribed\"\n[jobs.data]\nthing1 = \"notice\"\n";
+    let env = TestEnv::new(opts, "", job).await;
+    assert_eq!(env.wxpush(&["recipients", "list"]).await.code, 0);
+    let store = env.store().await;
+    for who in [kept, lost] {
+        store
+            .record_subscription(
+                who,
+                None,
+                None,
+                &[("tmpl-long".into(), wxpush::domain::ConsentResult::Accept)],
+            )
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    // Only `kept` really holds the subscription at WeChat.
+    env.fake.subscribe(kept, "tmpl-long", 1);
+
+    let first = env.wxpush(&["send", "notice"]).await;
+    assert!(
+        first.stdout.contains("1 sent, 0 failed, 1 refused"),
+        "{first:?}"
+    );
+    assert_eq!(
+        consent(&env, lost, "tmpl-long").await,
+        Some(("reject".into(), 0))
+    );
+
+    let second = env.wxpush(&["send", "notice"]).await;
+    assert!(
+        second.stdout.contains("1 sent") && second.stdout.contains("of 1 "),
+        "{second:?}"
+    );
+    assert_eq!(
+        env.fake.accepted_for(kept),
+        2,
+        "a long-term subscription is not used up"
+    );
+    assert_eq!(
+        env.fake.send_requests(),
+        3,
+        "no second call for the refused one"
+    );
 }
