@@ -156,26 +156,18 @@ fn vars(d: Map<String, Value>) -> Result<BTreeMap<String, String>, FieldError> {
 /// What to tell the caller when the code exchange fails. The errmsg stays in the
 /// log; the caller learns the errcode and what to do.
 fn exchange_failed(e: &WechatError) -> Response {
-    let (errcode, message) = match e {
-        WechatError::Api { errcode: 40029, .. } => (
-            40029,
-            "WeChat rejected the login code (40029 invalid code); call wx.login again",
-        ),
-        WechatError::Api { errcode: 40163, .. } => (
-            40163,
-            "this login code was already used (40163); call wx.login again",
-        ),
-        WechatError::Api { errcode: 45011, .. } => (
-            45011,
-            "WeChat is limiting code exchanges (45011); retry in a minute",
-        ),
-        WechatError::Api { errcode: 40226, .. } => (
-            40226,
-            "WeChat blocked this user's login (40226 high-risk user)",
-        ),
-        WechatError::Api { errcode: -1, .. } => (-1, "WeChat is busy (-1); retry shortly"),
-        WechatError::Api { errcode, .. } => (*errcode, "WeChat refused the code exchange"),
-        _ => (0, "cannot reach WeChat to exchange the login code"),
+    let errcode = match e {
+        WechatError::Api { errcode, .. } => *errcode,
+        _ => 0,
+    };
+    let message = match errcode {
+        40029 => "WeChat rejected the login code (40029 invalid code); call wx.login again",
+        40163 => "this login code was already used (40163); call wx.login again",
+        45011 => "WeChat is limiting code exchanges (45011); retry in a minute",
+        40226 => "WeChat blocked this user's login (40226 high-risk user)",
+        -1 => "WeChat is busy (-1); retry shortly",
+        0 => "cannot reach WeChat to exchange the login code",
+        _ => "WeChat refused the code exchange",
     };
     let mut body = serde_json::json!({ "error": message });
     if errcode != 0 {

@@ -126,6 +126,26 @@ fn describe(e: reqwest::Error) -> String {
     text
 }
 
+/// Sends `request` and reads a JSON reply, never putting the URL (which carries
+/// secrets) in an error.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, WechatError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| WechatError::Transport(describe(e)))?;
+    if !response.status().is_success() {
+        return Err(WechatError::Http(response.status().as_u16()));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| WechatError::Transport(describe(e)))?;
+    serde_json::from_slice(&body).map_err(|e| WechatError::Decode(format!("{what}: {e}")))
+}
+
 #[derive(Deserialize)]
 struct TokenDto {
     access_token: Option<String>,
@@ -240,19 +260,7 @@ impl WechatClient {
                     ("secret", self.secret.expose_secret()),
                 ]),
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| WechatError::Transport(describe(e)))?;
-        if !response.status().is_success() {
-            return Err(WechatError::Http(response.status().as_u16()));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| WechatError::Transport(describe(e)))?;
-        let dto: TokenDto = serde_json::from_slice(&body)
-            .map_err(|e| WechatError::Decode(format!("token reply: {e}")))?;
+        let dto: TokenDto = read_json(request, "token reply").await?;
         // A reply without errcode (or with 0) and with a token is a success.
         match (dto.errcode.unwrap_or(0), dto.access_token) {
             (0, Some(token)) if !token.is_empty() => Ok(FetchedToken {
@@ -269,29 +277,15 @@ impl WechatClient {
         }
     }
 
-    /// GETs `path` and reads a JSON reply, without putting the URL (which carries
-    /// secrets) in any error.
+    /// GETs `path` and reads its JSON reply.
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, &str)],
         what: &str,
     ) -> Result<T, WechatError> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| WechatError::Transport(describe(e)))?;
-        if !response.status().is_success() {
-            return Err(WechatError::Http(response.status().as_u16()));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| WechatError::Transport(describe(e)))?;
-        serde_json::from_slice(&body).map_err(|e| WechatError::Decode(format!("{what}: {e}")))
+        let request = self.http.get(format!("{}{path}", self.base)).query(query);
+        read_json(request, what).await
     }
 
     /// Lists the account's templates (`GET /wxaapi/newtmpl/gettemplate`).
