@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fake_wechat::{FakeOptions, FakeWechat};
+use fake_wechat::{FakeOptions, FakeTemplate, FakeWechat};
 
 struct Args {
     wxpush: PathBuf,
@@ -53,6 +53,15 @@ fn fake_options(a: &Args) -> FakeOptions {
         busy_rate: a.busy_rate,
         rate_limit_per_sec: a.rate_limit,
         keep_bodies: false,
+        // Long-term and subscribed by everyone: sends are gated by consent (no
+        // rejection on record) as in production, and every one is accepted.
+        templates: vec![FakeTemplate {
+            id: "tmpl-bench".into(),
+            title: "bench".into(),
+            content: "{{thing1.DATA}}{{date2.DATA}}".into(),
+            kind: 3,
+            everyone_subscribed: true,
+        }],
         ..FakeOptions::default()
     }
 }
