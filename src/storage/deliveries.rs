@@ -290,6 +290,21 @@ impl Store {
         let mut tx = self.write().await?;
         let now = now();
         let mut taken = HashSet::with_capacity(claims.len());
+        // The condition a delivery's person must meet to be claimed under `gate`.
+        let (consented, template) = match gate {
+            ConsentGate::Unchecked => ("", None),
+            ConsentGate::NotRefused(t) => (
+                " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                 AND c.template_id = ? AND c.status IN ('reject', 'ban'))",
+                Some(t),
+            ),
+            ConsentGate::Credit(t) => (
+                " AND EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                 AND c.template_id = ? AND c.credits > c.reserved)",
+                Some(t),
+            ),
+        };
+        let credit = matches!(gate, ConsentGate::Credit(_));
         for chunk in claims.chunks(CHUNK) {
             let ids = placeholders(1, padded(chunk.len()));
             let bind_ids = |mut q: sqlx::query::Query<'static, sqlx::Sqlite, _>| {
@@ -301,63 +316,54 @@ impl Store {
                 }
                 q
             };
-            let (refused, template) = match gate {
-                ConsentGate::Unchecked => (None, None),
-                ConsentGate::NotRefused(t) => (
-                    Some(
-                        "EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
-                          AND c.template_id = ? AND c.status IN ('reject', 'ban'))",
-                    ),
-                    Some(t),
-                ),
-                ConsentGate::Credit(t) => (
-                    Some(
-                        "NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
-                          AND c.template_id = ? AND c.credits > c.reserved)",
-                    ),
-                    Some(t),
-                ),
-            };
-            if let (Some(refused), Some(template)) = (refused, template) {
+            let sql = format!(
+                "UPDATE deliveries SET status = 'sending', credit = ?, updated_at = ? \
+                 WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id"
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                .bind(i64::from(credit))
+                .bind(now.clone());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for _ in chunk.len()..padded(chunk.len()) {
+                q = q.bind(NO_ID);
+            }
+            if let Some(t) = template {
+                q = q.bind(t.clone());
+            }
+            let mine = q.fetch_all(&mut *tx).await.context("claim deliveries")?;
+            if let (ConsentGate::Credit(t), false) = (gate, mine.is_empty()) {
+                // Each claimed delivery holds one credit until its outcome settles it.
+                let sql = format!(
+                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? AND openid IN \
+                     (SELECT openid FROM deliveries WHERE id IN ({}))",
+                    placeholders(1, padded(mine.len()))
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone());
+                for id in &mine {
+                    q = q.bind(*id);
+                }
+                for _ in mine.len()..padded(mine.len()) {
+                    q = q.bind(NO_ID);
+                }
+                q.execute(&mut *tx).await.context("hold consent credits")?;
+            }
+            // Only when some were not taken: pending ones among them lack consent.
+            if template.is_some() && mine.len() < chunk.len() {
                 let sql = format!(
                     "UPDATE deliveries SET status = 'skipped', errmsg = ?, updated_at = ? \
-                     WHERE status = 'pending' AND id IN ({ids}) AND {refused}"
+                     WHERE status = 'pending' AND id IN ({ids})"
                 );
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(NO_CONSENT)
                     .bind(now.clone());
                 bind_ids(q)
-                    .bind(template.clone())
                     .execute(&mut *tx)
                     .await
                     .context("skip deliveries without consent")?;
             }
-            let credit = matches!(gate, ConsentGate::Credit(_));
-            if let ConsentGate::Credit(template) = gate {
-                let sql = format!(
-                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? AND openid IN \
-                     (SELECT openid FROM deliveries WHERE status = 'pending' AND id IN ({ids}))"
-                );
-                let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(template.clone());
-                bind_ids(q)
-                    .execute(&mut *tx)
-                    .await
-                    .context("hold consent credits")?;
-            }
-            let sql = format!(
-                "UPDATE deliveries SET status = 'sending', credit = ?, updated_at = ? \
-                 WHERE status = 'pending' AND id IN ({ids}) RETURNING id"
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                .bind(i64::from(credit))
-                .bind(&now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for _ in chunk.len()..padded(chunk.len()) {
-                q = q.bind(NO_ID);
-            }
-            taken.extend(q.fetch_all(&mut *tx).await.context("claim deliveries")?);
+            taken.extend(mine);
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
