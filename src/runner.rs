@@ -71,12 +71,7 @@ pub async fn fire(
     if shutdown.is_cancelled() {
         return Ok(fired);
     }
-    let audience = match job.audience {
-        JobAudience::Listed => Audience::Listed,
-        JobAudience::Subscribed => Audience::Subscribed {
-            one_time: deliverer.gate(job).await.1 == Some(TemplateKind::OneTime),
-        },
-    };
+    let audience = audience(job, deliverer.gate(job).await.1);
     let enqueued = store
         .enqueue(NewRun {
             job: job.name.as_ref(),
@@ -99,6 +94,16 @@ pub async fn fire(
     log_end(&report);
     fired.reports.push(report);
     Ok(fired)
+}
+
+/// Who `job` sends to, given its template's kind when known.
+pub fn audience(job: &Job, kind: Option<TemplateKind>) -> Audience {
+    match job.audience {
+        JobAudience::Listed => Audience::Listed,
+        JobAudience::Subscribed => Audience::Subscribed {
+            one_time: kind == Some(TemplateKind::OneTime),
+        },
+    }
 }
 
 fn log_end(r: &RunReport) {

@@ -213,7 +213,8 @@ impl Deliverer {
         self.store
             .reopen_run(run_id, job.spec.template_id.as_ref())
             .await?;
-        let (gate, _) = self.gate(job).await;
+        let (gate, kind) = self.gate(job).await;
+        let audience = crate::runner::audience(job, kind);
         let recorder = Recorder::start(self.store.clone(), gate);
         let ctx = Arc::new(SendContext {
             client: self.client.clone(),
@@ -245,7 +246,7 @@ impl Deliverer {
         'pages: loop {
             let page = self
                 .store
-                .pending_page(job.name.as_ref(), run_id, after, PAGE)
+                .pending_page(job.name.as_ref(), audience, run_id, after, PAGE)
                 .await?;
             let Some(last) = page.last() else { break };
             after = last.id;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Context, StorageError, Store, now};
+use super::{Audience, Context, StorageError, Store, now};
 
 /// Where one delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -246,24 +246,33 @@ impl Store {
     pub async fn pending_page(
         &self,
         job: &str,
+        audience: Audience,
         run_id: i64,
         after: i64,
         limit: u32,
     ) -> Result<Vec<PendingDelivery>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.openid, COALESCE(r.name, s.name) AS name, COALESCE(r.vars, s.vars) AS vars \
-             FROM deliveries d \
-             LEFT JOIN recipients r ON r.job = ? AND r.openid = d.openid \
-             LEFT JOIN subscribers s ON r.openid IS NULL AND s.openid = d.openid \
-             WHERE d.run_id = ? AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
-        )
-        .bind(job)
-        .bind(run_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .context("read pending deliveries")?;
+        // Names and variables come from where the audience came from: the job's
+        // recipients, or what people sent through the intake API.
+        let q = match audience {
+            Audience::Listed => sqlx::query(
+                "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
+                 LEFT JOIN recipients r ON r.job = ? AND r.openid = d.openid \
+                 WHERE d.run_id = ? AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+            )
+            .bind(job),
+            Audience::Subscribed { .. } => sqlx::query(
+                "SELECT d.id, d.openid, s.name, s.vars FROM deliveries d \
+                 LEFT JOIN subscribers s ON s.openid = d.openid \
+                 WHERE d.run_id = ? AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+            ),
+        };
+        let rows = q
+            .bind(run_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .context("read pending deliveries")?;
         Ok(rows
             .into_iter()
             .map(|row| PendingDelivery {
