@@ -267,6 +267,33 @@ mod tests {
         parse(body.as_bytes()).unwrap_err().field
     }
 
+    #[tokio::test]
+    async fn failed_exchanges_are_502_with_wechats_errcode() {
+        for (errcode, says) in [
+            (40029, "wx.login"),
+            (40163, "already used"),
+            (45011, "retry in a minute"),
+            (-1, "busy"),
+        ] {
+            let e = WechatError::Api {
+                errcode,
+                errmsg: "rid: 1".into(),
+            };
+            let r = exchange_failed(&e);
+            assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+            let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["errcode"], errcode);
+            assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+        }
+        let r = exchange_failed(&WechatError::Transport("refused".into()));
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v.get("errcode").is_none() && v["error"].as_str().unwrap().contains("cannot reach")
+        );
+    }
+
     #[test]
     fn a_full_report_parses() {
         let r = parse(br#"{"code":"0a1b2c","results":{"T1":"accept","T2":"reject"},"name":"Li Lei","data":{"room":"3-101","floor":3}}"#).unwrap();

@@ -79,8 +79,10 @@ impl Store {
                 source: sqlx::Error::Io(e),
             })?;
         }
+        // Each connection to `:memory:` would be a database of its own.
+        let connections = if path.is_some() { 4 } else { 1 };
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(connections)
             .connect_with(options)
             .await
             .context("open the database")?;
