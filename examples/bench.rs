@@ -310,6 +310,7 @@ async fn main() {
     let fake_cpu = self_cpu() - fake_cpu_before;
     let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("send --json output");
     let tokens_first = fake.token_requests() - tokens_before;
+    let fake_added = fake.mean_added_latency();
 
     // A second run with the token now cached: it must fetch none.
     let (out2, _, _, _) = measured(wxpush(&a, &config, &["send", "bench", "--json"]));
@@ -340,6 +341,12 @@ async fn main() {
     println!("n: {}", a.n);
     println!("concurrency: {}", a.concurrency);
     println!("fake_latency_ms: {}", a.latency_ms);
+    if let Some(added) = fake_added {
+        println!(
+            "fake_added_latency_ms_mean: {:.2} (measured inside the fake)",
+            added.as_secs_f64() * 1000.0
+        );
+    }
     println!("fake_busy_rate: {}", a.busy_rate);
     println!("fake_capacity_req_per_s: {capacity:.0}");
     println!(

@@ -124,6 +124,11 @@ struct Inner {
     users: Mutex<Users>,
     template_requests: AtomicU64,
     code_requests: AtomicU64,
+    /// Latency actually added to sends: total microseconds and count.
+    added_us: AtomicU64,
+    added_count: AtomicU64,
+    /// Moving average of how much longer than asked a sleep takes, in microseconds.
+    overshoot_us: AtomicU64,
     tokens: Mutex<Tokens>,
     scripts: Mutex<HashMap<String, VecDeque<Scripted>>>,
     in_flight: Mutex<HashSet<String>>,
@@ -157,6 +162,9 @@ impl FakeWechat {
             users: Mutex::default(),
             template_requests: AtomicU64::new(0),
             code_requests: AtomicU64::new(0),
+            added_us: AtomicU64::new(0),
+            added_count: AtomicU64::new(0),
+            overshoot_us: AtomicU64::new(0),
             tokens: Mutex::default(),
             scripts: Mutex::default(),
             in_flight: Mutex::default(),
@@ -275,6 +283,12 @@ impl FakeWechat {
             .get(&(openid.to_owned(), template.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The mean latency the fake really added to sends (`None` before any).
+    pub fn mean_added_latency(&self) -> Option<Duration> {
+        let n = self.inner.added_count.load(Ordering::SeqCst);
+        (n > 0).then(|| Duration::from_micros(self.inner.added_us.load(Ordering::SeqCst) / n))
     }
 
     /// gettemplate requests received.
@@ -572,7 +586,22 @@ impl Drop for Release<'_> {
 
 async fn answer(s: &Arc<Inner>, touser: &str, template: &str, v: &[u8]) -> Response {
     if !s.opts.latency.is_zero() {
-        tokio::time::sleep(s.opts.latency).await;
+        // tokio's timer fires on a 1 ms tick after the deadline, and the task then
+        // waits its turn, so a plain sleep adds about a millisecond more than asked.
+        // Asking for less by the overshoot seen so far (a moving average) keeps the
+        // delay the fake adds at `latency` on average; the bench prints the mean.
+        let overshoot = Duration::from_micros(s.overshoot_us.load(Ordering::Relaxed));
+        let asked = s.opts.latency.saturating_sub(overshoot);
+        let started = Instant::now();
+        tokio::time::sleep(asked).await;
+        let took = started.elapsed();
+        let over = took.saturating_sub(asked).as_micros() as u64;
+        let old = s.overshoot_us.load(Ordering::Relaxed);
+        s.overshoot_us
+            .store((old * 15 + over) / 16, Ordering::Relaxed);
+        s.added_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        s.added_count.fetch_add(1, Ordering::Relaxed);
     }
     let scripted = s
         .scripts
