@@ -200,10 +200,22 @@ impl Checker {
         if i.per_ip_per_minute == 0 {
             self.fail("intake.per_ip_per_minute", "must be at least 1");
         }
+        let client_ip_header = match i.client_ip_header.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(h) => axum::http::HeaderName::try_from(h)
+                .map_err(|_| {
+                    self.fail(
+                        "intake.client_ip_header",
+                        format!("{h:?} is not a header name such as X-Forwarded-For"),
+                    )
+                })
+                .ok(),
+        };
         Some(IntakeSettings {
             callback_token: token,
             max_body_bytes: i.max_body_bytes,
             per_ip_per_minute: i.per_ip_per_minute,
+            client_ip_header,
         })
     }
 

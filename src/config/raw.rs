@@ -154,6 +154,7 @@ pub(super) struct RawIntake {
     pub callback_token: Option<SecretString>,
     pub max_body_bytes: usize,
     pub per_ip_per_minute: u32,
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for RawIntake {
@@ -163,6 +164,7 @@ impl Default for RawIntake {
             callback_token: None,
             max_body_bytes: 16 * 1024,
             per_ip_per_minute: 60,
+            client_ip_header: None,
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct IntakeSettings {
     pub max_body_bytes: usize,
     /// Requests one client IP may make per minute.
     pub per_ip_per_minute: u32,
+    /// A header set by the reverse proxy in front (`X-Forwarded-For`,
+    /// `X-Real-IP`) whose last address is the client's; `None`: the peer's address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 /// `[log]`.

@@ -3,13 +3,13 @@
 //! each result becomes consent.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
@@ -176,13 +176,35 @@ fn exchange_failed(e: &WechatError) -> Response {
     (StatusCode::BAD_GATEWAY, Json(body)).into_response()
 }
 
+/// The client's address: the peer's, or behind a reverse proxy the last address
+/// in the header it sets (the one the proxy itself saw; earlier ones are the
+/// client's word and could be forged).
+fn client_ip(header: Option<&HeaderName>, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    let Some(name) = header else { return peer };
+    // Only the very last entry: if it is unreadable, the earlier ones are no better.
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
 /// The handler.
 pub(super) async fn post(
     State(intake): State<Intake>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if intake.per_ip.check_key(&peer.ip()).is_err() {
+    let client = client_ip(
+        intake.settings.client_ip_header.as_ref(),
+        &headers,
+        peer.ip(),
+    );
+    if intake.per_ip.check_key(&client).is_err() {
         return json_error(
             StatusCode::TOO_MANY_REQUESTS,
             None,
@@ -265,6 +287,20 @@ mod tests {
 
     fn field_of(body: &str) -> String {
         parse(body.as_bytes()).unwrap_err().field
+    }
+
+    #[test]
+    fn behind_a_proxy_the_last_forwarded_address_is_the_client() {
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let xff = HeaderName::from_static("x-forwarded-for");
+        let mut h = HeaderMap::new();
+        h.insert(&xff, "6.6.6.6, 203.0.113.9".parse().unwrap());
+        assert_eq!(
+            client_ip(Some(&xff), &h, peer),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(None, &h, peer), peer);
+        assert_eq!(client_ip(Some(&xff), &HeaderMap::new(), peer), peer);
     }
 
     #[tokio::test]

@@ -732,3 +732,30 @@ async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
         "no second call for the refused one"
     );
 }
+
+#[tokio::test]
+async fn behind_a_proxy_the_rate_limit_counts_each_forwarded_client() {
+    let env = consent_env(&format!(
+        "{}{}",
+        intake("per_ip_per_minute = 1\nclient_ip_header = \"X-Forwarded-For\""),
+        once_job("remind", "")
+    ))
+    .await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    let from = |client: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{}/v1/subscriptions", env.http))
+            .header("x-forwarded-for", format!("10.9.9.9, {client}"))
+            .body("{}")
+            .send()
+    };
+    let statuses = [
+        from("203.0.113.1").await.unwrap().status().as_u16(),
+        from("203.0.113.1").await.unwrap().status().as_u16(),
+        from("203.0.113.2").await.unwrap().status().as_u16(),
+    ];
+    // Each client gets its one request a minute; all came from the same peer.
+    assert_eq!(statuses, [400, 429, 400]);
+    stop(&mut child).await;
+}
