@@ -147,17 +147,31 @@ impl Summary {
 /// Renders and checks every message of `job` and prints it; touches nothing.
 async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
     let mut audience: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    // Recipients already in the database (without creating one), then the file's.
+    let subscribed = job.audience == crate::config::Audience::Subscribed;
+    // Recipients already in the database (without creating one), then the file's;
+    // or, for a subscribed audience, everyone with consent on record.
     if let Some(store) = Store::open_existing(&settings.database.url).await? {
-        for r in store.recipients(Some(job.name.as_ref())).await? {
-            if r.active {
-                audience.insert(r.openid, r.vars);
+        if subscribed {
+            let template = job.spec.template_id.as_ref();
+            // The kind as last fetched; a dry run makes no API call.
+            let one_time = store
+                .template(template)
+                .await?
+                .is_some_and(|(t, _)| t.kind == crate::domain::TemplateKind::OneTime);
+            for (openid, vars) in store.subscribed(template, one_time).await? {
+                audience.insert(openid, vars);
+            }
+        } else {
+            for r in store.recipients(Some(job.name.as_ref())).await? {
+                if r.active {
+                    audience.insert(r.openid, r.vars);
+                }
             }
         }
         store.close().await;
     }
     for r in config_recipients(settings) {
-        if r.job == job.name.as_ref() {
+        if r.job == job.name.as_ref() && !subscribed {
             audience.insert(r.openid, with_name(r.vars, r.name.as_deref()));
         }
     }

@@ -52,6 +52,11 @@ pub struct SubscriberRow {
     pub vars: BTreeMap<String, String>,
 }
 
+/// Who a `subscribed` run sends to, on `consents c`: a credit, or for a template
+/// not known to be one-time, an acceptance. Binds: template id, then 1 if one-time.
+pub(super) const SUBSCRIBED: &str =
+    "c.template_id = ? AND (c.credits > 0 OR (? = 0 AND c.status = 'accept'))";
+
 /// Where a report of consent came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsentSource {
@@ -346,6 +351,34 @@ impl Store {
                 vars: serde_json::from_str(&vars).unwrap_or_default(),
             }
         }))
+    }
+
+    /// Everyone a `subscribed` run of `template_id` would send to, with their
+    /// intake variables (`name` included), by openid.
+    pub async fn subscribed(
+        &self,
+        template_id: &str,
+        one_time: bool,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>, StorageError> {
+        let sql = format!(
+            "SELECT c.openid, s.name, s.vars FROM consents c LEFT JOIN subscribers s ON s.openid = c.openid \
+             WHERE {SUBSCRIBED} ORDER BY c.openid"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(template_id)
+            .bind(i64::from(one_time))
+            .fetch_all(&self.pool)
+            .await
+            .context("read a subscribed audience")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get("openid"),
+                    super::deliveries::vars_of(r.get("name"), r.get("vars")),
+                )
+            })
+            .collect())
     }
 
     /// The sent-event result for a msgid, if WeChat pushed one.

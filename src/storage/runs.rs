@@ -233,11 +233,11 @@ impl Store {
                     .bind(&now)
                     .bind(&now)
                     .bind(job),
-                    Audience::Subscribed { one_time } => sqlx::query(
+                    Audience::Subscribed { one_time } => sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
-                         SELECT ?, openid, 'pending', ?, ? FROM consents WHERE template_id = ? \
-                         AND (credits > 0 OR (? = 0 AND status = 'accept')) ORDER BY openid",
-                    )
+                         SELECT ?, c.openid, 'pending', ?, ? FROM consents c WHERE {} ORDER BY c.openid",
+                        super::consents::SUBSCRIBED
+                    )))
                     .bind(run_id)
                     .bind(&now)
                     .bind(&now)

@@ -439,6 +439,17 @@ async fn a_subscribed_audience_is_everyone_with_consent_and_only_them() {
         .unwrap();
     store.close().await;
 
+    // The dry run renders the same audience, without a call.
+    let dry = env.wxpush(&["send", "remind", "--dry-run"]).await;
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(
+        dry.stdout.contains("2 valid, 0 invalid of 2 messages"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("hello Ona") && !dry.stdout.contains(refused));
+    assert_eq!(env.fake.send_requests(), 0);
+
     let first = env.wxpush(&["send", "remind"]).await;
     assert_eq!(first.code, 0, "{first:?}");
     assert!(
