@@ -63,3 +63,30 @@ pub fn next_fire(job: &str, at: DateTime<Utc>) {
     gauge!("wxpush_next_fire_timestamp_seconds", "job" => job.to_owned())
         .set(at.timestamp() as f64);
 }
+
+/// Deliveries of `job` skipped at their claim for lack of consent, in one batch.
+pub fn skipped(job: &str, n: u64) {
+    counter!(
+        "wxpush_sends_total",
+        "job" => job.to_owned(),
+        "outcome" => Status::Skipped.as_str(),
+        "errcode" => "0"
+    )
+    .increment(n);
+}
+
+/// A subscription report through the intake API: `outcome` is `recorded`,
+/// `invalid` (400/413), `limited` (429) or `wechat_error` (502).
+pub fn intake_report(outcome: &'static str) {
+    counter!("wxpush_intake_reports_total", "outcome" => outcome).increment(1);
+}
+
+/// A consent or sent event from WeChat's push; `duplicate` when already applied.
+pub fn push_event(event: &str, duplicate: bool) {
+    counter!(
+        "wxpush_push_events_total",
+        "event" => event.to_owned(),
+        "duplicate" => if duplicate { "true" } else { "false" }
+    )
+    .increment(1);
+}

@@ -85,6 +85,12 @@ impl Launch<'_> {
                 return false;
             }
         };
+        // Not taken: no consent on record (the claim marked them `skipped`), or,
+        // rarely, no longer pending.
+        let passed_over = ready.len() - taken.len();
+        if passed_over > 0 {
+            crate::stats::skipped(&self.ctx.job, passed_over as u64);
+        }
         let mut ready = ready.into_iter().filter(|(id, _)| taken.contains(id));
         while let Some((id, message)) = ready.next() {
             let permit = tokio::select! {

@@ -116,6 +116,7 @@ async fn apply(intake: &Intake, push: &Push) -> Result<(), StorageError> {
                     .store
                     .apply_consent_event(&key, openid, template_id.as_ref(), *result)
                     .await?;
+                crate::stats::push_event(&push.event, !fresh);
                 tracing::info!(
                     openid.masked = %push.openid.masked(),
                     template_id = template_id.as_ref(),
@@ -141,6 +142,7 @@ async fn apply(intake: &Intake, push: &Push) -> Result<(), StorageError> {
                         error_status,
                     )
                     .await?;
+                crate::stats::push_event(&push.event, !fresh);
                 if *error_code != 0 && fresh {
                     tracing::warn!(
                         openid.masked = %push.openid.masked(),

@@ -205,6 +205,7 @@ pub(super) async fn post(
         peer.ip(),
     );
     if intake.per_ip.check_key(&client).is_err() {
+        crate::stats::intake_report("limited");
         return json_error(
             StatusCode::TOO_MANY_REQUESTS,
             None,
@@ -214,6 +215,7 @@ pub(super) async fn post(
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            crate::stats::intake_report("invalid");
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("body"),
@@ -224,12 +226,16 @@ pub(super) async fn post(
     };
     let report = match parse(&body) {
         Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, Some(&e.field), e.message),
+        Err(e) => {
+            crate::stats::intake_report("invalid");
+            return json_error(StatusCode::BAD_REQUEST, Some(&e.field), e.message);
+        }
     };
     let session = match intake.client.code2session(&report.code).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "code exchange failed");
+            crate::stats::intake_report("wechat_error");
             return exchange_failed(&e);
         }
     };
@@ -271,6 +277,7 @@ pub(super) async fn post(
         .filter(|(_, r)| *r == ConsentResult::Accept)
         .map(|(t, _)| t.as_str())
         .collect();
+    crate::stats::intake_report("recorded");
     tracing::info!(
         openid.masked = %openid.masked(),
         templates = results.len(),

@@ -172,6 +172,20 @@ async fn the_intake_api_turns_a_login_code_into_consent_and_never_leaks_the_sess
     assert_eq!(who.name.as_deref(), Some("Alice"));
     assert_eq!(who.vars["floor"], "3");
 
+    let metrics = reqwest::get(format!("http://{}/metrics", env.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "wxpush_intake_reports_total{outcome=\"recorded\"} 1",
+        "wxpush_intake_reports_total{outcome=\"wechat_error\"} 2",
+        "wxpush_push_events_total{event=\"subscribe_msg_popup_event\",duplicate=\"false\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
+    }
+
     assert_eq!(stop(&mut child).await.code(), Some(0));
     let mut log = String::new();
     child
