@@ -27,6 +27,9 @@ use crate::wechat::WechatClient;
 pub use events::{EventError, Item, Push, parse as parse_push};
 pub use signature::{sign, verify};
 
+/// How long an applied push is remembered (WeChat's retries come within seconds).
+const EVENT_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
 /// What the intake handlers share.
 #[derive(Clone)]
 pub struct Intake {
@@ -50,14 +53,21 @@ impl Intake {
 
     /// The intake routes, with the body size limit applied.
     pub fn routes(self) -> Router {
-        // Forget idle clients now and then, so the limiter's memory stays bounded.
-        let limiter = Arc::clone(&self.per_ip);
+        // Forget idle clients and long-applied pushes now and then, so that
+        // neither the limiter nor the event table grows without bound.
+        let (limiter, store) = (Arc::clone(&self.per_ip), self.store.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
+            for minute in 0u64.. {
                 tick.tick().await;
                 limiter.retain_recent();
                 limiter.shrink_to_fit();
+                if minute % 60 == 0 {
+                    let before = chrono::Utc::now() - EVENT_MEMORY;
+                    if let Err(e) = store.prune_consent_events(before).await {
+                        tracing::warn!(error = %e, "cannot prune applied events");
+                    }
+                }
             }
         });
         let limit = self.settings.max_body_bytes;

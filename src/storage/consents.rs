@@ -283,6 +283,20 @@ impl Store {
         Ok(fresh)
     }
 
+    /// Forgets which pushes were applied before `before`: WeChat retries a push
+    /// within seconds, so old keys only take space. Returns how many went.
+    pub async fn prune_consent_events(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StorageError> {
+        let r = sqlx::query("DELETE FROM consent_events WHERE received_at < ?")
+            .bind(super::ts(before))
+            .execute(&self.pool)
+            .await
+            .context("prune applied events")?;
+        Ok(r.rows_affected())
+    }
+
     /// Records a `subscribe_msg_sent_event` (once per msgid). True when it was new.
     pub async fn record_sent_event(
         &self,

@@ -784,3 +784,33 @@ async fn behind_a_proxy_the_rate_limit_counts_each_forwarded_client() {
     assert_eq!(statuses, [400, 429, 400]);
     stop(&mut child).await;
 }
+
+#[tokio::test]
+async fn applied_push_keys_are_remembered_until_pruned() {
+    let store = wxpush::storage::Store::open("sqlite::memory:")
+        .await
+        .unwrap();
+    let accept = wxpush::domain::ConsentResult::Accept;
+    assert!(
+        store
+            .apply_consent_event("k1", "oU1", ONCE, accept)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .apply_consent_event("k1", "oU1", ONCE, accept)
+            .await
+            .unwrap()
+    );
+    let week_ago = chrono::Utc::now() - chrono::TimeDelta::days(7);
+    assert_eq!(store.prune_consent_events(week_ago).await.unwrap(), 0);
+    let later = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    assert_eq!(store.prune_consent_events(later).await.unwrap(), 1);
+    assert!(
+        store
+            .apply_consent_event("k1", "oU1", ONCE, accept)
+            .await
+            .unwrap()
+    );
+}
