@@ -814,3 +814,25 @@ async fn applied_push_keys_are_remembered_until_pruned() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn check_only_warns_when_wechat_cannot_be_reached() {
+    let env = consent_env(&once_job("remind", "")).await;
+    let closed = free_addr();
+    let out = env
+        .command(&["check"])
+        .env("WXPUSH__WECHAT__API_BASE", format!("http://{closed}"))
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("warning: cannot verify the jobs' templates against WeChat"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(SECRET));
+}
