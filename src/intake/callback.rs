@@ -14,6 +14,9 @@ use super::events::{self, Item, Push};
 use super::{Intake, signature};
 use crate::storage::StorageError;
 
+/// How far a push's signed timestamp may be from this server's clock.
+const FRESH_SECS: i64 = 600;
+
 /// WeChat gives up on an answer after 5 s and retries; answer well before.
 const DEADLINE: Duration = Duration::from_secs(4);
 
@@ -31,9 +34,26 @@ impl Signed {
         let Some(token) = &intake.settings.callback_token else {
             return false;
         };
-        match (&self.signature, &self.timestamp, &self.nonce) {
-            (Some(s), Some(t), Some(n)) => signature::verify(token, t, n, s),
-            _ => false,
+        let (Some(s), Some(t), Some(n)) = (&self.signature, &self.timestamp, &self.nonce) else {
+            return false;
+        };
+        if !signature::verify(token, t, n, s) {
+            return false;
+        }
+        // In plaintext mode the signature does not cover the body, so a signed
+        // query seen once could carry forged bodies later: it is honoured only
+        // near the time it was made.
+        let now = chrono::Utc::now().timestamp();
+        match t.parse::<i64>() {
+            Ok(at) if (now - at).abs() <= FRESH_SECS => true,
+            Ok(at) => {
+                tracing::warn!(
+                    skew_secs = now - at,
+                    "a signed push is too old or from the future; check this server's clock"
+                );
+                false
+            }
+            Err(_) => false,
         }
     }
 }

@@ -67,10 +67,16 @@ async fn post_raw(addr: std::net::SocketAddr, path: &str, body: Vec<u8>) -> (u16
     )
 }
 
-/// The query WeChat signs a push with.
-fn signed(timestamp: &str, nonce: &str) -> String {
-    let sig = wxpush::intake::sign(CALLBACK_TOKEN, timestamp, nonce);
+/// The query WeChat signs a push with, made `ago` seconds ago.
+fn signed_at(ago: i64, nonce: &str) -> String {
+    let timestamp = (chrono::Utc::now().timestamp() - ago).to_string();
+    let sig = wxpush::intake::sign(CALLBACK_TOKEN, &timestamp, nonce);
     format!("signature={sig}&timestamp={timestamp}&nonce={nonce}")
+}
+
+/// The query WeChat signs a push with, made now.
+fn signed(nonce: &str) -> String {
+    signed_at(0, nonce)
 }
 
 async fn push(addr: std::net::SocketAddr, query: &str, body: &str) -> (u16, String) {
@@ -158,10 +164,7 @@ async fn the_intake_api_turns_a_login_code_into_consent_and_never_leaks_the_sess
         r#"{{"FromUserName":"{alice}","CreateTime":1700000000,"MsgType":"event","Event":"subscribe_msg_popup_event",
             "List":[{{"TemplateId":"{ONCE}","SubscribeStatusString":"accept","PopupScene":"0"}}]}}"#
     );
-    assert_eq!(
-        push(env.http, &signed("1700000001", "1"), &popup).await.0,
-        200
-    );
+    assert_eq!(push(env.http, &signed("1"), &popup).await.0, 200);
     assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 1)));
     assert_eq!(
         consent(&env, alice, "tmpl-checkin").await,
@@ -273,7 +276,7 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
     let url = format!("http://{}/wechat/callback", env.http);
 
     // The console's URL check: echostr only with a good signature.
-    let good = format!("{}&echostr=e-12345", signed("1714036504", "1514711492"));
+    let good = format!("{}&echostr=e-12345", signed("1514711492"));
     let r = reqwest::get(format!("{url}?{good}")).await.unwrap();
     assert_eq!(
         (r.status().as_u16(), r.text().await.unwrap()),
@@ -291,7 +294,7 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
     );
     for _ in 0..3 {
         assert_eq!(
-            push(env.http, &signed("1700000001", "77"), &popup).await,
+            push(env.http, &signed("77"), &popup).await,
             (200, "success".into())
         );
     }
@@ -300,11 +303,17 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
     // A forged push changes nothing.
     let (status, _) = push(
         env.http,
-        &signed("1700000001", "77").replace("nonce=77", "nonce=78"),
+        &signed("77").replace("nonce=77", "nonce=78"),
         &popup,
     )
     .await;
     assert_eq!(status, 403);
+    assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 1)));
+
+    // A genuine signature from an hour ago is not honoured: in plaintext mode it
+    // does not cover the body, so it could carry a forged one.
+    let stale = popup.replace("1700000000", "1700000050");
+    assert_eq!(push(env.http, &signed_at(3600, "8"), &stale).await.0, 403);
     assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 1)));
 
     // XML popup with two acceptances in a List array: two more credits.
@@ -316,10 +325,7 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
          <List><TemplateId><![CDATA[tmpl-checkin]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>0</PopupScene></List>\
          </SubscribeMsgPopupEvent></xml>"
     );
-    assert_eq!(
-        push(env.http, &signed("1700000101", "5"), &xml).await.0,
-        200
-    );
+    assert_eq!(push(env.http, &signed("5"), &xml).await.0, 200);
     assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 2)));
     assert_eq!(
         consent(&env, alice, "tmpl-checkin").await,
@@ -338,10 +344,7 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
         r#"{{"ToUserName":"gh_1","FromUserName":"{alice}","CreateTime":"1700000200","MsgType":"event",
             "Event":"subscribe_msg_sent_event","List":{{"TemplateId":"{ONCE}","MsgID":"{msgid}","ErrorCode":"10002","ErrorStatus":"push fail"}}}}"#
     );
-    assert_eq!(
-        push(env.http, &signed("1700000201", "9"), &sent).await.0,
-        200
-    );
+    assert_eq!(push(env.http, &signed("9"), &sent).await.0, 200);
     let shown = env.wxpush(&["runs", "show", "1"]).await;
     assert!(shown.stdout.contains("10002 push fail"), "{}", shown.stdout);
 
@@ -361,14 +364,11 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
          <Event>subscribe_msg_change_event</Event><SubscribeMsgChangeEvent><List><TemplateId>{ONCE}</TemplateId>\
          <SubscribeStatusString>reject</SubscribeStatusString></List></SubscribeMsgChangeEvent></xml>"
     );
-    assert_eq!(
-        push(env.http, &signed("1700000301", "3"), &change).await.0,
-        200
-    );
+    assert_eq!(push(env.http, &signed("3"), &change).await.0, 200);
     assert_eq!(consent(&env, alice, ONCE).await, Some(("reject".into(), 0)));
 
     // An unreadable push is refused so that WeChat retries it.
-    assert_eq!(push(env.http, &signed("1", "2"), "<xml><Fro").await.0, 400);
+    assert_eq!(push(env.http, &signed("2"), "<xml><Fro").await.0, 400);
     stop(&mut child).await;
 }
 
