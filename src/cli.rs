@@ -91,6 +91,12 @@ pub enum RecipientsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Erase one person: every job's entry, their intake data and consent, and
+    /// their openid in run history (the rows stay, anonymised).
+    Forget {
+        /// The openid.
+        openid: String,
+    },
     /// Import recipients from CSV: header `openid` plus variable columns. All or nothing.
     Import {
         /// The CSV file.

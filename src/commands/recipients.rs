@@ -1,4 +1,4 @@
-//! `wxpush recipients list|add|show|remove|import`.
+//! `wxpush recipients list|add|show|remove|forget|import`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +15,7 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
     match command {
         RecipientsCommand::List { job, json } => list(&settings, job.as_deref(), json).await,
         RecipientsCommand::Show { openid, json } => show(&settings, &openid, json).await,
+        RecipientsCommand::Forget { openid } => forget(&settings, &openid).await,
         RecipientsCommand::Add {
             openid,
             job,
@@ -330,4 +331,34 @@ async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Fai
         );
     }
     Ok(Exit::Ok)
+}
+
+/// `recipients forget OPENID`: erases a person (a deletion request).
+async fn forget(settings: &Settings, openid: &str) -> Result<Exit, Failure> {
+    let openid = OpenId::parse(openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
+    // Refused while the file still lists them: the next sync would add them back.
+    if settings.recipients.iter().any(|r| r.openid == openid) {
+        return Err(Failure::usage(format!(
+            "{}: {openid} is listed in [[recipients]]; remove it from the file first",
+            settings.path.display()
+        )));
+    }
+    let Some(store) = Store::open_existing(&settings.database.url).await? else {
+        return Err(Failure {
+            exit: Exit::SomeFailed,
+            message: format!("nothing is known about {openid}"),
+        });
+    };
+    let touched = store.forget(openid.as_ref()).await;
+    store.close().await;
+    match touched? {
+        0 => Err(Failure {
+            exit: Exit::SomeFailed,
+            message: format!("nothing is known about {openid}"),
+        }),
+        n => {
+            println!("forgot {openid}: {n} rows erased or anonymised");
+            Ok(Exit::Ok)
+        }
+    }
 }

@@ -367,6 +367,31 @@ impl Store {
         }))
     }
 
+    /// Erases one person in one transaction: their recipient entries, intake data
+    /// and consent, and their openid in delivery and push history (the rows stay,
+    /// for the counts, under a placeholder). Returns the rows touched.
+    pub async fn forget(&self, openid: &str) -> Result<u64, StorageError> {
+        let mut tx = self.write().await?;
+        let mut touched = 0;
+        for sql in [
+            "DELETE FROM recipients WHERE openid = ?",
+            "DELETE FROM subscribers WHERE openid = ?",
+            "DELETE FROM consents WHERE openid = ?",
+            // Unique per run, so the placeholder carries the row's own id.
+            "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = ?",
+            "UPDATE sent_events SET openid = 'forgotten' WHERE openid = ?",
+        ] {
+            touched += sqlx::query(sql)
+                .bind(openid)
+                .execute(&mut *tx)
+                .await
+                .context("forget a person")?
+                .rows_affected();
+        }
+        tx.commit().await.context("commit forgetting a person")?;
+        Ok(touched)
+    }
+
     /// Everyone a `subscribed` run of `template_id` would send to, with their
     /// intake variables (`name` included), by openid.
     pub async fn subscribed(

@@ -836,3 +836,47 @@ async fn check_only_warns_when_wechat_cannot_be_reached() {
     );
     assert!(!run.all().contains(SECRET));
 }
+
+#[tokio::test]
+async fn forget_erases_a_person_but_keeps_the_counts() {
+    let (alice, listed_one) = ("oAlice000000000000000001", "oListed00000000000000001");
+    let env = consent_env(&format!(
+        "{}{}",
+        once_job("remind", "audience = \"subscribed\""),
+        listed("remind", &[listed_one])
+    ))
+    .await;
+    grant(&env, alice, 1).await;
+    let store = env.store().await;
+    store
+        .record_subscription(alice, Some("Alice"), None, &[])
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(env.wxpush(&["send", "remind"]).await.code, 0);
+
+    let run = env.wxpush(&["recipients", "forget", alice]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let shown = env.wxpush(&["recipients", "show", alice]).await;
+    assert_eq!(shown.code, 1, "{shown:?}");
+    let history = env.wxpush(&["runs", "show", "1"]).await;
+    assert!(!history.stdout.contains(alice), "{}", history.stdout);
+    assert!(history.stdout.contains("forgotten-1"), "{}", history.stdout);
+    let runs = env.wxpush(&["runs", "--json"]).await;
+    let v: Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(
+        v[0]["counts"]["sent"], 1,
+        "the run still counts its message"
+    );
+
+    // Someone the config file lists must leave the file first.
+    let refused = env.wxpush(&["recipients", "forget", listed_one]).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("remove it from the file first"));
+    assert_eq!(
+        env.wxpush(&["recipients", "forget", alice]).await.code,
+        1,
+        "nothing left to forget"
+    );
+}
