@@ -4,12 +4,10 @@
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Audience as JobAudience;
 use crate::config::Job;
 use crate::delivery::{Deliverer, DeliveryError, RunReport};
-use crate::domain::TemplateKind;
 use crate::joblock::{JobLock, LockError};
-use crate::storage::{Audience, NewRun, RunStatus, StorageError, Store, Trigger};
+use crate::storage::{NewRun, RunStatus, StorageError, Store, Trigger};
 
 /// Why a firing could not proceed.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +47,15 @@ pub async fn fire(
 ) -> Result<Fired, FireError> {
     let _lock = JobLock::try_acquire(store.path(), &job.name)?;
     let mut fired = Fired::default();
+    let targeting = deliverer.targeting(job).await;
     for run_id in store.unfinished_runs(job.name.as_ref()).await? {
         let Some(run) = store.run(run_id).await? else {
             continue;
         };
         tracing::info!(run.id = run_id, slot = %run.slot, "resuming an unfinished run");
-        let report = deliverer.drain(job, run_id, run.slot, shutdown).await?;
+        let report = deliverer
+            .drain(job, &targeting, run_id, run.slot, shutdown)
+            .await?;
         let halted = report.stopped.is_some() || report.interrupted;
         log_end(&report);
         fired.reports.push(report);
@@ -71,12 +72,11 @@ pub async fn fire(
     if shutdown.is_cancelled() {
         return Ok(fired);
     }
-    let audience = audience(job, deliverer.gate(job).await.1);
     let enqueued = store
         .enqueue(NewRun {
             job: job.name.as_ref(),
             template_id: job.spec.template_id.as_ref(),
-            audience,
+            audience: targeting.audience,
             slot,
             trigger,
         })
@@ -89,21 +89,11 @@ pub async fn fire(
     }
     tracing::info!(run.id = enqueued.run_id, %slot, trigger = ?trigger, "run started");
     let report = deliverer
-        .drain(job, enqueued.run_id, slot, shutdown)
+        .drain(job, &targeting, enqueued.run_id, slot, shutdown)
         .await?;
     log_end(&report);
     fired.reports.push(report);
     Ok(fired)
-}
-
-/// Who `job` sends to, given its template's kind when known.
-pub fn audience(job: &Job, kind: Option<TemplateKind>) -> Audience {
-    match job.audience {
-        JobAudience::Listed => Audience::Listed,
-        JobAudience::Subscribed => Audience::Subscribed {
-            one_time: kind == Some(TemplateKind::OneTime),
-        },
-    }
 }
 
 fn log_end(r: &RunReport) {

@@ -122,7 +122,6 @@ struct Users {
 struct Inner {
     opts: FakeOptions,
     users: Mutex<Users>,
-    template_requests: AtomicU64,
     code_requests: AtomicU64,
     /// Latency actually added to sends: total microseconds and count.
     added_us: AtomicU64,
@@ -160,7 +159,6 @@ impl FakeWechat {
         let inner = Arc::new(Inner {
             opts,
             users: Mutex::default(),
-            template_requests: AtomicU64::new(0),
             code_requests: AtomicU64::new(0),
             added_us: AtomicU64::new(0),
             added_count: AtomicU64::new(0),
@@ -273,27 +271,10 @@ impl FakeWechat {
             .or_default() += times;
     }
 
-    /// Sends WeChat would still accept for `openid` and `template`.
-    pub fn credits(&self, openid: &str, template: &str) -> u64 {
-        self.inner
-            .users
-            .lock()
-            .unwrap()
-            .subscriptions
-            .get(&(openid.to_owned(), template.to_owned()))
-            .copied()
-            .unwrap_or(0)
-    }
-
     /// The mean latency the fake really added to sends (`None` before any).
     pub fn mean_added_latency(&self) -> Option<Duration> {
         let n = self.inner.added_count.load(Ordering::SeqCst);
         (n > 0).then(|| Duration::from_micros(self.inner.added_us.load(Ordering::SeqCst) / n))
-    }
-
-    /// gettemplate requests received.
-    pub fn template_requests(&self) -> u64 {
-        self.inner.template_requests.load(Ordering::SeqCst)
     }
 
     /// jscode2session requests received.
@@ -471,7 +452,6 @@ impl Inner {
 }
 
 async fn get_templates(State(s): State<Arc<Inner>>, Query(q): Query<SendQuery>) -> Response {
-    s.template_requests.fetch_add(1, Ordering::SeqCst);
     if let Some(e) = s.check_token(q.access_token.as_deref()) {
         return e;
     }

@@ -17,10 +17,10 @@ use super::inflight::InFlight;
 use super::recorder::Recorder;
 use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext};
-use crate::config::{ConsentCheck, DeliverySettings, Job, OnUnknown};
+use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job, OnUnknown};
 use crate::domain::{Builtins, Message, OpenId, TemplateKind};
 use crate::storage::{
-    ConsentGate, Counts, Outcome, PendingDelivery, RunStatus, Status, StorageError, Store,
+    Audience, ConsentGate, Counts, Outcome, PendingDelivery, RunStatus, Status, StorageError, Store,
 };
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
 
@@ -58,6 +58,15 @@ pub struct RunReport {
     pub latency_p50_ms: f64,
     /// 99th percentile request latency, in milliseconds.
     pub latency_p99_ms: f64,
+}
+
+/// Who a job's runs send to, and what consent their claims need.
+#[derive(Debug, Clone)]
+pub struct Targeting {
+    /// Checked in the transaction that claims each chunk.
+    pub gate: ConsentGate,
+    /// Who a new run enqueues, and where names and variables come from.
+    pub audience: Audience,
 }
 
 /// Starts the sends of claimed chunks, each under a concurrency permit.
@@ -170,24 +179,27 @@ impl Deliverer {
         &self.client
     }
 
-    /// The template list (for kinds and `check`).
-    pub fn templates(&self) -> &TemplateCatalog {
-        &self.templates
-    }
-
-    /// What consent `job`'s sends need: a credit for a one-time template, no
-    /// rejection on record otherwise (and when the kind cannot be known now).
-    pub async fn gate(&self, job: &Job) -> (ConsentGate, Option<TemplateKind>) {
+    /// Who `job`'s runs send to and what consent their claims need: a credit for a
+    /// one-time template, no rejection on record otherwise (and when the kind
+    /// cannot be known now). Worked out once per firing: it may ask WeChat.
+    pub async fn targeting(&self, job: &Job) -> Targeting {
         let template = job.spec.template_id.as_ref();
-        if job.consent == ConsentCheck::Unchecked {
-            return (ConsentGate::Unchecked, None);
-        }
-        let kind = self.templates.kind(template).await;
-        let gate = match kind {
-            Some(TemplateKind::OneTime) => ConsentGate::Credit(template.to_owned()),
+        let kind = match job.consent {
+            ConsentCheck::Unchecked => None,
+            ConsentCheck::Required => self.templates.kind(template).await,
+        };
+        let gate = match (job.consent, kind) {
+            (ConsentCheck::Unchecked, _) => ConsentGate::Unchecked,
+            (_, Some(TemplateKind::OneTime)) => ConsentGate::Credit(template.to_owned()),
             _ => ConsentGate::NotRefused(template.to_owned()),
         };
-        (gate, kind)
+        let audience = match job.audience {
+            JobAudience::Listed => Audience::Listed,
+            JobAudience::Subscribed => Audience::Subscribed {
+                one_time: kind == Some(TemplateKind::OneTime),
+            },
+        };
+        Targeting { gate, audience }
     }
 
     /// Sends every pending delivery of `run_id`. The caller holds the job's lock.
@@ -198,6 +210,7 @@ impl Deliverer {
     pub async fn drain(
         &self,
         job: &Job,
+        targeting: &Targeting,
         run_id: i64,
         slot: DateTime<Utc>,
         shutdown: &CancellationToken,
@@ -219,9 +232,7 @@ impl Deliverer {
         self.store
             .reopen_run(run_id, job.spec.template_id.as_ref())
             .await?;
-        let (gate, kind) = self.gate(job).await;
-        let audience = crate::runner::audience(job, kind);
-        let recorder = Recorder::start(self.store.clone(), gate);
+        let recorder = Recorder::start(self.store.clone(), targeting.gate.clone());
         let ctx = Arc::new(SendContext {
             client: self.client.clone(),
             tokens: Arc::clone(&self.tokens),
@@ -252,7 +263,7 @@ impl Deliverer {
         'pages: loop {
             let page = self
                 .store
-                .pending_page(job.name.as_ref(), audience, run_id, after, PAGE)
+                .pending_page(job.name.as_ref(), targeting.audience, run_id, after, PAGE)
                 .await?;
             let Some(last) = page.last() else { break };
             after = last.id;

@@ -24,8 +24,7 @@ use crate::config::IntakeSettings;
 use crate::storage::Store;
 use crate::wechat::WechatClient;
 
-pub use events::{EventError, Item, Push, parse as parse_push};
-pub use signature::{sign, verify};
+pub use signature::sign;
 
 /// How long an applied push is remembered (WeChat's retries come within seconds).
 const EVENT_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(7);

@@ -182,6 +182,20 @@ fn outcome_values(rows: usize) -> String {
     )
 }
 
+/// Binds a chunk of ids and the padding up to its statement size.
+fn bind_ids<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ids: &[i64],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for id in ids {
+        q = q.bind(*id);
+    }
+    for _ in ids.len()..padded(ids.len()) {
+        q = q.bind(NO_ID);
+    }
+    q
+}
+
 /// Binds a chunk of outcomes (and the padding) to a statement from `outcome_values`.
 fn bind_outcomes<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -316,32 +330,24 @@ impl Store {
         let credit = matches!(gate, ConsentGate::Credit(_));
         for chunk in claims.chunks(CHUNK) {
             let ids = placeholders(1, padded(chunk.len()));
-            let bind_ids = |mut q: sqlx::query::Query<'static, sqlx::Sqlite, _>| {
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                for _ in chunk.len()..padded(chunk.len()) {
-                    q = q.bind(NO_ID);
-                }
-                q
-            };
             let sql = format!(
                 "UPDATE deliveries SET status = 'sending', credit = ?, updated_at = ? \
                  WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id"
             );
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(i64::from(credit))
                 .bind(now.clone());
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for _ in chunk.len()..padded(chunk.len()) {
-                q = q.bind(NO_ID);
-            }
+            let mut q = bind_ids(q, chunk);
             if let Some(t) = template {
                 q = q.bind(t.clone());
             }
-            let mine = q.fetch_all(&mut *tx).await.context("claim deliveries")?;
+            let mine: Vec<i64> = q
+                .fetch_all(&mut *tx)
+                .await
+                .context("claim deliveries")?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
             if let (ConsentGate::Credit(t), false) = (gate, mine.is_empty()) {
                 // Each claimed delivery holds one credit until its outcome settles it.
                 let sql = format!(
@@ -349,14 +355,10 @@ impl Store {
                      (SELECT openid FROM deliveries WHERE id IN ({}))",
                     placeholders(1, padded(mine.len()))
                 );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone());
-                for id in &mine {
-                    q = q.bind(*id);
-                }
-                for _ in mine.len()..padded(mine.len()) {
-                    q = q.bind(NO_ID);
-                }
-                q.execute(&mut *tx).await.context("hold consent credits")?;
+                bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone()), &mine)
+                    .execute(&mut *tx)
+                    .await
+                    .context("hold consent credits")?;
             }
             // Only when some were not taken: pending ones among them lack consent.
             if template.is_some() && mine.len() < chunk.len() {
@@ -367,7 +369,7 @@ impl Store {
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(NO_CONSENT)
                     .bind(now.clone());
-                bind_ids(q)
+                bind_ids(q, chunk)
                     .execute(&mut *tx)
                     .await
                     .context("skip deliveries without consent")?;
