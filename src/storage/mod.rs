@@ -79,6 +79,10 @@ impl Store {
                 source: sqlx::Error::Io(e),
             })?;
         }
+        let _setup = match &path {
+            Some(path) => Some(setup_lock(path).await?),
+            None => None,
+        };
         // Each connection to `:memory:` would be a database of its own.
         let connections = if path.is_some() { 4 } else { 1 };
         let pool = SqlitePoolOptions::new()
@@ -144,6 +148,37 @@ impl Store {
     }
 }
 
+/// Waits for the setup lock of the database at `db`, held while a process creates,
+/// switches to WAL and migrates it. sqlx takes no lock when migrating SQLite, and the
+/// switch to WAL can fail at once with SQLITE_BUSY, so a daemon and a cron `send`
+/// opening a new file together could both fail. The kernel drops the lock on exit.
+async fn setup_lock(db: &Path) -> Result<std::fs::File, StorageError> {
+    let mut name = db.as_os_str().to_owned();
+    // A dot cannot start a job name, so this never meets a job's lock file.
+    name.push(".locks/.setup.lock");
+    let path = std::path::PathBuf::from(name);
+    let fail = |e: std::io::Error| StorageError {
+        action: "take the database setup lock",
+        source: sqlx::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        )),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .expect("the lock task does not panic")
+        .map_err(fail)
+}
+
 /// Timestamps are stored as RFC 3339 UTC text, which sorts in time order.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -151,4 +186,25 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
 
 fn now() -> String {
     ts(Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_opened_at_once_on_a_new_file_all_migrate_it() {
+        // The daemon starting while a cron `send` starts is the same race.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("new.db").display());
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { Store::open(&url).await.map(|_| ()) })
+            })
+            .collect();
+        for open in opens {
+            open.await.unwrap().expect("every concurrent open succeeds");
+        }
+    }
 }

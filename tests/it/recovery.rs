@@ -17,6 +17,7 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
     // Let some sends complete, then kill -9 while others are in flight.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while env.fake.accepted_count() < 8 {
+        still_running(&mut child);
         assert!(
             std::time::Instant::now() < deadline,
             "the send made no progress"

@@ -41,6 +41,7 @@ async fn the_daemon_fires_on_schedule_and_stops_cleanly_on_sigterm() {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while env.fake.accepted_count() < 4 {
+        still_running(&mut child);
         assert!(
             std::time::Instant::now() < deadline,
             "the daemon did not fire twice"
@@ -90,6 +91,7 @@ name = "late"
     let mut child = env.command(&["run"]).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while env.fake.accepted_count() < 1 {
+        still_running(&mut child);
         assert!(std::time::Instant::now() < deadline, "no catch-up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -170,6 +172,7 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let skipped = loop {
+        still_running(&mut child);
         let runs = store.runs(Some("tick"), 20).await.unwrap();
         if let Some(r) = runs
             .iter()

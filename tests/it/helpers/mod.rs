@@ -77,6 +77,13 @@ pub async fn signal(child: &tokio::process::Child, signal: &str) {
     assert!(ok.success());
 }
 
+/// Fails the test at once, rather than at its deadline, when `child` has exited.
+pub fn still_running(child: &mut tokio::process::Child) {
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("wxpush exited early ({status}); rerun with TEST_LOG=info to see its log");
+    }
+}
+
 /// SIGTERM, then the exit status within 10 s.
 pub async fn stop(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     signal(child, "-TERM").await;
