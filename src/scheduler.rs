@@ -117,16 +117,25 @@ fn start(
     running.insert(job.name.to_string(), Running { job, stop });
 }
 
-/// The slot to catch up on start: the latest one, if missed by less than `catch_up`
-/// and not run yet.
+/// The slot to catch up on start: the latest one, if it came while a daemon had this
+/// schedule loaded, was missed by less than `catch_up`, and has not run yet.
 async fn missed_slot(
     app: &App,
     job: &Job,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StorageError> {
+    // Recorded on every load (reloads too) so that a later restart knows.
+    let since = app
+        .store
+        .schedule_since(job.name.as_ref(), &job.schedule.key(), now)
+        .await?;
     let Some(slot) = job.schedule.latest_at_or_before(now) else {
         return Ok(None);
     };
+    // A new install, a new job or a changed cron line was never due before now.
+    if slot < since {
+        return Ok(None);
+    }
     let late = (now - slot).to_std().unwrap_or_default();
     if late >= job.catch_up {
         return Ok(None);

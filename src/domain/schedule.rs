@@ -10,6 +10,7 @@ use croner::parser::{CronParser, Seconds, Year};
 pub struct Schedule {
     cron: Cron,
     tz: Tz,
+    line: String,
 }
 
 /// A cron line that cannot be used.
@@ -44,11 +45,20 @@ impl Schedule {
             .build()
             .parse(line)
             .map_err(|e| ScheduleError(format!("{line:?} is not a valid cron line: {e}")))?;
-        let schedule = Self { cron, tz };
+        let schedule = Self {
+            cron,
+            tz,
+            line: line.split_whitespace().collect::<Vec<_>>().join(" "),
+        };
         if schedule.next_after(Utc::now()).is_none() {
             return Err(ScheduleError(format!("{line:?} never fires")));
         }
         Ok(schedule)
+    }
+
+    /// The cron line and time zone as one text: equal exactly when the schedules are.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.line, self.tz)
     }
 
     /// The job's time zone.

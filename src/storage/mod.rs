@@ -5,6 +5,7 @@ mod consents;
 mod deliveries;
 mod recipients;
 mod runs;
+mod schedules;
 mod tokens;
 
 use std::path::{Path, PathBuf};

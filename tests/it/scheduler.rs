@@ -71,12 +71,11 @@ async fn the_daemon_fires_on_schedule_and_stops_cleanly_on_sigterm() {
     assert_eq!(first, ny);
 }
 
-#[tokio::test]
-async fn a_slot_missed_while_down_is_caught_up_once_on_start() {
-    let body = r#"
+const MINUTELY: &str = r#"
 [[jobs]]
 name = "minutely"
 cron = "* * * * *"
+timezone = "Asia/Shanghai"
 template_id = "tmpl"
 catch_up = "10m"
 [jobs.data]
@@ -87,7 +86,18 @@ openid = "oLate1"
 jobs = ["minutely"]
 name = "late"
 "#;
-    let env = TestEnv::with(body).await;
+
+#[tokio::test]
+async fn a_slot_missed_while_down_is_caught_up_once_on_start() {
+    let env = TestEnv::with(MINUTELY).await;
+    // A daemon had this schedule loaded ten minutes ago, then went down.
+    let schedule = wxpush::domain::Schedule::parse("* * * * *", chrono_tz::Asia::Shanghai).unwrap();
+    let ten_minutes_ago = chrono::Utc::now() - chrono::Duration::minutes(10);
+    env.store()
+        .await
+        .schedule_since("minutely", &schedule.key(), ten_minutes_ago)
+        .await
+        .unwrap();
     let mut child = env.command(&["run"]).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while env.fake.accepted_count() < 1 {
@@ -154,6 +164,26 @@ async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later
     let again = env.wxpush(&["send", "daily"]).await;
     assert_eq!(again.code, 0, "{again:?}");
     assert!(ids.iter().all(|id| env.fake.accepted_for(id) == 1));
+}
+
+#[tokio::test]
+async fn a_new_install_does_not_catch_up_a_slot_from_before_it_started() {
+    let env = TestEnv::with(MINUTELY).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    // The catch-up would be the daemon's first fire, straight after start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    still_running(&mut child);
+    sigterm(&child).await;
+    child.wait().await.unwrap();
+    let runs = env.store().await.runs(Some("minutely"), 10).await.unwrap();
+    assert!(
+        runs.iter()
+            .all(|r| r.trigger != wxpush::storage::Trigger::CatchUp),
+        "{runs:?}"
+    );
+    // Only a minute boundary during the test may have sent something.
+    assert_eq!(env.fake.accepted_count() as usize, runs.len());
 }
 
 #[tokio::test]
