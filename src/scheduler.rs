@@ -166,8 +166,17 @@ async fn job_loop(
         tracing::info!(job = %job.name, %slot, "catching up on a missed slot");
     }
     let mut running = JoinSet::new();
-    // Resume unfinished runs (and the missed slot); a slot that comes meanwhile is skipped.
-    {
+    // Resume unfinished runs (and the missed slot); a slot that comes meanwhile is
+    // skipped. With nothing to resume nothing holds `busy`, so a slot right after
+    // start is not skipped for a run that does not exist.
+    let unfinished = match app.store.unfinished_runs(job.name.as_ref()).await {
+        Ok(runs) => !runs.is_empty(),
+        Err(e) => {
+            tracing::error!(job = %job.name, error = %e, "cannot look for unfinished runs");
+            false
+        }
+    };
+    if unfinished || catch_up.is_some() {
         let guard = Arc::clone(&busy).lock_owned().await;
         let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
         let slot = catch_up.map(|s| (s, Trigger::CatchUp));

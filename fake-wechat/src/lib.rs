@@ -31,6 +31,8 @@ pub struct FakeOptions {
     pub token_ttl: u64,
     /// Added to every send.
     pub latency: Duration,
+    /// Added to every token request (a slow start).
+    pub token_latency: Duration,
     /// Fraction (0..1) of sends answered `-1 system busy`.
     pub busy_rate: f64,
     /// Sends accepted per second before answering 45011 (0 = no limit).
@@ -68,6 +70,7 @@ impl Default for FakeOptions {
             secret: "test-secret".into(),
             token_ttl: 7200,
             latency: Duration::ZERO,
+            token_latency: Duration::ZERO,
             busy_rate: 0.0,
             rate_limit_per_sec: 0,
             daily_quota: 0,
@@ -351,6 +354,7 @@ struct StableBody {
 
 async fn stable_token(State(s): State<Arc<Inner>>, body: axum::body::Bytes) -> Response {
     s.token_requests.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(s.opts.token_latency).await;
     let Ok(b) = serde_json::from_slice::<StableBody>(&body) else {
         return err(47001, "data format error");
     };
@@ -392,6 +396,7 @@ struct ClassicQuery {
 
 async fn classic_token(State(s): State<Arc<Inner>>, Query(q): Query<ClassicQuery>) -> Response {
     s.token_requests.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(s.opts.token_latency).await;
     if q.grant_type.as_deref() != Some("client_credential") {
         return err(40002, "invalid grant_type");
     }

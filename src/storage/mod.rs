@@ -61,9 +61,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating it and its folder if missing) and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
+        // Only `open` creates the file (below): a connection opened later must not
+        // quietly start an empty database where an operator removed the real one.
         let options = SqliteConnectOptions::from_str(url)
             .context("parse [database] url")?
-            .create_if_missing(true)
+            .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL makes NORMAL durable against process crashes; only power loss can
             // lose the last commits.
@@ -84,6 +86,20 @@ impl Store {
             Some(path) => Some(setup_lock(path).await?),
             None => None,
         };
+        if let Some(path) = &path {
+            // SQLite reads an empty file as an empty database.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| StorageError {
+                    action: "create the database file",
+                    source: sqlx::Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", path.display()),
+                    )),
+                })?;
+        }
         // Each connection to `:memory:` would be a database of its own.
         let connections = if path.is_some() { 4 } else { 1 };
         let pool = SqlitePoolOptions::new()
@@ -207,5 +223,27 @@ mod tests {
         for open in opens {
             open.await.unwrap().expect("every concurrent open succeeds");
         }
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_does_not_recreate_a_removed_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // Holding every connection forces the pool to open new ones.
+        let mut held = Vec::new();
+        let mut failed = 0;
+        for _ in 0..4 {
+            match store.pool.acquire().await {
+                Ok(c) => held.push(c),
+                Err(_) => failed += 1,
+            }
+        }
+        assert!(failed > 0, "a new connection to a removed file fails");
+        assert!(!path.exists(), "and leaves no empty database behind");
+        assert!(store.ping().await.is_err());
     }
 }

@@ -187,6 +187,41 @@ async fn a_new_install_does_not_catch_up_a_slot_from_before_it_started() {
 }
 
 #[tokio::test]
+async fn the_first_slot_after_start_fires_even_while_startup_is_slow() {
+    let body = format!(
+        "{}{}",
+        every_second_job("Asia/Shanghai"),
+        tick_recipients(&["oEarly1"])
+    );
+    // The token takes longer than the gap between slots, so a startup that held the
+    // job would make the first slot look like it came during a previous run.
+    let opts = FakeOptions {
+        token_latency: Duration::from_millis(2500),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "", &body).await;
+    let mut child = env
+        .command(&["run"])
+        .env("WXPUSH__WECHAT__TIMEOUT", "10s")
+        .spawn()
+        .unwrap();
+    let store = env.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let runs = loop {
+        still_running(&mut child);
+        let runs = store.runs(Some("tick"), 20).await.unwrap();
+        if runs.iter().any(|r| r.counts.total > 0) {
+            break runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "no run: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop(&mut child).await;
+    let first = runs.iter().min_by_key(|r| r.slot).unwrap();
+    assert_eq!(first.counts.total, 1, "the first slot ran: {runs:?}");
+}
+
+#[tokio::test]
 async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped() {
     let body = format!(
         "{}{}",
