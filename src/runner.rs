@@ -30,6 +30,8 @@ pub struct Fired {
     pub reports: Vec<RunReport>,
     /// The slot's run was already complete: nothing was sent for it.
     pub already_done: Option<i64>,
+    /// A shutdown came before the slot's run was started.
+    pub cancelled: bool,
 }
 
 /// Resumes `job`'s unfinished runs, then (unless one of them stopped or a shutdown
@@ -47,7 +49,14 @@ pub async fn fire(
 ) -> Result<Fired, FireError> {
     let _lock = JobLock::try_acquire(store.path(), &job.name)?;
     let mut fired = Fired::default();
-    let targeting = deliverer.targeting(job).await;
+    // Looking up the template may wait on WeChat; a shutdown does not wait with it.
+    let targeting = tokio::select! {
+        t = deliverer.targeting(job) => t,
+        _ = shutdown.cancelled() => {
+            fired.cancelled = true;
+            return Ok(fired);
+        }
+    };
     for run_id in store.unfinished_runs(job.name.as_ref()).await? {
         let Some(run) = store.run(run_id).await? else {
             continue;
@@ -70,6 +79,7 @@ pub async fn fire(
         return Ok(fired);
     }
     if shutdown.is_cancelled() {
+        fired.cancelled = true;
         return Ok(fired);
     }
     let enqueued = store

@@ -42,6 +42,13 @@ pub(super) async fn run(
         other => Failure::cannot_proceed(other),
     })?;
     app.store.close().await;
+    if fired.reports.is_empty() && fired.cancelled {
+        println!(
+            "{}: stopped before the run started; nothing was sent",
+            job.name
+        );
+        return Ok(Exit::CannotProceed);
+    }
     if fired.reports.is_empty() {
         let note = fired
             .already_done

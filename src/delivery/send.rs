@@ -136,12 +136,17 @@ impl SendContext {
             if let Some(limiter) = &self.limiter {
                 limiter.until_ready().await;
             }
-            let token = match self.tokens.get().await {
-                Ok(t) => t,
-                Err(e) => {
-                    self.halt.stop(e.to_string());
-                    return a.outcome(Status::Pending, None);
-                }
+            // Fetching a token may wait out a retry ladder; shutdown must not wait with
+            // it. Nothing of this attempt has been sent yet.
+            let token = tokio::select! {
+                t = self.tokens.get() => match t {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.halt.stop(e.to_string());
+                        return a.outcome(Status::Pending, None);
+                    }
+                },
+                _ = self.shutdown.cancelled() => return a.outcome(Status::Pending, None),
             };
             a.attempts += 1;
             let started = std::time::Instant::now();

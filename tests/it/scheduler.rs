@@ -166,6 +166,60 @@ async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later
     assert!(ids.iter().all(|id| env.fake.accepted_for(id) == 1));
 }
 
+/// `send` with a token endpoint slower than any test, stopped by SIGTERM while it
+/// waits: it must stop at once, send nothing and say so.
+async fn sigterm_while_waiting_for_a_token(extra_job_keys: &str, run_started: bool) {
+    let body = format!(
+        "{}{}",
+        daily_job(extra_job_keys),
+        recipients(&["oWait1", "oWait2"])
+    );
+    let opts = FakeOptions {
+        token_latency: Duration::from_secs(30),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "", &body).await;
+    let child = env
+        .command(&["send", "daily"])
+        .env("WXPUSH__WECHAT__TIMEOUT", "60s")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(20, "a token request", || env.fake.token_requests() >= 1).await;
+    sigterm(&child).await;
+    // Well inside the token's 30 s: the process did not wait for it.
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stopped without waiting for the token")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "interrupted");
+    assert_eq!(env.fake.accepted_count(), 0);
+    let rows = env.store().await.deliveries(1).await.unwrap();
+    let pending = rows.iter().filter(|r| r.status.as_str() == "pending");
+    let expected = if run_started { 2 } else { 0 };
+    assert_eq!(
+        pending.count(),
+        expected,
+        "nothing sent, nothing lost: {rows:?}"
+    );
+    assert_eq!(rows.len(), expected);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .for_each(|l| assert!(!l.contains("nothing to send"), "{l}"));
+}
+
+#[tokio::test]
+async fn sigterm_while_the_template_lookup_waits_for_a_token_stops_at_once() {
+    // Consent is checked by default, so the template's kind is looked up first.
+    sigterm_while_waiting_for_a_token("", false).await;
+}
+
+#[tokio::test]
+async fn sigterm_while_a_send_waits_for_a_token_stops_at_once() {
+    sigterm_while_waiting_for_a_token("consent = \"unchecked\"", true).await;
+}
+
 #[tokio::test]
 async fn a_new_install_does_not_catch_up_a_slot_from_before_it_started() {
     let env = TestEnv::with(MINUTELY).await;
