@@ -102,12 +102,21 @@ pub struct TestEnv {
     pub http: std::net::SocketAddr,
 }
 
-/// A loopback address whose port was free a moment ago.
+/// A loopback address whose port was free a moment ago, below the kernel's
+/// ephemeral range (32768 and up on Linux). A port that bind(0) handed out could be
+/// taken, before the daemon binds it, by one of the many client connections the
+/// tests make; a port below that range is only ever handed out here.
 pub fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    for _ in 0..2_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 impl TestEnv {
