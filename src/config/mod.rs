@@ -191,6 +191,20 @@ impl Checker {
                 );
             }
         }
+        let aes_key = i
+            .encoding_aes_key
+            .filter(|k| !secrecy::ExposeSecret::expose_secret(k).is_empty())
+            .and_then(|k| {
+                crate::intake::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
+                    .map_err(|rule| self.fail("intake.encoding_aes_key", rule))
+                    .ok()
+            });
+        if aes_key.is_some() && token.is_none() {
+            self.fail(
+                "intake.encoding_aes_key",
+                "is used only with intake.callback_token; set that too",
+            );
+        }
         if !(256..=1024 * 1024).contains(&i.max_body_bytes) {
             self.fail(
                 "intake.max_body_bytes",
@@ -213,6 +227,7 @@ impl Checker {
         };
         Some(IntakeSettings {
             callback_token: token,
+            aes_key,
             max_body_bytes: i.max_body_bytes,
             per_ip_per_minute: i.per_ip_per_minute,
             client_ip_header,

@@ -152,6 +152,7 @@ impl Default for RawHttp {
 pub(super) struct RawIntake {
     pub enabled: bool,
     pub callback_token: Option<SecretString>,
+    pub encoding_aes_key: Option<SecretString>,
     pub max_body_bytes: usize,
     pub per_ip_per_minute: u32,
     pub client_ip_header: Option<String>,
@@ -162,6 +163,7 @@ impl Default for RawIntake {
         Self {
             enabled: false,
             callback_token: None,
+            encoding_aes_key: None,
             max_body_bytes: 16 * 1024,
             per_ip_per_minute: 60,
             client_ip_header: None,

@@ -91,6 +91,8 @@ pub struct IntakeSettings {
     /// The message-push Token from the mini program console; `/wechat/callback`
     /// is served only when it is set.
     pub callback_token: Option<SecretString>,
+    /// The console's EncodingAESKey, for pushes in secure or compatible mode.
+    pub aes_key: Option<crate::intake::AesKey>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Requests one client IP may make per minute.

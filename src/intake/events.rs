@@ -175,6 +175,27 @@ struct XmlPush {
     sent: Option<XmlNested>,
 }
 
+/// The envelope of a secure-mode push: only `Encrypt` is needed.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(rename = "Encrypt")]
+    encrypt: Option<String>,
+}
+
+/// The `Encrypt` ciphertext of a secure- or compatible-mode push body.
+pub fn encrypted_part(body: &[u8]) -> Result<String, EventError> {
+    let text = std::str::from_utf8(body).map_err(|_| EventError("body is not UTF-8".into()))?;
+    let envelope: Envelope = if text.trim_start().starts_with('<') {
+        quick_xml::de::from_str(text).map_err(|e| EventError(format!("bad XML: {e}")))?
+    } else {
+        serde_json::from_str(text).map_err(|e| EventError(format!("bad JSON: {e}")))?
+    };
+    envelope
+        .encrypt
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| EventError("Encrypt is missing".into()))
+}
+
 /// Reads a push body; XML when it starts with `<`, JSON otherwise.
 pub fn parse(body: &[u8]) -> Result<Push, EventError> {
     let text = std::str::from_utf8(body).map_err(|_| EventError("body is not UTF-8".into()))?;

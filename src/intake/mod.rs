@@ -4,6 +4,7 @@
 //! message push: consent changes and final send results).
 
 mod callback;
+mod crypto;
 mod events;
 mod signature;
 mod subscriptions;
@@ -24,7 +25,8 @@ use crate::config::IntakeSettings;
 use crate::storage::Store;
 use crate::wechat::WechatClient;
 
-pub use signature::sign;
+pub use crypto::AesKey;
+pub use signature::{sign, sign_encrypted};
 
 /// How long an applied push is remembered (WeChat's retries come within seconds).
 const EVENT_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(7);

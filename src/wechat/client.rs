@@ -211,6 +211,11 @@ impl MsgId {
 }
 
 impl WechatClient {
+    /// The mini program's AppID.
+    pub fn appid(&self) -> &str {
+        &self.appid
+    }
+
     /// Builds a client for `settings`, with room for `concurrency` open connections.
     pub fn new(
         settings: &WechatSettings,

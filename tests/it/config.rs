@@ -283,6 +283,32 @@ async fn intake_and_job_consent_keys_are_checked_by_name() {
         "the token is a secret"
     );
 
+    // A mistyped EncodingAESKey, or one with no token to check pushes with.
+    let short_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF";
+    let run = check_with(&format!(
+        "\n[intake]\nenabled = true\ncallback_token = \"tok123\"\nencoding_aes_key = \"{short_key}\"\n{}",
+        daily_job("")
+    ))
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("intake.encoding_aes_key: must be the 43-character EncodingAESKey"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(short_key), "the key is a secret");
+    let run = check_with(&format!(
+        "\n[intake]\nenabled = true\nencoding_aes_key = \"{short_key}G\"\n{}",
+        daily_job("")
+    ))
+    .await;
+    assert!(
+        run.stderr
+            .contains("intake.encoding_aes_key: is used only with intake.callback_token"),
+        "{run:?}"
+    );
+
     let no_http = "\n[http]\nenabled = false\n[intake]\nenabled = true\n";
     let env = TestEnv::with(&daily_job("")).await;
     let text = std::fs::read_to_string(&env.config).unwrap();

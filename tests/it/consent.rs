@@ -880,3 +880,104 @@ async fn forget_erases_a_person_but_keeps_the_counts() {
         "nothing left to forget"
     );
 }
+
+#[tokio::test]
+async fn secure_mode_pushes_are_checked_and_opened_and_compatible_mode_too() {
+    const AES_KEY: &str = "kLmN0pQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQ";
+    let bob = "oBob00000000000000000001";
+    let env = consent_env(&format!(
+        "{}{}{}",
+        intake(&format!("encoding_aes_key = \"{AES_KEY}\"")),
+        once_job("remind", ""),
+        listed("remind", &[bob])
+    ))
+    .await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+
+    let popup = format!(
+        r#"{{"ToUserName":"gh_1","FromUserName":"{bob}","CreateTime":1700000200,"MsgType":"event",
+            "Event":"subscribe_msg_popup_event","List":{{"TemplateId":"{ONCE}","SubscribeStatusString":"accept","PopupScene":"0"}}}}"#
+    );
+    let encrypt = fake_wechat::encrypt_push(AES_KEY, APPID, &popup, [7; 16]);
+    let query = |nonce: &str, encrypt: &str| {
+        let q = signed(nonce);
+        let timestamp = q
+            .split("timestamp=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        let msg_sig = wxpush::intake::sign_encrypted(CALLBACK_TOKEN, timestamp, nonce, encrypt);
+        format!("{q}&encrypt_type=aes&msg_signature={msg_sig}")
+    };
+    let envelope = json!({ "ToUserName": "gh_1", "Encrypt": encrypt }).to_string();
+
+    // A ciphertext that msg_signature does not cover is refused, nothing stored.
+    let forged = fake_wechat::encrypt_push(AES_KEY, APPID, &popup, [8; 16]);
+    let forged_body = json!({ "ToUserName": "gh_1", "Encrypt": forged }).to_string();
+    assert_eq!(
+        push(env.http, &query("31", &encrypt), &forged_body).await.0,
+        403
+    );
+    assert_eq!(consent(&env, bob, ONCE).await, None);
+
+    // Another mini program's push, even well signed, is not applied.
+    let elsewhere = fake_wechat::encrypt_push(AES_KEY, "wx99999999999999ff", &popup, [7; 16]);
+    let elsewhere_body = json!({ "ToUserName": "gh_1", "Encrypt": elsewhere }).to_string();
+    let (status, text) = push(env.http, &query("32", &elsewhere), &elsewhere_body).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("wx99999999999999ff"), "{text}");
+    assert_eq!(consent(&env, bob, ONCE).await, None);
+
+    // The genuine push, retried: applied once.
+    for nonce in ["33", "34"] {
+        assert_eq!(
+            push(env.http, &query(nonce, &encrypt), &envelope).await,
+            (200, "success".into())
+        );
+    }
+    assert_eq!(consent(&env, bob, ONCE).await, Some(("accept".into(), 1)));
+
+    // Compatible mode, XML: the plaintext fields sit beside Encrypt, and only the
+    // signed ciphertext counts. The plaintext here claims "accept"; the cipher says reject.
+    let change = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[{bob}]]></FromUserName>\
+         <CreateTime>1700000300</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[subscribe_msg_change_event]]></Event><SubscribeMsgChangeEvent>\
+         <List><TemplateId><![CDATA[{ONCE}]]></TemplateId><SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString></List>\
+         </SubscribeMsgChangeEvent></xml>"
+    );
+    let encrypt = fake_wechat::encrypt_push(AES_KEY, APPID, &change, [9; 16]);
+    let compatible = format!(
+        "{}<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+        change
+            .replace("reject", "accept")
+            .trim_end_matches("</xml>")
+    );
+    assert_eq!(
+        push(env.http, &query("35", &encrypt), &compatible).await,
+        (200, "success".into())
+    );
+    assert_eq!(consent(&env, bob, ONCE).await, Some(("reject".into(), 0)));
+
+    // The plain `signature` is still required.
+    let unsigned = query("36", &encrypt).replace("signature=", "signature=0");
+    assert_eq!(push(env.http, &unsigned, &compatible).await.0, 403);
+
+    stop(&mut child).await;
+}
+
+#[tokio::test]
+async fn an_encrypted_push_without_the_key_configured_is_answered_501() {
+    let env = consent_env(&format!("{}{}", intake(""), once_job("remind", ""))).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    let body = json!({ "ToUserName": "gh_1", "Encrypt": "AAAA" }).to_string();
+    let query = format!("{}&encrypt_type=aes&msg_signature=00", signed("41"));
+    let (status, text) = push(env.http, &query, &body).await;
+    assert_eq!(status, 501);
+    assert!(text.contains("intake.encoding_aes_key"), "{text}");
+    stop(&mut child).await;
+}
