@@ -128,7 +128,7 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
             }
         });
     }
-    let reloads = reload::on_sighup(
+    let reloads = reload::watch(
         app.settings.path.clone(),
         app.settings.clone(),
         shutdown.clone(),

@@ -164,6 +164,7 @@ impl Checker {
             intake,
             jobs,
             recipients,
+            reload_on_change: raw.scheduler.reload_on_change,
         })
     }
 

@@ -121,12 +121,14 @@ pub enum OnUnknown {
 pub(super) struct RawScheduler {
     #[serde(with = "humantime_serde")]
     pub catch_up: Duration,
+    pub reload_on_change: bool,
 }
 
 impl Default for RawScheduler {
     fn default() -> Self {
         Self {
             catch_up: Duration::from_secs(3600),
+            reload_on_change: true,
         }
     }
 }

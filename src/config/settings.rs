@@ -31,6 +31,9 @@ pub struct Settings {
     pub jobs: Vec<Job>,
     /// `[[recipients]]`.
     pub recipients: Vec<Recipient>,
+    /// `[scheduler] reload_on_change`: the daemon reloads when the file changes,
+    /// as on SIGHUP.
+    pub reload_on_change: bool,
 }
 
 impl Settings {

@@ -162,6 +162,8 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
     let env = TestEnv::with(&yearly(&["oKeep1", "oGone1"])).await;
     let child = env
         .command(&["run"])
+        // Only the signal, not the file watch, may cause these reloads.
+        .env("WXPUSH__SCHEDULER__RELOAD_ON_CHANGE", "false")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -199,6 +201,44 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
     assert!(
         stderr.contains("reload refused") && stderr.contains("wxpush.toml"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_config_file_is_reloaded_without_a_signal_once_it_settles() {
+    let env = TestEnv::with(&yearly(&["oKeep1"])).await;
+    let child = env
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_http(env.http).await;
+
+    // The operator's edit: the cron now ticks and oNew01 is added. No SIGHUP.
+    env.write_config("", &ticking(&["oKeep1", "oNew01"]));
+    wait_until(20, "the edited job fires", || {
+        env.fake.accepted_for("oNew01") >= 1 && env.fake.accepted_for("oKeep1") >= 1
+    })
+    .await;
+
+    // A broken edit is reported once and the last good configuration keeps firing.
+    std::fs::write(&env.config, "[wechat]\nappid = 12\n").unwrap();
+    let before = env.fake.accepted_for("oNew01");
+    wait_until(20, "still firing after a bad edit", || {
+        env.fake.accepted_for("oNew01") > before + 2
+    })
+    .await;
+
+    signal(&child, "-TERM").await;
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the config file changed"), "{stderr}");
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert_eq!(
+        stderr.matches("reload refused").count(),
+        1,
+        "one problem, reported once: {stderr}"
     );
 }
 
