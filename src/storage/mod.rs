@@ -72,8 +72,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let path = options.get_filename();
-        let path = (path != Path::new(":memory:")).then(|| path.to_path_buf());
+        let path = (!is_in_memory(url)).then(|| options.get_filename().to_path_buf());
         if let Some(dir) = path.as_deref().and_then(Path::parent)
             && !dir.as_os_str().is_empty()
         {
@@ -100,7 +99,7 @@ impl Store {
                     )),
                 })?;
         }
-        // Each connection to `:memory:` would be a database of its own.
+        // One connection keeps an in-memory database simple: nothing to share.
         let connections = if path.is_some() { 4 } else { 1 };
         let pool = SqlitePoolOptions::new()
             .max_connections(connections)
@@ -165,6 +164,14 @@ impl Store {
     }
 }
 
+/// Whether `url` names an in-memory database (`sqlite::memory:`, `mode=memory`):
+/// no file, no lock file. (sqlx gives such a database a made-up file name.)
+fn is_in_memory(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (db, params) = rest.split_once('?').unwrap_or((rest, ""));
+    db == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
 /// Waits for the setup lock of the database at `db`, held while a process creates,
 /// switches to WAL and migrates it. sqlx takes no lock when migrating SQLite, and the
 /// switch to WAL can fail at once with SQLITE_BUSY, so a daemon and a cron `send`
@@ -223,6 +230,27 @@ mod tests {
         for open in opens {
             open.await.unwrap().expect("every concurrent open succeeds");
         }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_has_no_file_and_answers_pings() {
+        for url in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+            assert!(is_in_memory(url), "{url}");
+            let store = Store::open(url).await.unwrap();
+            assert_eq!(store.path(), None, "{url}");
+            store.ping().await.unwrap();
+        }
+        assert!(!is_in_memory("sqlite:///var/lib/wxpush/wxpush.db"));
+        assert!(!is_in_memory("sqlite://memory.db?mode=rwc"));
+        // Nothing was written where the tests run.
+        let stray = std::fs::read_dir(".")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("sqlx-in-memory"));
+        assert!(
+            !stray,
+            "no stray file or lock folder for an in-memory database"
+        );
     }
 
     #[tokio::test]
