@@ -13,8 +13,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StorageError> {
         let mut tx = self.write().await?;
+        // A job that ran before wxpush kept this table (an upgrade) dates from its
+        // first run, so that the restart of an upgrade still catches up.
         sqlx::query(
-            "INSERT INTO schedules (job, schedule, since) VALUES (?, ?, ?) \
+            "INSERT INTO schedules (job, schedule, since) \
+             SELECT ?1, ?2, COALESCE(\
+                 CASE WHEN NOT EXISTS (SELECT 1 FROM schedules WHERE job = ?1) \
+                      THEN (SELECT MIN(created_at) FROM runs WHERE job = ?1) END, \
+                 ?3) \
+             WHERE true \
              ON CONFLICT (job, schedule) DO NOTHING",
         )
         .bind(job)
@@ -53,5 +60,26 @@ mod tests {
         let changed = "0 10 * * * Asia/Shanghai";
         assert_eq!(store.schedule_since("d", changed, t2).await.unwrap(), t2);
         assert_eq!(store.schedule_since("other", daily, t2).await.unwrap(), t2);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_ran_before_the_table_existed_dates_from_its_first_run() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
+        store.record_skipped("old", slot, "test").await.unwrap();
+        let first_run = Utc::now();
+        // Whole seconds: the table keeps milliseconds.
+        let later = chrono::SubsecRound::trunc_subsecs(first_run + chrono::Duration::hours(1), 0);
+        let since = store
+            .schedule_since("old", "0 9 * * * UTC", later)
+            .await
+            .unwrap();
+        assert!(since <= first_run && first_run - since < chrono::Duration::minutes(1));
+        // Once the job has a row, a new cron line starts afresh.
+        let changed = store
+            .schedule_since("old", "0 10 * * * UTC", later)
+            .await
+            .unwrap();
+        assert_eq!(changed, later);
     }
 }
