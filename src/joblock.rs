@@ -1,5 +1,6 @@
 //! One drainer per job across processes: an advisory lock file beside the
-//! database, released by the kernel even on kill -9.
+//! database, released by the kernel even on kill -9. The database's setup lock
+//! lives in the same folder.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -35,27 +36,34 @@ impl JobLock {
         let Some(db) = db else {
             return Ok(Self { _file: None });
         };
-        let mut dir = db.as_os_str().to_owned();
-        dir.push(".locks");
-        let dir = PathBuf::from(dir);
-        let path = dir.join(format!("{job}.lock"));
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
+        let (file, path) = open_lock_file(db, &format!("{job}.lock"))?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: Some(file) }),
             Err(TryLockError::WouldBlock) => Err(LockError::Busy(job.to_string())),
-            Err(TryLockError::Error(e)) => Err(io(e)),
+            Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
         }
     }
+}
+
+/// The lock file `name` in the folder of lock files beside the database at `db`
+/// (`<db>.locks/`), created with that folder if missing.
+pub fn open_lock_file(db: &Path, name: &str) -> Result<(File, PathBuf), LockError> {
+    let mut dir = db.as_os_str().to_owned();
+    dir.push(".locks");
+    let dir = PathBuf::from(dir);
+    let path = dir.join(name);
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    Ok((file, path))
 }
 
 #[cfg(test)]

@@ -117,18 +117,15 @@ fn start(
     running.insert(job.name.to_string(), Running { job, stop });
 }
 
-/// The slot to catch up on start: the latest one, if it came while a daemon had this
-/// schedule loaded, was missed by less than `catch_up`, and has not run yet.
+/// The slot to catch up on start: the latest one, if it came after `since` (when a
+/// daemon first loaded this schedule), was missed by less than `catch_up`, and has
+/// not run yet.
 async fn missed_slot(
     app: &App,
     job: &Job,
     now: DateTime<Utc>,
+    since: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StorageError> {
-    // Recorded on every load (reloads too) so that a later restart knows.
-    let since = app
-        .store
-        .schedule_since(job.name.as_ref(), &job.schedule.key(), now)
-        .await?;
     let Some(slot) = job.schedule.latest_at_or_before(now) else {
         return Ok(None);
     };
@@ -153,15 +150,21 @@ async fn job_loop(
 ) {
     let busy = Arc::new(Mutex::new(()));
     let start = Utc::now();
-    let catch_up = match missed_slot(&app, &job, start).await {
+    // Recorded on every load, reloads too, so that a later restart knows.
+    let since = app
+        .store
+        .schedule_since(job.name.as_ref(), &job.schedule.key(), start)
+        .await;
+    let catch_up = match since {
         // After a reload, the new cron's past slots were never due.
-        Ok(_) if !catch_up_on_start => None,
-        Ok(slot) => slot,
-        Err(e) => {
-            tracing::error!(job = %job.name, error = %e, "cannot look for a missed slot");
-            None
-        }
-    };
+        Ok(_) if !catch_up_on_start => Ok(None),
+        Ok(since) => missed_slot(&app, &job, start, since).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(|e| {
+        tracing::error!(job = %job.name, error = %e, "cannot look for a missed slot");
+        None
+    });
     if let Some(slot) = catch_up {
         tracing::info!(job = %job.name, %slot, "catching up on a missed slot");
     }

@@ -2,6 +2,7 @@
 //! mode. GET proves the URL is ours; POST brings events, each applied once however
 //! often WeChat retries.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -89,10 +90,10 @@ pub(super) async fn push(
         Ok(b) => b,
         Err(e) => return (e.status(), e.body_text()).into_response(),
     };
-    let plain = match q.encrypt_type.as_deref() {
-        None | Some("raw") => body.to_vec(),
+    let plain: Cow<'_, [u8]> = match q.encrypt_type.as_deref() {
+        None | Some("raw") => Cow::Borrowed(&body),
         Some("aes") => match open(&intake, &q, &body) {
-            Ok(plain) => plain,
+            Ok(plain) => Cow::Owned(plain),
             Err(answer) => return answer.into_response(),
         },
         Some(other) => {

@@ -73,32 +73,11 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let path = (!is_in_memory(url)).then(|| options.get_filename().to_path_buf());
-        if let Some(dir) = path.as_deref().and_then(Path::parent)
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| StorageError {
-                action: "create the database folder",
-                source: sqlx::Error::Io(e),
-            })?;
-        }
+        // Held until the pool is open and the file migrated.
         let _setup = match &path {
-            Some(path) => Some(setup_lock(path).await?),
+            Some(path) => Some(create_file(path).await?),
             None => None,
         };
-        if let Some(path) = &path {
-            // SQLite reads an empty file as an empty database.
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| StorageError {
-                    action: "create the database file",
-                    source: sqlx::Error::Io(std::io::Error::new(
-                        e.kind(),
-                        format!("{}: {e}", path.display()),
-                    )),
-                })?;
-        }
         // One connection keeps an in-memory database simple: nothing to share.
         let connections = if path.is_some() { 4 } else { 1 };
         let pool = SqlitePoolOptions::new()
@@ -172,35 +151,46 @@ fn is_in_memory(url: &str) -> bool {
     db == ":memory:" || params.split('&').any(|p| p == "mode=memory")
 }
 
-/// Waits for the setup lock of the database at `db`, held while a process creates,
-/// switches to WAL and migrates it. sqlx takes no lock when migrating SQLite, and the
-/// switch to WAL can fail at once with SQLITE_BUSY, so a daemon and a cron `send`
-/// opening a new file together could both fail. The kernel drops the lock on exit.
-async fn setup_lock(db: &Path) -> Result<std::fs::File, StorageError> {
-    let mut name = db.as_os_str().to_owned();
-    // A dot cannot start a job name, so this never meets a job's lock file.
-    name.push(".locks/.setup.lock");
-    let path = std::path::PathBuf::from(name);
-    let fail = |e: std::io::Error| StorageError {
-        action: "take the database setup lock",
+/// Creates the database's folder and (empty: SQLite reads that as an empty
+/// database) file if missing, under the setup lock, which it returns held.
+async fn create_file(path: &Path) -> Result<std::fs::File, StorageError> {
+    let io = |action, e: std::io::Error| StorageError {
+        action,
         source: sqlx::Error::Io(std::io::Error::new(
             e.kind(),
             format!("{}: {e}", path.display()),
         )),
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| io("create the database folder", e))?;
     }
-    let file = std::fs::OpenOptions::new()
+    let lock = setup_lock(path).await?;
+    std::fs::OpenOptions::new()
         .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(fail)?;
+        .append(true)
+        .open(path)
+        .map_err(|e| io("create the database file", e))?;
+    Ok(lock)
+}
+
+/// Waits for the setup lock of the database at `db`, held while a process creates,
+/// switches to WAL and migrates it. sqlx takes no lock when migrating SQLite, and the
+/// switch to WAL can fail at once with SQLITE_BUSY, so a daemon and a cron `send`
+/// opening a new file together could both fail. The kernel drops the lock on exit.
+async fn setup_lock(db: &Path) -> Result<std::fs::File, StorageError> {
+    use crate::joblock::{LockError, open_lock_file};
+    let fail = |e: LockError| StorageError {
+        action: "take the database setup lock",
+        source: sqlx::Error::Io(std::io::Error::other(e.to_string())),
+    };
+    // A dot cannot start a job name, so this never meets a job's lock file.
+    let (file, path) = open_lock_file(db, ".setup.lock").map_err(fail)?;
     tokio::task::spawn_blocking(move || file.lock().map(|()| file))
         .await
         .expect("the lock task does not panic")
-        .map_err(fail)
+        .map_err(|source| fail(LockError::Io { path, source }))
 }
 
 /// Timestamps are stored as RFC 3339 UTC text, which sorts in time order.
