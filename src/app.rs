@@ -16,6 +16,8 @@ pub struct App {
     pub store: Store,
     /// The sender shared by all jobs.
     pub deliverer: Arc<Deliverer>,
+    /// Storage faults of scheduled firings, reported by `/readyz`.
+    pub faults: crate::health::Faults,
 }
 
 /// Start-up failures.
@@ -58,6 +60,7 @@ impl App {
             settings,
             store,
             deliverer,
+            faults: Default::default(),
         })
     }
 

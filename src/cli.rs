@@ -22,10 +22,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: fire every job on its schedule until SIGTERM or SIGINT.
     Run,
-    /// Fire one job now, as the scheduler would (resuming any unfinished run first).
+    /// Send one job's latest slot now, as the scheduler would: resume or finish
+    /// that slot's run if it has one (never a second message to anyone), else start it.
     Send {
         /// The job's name.
         job: String,
+        /// Start a new round now instead of the latest slot's run: everyone is
+        /// messaged again, even those the latest run reached.
+        #[arg(long, conflicts_with = "dry_run")]
+        again: bool,
         /// Render and check every message and print it; no API call, no record.
         #[arg(long)]
         dry_run: bool,

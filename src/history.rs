@@ -10,7 +10,7 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "ID",
         "JOB",
         "SLOT",
@@ -23,7 +23,8 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
         "INVALID",
         "UNKNOWN",
         "SKIPPED",
-        "PENDING"
+        "PENDING",
+        "EXPIRED"
     );
     for r in runs {
         let slot = match tz_of(&r.job) {
@@ -37,7 +38,7 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
         let c = &r.counts;
         let _ = writeln!(
             out,
-            "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "{:>6}  {:<16} {:<25} {:<8} {:<9} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
             r.id,
             r.job,
             slot,
@@ -50,7 +51,8 @@ pub fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String
             c.invalid,
             c.unknown,
             c.skipped,
-            c.pending
+            c.pending,
+            c.expired
         );
     }
     out

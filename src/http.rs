@@ -1,5 +1,6 @@
-//! The daemon's HTTP listener: `/healthz` (process up), `/readyz` (database
-//! reachable and a token cached or obtainable) and `/metrics` (Prometheus text).
+//! The daemon's HTTP listener: `/healthz` (process up), `/readyz` (the database
+//! in place, migrated and writable, no storage fault in the last firings, and a
+//! token cached or obtainable) and `/metrics` (Prometheus text).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Faults;
 use crate::intake::Intake;
 use crate::storage::Store;
 use crate::wechat::TokenManager;
@@ -18,6 +20,7 @@ use crate::wechat::TokenManager;
 #[derive(Clone)]
 struct Probe {
     store: Store,
+    faults: Faults,
     tokens: Arc<TokenManager>,
     metrics: PrometheusHandle,
 }
@@ -26,6 +29,7 @@ struct Probe {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
+    faults: Faults,
     tokens: Arc<TokenManager>,
     metrics: PrometheusHandle,
     intake: Option<Intake>,
@@ -42,6 +46,7 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .with_state(Probe {
             store,
+            faults,
             tokens,
             metrics,
         });
@@ -60,6 +65,12 @@ pub async fn serve(
 async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
     if let Err(e) = p.store.ping().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"));
+    }
+    if let Some(faults) = p.faults.summary() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {faults}\n"),
+        );
     }
     match p.tokens.get().await {
         Ok(_) => (StatusCode::OK, "ready\n".into()),

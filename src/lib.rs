@@ -31,6 +31,7 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod intake;

@@ -26,25 +26,46 @@ pub enum FireError {
 /// What a firing did.
 #[derive(Debug, Default)]
 pub struct Fired {
-    /// Every run drained, resumed ones first.
+    /// Every run drained or expired, resumed ones first.
     pub reports: Vec<RunReport>,
-    /// The slot's run was already complete: nothing was sent for it.
+    /// The slot's run was already complete, with nothing to retry: nothing was sent for it.
     pub already_done: Option<i64>,
+    /// The slot had no run and its send window has closed: nothing was started.
+    pub too_late: bool,
     /// A shutdown came before the slot's run was started.
     pub cancelled: bool,
 }
 
-/// Resumes `job`'s unfinished runs, then (unless one of them stopped or a shutdown
-/// came) enqueues `slot` and drains it. Takes the job's lock for the whole time.
+impl Fired {
+    /// True when a run stopped because WeChat could not be reached: worth resuming.
+    pub fn outage(&self) -> bool {
+        self.reports.iter().any(|r| r.outage)
+    }
+}
+
+/// Whether a run for `slot` may no longer send at `now`.
+pub fn window_closed(job: &Job, slot: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    (now - slot)
+        .to_std()
+        .is_ok_and(|late| late > job.send_window)
+}
+
+/// Resumes `job`'s unfinished runs (expiring those whose send window has closed),
+/// then (unless one of them stopped or a shutdown came) enqueues `slot` and drains
+/// it. Takes the job's lock for the whole time.
 ///
-/// A manual send passes `Trigger::Manual`: when it resumed something, it starts no
-/// new run, so that re-running a crashed `wxpush send` finishes the old run instead
-/// of sending everyone a second message.
+/// A run is one slot: firing a slot that already has a run resumes or finishes
+/// that run, never starts a second one. A manual send (`Trigger::Manual`) of a
+/// complete run also retries its deliveries that failed for a passing cause.
+/// `new_round` (`send --again`) starts its slot only when there was nothing to
+/// resume, so that re-running an interrupted `send --again` finishes that round
+/// instead of messaging everyone once more.
 pub async fn fire(
     store: &Store,
     deliverer: &Deliverer,
     job: &Job,
     slot: Option<(DateTime<Utc>, Trigger)>,
+    new_round: bool,
     shutdown: &CancellationToken,
 ) -> Result<Fired, FireError> {
     let _lock = JobLock::try_acquire(store.path(), &job.name)?;
@@ -57,10 +78,17 @@ pub async fn fire(
             return Ok(fired);
         }
     };
+    let now = Utc::now();
     for run_id in store.unfinished_runs(job.name.as_ref()).await? {
         let Some(run) = store.run(run_id).await? else {
             continue;
         };
+        if window_closed(job, run.slot, now) {
+            fired
+                .reports
+                .push(deliverer.expire(job, run_id, run.slot).await?);
+            continue;
+        }
         tracing::info!(run.id = run_id, slot = %run.slot, "resuming an unfinished run");
         let report = deliverer
             .drain(job, &targeting, run_id, run.slot, shutdown)
@@ -75,11 +103,16 @@ pub async fn fire(
     let Some((slot, trigger)) = slot else {
         return Ok(fired);
     };
-    if trigger == Trigger::Manual && !fired.reports.is_empty() {
+    if new_round && !fired.reports.is_empty() {
         return Ok(fired);
     }
     if shutdown.is_cancelled() {
         fired.cancelled = true;
+        return Ok(fired);
+    }
+    if window_closed(job, slot, now) && store.run_for_slot(job.name.as_ref(), slot).await?.is_none()
+    {
+        fired.too_late = true;
         return Ok(fired);
     }
     let enqueued = store
@@ -92,12 +125,37 @@ pub async fn fire(
         })
         .await?;
     if !enqueued.created && matches!(enqueued.status, RunStatus::Done | RunStatus::Skipped) {
-        if !fired.reports.iter().any(|r| r.run_id == enqueued.run_id) {
-            fired.already_done = Some(enqueued.run_id);
+        let retried = if trigger == Trigger::Manual
+            && enqueued.status == RunStatus::Done
+            && !window_closed(job, slot, now)
+        {
+            store
+                .retry_failed(
+                    enqueued.run_id,
+                    crate::wechat::TRANSIENT_SEND_ERRCODES,
+                    deliverer.retries_unknown(),
+                )
+                .await?
+        } else {
+            0
+        };
+        if retried == 0 {
+            if !fired.reports.iter().any(|r| r.run_id == enqueued.run_id) {
+                fired.already_done = Some(enqueued.run_id);
+            }
+            return Ok(fired);
         }
+        tracing::info!(
+            run.id = enqueued.run_id,
+            count = retried,
+            "retrying deliveries that failed for a passing cause"
+        );
+    } else if !enqueued.created && fired.reports.iter().any(|r| r.run_id == enqueued.run_id) {
+        // Resumed above and left unfinished (a shutdown): nothing more to do now.
         return Ok(fired);
+    } else {
+        tracing::info!(run.id = enqueued.run_id, %slot, trigger = ?trigger, "run started");
     }
-    tracing::info!(run.id = enqueued.run_id, %slot, trigger = ?trigger, "run started");
     let report = deliverer
         .drain(job, &targeting, enqueued.run_id, slot, shutdown)
         .await?;
@@ -109,6 +167,9 @@ pub async fn fire(
 fn log_end(r: &RunReport) {
     let c = &r.counts;
     let done = r.stopped.is_none() && !r.interrupted && c.pending == 0;
+    if r.stopped.is_some() {
+        crate::stats::run_stopped(&r.job, if r.outage { "outage" } else { "fault" });
+    }
     crate::stats::run_ended(
         &r.job,
         std::time::Duration::from_millis(r.duration_ms as u64),
@@ -126,6 +187,7 @@ fn log_end(r: &RunReport) {
         unknown = c.unknown,
         skipped = c.skipped,
         pending = c.pending,
+        expired = c.expired,
         duration_ms = r.duration_ms as u64,
         stopped = r.stopped.as_deref().unwrap_or(""),
         interrupted = r.interrupted,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::{Job, Settings};
+use crate::joblock::LockError;
 use crate::runner::{FireError, fire};
 use crate::storage::{StorageError, Trigger};
 
@@ -224,6 +225,13 @@ async fn job_loop(
     while running.join_next().await.is_some() {}
 }
 
+/// The longest wait between two tries to resume a run after an outage.
+const MAX_OUTAGE_RETRY: Duration = Duration::from_secs(600);
+
+/// Fires `slot` (or only resumes, with `None`). When WeChat could not be reached,
+/// or the database failed, tries again with backoff until it works or the send
+/// window closes (then what is unsent expires; see `runner::fire`). A storage
+/// failure keeps `/readyz` at 503 until a firing of this job works again.
 async fn spawn_fire(
     app: &App,
     job: &Job,
@@ -231,14 +239,38 @@ async fn spawn_fire(
     shutdown: &CancellationToken,
     _busy: tokio::sync::OwnedMutexGuard<()>,
 ) {
-    match fire(&app.store, &app.deliverer, job, slot, shutdown).await {
-        Ok(_) => {}
-        Err(FireError::Locked(e)) => {
-            if let Some((slot, _)) = slot {
-                skip(app, job, slot, &e.to_string()).await;
+    let mut wait = app.settings.outage_retry;
+    let give_up = Utc::now() + job.send_window;
+    loop {
+        let again = match fire(&app.store, &app.deliverer, job, slot, false, shutdown).await {
+            Ok(fired) => {
+                app.faults.clear(job.name.as_ref());
+                if fired.too_late {
+                    tracing::error!(job = %job.name, slot = ?slot.map(|s| s.0), "the slot's send window closed before its run could start: nobody was sent this slot");
+                }
+                fired.outage()
             }
+            Err(FireError::Locked(LockError::Busy(e))) => {
+                if let Some((slot, _)) = slot {
+                    skip(app, job, slot, &LockError::Busy(e).to_string()).await;
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!(job = %job.name, error = %e, "run failed");
+                app.faults.set(job.name.as_ref(), e.to_string());
+                true
+            }
+        };
+        if !again || shutdown.is_cancelled() || Utc::now() >= give_up {
+            return;
         }
-        Err(e) => tracing::error!(job = %job.name, error = %e, "run failed"),
+        tracing::warn!(job = %job.name, retry_in = %humantime::format_duration(wait), "will try the run again");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        wait = (wait * 2).min(MAX_OUTAGE_RETRY);
     }
 }
 

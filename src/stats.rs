@@ -64,6 +64,22 @@ pub fn next_fire(job: &str, at: DateTime<Utc>) {
         .set(at.timestamp() as f64);
 }
 
+/// Deliveries that expired unsent when their run's send window closed.
+pub fn expired(job: &str, n: u64) {
+    counter!(
+        "wxpush_sends_total",
+        "job" => job.to_owned(),
+        "outcome" => Status::Expired.as_str(),
+        "errcode" => "0"
+    )
+    .increment(n);
+}
+
+/// A run stopped early; `reason` is `outage` or `fault`.
+pub fn run_stopped(job: &str, reason: &'static str) {
+    counter!("wxpush_runs_stopped_total", "job" => job.to_owned(), "reason" => reason).increment(1);
+}
+
 /// Deliveries of `job` skipped at their claim for lack of consent, in one batch.
 pub fn skipped(job: &str, n: u64) {
     counter!(

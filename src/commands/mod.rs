@@ -86,7 +86,12 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
     telemetry::init(&settings.log);
     match cli.command {
         Command::Run => daemon(settings).await,
-        Command::Send { job, dry_run, json } => send::run(settings, &job, dry_run, json).await,
+        Command::Send {
+            job,
+            again,
+            dry_run,
+            json,
+        } => send::run(settings, &job, again, dry_run, json).await,
         Command::Recipients(c) => recipients::run(settings, c).await,
         Command::Runs(args) => runs::run(settings, args).await,
         Command::Health => health(settings).await,
@@ -113,8 +118,9 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
                 app.settings.path.display()
             ))
         })?;
-        let (store, tokens, stop) = (
+        let (store, faults, tokens, stop) = (
             app.store.clone(),
+            app.faults.clone(),
             app.deliverer.tokens().clone(),
             shutdown.clone(),
         );
@@ -122,7 +128,8 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
             crate::intake::Intake::new(app.store.clone(), app.deliverer.client().clone(), i)
         });
         tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, store, tokens, metrics, intake, stop).await
+            if let Err(e) =
+                crate::http::serve(listener, store, faults, tokens, metrics, intake, stop).await
             {
                 tracing::error!(error = %e, "the HTTP listener stopped");
             }
@@ -173,6 +180,23 @@ async fn health(settings: Settings) -> Result<Exit, Failure> {
             message: format!("not healthy: {e}"),
         }),
     }
+}
+
+/// Opens the database for a command that only reads it: a missing file is not
+/// created (that would show an empty history as if it were the real one) but is
+/// exit 2, naming where it was looked for.
+async fn open_for_reading(settings: &Settings) -> Result<crate::storage::Store, Failure> {
+    let url = &settings.database.url;
+    crate::storage::Store::open_existing(url)
+        .await?
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: database.url: no database at {} (nothing has run yet, or the path is wrong: \
+                 a relative path is read from the config file's folder)",
+                settings.path.display(),
+                url.trim_start_matches("sqlite:").trim_start_matches("//")
+            ))
+        })
 }
 
 /// Looks a job up by name, listing the configured ones when it is missing.

@@ -89,7 +89,7 @@ async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit
     if let Some(job) = job {
         find_job(settings, job)?;
     }
-    let store = Store::open(&settings.database.url).await?;
+    let store = super::open_for_reading(settings).await?;
     // What the file lists now, as the next run will see it.
     store
         .sync_config_recipients(&crate::app::config_recipients(settings))
@@ -251,15 +251,7 @@ async fn import_csv(store: &Store, path: &Path, job: &Job) -> Result<u64, Failur
 /// intake API, and their consent per template.
 async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Failure> {
     let openid = OpenId::parse(openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
-    let Some(store) = Store::open_existing(&settings.database.url).await? else {
-        return Err(Failure {
-            exit: Exit::SomeFailed,
-            message: format!(
-                "nothing is known about {openid}: {} does not exist yet",
-                settings.database.url
-            ),
-        });
-    };
+    let store = super::open_for_reading(settings).await?;
     store
         .sync_config_recipients(&crate::app::config_recipients(settings))
         .await?;

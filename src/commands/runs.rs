@@ -4,10 +4,9 @@ use super::{Exit, Failure};
 use crate::cli::{RunsArgs, RunsCommand};
 use crate::config::Settings;
 use crate::history;
-use crate::storage::Store;
 
 pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Failure> {
-    let store = Store::open(&settings.database.url).await?;
+    let store = super::open_for_reading(&settings).await?;
     let tz_of = |job: &str| settings.job(job).map(|j| j.schedule.tz());
     match args.show {
         None => {

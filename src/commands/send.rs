@@ -17,6 +17,7 @@ use crate::storage::{Counts, Store, Trigger};
 pub(super) async fn run(
     settings: Settings,
     job: &str,
+    again: bool,
     dry_run: bool,
     json: bool,
 ) -> Result<Exit, Failure> {
@@ -24,16 +25,30 @@ pub(super) async fn run(
     if dry_run {
         return dry_run_job(&settings, &job).await;
     }
+    // The latest slot that has passed: sending it twice resumes or finishes its
+    // run. Only --again makes a new round, as a slot of its own (now).
+    let now = Utc::now();
+    let slot = if again {
+        now.trunc_subsecs(3)
+    } else {
+        job.schedule.latest_at_or_before(now).ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: job {} has no slot yet (its cron line never fired); `wxpush send {} --again` sends a round now",
+                settings.path.display(),
+                job.name,
+                job.name
+            ))
+        })?
+    };
     let app = App::build(settings).await?;
     app.sync_recipients().await?;
     let shutdown = shutdown::on_signals();
-    // A manual send is its own slot, unless an unfinished run is resumed instead.
-    let slot = Utc::now().trunc_subsecs(3);
     let fired = fire(
         &app.store,
         &app.deliverer,
         &job,
         Some((slot, Trigger::Manual)),
+        again,
         &shutdown,
     )
     .await
@@ -49,10 +64,24 @@ pub(super) async fn run(
         );
         return Ok(Exit::CannotProceed);
     }
+    let local = job.schedule.local(slot);
+    if fired.too_late && fired.reports.is_empty() {
+        println!(
+            "{}: the latest slot ({local}) passed more than its send window ({}) ago and never ran; nothing was sent. \
+             `wxpush send {} --again` sends a new round now",
+            job.name,
+            humantime::format_duration(job.send_window),
+            job.name
+        );
+        return Ok(Exit::CannotProceed);
+    }
     if fired.reports.is_empty() {
-        let note = fired
-            .already_done
-            .map_or_else(String::new, |id| format!(" (run {id} is complete)"));
+        let note = fired.already_done.map_or_else(String::new, |id| {
+            format!(
+                " (run {id} for the slot {local} is complete; `wxpush send {} --again` sends a new round)",
+                job.name
+            )
+        });
         println!("{}: nothing to send{note}", job.name);
         return Ok(Exit::Ok);
     }
@@ -68,7 +97,7 @@ pub(super) async fn run(
             serde_json::to_string(&summary).expect("a summary serialises")
         );
     } else {
-        println!("{}", summary.line());
+        println!("{}", summary.line(&job, again));
     }
     let c = &summary.counts;
     Ok(if summary.stopped.is_some() || summary.interrupted {
@@ -87,6 +116,7 @@ struct Summary {
     runs: Vec<i64>,
     counts: Counts,
     stopped: Option<String>,
+    outage: bool,
     interrupted: bool,
     duration_ms: u128,
     requests: u64,
@@ -108,6 +138,7 @@ impl Summary {
             counts.unknown += c.unknown;
             counts.skipped += c.skipped;
             counts.pending += c.pending;
+            counts.expired += c.expired;
         }
         // The run that did the most requests speaks for the latency.
         let busiest = reports.iter().max_by_key(|r| r.requests);
@@ -116,6 +147,7 @@ impl Summary {
             runs: reports.iter().map(|r| r.run_id).collect(),
             counts,
             stopped: reports.iter().find_map(|r| r.stopped.clone()),
+            outage: reports.iter().any(|r| r.outage),
             interrupted: reports.iter().any(|r| r.interrupted),
             duration_ms: reports.iter().map(|r| r.duration_ms).sum(),
             requests: reports.iter().map(|r| r.requests).sum(),
@@ -125,11 +157,12 @@ impl Summary {
         }
     }
 
-    fn line(&self) -> String {
+    /// One line: the counts, then what (if anything) is left for the operator to do.
+    fn line(&self, job: &Job, again: bool) -> String {
         let c = &self.counts;
         let ids: Vec<String> = self.runs.iter().map(i64::to_string).collect();
         let mut line = format!(
-            "{}: run {}: {} sent, {} failed, {} refused, {} invalid, {} unknown, {} skipped, {} pending of {} in {:.1}s",
+            "{}: run {}: {} sent, {} failed, {} refused, {} invalid, {} unknown, {} skipped, {} pending",
             self.job,
             ids.join(","),
             c.sent,
@@ -139,13 +172,37 @@ impl Summary {
             c.unknown,
             c.skipped,
             c.pending,
+        );
+        if c.expired > 0 {
+            line.push_str(&format!(", {} expired", c.expired));
+        }
+        line.push_str(&format!(
+            " of {} in {:.1}s",
             c.total,
             self.duration_ms as f64 / 1000.0
-        );
+        ));
+        if again {
+            line.push_str("; a new round (--again)");
+        }
+        let rerun = format!("`wxpush send {}`", job.name);
         if let Some(reason) = &self.stopped {
             line.push_str(&format!("; stopped: {reason}"));
+            if self.outage {
+                line.push_str(&format!(
+                    "; nobody was failed for it: the daemon resumes the run once WeChat answers, or re-run {rerun}"
+                ));
+            } else {
+                line.push_str(&format!("; fix the cause, then re-run {rerun} to resume"));
+            }
         } else if self.interrupted {
             line.push_str("; interrupted: the next send or start resumes it");
+        } else if c.failed > 0 {
+            line.push_str(&format!(
+                "; re-run {rerun} to retry those that failed for a passing cause"
+            ));
+        }
+        if c.expired > 0 {
+            line.push_str("; expired ones are never sent");
         }
         line
     }

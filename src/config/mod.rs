@@ -1,6 +1,7 @@
 //! Settings: defaults, then the TOML file, then `WXPUSH__SECTION__KEY` variables,
 //! turned into domain types inside [`load`] so that a bad value names its key.
 
+mod database;
 mod raw;
 mod settings;
 
@@ -21,6 +22,9 @@ use crate::domain::{
     JobName, KeywordName, MessageSpec, OpenId, Page, Schedule, TemplateId, ValueTemplate,
 };
 use raw::RawSettings;
+
+/// How long after its slot a run may still send, unless `send_window` says.
+const DEFAULT_SEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
 
 /// The config file used when neither `--config` nor `WXPUSH_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "config/wxpush.toml";
@@ -105,16 +109,20 @@ impl Checker {
     }
 
     fn check(mut self, raw: RawSettings) -> Result<Settings, ConfigError> {
+        if raw.scheduler.outage_retry.is_zero() {
+            self.fail("scheduler.outage_retry", "must be more than 0s");
+        }
         let wechat = self.wechat(raw.wechat);
         let delivery = self.delivery(raw.delivery);
-        if raw.database.url.trim().is_empty() {
-            self.fail("database.url", "is empty");
-        }
+        let config_dir = self.path.parent().unwrap_or(Path::new("."));
+        let database_url = database::resolve(&raw.database.url, config_dir)
+            .map_err(|e| self.fail("database.url", e))
+            .unwrap_or_default();
         let jobs: Vec<Job> = raw
             .jobs
             .into_iter()
             .enumerate()
-            .filter_map(|(i, j)| self.job(i, j, raw.scheduler.catch_up))
+            .filter_map(|(i, j)| self.job(i, j, &raw.scheduler))
             .collect();
         let mut seen = BTreeSet::new();
         for job in &jobs {
@@ -152,9 +160,7 @@ impl Checker {
         Ok(Settings {
             path: self.path,
             wechat: wechat.expect("no problems means the wechat section converted"),
-            database: DatabaseSettings {
-                url: raw.database.url,
-            },
+            database: DatabaseSettings { url: database_url },
             delivery,
             log: LogSettings {
                 level: raw.log.level,
@@ -165,6 +171,7 @@ impl Checker {
             jobs,
             recipients,
             reload_on_change: raw.scheduler.reload_on_change,
+            outage_retry: raw.scheduler.outage_retry,
         })
     }
 
@@ -293,12 +300,7 @@ impl Checker {
         }
     }
 
-    fn job(
-        &mut self,
-        i: usize,
-        j: raw::RawJob,
-        default_catch_up: std::time::Duration,
-    ) -> Option<Job> {
+    fn job(&mut self, i: usize, j: raw::RawJob, scheduler: &raw::RawScheduler) -> Option<Job> {
         let at = format!("jobs[{i}]");
         let before = self.problems.len();
         let name = JobName::parse(&j.name)
@@ -349,13 +351,38 @@ impl Checker {
                 data.push((k, v));
             }
         }
+        let catch_up = j.catch_up.unwrap_or(scheduler.catch_up);
+        // Unset, the window is wide enough for the catch-up it allows.
+        let send_window = j
+            .send_window
+            .or(scheduler.send_window)
+            .unwrap_or(DEFAULT_SEND_WINDOW.max(catch_up));
+        if send_window < catch_up {
+            let key = if j.send_window.is_some() {
+                format!("{at}.send_window")
+            } else {
+                "scheduler.send_window".to_owned()
+            };
+            self.fail(
+                &key,
+                format!(
+                    "{} is shorter than the catch-up ({}): a slot caught up that late could send nothing",
+                    humantime::format_duration(send_window),
+                    humantime::format_duration(catch_up)
+                ),
+            );
+        }
+        if send_window.is_zero() {
+            self.fail(&format!("{at}.send_window"), "must be more than 0s");
+        }
         if self.problems.len() > before {
             return None;
         }
         Some(Job {
             name: name?,
             schedule: schedule?,
-            catch_up: j.catch_up.unwrap_or(default_catch_up),
+            catch_up,
+            send_window,
             audience: j.audience,
             consent: j.consent,
             spec: Arc::new(MessageSpec {

@@ -122,6 +122,10 @@ pub(super) struct RawScheduler {
     #[serde(with = "humantime_serde")]
     pub catch_up: Duration,
     pub reload_on_change: bool,
+    #[serde(with = "humantime_serde")]
+    pub send_window: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub outage_retry: Duration,
 }
 
 impl Default for RawScheduler {
@@ -129,6 +133,8 @@ impl Default for RawScheduler {
         Self {
             catch_up: Duration::from_secs(3600),
             reload_on_change: true,
+            send_window: None,
+            outage_retry: Duration::from_secs(30),
         }
     }
 }
@@ -208,6 +214,8 @@ pub(super) struct RawJob {
     pub on_overflow: Overflow,
     #[serde(default, with = "humantime_serde")]
     pub catch_up: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub send_window: Option<Duration>,
     #[serde(default)]
     pub audience: Audience,
     #[serde(default)]

@@ -34,6 +34,10 @@ pub struct Settings {
     /// `[scheduler] reload_on_change`: the daemon reloads when the file changes,
     /// as on SIGHUP.
     pub reload_on_change: bool,
+    /// `[scheduler] outage_retry`: the first wait before the daemon resumes a run
+    /// stopped because WeChat or the database was unreachable (doubling, at most
+    /// 10 min, while the run's send window is open).
+    pub outage_retry: Duration,
 }
 
 impl Settings {
@@ -123,6 +127,8 @@ pub struct Job {
     pub schedule: Schedule,
     /// How late a missed slot may still be sent on start.
     pub catch_up: Duration,
+    /// How long after its slot a run may still send; what is unsent then expires.
+    pub send_window: Duration,
     /// Who it sends to.
     pub audience: Audience,
     /// Whether recorded consent gates its sends.

@@ -48,6 +48,8 @@ pub struct RunReport {
     pub counts: Counts,
     /// Why the run stopped early, if it did (quota, fatal errcode, no token ...).
     pub stopped: Option<String>,
+    /// The stop was WeChat being unreachable: the daemon resumes the run by itself.
+    pub outage: bool,
     /// True when a shutdown interrupted it; the next start resumes it.
     pub interrupted: bool,
     /// Wall time of this drain, in milliseconds.
@@ -179,6 +181,60 @@ impl Deliverer {
         &self.client
     }
 
+    /// True when `on_unknown = "retry"`: a re-run resends `unknown` deliveries too.
+    pub fn retries_unknown(&self) -> bool {
+        self.on_unknown == OnUnknown::Retry
+    }
+
+    /// Closes a run whose send window has passed: a crash's leftovers are settled
+    /// as on a resume, and what is still pending is recorded `expired`, never sent.
+    pub async fn expire(
+        &self,
+        job: &Job,
+        run_id: i64,
+        slot: DateTime<Utc>,
+    ) -> Result<RunReport, DeliveryError> {
+        self.store
+            .recover_sending(run_id, self.leftover_status())
+            .await?;
+        let note = format!(
+            "the send window ({}) closed before these were sent",
+            humantime::format_duration(job.send_window)
+        );
+        let expired = self.store.expire_run(run_id, &note).await?;
+        if expired > 0 {
+            tracing::warn!(run.id = run_id, job = %job.name, %slot, count = expired, "send window closed: not sent, and never will be");
+            crate::stats::expired(job.name.as_ref(), expired);
+        }
+        let counts = self
+            .store
+            .run(run_id)
+            .await?
+            .map(|r| r.counts)
+            .unwrap_or_default();
+        Ok(RunReport {
+            run_id,
+            job: job.name.to_string(),
+            slot,
+            counts,
+            stopped: None,
+            outage: false,
+            interrupted: false,
+            duration_ms: 0,
+            requests: 0,
+            latency_p50_ms: 0.0,
+            latency_p99_ms: 0.0,
+        })
+    }
+
+    /// What a crash's `sending` leftovers become.
+    fn leftover_status(&self) -> Status {
+        match self.on_unknown {
+            OnUnknown::Record => Status::Unknown,
+            OnUnknown::Retry => Status::Pending,
+        }
+    }
+
     /// Who `job`'s runs send to and what consent their claims need: a credit for a
     /// one-time template, no rejection on record otherwise (and when the kind
     /// cannot be known now). Worked out once per firing: it may ask WeChat.
@@ -216,11 +272,8 @@ impl Deliverer {
         shutdown: &CancellationToken,
     ) -> Result<RunReport, DeliveryError> {
         let started = Instant::now();
-        // Only a crash leaves `sending` rows, and we hold the job's lock.
-        let leftover_to = match self.on_unknown {
-            OnUnknown::Record => Status::Unknown,
-            OnUnknown::Retry => Status::Pending,
-        };
+        // Only a crash leaves `claimed` and `sending` rows, and we hold the job's lock.
+        let leftover_to = self.leftover_status();
         let recovered = self.store.recover_sending(run_id, leftover_to).await?;
         if recovered > 0 {
             tracing::warn!(
@@ -244,6 +297,7 @@ impl Deliverer {
             shutdown: shutdown.clone(),
             latency: Latency::new(),
             job: Arc::from(job.name.as_ref()),
+            unanswered: Default::default(),
         });
         let builtins = Builtins::at(slot, job.schedule.tz());
         let permits = Arc::new(Semaphore::new(self.concurrency));
@@ -333,6 +387,7 @@ impl Deliverer {
             slot,
             counts,
             stopped,
+            outage: ctx.halt.is_outage(),
             interrupted,
             duration_ms: started.elapsed().as_millis(),
             requests: ctx.latency.quantile_ms(0.5).1,

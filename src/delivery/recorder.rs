@@ -16,6 +16,7 @@ enum Op {
         Vec<i64>,
         oneshot::Sender<Result<HashSet<i64>, Arc<StorageError>>>,
     ),
+    Sending(i64, oneshot::Sender<Result<(), Arc<StorageError>>>),
     Record(Outcome),
     Flush(oneshot::Sender<Result<(), Arc<StorageError>>>),
 }
@@ -34,10 +35,11 @@ impl Recorder {
         Self { tx }
     }
 
-    /// Marks deliveries `sending`; the returned future resolves once that is
-    /// committed (only then may they be sent), with the ones taken (those still
-    /// pending). The request is queued at once, before the future is awaited, so a
-    /// caller can have the next chunk committing while it sends this one.
+    /// Claims deliveries for this sender (`claimed`: each holds its consent credit);
+    /// the returned future resolves once that is committed, with the ones taken
+    /// (those still pending and consented). The request is queued at once, before
+    /// the future is awaited, so a caller can have the next chunk committing while
+    /// it sends this one.
     pub fn claim(
         &self,
         ids: Vec<i64>,
@@ -51,6 +53,16 @@ impl Recorder {
                 .expect("recorder task runs while handles exist");
         }
         async move { done.await.expect("recorder answers every claim") }
+    }
+
+    /// Marks one claimed delivery `sending` and waits for the commit: only then may
+    /// its request start. Marks of concurrent senders share a commit.
+    pub async fn sending(&self, id: i64) -> Result<(), Arc<StorageError>> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Sending(id, ack))
+            .expect("recorder task runs while handles exist");
+        done.await.expect("recorder answers every mark")
     }
 
     /// Queues an outcome; it is committed with the next batch.
@@ -76,6 +88,7 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
         let mut claims = Vec::new();
         let mut claim_acks = Vec::new();
         let mut outcomes = Vec::new();
+        let mut sending = Vec::new();
         let mut flushes = Vec::new();
         for op in ops.drain(..) {
             match op {
@@ -83,11 +96,13 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
                     claim_acks.push((ack, claims.len(), ids.len()));
                     claims.extend(ids);
                 }
+                Op::Sending(id, ack) => sending.push((id, ack)),
                 Op::Record(o) => outcomes.push(o),
                 Op::Flush(ack) => flushes.push(ack),
             }
         }
-        match store.write_batch(&gate, &claims, &outcomes).await {
+        let marks: Vec<i64> = sending.iter().map(|(id, _)| *id).collect();
+        match store.write_batch(&gate, &claims, &marks, &outcomes).await {
             Ok(taken) => {
                 for (ack, start, len) in claim_acks {
                     let mine = claims[start..start + len]
@@ -97,16 +112,22 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
                         .collect();
                     let _ = ack.send(Ok(mine));
                 }
+                for (_, ack) in sending {
+                    let _ = ack.send(Ok(()));
+                }
                 for ack in flushes {
                     let _ = ack.send(Ok(()));
                 }
             }
             Err(e) => {
-                // Claimed rows stay pending (never sent); recorded outcomes stay
-                // `sending` and become `unknown` on the next resume.
+                // Claims and marks did not happen (those deliveries are not sent);
+                // recorded outcomes stay `sending` and become `unknown` on resume.
                 tracing::error!(error = %e, lost_outcomes = outcomes.len(), "failed to record deliveries");
                 let e = Arc::new(e);
                 for (ack, _, _) in claim_acks {
+                    let _ = ack.send(Err(Arc::clone(&e)));
+                }
+                for (_, ack) in sending {
                     let _ = ack.send(Err(Arc::clone(&e)));
                 }
                 for ack in flushes {

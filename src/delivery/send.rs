@@ -1,5 +1,6 @@
 //! Sending one message: claim, call, classify, retry, record.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,17 +13,32 @@ use crate::domain::Message;
 use crate::storage::{Outcome, Status};
 use crate::wechat::{Disposition, SendReply, TokenManager, WechatClient, classify_send};
 
+/// Requests in a row, across a run's senders, that got no answer from WeChat
+/// (refused connection, timeout, HTTP 5xx) before the run stops as an outage.
+const OUTAGE_STREAK: u32 = 8;
+
 /// A reason to stop the whole run; the first one wins.
 #[derive(Clone, Default)]
 pub(super) struct Halt {
     token: CancellationToken,
-    reason: Arc<OnceLock<String>>,
+    /// The reason, and whether it is WeChat being unreachable (which passes).
+    reason: Arc<OnceLock<(String, bool)>>,
 }
 
 impl Halt {
+    /// Stops the run for a cause someone must fix (quota, account, template).
     pub fn stop(&self, reason: String) {
-        if self.reason.set(reason.clone()).is_ok() {
-            tracing::error!(reason = %reason, "stopping the run");
+        self.halt(reason, false);
+    }
+
+    /// Stops the run because WeChat cannot be reached; it is resumed once it can.
+    pub fn outage(&self, reason: String) {
+        self.halt(reason, true);
+    }
+
+    fn halt(&self, reason: String, outage: bool) {
+        if self.reason.set((reason.clone(), outage)).is_ok() {
+            tracing::error!(reason = %reason, outage, "stopping the run");
         }
         self.token.cancel();
     }
@@ -32,7 +48,12 @@ impl Halt {
     }
 
     pub fn reason(&self) -> Option<String> {
-        self.reason.get().cloned()
+        self.reason.get().map(|(r, _)| r.clone())
+    }
+
+    /// True when the run stopped because WeChat could not be reached.
+    pub fn is_outage(&self) -> bool {
+        self.reason.get().is_some_and(|(_, o)| *o)
     }
 
     pub async fn stopped(&self) {
@@ -74,6 +95,8 @@ pub(super) struct SendContext {
     pub latency: Latency,
     /// The job's name, for metrics.
     pub job: Arc<str>,
+    /// Requests in a row that WeChat did not answer.
+    pub unanswered: AtomicU32,
 }
 
 struct Attempt {
@@ -123,6 +146,15 @@ impl SendContext {
         self.recorder.record(outcome);
     }
 
+    /// Counts a request WeChat did not answer; enough in a row stop the run as an
+    /// outage, so that the rest of the audience stays pending instead of failing.
+    fn unanswered(&self, what: &str) {
+        if self.unanswered.fetch_add(1, Ordering::Relaxed) + 1 >= OUTAGE_STREAK {
+            self.halt
+                .outage(format!("WeChat cannot be reached ({what})"));
+        }
+    }
+
     async fn attempt_all(&self, id: i64, message: &Message) -> Outcome {
         let mut a = Attempt {
             id,
@@ -141,6 +173,10 @@ impl SendContext {
             let token = tokio::select! {
                 t = self.tokens.get() => match t {
                     Ok(t) => t,
+                    Err(e) if e.is_unreachable() => {
+                        self.halt.outage(e.to_string());
+                        return a.outcome(Status::Pending, None);
+                    }
                     Err(e) => {
                         self.halt.stop(e.to_string());
                         return a.outcome(Status::Pending, None);
@@ -148,6 +184,14 @@ impl SendContext {
                 },
                 _ = self.shutdown.cancelled() => return a.outcome(Status::Pending, None),
             };
+            // Record before the irreversible call: committed `sending`, so that a
+            // crash from here on leaves it `unknown`, never sent twice.
+            if a.attempts == 0
+                && let Err(e) = self.recorder.sending(id).await
+            {
+                self.halt.stop(format!("cannot record deliveries: {e}"));
+                return a.outcome(Status::Pending, None);
+            }
             a.attempts += 1;
             let started = std::time::Instant::now();
             let reply = self.client.send(token.expose(), message).await;
@@ -158,6 +202,7 @@ impl SendContext {
                     errmsg,
                     msgid,
                 } => {
+                    self.unanswered.store(0, Ordering::Relaxed);
                     a.errcode = (errcode != 0).then_some(errcode);
                     a.errmsg = (errcode != 0).then_some(errmsg);
                     match classify_send(errcode) {
@@ -188,10 +233,12 @@ impl SendContext {
                     }
                 }
                 SendReply::NotSent(reason) => {
+                    self.unanswered(&reason);
                     a.errmsg = Some(reason);
                     Duration::ZERO
                 }
                 SendReply::Http(code) if code >= 500 => {
+                    self.unanswered(&format!("HTTP {code}"));
                     a.errmsg = Some(format!("HTTP {code}"));
                     Duration::ZERO
                 }
@@ -203,6 +250,7 @@ impl SendContext {
                     return a.outcome(Status::Pending, None);
                 }
                 SendReply::NoAnswer(reason) => {
+                    self.unanswered(&reason);
                     a.errmsg = Some(format!("no answer: {reason}"));
                     if self.on_unknown == OnUnknown::Record {
                         return a.outcome(Status::Unknown, None);
@@ -211,6 +259,14 @@ impl SendContext {
                 }
             };
             let Some(backoff) = delays.next() else {
+                if a.errcode.is_none() {
+                    // Every try went unanswered: WeChat is away, not this person.
+                    self.halt.outage(format!(
+                        "WeChat cannot be reached ({})",
+                        a.errmsg.as_deref().unwrap_or("no answer")
+                    ));
+                    return a.outcome(Status::Pending, None);
+                }
                 return a.outcome(Status::Failed, None);
             };
             crate::stats::retry(&self.job);

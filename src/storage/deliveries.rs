@@ -13,6 +13,9 @@ use super::{Audience, Context, StorageError, Store, now};
 pub enum Status {
     /// Not sent yet.
     Pending,
+    /// Taken by a sender, which will request it shortly; a crash puts it back to
+    /// pending, since no request was made for it yet.
+    Claimed,
     /// Committed just before the request; left over only by a crash.
     Sending,
     /// WeChat accepted it (errcode 0) and returned a msgid.
@@ -27,6 +30,8 @@ pub enum Status {
     Unknown,
     /// Not sent: no recorded consent for the template (no API call was made).
     Skipped,
+    /// Never sent: still pending when the run's send window closed.
+    Expired,
 }
 
 impl Status {
@@ -34,6 +39,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
+            Self::Claimed => "claimed",
             Self::Sending => "sending",
             Self::Sent => "sent",
             Self::Failed => "failed",
@@ -41,11 +47,13 @@ impl Status {
             Self::Invalid => "invalid",
             Self::Unknown => "unknown",
             Self::Skipped => "skipped",
+            Self::Expired => "expired",
         }
     }
 
     fn parse(s: &str) -> Self {
         match s {
+            "claimed" => Self::Claimed,
             "sending" => Self::Sending,
             "sent" => Self::Sent,
             "failed" => Self::Failed,
@@ -53,6 +61,7 @@ impl Status {
             "invalid" => Self::Invalid,
             "unknown" => Self::Unknown,
             "skipped" => Self::Skipped,
+            "expired" => Self::Expired,
             _ => Self::Pending,
         }
     }
@@ -223,18 +232,19 @@ fn bind_outcomes<'q>(
 }
 
 impl Store {
-    /// Turns `sending` rows left by a crash into `to` (unknown, or pending when
-    /// unknown outcomes are retried), settling the credits they held: an unknown
-    /// send may have used its credit, so it is spent. Call only while holding the
-    /// job's lock.
+    /// Settles what a crash left of a run: `sending` rows (a request may have gone
+    /// out) become `to` (unknown, or pending when unknown outcomes are retried),
+    /// `claimed` rows (no request was made) go back to pending. Credits follow: an
+    /// unknown send may have used its credit, so it is spent; the rest are released.
+    /// Call only while holding the job's lock. Returns the `sending` rows settled.
     pub async fn recover_sending(&self, run_id: i64, to: Status) -> Result<u64, StorageError> {
         let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE consents SET \
-             credits = CASE WHEN ? = 'unknown' THEN MAX(consents.credits - 1, 0) ELSE consents.credits END, \
+             credits = CASE WHEN d.status = 'sending' AND ? = 'unknown' THEN MAX(consents.credits - 1, 0) ELSE consents.credits END, \
              reserved = MAX(consents.reserved - 1, 0) \
              FROM deliveries d JOIN runs r ON r.id = d.run_id \
-             WHERE d.run_id = ? AND d.status = 'sending' AND d.credit = 1 \
+             WHERE d.run_id = ? AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
              AND consents.openid = d.openid AND consents.template_id = r.template_id",
         )
         .bind(to.as_str())
@@ -252,6 +262,15 @@ impl Store {
         .execute(&mut *tx)
         .await
         .context("recover interrupted deliveries")?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', credit = 0, updated_at = ? \
+             WHERE run_id = ? AND status = 'claimed'",
+        )
+        .bind(now())
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .context("put back claimed deliveries")?;
         tx.commit().await.context("commit recovered deliveries")?;
         Ok(r.rows_affected())
     }
@@ -297,8 +316,9 @@ impl Store {
             .collect())
     }
 
-    /// In one transaction: marks `claims` as `sending` (each only if still pending
-    /// and, under `gate`, only with consent; the others become `skipped`) and
+    /// In one transaction: marks `claims` as `claimed` (each only if still pending
+    /// and, under `gate`, only with consent; the others become `skipped`), marks
+    /// `sending` the claimed deliveries whose request is about to start, and
     /// records `outcomes`, settling the credits they held. Returns the claims that
     /// were taken.
     ///
@@ -308,6 +328,7 @@ impl Store {
         &self,
         gate: &ConsentGate,
         claims: &[i64],
+        sending: &[i64],
         outcomes: &[Outcome],
     ) -> Result<HashSet<i64>, StorageError> {
         let mut tx = self.write().await?;
@@ -331,7 +352,7 @@ impl Store {
         for chunk in claims.chunks(CHUNK) {
             let ids = placeholders(1, padded(chunk.len()));
             let sql = format!(
-                "UPDATE deliveries SET status = 'sending', credit = ?, updated_at = ? \
+                "UPDATE deliveries SET status = 'claimed', credit = ?, updated_at = ? \
                  WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id"
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -375,6 +396,21 @@ impl Store {
                     .context("skip deliveries without consent")?;
             }
             taken.extend(mine);
+        }
+        for chunk in sending.chunks(CHUNK) {
+            // Record before the irreversible call: only these can end `unknown`.
+            let sql = format!(
+                "UPDATE deliveries SET status = 'sending', updated_at = ? \
+                 WHERE status = 'claimed' AND id IN ({})",
+                placeholders(1, padded(chunk.len()))
+            );
+            bind_ids(
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.clone()),
+                chunk,
+            )
+            .execute(&mut *tx)
+            .await
+            .context("mark deliveries sending")?;
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {

@@ -7,14 +7,16 @@ mod recipients;
 mod runs;
 mod schedules;
 mod tokens;
+mod tx;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use tx::WriteTx;
 
 pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
 pub use deliveries::{ConsentGate, DeliveryRow, Outcome, PendingDelivery, Status};
@@ -56,6 +58,32 @@ impl<T> Context<T> for Result<T, sqlx::migrate::MigrateError> {
 pub struct Store {
     pool: SqlitePool,
     path: Option<PathBuf>,
+    /// The file's device and inode when it was opened: a file put in its place
+    /// later (restored, recreated by another process) is another database.
+    identity: Option<(u64, u64)>,
+}
+
+/// The newest migration this build knows; a database below it is not ready.
+fn latest_migration() -> i64 {
+    sqlx::migrate!("./migrations")
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The device and inode of the file at `path`.
+fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+fn io_error(action: &'static str, message: String) -> StorageError {
+    StorageError {
+        action,
+        source: sqlx::Error::Io(std::io::Error::other(message)),
+    }
 }
 
 impl Store {
@@ -89,11 +117,24 @@ impl Store {
             .run(&pool)
             .await
             .context("run migrations")?;
-        Ok(Self { pool, path })
+        let identity = match &path {
+            Some(p) => Some(identity_of(p).map_err(|e| {
+                io_error("find the database file", format!("{}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            pool,
+            path,
+            identity,
+        })
     }
 
     /// Opens the database only if its file exists, for commands that must not create one.
     pub async fn open_existing(url: &str) -> Result<Option<Self>, StorageError> {
+        if is_in_memory(url) {
+            return Self::open(url).await.map(Some);
+        }
         let options = SqliteConnectOptions::from_str(url).context("parse [database] url")?;
         if !options.get_filename().is_file() {
             return Ok(None);
@@ -101,38 +142,67 @@ impl Store {
         Self::open(url).await.map(Some)
     }
 
+    /// Fails when the file this store opened is gone or another file took its place:
+    /// writing then would go nowhere, or into a database nobody migrated.
+    fn check_identity(&self) -> Result<(), StorageError> {
+        let (Some(path), Some(opened)) = (&self.path, self.identity) else {
+            return Ok(());
+        };
+        match identity_of(path) {
+            Ok(now) if now == opened => Ok(()),
+            Ok(_) => Err(io_error(
+                "use the database file",
+                format!(
+                    "{} was replaced by another file while wxpush had it open; restart wxpush to use the new one",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(io_error(
+                "find the database file",
+                format!("{} was removed or cannot be read: {e}", path.display()),
+            )),
+        }
+    }
+
     /// The database file, if it is one (lock files live beside it).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
-    /// Succeeds when the database file is still in place and answers a query.
-    /// (SQLite keeps answering through an open handle after the file is deleted,
-    /// but nothing written then would survive a restart.)
+    /// Succeeds when the database this store opened is still in place (not removed,
+    /// not replaced), migrated, and writable, lock folder included. (SQLite keeps
+    /// answering through an open handle after the file is deleted, but nothing
+    /// written then would survive a restart.)
     pub async fn ping(&self) -> Result<(), StorageError> {
-        if let Some(path) = &self.path
-            && !path.exists()
-        {
-            return Err(StorageError {
-                action: "find the database file",
-                source: sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{} was removed", path.display()),
-                )),
-            });
-        }
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        self.check_identity()?;
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
             .await
-            .context("reach the database")?;
+            .context("read the database's migrations")?;
+        if version.unwrap_or(0) < latest_migration() {
+            return Err(io_error(
+                "check the database's migrations",
+                "the database is not migrated to this version of wxpush; restart wxpush".into(),
+            ));
+        }
+        // Takes the write lock and lets go: fails on a read-only or locked-out file.
+        self.write()
+            .await?
+            .rollback()
+            .await
+            .context("write to the database")?;
+        if let Some(path) = &self.path {
+            crate::joblock::open_lock_file(path, ".probe.lock")
+                .map_err(|e| io_error("use the lock folder", e.to_string()))?;
+        }
         Ok(())
     }
 
-    /// A write transaction that takes the write lock at once, so it never has to
-    /// upgrade (and fail with SQLITE_BUSY) half-way through.
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StorageError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
+    /// A write transaction on the file this store opened (never on one put in its
+    /// place), holding the write lock from its start.
+    async fn write(&self) -> Result<WriteTx, StorageError> {
+        self.check_identity()?;
+        WriteTx::begin(&self.pool)
             .await
             .context("begin a write transaction")
     }

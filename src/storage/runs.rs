@@ -91,6 +91,8 @@ pub struct Counts {
     pub skipped: u64,
     /// Not sent yet.
     pub pending: u64,
+    /// Never sent: still pending when the run's send window closed.
+    pub expired: u64,
 }
 
 /// A run with its delivery counts.
@@ -167,7 +169,8 @@ const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.no
     COALESCE(SUM(CASE WHEN d.status = 'invalid' THEN 1 ELSE 0 END), 0) AS invalid, \
     COALESCE(SUM(CASE WHEN d.status = 'unknown' THEN 1 ELSE 0 END), 0) AS unknown, \
     COALESCE(SUM(CASE WHEN d.status = 'skipped' THEN 1 ELSE 0 END), 0) AS skipped, \
-    COALESCE(SUM(CASE WHEN d.status IN ('pending', 'sending') THEN 1 ELSE 0 END), 0) AS pending \
+    COALESCE(SUM(CASE WHEN d.status IN ('pending', 'claimed', 'sending') THEN 1 ELSE 0 END), 0) AS pending, \
+    COALESCE(SUM(CASE WHEN d.status = 'expired' THEN 1 ELSE 0 END), 0) AS expired \
     FROM runs r LEFT JOIN deliveries d ON d.run_id = r.id";
 
 fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
@@ -193,6 +196,7 @@ fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
             unknown: n("unknown")?,
             skipped: n("skipped")?,
             pending: n("pending")?,
+            expired: n("expired")?,
         },
     })
 }
@@ -325,6 +329,69 @@ impl Store {
         .await
         .context("reopen a run")?;
         Ok(())
+    }
+
+    /// Ends a run whose send window has closed: what is still pending is recorded
+    /// `expired` and never sent. Call after `recover_sending`, holding the job's lock.
+    pub async fn expire_run(&self, run_id: i64, note: &str) -> Result<u64, StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        let r = sqlx::query(
+            "UPDATE deliveries SET status = 'expired', errmsg = ?, updated_at = ? \
+             WHERE run_id = ? AND status = 'pending'",
+        )
+        .bind(note)
+        .bind(&now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .context("expire pending deliveries")?;
+        sqlx::query("UPDATE runs SET status = 'done', note = ?, finished_at = ? WHERE id = ?")
+            .bind(note)
+            .bind(&now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .context("close an expired run")?;
+        tx.commit().await.context("commit an expired run")?;
+        Ok(r.rows_affected())
+    }
+
+    /// Puts back to pending the deliveries of a run that failed for a passing
+    /// cause (no errcode, or one of `transient`), and `unknown` ones too when
+    /// `unknown_too`; reopens the run if any were. Returns how many.
+    pub async fn retry_failed(
+        &self,
+        run_id: i64,
+        transient: &[i64],
+        unknown_too: bool,
+    ) -> Result<u64, StorageError> {
+        let codes = transient
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut tx = self.write().await?;
+        let sql = format!(
+            "UPDATE deliveries SET status = 'pending', updated_at = ? WHERE run_id = ? AND \
+             ((status = 'failed' AND (errcode IS NULL OR errcode IN ({codes}))) OR (? AND status = 'unknown'))"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now())
+            .bind(run_id)
+            .bind(unknown_too)
+            .execute(&mut *tx)
+            .await
+            .context("retry failed deliveries")?;
+        if r.rows_affected() > 0 {
+            sqlx::query("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .context("reopen a run")?;
+        }
+        tx.commit().await.context("commit retried deliveries")?;
+        Ok(r.rows_affected())
     }
 
     /// Runs of `job` that still have work: running (maybe interrupted) or stopped.

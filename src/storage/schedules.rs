@@ -13,13 +13,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StorageError> {
         let mut tx = self.write().await?;
-        // A job that ran before wxpush kept this table (an upgrade) dates from its
-        // first run, so that the restart of an upgrade still catches up.
+        // A job that ran on its schedule before wxpush kept this table (an upgrade)
+        // dates from its first scheduled run, so that the restart of an upgrade
+        // still catches up. Manual sends are no schedule history: a test send
+        // before the first start must not make that start catch up.
         sqlx::query(
             "INSERT INTO schedules (job, schedule, since) \
              SELECT ?1, ?2, COALESCE(\
                  CASE WHEN NOT EXISTS (SELECT 1 FROM schedules WHERE job = ?1) \
-                      THEN (SELECT MIN(created_at) FROM runs WHERE job = ?1) END, \
+                      THEN (SELECT MIN(created_at) FROM runs WHERE job = ?1 AND trigger IN ('schedule', 'catch_up')) END, \
                  ?3) \
              WHERE true \
              ON CONFLICT (job, schedule) DO NOTHING",

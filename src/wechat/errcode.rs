@@ -26,6 +26,11 @@ pub enum Disposition {
     },
 }
 
+/// Send errcodes that pass (busy, per-minute quota, a concurrent send, an IP
+/// confirmation): a delivery that used up its tries on one of these is retried
+/// when its run is re-run.
+pub const TRANSIENT_SEND_ERRCODES: &[i64] = &[-1, 45011, 43108, 89503];
+
 /// Classifies a send reply's errcode. Unknown errcodes are final failures: never
 /// retried blindly, always recorded with their errmsg.
 pub fn classify_send(errcode: i64) -> Disposition {
@@ -57,9 +62,10 @@ pub fn classify_send(errcode: i64) -> Disposition {
         45009 => StopRun {
             this: Status::Pending,
         },
-        // Per job or account: bad template, bad page, capability banned.
+        // Per job or account: bad template, bad page, capability banned. Refused,
+        // so not used up: it goes out once the cause is fixed and the run resumed.
         40037 | 41030 | 43107 => StopRun {
-            this: Status::Failed,
+            this: Status::Pending,
         },
         // Account, permission or request-shape problems: fix and resume.
         40002 | 40013 | 40125 | 40164 | 40243 | 41001 | 41002 | 41004 | 43002 | 43003 | 44002
@@ -112,6 +118,14 @@ mod tests {
 
     /// Every send-relevant errcode in wechat-api.md, with the class we give it.
     #[test]
+    fn the_transient_errcodes_are_exactly_the_retried_ones() {
+        for code in -1..=100_000 {
+            let retried = matches!(classify_send(code), Retry { .. });
+            assert_eq!(TRANSIENT_SEND_ERRCODES.contains(&code), retried, "{code}");
+        }
+    }
+
+    #[test]
     fn every_documented_send_errcode_has_its_class() {
         let table: &[(i64, Disposition)] = &[
             (0, Sent),
@@ -128,19 +142,19 @@ mod tests {
             (
                 40037,
                 StopRun {
-                    this: Status::Failed,
+                    this: Status::Pending,
                 },
             ),
             (
                 41030,
                 StopRun {
-                    this: Status::Failed,
+                    this: Status::Pending,
                 },
             ),
             (
                 43107,
                 StopRun {
-                    this: Status::Failed,
+                    this: Status::Pending,
                 },
             ),
             (43101, Final(Status::Refused)),

@@ -6,6 +6,8 @@ mod templates;
 mod token;
 
 pub use client::{RemoteTemplate, SendReply, Session, WechatClient, WechatError, content_keywords};
-pub use errcode::{Disposition, TokenFailure, classify_send, classify_token};
+pub use errcode::{
+    Disposition, TRANSIENT_SEND_ERRCODES, TokenFailure, classify_send, classify_token,
+};
 pub use templates::TemplateCatalog;
 pub use token::{AccessToken, TokenError, TokenManager};

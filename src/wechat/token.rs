@@ -57,6 +57,20 @@ pub enum TokenError {
     Storage(#[from] StorageError),
 }
 
+impl TokenError {
+    /// True when WeChat could not be reached (no answer, or a 5xx from a gateway):
+    /// that passes, unlike a refused secret.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Wechat {
+                source: WechatError::Transport(_),
+                ..
+            }
+        ) || matches!(self, Self::Wechat { source: WechatError::Http(c), .. } if *c >= 500)
+    }
+}
+
 #[derive(Clone)]
 struct Cached {
     token: AccessToken,

@@ -84,7 +84,7 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
         run.stdout
     );
 
-    let send = env.wxpush(&["send", "daily"]).await;
+    let send = env.wxpush(&["send", "daily", "--again"]).await;
     assert_eq!(send.code, 0, "{send:?}");
     assert_eq!(env.fake.accepted_for("oAlice1"), 1);
     let body = env
@@ -140,7 +140,7 @@ async fn editing_the_config_file_adds_and_deactivates_recipients_but_keeps_cli_o
         ])
         .await;
     assert_eq!(add.code, 0, "{add:?}");
-    assert_eq!(env.wxpush(&["send", "daily"]).await.code, 0);
+    assert_eq!(env.wxpush(&["send", "daily", "--again"]).await.code, 0);
     assert_eq!(env.fake.accepted_count(), 3);
 
     // The operator removes oFile2 and adds oFile3.
@@ -148,7 +148,7 @@ async fn editing_the_config_file_adds_and_deactivates_recipients_but_keeps_cli_o
         "",
         &format!("{}{}", daily_job(""), recipients(&["oFile1", "oFile3"])),
     );
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(env.fake.accepted_for("oFile1"), 2);
@@ -198,7 +198,7 @@ async fn remove_takes_a_recipient_out_of_later_runs() {
         1
     );
 
-    env.wxpush(&["send", "daily"]).await;
+    env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(env.fake.accepted_for("oCli01"), 0);
     assert_eq!(env.fake.accepted_for("oCli02"), 1);
@@ -227,7 +227,7 @@ async fn runs_shows_history_with_counts_and_per_recipient_outcomes() {
     ))
     .await;
     env.fake.script("oUserB2", [Scripted::Errcode(43101)]);
-    env.wxpush(&["send", "daily"]).await;
+    env.wxpush(&["send", "daily", "--again"]).await;
 
     let list = env.wxpush(&["runs", "--json"]).await;
     assert_eq!(list.code, 0, "{list:?}");
@@ -274,7 +274,7 @@ async fn secrets_and_tokens_never_reach_output_and_openids_are_masked_in_logs() 
     );
 
     let out = env
-        .command(&["send", "daily"])
+        .command(&["send", "daily", "--again"])
         .env("RUST_LOG", "debug")
         .output()
         .await

@@ -127,7 +127,7 @@ async fn a_toml_syntax_error_names_the_line() {
         "[wechat]\nappid = \"wx0123456789abcdef\"\ntimeout = \n",
     )
     .unwrap();
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("line 3"), "{}", run.stderr);
     assert!(!run.stderr.contains("panicked"));
@@ -156,7 +156,7 @@ async fn environment_variables_override_the_file() {
 async fn a_missing_secret_is_a_config_error_and_never_a_panic() {
     let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&["oUser1"]))).await;
     let out = env
-        .command(&["send", "daily"])
+        .command(&["send", "daily", "--again"])
         .env_remove("WXPUSH__WECHAT__SECRET")
         .output()
         .await
@@ -192,7 +192,7 @@ async fn a_missing_config_file_says_how_to_choose_one() {
 #[tokio::test]
 async fn an_unknown_job_is_a_usage_error() {
     let env = TestEnv::with(&daily_job("")).await;
-    let run = env.wxpush(&["send", "weekly"]).await;
+    let run = env.wxpush(&["send", "weekly", "--again"]).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr

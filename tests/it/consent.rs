@@ -334,7 +334,7 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
 
     // Send once (uses one credit), then WeChat reports that message's final result.
     env.fake.subscribe(alice, ONCE, 2);
-    let run = env.wxpush(&["send", "remind"]).await;
+    let run = env.wxpush(&["send", "remind", "--again"]).await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(consent(&env, alice, ONCE).await, Some(("accept".into(), 1)));
     let store = env.store().await;
@@ -390,7 +390,7 @@ async fn without_consent_there_is_no_api_call_and_43101_clears_the_credit() {
     // The stale person's acceptance was used up elsewhere: WeChat will answer 43101.
     env.fake.script(stale, [Scripted::Errcode(43101)]);
 
-    let run = env.wxpush(&["send", "remind"]).await;
+    let run = env.wxpush(&["send", "remind", "--again"]).await;
 
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
@@ -419,7 +419,7 @@ async fn without_consent_there_is_no_api_call_and_43101_clears_the_credit() {
     assert_eq!(consent(&env, without, ONCE).await, None);
 
     // Next time nobody has a credit: no calls at all.
-    let again = env.wxpush(&["send", "remind"]).await;
+    let again = env.wxpush(&["send", "remind", "--again"]).await;
     assert!(again.stdout.contains("0 sent"), "{}", again.stdout);
     assert!(again.stdout.contains("3 skipped"), "{}", again.stdout);
     assert_eq!(env.fake.send_requests(), 2);
@@ -464,20 +464,20 @@ async fn a_subscribed_audience_is_everyone_with_consent_and_only_them() {
     assert!(dry.stdout.contains("hello Ona") && !dry.stdout.contains(refused));
     assert_eq!(env.fake.send_requests(), 0);
 
-    let first = env.wxpush(&["send", "remind"]).await;
+    let first = env.wxpush(&["send", "remind", "--again"]).await;
     assert_eq!(first.code, 0, "{first:?}");
     assert!(
         first.stdout.contains("2 sent") && first.stdout.contains("of 2 "),
         "{}",
         first.stdout
     );
-    let second = env.wxpush(&["send", "remind"]).await;
+    let second = env.wxpush(&["send", "remind", "--again"]).await;
     assert!(
         second.stdout.contains("1 sent") && second.stdout.contains("of 1 "),
         "{}",
         second.stdout
     );
-    let third = env.wxpush(&["send", "remind"]).await;
+    let third = env.wxpush(&["send", "remind", "--again"]).await;
     assert!(third.stdout.contains("of 0 "), "{}", third.stdout);
 
     assert_eq!(env.fake.accepted_for(twice), 2);
@@ -517,14 +517,16 @@ async fn a_one_time_credit_is_used_exactly_once_by_concurrent_runs() {
     };
     let env = TestEnv::new(opts, "concurrency = 4", &body).await;
     // Create the database (and sync the file's recipients) before the race.
+    // A read-only command never creates the database: open it as a daemon would.
+    env.store().await.close().await;
     assert_eq!(env.wxpush(&["recipients", "list"]).await.code, 0);
     for p in &refs {
         grant(&env, p, 1).await;
     }
 
     let (a, b) = tokio::join!(
-        env.wxpush(&["send", "morning"]),
-        env.wxpush(&["send", "evening"])
+        env.wxpush(&["send", "morning", "--again"]),
+        env.wxpush(&["send", "evening", "--again"])
     );
 
     assert!(a.code <= 1 && b.code <= 1, "{a:?} {b:?}");
@@ -665,19 +667,21 @@ async fn credits_held_by_a_killed_send_are_settled_on_resume() {
         &format!("{}{}", once_job("remind", ""), listed("remind", &refs)),
     )
     .await;
+    // A read-only command never creates the database: open it as a daemon would.
+    env.store().await.close().await;
     assert_eq!(env.wxpush(&["recipients", "list"]).await.code, 0);
     for p in &refs {
         // Two credits each: one for this run, one that must survive it.
         grant(&env, p, 2).await;
     }
 
-    let mut child = env.command(&["send", "remind"]).spawn().unwrap();
+    let mut child = env.command(&["send", "remind", "--again"]).spawn().unwrap();
     wait_until(20, "some sends", || env.fake.accepted_count() >= 3).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
-    let resumed = env.wxpush(&["send", "remind"]).await;
+    let resumed = env.wxpush(&["send", "remind", "--again"]).await;
     assert!(resumed.stdout.starts_with("remind: run 1:"), "{resumed:?}");
 
     let store = env.store().await;
@@ -714,6 +718,8 @@ async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
     };
     let job = "\n[[jobs]]\nname = \"notice\"\ncron = \"0 0 9 * * *\"\ntemplate_id = \"tmpl-long\"\naudience = \"subscribed\"\n[jobs.data]\nthing1 = \"notice\"\n";
     let env = TestEnv::new(opts, "", job).await;
+    // A read-only command never creates the database: open it as a daemon would.
+    env.store().await.close().await;
     assert_eq!(env.wxpush(&["recipients", "list"]).await.code, 0);
     let store = env.store().await;
     for who in [kept, lost] {
@@ -731,7 +737,7 @@ async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
     // Only `kept` really holds the subscription at WeChat.
     env.fake.subscribe(kept, "tmpl-long", 1);
 
-    let first = env.wxpush(&["send", "notice"]).await;
+    let first = env.wxpush(&["send", "notice", "--again"]).await;
     assert!(
         first.stdout.contains("1 sent, 0 failed, 1 refused"),
         "{first:?}"
@@ -741,7 +747,7 @@ async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
         Some(("reject".into(), 0))
     );
 
-    let second = env.wxpush(&["send", "notice"]).await;
+    let second = env.wxpush(&["send", "notice", "--again"]).await;
     assert!(
         second.stdout.contains("1 sent") && second.stdout.contains("of 1 "),
         "{second:?}"
@@ -853,7 +859,7 @@ async fn forget_erases_a_person_but_keeps_the_counts() {
         .await
         .unwrap();
     store.close().await;
-    assert_eq!(env.wxpush(&["send", "remind"]).await.code, 0);
+    assert_eq!(env.wxpush(&["send", "remind", "--again"]).await.code, 0);
 
     let run = env.wxpush(&["recipients", "forget", alice]).await;
     assert_eq!(run.code, 0, "{run:?}");

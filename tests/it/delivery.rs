@@ -13,7 +13,7 @@ async fn send_delivers_one_message_per_recipient_and_records_each() {
     let (ids, body) = ids(5);
     let env = TestEnv::with(&body).await;
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
@@ -70,7 +70,7 @@ async fn busy_answers_are_retried_with_backoff_until_sent() {
         .script(&ids[0], [Scripted::Errcode(-1), Scripted::Errcode(-1)]);
     env.fake.script(&ids[1], [Scripted::Http(502)]);
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     let rows = env.store().await.deliveries(1).await.unwrap();
@@ -88,7 +88,7 @@ async fn retries_stop_at_max_attempts_and_the_delivery_fails() {
     env.fake
         .script(&ids[0], std::iter::repeat_n(Scripted::Errcode(-1), 10));
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 1, "{run:?}");
     let row = &env.store().await.deliveries(1).await.unwrap()[0];
@@ -106,7 +106,7 @@ async fn refused_43101_is_recorded_at_once_and_never_retried() {
     env.fake.script(&ids[1], [Scripted::Errcode(43101)]);
     env.fake.script(&ids[2], [Scripted::Errcode(40003)]);
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 1, "some deliveries failed: {run:?}");
     assert!(
@@ -136,7 +136,7 @@ async fn a_value_breaking_its_keyword_rule_is_caught_before_any_call() {
     ));
     let env = TestEnv::with(&body).await;
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
@@ -171,7 +171,7 @@ async fn on_overflow_truncate_shortens_a_long_thing_instead() {
     );
     let env = TestEnv::with(&body).await;
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     let accepted = env.fake.accepted();
@@ -191,7 +191,7 @@ async fn a_lost_reply_is_recorded_unknown_and_not_resent() {
     env.fake
         .script(&ids[0], [Scripted::Hang(Duration::from_secs(3))]);
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("1 unknown"), "{}", run.stdout);
@@ -213,7 +213,7 @@ async fn on_unknown_retry_resends_a_lost_reply() {
     env.fake
         .script(&ids[0], [Scripted::Hang(Duration::from_secs(3))]);
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     let row = &env.store().await.deliveries(1).await.unwrap()[0];
@@ -234,7 +234,7 @@ async fn daily_quota_45009_stops_the_run_and_a_later_send_resumes_it() {
     };
     let env = TestEnv::new(opts, "concurrency = 1", &body).await;
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 3, "{run:?}");
     assert!(
@@ -261,7 +261,7 @@ async fn daily_quota_45009_stops_the_run_and_a_later_send_resumes_it() {
         config: env.config,
         http: env.http,
     };
-    let again = env2.wxpush(&["send", "daily"]).await;
+    let again = env2.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(again.code, 0, "{again:?}");
     assert!(
@@ -291,7 +291,7 @@ async fn sends_honour_the_rate_limit() {
     };
     let env = TestEnv::new(opts, "rate_limit_per_sec = 4", &body).await;
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(env.fake.accepted_count(), 12);

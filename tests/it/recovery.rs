@@ -13,7 +13,7 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
     };
     let env = TestEnv::new(opts, "concurrency = 4", &body).await;
 
-    let mut child = env.command(&["send", "daily"]).spawn().unwrap();
+    let mut child = env.command(&["send", "daily", "--again"]).spawn().unwrap();
     // Let some sends complete, then kill -9 while others are in flight.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while env.fake.accepted_count() < 8 {
@@ -31,7 +31,7 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
     let accepted_before = env.fake.accepted_count();
     assert!(accepted_before < 40, "killed before the end");
 
-    let resumed = env.wxpush(&["send", "daily"]).await;
+    let resumed = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert!(
         resumed.stdout.starts_with("daily: run 1:"),
@@ -73,13 +73,13 @@ async fn a_second_sender_of_the_same_job_is_refused_while_one_runs() {
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "concurrency = 1", &body).await;
-    let mut first = env.command(&["send", "daily"]).spawn().unwrap();
+    let mut first = env.command(&["send", "daily", "--again"]).spawn().unwrap();
     wait_until(20, "the first sender starts", || {
         env.fake.send_requests() > 0
     })
     .await;
 
-    let second = env.wxpush(&["send", "daily"]).await;
+    let second = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(second.code, 3, "{second:?}");
     assert!(

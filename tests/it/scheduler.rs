@@ -141,7 +141,7 @@ async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "concurrency = 2", &body).await;
-    let mut child = env.command(&["send", "daily"]).spawn().unwrap();
+    let mut child = env.command(&["send", "daily", "--again"]).spawn().unwrap();
     wait_until(20, "four sends", || env.fake.accepted_count() >= 4).await;
     sigterm(&child).await;
     let status = child.wait().await.unwrap();
@@ -161,7 +161,7 @@ async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later
         "every accepted send was recorded"
     );
 
-    let again = env.wxpush(&["send", "daily"]).await;
+    let again = env.wxpush(&["send", "daily", "--again"]).await;
     assert_eq!(again.code, 0, "{again:?}");
     assert!(ids.iter().all(|id| env.fake.accepted_for(id) == 1));
 }
@@ -180,7 +180,7 @@ async fn sigterm_while_waiting_for_a_token(extra_job_keys: &str, run_started: bo
     };
     let env = TestEnv::new(opts, "", &body).await;
     let child = env
-        .command(&["send", "daily"])
+        .command(&["send", "daily", "--again"])
         .env("WXPUSH__WECHAT__TIMEOUT", "60s")
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -334,7 +334,7 @@ async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
 async fn json_logs_are_one_object_per_line_and_journald_gets_no_timestamps() {
     let env = TestEnv::with(&ticking(&["oLogs01"])).await;
     let out = env
-        .command(&["send", "tick"])
+        .command(&["send", "tick", "--again"])
         .env("WXPUSH__LOG__FORMAT", "json")
         .output()
         .await
@@ -354,7 +354,7 @@ async fn json_logs_are_one_object_per_line_and_journald_gets_no_timestamps() {
     assert!(end["duration_ms"].is_number());
 
     let out = env
-        .command(&["send", "tick"])
+        .command(&["send", "tick", "--again"])
         .env("JOURNAL_STREAM", "8:12345")
         .output()
         .await

@@ -17,7 +17,7 @@ async fn three_sends_in_a_row_fetch_one_token() {
     let env = TestEnv::with(&body(3)).await;
 
     for i in 1..=3 {
-        let run = env.wxpush(&["send", "daily"]).await;
+        let run = env.wxpush(&["send", "daily", "--again"]).await;
         assert_eq!(run.code, 0, "send {i}: {run:?}");
     }
 
@@ -28,11 +28,11 @@ async fn three_sends_in_a_row_fetch_one_token() {
 #[tokio::test]
 async fn a_rejected_token_is_replaced_once_and_the_send_retried() {
     let env = TestEnv::with(&body(4)).await;
-    assert_eq!(env.wxpush(&["send", "daily"]).await.code, 0);
+    assert_eq!(env.wxpush(&["send", "daily", "--again"]).await.code, 0);
     // Someone force-refreshed the stable token elsewhere: ours now gets 40001.
     env.fake.revoke_tokens();
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(env.fake.token_requests(), 2, "one refresh for all senders");
@@ -51,7 +51,13 @@ async fn a_token_rejected_twice_stops_the_run_without_looping() {
     );
 
     let run = env
-        .wxpush(&["send", "daily", "--config", env.config.to_str().unwrap()])
+        .wxpush(&[
+            "send",
+            "daily",
+            "--again",
+            "--config",
+            env.config.to_str().unwrap(),
+        ])
         .await;
 
     assert_eq!(run.code, 3, "{run:?}");
@@ -85,7 +91,7 @@ async fn a_stable_token_handed_back_after_rejection_is_force_refreshed() {
     // returns the same one, so only a force refresh can help.
     env.fake.script(&ids[0], [Scripted::Errcode(40001)]);
 
-    let run = env.wxpush(&["send", "daily"]).await;
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(env.fake.force_refreshes(), 1);
@@ -101,7 +107,7 @@ async fn bad_credentials_fail_the_send_with_a_hint_and_exit_3() {
     let env = TestEnv::with(&body(1)).await;
 
     let out = env
-        .command(&["send", "daily"])
+        .command(&["send", "daily", "--again"])
         .env("WXPUSH__WECHAT__SECRET", "wrong-secret")
         .output()
         .await
