@@ -63,18 +63,26 @@ pub async fn serve(
 }
 
 async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
+    // Every reason at once, so that one fix does not reveal the next.
+    let mut problems = Vec::new();
     if let Err(e) = p.store.ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"));
+        problems.push(e.to_string());
     }
     if let Some(faults) = p.faults.summary() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {faults}\n"),
-        );
+        problems.push(faults);
     }
-    match p.tokens.get().await {
-        Ok(_) => (StatusCode::OK, "ready\n".into()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+    if problems.is_empty()
+        && let Err(e) = p.tokens.get().await
+    {
+        problems.push(e.to_string());
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
     }
 }
 

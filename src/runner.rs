@@ -110,7 +110,10 @@ pub async fn fire(
         fired.cancelled = true;
         return Ok(fired);
     }
-    if window_closed(job, slot, now) && store.run_for_slot(job.name.as_ref(), slot).await?.is_none()
+    // A new round's slot is the moment it was asked for: never too late.
+    if !new_round
+        && window_closed(job, slot, now)
+        && store.run_for_slot(job.name.as_ref(), slot).await?.is_none()
     {
         fired.too_late = true;
         return Ok(fired);

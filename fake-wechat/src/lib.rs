@@ -142,6 +142,8 @@ struct Inner {
     accepted_count: AtomicU64,
     concurrent_same_user: AtomicU64,
     rng: AtomicU64,
+    /// WeChat is away: a gateway answers 503 to everything.
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// A running fake; dropped with the test's runtime.
@@ -177,6 +179,7 @@ impl FakeWechat {
             accepted_count: AtomicU64::new(0),
             concurrent_same_user: AtomicU64::new(0),
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            down: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/cgi-bin/stable_token", post(stable_token))
@@ -184,6 +187,10 @@ impl FakeWechat {
             .route("/cgi-bin/message/subscribe/send", post(send))
             .route("/wxaapi/newtmpl/gettemplate", get(get_templates))
             .route("/sns/jscode2session", get(jscode2session))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&inner),
+                gateway,
+            ))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -193,6 +200,12 @@ impl FakeWechat {
             axum::serve(listener, app).await.expect("fake server runs");
         });
         Self { addr, inner }
+    }
+
+    /// Takes WeChat away (`true`: every request is answered 503 by the gateway in
+    /// front, nothing is accepted) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.inner.down.store(down, Ordering::SeqCst);
     }
 
     /// `http://127.0.0.1:PORT`, for `api_base`.
@@ -520,6 +533,21 @@ struct DataValue<'a> {
 #[derive(Deserialize)]
 struct SendQuery {
     access_token: Option<String>,
+}
+
+/// While the fake is down, answers 503 as a gateway would, before any handler.
+async fn gateway(
+    State(s): State<Arc<Inner>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if s.down.load(Ordering::SeqCst) {
+        if request.uri().path().ends_with("/send") {
+            s.send_requests.fetch_add(1, Ordering::SeqCst);
+        }
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    next.run(request).await
 }
 
 async fn send(

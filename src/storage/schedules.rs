@@ -84,4 +84,27 @@ mod tests {
             .unwrap();
         assert_eq!(changed, later);
     }
+
+    #[tokio::test]
+    async fn a_manual_send_is_no_schedule_history() {
+        // A test send before the first start must not make that start catch up.
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
+        store
+            .enqueue(crate::storage::NewRun {
+                job: "new",
+                template_id: "t",
+                audience: crate::storage::Audience::Listed,
+                slot,
+                trigger: crate::storage::Trigger::Manual,
+            })
+            .await
+            .unwrap();
+        let start = chrono::SubsecRound::trunc_subsecs(Utc::now() + chrono::Duration::hours(1), 0);
+        let since = store
+            .schedule_since("new", "0 9 * * * UTC", start)
+            .await
+            .unwrap();
+        assert_eq!(since, start);
+    }
 }

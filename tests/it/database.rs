@@ -1,0 +1,208 @@
+//! Where the database is, and whether the daemon may call itself ready: a
+//! relative path is the config file's, read-only commands never create a
+//! database, a bad URL is a config error, and /readyz tells the truth.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+use wxpush::storage::Store;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The env's config with `[database] url` set to `url` as written.
+fn with_database_url(env: &TestEnv, url: &str) {
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let start = text.find("url = \"sqlite://").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let text = format!("{}url = \"{url}\"{}", &text[..start], &text[end..]);
+    std::fs::write(&env.config, text).unwrap();
+}
+
+#[tokio::test]
+async fn a_relative_database_path_is_the_config_files_from_any_folder() {
+    let ids = openids(2);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&refs))).await;
+    with_database_url(&env, "sqlite://data/w.db");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = env.config.to_str().unwrap();
+
+    let sent = env
+        .command(&["--config", config, "send", "daily", "--again"])
+        .current_dir(elsewhere.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(sent.status.code(), Some(0), "{sent:?}");
+    assert!(
+        env.dir.path().join("data/w.db").is_file(),
+        "beside the config file"
+    );
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "nothing in the working folder"
+    );
+
+    // `runs` from yet another folder sees the same history.
+    let other = tempfile::tempdir().unwrap();
+    let runs = env
+        .command(&["--config", config, "runs", "--json"])
+        .current_dir(other.path())
+        .output()
+        .await
+        .unwrap();
+    let runs = Run::from(runs);
+    assert_eq!(runs.code, 0, "{runs:?}");
+    let v: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{}", runs.stdout);
+    assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn read_only_commands_never_create_a_database() {
+    let ids = openids(1);
+    let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&[&ids[0]]))).await;
+    for args in [
+        &["runs"][..],
+        &["runs", "show", "1"],
+        &["recipients", "list"],
+        &["recipients", "show", &ids[0]],
+    ] {
+        let run = env.wxpush(args).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        let line = run.stderr.lines().last().unwrap_or_default();
+        assert!(
+            line.contains("database.url: no database at")
+                && line.contains(&env.db_path().display().to_string()),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    let check = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(!env.db_path().exists(), "no database was created");
+    assert!(!env.dir.path().join("wxpush.db.locks").exists());
+}
+
+#[tokio::test]
+async fn an_unsupported_database_url_is_a_config_error_and_creates_nothing() {
+    let ids = openids(1);
+    let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&[&ids[0]]))).await;
+    let cwd = tempfile::tempdir().unwrap();
+    for args in [
+        &["send", "daily", "--again"][..],
+        &["check", "--offline"],
+        &["runs"],
+    ] {
+        let out = env
+            .command(args)
+            .env("WXPUSH__DATABASE__URL", "postgres://x/y")
+            .current_dir(cwd.path())
+            .output()
+            .await
+            .unwrap();
+        let run = Run::from(out);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("database.url: \"postgres\" is not a supported database"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert_eq!(env.fake.send_requests(), 0);
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+}
+
+/// A job that fires every second, and the daemon serving /readyz.
+async fn ticking_daemon() -> (TestEnv, tokio::process::Child) {
+    let ids = openids(1);
+    let body = format!(
+        "\n[scheduler]\noutage_retry = \"200ms\"\n\n[[jobs]]\nname = \"tick\"\ncron = \"* * * * * *\"\ntemplate_id = \"tmpl\"\n[jobs.data]\nthing1 = \"hi\"\n\n[[recipients]]\nopenid = \"{}\"\njobs = [\"tick\"]\n",
+        ids[0]
+    );
+    let env = TestEnv::with(&body).await;
+    let child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    wait_until(10, "a first run", || env.fake.accepted_count() >= 1).await;
+    (env, child)
+}
+
+#[tokio::test]
+async fn readyz_is_not_ready_while_the_database_file_is_replaced() {
+    let (env, mut child) = ticking_daemon().await;
+    assert_eq!(get(env.http, "/readyz").await.0, 200);
+    // Another process (a restore, a stray `wxpush` with the file gone) puts a new
+    // database where the daemon's was.
+    let restored = env.dir.path().join("restored.db");
+    Store::open(&format!("sqlite://{}", restored.display()))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    for leftover in ["wxpush.db-wal", "wxpush.db-shm"] {
+        let _ = std::fs::remove_file(env.dir.path().join(leftover));
+    }
+    std::fs::rename(&restored, env.db_path()).unwrap();
+    let (code, body) = get(env.http, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("was replaced by another file"), "{body}");
+    // And the daemon does not write into it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let runs = env.store().await.runs(None, 10).await.unwrap();
+    assert!(runs.is_empty(), "nothing written to the new file: {runs:?}");
+    still_running(&mut child);
+    stop(&mut child).await;
+}
+
+#[tokio::test]
+async fn readyz_reports_an_unusable_lock_folder_and_the_slot_is_retried_not_dropped() {
+    let (env, mut child) = ticking_daemon().await;
+    let locks = env.dir.path().join("wxpush.db.locks");
+    std::fs::rename(&locks, env.dir.path().join("locks.bak")).unwrap();
+    std::fs::write(&locks, "not a folder").unwrap();
+    let before = env.fake.accepted_count();
+
+    let (code, body) = get(env.http, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("lock"), "{body}");
+    // A scheduled firing fails for it, and stays reported.
+    let mut fault = String::new();
+    for _ in 0..50 {
+        let (_, body) = get(env.http, "/readyz").await;
+        if body.contains("the last firing failed") {
+            fault = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fault.contains("job tick"), "{fault}");
+    assert_eq!(
+        env.fake.accepted_count(),
+        before,
+        "nothing sent without its lock"
+    );
+
+    std::fs::remove_file(&locks).unwrap();
+    wait_until(10, "sending again", || env.fake.accepted_count() > before).await;
+    let mut ready = false;
+    for _ in 0..50 {
+        if get(env.http, "/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once a firing works");
+    let runs = env.store().await.runs(Some("tick"), 100).await.unwrap();
+    assert!(
+        runs.iter().all(|r| r.status.as_str() != "skipped"),
+        "no slot dropped for the lock folder: {runs:?}"
+    );
+    stop(&mut child).await;
+}
