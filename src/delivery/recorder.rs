@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{ConsentGate, Outcome, StorageError, Store};
+use crate::storage::{ConsentGate, Outcome, Status, StorageError, Store};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 2048;
@@ -88,7 +88,7 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
         let mut claims = Vec::new();
         let mut claim_acks = Vec::new();
         let mut outcomes = Vec::new();
-        let mut sending = Vec::new();
+        let mut marked = Vec::new();
         let mut flushes = Vec::new();
         for op in ops.drain(..) {
             match op {
@@ -96,13 +96,16 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
                     claim_acks.push((ack, claims.len(), ids.len()));
                     claims.extend(ids);
                 }
-                Op::Sending(id, ack) => sending.push((id, ack)),
+                // Written with the outcomes: one statement for both.
+                Op::Sending(id, ack) => {
+                    outcomes.push(Outcome::local(id, Status::Sending, None));
+                    marked.push(ack);
+                }
                 Op::Record(o) => outcomes.push(o),
                 Op::Flush(ack) => flushes.push(ack),
             }
         }
-        let marks: Vec<i64> = sending.iter().map(|(id, _)| *id).collect();
-        match store.write_batch(&gate, &claims, &marks, &outcomes).await {
+        match store.write_batch(&gate, &claims, &outcomes).await {
             Ok(taken) => {
                 for (ack, start, len) in claim_acks {
                     let mine = claims[start..start + len]
@@ -112,7 +115,7 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
                         .collect();
                     let _ = ack.send(Ok(mine));
                 }
-                for (_, ack) in sending {
+                for ack in marked {
                     let _ = ack.send(Ok(()));
                 }
                 for ack in flushes {
@@ -127,7 +130,7 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
                 for (ack, _, _) in claim_acks {
                     let _ = ack.send(Err(Arc::clone(&e)));
                 }
-                for (_, ack) in sending {
+                for ack in marked {
                     let _ = ack.send(Err(Arc::clone(&e)));
                 }
                 for ack in flushes {

@@ -231,6 +231,27 @@ fn bind_outcomes<'q>(
     q
 }
 
+/// Writes a chunk of outcomes (and `sending` marks, which keep their credit).
+async fn record_outcomes(
+    conn: &mut sqlx::SqliteConnection,
+    chunk: &[Outcome],
+    now: &str,
+) -> Result<(), StorageError> {
+    let sql = format!(
+        "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
+         msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
+         credit = CASE WHEN v.status = 'sending' THEN deliveries.credit ELSE 0 END, updated_at = ? \
+         FROM v WHERE deliveries.id = v.id",
+        outcome_values(chunk.len())
+    );
+    bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+        .bind(now)
+        .execute(conn)
+        .await
+        .context("record delivery outcomes")?;
+    Ok(())
+}
+
 impl Store {
     /// Settles what a crash left of a run: `sending` rows (a request may have gone
     /// out) become `to` (unknown, or pending when unknown outcomes are retried),
@@ -317,10 +338,10 @@ impl Store {
     }
 
     /// In one transaction: marks `claims` as `claimed` (each only if still pending
-    /// and, under `gate`, only with consent; the others become `skipped`), marks
-    /// `sending` the claimed deliveries whose request is about to start, and
-    /// records `outcomes`, settling the credits they held. Returns the claims that
-    /// were taken.
+    /// and, under `gate`, only with consent; the others become `skipped`) and
+    /// records `outcomes`, settling the credits they held. An outcome `sending`
+    /// is the mark of a claimed delivery whose request is about to start: it
+    /// keeps its credit. Returns the claims that were taken.
     ///
     /// Rows are written a chunk per statement: one statement per row would cost a
     /// round trip to SQLite's thread each, which dominated the send path.
@@ -328,9 +349,35 @@ impl Store {
         &self,
         gate: &ConsentGate,
         claims: &[i64],
-        sending: &[i64],
         outcomes: &[Outcome],
     ) -> Result<HashSet<i64>, StorageError> {
+        // Most batches are only marks and outcomes of one chunk, written by one
+        // statement: that statement is its own transaction (a write statement takes
+        // the write lock when it starts, as BEGIN IMMEDIATE does), which saves the
+        // round trips of BEGIN and COMMIT to SQLite's thread on the send path.
+        let refused = outcomes.iter().any(|o| o.status == Status::Refused);
+        let one_statement = claims.is_empty()
+            && !outcomes.is_empty()
+            && outcomes.len() <= CHUNK
+            && match gate {
+                ConsentGate::Unchecked => true,
+                ConsentGate::NotRefused(_) => !refused,
+                ConsentGate::Credit(_) => false,
+            };
+        if one_statement {
+            self.check_identity()?;
+            record_outcomes(
+                &mut *self
+                    .pool
+                    .acquire()
+                    .await
+                    .context("record delivery outcomes")?,
+                outcomes,
+                &now(),
+            )
+            .await?;
+            return Ok(HashSet::new());
+        }
         let mut tx = self.write().await?;
         let now = now();
         let mut taken = HashSet::with_capacity(claims.len());
@@ -397,21 +444,6 @@ impl Store {
             }
             taken.extend(mine);
         }
-        for chunk in sending.chunks(CHUNK) {
-            // Record before the irreversible call: only these can end `unknown`.
-            let sql = format!(
-                "UPDATE deliveries SET status = 'sending', updated_at = ? \
-                 WHERE status = 'claimed' AND id IN ({})",
-                placeholders(1, padded(chunk.len()))
-            );
-            bind_ids(
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.clone()),
-                chunk,
-            )
-            .execute(&mut *tx)
-            .await
-            .context("mark deliveries sending")?;
-        }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
                 // Before the deliveries lose their `credit` mark below. A sent or
@@ -423,7 +455,8 @@ impl Store {
                        WHEN 'refused' THEN 0 ELSE consents.credits END, \
                      reserved = MAX(consents.reserved - 1, 0) \
                      FROM v JOIN deliveries d ON d.id = v.id \
-                     WHERE d.credit = 1 AND consents.openid = d.openid AND consents.template_id = ?",
+                     WHERE d.credit = 1 AND v.status <> 'sending' \
+                     AND consents.openid = d.openid AND consents.template_id = ?",
                     outcome_values(chunk.len())
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
@@ -449,17 +482,7 @@ impl Store {
                     .await
                     .context("record refused subscriptions")?;
             }
-            let sql = format!(
-                "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
-                 msgid = v.msgid, attempts = deliveries.attempts + v.attempts, credit = 0, updated_at = ? \
-                 FROM v WHERE deliveries.id = v.id",
-                outcome_values(chunk.len())
-            );
-            bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await
-                .context("record delivery outcomes")?;
+            record_outcomes(&mut tx, chunk, &now).await?;
         }
         tx.commit().await.context("commit delivery updates")?;
         Ok(taken)
