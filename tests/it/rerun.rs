@@ -216,6 +216,10 @@ async fn the_daemon_resumes_a_run_stopped_by_an_outage_once_wechat_is_back() {
     let (ids, body) = recent_audience(30, "");
     let body = format!("\n[scheduler]\noutage_retry = \"200ms\"\n{body}");
     let env = TestEnv::new(FakeOptions::default(), "", &body).await;
+    // A token and the template list cached before WeChat goes away (as in any
+    // daemon that has been running), so that only the sends meet the outage.
+    env.store().await.close().await;
+    assert_eq!(env.wxpush(&["check"]).await.code, 0);
     env.fake.set_down(true);
     let first = env.wxpush(&["send", "daily"]).await;
     assert_eq!(first.code, 3, "{first:?}");
