@@ -206,12 +206,7 @@ impl Deliverer {
             tracing::warn!(run.id = run_id, job = %job.name, %slot, count = expired, "send window closed: not sent, and never will be");
             crate::stats::expired(job.name.as_ref(), expired);
         }
-        let counts = self
-            .store
-            .run(run_id)
-            .await?
-            .map(|r| r.counts)
-            .unwrap_or_default();
+        let counts = self.counts(run_id).await?;
         Ok(RunReport {
             run_id,
             job: job.name.to_string(),
@@ -225,6 +220,16 @@ impl Deliverer {
             latency_p50_ms: 0.0,
             latency_p99_ms: 0.0,
         })
+    }
+
+    /// A run's deliveries by status, as recorded now.
+    async fn counts(&self, run_id: i64) -> Result<Counts, StorageError> {
+        Ok(self
+            .store
+            .run(run_id)
+            .await?
+            .map(|r| r.counts)
+            .unwrap_or_default())
     }
 
     /// What a crash's `sending` leftovers become.
@@ -368,12 +373,7 @@ impl Deliverer {
             stopped.get_or_insert(format!("cannot record deliveries: {e}"));
         }
         let interrupted = stopped.is_none() && shutdown.is_cancelled();
-        let counts = self
-            .store
-            .run(run_id)
-            .await?
-            .map(|r| r.counts)
-            .unwrap_or_default();
+        let counts = self.counts(run_id).await?;
         if let Some(reason) = &stopped {
             self.store
                 .finish_run(run_id, RunStatus::Stopped, Some(reason))
