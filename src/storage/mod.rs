@@ -110,6 +110,10 @@ impl Store {
         let connections = if path.is_some() { 4 } else { 1 };
         let pool = SqlitePoolOptions::new()
             .max_connections(connections)
+            // An in-process database has no server that could have dropped an idle
+            // connection; the ping sqlx makes before each acquire by default is a
+            // round trip to SQLite's thread on every batch of the send path.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .context("open the database")?;
