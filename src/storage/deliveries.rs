@@ -400,7 +400,7 @@ impl Store {
             let ids = placeholders(1, padded(chunk.len()));
             let sql = format!(
                 "UPDATE deliveries SET status = 'claimed', credit = ?, updated_at = ? \
-                 WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id"
+                 WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id, openid"
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(i64::from(credit))
@@ -409,24 +409,54 @@ impl Store {
             if let Some(t) = template {
                 q = q.bind(t.clone());
             }
-            let mine: Vec<i64> = q
+            let mut mine: Vec<(i64, String)> = q
                 .fetch_all(&mut *tx)
                 .await
                 .context("claim deliveries")?
                 .iter()
-                .map(|row| row.get(0))
+                .map(|row| (row.get(0), row.get(1)))
                 .collect();
             if let (ConsentGate::Credit(t), false) = (gate, mine.is_empty()) {
                 // Each claimed delivery holds one credit until its outcome settles it.
+                // The guard `credits > reserved` is what spends a credit once: it
+                // holds under row-level locking too, where two claims could both
+                // have passed the check above.
+                let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
                 let sql = format!(
-                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? AND openid IN \
-                     (SELECT openid FROM deliveries WHERE id IN ({}))",
-                    placeholders(1, padded(mine.len()))
+                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? \
+                     AND credits > reserved AND openid IN \
+                     (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
+                    placeholders(1, padded(ids.len()))
                 );
-                bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone()), &mine)
-                    .execute(&mut *tx)
-                    .await
-                    .context("hold consent credits")?;
+                let held: HashSet<String> =
+                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone()), &ids)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("hold consent credits")?
+                        .iter()
+                        .map(|row| row.get(0))
+                        .collect();
+                // One held credit pays for one delivery, even when one person has
+                // several among these claims (the statement holds once per row).
+                let mut paid = HashSet::with_capacity(held.len());
+                let lost: Vec<i64> = mine
+                    .iter()
+                    .filter(|(_, o)| !(held.contains(o) && paid.insert(o.clone())))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !lost.is_empty() {
+                    // Lost the credit to another claim: back to pending, then
+                    // skipped below like everyone else without consent.
+                    let sql = format!(
+                        "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id IN ({})",
+                        placeholders(1, padded(lost.len()))
+                    );
+                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
+                        .execute(&mut *tx)
+                        .await
+                        .context("release lost claims")?;
+                    mine.retain(|(id, _)| !lost.contains(id));
+                }
             }
             // Only when some were not taken: pending ones among them lack consent.
             if template.is_some() && mine.len() < chunk.len() {
@@ -442,7 +472,7 @@ impl Store {
                     .await
                     .context("skip deliveries without consent")?;
             }
-            taken.extend(mine);
+            taken.extend(mine.into_iter().map(|(id, _)| id));
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
@@ -555,5 +585,69 @@ impl Store {
             .into_iter()
             .map(|r| (r.get("openid"), r.get("n")))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{NewRun, Trigger};
+
+    #[tokio::test]
+    async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() {
+        // Two runs claim the same person, whose one credit both pre-checks see;
+        // under row-level locking (two transactions) this is the race. Only the
+        // guarded hold decides, and it pays for one.
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let who = "oUser00000000000000000000001";
+        for job in ["a", "b"] {
+            sqlx::query(
+                "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES (?, ?, 'cli', '', '')",
+            )
+            .bind(job)
+            .bind(who)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+            store
+                .enqueue(NewRun {
+                    job,
+                    template_id: "t",
+                    audience: Audience::Listed,
+                    slot: chrono::Utc::now(),
+                    trigger: Trigger::Manual,
+                })
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
+             VALUES (?, 't', 'accept', 1, 0, 'intake', '')",
+        )
+        .bind(who)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+
+        let gate = ConsentGate::Credit("t".into());
+        let taken = store.write_batch(&gate, &ids, &[]).await.unwrap();
+
+        assert_eq!(taken.len(), 1, "one credit, one delivery");
+        let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM consents")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(reserved, 1);
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM deliveries ORDER BY status")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(statuses, ["claimed", "skipped"]);
     }
 }
