@@ -340,7 +340,12 @@ async fn main() {
     .await
     .unwrap();
     let run_id = summary["runs"][0].as_i64().unwrap();
-    let (total, sent, distinct, max_per) = store.audit_run(run_id).await.unwrap();
+    let wxpush::storage::RunAudit {
+        total,
+        sent,
+        distinct_sent: distinct,
+        max_per_openid: max_per,
+    } = store.audit_run(run_id).await.unwrap();
 
     let seq_rate = if a.seq > 0 {
         sequential(fake_options(&a), a.seq).await

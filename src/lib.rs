@@ -35,7 +35,6 @@ pub mod health;
 pub mod history;
 pub mod http;
 pub mod intake;
-pub mod joblock;
 pub mod reload;
 pub mod runner;
 pub mod scheduler;

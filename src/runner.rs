@@ -5,22 +5,18 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Job;
-use crate::delivery::{Deliverer, DeliveryError, RunReport};
-use crate::joblock::{JobLock, LockError};
-use crate::storage::{NewRun, RunStatus, StorageError, Store, Trigger};
+use crate::delivery::{Deliverer, RunReport};
+use crate::storage::{LeaseError, NewRun, RunStatus, StorageError, Store, Trigger};
 
 /// Why a firing could not proceed.
 #[derive(Debug, thiserror::Error)]
 pub enum FireError {
     /// Another process is sending this job.
     #[error(transparent)]
-    Locked(#[from] LockError),
+    Locked(#[from] LeaseError),
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// Draining failed.
-    #[error(transparent)]
-    Delivery(#[from] DeliveryError),
 }
 
 /// What a firing did.
@@ -68,7 +64,7 @@ pub async fn fire(
     new_round: bool,
     shutdown: &CancellationToken,
 ) -> Result<Fired, FireError> {
-    let _lock = JobLock::try_acquire(store.path(), &job.name)?;
+    let _lease = store.lease(&job.name)?;
     let mut fired = Fired::default();
     // Looking up the template may wait on WeChat; a shutdown does not wait with it.
     let targeting = tokio::select! {

@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::{Job, Settings};
-use crate::joblock::LockError;
 use crate::runner::{FireError, fire};
-use crate::storage::{StorageError, Trigger};
+use crate::storage::{LeaseError, StorageError, Trigger};
 
 /// Sleep in steps of at most this, re-reading the wall clock, so that a clock
 /// change (NTP, suspend) delays a slot by at most this much.
@@ -250,9 +249,9 @@ async fn spawn_fire(
                 }
                 fired.outage()
             }
-            Err(FireError::Locked(LockError::Busy(e))) => {
+            Err(FireError::Locked(LeaseError::Busy(e))) => {
                 if let Some((slot, _)) = slot {
-                    skip(app, job, slot, &LockError::Busy(e).to_string()).await;
+                    skip(app, job, slot, &LeaseError::Busy(e).to_string()).await;
                 }
                 false
             }

@@ -27,14 +27,6 @@ use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
 /// Deliveries read from the database at a time: memory stays flat in the audience size.
 const PAGE: u32 = 1024;
 
-/// Why a run could not be drained at all.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The database failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
 /// How a drained run ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -193,7 +185,7 @@ impl Deliverer {
         job: &Job,
         run_id: i64,
         slot: DateTime<Utc>,
-    ) -> Result<RunReport, DeliveryError> {
+    ) -> Result<RunReport, StorageError> {
         self.store
             .recover_sending(run_id, self.leftover_status())
             .await?;
@@ -275,7 +267,7 @@ impl Deliverer {
         run_id: i64,
         slot: DateTime<Utc>,
         shutdown: &CancellationToken,
-    ) -> Result<RunReport, DeliveryError> {
+    ) -> Result<RunReport, StorageError> {
         let started = Instant::now();
         // Only a crash leaves `claimed` and `sending` rows, and we hold the job's lock.
         let leftover_to = self.leftover_status();

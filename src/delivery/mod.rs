@@ -6,6 +6,6 @@ mod recorder;
 mod retry;
 mod send;
 
-pub use drain::{Deliverer, DeliveryError, RunReport, Targeting};
+pub use drain::{Deliverer, RunReport, Targeting};
 pub use inflight::InFlight;
 pub use retry::RetryPolicy;

@@ -82,9 +82,76 @@ impl ConsentResult {
     }
 }
 
+/// Where a report of consent came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentSource {
+    /// The mini program, through `POST /v1/subscriptions`.
+    Intake,
+    /// WeChat's event push.
+    Event,
+}
+
+impl ConsentSource {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Intake => "intake",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// How long one side's acceptance waits for the other side's copy of it.
+pub const PAIRING: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The counters one result changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// One-time credits left.
+    pub credits: i64,
+    /// Recent acceptances reported by the mini program only, waiting for their pair.
+    pub unpaired_intake: i64,
+    /// Recent acceptances pushed by WeChat only, waiting for their pair.
+    pub unpaired_event: i64,
+}
+
+/// Applies one result. One tap on "accept" is reported by the mini program and
+/// pushed by WeChat alike: an acceptance that the other side has already
+/// reported (recently, and not yet paired) is that same tap, not a second credit.
+pub fn tally_after(
+    mut t: Tally,
+    lapsed: bool,
+    result: ConsentResult,
+    from: ConsentSource,
+) -> Tally {
+    if lapsed {
+        t.unpaired_intake = 0;
+        t.unpaired_event = 0;
+    }
+    match result {
+        ConsentResult::Accept => {
+            let (mine, theirs) = match from {
+                ConsentSource::Intake => (&mut t.unpaired_intake, &mut t.unpaired_event),
+                ConsentSource::Event => (&mut t.unpaired_event, &mut t.unpaired_intake),
+            };
+            if *theirs > 0 {
+                *theirs -= 1;
+            } else {
+                *mine += 1;
+                t.credits += 1;
+            }
+        }
+        ConsentResult::Reject | ConsentResult::Ban => t = Tally::default(),
+        ConsentResult::Filter => {}
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ConsentResult::*;
+    use ConsentSource::*;
 
     #[test]
     fn wechat_types_and_results_parse_as_documented() {
@@ -106,5 +173,56 @@ mod tests {
         for k in [TemplateKind::OneTime, TemplateKind::LongTerm] {
             assert_eq!(TemplateKind::parse(k.as_str()), Some(k));
         }
+    }
+
+    fn run(steps: &[(ConsentResult, ConsentSource)]) -> i64 {
+        steps
+            .iter()
+            .fold(Tally::default(), |t, (r, s)| tally_after(t, false, *r, *s))
+            .credits
+    }
+
+    #[test]
+    fn one_tap_reported_by_both_sides_is_one_credit_in_either_order() {
+        assert_eq!(run(&[(Accept, Intake), (Accept, Event)]), 1);
+        assert_eq!(run(&[(Accept, Event), (Accept, Intake)]), 1);
+        // Two taps, interleaved or not.
+        assert_eq!(
+            run(&[
+                (Accept, Intake),
+                (Accept, Event),
+                (Accept, Intake),
+                (Accept, Event)
+            ]),
+            2
+        );
+        assert_eq!(
+            run(&[
+                (Accept, Intake),
+                (Accept, Intake),
+                (Accept, Event),
+                (Accept, Event)
+            ]),
+            2
+        );
+        // One side only: every report is a tap.
+        assert_eq!(
+            run(&[(Accept, Intake), (Accept, Intake), (Accept, Intake)]),
+            3
+        );
+        assert_eq!(run(&[(Accept, Event), (Accept, Event)]), 2);
+        // A rejection clears credits and anything waiting to pair.
+        assert_eq!(
+            run(&[(Accept, Intake), (Reject, Event), (Accept, Event)]),
+            1
+        );
+        assert_eq!(run(&[(Accept, Intake), (Filter, Intake)]), 1);
+    }
+
+    #[test]
+    fn an_unpaired_report_lapses_so_later_taps_count() {
+        let t = tally_after(Tally::default(), true, Accept, Intake);
+        let later = tally_after(t, true, Accept, Event);
+        assert_eq!(later.credits, 2);
     }
 }

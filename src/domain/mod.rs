@@ -1,22 +1,26 @@
 //! Domain types: once built, they are valid.
 
 mod consent;
+mod delivery;
 mod job_name;
 mod keyword;
 mod message;
 mod openid;
 mod options;
 mod render;
+mod run;
 mod schedule;
 mod template_id;
 
-pub use consent::{ConsentResult, TemplateKind};
+pub use consent::{ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after};
+pub use delivery::{ConsentGate, Outcome, Status};
 pub use job_name::JobName;
 pub use keyword::{KeywordError, KeywordKind, KeywordName, Overflow};
 pub use message::{Builtins, Message, MessageError, MessageSpec, with_name};
 pub use openid::OpenId;
 pub use options::{Lang, MiniprogramState, Page};
 pub use render::{RenderError, ValueTemplate};
+pub use run::{Counts, RunStatus, Trigger};
 pub use schedule::{Schedule, ScheduleError};
 pub use template_id::TemplateId;
 

@@ -6,96 +6,19 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Audience, Context, StorageError, Store, now};
+use crate::domain::{ConsentGate, Outcome, Status};
 
-/// Where one delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Not sent yet.
-    Pending,
-    /// Taken by a sender, which will request it shortly; a crash puts it back to
-    /// pending, since no request was made for it yet.
-    Claimed,
-    /// Committed just before the request; left over only by a crash.
-    Sending,
-    /// WeChat accepted it (errcode 0) and returned a msgid.
-    Sent,
-    /// Failed for good.
-    Failed,
-    /// 43101: the user has no subscription for this template.
-    Refused,
-    /// The message broke a keyword rule, or WeChat said so (47003).
-    Invalid,
-    /// Sent, but no answer came back: it may or may not have arrived.
-    Unknown,
-    /// Not sent: no recorded consent for the template (no API call was made).
-    Skipped,
-    /// Never sent: still pending when the run's send window closed.
-    Expired,
-}
-
-impl Status {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Claimed => "claimed",
-            Self::Sending => "sending",
-            Self::Sent => "sent",
-            Self::Failed => "failed",
-            Self::Refused => "refused",
-            Self::Invalid => "invalid",
-            Self::Unknown => "unknown",
-            Self::Skipped => "skipped",
-            Self::Expired => "expired",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "claimed" => Self::Claimed,
-            "sending" => Self::Sending,
-            "sent" => Self::Sent,
-            "failed" => Self::Failed,
-            "refused" => Self::Refused,
-            "invalid" => Self::Invalid,
-            "unknown" => Self::Unknown,
-            "skipped" => Self::Skipped,
-            "expired" => Self::Expired,
-            _ => Self::Pending,
-        }
-    }
-}
-
-/// The final (or put-back) state of one delivery, to be recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The delivery.
-    pub id: i64,
-    /// Its new status.
-    pub status: Status,
-    /// WeChat's errcode, if one came back.
-    pub errcode: Option<i64>,
-    /// WeChat's errmsg or the local reason.
-    pub errmsg: Option<String>,
-    /// The msgid of an accepted message.
-    pub msgid: Option<u64>,
-    /// Requests made for it in this attempt to send.
-    pub attempts: u32,
-}
-
-impl Outcome {
-    /// An outcome decided without a request (invalid message, put back to pending).
-    pub fn local(id: i64, status: Status, errmsg: Option<String>) -> Self {
-        Self {
-            id,
-            status,
-            errcode: None,
-            errmsg,
-            msgid: None,
-            attempts: 0,
-        }
-    }
+/// A run's books, from `Store::audit_run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAudit {
+    /// Deliveries.
+    pub total: i64,
+    /// Sent ones.
+    pub sent: i64,
+    /// Distinct openids among the sent ones.
+    pub distinct_sent: i64,
+    /// The most sent deliveries any one openid has: 1 when all is well.
+    pub max_per_openid: i64,
 }
 
 /// A delivery waiting to be sent, with its recipient's data.
@@ -130,20 +53,6 @@ pub struct DeliveryRow {
     pub push_event: Option<String>,
     /// Last change.
     pub updated_at: String,
-}
-
-/// Which consent a run's deliveries must have to be sent; checked in the same
-/// transaction that claims them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsentGate {
-    /// Send whatever the consent records say (`consent = "unchecked"`).
-    Unchecked,
-    /// Skip people who rejected the template or were banned from it (long-term
-    /// templates, and templates whose kind is not known).
-    NotRefused(String),
-    /// One-time template: each send holds one of the person's credits; people
-    /// with none left are skipped.
-    Credit(String),
 }
 
 /// Why a delivery was skipped at its claim.
@@ -529,27 +438,30 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("list deliveries")?;
-        Ok(rows
-            .into_iter()
-            .map(|row| DeliveryRow {
-                id: row.get("id"),
-                openid: row.get("openid"),
-                status: Status::parse(row.get("status")),
-                errcode: row.get("errcode"),
-                errmsg: row.get("errmsg"),
-                msgid: row.get("msgid"),
-                attempts: row.get("attempts"),
-                push_event: row
-                    .get::<Option<i64>, _>("error_code")
-                    .map(|c| format!("{c} {}", row.get::<String, _>("error_status"))),
-                updated_at: row.get("updated_at"),
+        rows.into_iter()
+            .map(|row| {
+                Ok(DeliveryRow {
+                    id: row.get("id"),
+                    openid: row.get("openid"),
+                    status: Status::parse(row.get("status"))
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+                        .context("decode a delivery's status")?,
+                    errcode: row.get("errcode"),
+                    errmsg: row.get("errmsg"),
+                    msgid: row.get("msgid"),
+                    attempts: row.get("attempts"),
+                    push_event: row
+                        .get::<Option<i64>, _>("error_code")
+                        .map(|c| format!("{c} {}", row.get::<String, _>("error_status"))),
+                    updated_at: row.get("updated_at"),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Checks a run's books: deliveries, sent ones, distinct openids among them, and
     /// the most successful deliveries any one openid has (1 when all is well).
-    pub async fn audit_run(&self, run_id: i64) -> Result<(i64, i64, i64, i64), StorageError> {
+    pub async fn audit_run(&self, run_id: i64) -> Result<RunAudit, StorageError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS total, \
              COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS sent, \
@@ -563,12 +475,12 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .context("audit a run")?;
-        Ok((
-            row.get("total"),
-            row.get("sent"),
-            row.get("distinct_sent"),
-            row.get("max_per_openid"),
-        ))
+        Ok(RunAudit {
+            total: row.get("total"),
+            sent: row.get("sent"),
+            distinct_sent: row.get("distinct_sent"),
+            max_per_openid: row.get("max_per_openid"),
+        })
     }
 
     /// How many successful deliveries each openid has in a run (a test and audit aid).

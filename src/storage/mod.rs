@@ -3,6 +3,7 @@
 
 mod consents;
 mod deliveries;
+mod lease;
 mod recipients;
 mod runs;
 mod schedules;
@@ -18,10 +19,13 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tx::WriteTx;
 
+pub use crate::domain::{ConsentGate, Outcome, Status};
+pub use crate::domain::{Counts, RunStatus, Trigger};
 pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
-pub use deliveries::{ConsentGate, DeliveryRow, Outcome, PendingDelivery, Status};
+pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
+pub use lease::{Lease, LeaseError};
 pub use recipients::{ImportReport, RecipientImport, RecipientRow, StoredRecipient, SyncReport};
-pub use runs::{Audience, Counts, Enqueued, NewRun, RunRow, RunStatus, Trigger};
+pub use runs::{Audience, Enqueued, NewRun, RunRow};
 pub use tokens::StoredToken;
 
 /// A database failure, with what was being done.
@@ -173,6 +177,12 @@ impl Store {
         self.path.as_deref()
     }
 
+    /// Takes `job` for this process without waiting: only the holder drains its
+    /// runs. Busy while another process (or task) holds it.
+    pub fn lease(&self, job: &crate::domain::JobName) -> Result<Lease, LeaseError> {
+        Lease::try_acquire(self.path(), job)
+    }
+
     /// Succeeds when the database this store opened is still in place (not removed,
     /// not replaced), migrated, and writable, lock folder included. (SQLite keeps
     /// answering through an open handle after the file is deleted, but nothing
@@ -196,7 +206,7 @@ impl Store {
             .await
             .context("write to the database")?;
         if let Some(path) = &self.path {
-            crate::joblock::open_lock_file(path, ".probe.lock")
+            lease::open_lock_file(path, ".probe.lock")
                 .map_err(|e| io_error("use the lock folder", e.to_string()))?;
         }
         Ok(())
@@ -254,8 +264,8 @@ async fn create_file(path: &Path) -> Result<std::fs::File, StorageError> {
 /// switch to WAL can fail at once with SQLITE_BUSY, so a daemon and a cron `send`
 /// opening a new file together could both fail. The kernel drops the lock on exit.
 async fn setup_lock(db: &Path) -> Result<std::fs::File, StorageError> {
-    use crate::joblock::{LockError, open_lock_file};
-    let fail = |e: LockError| StorageError {
+    use lease::{LeaseError, open_lock_file};
+    let fail = |e: LeaseError| StorageError {
         action: "take the database setup lock",
         source: sqlx::Error::Io(std::io::Error::other(e.to_string())),
     };
@@ -264,7 +274,7 @@ async fn setup_lock(db: &Path) -> Result<std::fs::File, StorageError> {
     tokio::task::spawn_blocking(move || file.lock().map(|()| file))
         .await
         .expect("the lock task does not panic")
-        .map_err(|source| fail(LockError::Io { path, source }))
+        .map_err(|source| fail(LeaseError::Io { path, source }))
 }
 
 /// Timestamps are stored as RFC 3339 UTC text, which sorts in time order.

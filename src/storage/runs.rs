@@ -5,95 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Context, StorageError, Store, now};
-
-/// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Enqueued, sending, or interrupted: the next run or send resumes it.
-    Running,
-    /// Halted (daily quota, a fatal errcode): pending deliveries wait for a resume.
-    Stopped,
-    /// Every delivery has a final status.
-    Done,
-    /// The slot fired while the previous run of the job was still going.
-    Skipped,
-}
-
-impl RunStatus {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Stopped => "stopped",
-            Self::Done => "done",
-            Self::Skipped => "skipped",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "stopped" => Self::Stopped,
-            "done" => Self::Done,
-            "skipped" => Self::Skipped,
-            _ => Self::Running,
-        }
-    }
-}
-
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// The daemon's schedule.
-    Schedule,
-    /// A slot missed while the daemon was down, sent on start.
-    CatchUp,
-    /// `wxpush send`.
-    Manual,
-}
-
-impl Trigger {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Schedule => "schedule",
-            Self::CatchUp => "catch_up",
-            Self::Manual => "manual",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "catch_up" => Self::CatchUp,
-            "manual" => Self::Manual,
-            _ => Self::Schedule,
-        }
-    }
-}
-
-/// Deliveries of a run, by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// All deliveries.
-    pub total: u64,
-    /// Accepted by WeChat.
-    pub sent: u64,
-    /// Failed for good (bad openid, retries used up ...).
-    pub failed: u64,
-    /// 43101: the user has no subscription left.
-    pub refused: u64,
-    /// The message broke a keyword rule; never sent.
-    pub invalid: u64,
-    /// Sent, but no answer came back.
-    pub unknown: u64,
-    /// Not sent: no recorded consent for the template.
-    pub skipped: u64,
-    /// Not sent yet.
-    pub pending: u64,
-    /// Never sent: still pending when the run's send window closed.
-    pub expired: u64,
-}
+use crate::domain::{Counts, RunStatus, Trigger};
 
 /// A run with its delivery counts.
 #[derive(Debug, Clone, Serialize)]
@@ -182,8 +94,10 @@ fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
         slot: slot
             .parse()
             .map_err(|e: chrono::ParseError| sqlx::Error::Decode(Box::new(e)))?,
-        trigger: Trigger::parse(row.try_get("trigger")?),
-        status: RunStatus::parse(row.try_get("status")?),
+        trigger: Trigger::parse(row.try_get("trigger")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        status: RunStatus::parse(row.try_get("status")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         note: row.try_get("note")?,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -265,7 +179,9 @@ impl Store {
                 Enqueued {
                     run_id: row.get("id"),
                     created: false,
-                    status: RunStatus::parse(row.get("status")),
+                    status: RunStatus::parse(row.get("status"))
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+                        .context("decode a run's status")?,
                 }
             }
         };

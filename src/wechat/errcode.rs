@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::storage::Status;
+use crate::domain::Status;
 
 /// What a reply to `subscribeMessage.send` means for the delivery and the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub fn classify_send(errcode: i64) -> Disposition {
     use Disposition::*;
     match errcode {
         0 => Sent,
-        40001 | 40014 | 42001 => RefreshToken,
+        c if token_rejected(c) => RefreshToken,
         // System busy.
         -1 => Retry {
             after: Duration::ZERO,
@@ -76,6 +76,12 @@ pub fn classify_send(errcode: i64) -> Disposition {
         }
         _ => Final(Status::Failed),
     }
+}
+
+/// Whether a business call's errcode says the access_token was rejected
+/// (invalid, not the latest, expired): replace it and retry once.
+pub fn token_rejected(errcode: i64) -> bool {
+    matches!(errcode, 40001 | 40014 | 42001)
 }
 
 /// What a failed token request means.

@@ -46,7 +46,7 @@ impl TemplateCatalog {
         let list = loop {
             match self.client.templates(token.expose()).await {
                 Err(WechatError::Api { errcode, .. })
-                    if !replaced && matches!(errcode, 40001 | 40014 | 42001) =>
+                    if !replaced && super::errcode::token_rejected(errcode) =>
                 {
                     replaced = true;
                     token = self.tokens.replace(&token).await?;

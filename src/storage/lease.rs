@@ -1,21 +1,22 @@
-//! One drainer per job across processes: an advisory lock file beside the
-//! database, released by the kernel even on kill -9. The database's setup lock
-//! lives in the same folder.
+//! Job exclusivity for the SQLite backend: one drainer per job across processes,
+//! held as an advisory lock file beside the database (`<db>.locks/JOB.lock`),
+//! released by the kernel even on kill -9. The database's setup lock lives in the
+//! same folder.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use crate::domain::JobName;
 
-/// Held while a process sends a job's runs.
+/// Held while a process sends a job's runs; dropping it lets go.
 #[derive(Debug)]
-pub struct JobLock {
+pub struct Lease {
     _file: Option<File>,
 }
 
 /// The lock could not be taken or the lock file not opened.
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub enum LeaseError {
     /// Another process (or task) holds it.
     #[error("job {0} is already being sent by another wxpush process or task")]
     Busy(String),
@@ -29,30 +30,30 @@ pub enum LockError {
     },
 }
 
-impl JobLock {
+impl Lease {
     /// Takes the lock of `job` for the database at `db` without waiting.
     /// An in-memory database has no other process to exclude.
-    pub fn try_acquire(db: Option<&Path>, job: &JobName) -> Result<Self, LockError> {
+    pub(super) fn try_acquire(db: Option<&Path>, job: &JobName) -> Result<Self, LeaseError> {
         let Some(db) = db else {
             return Ok(Self { _file: None });
         };
         let (file, path) = open_lock_file(db, &format!("{job}.lock"))?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: Some(file) }),
-            Err(TryLockError::WouldBlock) => Err(LockError::Busy(job.to_string())),
-            Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+            Err(TryLockError::WouldBlock) => Err(LeaseError::Busy(job.to_string())),
+            Err(TryLockError::Error(source)) => Err(LeaseError::Io { path, source }),
         }
     }
 }
 
 /// The lock file `name` in the folder of lock files beside the database at `db`
 /// (`<db>.locks/`), created with that folder if missing.
-pub fn open_lock_file(db: &Path, name: &str) -> Result<(File, PathBuf), LockError> {
+pub(super) fn open_lock_file(db: &Path, name: &str) -> Result<(File, PathBuf), LeaseError> {
     let mut dir = db.as_os_str().to_owned();
     dir.push(".locks");
     let dir = PathBuf::from(dir);
     let path = dir.join(name);
-    let io = |source| LockError::Io {
+    let io = |source| LeaseError::Io {
         path: path.clone(),
         source,
     };
@@ -75,14 +76,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("w.db");
         let job = JobName::parse("daily").unwrap();
-        let first = JobLock::try_acquire(Some(&db), &job).unwrap();
+        let first = Lease::try_acquire(Some(&db), &job).unwrap();
         assert!(matches!(
-            JobLock::try_acquire(Some(&db), &job),
-            Err(LockError::Busy(_))
+            Lease::try_acquire(Some(&db), &job),
+            Err(LeaseError::Busy(_))
         ));
         let other = JobName::parse("weekly").unwrap();
-        assert!(JobLock::try_acquire(Some(&db), &other).is_ok());
+        assert!(Lease::try_acquire(Some(&db), &other).is_ok());
         drop(first);
-        assert!(JobLock::try_acquire(Some(&db), &job).is_ok());
+        assert!(Lease::try_acquire(Some(&db), &job).is_ok());
     }
 }

@@ -1,0 +1,130 @@
+//! Where a delivery stands, what recording it takes, and which consent a run's
+//! claims need.
+
+use serde::Serialize;
+
+use super::Invalid;
+
+/// Where one delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Not sent yet.
+    Pending,
+    /// Taken by a sender, which will request it shortly; a crash puts it back to
+    /// pending, since no request was made for it yet.
+    Claimed,
+    /// Committed just before the request; left over only by a crash.
+    Sending,
+    /// WeChat accepted it (errcode 0) and returned a msgid.
+    Sent,
+    /// Failed for good.
+    Failed,
+    /// 43101: the user has no subscription for this template.
+    Refused,
+    /// The message broke a keyword rule, or WeChat said so (47003).
+    Invalid,
+    /// Sent, but no answer came back: it may or may not have arrived.
+    Unknown,
+    /// Not sent: no recorded consent for the template (no API call was made).
+    Skipped,
+    /// Never sent: still pending when the run's send window closed.
+    Expired,
+}
+
+impl Status {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Claimed => "claimed",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+            Self::Invalid => "invalid",
+            Self::Unknown => "unknown",
+            Self::Skipped => "skipped",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Reads the stored spelling; anything else is an error, never a default.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        Ok(match s {
+            "claimed" => Self::Claimed,
+            "sending" => Self::Sending,
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            "refused" => Self::Refused,
+            "invalid" => Self::Invalid,
+            "unknown" => Self::Unknown,
+            "skipped" => Self::Skipped,
+            "expired" => Self::Expired,
+            "pending" => Self::Pending,
+            other => return Err(Invalid(format!("{other:?} is not a delivery status"))),
+        })
+    }
+}
+
+/// The final (or put-back) state of one delivery, to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The delivery.
+    pub id: i64,
+    /// Its new status.
+    pub status: Status,
+    /// WeChat's errcode, if one came back.
+    pub errcode: Option<i64>,
+    /// WeChat's errmsg or the local reason.
+    pub errmsg: Option<String>,
+    /// The msgid of an accepted message.
+    pub msgid: Option<u64>,
+    /// Requests made for it in this attempt to send.
+    pub attempts: u32,
+}
+
+impl Outcome {
+    /// An outcome decided without a request (invalid message, put back to pending).
+    pub fn local(id: i64, status: Status, errmsg: Option<String>) -> Self {
+        Self {
+            id,
+            status,
+            errcode: None,
+            errmsg,
+            msgid: None,
+            attempts: 0,
+        }
+    }
+}
+
+/// Which consent a run's deliveries must have to be sent; checked in the same
+/// transaction that claims them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsentGate {
+    /// Send whatever the consent records say (`consent = "unchecked"`).
+    Unchecked,
+    /// Skip people who rejected the template or were banned from it (long-term
+    /// templates, and templates whose kind is not known).
+    NotRefused(String),
+    /// One-time template: each send holds one of the person's credits; people
+    /// with none left are skipped.
+    Credit(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_back_and_anything_else_is_an_error() {
+        use Status::*;
+        for s in [
+            Pending, Claimed, Sending, Sent, Failed, Refused, Invalid, Unknown, Skipped, Expired,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Ok(s));
+        }
+        assert!(Status::parse("Sent").is_err());
+        assert!(Status::parse("").is_err());
+    }
+}
