@@ -102,34 +102,79 @@ async fn next_hangup(hup: &mut Hangups) -> Option<()> {
     std::future::pending().await
 }
 
-/// Jobs and recipients reload; connections, limits and the listener do not.
+/// Jobs and recipients reload; credentials, connections, limits and the listener
+/// do not. Compared by value (secrets too), and named by key, never by value.
 fn warn_about_restart_only_changes(running: &Settings, new: &Settings) {
-    let changed = [
-        (
-            "wechat",
-            format!("{:?}", running.wechat) != format!("{:?}", new.wechat),
-        ),
-        ("database", running.database.url != new.database.url),
-        (
-            "delivery",
-            format!("{:?}", running.delivery) != format!("{:?}", new.delivery),
-        ),
+    for key in restart_only_changes(running, new) {
+        tracing::warn!(key, "changed; it takes effect at the next restart");
+    }
+}
+
+/// The keys (or sections) whose change the running daemon does not apply.
+fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str> {
+    let (a, b) = (&running.wechat, &new.wechat);
+    let secret = |w: &crate::config::WechatSettings| {
+        w.secret
+            .as_ref()
+            .map(|s| secrecy::ExposeSecret::expose_secret(s).to_owned())
+    };
+    [
+        ("wechat.appid", a.appid != b.appid),
+        ("wechat.secret", secret(a) != secret(b)),
+        ("wechat.api_base", a.api_base != b.api_base),
+        ("wechat.token_source", a.token_source != b.token_source),
+        ("wechat.timeout", a.timeout != b.timeout),
+        ("database", running.database != new.database),
+        ("delivery", running.delivery != new.delivery),
         ("http", running.http != new.http),
+        ("intake", running.intake != new.intake),
+        ("log", running.log != new.log),
         (
-            "intake",
-            format!("{:?}", running.intake) != format!("{:?}", new.intake),
+            "scheduler.outage_retry",
+            running.outage_retry != new.outage_retry,
         ),
-        (
-            "log",
-            format!("{:?}", running.log) != format!("{:?}", new.log),
-        ),
-    ];
-    for (section, differs) in changed {
-        if differs {
-            tracing::warn!(
-                section,
-                "this section changed; it takes effect at the next restart"
-            );
-        }
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+#[cfg(test)]
+mod value_tests {
+    use super::*;
+
+    fn settings(secret: &str, api_base: &str, thing: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[wechat]\nappid = \"wx0123456789abcdef\"\nsecret = \"{secret}\"\napi_base = \"{api_base}\"\n[database]\nurl = \"sqlite:///var/lib/wxpush/w.db\"\n\
+                 [[jobs]]\nname = \"d\"\ncron = \"0 0 9 * * *\"\ntemplate_id = \"tmpl\"\n[jobs.data]\nthing1 = \"{thing}\"\n"
+            ),
+        )
+        .unwrap();
+        crate::config::load(&path).unwrap()
+    }
+
+    #[test]
+    fn a_changed_secret_is_a_change_though_it_prints_redacted() {
+        let a = settings("first-secret", "https://api.weixin.qq.com", "hi");
+        let b = settings("second-secret", "https://api.weixin.qq.com", "hi");
+        assert_eq!(format!("{:?}", a.wechat), format!("{:?}", b.wechat));
+        assert_ne!(a.wechat, b.wechat);
+        assert_eq!(restart_only_changes(&a, &b), ["wechat.secret"]);
+        let c = settings("first-secret", "http://127.0.0.1:9", "hi");
+        assert_eq!(restart_only_changes(&a, &c), ["wechat.api_base"]);
+        assert!(restart_only_changes(&a, &a.clone()).is_empty());
+    }
+
+    #[test]
+    fn jobs_compare_by_value() {
+        let a = settings("s", "https://api.weixin.qq.com", "hi");
+        let same = settings("s", "https://api.weixin.qq.com", "hi");
+        let other = settings("s", "https://api.weixin.qq.com", "hello");
+        assert_eq!(a.jobs, same.jobs);
+        assert_ne!(a.jobs, other.jobs);
     }
 }

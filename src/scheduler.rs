@@ -61,7 +61,7 @@ pub async fn run(
                 let wanted: HashMap<String, Job> =
                     settings.jobs.into_iter().map(|j| (j.name.to_string(), j)).collect();
                 running.retain(|name, r| {
-                    let same = wanted.get(name).is_some_and(|j| format!("{j:?}") == format!("{:?}", r.job));
+                    let same = wanted.get(name).is_some_and(|j| *j == r.job);
                     if !same {
                         r.stop.cancel();
                     }

@@ -41,6 +41,9 @@ pub struct FakeOptions {
     pub daily_quota: u64,
     /// Keep every accepted message (tests); off for benchmarks, which only count.
     pub keep_bodies: bool,
+    /// The address the API IP whitelist refuses (40164 on token requests), as
+    /// WeChat names it; `None`: the caller is on the whitelist.
+    pub ip_not_whitelisted: Option<String>,
     /// The account's templates. When empty, any template id is accepted and no
     /// subscription is needed (benchmarks); otherwise sends must name one of them
     /// and need the user's subscription, as on the real API.
@@ -75,6 +78,7 @@ impl Default for FakeOptions {
             rate_limit_per_sec: 0,
             daily_quota: 0,
             keep_bodies: true,
+            ip_not_whitelisted: None,
             templates: Vec::new(),
         }
     }
@@ -339,7 +343,12 @@ impl Inner {
             (_, None) => Some(err(41004, "appsecret missing")),
             (Some(a), _) if a != self.opts.appid => Some(err(40013, "invalid appid")),
             (_, Some(s)) if s != self.opts.secret => Some(err(40125, "invalid appsecret")),
-            _ => None,
+            _ => self.opts.ip_not_whitelisted.as_ref().map(|ip| {
+                err(
+                    40164,
+                    &format!("invalid ip {ip} ipv6 ::ffff:{ip}, not in whitelist rid: 6745a8b2-0c1d2e3f-4a5b6c7d"),
+                )
+            }),
         }
     }
 

@@ -9,13 +9,16 @@ use super::{Exit, Failure};
 use crate::config::{self, ConsentCheck, Settings};
 use crate::domain::{Builtins, Message, OpenId, TemplateKind, with_name};
 use crate::storage::Store;
-use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
+use crate::wechat::{
+    TemplateCatalog, TemplateError, TokenError, TokenManager, WechatClient, WechatError,
+};
 
 pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
     let settings = config::load(path)?;
     let file = settings.path.display().to_string();
     let mut problems = Vec::new();
-    if settings.wechat.secret.is_none() {
+    // Offline, nothing asks WeChat: the secret is not needed (CI, a build host).
+    if !offline && settings.wechat.secret.is_none() {
         problems.push(format!(
             "{file}: wechat.secret: is missing; set it in the file or in WXPUSH__WECHAT__SECRET"
         ));
@@ -129,6 +132,12 @@ async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &m
     let file = settings.path.display().to_string();
     let list = match fetch_templates(settings).await {
         Ok(list) => list,
+        // WeChat said no to who we are: every send would fail the same way.
+        Err(e) if rejected_credentials(&e).is_some() => {
+            let (key, hint) = rejected_credentials(&e).expect("checked");
+            problems.push(format!("{file}: {key}: {e}; {hint}"));
+            return;
+        }
         Err(e) => {
             warnings.push(format!(
                 "cannot verify the jobs' templates against WeChat ({e}); run `wxpush check --offline` to skip this"
@@ -197,21 +206,56 @@ async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &m
     }
 }
 
+/// The config key and a one-line fix when WeChat rejected the AppID, the
+/// AppSecret or this server's IP; `None` for anything else (unreachable, ...).
+fn rejected_credentials(e: &TemplateError) -> Option<(&'static str, String)> {
+    let (errcode, errmsg) = match e {
+        TemplateError::Token(TokenError::Wechat {
+            source: WechatError::Api { errcode, errmsg },
+            ..
+        })
+        | TemplateError::Wechat(WechatError::Api { errcode, errmsg }) => (*errcode, errmsg),
+        _ => return None,
+    };
+    Some(match errcode {
+        40013 => (
+            "wechat.appid",
+            "WeChat does not know this AppID: copy it from the mini program console (开发管理 → 开发设置)".into(),
+        ),
+        40125 | 41004 => (
+            "wechat.secret",
+            "WeChat rejected the AppSecret: copy it again from the console (开发管理 → 开发设置), or reset it there".into(),
+        ),
+        40164 => {
+            // WeChat's errmsg names the address: "invalid ip 1.2.3.4 ipv6 ..., not in whitelist".
+            let ip = errmsg
+                .split_whitespace()
+                .skip_while(|w| *w != "ip")
+                .nth(1)
+                .unwrap_or("this server's address");
+            (
+                "wechat.appid",
+                format!("add {ip} to the API IP whitelist (开发管理 → 开发设置 → IP白名单) of this mini program"),
+            )
+        }
+        _ => return None,
+    })
+}
+
 async fn fetch_templates(
     settings: &Settings,
-) -> Result<Vec<crate::wechat::RemoteTemplate>, String> {
-    let secret = settings.wechat.secret.clone().ok_or("no wechat.secret")?;
-    let client = WechatClient::new(&settings.wechat, secret, 1).map_err(|e| e.to_string())?;
+) -> Result<Vec<crate::wechat::RemoteTemplate>, TemplateError> {
+    let secret = settings
+        .wechat
+        .secret
+        .clone()
+        .expect("checked before: online check needs the secret");
+    let client = WechatClient::new(&settings.wechat, secret, 1)?;
     // The real database when there is one (its cached token saves a request);
     // otherwise `check` must not create files.
-    let store = match Store::open_existing(&settings.database.url)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    let store = match Store::open_existing(&settings.database.url).await? {
         Some(s) => s,
-        None => Store::open("sqlite::memory:")
-            .await
-            .map_err(|e| e.to_string())?,
+        None => Store::open("sqlite::memory:").await?,
     };
     let tokens = std::sync::Arc::new(TokenManager::new(
         client.clone(),
@@ -221,8 +265,7 @@ async fn fetch_templates(
     ));
     let list = TemplateCatalog::new(client, tokens, store.clone())
         .refresh()
-        .await
-        .map_err(|e| e.to_string());
+        .await;
     store.close().await;
     list
 }

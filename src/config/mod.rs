@@ -118,6 +118,9 @@ impl Checker {
         let database_url = database::resolve(&raw.database.url, config_dir)
             .map_err(|e| self.fail("database.url", e))
             .unwrap_or_default();
+        // Every name written in [[jobs]], good or not: a recipient of a job that has
+        // its own error is not reported again (one root cause, one line).
+        let written: BTreeSet<String> = raw.jobs.iter().map(|j| j.name.clone()).collect();
         let jobs: Vec<Job> = raw
             .jobs
             .into_iter()
@@ -133,7 +136,7 @@ impl Checker {
                 );
             }
         }
-        let recipients = self.recipients(raw.recipients, &seen);
+        let recipients = self.recipients(raw.recipients, &seen, &written);
         let http = if raw.http.enabled {
             raw.http
                 .listen
@@ -400,6 +403,7 @@ impl Checker {
         &mut self,
         raw: Vec<raw::RawRecipient>,
         jobs: &BTreeSet<JobName>,
+        written: &BTreeSet<String>,
     ) -> Vec<Recipient> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
@@ -427,6 +431,8 @@ impl Checker {
             for j in &r.jobs {
                 match JobName::parse(j) {
                     Ok(n) if jobs.contains(&n) => names.push(n),
+                    // That job's own problem is reported where it is defined.
+                    _ if written.contains(j) => {}
                     _ => self.fail(&format!("{at}.jobs"), format!("no job is named {j:?}")),
                 }
             }

@@ -69,14 +69,14 @@ pub struct WechatSettings {
 }
 
 /// `[database]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseSettings {
     /// A `sqlite://` URL.
     pub url: String,
 }
 
 /// `[delivery]`: how fast and how persistently to send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliverySettings {
     /// Sends in flight at once.
     pub concurrency: usize,
@@ -110,7 +110,7 @@ pub struct IntakeSettings {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
     /// A tracing filter such as `info` or `wxpush=debug`; `RUST_LOG` wins.
     pub level: Option<String>,
@@ -119,7 +119,7 @@ pub struct LogSettings {
 }
 
 /// One `[[jobs]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Its name, used by `wxpush send NAME`.
     pub name: JobName,
@@ -148,4 +148,32 @@ pub struct Recipient {
     pub jobs: Vec<JobName>,
     /// Their variables and keyword overrides.
     pub vars: BTreeMap<String, String>,
+}
+
+/// A secret compared by its value (never printed).
+fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
+    use secrecy::ExposeSecret;
+    a.as_ref().map(ExposeSecret::expose_secret) == b.as_ref().map(ExposeSecret::expose_secret)
+}
+
+/// By value, secrets included: a changed secret is a change.
+impl PartialEq for WechatSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.appid == other.appid
+            && same_secret(&self.secret, &other.secret)
+            && self.api_base == other.api_base
+            && self.token_source == other.token_source
+            && self.timeout == other.timeout
+    }
+}
+
+/// By value, secrets included: a changed token or key is a change.
+impl PartialEq for IntakeSettings {
+    fn eq(&self, other: &Self) -> bool {
+        same_secret(&self.callback_token, &other.callback_token)
+            && self.aes_key == other.aes_key
+            && self.max_body_bytes == other.max_body_bytes
+            && self.per_ip_per_minute == other.per_ip_per_minute
+            && self.client_ip_header == other.client_ip_header
+    }
 }

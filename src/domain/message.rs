@@ -15,7 +15,7 @@ use super::{
 };
 
 /// Everything a job says about its message: template, page, options and keyword values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageSpec {
     /// The template to send.
     pub template_id: TemplateId,

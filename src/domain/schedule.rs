@@ -13,6 +13,15 @@ pub struct Schedule {
     line: String,
 }
 
+/// Two schedules are the same when their line and time zone are.
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.line == other.line && self.tz == other.tz
+    }
+}
+
+impl Eq for Schedule {}
+
 /// A cron line that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

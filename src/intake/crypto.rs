@@ -18,7 +18,7 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// The 32-byte AES key behind a 43-character EncodingAESKey.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AesKey([u8; 32]);
 
 impl std::fmt::Debug for AesKey {

@@ -9,5 +9,5 @@ pub use client::{RemoteTemplate, SendReply, Session, WechatClient, WechatError, 
 pub use errcode::{
     Disposition, TRANSIENT_SEND_ERRCODES, TokenFailure, classify_send, classify_token,
 };
-pub use templates::TemplateCatalog;
+pub use templates::{TemplateCatalog, TemplateError};
 pub use token::{AccessToken, TokenError, TokenManager};

@@ -5,6 +5,7 @@ mod config;
 mod consent;
 mod database;
 mod delivery;
+mod gate;
 mod recovery;
 mod rerun;
 mod scheduler;

@@ -1,0 +1,181 @@
+//! `check` as a gate before a deploy, reload compared by value, and one line for
+//! one mistake.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+fn one_job() -> String {
+    let ids = openids(1);
+    format!("{}{}", daily_job(""), recipients(&[&ids[0]]))
+}
+
+#[tokio::test]
+async fn check_offline_needs_no_secret() {
+    let env = TestEnv::with(&one_job()).await;
+    let out = env
+        .command(&["check", "--offline"])
+        .env_remove("WXPUSH__WECHAT__SECRET")
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{run:?}");
+    // Online, the secret is needed to ask WeChat anything.
+    let out = env
+        .command(&["check"])
+        .env_remove("WXPUSH__WECHAT__SECRET")
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("wechat.secret: is missing"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn check_fails_when_wechat_rejects_the_secret_and_names_the_key() {
+    let env = TestEnv::with(&one_job()).await;
+    let out = env
+        .command(&["check"])
+        .env("WXPUSH__WECHAT__SECRET", "a-wrong-secret-value")
+        .output()
+        .await
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 2, "{run:?}");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("40125"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("wechat.secret:") && line.contains("copy it again"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.all().contains("a-wrong-secret-value"),
+        "the secret is never printed"
+    );
+}
+
+#[tokio::test]
+async fn check_fails_for_an_unknown_appid_and_for_an_ip_off_the_whitelist() {
+    let opts = FakeOptions {
+        appid: "wx9999999999999999".into(),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "", &one_job()).await;
+    let run = env.wxpush(&["check"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("wechat.appid:") && run.stderr.contains("40013"),
+        "{}",
+        run.stderr
+    );
+
+    let opts = FakeOptions {
+        ip_not_whitelisted: Some("203.0.113.7".into()),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "", &one_job()).await;
+    let run = env.wxpush(&["check"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("40164"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("add 203.0.113.7 to the API IP whitelist"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn one_broken_job_is_one_line_however_many_recipients_list_it() {
+    let ids = openids(1000);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for broken in [
+        daily_job("").replace("0 0 9 * * *", "0 0 25 * * *"),
+        daily_job("").replace("Asia/Shanghai", "Mars/Olympus"),
+    ] {
+        let env = TestEnv::with(&format!("{broken}{}", recipients(&refs))).await;
+        let run = env.wxpush(&["check", "--offline"]).await;
+        assert_eq!(run.code, 2, "{run:?}");
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains("jobs[0] (daily)"), "{}", run.stderr);
+    }
+    // A job name that is itself bad: its recipients are not reported again.
+    let bad_name = daily_job("").replace("name = \"daily\"", "name = \"Daily Job\"");
+    let listed = recipients(&refs).replace("jobs = [\"daily\"]", "jobs = [\"Daily Job\"]");
+    let env = TestEnv::with(&format!("{bad_name}{listed}")).await;
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    // A name no job has is still reported, once per recipient that lists it.
+    let env = TestEnv::with(&format!(
+        "{}{}",
+        daily_job(""),
+        recipients(&refs[..2]).replace("\"daily\"", "\"nightly\"")
+    ))
+    .await;
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(
+        run.stderr.matches("no job is named \"nightly\"").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_changed_secret_in_the_file_is_flagged_on_reload_by_key_not_value() {
+    let env = TestEnv::with(&one_job()).await;
+    let with_secret = |secret: &str| {
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        let text = match text.find("secret = ") {
+            Some(i) => {
+                let end = i + text[i..].find('\n').unwrap();
+                format!("{}secret = \"{secret}\"{}", &text[..i], &text[end..])
+            }
+            None => text.replacen(
+                "[wechat]\n",
+                &format!("[wechat]\nsecret = \"{secret}\"\n"),
+                1,
+            ),
+        };
+        std::fs::write(&env.config, text).unwrap();
+    };
+    with_secret(SECRET);
+    let mut daemon = env
+        .command(&["run"])
+        .env_remove("WXPUSH__WECHAT__SECRET")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_http(env.http).await;
+    with_secret("the-rotated-secret-value");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&daemon, "-HUP").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(&mut daemon).await;
+    let out = daemon.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("wechat.secret") && l.contains("next restart")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("the-rotated-secret-value") && !log.contains(SECRET),
+        "{log}"
+    );
+}
