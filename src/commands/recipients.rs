@@ -41,10 +41,11 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             Ok(Exit::Ok)
         }
         RecipientsCommand::Remove { openid, job } => {
+            OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
             if let Some(job) = &job {
                 find_job(&settings, job)?;
             }
-            let store = Store::open(&settings.database.url).await?;
+            let store = super::open_for_reading(&settings).await?;
             let n = store.remove_recipient(&openid, job.as_deref()).await?;
             store.close().await;
             if n == 0 {

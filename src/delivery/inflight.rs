@@ -62,11 +62,11 @@ mod tests {
     #[tokio::test]
     async fn a_second_sender_to_the_same_openid_waits_for_the_first() {
         let inflight = Arc::new(InFlight::default());
-        let first = inflight.acquire("oA").await;
-        let other = inflight.acquire("oB").await;
+        let first = inflight.acquire("oA00000000000000000000000000").await;
+        let other = inflight.acquire("oB00000000000000000000000000").await;
         let waiting = tokio::spawn({
             let inflight = Arc::clone(&inflight);
-            async move { inflight.acquire("oA").await }
+            async move { inflight.acquire("oA00000000000000000000000000").await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "second sender to oA must wait");

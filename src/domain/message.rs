@@ -206,12 +206,18 @@ mod tests {
             Overflow::Fail,
         );
         let vars = BTreeMap::from([("name".to_string(), "小明".to_string())]);
-        let msg = Message::build(&s, OpenId::parse("oUser1").unwrap(), &vars, &builtins()).unwrap();
+        let msg = Message::build(
+            &s,
+            OpenId::parse("oUser00000000000000000000001").unwrap(),
+            &vars,
+            &builtins(),
+        )
+        .unwrap();
         let body = serde_json::to_value(&msg).unwrap();
         assert_eq!(
             body,
             serde_json::json!({
-                "touser": "oUser1",
+                "touser": "oUser00000000000000000000001",
                 "template_id": "tmpl-1",
                 "page": "pages/index/index?from=push",
                 "data": {"thing1": {"value": "小明, time to check in"}, "date2": {"value": "2026年11月24日"}},
@@ -235,7 +241,13 @@ mod tests {
     fn a_recipient_override_replaces_the_keyword_value() {
         let s = spec(&[("thing1", "default text")], Overflow::Fail);
         let vars = BTreeMap::from([("thing1".to_string(), "just for you".to_string())]);
-        let msg = Message::build(&s, OpenId::parse("oUser1").unwrap(), &vars, &builtins()).unwrap();
+        let msg = Message::build(
+            &s,
+            OpenId::parse("oUser00000000000000000000001").unwrap(),
+            &vars,
+            &builtins(),
+        )
+        .unwrap();
         assert_eq!(msg.values().next().unwrap().1, "just for you");
     }
 
@@ -243,12 +255,17 @@ mod tests {
     fn an_invalid_value_is_refused_before_any_call() {
         let s = spec(&[("thing1", "{{name}}")], Overflow::Fail);
         let vars = BTreeMap::from([("name".to_string(), "x".repeat(21))]);
-        let err =
-            Message::build(&s, OpenId::parse("oUser1").unwrap(), &vars, &builtins()).unwrap_err();
+        let err = Message::build(
+            &s,
+            OpenId::parse("oUser00000000000000000000001").unwrap(),
+            &vars,
+            &builtins(),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("thing1: "), "{err}");
         let missing = Message::build(
             &s,
-            OpenId::parse("oUser1").unwrap(),
+            OpenId::parse("oUser00000000000000000000001").unwrap(),
             &BTreeMap::new(),
             &builtins(),
         )

@@ -11,6 +11,7 @@ mod render;
 mod run;
 mod schedule;
 mod template_id;
+mod text;
 
 pub use consent::{ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after};
 pub use delivery::{ConsentGate, Outcome, Status};
@@ -23,6 +24,7 @@ pub use render::{RenderError, ValueTemplate};
 pub use run::{Counts, RunStatus, Trigger};
 pub use schedule::{Schedule, ScheduleError};
 pub use template_id::TemplateId;
+pub use text::strip_hidden;
 
 /// Why a string was refused by one of the domain constructors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,27 +1,35 @@
 use super::Invalid;
 
-/// A user's openid for this mini program: 1 to 64 characters of `[A-Za-z0-9_-]`.
+/// A user's openid for this mini program: exactly 28 characters of ASCII
+/// letters, digits, `-` and `_`.
+///
+/// Every openid WeChat issues (mini programs and official accounts alike) has
+/// that shape; a shorter or longer string is a typo, a unionid (29 characters)
+/// or a placeholder, and would only earn 40003 from WeChat.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpenId(String);
 
+/// The length of every openid.
+pub const OPENID_LEN: usize = 28;
+
 impl OpenId {
-    /// Parses an openid, refusing empty, over-long or foreign-looking strings.
+    /// Parses an openid, refusing anything that cannot be one.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         if s.is_empty() {
             return Err(Invalid("openid is empty".into()));
-        }
-        if s.len() > 64 {
-            return Err(Invalid(format!(
-                "openid is {} characters long (at most 64)",
-                s.chars().count()
-            )));
         }
         if let Some(c) = s
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
         {
             return Err(Invalid(format!(
-                "openid contains {c:?}; only letters, digits, '_' and '-' are allowed"
+                "openid {s:?} contains {c:?}; WeChat openids are {OPENID_LEN} letters, digits, '-' or '_'"
+            )));
+        }
+        if s.len() != OPENID_LEN {
+            return Err(Invalid(format!(
+                "openid {s:?} is {} characters; WeChat openids are {OPENID_LEN} letters, digits, '-' or '_'",
+                s.len()
             )));
         }
         Ok(Self(s.to_owned()))
@@ -71,6 +79,11 @@ mod tests {
             "中文openid",
             &"o".repeat(65),
             "o/x",
+            "abc",
+            // A unionid is 29 characters; a typo drops one.
+            "oUser0000000000000000000000001",
+            "oUser00000000000000000000001"[..27].as_ref(),
+            "oUser000000000000000000000/1",
         ] {
             assert!(OpenId::parse(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -85,7 +98,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn accepts_every_well_formed_openid(s in "[A-Za-z0-9_-]{1,64}") {
+        fn accepts_every_well_formed_openid(s in "[A-Za-z0-9_-]{28}") {
             let id = OpenId::parse(&s).unwrap();
             prop_assert_eq!(id.as_ref(), s.as_str());
         }

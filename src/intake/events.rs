@@ -310,10 +310,10 @@ mod tests {
 
     #[test]
     fn json_list_as_one_object_with_quoted_numbers() {
-        let p = parse(br#"{"ToUserName":"gh_xxx","FromUserName":"oXXXX1","CreateTime":"1620963428","MsgType":"event",
+        let p = parse(br#"{"ToUserName":"gh_xxx","FromUserName":"oXXXX00000000000000000000001","CreateTime":"1620963428","MsgType":"event",
             "Event":"subscribe_msg_sent_event",
             "List":{"TemplateId":"BEwX0BO-T3","MsgID":"1864323726461255680","ErrorCode":"0","ErrorStatus":"success"}}"#).unwrap();
-        assert_eq!(p.openid.as_ref(), "oXXXX1");
+        assert_eq!(p.openid.as_ref(), "oXXXX00000000000000000000001");
         assert_eq!(p.create_time, "1620963428");
         assert_eq!(
             p.items,
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn json_list_as_array_and_nested_under_the_event_name() {
-        let array = parse(br#"{"FromUserName":"oU1","CreateTime":1620963428,"MsgType":"event","Event":"subscribe_msg_popup_event",
+        let array = parse(br#"{"FromUserName":"oU00000000000000000000000001","CreateTime":1620963428,"MsgType":"event","Event":"subscribe_msg_popup_event",
             "List":[{"TemplateId":"T1","SubscribeStatusString":"accept","PopupScene":"0"},
                     {"TemplateId":"T2","SubscribeStatusString":"reject","PopupScene":0}]}"#).unwrap();
         assert_eq!(
@@ -344,7 +344,7 @@ mod tests {
                 },
             ]
         );
-        let nested = parse(br#"{"FromUserName":"oU1","CreateTime":1,"MsgType":"event","Event":"subscribe_msg_sent_event",
+        let nested = parse(br#"{"FromUserName":"oU00000000000000000000000001","CreateTime":1,"MsgType":"event","Event":"subscribe_msg_sent_event",
             "SubscribeMsgSentEvent":{"List":{"TemplateId":"T1","MsgID":17,"ErrorCode":10002,"ErrorStatus":"fail"}}}"#).unwrap();
         assert!(matches!(
             nested.items[..],
@@ -380,7 +380,7 @@ mod tests {
                 result: ConsentResult::Reject
             }
         );
-        let one = parse(br#"<xml><FromUserName>oU1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType>
+        let one = parse(br#"<xml><FromUserName>oU00000000000000000000000001</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType>
 <Event>subscribe_msg_change_event</Event><SubscribeMsgChangeEvent><List><TemplateId>T1</TemplateId>
 <SubscribeStatusString>reject</SubscribeStatusString></List></SubscribeMsgChangeEvent></xml>"#).unwrap();
         assert_eq!(one.items.len(), 1);
@@ -388,12 +388,12 @@ mod tests {
 
     #[test]
     fn other_events_have_no_items_and_bad_bodies_say_why() {
-        let p = parse(br#"{"FromUserName":"oU1","CreateTime":1,"MsgType":"text","Content":"hi"}"#)
+        let p = parse(br#"{"FromUserName":"oU00000000000000000000000001","CreateTime":1,"MsgType":"text","Content":"hi"}"#)
             .unwrap();
         assert!(p.items.is_empty());
         let e = parse(br#"{"CreateTime":1,"MsgType":"event"}"#).unwrap_err();
         assert!(e.0.contains("FromUserName"), "{e}");
-        let e = parse(br#"{"FromUserName":"oU1","CreateTime":1,"MsgType":"event","Event":"subscribe_msg_popup_event","List":{"TemplateId":"T1","SubscribeStatusString":"maybe"}}"#).unwrap_err();
+        let e = parse(br#"{"FromUserName":"oU00000000000000000000000001","CreateTime":1,"MsgType":"event","Event":"subscribe_msg_popup_event","List":{"TemplateId":"T1","SubscribeStatusString":"maybe"}}"#).unwrap_err();
         assert!(e.0.contains("SubscribeStatusString"), "{e}");
         assert!(parse(b"<xml><FromUserName>").is_err());
         assert!(parse(b"not json").is_err());

@@ -59,7 +59,9 @@ fn text(field: &str, v: &Value) -> Result<String, FieldError> {
     if s.chars().any(char::is_control) {
         return Err(bad(field, "contains a control character"));
     }
-    Ok(s)
+    // Bidi controls and zero-width characters would reorder or hide text in the
+    // message: stripped, not refused (they arrive with pasted names).
+    Ok(crate::domain::strip_hidden(&s))
 }
 
 /// Checks the body field by field; the first problem names its field.
@@ -117,7 +119,7 @@ fn parse(body: &[u8]) -> Result<Report, FieldError> {
         .collect::<Result<Vec<_>, _>>()?;
     let name = match obj.remove("name") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(text("name", &v)?).filter(|n| !n.trim().is_empty()),
+        Some(v) => Some(text("name", &v)?).filter(|n| !n.is_empty()),
     };
     let data = match obj.remove("data") {
         None | Some(Value::Null) => None,

@@ -56,8 +56,9 @@ pub fn classify_send(errcode: i64) -> Disposition {
             after: Duration::from_secs(60),
         },
         43101 => Final(Status::Refused),
-        47003 | 45168 => Final(Status::Invalid),
-        40003 => Final(Status::Failed),
+        // Bad data for this recipient (47003, 45168) or an openid of another
+        // app (40003): never retried.
+        47003 | 45168 | 40003 => Final(Status::Invalid),
         // Daily quota: nothing more today, and this message was not used up.
         45009 => StopRun {
             this: Status::Pending,
@@ -144,7 +145,7 @@ mod tests {
             (40001, RefreshToken),
             (40014, RefreshToken),
             (42001, RefreshToken),
-            (40003, Final(Status::Failed)),
+            (40003, Final(Status::Invalid)),
             (
                 40037,
                 StopRun {

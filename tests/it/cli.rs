@@ -7,7 +7,7 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
     let env = TestEnv::with(&daily_job("")).await;
     let bad = env.file(
         "bad.csv",
-        "openid,name,city\noAlice1,Alice,Paris\no bad,Bob,Rome\noAlice1,Again,Oslo\noLong,xxxxxxxxxxxxxxxxxxxxxxxxx,Nice\n",
+        "openid,name,city\noAlice0000000000000000000001,Alice,Paris\no bad,Bob,Rome\noAlice0000000000000000000001,Again,Oslo\noLong00000000000000000000000,xxxxxxxxxxxxxxxxxxxxxxxxx,Nice\nabc,Carl,Lyon\n",
     );
 
     let run = env
@@ -23,7 +23,14 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr
-            .contains("bad.csv line 3: openid: openid contains ' '"),
+            .contains("bad.csv line 3: openid: openid \"o bad\" contains ' '"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "bad.csv line 6: openid: openid \"abc\" is 3 characters; WeChat openids are 28"
+        ),
         "{}",
         run.stderr
     );
@@ -43,7 +50,7 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
 
     let dup = env.file(
         "dup.csv",
-        "openid,name\noAlice1,Alice\noBob22,Bob\noAlice1,Again\n",
+        "openid,name\noAlice0000000000000000000001,Alice\noBob000000000000000000000022,Bob\noAlice0000000000000000000001,Again\n",
     );
     let run = env
         .wxpush(&[
@@ -56,8 +63,9 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
         .await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr
-            .contains("dup.csv line 4: openid oAlice1 is already on an earlier line"),
+        run.stderr.contains(
+            "dup.csv line 4: openid oAlice0000000000000000000001 is already on an earlier line"
+        ),
         "{}",
         run.stderr
     );
@@ -66,7 +74,7 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
 
     let good = env.file(
         "good.csv",
-        "openid,name,city\noAlice1,Alice,Paris\noBob22,Bob,Rome\n",
+        "openid,name,city\noAlice0000000000000000000001,Alice,Paris\noBob000000000000000000000022,Bob,Rome\n",
     );
     let run = env
         .wxpush(&[
@@ -86,12 +94,12 @@ async fn import_is_all_or_nothing_and_names_the_bad_lines() {
 
     let send = env.wxpush(&["send", "daily", "--again"]).await;
     assert_eq!(send.code, 0, "{send:?}");
-    assert_eq!(env.fake.accepted_for("oAlice1"), 1);
+    assert_eq!(env.fake.accepted_for("oAlice0000000000000000000001"), 1);
     let body = env
         .fake
         .accepted()
         .into_iter()
-        .find(|a| a.touser == "oAlice1")
+        .find(|a| a.touser == "oAlice0000000000000000000001")
         .unwrap()
         .body
         .unwrap();
@@ -125,14 +133,17 @@ async fn editing_the_config_file_adds_and_deactivates_recipients_but_keeps_cli_o
     let env = TestEnv::with(&format!(
         "{}{}",
         daily_job(""),
-        recipients(&["oFile1", "oFile2"])
+        recipients(&[
+            "oFile00000000000000000000001",
+            "oFile00000000000000000000002"
+        ])
     ))
     .await;
     let add = env
         .wxpush(&[
             "recipients",
             "add",
-            "oCli01",
+            "oCli000000000000000000000001",
             "--job",
             "daily",
             "--name",
@@ -146,25 +157,36 @@ async fn editing_the_config_file_adds_and_deactivates_recipients_but_keeps_cli_o
     // The operator removes oFile2 and adds oFile3.
     env.write_config(
         "",
-        &format!("{}{}", daily_job(""), recipients(&["oFile1", "oFile3"])),
+        &format!(
+            "{}{}",
+            daily_job(""),
+            recipients(&[
+                "oFile00000000000000000000001",
+                "oFile00000000000000000000003"
+            ])
+        ),
     );
     let run = env.wxpush(&["send", "daily", "--again"]).await;
 
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(env.fake.accepted_for("oFile1"), 2);
+    assert_eq!(env.fake.accepted_for("oFile00000000000000000000001"), 2);
     assert_eq!(
-        env.fake.accepted_for("oFile2"),
+        env.fake.accepted_for("oFile00000000000000000000002"),
         1,
         "removed from the file: not sent again"
     );
-    assert_eq!(env.fake.accepted_for("oFile3"), 1);
+    assert_eq!(env.fake.accepted_for("oFile00000000000000000000003"), 1);
     assert_eq!(
-        env.fake.accepted_for("oCli01"),
+        env.fake.accepted_for("oCli000000000000000000000001"),
         2,
         "added by the CLI: untouched by the sync"
     );
     let list = env.wxpush(&["recipients", "list", "--job", "daily"]).await;
-    let line = list.stdout.lines().find(|l| l.contains("oFile2")).unwrap();
+    let line = list
+        .stdout
+        .lines()
+        .find(|l| l.contains("oFile00000000000000000000002"))
+        .unwrap();
     assert!(line.contains("config") && line.contains(" no "), "{line}");
 }
 
@@ -174,7 +196,7 @@ async fn remove_takes_a_recipient_out_of_later_runs() {
     env.wxpush(&[
         "recipients",
         "add",
-        "oCli01",
+        "oCli000000000000000000000001",
         "--job",
         "daily",
         "--name",
@@ -184,31 +206,41 @@ async fn remove_takes_a_recipient_out_of_later_runs() {
     env.wxpush(&[
         "recipients",
         "add",
-        "oCli02",
+        "oCli000000000000000000000002",
         "--job",
         "daily",
         "--name",
         "B",
     ])
     .await;
-    let rm = env.wxpush(&["recipients", "remove", "oCli01"]).await;
+    let rm = env
+        .wxpush(&["recipients", "remove", "oCli000000000000000000000001"])
+        .await;
     assert_eq!(rm.code, 0, "{rm:?}");
     assert_eq!(
-        env.wxpush(&["recipients", "remove", "oCli01"]).await.code,
+        env.wxpush(&["recipients", "remove", "oCli000000000000000000000001"])
+            .await
+            .code,
         1
     );
 
     env.wxpush(&["send", "daily", "--again"]).await;
 
-    assert_eq!(env.fake.accepted_for("oCli01"), 0);
-    assert_eq!(env.fake.accepted_for("oCli02"), 1);
+    assert_eq!(env.fake.accepted_for("oCli000000000000000000000001"), 0);
+    assert_eq!(env.fake.accepted_for("oCli000000000000000000000002"), 1);
 }
 
 #[tokio::test]
 async fn add_refuses_a_recipient_whose_message_would_be_invalid() {
     let env = TestEnv::with(&daily_job("")).await;
     let run = env
-        .wxpush(&["recipients", "add", "oCli01", "--job", "daily"])
+        .wxpush(&[
+            "recipients",
+            "add",
+            "oCli000000000000000000000001",
+            "--job",
+            "daily",
+        ])
         .await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
@@ -223,10 +255,14 @@ async fn runs_shows_history_with_counts_and_per_recipient_outcomes() {
     let env = TestEnv::with(&format!(
         "{}{}",
         daily_job(""),
-        recipients(&["oUserA1", "oUserB2"])
+        recipients(&[
+            "oUserA0000000000000000000001",
+            "oUserB0000000000000000000002"
+        ])
     ))
     .await;
-    env.fake.script("oUserB2", [Scripted::Errcode(43101)]);
+    env.fake
+        .script("oUserB0000000000000000000002", [Scripted::Errcode(43101)]);
     env.wxpush(&["send", "daily", "--again"]).await;
 
     let list = env.wxpush(&["runs", "--json"]).await;
@@ -244,14 +280,14 @@ async fn runs_shows_history_with_counts_and_per_recipient_outcomes() {
     assert_eq!(deliveries.len(), 2);
     let sent = deliveries
         .iter()
-        .find(|d| d["openid"] == "oUserA1")
+        .find(|d| d["openid"] == "oUserA0000000000000000000001")
         .unwrap();
     let msgid: u64 = sent["msgid"].as_str().unwrap().parse().unwrap();
     assert!(msgid > 1 << 53);
 
     let table = env.wxpush(&["runs", "show", "1"]).await;
     assert!(
-        table.stdout.contains("oUserB2") && table.stdout.contains("43101"),
+        table.stdout.contains("oUserB0000000000000000000002") && table.stdout.contains("43101"),
         "{}",
         table.stdout
     );
@@ -265,11 +301,11 @@ async fn secrets_and_tokens_never_reach_output_and_openids_are_masked_in_logs() 
     let env = TestEnv::with(&format!(
         "{}{}",
         daily_job(""),
-        recipients(&["oSecretUser12345678"])
+        recipients(&["oSecretUser00000000012345678"])
     ))
     .await;
     env.fake.script(
-        "oSecretUser12345678",
+        "oSecretUser00000000012345678",
         [Scripted::Errcode(-1), Scripted::Errcode(43101)],
     );
 
@@ -289,7 +325,7 @@ async fn secrets_and_tokens_never_reach_output_and_openids_are_masked_in_logs() 
         run.all()
     );
     assert!(
-        !run.stderr.contains("oSecretUser12345678"),
+        !run.stderr.contains("oSecretUser00000000012345678"),
         "openid unmasked in logs:\n{}",
         run.stderr
     );

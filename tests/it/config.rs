@@ -31,7 +31,7 @@ openid = "o bad"
 jobs = ["ok"]
 
 [[recipients]]
-openid = "oGood"
+openid = "oGood00000000000000000000000"
 jobs = ["nope"]
 "#;
     let run = check_with(body).await;
@@ -44,8 +44,8 @@ jobs = ["nope"]
         "jobs[0].template_id: template_id is empty",
         "jobs[0].page: page \"https://example.com\" is a URL",
         "jobs[0].data: \"thing1\\t\" is not a template keyword",
-        "recipients[0].openid: openid contains ' '",
-        "recipients[1] (*****).jobs: no job is named \"nope\"",
+        "recipients[0].openid: openid \"o bad\" contains ' '",
+        "recipients[1] (oGo***000).jobs: no job is named \"nope\"",
     ] {
         assert!(
             lines.iter().any(|l| l.contains(want)),
@@ -65,7 +65,7 @@ jobs = ["nope"]
 #[tokio::test]
 async fn check_renders_every_recipients_message() {
     let body = format!(
-        "{}\n[[recipients]]\nopenid = \"oAAAAAAAAAAAAAAAAAAAA\"\njobs = [\"daily\"]\nname = \"{}\"\n",
+        "{}\n[[recipients]]\nopenid = \"oAAAAAAAAAAAAAAAAAAAA0000000\"\njobs = [\"daily\"]\nname = \"{}\"\n",
         daily_job(""),
         "z".repeat(25)
     );
@@ -74,7 +74,7 @@ async fn check_renders_every_recipients_message() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr
-            .contains("recipients[0] (oAA***AAA) in job daily: data.thing1: "),
+            .contains("recipients[0] (oAA***000) in job daily: data.thing1: "),
         "{}",
         run.stderr
     );
@@ -82,7 +82,14 @@ async fn check_renders_every_recipients_message() {
 
 #[tokio::test]
 async fn check_accepts_a_good_config_and_shows_next_fire_times() {
-    let body = format!("{}{}", daily_job(""), recipients(&["oUser1", "oUser2"]));
+    let body = format!(
+        "{}{}",
+        daily_job(""),
+        recipients(&[
+            "oUser00000000000000000000001",
+            "oUser00000000000000000000002"
+        ])
+    );
     let run = check_with(&body).await;
 
     assert_eq!(run.code, 0, "{run:?}");
@@ -154,7 +161,12 @@ async fn environment_variables_override_the_file() {
 
 #[tokio::test]
 async fn a_missing_secret_is_a_config_error_and_never_a_panic() {
-    let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&["oUser1"]))).await;
+    let env = TestEnv::with(&format!(
+        "{}{}",
+        daily_job(""),
+        recipients(&["oUser00000000000000000000001"])
+    ))
+    .await;
     let out = env
         .command(&["send", "daily", "--again"])
         .env_remove("WXPUSH__WECHAT__SECRET")
@@ -225,7 +237,7 @@ async fn check_also_renders_recipients_added_from_the_command_line() {
         .wxpush(&[
             "recipients",
             "add",
-            "oCliUser01",
+            "oCliUser00000000000000000001",
             "--job",
             "daily",
             "--name",
@@ -243,7 +255,7 @@ async fn check_also_renders_recipients_added_from_the_command_line() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains(
-            "recipient oCl***r01 in job daily (added by cli): data.thing1: {{city}} has no value"
+            "recipient oCl***001 in job daily (added by cli): data.thing1: {{city}} has no value"
         ),
         "{}",
         run.stderr

@@ -127,7 +127,7 @@ async fn the_intake_api_turns_a_login_code_into_consent_and_never_leaks_the_sess
         .spawn()
         .unwrap();
     wait_http(env.http).await;
-    let alice = "oAlice000000000000000001";
+    let alice = "oAlice0000000000000000000001";
     let code = env.fake.login(alice);
 
     let report = json!({"code": code, "results": {ONCE: "accept", "tmpl-checkin": "reject"},
@@ -227,7 +227,7 @@ async fn malformed_oversized_and_too_frequent_reports_are_refused_with_nothing_s
             "data.a b",
         ),
         (
-            br#"{"code":"c1","results":{"tmpl-once":"accept"},"openid":"oX"}"#,
+            br#"{"code":"c1","results":{"tmpl-once":"accept"},"openid":"oX00000000000000000000000000"}"#,
             "openid",
         ),
     ];
@@ -245,7 +245,13 @@ async fn malformed_oversized_and_too_frequent_reports_are_refused_with_nothing_s
     // Nothing reached WeChat and nothing was stored.
     assert_eq!(env.fake.code_requests(), 0);
     let store = env.store().await;
-    assert!(store.consents_of("oX").await.unwrap().is_empty());
+    assert!(
+        store
+            .consents_of("oX00000000000000000000000000")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.close().await;
 
     // Six requests so far from this address; the limit is 8 a minute.
@@ -263,7 +269,7 @@ async fn malformed_oversized_and_too_frequent_reports_are_refused_with_nothing_s
 
 #[tokio::test]
 async fn the_callback_checks_signatures_and_applies_each_push_once() {
-    let alice = "oAlice000000000000000001";
+    let alice = "oAlice0000000000000000000001";
     let env = consent_env(&format!(
         "{}{}{}",
         intake(""),
@@ -375,9 +381,9 @@ async fn the_callback_checks_signatures_and_applies_each_push_once() {
 #[tokio::test]
 async fn without_consent_there_is_no_api_call_and_43101_clears_the_credit() {
     let (with, without, stale) = (
-        "oWith0000000000000000001",
-        "oWithout00000000000000002",
-        "oStale000000000000000003",
+        "oWith00000000000000000000001",
+        "oWithout00000000000000000002",
+        "oStale0000000000000000000003",
     );
     let env = consent_env(&format!(
         "{}{}",
@@ -428,9 +434,9 @@ async fn without_consent_there_is_no_api_call_and_43101_clears_the_credit() {
 #[tokio::test]
 async fn a_subscribed_audience_is_everyone_with_consent_and_only_them() {
     let (twice, once, refused) = (
-        "oTwice000000000000000001",
-        "oOnce0000000000000000002",
-        "oRefused0000000000000003",
+        "oTwice0000000000000000000001",
+        "oOnce00000000000000000000002",
+        "oRefused00000000000000000003",
     );
     let env = consent_env(&once_job("remind", "audience = \"subscribed\"")).await;
     grant(&env, twice, 2).await;
@@ -499,7 +505,7 @@ async fn a_subscribed_audience_is_everyone_with_consent_and_only_them() {
 
 #[tokio::test]
 async fn a_one_time_credit_is_used_exactly_once_by_concurrent_runs() {
-    let people: Vec<String> = (1..=40).map(|i| format!("oShared{i:017}")).collect();
+    let people: Vec<String> = (1..=40).map(|i| format!("oShared{i:021}")).collect();
     let refs: Vec<&str> = people.iter().map(String::as_str).collect();
     // Two jobs on the same one-time template, both listing everyone.
     let body = format!(
@@ -611,7 +617,7 @@ async fn check_verifies_templates_and_warns_about_one_time_templates_on_daily_jo
 
 #[tokio::test]
 async fn recipients_show_lists_consent_per_template() {
-    let alice = "oAlice000000000000000001";
+    let alice = "oAlice0000000000000000000001";
     let env = consent_env(&format!(
         "{}{}",
         once_job("remind", ""),
@@ -642,7 +648,7 @@ async fn recipients_show_lists_consent_per_template() {
     assert_eq!(v["consents"][0]["credits"], 3);
 
     let nobody = env
-        .wxpush(&["recipients", "show", "oNobody000000000000001"])
+        .wxpush(&["recipients", "show", "oNobody000000000000000000001"])
         .await;
     assert_eq!(nobody.code, 1);
     assert!(
@@ -654,7 +660,7 @@ async fn recipients_show_lists_consent_per_template() {
 
 #[tokio::test]
 async fn credits_held_by_a_killed_send_are_settled_on_resume() {
-    let people: Vec<String> = (1..=12).map(|i| format!("oCrash{i:018}")).collect();
+    let people: Vec<String> = (1..=12).map(|i| format!("oCrash{i:022}")).collect();
     let refs: Vec<&str> = people.iter().map(String::as_str).collect();
     let opts = FakeOptions {
         templates: vec![once_template()],
@@ -704,7 +710,10 @@ async fn credits_held_by_a_killed_send_are_settled_on_resume() {
 
 #[tokio::test]
 async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
-    let (kept, lost) = ("oKept0000000000000000001", "oLost0000000000000000002");
+    let (kept, lost) = (
+        "oKept00000000000000000000001",
+        "oLost00000000000000000000002",
+    );
     let long_term = FakeTemplate {
         id: "tmpl-long".into(),
         title: "长期提醒".into(),
@@ -799,13 +808,13 @@ async fn applied_push_keys_are_remembered_until_pruned() {
     let accept = wxpush::domain::ConsentResult::Accept;
     assert!(
         store
-            .apply_consent_event("k1", "oU1", ONCE, accept)
+            .apply_consent_event("k1", "oU00000000000000000000000001", ONCE, accept)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .apply_consent_event("k1", "oU1", ONCE, accept)
+            .apply_consent_event("k1", "oU00000000000000000000000001", ONCE, accept)
             .await
             .unwrap()
     );
@@ -815,7 +824,7 @@ async fn applied_push_keys_are_remembered_until_pruned() {
     assert_eq!(store.prune_consent_events(later).await.unwrap(), 1);
     assert!(
         store
-            .apply_consent_event("k1", "oU1", ONCE, accept)
+            .apply_consent_event("k1", "oU00000000000000000000000001", ONCE, accept)
             .await
             .unwrap()
     );
@@ -845,7 +854,10 @@ async fn check_only_warns_when_wechat_cannot_be_reached() {
 
 #[tokio::test]
 async fn forget_erases_a_person_but_keeps_the_counts() {
-    let (alice, listed_one) = ("oAlice000000000000000001", "oListed00000000000000001");
+    let (alice, listed_one) = (
+        "oAlice0000000000000000000001",
+        "oListed000000000000000000001",
+    );
     let env = consent_env(&format!(
         "{}{}",
         once_job("remind", "audience = \"subscribed\""),
@@ -890,7 +902,7 @@ async fn forget_erases_a_person_but_keeps_the_counts() {
 #[tokio::test]
 async fn secure_mode_pushes_are_checked_and_opened_and_compatible_mode_too() {
     const AES_KEY: &str = "kLmN0pQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQ";
-    let bob = "oBob00000000000000000001";
+    let bob = "oBob000000000000000000000001";
     let env = consent_env(&format!(
         "{}{}{}",
         intake(&format!("encoding_aes_key = \"{AES_KEY}\"")),

@@ -110,12 +110,19 @@ async fn refused_43101_is_recorded_at_once_and_never_retried() {
 
     assert_eq!(run.code, 1, "some deliveries failed: {run:?}");
     assert!(
-        run.stdout.contains("1 sent, 1 failed, 1 refused"),
+        run.stdout
+            .contains("1 sent, 0 failed, 1 refused, 1 invalid"),
         "{}",
         run.stdout
     );
     assert_eq!(env.fake.send_requests(), 3, "no retry of permanent errors");
     let rows = env.store().await.deliveries(1).await.unwrap();
+    // 40003: an openid WeChat does not know for this app is invalid, not failed.
+    let foreign = rows.iter().find(|r| r.openid == ids[2]).unwrap();
+    assert_eq!(
+        (foreign.status.as_str(), foreign.errcode),
+        ("invalid", Some(40003))
+    );
     let refused = rows.iter().find(|r| r.openid == ids[1]).unwrap();
     assert_eq!(
         (refused.status.as_str(), refused.errcode, refused.attempts),
@@ -131,7 +138,7 @@ async fn refused_43101_is_recorded_at_once_and_never_retried() {
 async fn a_value_breaking_its_keyword_rule_is_caught_before_any_call() {
     let (ids, mut body) = ids(2);
     body.push_str(&format!(
-        "\n[[recipients]]\nopenid = \"oTooLong\"\njobs = [\"daily\"]\nname = \"{}\"\n",
+        "\n[[recipients]]\nopenid = \"oTooLong00000000000000000000\"\njobs = [\"daily\"]\nname = \"{}\"\n",
         "x".repeat(30)
     ));
     let env = TestEnv::with(&body).await;
@@ -151,7 +158,10 @@ async fn a_value_breaking_its_keyword_rule_is_caught_before_any_call() {
         "WeChat never saw the invalid message (no 47003)"
     );
     let rows = env.store().await.deliveries(1).await.unwrap();
-    let bad = rows.iter().find(|r| r.openid == "oTooLong").unwrap();
+    let bad = rows
+        .iter()
+        .find(|r| r.openid == "oTooLong00000000000000000000")
+        .unwrap();
     assert_eq!(bad.status.as_str(), "invalid");
     assert_eq!(bad.attempts, 0);
     assert!(
@@ -165,7 +175,7 @@ async fn a_value_breaking_its_keyword_rule_is_caught_before_any_call() {
 #[tokio::test]
 async fn on_overflow_truncate_shortens_a_long_thing_instead() {
     let body = format!(
-        "{}\n[[recipients]]\nopenid = \"oLongName\"\njobs = [\"daily\"]\nname = \"{}\"\n",
+        "{}\n[[recipients]]\nopenid = \"oLongName0000000000000000000\"\njobs = [\"daily\"]\nname = \"{}\"\n",
         daily_job("on_overflow = \"truncate\""),
         "y".repeat(30)
     );
@@ -301,7 +311,9 @@ async fn sends_honour_the_rate_limit() {
 #[tokio::test]
 async fn dry_run_prints_every_message_and_calls_nothing() {
     let (_, mut body) = ids(2);
-    body.push_str("\n[[recipients]]\nopenid = \"oNoName\"\njobs = [\"daily\"]\n");
+    body.push_str(
+        "\n[[recipients]]\nopenid = \"oNoName000000000000000000000\"\njobs = [\"daily\"]\n",
+    );
     let env = TestEnv::with(&body).await;
 
     let run = env.wxpush(&["send", "daily", "--dry-run"]).await;
@@ -318,7 +330,7 @@ async fn dry_run_prints_every_message_and_calls_nothing() {
     );
     assert!(
         run.stdout
-            .contains("INVALID oNoName: thing1: {{name}} has no value"),
+            .contains("INVALID oNoName000000000000000000000: thing1: {{name}} has no value"),
         "{}",
         run.stdout
     );

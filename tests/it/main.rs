@@ -6,6 +6,7 @@ mod consent;
 mod database;
 mod delivery;
 mod gate;
+mod parsing;
 mod recovery;
 mod rerun;
 mod scheduler;

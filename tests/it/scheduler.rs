@@ -34,7 +34,10 @@ async fn the_daemon_fires_on_schedule_and_stops_cleanly_on_sigterm() {
     let body = format!(
         "{}{}",
         every_second_job("America/New_York"),
-        tick_recipients(&["oTick1", "oTick2"])
+        tick_recipients(&[
+            "oTick00000000000000000000001",
+            "oTick00000000000000000000002"
+        ])
     );
     let env = TestEnv::with(&body).await;
     let mut child = env.command(&["run"]).spawn().unwrap();
@@ -82,7 +85,7 @@ catch_up = "10m"
 thing1 = "hello {{name}}"
 
 [[recipients]]
-openid = "oLate1"
+openid = "oLate00000000000000000000001"
 jobs = ["minutely"]
 name = "late"
 "#;
@@ -172,7 +175,10 @@ async fn sigterm_while_waiting_for_a_token(extra_job_keys: &str, run_started: bo
     let body = format!(
         "{}{}",
         daily_job(extra_job_keys),
-        recipients(&["oWait1", "oWait2"])
+        recipients(&[
+            "oWait00000000000000000000001",
+            "oWait00000000000000000000002"
+        ])
     );
     let opts = FakeOptions {
         token_latency: Duration::from_secs(30),
@@ -245,7 +251,7 @@ async fn the_first_slot_after_start_fires_even_while_startup_is_slow() {
     let body = format!(
         "{}{}",
         every_second_job("Asia/Shanghai"),
-        tick_recipients(&["oEarly1"])
+        tick_recipients(&["oEarly0000000000000000000001"])
     );
     // The token takes longer than the gap between slots, so a startup that held the
     // job would make the first slot look like it came during a previous run.
@@ -280,12 +286,13 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
     let body = format!(
         "{}{}",
         every_second_job("Asia/Shanghai"),
-        tick_recipients(&["oSlow1"])
+        tick_recipients(&["oSlow00000000000000000000001"])
     );
     let env = TestEnv::with(&body).await;
     // 45011 makes the first run wait a minute before its retry: it is still going
     // when the next slots fire.
-    env.fake.script("oSlow1", [Scripted::Errcode(45011)]);
+    env.fake
+        .script("oSlow00000000000000000000001", [Scripted::Errcode(45011)]);
     let mut child = env.command(&["run"]).spawn().unwrap();
     let store = env.store().await;
 

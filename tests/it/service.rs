@@ -42,9 +42,13 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_describe_the_daemon() {
-    let env = TestEnv::with(&ticking(&["oHealth1", "oHealth2"])).await;
+    let env = TestEnv::with(&ticking(&[
+        "oHealth000000000000000000001",
+        "oHealth000000000000000000002",
+    ]))
+    .await;
     env.fake.script(
-        "oHealth2",
+        "oHealth000000000000000000002",
         std::iter::repeat_n(Scripted::Errcode(43101), 100),
     );
     let mut child = env.command(&["run"]).spawn().unwrap();
@@ -118,7 +122,7 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
 
 #[tokio::test]
 async fn readyz_fails_when_the_database_file_is_gone() {
-    let env = TestEnv::with(&yearly(&["oReady1"])).await;
+    let env = TestEnv::with(&yearly(&["oReady0000000000000000000001"])).await;
     let mut child = env.command(&["run"]).spawn().unwrap();
     wait_http(env.http).await;
     assert_eq!(get(env.http, "/readyz").await.0, 200);
@@ -142,7 +146,7 @@ async fn readyz_fails_when_the_database_file_is_gone() {
 
 #[tokio::test]
 async fn readyz_fails_when_no_token_can_be_had() {
-    let env = TestEnv::with(&yearly(&["oReady1"])).await;
+    let env = TestEnv::with(&yearly(&["oReady0000000000000000000001"])).await;
     let mut child = env
         .command(&["run"])
         .env("WXPUSH__WECHAT__SECRET", "wrong")
@@ -159,7 +163,11 @@ async fn readyz_fails_when_no_token_can_be_had() {
 
 #[tokio::test]
 async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_new_is_bad() {
-    let env = TestEnv::with(&yearly(&["oKeep1", "oGone1"])).await;
+    let env = TestEnv::with(&yearly(&[
+        "oKeep00000000000000000000001",
+        "oGone00000000000000000000001",
+    ]))
+    .await;
     let child = env
         .command(&["run"])
         // Only the signal, not the file watch, may cause these reloads.
@@ -171,15 +179,22 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
     assert_eq!(env.fake.send_requests(), 0);
 
     // The cron now ticks, oGone1 is removed and oNew01 added.
-    env.write_config("", &ticking(&["oKeep1", "oNew01"]));
+    env.write_config(
+        "",
+        &ticking(&[
+            "oKeep00000000000000000000001",
+            "oNew000000000000000000000001",
+        ]),
+    );
     signal(&child, "-HUP").await;
     // Both of the new audience, however the two sends of a run interleave.
     wait_until(20, "the reloaded job fires", || {
-        env.fake.accepted_for("oNew01") >= 1 && env.fake.accepted_for("oKeep1") >= 1
+        env.fake.accepted_for("oNew000000000000000000000001") >= 1
+            && env.fake.accepted_for("oKeep00000000000000000000001") >= 1
     })
     .await;
     assert_eq!(
-        env.fake.accepted_for("oGone1"),
+        env.fake.accepted_for("oGone00000000000000000000001"),
         0,
         "deactivated by the reload"
     );
@@ -187,9 +202,9 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
     // A broken file: the daemon keeps running the last good configuration.
     std::fs::write(&env.config, "[wechat]\nappid = 12\n").unwrap();
     signal(&child, "-HUP").await;
-    let before = env.fake.accepted_for("oNew01");
+    let before = env.fake.accepted_for("oNew000000000000000000000001");
     wait_until(20, "still firing after a bad reload", || {
-        env.fake.accepted_for("oNew01") > before
+        env.fake.accepted_for("oNew000000000000000000000001") > before
     })
     .await;
 
@@ -206,7 +221,7 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
 
 #[tokio::test]
 async fn an_edited_config_file_is_reloaded_without_a_signal_once_it_settles() {
-    let env = TestEnv::with(&yearly(&["oKeep1"])).await;
+    let env = TestEnv::with(&yearly(&["oKeep00000000000000000000001"])).await;
     let child = env
         .command(&["run"])
         .stderr(std::process::Stdio::piped())
@@ -215,17 +230,24 @@ async fn an_edited_config_file_is_reloaded_without_a_signal_once_it_settles() {
     wait_http(env.http).await;
 
     // The operator's edit: the cron now ticks and oNew01 is added. No SIGHUP.
-    env.write_config("", &ticking(&["oKeep1", "oNew01"]));
+    env.write_config(
+        "",
+        &ticking(&[
+            "oKeep00000000000000000000001",
+            "oNew000000000000000000000001",
+        ]),
+    );
     wait_until(20, "the edited job fires", || {
-        env.fake.accepted_for("oNew01") >= 1 && env.fake.accepted_for("oKeep1") >= 1
+        env.fake.accepted_for("oNew000000000000000000000001") >= 1
+            && env.fake.accepted_for("oKeep00000000000000000000001") >= 1
     })
     .await;
 
     // A broken edit is reported once and the last good configuration keeps firing.
     std::fs::write(&env.config, "[wechat]\nappid = 12\n").unwrap();
-    let before = env.fake.accepted_for("oNew01");
+    let before = env.fake.accepted_for("oNew000000000000000000000001");
     wait_until(20, "still firing after a bad edit", || {
-        env.fake.accepted_for("oNew01") > before + 2
+        env.fake.accepted_for("oNew000000000000000000000001") > before + 2
     })
     .await;
 
@@ -245,7 +267,7 @@ async fn an_edited_config_file_is_reloaded_without_a_signal_once_it_settles() {
 #[tokio::test]
 async fn the_daemon_tells_systemd_when_it_is_ready_and_pings_the_watchdog() {
     use std::os::unix::net::UnixDatagram;
-    let env = TestEnv::with(&yearly(&["oNotify1"])).await;
+    let env = TestEnv::with(&yearly(&["oNotify000000000000000000001"])).await;
     let socket_path = env.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
@@ -299,7 +321,7 @@ async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
     assert!(healthcheck.is_some(), "HEALTHCHECK uses the binary itself");
 
     // The image sets these; the config is mounted at WXPUSH_CONFIG.
-    let env = TestEnv::with(&yearly(&["oImage1"])).await;
+    let env = TestEnv::with(&yearly(&["oImage0000000000000000000001"])).await;
     let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
     // CI points WXPUSH_BIN at the release build, which is what the image ships.
     let bin = std::env::var("WXPUSH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wxpush").into());
@@ -332,7 +354,7 @@ async fn the_release_binary_runs_with_the_images_entrypoint_and_command() {
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_and_journald_gets_no_timestamps() {
-    let env = TestEnv::with(&ticking(&["oLogs01"])).await;
+    let env = TestEnv::with(&ticking(&["oLogs00000000000000000000001"])).await;
     let out = env
         .command(&["send", "tick", "--again"])
         .env("WXPUSH__LOG__FORMAT", "json")
