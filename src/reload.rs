@@ -22,14 +22,18 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 /// Sends a freshly loaded configuration on every SIGHUP, and on every change of
-/// the file if `running.reload_on_change`, until `shutdown`.
+/// the file if `running.reload_on_change`, until `shutdown`: the receiver, and the
+/// watch itself, for the caller to run.
 pub fn watch(
     path: PathBuf,
     running: Settings,
     shutdown: CancellationToken,
-) -> mpsc::Receiver<Settings> {
+) -> (
+    mpsc::Receiver<Settings>,
+    impl Future<Output = ()> + Send + 'static,
+) {
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
+    let task = async move {
         let mut hup = hangups();
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,8 +73,8 @@ pub fn watch(
                 }
             }
         }
-    });
-    rx
+    };
+    (rx, task)
 }
 
 #[cfg(unix)]

@@ -7,10 +7,10 @@ mod send;
 
 use std::process::ExitCode;
 
-use crate::app::{App, AppError};
+use crate::app::{App, AppError, Listeners};
 use crate::cli::{Cli, Command};
 use crate::config::{self, ConfigError, Settings};
-use crate::{reload, scheduler, shutdown, telemetry};
+use crate::{shutdown, telemetry};
 
 /// How a command ended; the numbers are part of the command-line contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,58 +108,21 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
         "wxpush daemon starting"
     );
     let shutdown = shutdown::on_signals();
-    if let Some(addr) = app.settings.http {
-        let metrics = crate::stats::install()
-            .ok_or_else(|| Failure::cannot_proceed("cannot install the metrics recorder"))?;
-        // Bind before reporting ready, so that a taken port is a start-up error.
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Failure::usage(format!(
-                "{}: http.listen: cannot listen on {addr}: {e}",
-                app.settings.path.display()
-            ))
-        })?;
-        let (store, faults, tokens, stop) = (
-            app.store.clone(),
-            app.faults.clone(),
-            app.deliverer.tokens().clone(),
-            shutdown.clone(),
-        );
-        let intake = app.settings.intake.clone().map(|i| {
-            crate::intake::Intake::new(app.store.clone(), app.deliverer.client().clone(), i)
-        });
-        tokio::spawn(async move {
-            if let Err(e) =
-                crate::http::serve(listener, store, faults, tokens, metrics, intake, stop).await
-            {
-                tracing::error!(error = %e, "the HTTP listener stopped");
-            }
-        });
-    }
-    let reloads = reload::watch(
-        app.settings.path.clone(),
-        app.settings.clone(),
-        shutdown.clone(),
-    );
-    let watchdog = shutdown.clone();
-    let ready = move || {
-        // Outside systemd there is no NOTIFY_SOCKET and these do nothing.
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        if let Some(every) = sd_notify::watchdog_enabled() {
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every / 2);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
-                        _ = watchdog.cancelled() => break,
-                    }
-                }
-            });
+    let http = match app.settings.http {
+        None => None,
+        Some(addr) => {
+            let metrics = crate::stats::install()
+                .ok_or_else(|| Failure::cannot_proceed("cannot install the metrics recorder"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Failure::usage(format!(
+                    "{}: http.listen: cannot listen on {addr}: {e}",
+                    app.settings.path.display()
+                ))
+            })?;
+            Some((listener, metrics))
         }
-        tracing::info!("ready");
     };
-    scheduler::run(std::sync::Arc::clone(&app), shutdown, reloads, ready).await?;
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    app.store.close().await;
+    app.run(Listeners { http }, shutdown).await?;
     Ok(Exit::Ok)
 }
 

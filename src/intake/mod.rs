@@ -52,25 +52,28 @@ impl Intake {
         }
     }
 
-    /// The intake routes, with the body size limit applied.
-    pub fn routes(self) -> Router {
-        // Forget idle clients and long-applied pushes now and then, so that
-        // neither the limiter nor the event table grows without bound.
-        let (limiter, store) = (Arc::clone(&self.per_ip), self.store.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-            for minute in 0u64.. {
-                tick.tick().await;
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-                if minute % 60 == 0 {
-                    let before = chrono::Utc::now() - EVENT_MEMORY;
-                    if let Err(e) = store.prune_consent_events(before).await {
-                        tracing::warn!(error = %e, "cannot prune applied events");
-                    }
+    /// Forgets idle clients and long-applied pushes now and then, so that neither
+    /// the limiter nor the event table grows without bound; until `shutdown`.
+    pub async fn maintain(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        for minute in 0u64.. {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.per_ip.retain_recent();
+            self.per_ip.shrink_to_fit();
+            if minute % 60 == 0 {
+                let before = chrono::Utc::now() - EVENT_MEMORY;
+                if let Err(e) = self.store.prune_consent_events(before).await {
+                    tracing::warn!(error = %e, "cannot prune applied events");
                 }
             }
-        });
+        }
+    }
+
+    /// The intake routes, with the body size limit applied.
+    pub fn routes(self) -> Router {
         let limit = self.settings.max_body_bytes;
         let mut router = Router::new().route("/v1/subscriptions", post(subscriptions::post));
         if self.settings.callback_token.is_some() {
