@@ -57,7 +57,7 @@ pub struct SubscriberRow {
 pub(super) const SUBSCRIBED: &str =
     "c.template_id = ? AND (c.credits > 0 OR (? = 0 AND c.status = 'accept'))";
 
-async fn apply(
+pub(super) async fn apply(
     tx: &mut sqlx::SqliteConnection,
     openid: &str,
     template_id: &str,
@@ -117,55 +117,6 @@ async fn apply(
 }
 
 impl Store {
-    /// Replaces the cached template list with a freshly fetched one.
-    pub async fn save_templates(&self, templates: &[TemplateRow]) -> Result<(), StorageError> {
-        let mut tx = self.write().await?;
-        let now = now();
-        sqlx::query("DELETE FROM templates")
-            .execute(&mut *tx)
-            .await
-            .context("replace the template list")?;
-        for t in templates {
-            sqlx::query(
-                "INSERT INTO templates (template_id, kind, title, keywords, fetched_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&t.template_id)
-            .bind(t.kind.as_str())
-            .bind(&t.title)
-            .bind(serde_json::to_string(&t.keywords).expect("strings serialise"))
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .context("save the template list")?;
-        }
-        tx.commit().await.context("commit the template list")?;
-        Ok(())
-    }
-
-    /// The cached template `id`, and when the list it came from was fetched.
-    pub async fn template(&self, id: &str) -> Result<Option<(TemplateRow, String)>, StorageError> {
-        let row = sqlx::query(
-            "SELECT template_id, kind, title, keywords, fetched_at FROM templates WHERE template_id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .context("read the template list")?;
-        Ok(row.and_then(|r| {
-            let kind = TemplateKind::parse(r.get("kind"))?;
-            let keywords: String = r.get("keywords");
-            Some((
-                TemplateRow {
-                    template_id: r.get("template_id"),
-                    kind,
-                    title: r.get("title"),
-                    keywords: serde_json::from_str(&keywords).unwrap_or_default(),
-                },
-                r.get("fetched_at"),
-            ))
-        }))
-    }
-
     /// Records a report from the mini program in one transaction: the person (name
     /// and data replaced only when given) and each template's result.
     pub async fn record_subscription(
@@ -197,73 +148,6 @@ impl Store {
         }
         tx.commit().await.context("commit a subscription")?;
         Ok(())
-    }
-
-    /// Applies one pushed event unless `event_key` was applied before (WeChat
-    /// retries pushes). True when it was new.
-    pub async fn apply_consent_event(
-        &self,
-        event_key: &str,
-        openid: &str,
-        template_id: &str,
-        result: ConsentResult,
-    ) -> Result<bool, StorageError> {
-        let mut tx = self.write().await?;
-        let now = now();
-        let fresh = sqlx::query(
-            "INSERT INTO consent_events (event_key, received_at) VALUES (?, ?) ON CONFLICT (event_key) DO NOTHING",
-        )
-        .bind(event_key)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await
-        .context("record an event")?
-        .rows_affected()
-            == 1;
-        if fresh {
-            apply(&mut tx, openid, template_id, result, ConsentSource::Event).await?;
-        }
-        tx.commit().await.context("commit an event")?;
-        Ok(fresh)
-    }
-
-    /// Forgets which pushes were applied before `before`: WeChat retries a push
-    /// within seconds, so old keys only take space. Returns how many went.
-    pub async fn prune_consent_events(
-        &self,
-        before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, StorageError> {
-        let r = sqlx::query("DELETE FROM consent_events WHERE received_at < ?")
-            .bind(super::ts(before))
-            .execute(&self.pool)
-            .await
-            .context("prune applied events")?;
-        Ok(r.rows_affected())
-    }
-
-    /// Records a `subscribe_msg_sent_event` (once per msgid). True when it was new.
-    pub async fn record_sent_event(
-        &self,
-        msgid: u64,
-        openid: &str,
-        template_id: &str,
-        error_code: i64,
-        error_status: &str,
-    ) -> Result<bool, StorageError> {
-        let r = sqlx::query(
-            "INSERT INTO sent_events (msgid, openid, template_id, error_code, error_status, received_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msgid) DO NOTHING",
-        )
-        .bind(msgid.to_string())
-        .bind(openid)
-        .bind(template_id)
-        .bind(error_code)
-        .bind(error_status)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .context("record a sent event")?;
-        Ok(r.rows_affected() == 1)
     }
 
     /// Every template consent of one person, by template.
@@ -362,15 +246,5 @@ impl Store {
                 )
             })
             .collect())
-    }
-
-    /// The sent-event result for a msgid, if WeChat pushed one.
-    pub async fn sent_event(&self, msgid: &str) -> Result<Option<(i64, String)>, StorageError> {
-        let row = sqlx::query("SELECT error_code, error_status FROM sent_events WHERE msgid = ?")
-            .bind(msgid)
-            .fetch_optional(&self.pool)
-            .await
-            .context("read a sent event")?;
-        Ok(row.map(|r| (r.get("error_code"), r.get("error_status"))))
     }
 }

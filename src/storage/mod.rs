@@ -1,12 +1,17 @@
 //! The only place with SQL. SQLite today; statements stay portable where it costs
 //! nothing so that a PostgreSQL backend can sit beside this one.
 
+mod batch;
 mod consents;
 mod deliveries;
 mod lease;
+mod push_events;
 mod recipients;
+mod run_changes;
 mod runs;
 mod schedules;
+mod sql_batch;
+mod templates;
 mod tokens;
 mod tx;
 

@@ -1,0 +1,282 @@
+//! The send path's writes: claims (with the consent gate and the guarded credit
+//! hold), `sending` marks and outcomes, folded into as few statements and
+//! transactions as possible by the recorder.
+
+use std::collections::HashSet;
+
+use sqlx::Row;
+
+use super::sql_batch::{CHUNK, bind_ids, bind_outcomes, outcome_values, padded, placeholders};
+use super::{Context, StorageError, Store, now};
+use crate::domain::{ConsentGate, Outcome, Status};
+
+/// Why a delivery was skipped at its claim.
+const NO_CONSENT: &str = "no consent";
+
+/// Writes a chunk of outcomes (and `sending` marks, which keep their credit).
+async fn record_outcomes(
+    conn: &mut sqlx::SqliteConnection,
+    chunk: &[Outcome],
+    now: &str,
+) -> Result<(), StorageError> {
+    let sql = format!(
+        "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
+         msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
+         credit = CASE WHEN v.status = 'sending' THEN deliveries.credit ELSE 0 END, updated_at = ? \
+         FROM v WHERE deliveries.id = v.id",
+        outcome_values(chunk.len())
+    );
+    bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+        .bind(now)
+        .execute(conn)
+        .await
+        .context("record delivery outcomes")?;
+    Ok(())
+}
+
+impl Store {
+    /// In one transaction: marks `claims` as `claimed` (each only if still pending
+    /// and, under `gate`, only with consent; the others become `skipped`) and
+    /// records `outcomes`, settling the credits they held. An outcome `sending`
+    /// is the mark of a claimed delivery whose request is about to start: it
+    /// keeps its credit. Returns the claims that were taken.
+    ///
+    /// Rows are written a chunk per statement: one statement per row would cost a
+    /// round trip to SQLite's thread each, which dominated the send path.
+    pub async fn write_batch(
+        &self,
+        gate: &ConsentGate,
+        claims: &[i64],
+        outcomes: &[Outcome],
+    ) -> Result<HashSet<i64>, StorageError> {
+        // Most batches are only marks and outcomes of one chunk, written by one
+        // statement: that statement is its own transaction (a write statement takes
+        // the write lock when it starts, as BEGIN IMMEDIATE does), which saves the
+        // round trips of BEGIN and COMMIT to SQLite's thread on the send path.
+        let refused = outcomes.iter().any(|o| o.status == Status::Refused);
+        let one_statement = claims.is_empty()
+            && !outcomes.is_empty()
+            && outcomes.len() <= CHUNK
+            && match gate {
+                ConsentGate::Unchecked => true,
+                ConsentGate::NotRefused(_) => !refused,
+                ConsentGate::Credit(_) => false,
+            };
+        if one_statement {
+            self.check_identity()?;
+            record_outcomes(
+                &mut *self
+                    .pool
+                    .acquire()
+                    .await
+                    .context("record delivery outcomes")?,
+                outcomes,
+                &now(),
+            )
+            .await?;
+            return Ok(HashSet::new());
+        }
+        let mut tx = self.write().await?;
+        let now = now();
+        let mut taken = HashSet::with_capacity(claims.len());
+        // The condition a delivery's person must meet to be claimed under `gate`.
+        let (consented, template) = match gate {
+            ConsentGate::Unchecked => ("", None),
+            ConsentGate::NotRefused(t) => (
+                " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                 AND c.template_id = ? AND c.status IN ('reject', 'ban'))",
+                Some(t),
+            ),
+            ConsentGate::Credit(t) => (
+                " AND EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                 AND c.template_id = ? AND c.credits > c.reserved)",
+                Some(t),
+            ),
+        };
+        let credit = matches!(gate, ConsentGate::Credit(_));
+        for chunk in claims.chunks(CHUNK) {
+            let ids = placeholders(1, padded(chunk.len()));
+            let sql = format!(
+                "UPDATE deliveries SET status = 'claimed', credit = ?, updated_at = ? \
+                 WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id, openid"
+            );
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(i64::from(credit))
+                .bind(now.clone());
+            let mut q = bind_ids(q, chunk);
+            if let Some(t) = template {
+                q = q.bind(t.clone());
+            }
+            let mut mine: Vec<(i64, String)> = q
+                .fetch_all(&mut *tx)
+                .await
+                .context("claim deliveries")?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            if let (ConsentGate::Credit(t), false) = (gate, mine.is_empty()) {
+                // Each claimed delivery holds one credit until its outcome settles it.
+                // The guard `credits > reserved` is what spends a credit once: it
+                // holds under row-level locking too, where two claims could both
+                // have passed the check above.
+                let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
+                let sql = format!(
+                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? \
+                     AND credits > reserved AND openid IN \
+                     (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
+                    placeholders(1, padded(ids.len()))
+                );
+                let held: HashSet<String> =
+                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone()), &ids)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .context("hold consent credits")?
+                        .iter()
+                        .map(|row| row.get(0))
+                        .collect();
+                // One held credit pays for one delivery, even when one person has
+                // several among these claims (the statement holds once per row).
+                let mut paid = HashSet::with_capacity(held.len());
+                let lost: Vec<i64> = mine
+                    .iter()
+                    .filter(|(_, o)| !(held.contains(o) && paid.insert(o.clone())))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !lost.is_empty() {
+                    // Lost the credit to another claim: back to pending, then
+                    // skipped below like everyone else without consent.
+                    let sql = format!(
+                        "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id IN ({})",
+                        placeholders(1, padded(lost.len()))
+                    );
+                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
+                        .execute(&mut *tx)
+                        .await
+                        .context("release lost claims")?;
+                    mine.retain(|(id, _)| !lost.contains(id));
+                }
+            }
+            // Only when some were not taken: pending ones among them lack consent.
+            if template.is_some() && mine.len() < chunk.len() {
+                let sql = format!(
+                    "UPDATE deliveries SET status = 'skipped', errmsg = ?, updated_at = ? \
+                     WHERE status = 'pending' AND id IN ({ids})"
+                );
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(NO_CONSENT)
+                    .bind(now.clone());
+                bind_ids(q, chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .context("skip deliveries without consent")?;
+            }
+            taken.extend(mine.into_iter().map(|(id, _)| id));
+        }
+        for chunk in outcomes.chunks(CHUNK) {
+            if let ConsentGate::Credit(template) = gate {
+                // Before the deliveries lose their `credit` mark below. A sent or
+                // unknown message spent its credit; 43101 says none are left.
+                let sql = format!(
+                    "{} UPDATE consents SET \
+                     credits = CASE v.status WHEN 'sent' THEN MAX(consents.credits - 1, 0) \
+                       WHEN 'unknown' THEN MAX(consents.credits - 1, 0) \
+                       WHEN 'refused' THEN 0 ELSE consents.credits END, \
+                     reserved = MAX(consents.reserved - 1, 0) \
+                     FROM v JOIN deliveries d ON d.id = v.id \
+                     WHERE d.credit = 1 AND v.status <> 'sending' \
+                     AND consents.openid = d.openid AND consents.template_id = ?",
+                    outcome_values(chunk.len())
+                );
+                bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                    .bind(template.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .context("settle consent credits")?;
+            }
+            let refused = chunk.iter().any(|o| o.status == Status::Refused);
+            if let (ConsentGate::NotRefused(template), true) = (gate, refused) {
+                // 43101 on a long-term template: the subscription is gone. Only rows
+                // on record change, so a listed recipient is still tried next time.
+                let sql = format!(
+                    "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = ? \
+                     FROM v JOIN deliveries d ON d.id = v.id \
+                     WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = ?",
+                    outcome_values(chunk.len())
+                );
+                bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                    .bind(&now)
+                    .bind(template.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .context("record refused subscriptions")?;
+            }
+            record_outcomes(&mut tx, chunk, &now).await?;
+        }
+        tx.commit().await.context("commit delivery updates")?;
+        Ok(taken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Audience, NewRun, Trigger};
+
+    #[tokio::test]
+    async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() {
+        // Two runs claim the same person, whose one credit both pre-checks see;
+        // under row-level locking (two transactions) this is the race. Only the
+        // guarded hold decides, and it pays for one.
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let who = "oUser00000000000000000000001";
+        for job in ["a", "b"] {
+            sqlx::query(
+                "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES (?, ?, 'cli', '', '')",
+            )
+            .bind(job)
+            .bind(who)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+            store
+                .enqueue(NewRun {
+                    job,
+                    template_id: "t",
+                    audience: Audience::Listed,
+                    slot: chrono::Utc::now(),
+                    trigger: Trigger::Manual,
+                })
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
+             VALUES (?, 't', 'accept', 1, 0, 'intake', '')",
+        )
+        .bind(who)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+
+        let gate = ConsentGate::Credit("t".into());
+        let taken = store.write_batch(&gate, &ids, &[]).await.unwrap();
+
+        assert_eq!(taken.len(), 1, "one credit, one delivery");
+        let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM consents")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(reserved, 1);
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM deliveries ORDER BY status")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(statuses, ["claimed", "skipped"]);
+    }
+}

@@ -1,0 +1,87 @@
+//! WeChat's pushes: consent events applied once (their keys remembered for a
+//! while), and sent events kept by msgid for `runs show`.
+
+use sqlx::Row;
+
+use super::consents::apply;
+use super::{Context, StorageError, Store, now};
+use crate::domain::{ConsentResult, ConsentSource};
+
+impl Store {
+    /// Applies one pushed event unless `event_key` was applied before (WeChat
+    /// retries pushes). True when it was new.
+    pub async fn apply_consent_event(
+        &self,
+        event_key: &str,
+        openid: &str,
+        template_id: &str,
+        result: ConsentResult,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.write().await?;
+        let now = now();
+        let fresh = sqlx::query(
+            "INSERT INTO consent_events (event_key, received_at) VALUES (?, ?) ON CONFLICT (event_key) DO NOTHING",
+        )
+        .bind(event_key)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .context("record an event")?
+        .rows_affected()
+            == 1;
+        if fresh {
+            apply(&mut tx, openid, template_id, result, ConsentSource::Event).await?;
+        }
+        tx.commit().await.context("commit an event")?;
+        Ok(fresh)
+    }
+
+    /// Forgets which pushes were applied before `before`: WeChat retries a push
+    /// within seconds, so old keys only take space. Returns how many went.
+    pub async fn prune_consent_events(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StorageError> {
+        let r = sqlx::query("DELETE FROM consent_events WHERE received_at < ?")
+            .bind(super::ts(before))
+            .execute(&self.pool)
+            .await
+            .context("prune applied events")?;
+        Ok(r.rows_affected())
+    }
+
+    /// Records a `subscribe_msg_sent_event` (once per msgid). True when it was new.
+    pub async fn record_sent_event(
+        &self,
+        msgid: u64,
+        openid: &str,
+        template_id: &str,
+        error_code: i64,
+        error_status: &str,
+    ) -> Result<bool, StorageError> {
+        let r = sqlx::query(
+            "INSERT INTO sent_events (msgid, openid, template_id, error_code, error_status, received_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msgid) DO NOTHING",
+        )
+        .bind(msgid.to_string())
+        .bind(openid)
+        .bind(template_id)
+        .bind(error_code)
+        .bind(error_status)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .context("record a sent event")?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The sent-event result for a msgid, if WeChat pushed one.
+    pub async fn sent_event(&self, msgid: &str) -> Result<Option<(i64, String)>, StorageError> {
+        let row = sqlx::query("SELECT error_code, error_status FROM sent_events WHERE msgid = ?")
+            .bind(msgid)
+            .fetch_optional(&self.pool)
+            .await
+            .context("read a sent event")?;
+        Ok(row.map(|r| (r.get("error_code"), r.get("error_status"))))
+    }
+}
