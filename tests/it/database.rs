@@ -49,13 +49,11 @@ async fn a_relative_database_path_is_the_config_files_from_any_folder() {
 
     // `runs` from yet another folder sees the same history.
     let other = tempfile::tempdir().unwrap();
-    let runs = env
-        .command(&["--config", config, "runs", "--json"])
-        .current_dir(other.path())
-        .output()
-        .await
-        .unwrap();
-    let runs = Run::from(runs);
+    let runs = finish(
+        env.command(&["--config", config, "runs", "--json"])
+            .current_dir(other.path()),
+    )
+    .await;
     assert_eq!(runs.code, 0, "{runs:?}");
     let v: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{}", runs.stdout);
@@ -98,14 +96,12 @@ async fn an_unsupported_database_url_is_a_config_error_and_creates_nothing() {
         &["check", "--offline"],
         &["runs"],
     ] {
-        let out = env
-            .command(args)
-            .env("WXPUSH__DATABASE__URL", "postgres://x/y")
-            .current_dir(cwd.path())
-            .output()
-            .await
-            .unwrap();
-        let run = Run::from(out);
+        let run = finish(
+            env.command(args)
+                .env("WXPUSH__DATABASE__URL", "postgres://x/y")
+                .current_dir(cwd.path()),
+        )
+        .await;
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
         assert!(
             run.stderr

@@ -13,22 +13,14 @@ fn one_job() -> String {
 #[tokio::test]
 async fn check_offline_needs_no_secret() {
     let env = TestEnv::with(&one_job()).await;
-    let out = env
-        .command(&["check", "--offline"])
-        .env_remove("WXPUSH__WECHAT__SECRET")
-        .output()
-        .await
-        .unwrap();
-    let run = Run::from(out);
+    let run = finish(
+        env.command(&["check", "--offline"])
+            .env_remove("WXPUSH__WECHAT__SECRET"),
+    )
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
     // Online, the secret is needed to ask WeChat anything.
-    let out = env
-        .command(&["check"])
-        .env_remove("WXPUSH__WECHAT__SECRET")
-        .output()
-        .await
-        .unwrap();
-    let run = Run::from(out);
+    let run = finish(env.command(&["check"]).env_remove("WXPUSH__WECHAT__SECRET")).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains("wechat.secret: is missing"),
@@ -40,13 +32,11 @@ async fn check_offline_needs_no_secret() {
 #[tokio::test]
 async fn check_fails_when_wechat_rejects_the_secret_and_names_the_key() {
     let env = TestEnv::with(&one_job()).await;
-    let out = env
-        .command(&["check"])
-        .env("WXPUSH__WECHAT__SECRET", "a-wrong-secret-value")
-        .output()
-        .await
-        .unwrap();
-    let run = Run::from(out);
+    let run = finish(
+        env.command(&["check"])
+            .env("WXPUSH__WECHAT__SECRET", "a-wrong-secret-value"),
+    )
+    .await;
     assert_eq!(run.code, 2, "{run:?}");
     let line = run
         .stderr

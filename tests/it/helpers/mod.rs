@@ -213,8 +213,7 @@ impl TestEnv {
 
     /// Runs the binary to completion.
     pub async fn wxpush(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().await.unwrap();
-        Run::from(out)
+        finish(&mut self.command(args)).await
     }
 
     /// The database, opened by the library.
@@ -230,6 +229,11 @@ impl TestEnv {
         std::fs::write(&p, text).unwrap();
         p
     }
+}
+
+/// Runs a prepared command (another environment or folder) to completion.
+pub async fn finish(command: &mut tokio::process::Command) -> Run {
+    Run::from(command.output().await.unwrap())
 }
 
 /// A finished command.
