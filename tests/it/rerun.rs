@@ -237,10 +237,17 @@ async fn the_daemon_resumes_a_run_stopped_by_an_outage_once_wechat_is_back() {
         run.counts
     );
     env.fake.set_down(false);
-    wait_until(20, "the daemon finished the run", || {
-        env.fake.accepted_count() == 30
-    })
-    .await;
+    // Accepted by WeChat is not yet recorded: wait for the run's own record.
+    let store = env.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.run(1).await.unwrap().unwrap().status.as_str() != "done" {
+        still_running(&mut daemon);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon finished the run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(stop(&mut daemon).await.code(), Some(0));
     each_got_one(&env, &ids);
     let run = env.store().await.run(1).await.unwrap().unwrap();
@@ -299,31 +306,38 @@ async fn what_is_unsent_when_the_send_window_closes_expires_and_is_never_sent() 
 
 #[tokio::test]
 async fn a_test_send_before_the_first_start_is_not_caught_up_by_it() {
-    // The job's daily slot is 3 s from now; the operator tries a send first.
-    let at = Utc::now() + chrono::Duration::seconds(3);
-    let job = daily_job("")
-        .replace(
-            "cron = \"0 0 9 * * *\"",
-            &format!(
-                "cron = \"{} {} {} * * *\"",
-                at.second(),
-                at.minute(),
-                at.hour()
-            ),
-        )
-        .replace("timezone = \"Asia/Shanghai\"", "timezone = \"UTC\"");
+    // Job `daily` firing every day at `at` (UTC), sent to three people.
+    let job_at = |at: chrono::DateTime<Utc>| {
+        daily_job("")
+            .replace(
+                "cron = \"0 0 9 * * *\"",
+                &format!(
+                    "cron = \"{} {} {} * * *\"",
+                    at.second(),
+                    at.minute(),
+                    at.hour()
+                ),
+            )
+            .replace("timezone = \"Asia/Shanghai\"", "timezone = \"UTC\"")
+    };
     let ids = openids(3);
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let env = TestEnv::with(&format!("{job}{}", recipients(&refs))).await;
-    // Yesterday's slot is long past its window: refused, pointing at --again.
+    let people = recipients(&refs);
+    // Its latest slot was four hours ago, past its window: a plain send is
+    // refused, pointing at --again; the operator tries that.
+    let four_hours_ago = Utc::now() - chrono::Duration::hours(4);
+    let env = TestEnv::with(&format!("{}{people}", job_at(four_hours_ago))).await;
     let plain = env.wxpush(&["send", "daily"]).await;
     assert_eq!(plain.code, 3, "{plain:?}");
     let tried = env.wxpush(&["send", "daily", "--again"]).await;
     assert_eq!(tried.code, 0, "{tried:?}");
     each_got_one(&env, &ids);
 
-    // The slot passes with no daemon; then the first start.
-    let wait = (at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(700);
+    // The operator settles the time of day (nothing has loaded a schedule yet);
+    // that slot passes with no daemon; then the first start.
+    let at = Utc::now() + chrono::Duration::seconds(2);
+    env.write_config("", &format!("{}{people}", job_at(at)));
+    let wait = (at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
     tokio::time::sleep(wait).await;
     let mut daemon = env.command(&["run"]).spawn().unwrap();
     wait_http(env.http).await;
