@@ -1,0 +1,63 @@
+//! The account's templates (`gettemplate`) and login codes (`jscode2session`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::send::SendQuery;
+use crate::*;
+
+pub(crate) async fn get_templates(
+    State(s): State<Arc<Inner>>,
+    Query(q): Query<SendQuery>,
+) -> Response {
+    if let Some(e) = s.check_token(q.access_token.as_deref()) {
+        return e;
+    }
+    let data: Vec<Value> = s
+        .opts
+        .templates
+        .iter()
+        .map(|t| {
+            json!({"priTmplId": t.id, "title": t.title, "content": t.content,
+                   "example": "", "type": t.kind})
+        })
+        .collect();
+    axum::Json(json!({"errcode": 0, "errmsg": "ok", "data": data})).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CodeQuery {
+    appid: Option<String>,
+    secret: Option<String>,
+    js_code: Option<String>,
+    grant_type: Option<String>,
+}
+
+pub(crate) async fn jscode2session(
+    State(s): State<Arc<Inner>>,
+    Query(q): Query<CodeQuery>,
+) -> Response {
+    s.code_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(e) = s.check_credentials(q.appid.as_deref(), q.secret.as_deref()) {
+        return e;
+    }
+    if q.grant_type.as_deref() != Some("authorization_code") {
+        return err(40002, "invalid grant_type");
+    }
+    let code = q.js_code.unwrap_or_default();
+    let mut u = s.users.lock().unwrap();
+    if u.used.contains(&code) {
+        return err(40163, "code been used");
+    }
+    let Some(openid) = u.codes.remove(&code) else {
+        return err(40029, "invalid code");
+    };
+    u.used.insert(code);
+    let session_key = format!("SESSIONKEY{:x}==", s.rng.fetch_add(7919, Ordering::Relaxed));
+    axum::Json(json!({"openid": openid, "session_key": session_key})).into_response()
+}
