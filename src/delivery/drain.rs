@@ -295,6 +295,7 @@ impl Deliverer {
             latency: Latency::new(),
             job: Arc::from(job.name.as_ref()),
             unanswered: Default::default(),
+            sent: crate::stats::sent_counter(job.name.as_ref()),
         });
         let builtins = Builtins::at(slot, job.schedule.tz());
         let permits = Arc::new(Semaphore::new(self.concurrency));

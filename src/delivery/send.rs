@@ -97,6 +97,8 @@ pub(super) struct SendContext {
     pub job: Arc<str>,
     /// Requests in a row that WeChat did not answer.
     pub unanswered: AtomicU32,
+    /// `wxpush_sends_total{outcome="sent"}` for this job.
+    pub sent: metrics::Counter,
 }
 
 struct Attempt {
@@ -142,7 +144,10 @@ impl SendContext {
                 "not sent"
             ),
         }
-        crate::stats::delivery(&self.job, outcome.status, outcome.errcode);
+        match outcome.status {
+            Status::Sent => self.sent.increment(1),
+            s => crate::stats::delivery(&self.job, s, outcome.errcode),
+        }
         self.recorder.record(outcome);
     }
 
