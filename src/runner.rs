@@ -75,6 +75,7 @@ pub async fn fire(
         }
     };
     let now = Utc::now();
+    let mut resumed = false;
     for run_id in store.unfinished_runs(job.name.as_ref()).await? {
         let Some(run) = store.run(run_id).await? else {
             continue;
@@ -86,6 +87,7 @@ pub async fn fire(
             continue;
         }
         tracing::info!(run.id = run_id, slot = %run.slot, "resuming an unfinished run");
+        resumed = true;
         let report = deliverer
             .drain(job, &targeting, run_id, run.slot, shutdown)
             .await?;
@@ -99,7 +101,8 @@ pub async fn fire(
     let Some((slot, trigger)) = slot else {
         return Ok(fired);
     };
-    if new_round && !fired.reports.is_empty() {
+    // An expired run is closed, not finished: it does not stand for the new round.
+    if new_round && resumed {
         return Ok(fired);
     }
     if shutdown.is_cancelled() {

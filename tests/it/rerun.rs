@@ -302,6 +302,15 @@ async fn what_is_unsent_when_the_send_window_closes_expires_and_is_never_sent() 
             .sum::<usize>(),
         1
     );
+
+    // A new round asked for when the previous one has just expired still starts:
+    // the expired run is closed, not finished. (The quota stops it at once.)
+    let stopped = env.wxpush(&["send", "daily", "--again"]).await;
+    assert!(stopped.stdout.contains("run 2:"), "{stopped:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let again = env.wxpush(&["send", "daily", "--again"]).await;
+    assert!(again.stdout.contains("run 2,3:"), "{again:?}");
+    assert!(again.stdout.contains("5 expired"), "{again:?}");
 }
 
 #[tokio::test]
