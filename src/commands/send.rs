@@ -239,7 +239,10 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
             audience.insert(r.openid, with_name(r.vars, r.name.as_deref()));
         }
     }
-    let builtins = Builtins::at(Utc::now(), job.schedule.tz());
+    // As `send JOB` would: built-ins ({{today}}, ...) at the latest slot.
+    let now = Utc::now();
+    let slot = job.schedule.latest_at_or_before(now).unwrap_or(now);
+    let builtins = Builtins::at(slot, job.schedule.tz());
     let (mut valid, mut invalid) = (0, 0);
     for (openid, vars) in &audience {
         let built = OpenId::parse(openid)
