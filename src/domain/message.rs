@@ -196,6 +196,15 @@ mod tests {
         Builtins::at(at, chrono_tz::Asia::Shanghai)
     }
 
+    /// The message for one test user with `vars`, at `builtins()`.
+    fn build(
+        s: &Arc<MessageSpec>,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Message, MessageError> {
+        let user = OpenId::parse("oUser00000000000000000000001").unwrap();
+        Message::build(s, user, vars, &builtins())
+    }
+
     #[test]
     fn renders_the_send_body_with_every_field_wechat_expects() {
         let s = spec(
@@ -206,13 +215,7 @@ mod tests {
             Overflow::Fail,
         );
         let vars = BTreeMap::from([("name".to_string(), "小明".to_string())]);
-        let msg = Message::build(
-            &s,
-            OpenId::parse("oUser00000000000000000000001").unwrap(),
-            &vars,
-            &builtins(),
-        )
-        .unwrap();
+        let msg = build(&s, &vars).unwrap();
         let body = serde_json::to_value(&msg).unwrap();
         assert_eq!(
             body,
@@ -241,13 +244,7 @@ mod tests {
     fn a_recipient_override_replaces_the_keyword_value() {
         let s = spec(&[("thing1", "default text")], Overflow::Fail);
         let vars = BTreeMap::from([("thing1".to_string(), "just for you".to_string())]);
-        let msg = Message::build(
-            &s,
-            OpenId::parse("oUser00000000000000000000001").unwrap(),
-            &vars,
-            &builtins(),
-        )
-        .unwrap();
+        let msg = build(&s, &vars).unwrap();
         assert_eq!(msg.values().next().unwrap().1, "just for you");
     }
 
@@ -255,21 +252,9 @@ mod tests {
     fn an_invalid_value_is_refused_before_any_call() {
         let s = spec(&[("thing1", "{{name}}")], Overflow::Fail);
         let vars = BTreeMap::from([("name".to_string(), "x".repeat(21))]);
-        let err = Message::build(
-            &s,
-            OpenId::parse("oUser00000000000000000000001").unwrap(),
-            &vars,
-            &builtins(),
-        )
-        .unwrap_err();
+        let err = build(&s, &vars).unwrap_err();
         assert!(err.to_string().starts_with("thing1: "), "{err}");
-        let missing = Message::build(
-            &s,
-            OpenId::parse("oUser00000000000000000000001").unwrap(),
-            &BTreeMap::new(),
-            &builtins(),
-        )
-        .unwrap_err();
+        let missing = build(&s, &BTreeMap::new()).unwrap_err();
         assert!(missing.to_string().contains("{{name}}"), "{missing}");
     }
 }
