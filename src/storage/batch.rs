@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::sql_batch::{CHUNK, bind_ids, bind_outcomes, outcome_values, padded, placeholders};
+use super::sql_batch::{CHUNK, ID_SET, OUTCOMES, bind_ids, bind_outcomes};
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentGate, Outcome, Status};
 
@@ -24,7 +24,7 @@ async fn record_outcomes(
          msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
          credit = CASE WHEN v.status = 'sending' THEN deliveries.credit ELSE 0 END, updated_at = ? \
          FROM v WHERE deliveries.id = v.id",
-        outcome_values(chunk.len())
+        OUTCOMES
     );
     bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
@@ -95,7 +95,7 @@ impl Store {
         };
         let credit = matches!(gate, ConsentGate::Credit(_));
         for chunk in claims.chunks(CHUNK) {
-            let ids = placeholders(1, padded(chunk.len()));
+            let ids = ID_SET;
             let sql = format!(
                 "UPDATE deliveries SET status = 'claimed', credit = ?, updated_at = ? \
                  WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id, openid"
@@ -124,7 +124,7 @@ impl Store {
                     "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? \
                      AND credits > reserved AND openid IN \
                      (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
-                    placeholders(1, padded(ids.len()))
+                    ID_SET
                 );
                 let held: HashSet<String> =
                     bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone()), &ids)
@@ -147,7 +147,7 @@ impl Store {
                     // skipped below like everyone else without consent.
                     let sql = format!(
                         "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id IN ({})",
-                        placeholders(1, padded(lost.len()))
+                        ID_SET
                     );
                     bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
                         .execute(&mut *tx)
@@ -185,7 +185,7 @@ impl Store {
                      FROM v JOIN deliveries d ON d.id = v.id \
                      WHERE d.credit = 1 AND v.status <> 'sending' \
                      AND consents.openid = d.openid AND consents.template_id = ?",
-                    outcome_values(chunk.len())
+                    OUTCOMES
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(template.clone())
@@ -201,7 +201,7 @@ impl Store {
                     "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = ? \
                      FROM v JOIN deliveries d ON d.id = v.id \
                      WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = ?",
-                    outcome_values(chunk.len())
+                    OUTCOMES
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(&now)

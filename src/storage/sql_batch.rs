@@ -1,77 +1,44 @@
-//! Batched statements: many rows per statement, padded to a few sizes so that
-//! only a handful of distinct statements are ever prepared per connection.
+//! Batched statements: a whole chunk of rows travels as one JSON array bound to
+//! one parameter and is read back with `json_each`, so one statement serves every
+//! batch size (one prepared statement per shape, no padding).
 
 use crate::domain::Outcome;
 
-/// Rows per statement in batched writes (6 parameters each stays far below
-/// SQLite's 32,766 and PostgreSQL's 65,535 parameter limits).
+/// Rows per statement in batched writes.
 pub(super) const CHUNK: usize = 256;
 
-/// Statement sizes: a chunk is padded up to one of these, so that only a handful of
-/// distinct statements are ever prepared and cached per connection.
-const SIZES: [usize; 4] = [8, 32, 128, CHUNK];
+/// A subquery of the ids bound by `bind_ids`, for `id IN (...)`.
+pub(super) const ID_SET: &str = "SELECT value FROM json_each(?)";
 
-pub(super) fn padded(rows: usize) -> usize {
-    SIZES.into_iter().find(|s| *s >= rows).unwrap_or(CHUNK)
-}
+/// A CTE `v` of the outcomes bound by `bind_outcomes`.
+pub(super) const OUTCOMES: &str = "WITH v (id, status, errcode, errmsg, msgid, attempts) AS \
+    (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?))";
 
-/// Padding rows carry this id, which no delivery has.
-const NO_ID: i64 = -1;
-
-/// `(?, ?), (?, ?)` for `rows` rows of `width` parameters, or `?, ?` when width is 1.
-pub(super) fn placeholders(width: usize, rows: usize) -> String {
-    let row = if width == 1 {
-        "?".to_owned()
-    } else {
-        format!("({})", vec!["?"; width].join(", "))
-    };
-    vec![row; rows].join(", ")
-}
-
-/// A CTE of `rows` outcomes (padded); it reads the same in SQLite and PostgreSQL.
-pub(super) fn outcome_values(rows: usize) -> String {
-    format!(
-        "WITH v (id, status, errcode, errmsg, msgid, attempts) AS (VALUES {})",
-        placeholders(6, padded(rows))
-    )
-}
-
-/// Binds a chunk of ids and the padding up to its statement size.
+/// Binds ids for `ID_SET`.
 pub(super) fn bind_ids<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     ids: &[i64],
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    for id in ids {
-        q = q.bind(*id);
-    }
-    for _ in ids.len()..padded(ids.len()) {
-        q = q.bind(NO_ID);
-    }
-    q
+    q.bind(serde_json::to_string(ids).expect("ids serialise"))
 }
 
-/// Binds a chunk of outcomes (and the padding) to a statement from `outcome_values`.
+/// Binds outcomes for `OUTCOMES`.
 pub(super) fn bind_outcomes<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     chunk: &'q [Outcome],
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    for o in chunk {
-        q = q
-            .bind(o.id)
-            .bind(o.status.as_str())
-            .bind(o.errcode)
-            .bind(o.errmsg.as_deref())
-            .bind(o.msgid.map(|m| m.to_string()))
-            .bind(i64::from(o.attempts));
-    }
-    for _ in chunk.len()..padded(chunk.len()) {
-        q = q
-            .bind(NO_ID)
-            .bind("pending")
-            .bind(None::<i64>)
-            .bind(None::<&str>)
-            .bind(None::<String>)
-            .bind(0_i64);
-    }
-    q
+    let rows: Vec<serde_json::Value> = chunk
+        .iter()
+        .map(|o| {
+            serde_json::json!([
+                o.id,
+                o.status.as_str(),
+                o.errcode,
+                o.errmsg,
+                o.msgid.map(|m| m.to_string()),
+                o.attempts
+            ])
+        })
+        .collect();
+    q.bind(serde_json::to_string(&rows).expect("outcomes serialise"))
 }
