@@ -117,14 +117,12 @@ fn warn_about_restart_only_changes(running: &Settings, new: &Settings) {
 /// The keys (or sections) whose change the running daemon does not apply.
 fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str> {
     let (a, b) = (&running.wechat, &new.wechat);
-    let secret = |w: &crate::config::WechatSettings| {
-        w.secret
-            .as_ref()
-            .map(|s| secrecy::ExposeSecret::expose_secret(s).to_owned())
-    };
     [
         ("wechat.appid", a.appid != b.appid),
-        ("wechat.secret", secret(a) != secret(b)),
+        (
+            "wechat.secret",
+            !crate::config::same_secret(&a.secret, &b.secret),
+        ),
         ("wechat.api_base", a.api_base != b.api_base),
         ("wechat.token_source", a.token_source != b.token_source),
         ("wechat.timeout", a.timeout != b.timeout),

@@ -249,9 +249,9 @@ async fn spawn_fire(
                 }
                 fired.outage()
             }
-            Err(FireError::Locked(LeaseError::Busy(e))) => {
+            Err(FireError::Locked(busy @ LeaseError::Busy(_))) => {
                 if let Some((slot, _)) = slot {
-                    skip(app, job, slot, &LeaseError::Busy(e).to_string()).await;
+                    skip(app, job, slot, &busy.to_string()).await;
                 }
                 false
             }

@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 use config::{Config, Environment, File, FileFormat};
 
 pub use raw::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
+pub(crate) use settings::same_secret;
 pub use settings::{
     DatabaseSettings, DeliverySettings, IntakeSettings, Job, LogSettings, Recipient, Settings,
     WechatSettings,

@@ -151,7 +151,7 @@ pub struct Recipient {
 }
 
 /// A secret compared by its value (never printed).
-fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
+pub(crate) fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
     use secrecy::ExposeSecret;
     a.as_ref().map(ExposeSecret::expose_secret) == b.as_ref().map(ExposeSecret::expose_secret)
 }
