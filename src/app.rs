@@ -19,6 +19,8 @@ pub struct App {
     pub deliverer: Arc<Deliverer>,
     /// Storage faults of scheduled firings, reported by `/readyz`.
     pub faults: crate::health::Faults,
+    /// The wall clock slots, send windows and backoff are measured on.
+    pub clock: crate::clock::Clock,
 }
 
 /// Start-up failures.
@@ -62,7 +64,14 @@ impl App {
             store,
             deliverer,
             faults: Default::default(),
+            clock: Default::default(),
         })
+    }
+
+    /// The same app on another clock (tests drive time with a manual one).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Makes the database's config-file recipients match the file.
@@ -128,6 +137,7 @@ impl App {
         let (reloads, watch) = crate::reload::watch(
             self.settings.path.clone(),
             self.settings.clone(),
+            self.clock.clone(),
             shutdown.clone(),
         );
         tasks.spawn(watch);

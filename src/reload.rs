@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{self, Settings};
 
 /// How often the file's modification time is looked at: a stat, nothing more.
@@ -27,6 +28,7 @@ fn stamp(path: &Path) -> Stamp {
 pub fn watch(
     path: PathBuf,
     running: Settings,
+    clock: Clock,
     shutdown: CancellationToken,
 ) -> (
     mpsc::Receiver<Settings>,
@@ -35,15 +37,13 @@ pub fn watch(
     let (tx, rx) = mpsc::channel(1);
     let task = async move {
         let mut hup = hangups();
-        let mut tick = tokio::time::interval(POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut applied = stamp(&path);
         let mut seen = applied;
         loop {
             let why = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 Some(()) = next_hangup(&mut hup) => "SIGHUP",
-                _ = tick.tick(), if running.reload_on_change => {
+                _ = clock.sleep(POLL), if running.reload_on_change => {
                     let now = stamp(&path);
                     // Only once it has stayed the same for a poll, so that a save
                     // still being written is not read half-way.

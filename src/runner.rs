@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::Job;
 use crate::delivery::{Deliverer, RunReport};
 use crate::storage::{LeaseError, NewRun, RunStatus, StorageError, Store, Trigger};
@@ -62,6 +63,7 @@ pub async fn fire(
     job: &Job,
     slot: Option<(DateTime<Utc>, Trigger)>,
     new_round: bool,
+    clock: &Clock,
     shutdown: &CancellationToken,
 ) -> Result<Fired, FireError> {
     let _lease = store.lease(&job.name)?;
@@ -74,7 +76,7 @@ pub async fn fire(
             return Ok(fired);
         }
     };
-    let now = Utc::now();
+    let now = clock.now();
     let mut resumed = false;
     for run_id in store.unfinished_runs(job.name.as_ref()).await? {
         let Some(run) = store.run(run_id).await? else {

@@ -13,13 +13,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::clock::Clock;
 use crate::config::{Job, Settings};
 use crate::runner::{FireError, fire};
 use crate::storage::{LeaseError, StorageError, Trigger};
-
-/// Sleep in steps of at most this, re-reading the wall clock, so that a clock
-/// change (NTP, suspend) delays a slot by at most this much.
-const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// One scheduled job: its definition and the token that stops its loop.
 struct Running {
@@ -99,7 +96,7 @@ fn start(
     catch_up: bool,
     shutdown: &CancellationToken,
 ) {
-    match job.schedule.next_after(Utc::now()) {
+    match job.schedule.next_after(app.clock.now()) {
         Some(next) => {
             crate::stats::next_fire(job.name.as_ref(), next);
             tracing::info!(job = %job.name, next_fire = %job.schedule.local(next), "scheduled");
@@ -149,7 +146,7 @@ async fn job_loop(
     stop: CancellationToken,
 ) {
     let busy = Arc::new(Mutex::new(()));
-    let start = Utc::now();
+    let start = app.clock.now();
     // Recorded on every load, reloads too, so that a later restart knows.
     let since = app
         .store
@@ -187,7 +184,7 @@ async fn job_loop(
     }
     let mut after = start;
     while let Some(next) = job.schedule.next_after(after) {
-        if !sleep_until(next, &shutdown, &stop).await {
+        if !sleep_until(&app.clock, next, &shutdown, &stop).await {
             break;
         }
         after = next;
@@ -239,9 +236,19 @@ async fn spawn_fire(
     _busy: tokio::sync::OwnedMutexGuard<()>,
 ) {
     let mut wait = app.settings.outage_retry;
-    let give_up = Utc::now() + job.send_window;
+    let give_up = app.clock.now() + job.send_window;
     loop {
-        let again = match fire(&app.store, &app.deliverer, job, slot, false, shutdown).await {
+        let again = match fire(
+            &app.store,
+            &app.deliverer,
+            job,
+            slot,
+            false,
+            &app.clock,
+            shutdown,
+        )
+        .await
+        {
             Ok(fired) => {
                 app.faults.clear(job.name.as_ref());
                 if fired.too_late {
@@ -261,12 +268,12 @@ async fn spawn_fire(
                 true
             }
         };
-        if !again || shutdown.is_cancelled() || Utc::now() >= give_up {
+        if !again || shutdown.is_cancelled() || app.clock.now() >= give_up {
             return;
         }
         tracing::warn!(job = %job.name, retry_in = %humantime::format_duration(wait), "will try the run again");
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = app.clock.sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
         wait = (wait * 2).min(MAX_OUTAGE_RETRY);
@@ -280,23 +287,16 @@ async fn skip(app: &App, job: &Job, slot: DateTime<Utc>, why: &str) {
     }
 }
 
-/// Sleeps until the wall clock reaches `t`; false if `shutdown` or `stop` came first.
+/// Sleeps until the clock reaches `t`; false if `shutdown` or `stop` came first.
 async fn sleep_until(
+    clock: &Clock,
     t: DateTime<Utc>,
     shutdown: &CancellationToken,
     stop: &CancellationToken,
 ) -> bool {
-    loop {
-        let Ok(left) = (t - Utc::now()).to_std() else {
-            return true;
-        };
-        if left.is_zero() {
-            return true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
-            _ = shutdown.cancelled() => return false,
-            _ = stop.cancelled() => return false,
-        }
+    tokio::select! {
+        _ = clock.sleep_until(t) => true,
+        _ = shutdown.cancelled() => false,
+        _ = stop.cancelled() => false,
     }
 }

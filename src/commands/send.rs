@@ -49,6 +49,7 @@ pub(super) async fn run(
         &job,
         Some((slot, Trigger::Manual)),
         again,
+        &app.clock,
         &shutdown,
     )
     .await

@@ -115,24 +115,42 @@ async fn an_unsupported_database_url_is_a_config_error_and_creates_nothing() {
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
 }
 
-/// A job that fires every second, and the daemon serving /readyz.
-async fn ticking_daemon() -> (TestEnv, tokio::process::Child) {
+/// A job that fires every second, and the daemon (in process) serving /readyz,
+/// after its first run.
+async fn ticking_daemon() -> (TestEnv, Daemon) {
     let ids = openids(1);
     let body = format!(
         "\n[scheduler]\noutage_retry = \"200ms\"\n\n[[jobs]]\nname = \"tick\"\ncron = \"* * * * * *\"\ntemplate_id = \"tmpl\"\n[jobs.data]\nthing1 = \"hi\"\n\n[[recipients]]\nopenid = \"{}\"\njobs = [\"tick\"]\n",
         ids[0]
     );
     let env = TestEnv::with(&body).await;
-    let child = env.command(&["run"]).spawn().unwrap();
-    wait_http(env.http).await;
+    // Half a second before a slot.
+    let start = "2026-01-05T00:00:00.5Z".parse().unwrap();
+    let daemon = env.daemon_at(start).await;
+    daemon.advance(Duration::from_millis(500)).await;
     wait_until(10, "a first run", || env.fake.accepted_count() >= 1).await;
-    (env, child)
+    (env, daemon)
+}
+
+/// Waits (moving the clock a tick at a time, so that slots and retries come)
+/// until /readyz answers `code` with a body containing `text`.
+async fn wait_readyz(daemon: &Daemon, code: u16, text: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let (got, body) = get(daemon.http, "/readyz").await;
+        if got == code && body.contains(text) {
+            return body;
+        }
+        last = body;
+        daemon.advance(Duration::from_millis(200)).await;
+    }
+    panic!("/readyz never answered {code} with {text:?}: {last}");
 }
 
 #[tokio::test]
 async fn readyz_is_not_ready_while_the_database_file_is_replaced() {
-    let (env, mut child) = ticking_daemon().await;
-    assert_eq!(get(env.http, "/readyz").await.0, 200);
+    let (env, daemon) = ticking_daemon().await;
+    assert_eq!(get(daemon.http, "/readyz").await.0, 200);
     // Another process (a restore, a stray `wxpush` with the file gone) puts a new
     // database where the daemon's was.
     let restored = env.dir.path().join("restored.db");
@@ -145,42 +163,39 @@ async fn readyz_is_not_ready_while_the_database_file_is_replaced() {
         let _ = std::fs::remove_file(env.dir.path().join(leftover));
     }
     std::fs::rename(&restored, env.db_path()).unwrap();
-    let (code, body) = get(env.http, "/readyz").await;
+    let (code, body) = get(daemon.http, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("was replaced by another file"), "{body}");
-    // And the daemon does not write into it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // And the daemon does not write into it, however many slots come.
+    let before = env.fake.accepted_count();
+    for _ in 0..5 {
+        daemon.advance(Duration::from_secs(1)).await;
+    }
     let runs = env.store().await.runs(None, 10).await.unwrap();
     assert!(runs.is_empty(), "nothing written to the new file: {runs:?}");
-    still_running(&mut child);
-    stop(&mut child).await;
+    assert_eq!(env.fake.accepted_count(), before, "nothing sent");
+    daemon.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn readyz_reports_an_unusable_lock_folder_and_the_slot_is_retried_not_dropped() {
-    let (env, mut child) = ticking_daemon().await;
+    let (env, daemon) = ticking_daemon().await;
     let locks = env.dir.path().join("wxpush.db.locks");
     std::fs::rename(&locks, env.dir.path().join("locks.bak")).unwrap();
     std::fs::write(&locks, "not a folder").unwrap();
 
-    let (code, body) = get(env.http, "/readyz").await;
+    let (code, body) = get(daemon.http, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("lock"), "{body}");
     // A scheduled firing fails for it, and stays reported.
-    let mut fault = String::new();
-    for _ in 0..50 {
-        let (_, body) = get(env.http, "/readyz").await;
-        if body.contains("the last firing failed") {
-            fault = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let fault = wait_readyz(&daemon, 503, "the last firing failed").await;
     assert!(fault.contains("job tick"), "{fault}");
-    // A run already under way when the folder went may have finished since; from
-    // now on nothing is sent while the lock cannot be taken.
+    // From now on nothing is sent while the lock cannot be taken: slots come and
+    // the failed one is retried every 200 ms.
     let before = env.fake.accepted_count();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..10 {
+        daemon.advance(Duration::from_millis(300)).await;
+    }
     assert_eq!(
         env.fake.accepted_count(),
         before,
@@ -188,17 +203,10 @@ async fn readyz_reports_an_unusable_lock_folder_and_the_slot_is_retried_not_drop
     );
 
     std::fs::remove_file(&locks).unwrap();
-    wait_until(10, "sending again", || env.fake.accepted_count() > before).await;
-    let mut ready = false;
-    for _ in 0..50 {
-        if get(env.http, "/readyz").await.0 == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "ready again once a firing works");
-    let runs = env.store().await.runs(Some("tick"), 100).await.unwrap();
+    wait_readyz(&daemon, 200, "").await;
+    assert!(env.fake.accepted_count() > before, "sending again");
+    let runs = daemon.app.store.runs(Some("tick"), 100).await.unwrap();
+    daemon.stop().await.unwrap();
     // The slot that met the broken folder was retried and sent; slots that came
     // while that retry went on are skipped as overlapping, never for the lock.
     assert!(
@@ -211,5 +219,4 @@ async fn readyz_reports_an_unusable_lock_folder_and_the_slot_is_retried_not_drop
         sent >= 2,
         "the failed slot was sent after the fix: {runs:?}"
     );
-    stop(&mut child).await;
 }

@@ -4,6 +4,16 @@ use std::time::Duration;
 
 use crate::helpers::*;
 
+/// A Monday 00:00 UTC: the `*/2` slots in-process daemons are measured from.
+fn monday() -> chrono::DateTime<chrono::Utc> {
+    "2026-01-05T00:00:00Z".parse().unwrap()
+}
+
+/// A second after `monday()`, between two `*/2` slots: where daemons start.
+fn odd_second() -> chrono::DateTime<chrono::Utc> {
+    monday() + chrono::Duration::seconds(1)
+}
+
 fn every_second_job(tz: &str) -> String {
     format!(
         r#"
@@ -89,52 +99,6 @@ openid = "oLate00000000000000000000001"
 jobs = ["minutely"]
 name = "late"
 "#;
-
-#[tokio::test]
-async fn a_slot_missed_while_down_is_caught_up_once_on_start() {
-    let env = TestEnv::with(MINUTELY).await;
-    // A daemon had this schedule loaded ten minutes ago, then went down.
-    let schedule = wxpush::domain::Schedule::parse("* * * * *", chrono_tz::Asia::Shanghai).unwrap();
-    let ten_minutes_ago = chrono::Utc::now() - chrono::Duration::minutes(10);
-    env.store()
-        .await
-        .schedule_since("minutely", &schedule.key(), ten_minutes_ago)
-        .await
-        .unwrap();
-    let mut child = env.command(&["run"]).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while env.fake.accepted_count() < 1 {
-        still_running(&mut child);
-        assert!(std::time::Instant::now() < deadline, "no catch-up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    sigterm(&child).await;
-    child.wait().await.unwrap();
-
-    let runs = env.store().await.runs(Some("minutely"), 10).await.unwrap();
-    let caught = runs
-        .iter()
-        .find(|r| r.trigger == wxpush::storage::Trigger::CatchUp)
-        .expect("a catch-up run");
-    assert_eq!(caught.counts.sent, 1);
-    assert_eq!(caught.slot.timestamp() % 60, 0);
-
-    // Started again within the same minute: that slot has a run, so nothing repeats.
-    let before = env.fake.accepted_count();
-    let mut child = env.command(&["run"]).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    sigterm(&child).await;
-    child.wait().await.unwrap();
-    let runs_after = env.store().await.runs(Some("minutely"), 10).await.unwrap();
-    let new_slot_fired = runs_after.len() > runs.len();
-    if !new_slot_fired {
-        assert_eq!(
-            env.fake.accepted_count(),
-            before,
-            "no second catch-up of one slot"
-        );
-    }
-}
 
 #[tokio::test]
 async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later() {
@@ -226,24 +190,69 @@ async fn sigterm_while_a_send_waits_for_a_token_stops_at_once() {
     sigterm_while_waiting_for_a_token("consent = \"unchecked\"", true).await;
 }
 
+/// 00:00:30 UTC on a Monday: half a minute after a `MINUTELY` slot.
+fn half_past() -> chrono::DateTime<chrono::Utc> {
+    "2026-01-05T00:00:30Z".parse().unwrap()
+}
+
+/// The runs of `job`, by slot.
+async fn runs_of(daemon: &Daemon, job: &str) -> Vec<wxpush::storage::RunRow> {
+    let mut runs = daemon.app.store.runs(Some(job), 100).await.unwrap();
+    runs.sort_by_key(|r| r.slot);
+    runs
+}
+
+#[tokio::test]
+async fn a_slot_missed_while_down_is_caught_up_once_on_start() {
+    let env = TestEnv::with(MINUTELY).await;
+    // A daemon had this schedule loaded ten minutes ago, then went down.
+    let schedule = wxpush::domain::Schedule::parse("* * * * *", chrono_tz::Asia::Shanghai).unwrap();
+    let ten_minutes_before = half_past() - chrono::Duration::minutes(10);
+    env.store()
+        .await
+        .schedule_since("minutely", &schedule.key(), ten_minutes_before)
+        .await
+        .unwrap();
+    let daemon = env.daemon_at(half_past()).await;
+    wait_until(15, "a catch-up", || env.fake.accepted_count() >= 1).await;
+    let runs = runs_of(&daemon, "minutely").await;
+    daemon.stop().await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].trigger, wxpush::storage::Trigger::CatchUp);
+    assert_eq!(runs[0].counts.sent, 1);
+    assert_eq!(
+        runs[0].slot,
+        "2026-01-05T00:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    );
+
+    // Started again within the same minute: that slot has a run, nothing repeats.
+    let daemon = env
+        .daemon_at(half_past() + chrono::Duration::seconds(5))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = runs_of(&daemon, "minutely").await;
+    daemon.stop().await.unwrap();
+    assert_eq!(after.len(), 1, "no second catch-up of one slot: {after:?}");
+    assert_eq!(env.fake.accepted_count(), 1);
+}
+
 #[tokio::test]
 async fn a_new_install_does_not_catch_up_a_slot_from_before_it_started() {
     let env = TestEnv::with(MINUTELY).await;
-    let mut child = env.command(&["run"]).spawn().unwrap();
-    wait_http(env.http).await;
-    // The catch-up would be the daemon's first fire, straight after start.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    still_running(&mut child);
-    sigterm(&child).await;
-    child.wait().await.unwrap();
-    let runs = env.store().await.runs(Some("minutely"), 10).await.unwrap();
-    assert!(
-        runs.iter()
-            .all(|r| r.trigger != wxpush::storage::Trigger::CatchUp),
-        "{runs:?}"
-    );
-    // Only a minute boundary during the test may have sent something.
-    assert_eq!(env.fake.accepted_count() as usize, runs.len());
+    // Half a minute after a slot, well inside `catch_up = "10m"`: only history
+    // would make it due.
+    let daemon = env.daemon_at(half_past()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(runs_of(&daemon, "minutely").await.is_empty());
+    // The next slot, which came while it ran, is sent.
+    daemon.advance(Duration::from_secs(30)).await;
+    wait_until(10, "the next slot", || env.fake.accepted_count() >= 1).await;
+    let runs = runs_of(&daemon, "minutely").await;
+    daemon.stop().await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].trigger, wxpush::storage::Trigger::Schedule);
 }
 
 #[tokio::test]
@@ -256,29 +265,22 @@ async fn the_first_slot_after_start_fires_even_while_startup_is_slow() {
     // The token takes longer than the gap between slots, so a startup that held the
     // job would make the first slot look like it came during a previous run.
     let opts = FakeOptions {
-        token_latency: Duration::from_millis(2500),
+        token_latency: Duration::from_millis(800),
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "", &body).await;
-    let mut child = env
-        .command(&["run"])
-        .env("WXPUSH__WECHAT__TIMEOUT", "10s")
-        .spawn()
-        .unwrap();
-    let store = env.store().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let runs = loop {
-        still_running(&mut child);
-        let runs = store.runs(Some("tick"), 20).await.unwrap();
-        if runs.iter().any(|r| r.counts.total > 0) {
-            break runs;
-        }
-        assert!(std::time::Instant::now() < deadline, "no run: {runs:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    stop(&mut child).await;
-    let first = runs.iter().min_by_key(|r| r.slot).unwrap();
-    assert_eq!(first.counts.total, 1, "the first slot ran: {runs:?}");
+    let daemon = env.daemon_at(odd_second()).await;
+    daemon.advance(Duration::from_secs(1)).await;
+    daemon.advance(Duration::from_secs(2)).await;
+    wait_until(15, "a send", || env.fake.accepted_count() >= 1).await;
+    let runs = runs_of(&daemon, "tick").await;
+    daemon.stop().await.unwrap();
+    assert_eq!(
+        runs[0].slot,
+        monday() + chrono::Duration::seconds(2),
+        "{runs:?}"
+    );
+    assert_eq!(runs[0].counts.total, 1, "the first slot ran: {runs:?}");
 }
 
 #[tokio::test]
@@ -290,38 +292,30 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
     );
     let env = TestEnv::with(&body).await;
     // 45011 makes the first run wait a minute before its retry: it is still going
-    // when the next slots fire.
+    // when the next slot fires.
     env.fake
         .script("oSlow00000000000000000000001", [Scripted::Errcode(45011)]);
-    let mut child = env.command(&["run"]).spawn().unwrap();
-    let store = env.store().await;
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let daemon = env.daemon_at(odd_second()).await;
+    daemon.advance(Duration::from_secs(1)).await;
+    wait_until(10, "the first try", || env.fake.send_requests() >= 1).await;
+    daemon.advance(Duration::from_secs(2)).await;
     let skipped = loop {
-        still_running(&mut child);
-        let runs = store.runs(Some("tick"), 20).await.unwrap();
+        let runs = runs_of(&daemon, "tick").await;
         if let Some(r) = runs
             .iter()
             .find(|r| r.status == wxpush::storage::RunStatus::Skipped)
         {
             break r.clone();
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no skipped slot: {runs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let status = stop(&mut child).await;
+    // A shutdown during a retry wait is clean.
+    daemon.stop().await.unwrap();
 
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "a shutdown during a retry wait is clean"
-    );
     assert_eq!(skipped.counts.total, 0);
+    assert_eq!(skipped.slot, monday() + chrono::Duration::seconds(4));
     assert!(skipped.note.as_deref().unwrap().contains("still going"));
-    let runs = store.runs(Some("tick"), 20).await.unwrap();
+    let runs = env.store().await.runs(Some("tick"), 20).await.unwrap();
     let first = runs.iter().find(|r| r.counts.total == 1).unwrap();
     assert_eq!(
         first.status,

@@ -219,15 +219,16 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
     );
 }
 
+/// A Monday 00:00 UTC, far from the yearly slot: the in-process daemons' start.
+fn monday() -> chrono::DateTime<chrono::Utc> {
+    "2026-01-05T00:00:00Z".parse().unwrap()
+}
+
 #[tokio::test]
 async fn an_edited_config_file_is_reloaded_without_a_signal_once_it_settles() {
+    let logs = Logs::capture();
     let env = TestEnv::with(&yearly(&["oKeep00000000000000000000001"])).await;
-    let child = env
-        .command(&["run"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_http(env.http).await;
+    let daemon = env.daemon_at(monday()).await;
 
     // The operator's edit: the cron now ticks and oNew01 is added. No SIGHUP.
     env.write_config(
@@ -237,30 +238,45 @@ async fn an_edited_config_file_is_reloaded_without_a_signal_once_it_settles() {
             "oNew000000000000000000000001",
         ]),
     );
-    wait_until(20, "the edited job fires", || {
-        env.fake.accepted_for("oNew000000000000000000000001") >= 1
-            && env.fake.accepted_for("oKeep00000000000000000000001") >= 1
-    })
-    .await;
+    // One poll sees the change, the next finds it settled and reloads.
+    daemon.advance(Duration::from_secs(2)).await;
+    assert!(
+        !logs.text().contains("configuration reloaded"),
+        "read before it settled: {}",
+        logs.text()
+    );
+    daemon
+        .advance_until(
+            Duration::from_secs(1),
+            20,
+            "the edited job fires",
+            async || {
+                env.fake.accepted_for("oNew000000000000000000000001") >= 1
+                    && env.fake.accepted_for("oKeep00000000000000000000001") >= 1
+            },
+        )
+        .await;
 
     // A broken edit is reported once and the last good configuration keeps firing.
     std::fs::write(&env.config, "[wechat]\nappid = 12\n").unwrap();
     let before = env.fake.accepted_for("oNew000000000000000000000001");
-    wait_until(20, "still firing after a bad edit", || {
-        env.fake.accepted_for("oNew000000000000000000000001") > before + 2
-    })
-    .await;
+    daemon
+        .advance_until(
+            Duration::from_secs(1),
+            40,
+            "still firing after a bad edit",
+            async || env.fake.accepted_for("oNew000000000000000000000001") > before + 2,
+        )
+        .await;
 
-    signal(&child, "-TERM").await;
-    let out = child.wait_with_output().await.unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the config file changed"), "{stderr}");
-    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    daemon.stop().await.unwrap();
+    let text = logs.text();
+    assert!(text.contains("the config file changed"), "{text}");
+    assert!(text.contains("configuration reloaded"), "{text}");
     assert_eq!(
-        stderr.matches("reload refused").count(),
+        text.matches("reload refused").count(),
         1,
-        "one problem, reported once: {stderr}"
+        "one problem, reported once: {text}"
     );
 }
 

@@ -1,6 +1,10 @@
 //! Test harness: a fake WeChat on 127.0.0.1, a temp folder with a config file and a
 //! database, and ways to run the real binary or the library against them.
 
+mod daemon;
+
+pub use daemon::{Daemon, Logs};
+
 use std::path::PathBuf;
 use std::process::Output;
 

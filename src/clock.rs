@@ -1,0 +1,123 @@
+//! The wall clock the daemon reads and sleeps on: the system's, or (in tests) one
+//! that moves only when told, so that slots, send windows, outage backoff and the
+//! config poll can be driven without waiting real seconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+/// Sleep in steps of at most this, re-reading the wall clock, so that a clock
+/// change (NTP, suspend) delays a wake-up by at most this much.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// A source of wall-clock time and of sleeps measured against it.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// The system clock.
+    #[default]
+    System,
+    /// A clock that stands still until [`ManualClock::advance`] or [`ManualClock::set`].
+    Manual(ManualClock),
+}
+
+impl Clock {
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Self::System => Utc::now(),
+            Self::Manual(m) => *m.now.borrow(),
+        }
+    }
+
+    /// Returns once the clock reads `t` or later.
+    pub async fn sleep_until(&self, t: DateTime<Utc>) {
+        match self {
+            Self::System => loop {
+                let Ok(left) = (t - Utc::now()).to_std() else {
+                    return;
+                };
+                if left.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(left.min(MAX_SLEEP)).await;
+            },
+            Self::Manual(m) => {
+                let mut rx = m.now.subscribe();
+                // The sender lives in `m`, which outlives this borrow: never closed.
+                let _ = rx.wait_for(|now| *now >= t).await;
+            }
+        }
+    }
+
+    /// Returns once `d` has passed on this clock.
+    pub async fn sleep(&self, d: Duration) {
+        match self {
+            Self::System => tokio::time::sleep(d).await,
+            Self::Manual(_) => {
+                let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+                self.sleep_until(self.now() + d).await
+            }
+        }
+    }
+}
+
+/// A test clock: time stands still until it is moved, and every sleeper whose
+/// moment has come wakes when it is.
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    now: Arc<watch::Sender<DateTime<Utc>>>,
+}
+
+impl ManualClock {
+    /// A clock that reads `start`.
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self {
+            now: Arc::new(watch::Sender::new(start)),
+        }
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let d = chrono::Duration::from_std(d).expect("a sane duration");
+        self.now.send_modify(|now| *now += d);
+    }
+
+    /// How many sleeps are waiting on this clock now (tests wait for the daemon to
+    /// be asleep before they move it).
+    pub fn sleepers(&self) -> usize {
+        self.now.receiver_count()
+    }
+
+    /// Moves the clock to `t` (forward or back, like an NTP step).
+    pub fn set(&self, t: DateTime<Utc>) {
+        self.now.send_replace(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_sleeper_wakes_only_when_its_moment_comes() {
+        let start = Utc::now();
+        let manual = ManualClock::new(start);
+        let clock = Clock::Manual(manual.clone());
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep(Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        manual.advance(Duration::from_secs(9));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!sleeper.is_finished(), "woke a second early");
+        manual.advance(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woke when its moment came")
+            .unwrap();
+        assert_eq!(clock.now(), start + chrono::Duration::seconds(10));
+    }
+}
