@@ -68,7 +68,7 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
 async fn a_second_sender_of_the_same_job_is_refused_while_one_runs() {
     let (ids, body) = daily_audience(10);
     let opts = FakeOptions {
-        latency: Duration::from_millis(200),
+        latency: Duration::from_millis(100),
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "concurrency = 1", &body).await;

@@ -225,11 +225,15 @@ async fn the_daemon_resumes_a_run_stopped_by_an_outage_once_wechat_is_back() {
     assert_eq!(first.code, 3, "{first:?}");
     assert_eq!(env.fake.accepted_count(), 0);
 
-    let mut daemon = env.command(&["run"]).spawn().unwrap();
-    // Down for a while after the start: the daemon keeps trying, failing nobody.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    still_running(&mut daemon);
-    let run = env.store().await.run(1).await.unwrap().unwrap();
+    let daemon = env.daemon_at(Utc::now()).await;
+    // Down for a while after the start: the daemon keeps trying (every 200 ms,
+    // doubling), failing nobody.
+    for _ in 0..8 {
+        daemon.advance(Duration::from_millis(200)).await;
+    }
+    let tries = env.fake.send_requests();
+    assert!(tries > 8, "tried more than once: {tries}");
+    let run = daemon.app.store.run(1).await.unwrap().unwrap();
     assert_eq!(
         (run.counts.failed, run.counts.pending),
         (0, 30),
@@ -238,33 +242,40 @@ async fn the_daemon_resumes_a_run_stopped_by_an_outage_once_wechat_is_back() {
     );
     env.fake.set_down(false);
     // Accepted by WeChat is not yet recorded: wait for the run's own record.
-    let store = env.store().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while store.run(1).await.unwrap().unwrap().status.as_str() != "done" {
-        still_running(&mut daemon);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon finished the run"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stop(&mut daemon).await.code(), Some(0));
+    daemon
+        .advance_until(
+            Duration::from_millis(500),
+            40,
+            "the daemon finished the run",
+            async || {
+                daemon
+                    .app
+                    .store
+                    .run(1)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status
+                    .as_str()
+                    == "done"
+            },
+        )
+        .await;
+    daemon.stop().await.unwrap();
     each_got_one(&env, &ids);
-    let run = env.store().await.run(1).await.unwrap().unwrap();
-    assert_eq!(run.status.as_str(), "done");
 }
 
 #[tokio::test]
 async fn what_is_unsent_when_the_send_window_closes_expires_and_is_never_sent() {
     let (ids, body) = recent_audience(5, "");
-    let body = format!("\n[scheduler]\ncatch_up = \"1s\"\nsend_window = \"2s\"\n{body}");
+    let body = format!("\n[scheduler]\ncatch_up = \"500ms\"\nsend_window = \"500ms\"\n{body}");
     // One message, then the daily quota (45009) stops the run.
     let opts = FakeOptions {
         daily_quota: 1,
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "concurrency = 1", &body).await;
-    // The latest cron slot is minutes old, past a 2 s window: refused, with the way out.
+    // The latest cron slot is minutes old, past a 0.5 s window: refused, with the way out.
     let late = env.wxpush(&["send", "daily"]).await;
     assert_eq!(late.code, 3, "{late:?}");
     assert!(late.stdout.contains("--again"), "{}", late.stdout);
@@ -277,7 +288,7 @@ async fn what_is_unsent_when_the_send_window_closes_expires_and_is_never_sent() 
         stopped.stdout
     );
 
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let after = env.wxpush(&["send", "daily"]).await;
     assert_eq!(after.code, 1, "{after:?}");
     assert!(
@@ -307,7 +318,7 @@ async fn what_is_unsent_when_the_send_window_closes_expires_and_is_never_sent() 
     // the expired run is closed, not finished. (The quota stops it at once.)
     let stopped = env.wxpush(&["send", "daily", "--again"]).await;
     assert!(stopped.stdout.contains("run 2:"), "{stopped:?}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let again = env.wxpush(&["send", "daily", "--again"]).await;
     assert!(again.stdout.contains("run 2,3:"), "{again:?}");
     assert!(again.stdout.contains("5 expired"), "{again:?}");
@@ -343,15 +354,13 @@ async fn a_test_send_before_the_first_start_is_not_caught_up_by_it() {
     each_got_one(&env, &ids);
 
     // The operator settles the time of day (nothing has loaded a schedule yet);
-    // that slot passes with no daemon; then the first start.
-    let at = Utc::now() + chrono::Duration::seconds(2);
+    // that slot passes with no daemon (half a minute ago, well inside the job's
+    // catch-up); then the first start.
+    let at = Utc::now() - chrono::Duration::seconds(30);
     env.write_config("", &format!("{}{people}", job_at(at)));
-    let wait = (at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
-    tokio::time::sleep(wait).await;
-    let mut daemon = env.command(&["run"]).spawn().unwrap();
-    wait_http(env.http).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(stop(&mut daemon).await.code(), Some(0));
+    let daemon = env.daemon_at(Utc::now()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.stop().await.unwrap();
 
     each_got_one(&env, &ids);
     let runs = env.store().await.runs(Some("daily"), 10).await.unwrap();
@@ -362,7 +371,7 @@ async fn a_test_send_before_the_first_start_is_not_caught_up_by_it() {
 async fn after_kill_9_only_requests_in_flight_are_uncertain_and_the_rest_are_sent() {
     let (ids, body) = recent_audience(200, "");
     let opts = FakeOptions {
-        latency: Duration::from_millis(150),
+        latency: Duration::from_millis(80),
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "concurrency = 16", &body).await;

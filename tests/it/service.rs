@@ -42,11 +42,13 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_describe_the_daemon() {
-    let env = TestEnv::with(&ticking(&[
+    // Every second, so that two runs come soon.
+    let body = ticking(&[
         "oHealth000000000000000000001",
         "oHealth000000000000000000002",
-    ]))
-    .await;
+    ])
+    .replace("*/2 * * * * *", "* * * * * *");
+    let env = TestEnv::with(&body).await;
     env.fake.script(
         "oHealth000000000000000000002",
         std::iter::repeat_n(Scripted::Errcode(43101), 100),
@@ -181,10 +183,12 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
     // The cron now ticks, oGone1 is removed and oNew01 added.
     env.write_config(
         "",
+        // Every second, so that the reloaded job fires soon.
         &ticking(&[
             "oKeep00000000000000000000001",
             "oNew000000000000000000000001",
-        ]),
+        ])
+        .replace("*/2 * * * * *", "* * * * * *"),
     );
     signal(&child, "-HUP").await;
     // Both of the new audience, however the two sends of a run interleave.
