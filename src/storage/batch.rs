@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::sql_batch::{CHUNK, ID_SET, OUTCOMES, bind_ids, bind_outcomes};
+use super::backend::{CHUNK, ID_SET, OUTCOMES, bind_ids, bind_outcomes};
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentGate, Outcome, Status};
 
@@ -15,7 +15,7 @@ const NO_CONSENT: &str = "no consent";
 
 /// Writes a chunk of outcomes (and `sending` marks, which keep their credit).
 async fn record_outcomes(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut super::backend::Conn,
     chunk: &[Outcome],
     now: &str,
 ) -> Result<(), StorageError> {
@@ -178,10 +178,10 @@ impl Store {
                 // unknown message spent its credit; 43101 says none are left.
                 let sql = format!(
                     "{} UPDATE consents SET \
-                     credits = CASE v.status WHEN 'sent' THEN MAX(consents.credits - 1, 0) \
-                       WHEN 'unknown' THEN MAX(consents.credits - 1, 0) \
+                     credits = CASE v.status WHEN 'sent' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END \
+                       WHEN 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END \
                        WHEN 'refused' THEN 0 ELSE consents.credits END, \
-                     reserved = MAX(consents.reserved - 1, 0) \
+                     reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
                      FROM v JOIN deliveries d ON d.id = v.id \
                      WHERE d.credit = 1 AND v.status <> 'sending' \
                      AND consents.openid = d.openid AND consents.template_id = ?",

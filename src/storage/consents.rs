@@ -58,7 +58,7 @@ pub(super) const SUBSCRIBED: &str =
     "c.template_id = ? AND (c.credits > 0 OR (? = 0 AND c.status = 'accept'))";
 
 pub(super) async fn apply(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::backend::Conn,
     openid: &str,
     template_id: &str,
     result: ConsentResult,

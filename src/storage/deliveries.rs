@@ -74,8 +74,8 @@ impl Store {
         let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE consents SET \
-             credits = CASE WHEN d.status = 'sending' AND ? = 'unknown' THEN MAX(consents.credits - 1, 0) ELSE consents.credits END, \
-             reserved = MAX(consents.reserved - 1, 0) \
+             credits = CASE WHEN d.status = 'sending' AND ? = 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END ELSE consents.credits END, \
+             reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
              FROM deliveries d JOIN runs r ON r.id = d.run_id \
              WHERE d.run_id = ? AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
              AND consents.openid = d.openid AND consents.template_id = r.template_id",

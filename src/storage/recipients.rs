@@ -222,7 +222,7 @@ const IMPORT_CHUNK: usize = 200;
 /// A bulk write of recipients in one transaction; dropped without
 /// [`RecipientImport::finish`]`(true)`, nothing of it is kept.
 pub struct RecipientImport {
-    tx: super::tx::WriteTx,
+    tx: super::WriteTx,
     source: String,
     /// This import's `updated_at`: a row already carrying it came earlier in the file.
     stamp: String,

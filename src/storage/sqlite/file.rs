@@ -3,25 +3,16 @@
 
 use std::path::Path;
 
-use super::StorageError;
-
-/// The newest migration this build knows; a database below it is not ready.
-pub(super) fn latest_migration() -> i64 {
-    sqlx::migrate!("./migrations")
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0)
-}
+use crate::storage::StorageError;
 
 /// The device and inode of the file at `path`.
-pub(super) fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path)?;
     Ok((m.dev(), m.ino()))
 }
 
-pub(super) fn io_error(action: &'static str, message: String) -> StorageError {
+pub(crate) fn io_error(action: &'static str, message: String) -> StorageError {
     StorageError {
         action,
         source: sqlx::Error::Io(std::io::Error::other(message)),
@@ -30,7 +21,7 @@ pub(super) fn io_error(action: &'static str, message: String) -> StorageError {
 
 /// Whether `url` names an in-memory database (`sqlite::memory:`, `mode=memory`):
 /// no file, no lock file. (sqlx gives such a database a made-up file name.)
-pub(super) fn is_in_memory(url: &str) -> bool {
+pub(crate) fn is_in_memory(url: &str) -> bool {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (db, params) = rest.split_once('?').unwrap_or((rest, ""));
     db == ":memory:" || params.split('&').any(|p| p == "mode=memory")
@@ -38,7 +29,7 @@ pub(super) fn is_in_memory(url: &str) -> bool {
 
 /// Creates the database's folder and (empty: SQLite reads that as an empty
 /// database) file if missing, under the setup lock, which it returns held.
-pub(super) async fn create_file(path: &Path) -> Result<std::fs::File, StorageError> {
+pub(crate) async fn create_file(path: &Path) -> Result<std::fs::File, StorageError> {
     let io = |action, e: std::io::Error| StorageError {
         action,
         source: sqlx::Error::Io(std::io::Error::new(

@@ -33,7 +33,7 @@ pub enum LeaseError {
 impl Lease {
     /// Takes the lock of `job` for the database at `db` without waiting.
     /// An in-memory database has no other process to exclude.
-    pub(super) fn try_acquire(db: Option<&Path>, job: &JobName) -> Result<Self, LeaseError> {
+    pub(crate) fn try_acquire(db: Option<&Path>, job: &JobName) -> Result<Self, LeaseError> {
         let Some(db) = db else {
             return Ok(Self { _file: None });
         };
@@ -48,7 +48,7 @@ impl Lease {
 
 /// The lock file `name` in the folder of lock files beside the database at `db`
 /// (`<db>.locks/`), created with that folder if missing.
-pub(super) fn open_lock_file(db: &Path, name: &str) -> Result<(File, PathBuf), LeaseError> {
+pub(crate) fn open_lock_file(db: &Path, name: &str) -> Result<(File, PathBuf), LeaseError> {
     let mut dir = db.as_os_str().to_owned();
     dir.push(".locks");
     let dir = PathBuf::from(dir);

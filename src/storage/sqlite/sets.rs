@@ -1,32 +1,26 @@
-//! Batched statements: a whole chunk of rows travels as one JSON array bound to
+//! Row sets for batched statements (SQLite's `json_each`): a whole chunk of rows travels as one JSON array bound to
 //! one parameter and is read back with `json_each`, so one statement serves every
 //! batch size (one prepared statement per shape, no padding).
 
 use crate::domain::Outcome;
 
 /// Rows per statement in batched writes.
-pub(super) const CHUNK: usize = 256;
+pub(crate) const CHUNK: usize = 256;
 
 /// A subquery of the ids bound by `bind_ids`, for `id IN (...)`.
-pub(super) const ID_SET: &str = "SELECT value FROM json_each(?)";
+pub(crate) const ID_SET: &str = "SELECT value FROM json_each(?)";
 
 /// A CTE `v` of the outcomes bound by `bind_outcomes`.
-pub(super) const OUTCOMES: &str = "WITH v (id, status, errcode, errmsg, msgid, attempts) AS \
+pub(crate) const OUTCOMES: &str = "WITH v (id, status, errcode, errmsg, msgid, attempts) AS \
     (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?))";
 
 /// Binds ids for `ID_SET`.
-pub(super) fn bind_ids<'q>(
-    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ids: &[i64],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+pub(crate) fn bind_ids<'q>(q: super::Query<'q>, ids: &[i64]) -> super::Query<'q> {
     q.bind(serde_json::to_string(ids).expect("ids serialise"))
 }
 
 /// Binds outcomes for `OUTCOMES`.
-pub(super) fn bind_outcomes<'q>(
-    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    chunk: &'q [Outcome],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+pub(crate) fn bind_outcomes<'q>(q: super::Query<'q>, chunk: &'q [Outcome]) -> super::Query<'q> {
     let rows: Vec<serde_json::Value> = chunk
         .iter()
         .map(|o| {
