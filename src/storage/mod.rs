@@ -6,6 +6,7 @@
 mod batch;
 mod consents;
 mod deliveries;
+mod import;
 mod push_events;
 mod recipients;
 mod run_changes;
@@ -28,7 +29,8 @@ pub use crate::domain::{Counts, RunStatus, Trigger};
 pub use backend::{Lease, LeaseError};
 pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
 pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
-pub use recipients::{ImportReport, RecipientImport, RecipientRow, StoredRecipient, SyncReport};
+pub use import::{ImportReport, RecipientImport};
+pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
 pub use tokens::StoredToken;
 
