@@ -24,14 +24,15 @@
 //!   tokens.
 //! - [`cli`], [`commands`], [`history`]: the command line and its output.
 //! - [`http`], [`stats`]: health probes and Prometheus metrics for the daemon.
-//! - [`app`]: the composition root; [`clock`]: the wall clock it reads and sleeps
-//!   on (a manual one in tests).
+//! - [`app`]: what every command shares; [`daemon`]: the daemon's composition
+//!   root; [`clock`]: the wall clock it reads and sleeps on (a manual one in tests).
 
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod delivery;
 pub mod domain;
 pub mod health;

@@ -7,9 +7,10 @@ mod send;
 
 use std::process::ExitCode;
 
-use crate::app::{App, AppError, Listeners};
+use crate::app::{App, AppError};
 use crate::cli::{Cli, Command};
 use crate::config::{self, ConfigError, Settings};
+use crate::daemon::Listeners;
 use crate::{shutdown, telemetry};
 
 /// How a command ended; the numbers are part of the command-line contract.

@@ -207,7 +207,7 @@ impl Checker {
             .encoding_aes_key
             .filter(|k| !secrecy::ExposeSecret::expose_secret(k).is_empty())
             .and_then(|k| {
-                crate::intake::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
+                crate::domain::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
                     .map_err(|rule| self.fail("intake.encoding_aes_key", rule))
                     .ok()
             });

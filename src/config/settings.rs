@@ -99,7 +99,7 @@ pub struct IntakeSettings {
     /// is served only when it is set.
     pub callback_token: Option<SecretString>,
     /// The console's EncodingAESKey, for pushes in secure or compatible mode.
-    pub aes_key: Option<crate::intake::AesKey>,
+    pub aes_key: Option<crate::domain::AesKey>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Requests one client IP may make per minute.

@@ -1,5 +1,6 @@
 //! Domain types: once built, they are valid.
 
+pub(crate) mod aes_key;
 mod consent;
 mod delivery;
 mod job_name;
@@ -13,6 +14,7 @@ mod schedule;
 mod template_id;
 mod text;
 
+pub use aes_key::AesKey;
 pub use consent::{ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after};
 pub use delivery::{ConsentGate, Outcome, Status};
 pub use job_name::JobName;

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use wxpush::app::{App, Listeners};
+use wxpush::app::App;
 use wxpush::clock::{Clock, ManualClock};
+use wxpush::daemon::Listeners;
 use wxpush::storage::StorageError;
 
 use super::{SECRET, TestEnv};

@@ -1,0 +1,93 @@
+//! The daemon's composition root: `App::run` owns every long-lived task (HTTP,
+//! config reload, scheduler, systemd watchdog, intake upkeep), stops each on
+//! shutdown and joins them all.
+
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::storage::StorageError;
+
+/// What the daemon serves on, bound before it reports ready (so that a taken
+/// port is a start-up error) and handed in (so that tests can use port 0).
+pub struct Listeners {
+    /// `[http]`: probes, metrics and the intake routes, with the metrics handle.
+    pub http: Option<(
+        tokio::net::TcpListener,
+        metrics_exporter_prometheus::PrometheusHandle,
+    )>,
+}
+
+impl App {
+    /// Runs the daemon until `shutdown`: the HTTP listener, the config reload, the
+    /// scheduler, the systemd watchdog and the intake upkeep. Returns once every
+    /// one of them has stopped; runs in progress finish and are recorded first.
+    pub async fn run(
+        self: Arc<Self>,
+        listeners: Listeners,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), StorageError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let intake = self.settings.intake.clone().map(|i| {
+            crate::intake::Intake::new(self.store.clone(), self.deliverer.client().clone(), i)
+        });
+        if let Some(intake) = &intake {
+            let (intake, stop) = (intake.clone(), shutdown.clone());
+            tasks.spawn(async move { intake.maintain(stop).await });
+        }
+        if let Some((listener, metrics)) = listeners.http {
+            let (store, faults, tokens, stop) = (
+                self.store.clone(),
+                self.faults.clone(),
+                Arc::clone(self.deliverer.tokens()),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                if let Err(e) =
+                    crate::http::serve(listener, store, faults, tokens, metrics, intake, stop).await
+                {
+                    tracing::error!(error = %e, "the HTTP listener stopped");
+                }
+            });
+        }
+        let (reloads, watch) = crate::reload::watch(
+            self.settings.path.clone(),
+            self.settings.clone(),
+            self.clock.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(watch);
+        // The systemd watchdog is fed from the moment the schedule is loaded.
+        let (loaded, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                r = ready_rx => if r.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+            // Outside systemd there is no NOTIFY_SOCKET: nothing to feed.
+            let Some(every) = sd_notify::watchdog_enabled() else {
+                return;
+            };
+            let mut tick = tokio::time::interval(every / 2);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+        let ready = move || {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            let _ = loaded.send(());
+            tracing::info!("ready");
+        };
+        let result =
+            crate::scheduler::run(Arc::clone(&self), shutdown.clone(), reloads, ready).await;
+        // However the scheduler ended, the other tasks stop with it.
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.store.close().await;
+        result
+    }
+}
