@@ -14,6 +14,10 @@ pub struct App {
     pub settings: Settings,
     /// The database.
     pub store: Store,
+    /// The WeChat client (the intake API exchanges login codes with it).
+    pub client: WechatClient,
+    /// The one access_token cache (readiness and counts read it).
+    pub tokens: Arc<TokenManager>,
     /// The sender shared by all jobs.
     pub deliverer: Arc<Deliverer>,
     /// Storage faults of scheduled firings, reported by `/readyz`.
@@ -54,13 +58,15 @@ impl App {
         ));
         let deliverer = Arc::new(Deliverer::new(
             store.clone(),
-            client,
-            tokens,
+            client.clone(),
+            Arc::clone(&tokens),
             &settings.delivery,
         ));
         Ok(Self {
             settings,
             store,
+            client,
+            tokens,
             deliverer,
             faults: Default::default(),
             clock: Default::default(),

@@ -27,9 +27,11 @@ impl App {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<(), StorageError> {
         let mut tasks = tokio::task::JoinSet::new();
-        let intake = self.settings.intake.clone().map(|i| {
-            crate::intake::Intake::new(self.store.clone(), self.deliverer.client().clone(), i)
-        });
+        let intake = self
+            .settings
+            .intake
+            .clone()
+            .map(|i| crate::intake::Intake::new(self.store.clone(), self.client.clone(), i));
         if let Some(intake) = &intake {
             let (intake, stop) = (intake.clone(), shutdown.clone());
             tasks.spawn(async move { intake.maintain(stop).await });
@@ -38,7 +40,7 @@ impl App {
             let (store, faults, tokens, stop) = (
                 self.store.clone(),
                 self.faults.clone(),
-                Arc::clone(self.deliverer.tokens()),
+                Arc::clone(&self.tokens),
                 shutdown.clone(),
             );
             tasks.spawn(async move {

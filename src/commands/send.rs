@@ -87,11 +87,7 @@ pub(super) async fn run(
         return Ok(Exit::Ok);
     }
 
-    let summary = Summary::of(
-        job.name.as_ref(),
-        &fired.reports,
-        app.deliverer.tokens().fetches(),
-    );
+    let summary = Summary::of(job.name.as_ref(), &fired.reports, app.tokens.fetches());
     if json {
         println!(
             "{}",

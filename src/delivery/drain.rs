@@ -163,16 +163,6 @@ impl Deliverer {
         }
     }
 
-    /// The token cache (for counts and readiness).
-    pub fn tokens(&self) -> &Arc<TokenManager> {
-        &self.tokens
-    }
-
-    /// The WeChat client (the intake API exchanges login codes with it).
-    pub fn client(&self) -> &WechatClient {
-        &self.client
-    }
-
     /// True when `on_unknown = "retry"`: a re-run resends `unknown` deliveries too.
     pub fn retries_unknown(&self) -> bool {
         self.on_unknown == OnUnknown::Retry
