@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::backend::{CHUNK, ID_SET, OUTCOMES, bind_ids, bind_outcomes};
+use super::backend::{CHUNK, bind_ids, bind_outcomes, id_set, outcome_set};
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentGate, Outcome, Status};
 
@@ -22,9 +22,9 @@ async fn record_outcomes(
     let sql = format!(
         "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
          msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
-         credit = CASE WHEN v.status = 'sending' THEN deliveries.credit ELSE 0 END, updated_at = ? \
+         credit = CASE WHEN v.status = 'sending' THEN deliveries.credit ELSE 0 END, updated_at = $2 \
          FROM v WHERE deliveries.id = v.id",
-        OUTCOMES
+        outcome_set(1)
     );
     bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
@@ -84,20 +84,20 @@ impl Store {
             ConsentGate::Unchecked => ("", None),
             ConsentGate::NotRefused(t) => (
                 " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
-                 AND c.template_id = ? AND c.status IN ('reject', 'ban'))",
+                 AND c.template_id = $4 AND c.status IN ('reject', 'ban'))",
                 Some(t),
             ),
             ConsentGate::Credit(t) => (
                 " AND EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
-                 AND c.template_id = ? AND c.credits > c.reserved)",
+                 AND c.template_id = $4 AND c.credits > c.reserved)",
                 Some(t),
             ),
         };
         let credit = matches!(gate, ConsentGate::Credit(_));
         for chunk in claims.chunks(CHUNK) {
-            let ids = ID_SET;
+            let ids = id_set(3);
             let sql = format!(
-                "UPDATE deliveries SET status = 'claimed', credit = ?, updated_at = ? \
+                "UPDATE deliveries SET status = 'claimed', credit = $1, updated_at = $2 \
                  WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id, openid"
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -121,10 +121,10 @@ impl Store {
                 // have passed the check above.
                 let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
                 let sql = format!(
-                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = ? \
+                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = $1 \
                      AND credits > reserved AND openid IN \
                      (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
-                    ID_SET
+                    id_set(2)
                 );
                 let held: HashSet<String> =
                     bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone()), &ids)
@@ -147,7 +147,7 @@ impl Store {
                     // skipped below like everyone else without consent.
                     let sql = format!(
                         "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id IN ({})",
-                        ID_SET
+                        id_set(1)
                     );
                     bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
                         .execute(&mut *tx)
@@ -159,7 +159,7 @@ impl Store {
             // Only when some were not taken: pending ones among them lack consent.
             if template.is_some() && mine.len() < chunk.len() {
                 let sql = format!(
-                    "UPDATE deliveries SET status = 'skipped', errmsg = ?, updated_at = ? \
+                    "UPDATE deliveries SET status = 'skipped', errmsg = $1, updated_at = $2 \
                      WHERE status = 'pending' AND id IN ({ids})"
                 );
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -184,8 +184,8 @@ impl Store {
                      reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
                      FROM v JOIN deliveries d ON d.id = v.id \
                      WHERE d.credit = 1 AND v.status <> 'sending' \
-                     AND consents.openid = d.openid AND consents.template_id = ?",
-                    OUTCOMES
+                     AND consents.openid = d.openid AND consents.template_id = $2",
+                    outcome_set(1)
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(template.clone())
@@ -198,10 +198,10 @@ impl Store {
                 // 43101 on a long-term template: the subscription is gone. Only rows
                 // on record change, so a listed recipient is still tried next time.
                 let sql = format!(
-                    "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = ? \
+                    "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = $2 \
                      FROM v JOIN deliveries d ON d.id = v.id \
-                     WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = ?",
-                    OUTCOMES
+                     WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = $3",
+                    outcome_set(1)
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(&now)
@@ -231,7 +231,7 @@ mod tests {
         let who = "oUser00000000000000000000001";
         for job in ["a", "b"] {
             sqlx::query(
-                "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES (?, ?, 'cli', '', '')",
+                "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES ($1, $2, 'cli', '', '')",
             )
             .bind(job)
             .bind(who)
@@ -251,7 +251,7 @@ mod tests {
         }
         sqlx::query(
             "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
-             VALUES (?, 't', 'accept', 1, 0, 'intake', '')",
+             VALUES ($1, 't', 'accept', 1, 0, 'intake', '')",
         )
         .bind(who)
         .execute(&store.pool)

@@ -53,9 +53,14 @@ pub struct SubscriberRow {
 }
 
 /// Who a `subscribed` run sends to, on `consents c`: a credit, or for a template
-/// not known to be one-time, an acceptance. Binds: template id, then 1 if one-time.
-pub(super) const SUBSCRIBED: &str =
-    "c.template_id = ? AND (c.credits > 0 OR (? = 0 AND c.status = 'accept'))";
+/// not known to be one-time, an acceptance. Binds `$n`: the template id, then
+/// `$n+1`: 1 if one-time.
+pub(super) fn subscribed(n: usize) -> String {
+    format!(
+        "c.template_id = ${n} AND (c.credits > 0 OR (${} = 0 AND c.status = 'accept'))",
+        n + 1
+    )
+}
 
 pub(super) async fn apply(
     tx: &mut super::backend::Conn,
@@ -71,7 +76,7 @@ pub(super) async fn apply(
     let now = chrono::Utc::now();
     let row = sqlx::query(
         "SELECT credits, unpaired_intake, unpaired_event, pair_until FROM consents \
-         WHERE openid = ? AND template_id = ?",
+         WHERE openid = $1 AND template_id = $2",
     )
     .bind(openid)
     .bind(template_id)
@@ -95,7 +100,7 @@ pub(super) async fn apply(
     let after = tally_after(before, lapsed, result, from);
     sqlx::query(
         "INSERT INTO consents (openid, template_id, status, credits, unpaired_intake, unpaired_event, \
-         pair_until, source, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         pair_until, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (openid, template_id) DO UPDATE SET status = excluded.status, \
          credits = excluded.credits, unpaired_intake = excluded.unpaired_intake, \
          unpaired_event = excluded.unpaired_event, pair_until = excluded.pair_until, \
@@ -130,9 +135,9 @@ impl Store {
         let now = now();
         let vars = vars.map(|v| serde_json::to_string(v).expect("strings serialise"));
         sqlx::query(
-            "INSERT INTO subscribers (openid, name, vars, created_at, updated_at) VALUES (?, ?, COALESCE(?, '{}'), ?, ?) \
+            "INSERT INTO subscribers (openid, name, vars, created_at, updated_at) VALUES ($1, $2, COALESCE($3, '{}'), $4, $5) \
              ON CONFLICT (openid) DO UPDATE SET name = COALESCE(excluded.name, subscribers.name), \
-             vars = CASE WHEN ? IS NULL THEN subscribers.vars ELSE excluded.vars END, updated_at = excluded.updated_at",
+             vars = CASE WHEN $6 IS NULL THEN subscribers.vars ELSE excluded.vars END, updated_at = excluded.updated_at",
         )
         .bind(openid)
         .bind(name)
@@ -155,7 +160,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT c.template_id, t.kind, c.status, c.credits, c.reserved, c.source, c.updated_at \
              FROM consents c LEFT JOIN templates t ON t.template_id = c.template_id \
-             WHERE c.openid = ? ORDER BY c.template_id",
+             WHERE c.openid = $1 ORDER BY c.template_id",
         )
         .bind(openid)
         .fetch_all(&self.pool)
@@ -180,7 +185,7 @@ impl Store {
 
     /// The intake record of one person, if they came through the intake API.
     pub async fn subscriber(&self, openid: &str) -> Result<Option<SubscriberRow>, StorageError> {
-        let row = sqlx::query("SELECT openid, name, vars FROM subscribers WHERE openid = ?")
+        let row = sqlx::query("SELECT openid, name, vars FROM subscribers WHERE openid = $1")
             .bind(openid)
             .fetch_optional(&self.pool)
             .await
@@ -202,12 +207,12 @@ impl Store {
         let mut tx = self.write().await?;
         let mut touched = 0;
         for sql in [
-            "DELETE FROM recipients WHERE openid = ?",
-            "DELETE FROM subscribers WHERE openid = ?",
-            "DELETE FROM consents WHERE openid = ?",
+            "DELETE FROM recipients WHERE openid = $1",
+            "DELETE FROM subscribers WHERE openid = $1",
+            "DELETE FROM consents WHERE openid = $1",
             // Unique per run, so the placeholder carries the row's own id.
-            "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = ?",
-            "UPDATE sent_events SET openid = 'forgotten' WHERE openid = ?",
+            "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = $1",
+            "UPDATE sent_events SET openid = 'forgotten' WHERE openid = $1",
         ] {
             touched += sqlx::query(sql)
                 .bind(openid)
@@ -229,7 +234,8 @@ impl Store {
     ) -> Result<Vec<(String, BTreeMap<String, String>)>, StorageError> {
         let sql = format!(
             "SELECT c.openid, s.name, s.vars FROM consents c LEFT JOIN subscribers s ON s.openid = c.openid \
-             WHERE {SUBSCRIBED} ORDER BY c.openid"
+             WHERE {} ORDER BY c.openid",
+            subscribed(1)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(template_id)

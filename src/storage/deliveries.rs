@@ -74,10 +74,10 @@ impl Store {
         let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE consents SET \
-             credits = CASE WHEN d.status = 'sending' AND ? = 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END ELSE consents.credits END, \
+             credits = CASE WHEN d.status = 'sending' AND $1 = 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END ELSE consents.credits END, \
              reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
              FROM deliveries d JOIN runs r ON r.id = d.run_id \
-             WHERE d.run_id = ? AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
+             WHERE d.run_id = $2 AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
              AND consents.openid = d.openid AND consents.template_id = r.template_id",
         )
         .bind(to.as_str())
@@ -86,8 +86,8 @@ impl Store {
         .await
         .context("settle the credits of interrupted deliveries")?;
         let r = sqlx::query(
-            "UPDATE deliveries SET status = ?, credit = 0, errmsg = 'interrupted while sending: outcome unknown', updated_at = ? \
-             WHERE run_id = ? AND status = 'sending'",
+            "UPDATE deliveries SET status = $1, credit = 0, errmsg = 'interrupted while sending: outcome unknown', updated_at = $2 \
+             WHERE run_id = $3 AND status = 'sending'",
         )
         .bind(to.as_str())
         .bind(now())
@@ -96,8 +96,8 @@ impl Store {
         .await
         .context("recover interrupted deliveries")?;
         sqlx::query(
-            "UPDATE deliveries SET status = 'pending', credit = 0, updated_at = ? \
-             WHERE run_id = ? AND status = 'claimed'",
+            "UPDATE deliveries SET status = 'pending', credit = 0, updated_at = $1 \
+             WHERE run_id = $2 AND status = 'claimed'",
         )
         .bind(now())
         .bind(run_id)
@@ -122,14 +122,14 @@ impl Store {
         let q = match audience {
             Audience::Listed => sqlx::query(
                 "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
-                 LEFT JOIN recipients r ON r.job = ? AND r.openid = d.openid \
-                 WHERE d.run_id = ? AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+                 LEFT JOIN recipients r ON r.job = $1 AND r.openid = d.openid \
+                 WHERE d.run_id = $2 AND d.status = 'pending' AND d.id > $3 ORDER BY d.id LIMIT $4",
             )
             .bind(job),
             Audience::Subscribed { .. } => sqlx::query(
                 "SELECT d.id, d.openid, s.name, s.vars FROM deliveries d \
                  LEFT JOIN subscribers s ON s.openid = d.openid \
-                 WHERE d.run_id = ? AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+                 WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3",
             ),
         };
         let rows = q
@@ -154,7 +154,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT d.id, d.openid, d.status, d.errcode, d.errmsg, d.msgid, d.attempts, d.updated_at, \
              e.error_code, e.error_status FROM deliveries d LEFT JOIN sent_events e ON e.msgid = d.msgid \
-             WHERE d.run_id = ? ORDER BY d.id",
+             WHERE d.run_id = $1 ORDER BY d.id",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -189,8 +189,8 @@ impl Store {
              COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS sent, \
              COUNT(DISTINCT CASE WHEN status = 'sent' THEN openid END) AS distinct_sent, \
              (SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM deliveries \
-               WHERE run_id = ? AND status = 'sent' GROUP BY openid)) AS max_per_openid \
-             FROM deliveries WHERE run_id = ?",
+               WHERE run_id = $1 AND status = 'sent' GROUP BY openid)) AS max_per_openid \
+             FROM deliveries WHERE run_id = $2",
         )
         .bind(run_id)
         .bind(run_id)
@@ -210,7 +210,7 @@ impl Store {
         &self,
         run_id: i64,
     ) -> Result<BTreeMap<String, i64>, StorageError> {
-        let rows = sqlx::query("SELECT openid, COUNT(*) AS n FROM deliveries WHERE run_id = ? AND status = 'sent' GROUP BY openid")
+        let rows = sqlx::query("SELECT openid, COUNT(*) AS n FROM deliveries WHERE run_id = $1 AND status = 'sent' GROUP BY openid")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await

@@ -56,13 +56,28 @@ impl RecipientImport {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let rows = "(?, ?, ?, ?, ?, 1, ?, ?)";
+        // Seven parameters a row, numbered through the statement.
+        let rows: Vec<String> = (0..self.buffer.len())
+            .map(|i| {
+                let p = |k: usize| format!("${}", i * 7 + k);
+                format!(
+                    "({}, {}, {}, {}, {}, 1, {}, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7)
+                )
+            })
+            .collect();
         let sql = format!(
             "INSERT INTO recipients (job, openid, name, vars, source, active, created_at, updated_at) \
              VALUES {} ON CONFLICT (job, openid) DO UPDATE SET name = excluded.name, vars = excluded.vars, \
              source = excluded.source, active = 1, updated_at = excluded.updated_at \
              WHERE recipients.updated_at <> excluded.updated_at RETURNING openid",
-            vec![rows; self.buffer.len()].join(", ")
+            rows.join(", ")
         );
         let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for (_, w) in &self.buffer {

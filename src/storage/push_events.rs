@@ -20,7 +20,7 @@ impl Store {
         let mut tx = self.write().await?;
         let now = now();
         let fresh = sqlx::query(
-            "INSERT INTO consent_events (event_key, received_at) VALUES (?, ?) ON CONFLICT (event_key) DO NOTHING",
+            "INSERT INTO consent_events (event_key, received_at) VALUES ($1, $2) ON CONFLICT (event_key) DO NOTHING",
         )
         .bind(event_key)
         .bind(&now)
@@ -42,7 +42,7 @@ impl Store {
         &self,
         before: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StorageError> {
-        let r = sqlx::query("DELETE FROM consent_events WHERE received_at < ?")
+        let r = sqlx::query("DELETE FROM consent_events WHERE received_at < $1")
             .bind(super::ts(before))
             .execute(&self.pool)
             .await
@@ -61,7 +61,7 @@ impl Store {
     ) -> Result<bool, StorageError> {
         let r = sqlx::query(
             "INSERT INTO sent_events (msgid, openid, template_id, error_code, error_status, received_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msgid) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (msgid) DO NOTHING",
         )
         .bind(msgid.to_string())
         .bind(openid)
@@ -77,7 +77,7 @@ impl Store {
 
     /// The sent-event result for a msgid, if WeChat pushed one.
     pub async fn sent_event(&self, msgid: &str) -> Result<Option<(i64, String)>, StorageError> {
-        let row = sqlx::query("SELECT error_code, error_status FROM sent_events WHERE msgid = ?")
+        let row = sqlx::query("SELECT error_code, error_status FROM sent_events WHERE msgid = $1")
             .bind(msgid)
             .fetch_optional(&self.pool)
             .await

@@ -53,7 +53,7 @@ pub struct SyncReport {
 type Existing = (Option<String>, String, String, bool);
 
 const UPSERT: &str = "INSERT INTO recipients (job, openid, name, vars, source, active, created_at, updated_at) \
-     VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (job, openid) DO UPDATE SET \
+     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (job, openid) DO UPDATE SET \
      name = excluded.name, vars = excluded.vars, source = excluded.source, active = 1, updated_at = excluded.updated_at";
 
 impl Store {
@@ -120,7 +120,7 @@ impl Store {
         for ((job, openid), (_, _, source, active)) in &current {
             if source == "config" && *active && !keep.contains(&(job.clone(), openid.clone())) {
                 sqlx::query(
-                    "UPDATE recipients SET active = 0, updated_at = ? WHERE job = ? AND openid = ?",
+                    "UPDATE recipients SET active = 0, updated_at = $1 WHERE job = $2 AND openid = $3",
                 )
                 .bind(&now)
                 .bind(job)
@@ -166,13 +166,14 @@ impl Store {
         openid: &str,
         job: Option<&str>,
     ) -> Result<u64, StorageError> {
-        let r = sqlx::query("DELETE FROM recipients WHERE openid = ? AND (? IS NULL OR job = ?)")
-            .bind(openid)
-            .bind(job)
-            .bind(job)
-            .execute(&self.pool)
-            .await
-            .context("remove a recipient")?;
+        let r =
+            sqlx::query("DELETE FROM recipients WHERE openid = $1 AND ($2 IS NULL OR job = $3)")
+                .bind(openid)
+                .bind(job)
+                .bind(job)
+                .execute(&self.pool)
+                .await
+                .context("remove a recipient")?;
         Ok(r.rows_affected())
     }
 
@@ -180,7 +181,7 @@ impl Store {
     pub async fn recipients(&self, job: Option<&str>) -> Result<Vec<RecipientRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT job, openid, name, vars, source, active FROM recipients \
-             WHERE (? IS NULL OR job = ?) ORDER BY job, openid",
+             WHERE ($1 IS NULL OR job = $2) ORDER BY job, openid",
         )
         .bind(job)
         .bind(job)

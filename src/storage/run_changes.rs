@@ -18,7 +18,7 @@ impl Store {
         let now = now();
         sqlx::query(
             "INSERT INTO runs (job, slot, trigger, status, note, created_at, finished_at) \
-             VALUES (?, ?, 'schedule', 'skipped', ?, ?, ?) ON CONFLICT (job, slot) DO NOTHING",
+             VALUES ($1, $2, 'schedule', 'skipped', $3, $4, $5) ON CONFLICT (job, slot) DO NOTHING",
         )
         .bind(job)
         .bind(slot_text(slot))
@@ -38,7 +38,7 @@ impl Store {
         status: RunStatus,
         note: Option<&str>,
     ) -> Result<(), StorageError> {
-        sqlx::query("UPDATE runs SET status = ?, note = ?, finished_at = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET status = $1, note = $2, finished_at = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(note)
             .bind(now())
@@ -53,10 +53,10 @@ impl Store {
     /// its remaining sends will use.
     pub async fn reopen_run(&self, run_id: i64, template_id: &str) -> Result<(), StorageError> {
         sqlx::query(
-            "UPDATE runs SET template_id = ?, \
+            "UPDATE runs SET template_id = $1, \
              status = CASE WHEN status = 'stopped' THEN 'running' ELSE status END, \
              finished_at = CASE WHEN status = 'stopped' THEN NULL ELSE finished_at END \
-             WHERE id = ?",
+             WHERE id = $2",
         )
         .bind(template_id)
         .bind(run_id)
@@ -72,8 +72,8 @@ impl Store {
         let mut tx = self.write().await?;
         let now = now();
         let r = sqlx::query(
-            "UPDATE deliveries SET status = 'expired', errmsg = ?, updated_at = ? \
-             WHERE run_id = ? AND status = 'pending'",
+            "UPDATE deliveries SET status = 'expired', errmsg = $1, updated_at = $2 \
+             WHERE run_id = $3 AND status = 'pending'",
         )
         .bind(note)
         .bind(&now)
@@ -81,7 +81,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .context("expire pending deliveries")?;
-        sqlx::query("UPDATE runs SET status = 'done', note = ?, finished_at = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET status = 'done', note = $1, finished_at = $2 WHERE id = $3")
             .bind(note)
             .bind(&now)
             .bind(run_id)
@@ -108,8 +108,8 @@ impl Store {
             .join(", ");
         let mut tx = self.write().await?;
         let sql = format!(
-            "UPDATE deliveries SET status = 'pending', updated_at = ? WHERE run_id = ? AND \
-             ((status = 'failed' AND (errcode IS NULL OR errcode IN ({codes}))) OR (? AND status = 'unknown'))"
+            "UPDATE deliveries SET status = 'pending', updated_at = $1 WHERE run_id = $2 AND \
+             ((status = 'failed' AND (errcode IS NULL OR errcode IN ({codes}))) OR ($3 AND status = 'unknown'))"
         );
         let r = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now())
@@ -119,7 +119,7 @@ impl Store {
             .await
             .context("retry failed deliveries")?;
         if r.rows_affected() > 0 {
-            sqlx::query("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?")
+            sqlx::query("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = $1")
                 .bind(run_id)
                 .execute(&mut *tx)
                 .await

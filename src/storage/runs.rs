@@ -129,7 +129,7 @@ impl Store {
         let mut tx = self.write().await?;
         let now = now();
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO runs (job, slot, trigger, status, template_id, created_at) VALUES (?, ?, ?, 'running', ?, ?) \
+            "INSERT INTO runs (job, slot, trigger, status, template_id, created_at) VALUES ($1, $2, $3, 'running', $4, $5) \
              ON CONFLICT (job, slot) DO NOTHING RETURNING id",
         )
         .bind(job)
@@ -145,7 +145,7 @@ impl Store {
                 let q = match audience {
                     Audience::Listed => sqlx::query(
                         "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
-                         SELECT ?, openid, 'pending', ?, ? FROM recipients WHERE job = ? AND active = 1 ORDER BY openid",
+                         SELECT $1, openid, 'pending', $2, $3 FROM recipients WHERE job = $4 AND active = 1 ORDER BY openid",
                     )
                     .bind(run_id)
                     .bind(&now)
@@ -153,8 +153,8 @@ impl Store {
                     .bind(job),
                     Audience::Subscribed { one_time } => sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
-                         SELECT ?, c.openid, 'pending', ?, ? FROM consents c WHERE {} ORDER BY c.openid",
-                        super::consents::SUBSCRIBED
+                         SELECT $1, c.openid, 'pending', $2, $3 FROM consents c WHERE {} ORDER BY c.openid",
+                        super::consents::subscribed(4)
                     )))
                     .bind(run_id)
                     .bind(&now)
@@ -170,7 +170,7 @@ impl Store {
                 }
             }
             None => {
-                let row = sqlx::query("SELECT id, status FROM runs WHERE job = ? AND slot = ?")
+                let row = sqlx::query("SELECT id, status FROM runs WHERE job = $1 AND slot = $2")
                     .bind(job)
                     .bind(slot_text(slot))
                     .fetch_one(&mut *tx)
@@ -192,7 +192,7 @@ impl Store {
     /// Runs of `job` that still have work: running (maybe interrupted) or stopped.
     pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
         sqlx::query_scalar(
-            "SELECT id FROM runs WHERE job = ? AND status IN ('running', 'stopped') ORDER BY id",
+            "SELECT id FROM runs WHERE job = $1 AND status IN ('running', 'stopped') ORDER BY id",
         )
         .bind(job)
         .fetch_all(&self.pool)
@@ -206,7 +206,7 @@ impl Store {
         job: &str,
         slot: DateTime<Utc>,
     ) -> Result<Option<i64>, StorageError> {
-        sqlx::query_scalar("SELECT id FROM runs WHERE job = ? AND slot = ?")
+        sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND slot = $2")
             .bind(job)
             .bind(slot_text(slot))
             .fetch_optional(&self.pool)
@@ -216,7 +216,7 @@ impl Store {
 
     /// One run with its counts.
     pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StorageError> {
-        let sql = sqlx::AssertSqlSafe(format!("{RUN_COLUMNS} WHERE r.id = ? GROUP BY r.id"));
+        let sql = sqlx::AssertSqlSafe(format!("{RUN_COLUMNS} WHERE r.id = $1 GROUP BY r.id"));
         let row = sqlx::query(sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -231,7 +231,7 @@ impl Store {
     /// The latest runs, newest first, optionally of one job.
     pub async fn runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<RunRow>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "{RUN_COLUMNS} WHERE (? IS NULL OR r.job = ?) GROUP BY r.id ORDER BY r.id DESC LIMIT ?"
+            "{RUN_COLUMNS} WHERE ($1 IS NULL OR r.job = $2) GROUP BY r.id ORDER BY r.id DESC LIMIT $3"
         ));
         let rows = sqlx::query(sql)
             .bind(job)

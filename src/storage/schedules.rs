@@ -19,10 +19,10 @@ impl Store {
         // before the first start must not make that start catch up.
         sqlx::query(
             "INSERT INTO schedules (job, schedule, since) \
-             SELECT ?1, ?2, COALESCE(\
-                 CASE WHEN NOT EXISTS (SELECT 1 FROM schedules WHERE job = ?1) \
-                      THEN (SELECT MIN(created_at) FROM runs WHERE job = ?1 AND trigger IN ('schedule', 'catch_up')) END, \
-                 ?3) \
+             SELECT $1, $2, COALESCE(\
+                 CASE WHEN NOT EXISTS (SELECT 1 FROM schedules WHERE job = $1) \
+                      THEN (SELECT MIN(created_at) FROM runs WHERE job = $1 AND trigger IN ('schedule', 'catch_up')) END, \
+                 $3) \
              WHERE true \
              ON CONFLICT (job, schedule) DO NOTHING",
         )
@@ -33,7 +33,7 @@ impl Store {
         .await
         .context("record when a schedule was loaded")?;
         let since: String =
-            sqlx::query_scalar("SELECT since FROM schedules WHERE job = ? AND schedule = ?")
+            sqlx::query_scalar("SELECT since FROM schedules WHERE job = $1 AND schedule = $2")
                 .bind(job)
                 .bind(schedule)
                 .fetch_one(&mut *tx)

@@ -18,7 +18,7 @@ impl Store {
             .context("replace the template list")?;
         for t in templates {
             sqlx::query(
-                "INSERT INTO templates (template_id, kind, title, keywords, fetched_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO templates (template_id, kind, title, keywords, fetched_at) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&t.template_id)
             .bind(t.kind.as_str())
@@ -36,7 +36,7 @@ impl Store {
     /// The cached template `id`, and when the list it came from was fetched.
     pub async fn template(&self, id: &str) -> Result<Option<(TemplateRow, String)>, StorageError> {
         let row = sqlx::query(
-            "SELECT template_id, kind, title, keywords, fetched_at FROM templates WHERE template_id = ?",
+            "SELECT template_id, kind, title, keywords, fetched_at FROM templates WHERE template_id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)

@@ -32,7 +32,7 @@ impl Store {
         appid: &str,
         source: &str,
     ) -> Result<Option<StoredToken>, StorageError> {
-        let row = sqlx::query("SELECT token, fetched_at, expires_at FROM access_tokens WHERE appid = ? AND source = ?")
+        let row = sqlx::query("SELECT token, fetched_at, expires_at FROM access_tokens WHERE appid = $1 AND source = $2")
             .bind(appid)
             .bind(source)
             .fetch_optional(&self.pool)
@@ -53,7 +53,7 @@ impl Store {
         t: &StoredToken,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO access_tokens (appid, source, token, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO access_tokens (appid, source, token, fetched_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (appid, source) DO UPDATE SET token = excluded.token, \
              fetched_at = excluded.fetched_at, expires_at = excluded.expires_at",
         )
@@ -76,14 +76,15 @@ impl Store {
         source: &str,
         token: &str,
     ) -> Result<bool, StorageError> {
-        let r =
-            sqlx::query("DELETE FROM access_tokens WHERE appid = ? AND source = ? AND token = ?")
-                .bind(appid)
-                .bind(source)
-                .bind(token)
-                .execute(&self.pool)
-                .await
-                .context("invalidate the access_token")?;
+        let r = sqlx::query(
+            "DELETE FROM access_tokens WHERE appid = $1 AND source = $2 AND token = $3",
+        )
+        .bind(appid)
+        .bind(source)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .context("invalidate the access_token")?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -94,7 +95,7 @@ impl Store {
         since: i64,
     ) -> Result<Vec<i64>, StorageError> {
         let rows = sqlx::query(
-            "SELECT at FROM token_force_refreshes WHERE appid = ? AND at >= ? ORDER BY at DESC",
+            "SELECT at FROM token_force_refreshes WHERE appid = $1 AND at >= $2 ORDER BY at DESC",
         )
         .bind(appid)
         .bind(since)
@@ -106,7 +107,7 @@ impl Store {
 
     /// Remembers a force refresh (they are limited per day).
     pub async fn record_force_refresh(&self, appid: &str, at: i64) -> Result<(), StorageError> {
-        sqlx::query("INSERT INTO token_force_refreshes (appid, at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO token_force_refreshes (appid, at) VALUES ($1, $2)")
             .bind(appid)
             .bind(at)
             .execute(&self.pool)

@@ -19,7 +19,7 @@ use file::{create_file, identity_of, is_in_memory};
 
 pub(super) use file::io_error;
 pub use lease::{Lease, LeaseError};
-pub(super) use sets::{CHUNK, ID_SET, OUTCOMES, bind_ids, bind_outcomes};
+pub(super) use sets::{CHUNK, bind_ids, bind_outcomes, id_set, outcome_set};
 pub(super) use tx::WriteTx;
 
 /// The sqlx driver of this backend.

@@ -7,19 +7,25 @@ use crate::domain::Outcome;
 /// Rows per statement in batched writes.
 pub(crate) const CHUNK: usize = 256;
 
-/// A subquery of the ids bound by `bind_ids`, for `id IN (...)`.
-pub(crate) const ID_SET: &str = "SELECT value FROM json_each(?)";
+/// A subquery of the ids bound by `bind_ids` as parameter `$n`, for `id IN (...)`.
+pub(crate) fn id_set(n: usize) -> String {
+    format!("SELECT value FROM json_each(${n})")
+}
 
-/// A CTE `v` of the outcomes bound by `bind_outcomes`.
-pub(crate) const OUTCOMES: &str = "WITH v (id, status, errcode, errmsg, msgid, attempts) AS \
-    (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?))";
+/// A CTE `v` of the outcomes bound by `bind_outcomes` as parameter `$n`.
+pub(crate) fn outcome_set(n: usize) -> String {
+    format!(
+        "WITH v (id, status, errcode, errmsg, msgid, attempts) AS \
+         (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(${n}))"
+    )
+}
 
-/// Binds ids for `ID_SET`.
+/// Binds ids for `id_set`.
 pub(crate) fn bind_ids<'q>(q: super::Query<'q>, ids: &[i64]) -> super::Query<'q> {
     q.bind(serde_json::to_string(ids).expect("ids serialise"))
 }
 
-/// Binds outcomes for `OUTCOMES`.
+/// Binds outcomes for `outcome_set`.
 pub(crate) fn bind_outcomes<'q>(q: super::Query<'q>, chunk: &'q [Outcome]) -> super::Query<'q> {
     let rows: Vec<serde_json::Value> = chunk
         .iter()
