@@ -1,6 +1,7 @@
 //! A CSV import of recipients: all-or-nothing, in one transaction, written in
 //! chunks, with a row repeated in the file reported by its line.
 
+use super::backend::{bind_recipients, recipient_set};
 use super::recipients::StoredRecipient;
 use super::{Context, StorageError, Store, now};
 
@@ -56,40 +57,18 @@ impl RecipientImport {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        // Seven parameters a row, numbered through the statement.
-        let rows: Vec<String> = (0..self.buffer.len())
-            .map(|i| {
-                let p = |k: usize| format!("${}", i * 7 + k);
-                format!(
-                    "({}, {}, {}, {}, {}, 1, {}, {})",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4),
-                    p(5),
-                    p(6),
-                    p(7)
-                )
-            })
-            .collect();
         let sql = format!(
-            "INSERT INTO recipients (job, openid, name, vars, source, active, created_at, updated_at) \
-             VALUES {} ON CONFLICT (job, openid) DO UPDATE SET name = excluded.name, vars = excluded.vars, \
+            "{} INSERT INTO recipients (job, openid, name, vars, source, active, created_at, updated_at) \
+             SELECT job, openid, name, vars, $2, 1, $3, $3 FROM r WHERE true \
+             ON CONFLICT (job, openid) DO UPDATE SET name = excluded.name, vars = excluded.vars, \
              source = excluded.source, active = 1, updated_at = excluded.updated_at \
              WHERE recipients.updated_at <> excluded.updated_at RETURNING openid",
-            rows.join(", ")
+            recipient_set(1)
         );
-        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for (_, w) in &self.buffer {
-            q = q
-                .bind(&w.job)
-                .bind(&w.openid)
-                .bind(&w.name)
-                .bind(serde_json::to_string(&w.vars).expect("a string map serialises"))
-                .bind(&self.source)
-                .bind(&self.stamp)
-                .bind(&self.stamp);
-        }
+        let rows: Vec<&StoredRecipient> = self.buffer.iter().map(|(_, w)| w).collect();
+        let q = bind_recipients(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), &rows)
+            .bind(&self.source)
+            .bind(&self.stamp);
         let returned = q
             .fetch_all(&mut *self.tx)
             .await

@@ -19,7 +19,9 @@ use file::{create_file, identity_of, is_in_memory};
 
 pub(super) use file::io_error;
 pub use lease::{Lease, LeaseError};
-pub(super) use sets::{CHUNK, bind_ids, bind_outcomes, id_set, outcome_set};
+pub(super) use sets::{
+    CHUNK, bind_ids, bind_outcomes, bind_recipients, id_set, outcome_set, recipient_set,
+};
 pub(super) use tx::WriteTx;
 
 /// The sqlx driver of this backend.
@@ -32,6 +34,9 @@ pub(super) type Conn = sqlx::SqliteConnection;
 pub(super) type Row = sqlx::sqlite::SqliteRow;
 /// A statement with its bound values.
 pub(super) type Query<'q> = sqlx::query::Query<'q, Db, sqlx::sqlite::SqliteArguments>;
+/// A statement returning one column, with its bound values.
+pub(super) type QueryScalar<'q, T> =
+    sqlx::query::QueryScalar<'q, Db, T, sqlx::sqlite::SqliteArguments>;
 
 /// The schema, one file per version.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

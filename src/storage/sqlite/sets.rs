@@ -42,3 +42,31 @@ pub(crate) fn bind_outcomes<'q>(q: super::Query<'q>, chunk: &'q [Outcome]) -> su
         .collect();
     q.bind(serde_json::to_string(&rows).expect("outcomes serialise"))
 }
+
+/// A CTE `r` of recipients `(job, openid, name, vars)` bound by
+/// `bind_recipients` as parameter `$n`.
+pub(crate) fn recipient_set(n: usize) -> String {
+    format!(
+        "WITH r (job, openid, name, vars) AS \
+         (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(${n}))"
+    )
+}
+
+/// Binds recipients for `recipient_set`.
+pub(crate) fn bind_recipients<'q>(
+    q: super::QueryScalar<'q, String>,
+    rows: &[&crate::storage::StoredRecipient],
+) -> super::QueryScalar<'q, String> {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.job,
+                r.openid,
+                r.name,
+                serde_json::to_string(&r.vars).expect("a string map serialises")
+            ])
+        })
+        .collect();
+    q.bind(serde_json::to_string(&rows).expect("recipients serialise"))
+}
