@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{ConsentGate, Outcome, Status, StorageError, Store};
+use crate::storage::{ConsentGate, Outcome, StorageError, Store};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 2048;
@@ -88,6 +88,7 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
         let mut claims = Vec::new();
         let mut claim_acks = Vec::new();
         let mut outcomes = Vec::new();
+        let mut marks = Vec::new();
         let mut marked = Vec::new();
         let mut flushes = Vec::new();
         for op in ops.drain(..) {
@@ -96,16 +97,15 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
                     claim_acks.push((ack, claims.len(), ids.len()));
                     claims.extend(ids);
                 }
-                // Written with the outcomes: one statement for both.
                 Op::Sending(id, ack) => {
-                    outcomes.push(Outcome::local(id, Status::Sending, None));
+                    marks.push(id);
                     marked.push(ack);
                 }
                 Op::Record(o) => outcomes.push(o),
                 Op::Flush(ack) => flushes.push(ack),
             }
         }
-        match store.write_batch(&gate, &claims, &outcomes).await {
+        match store.write_batch(&gate, &claims, &marks, &outcomes).await {
             Ok(taken) => {
                 for (ack, start, len) in claim_acks {
                     let mine = claims[start..start + len]

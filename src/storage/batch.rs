@@ -13,7 +13,26 @@ use crate::domain::{ConsentGate, Outcome, Status};
 /// Why a delivery was skipped at its claim.
 const NO_CONSENT: &str = "no consent";
 
-/// Writes a chunk of outcomes (and `sending` marks, which keep their credit).
+/// Marks a chunk of claimed deliveries `sending` (they keep their credit): a
+/// narrower statement than an outcome's, since it is one per request.
+async fn mark_sending(
+    conn: &mut super::backend::Conn,
+    chunk: &[i64],
+    now: &str,
+) -> Result<(), StorageError> {
+    let sql = format!(
+        "UPDATE deliveries SET status = 'sending', updated_at = $2 WHERE id IN ({})",
+        id_set(1)
+    );
+    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+        .bind(now)
+        .execute(conn)
+        .await
+        .context("mark deliveries sending")?;
+    Ok(())
+}
+
+/// Writes a chunk of outcomes.
 async fn record_outcomes(
     conn: &mut super::backend::Conn,
     chunk: &[Outcome],
@@ -22,7 +41,7 @@ async fn record_outcomes(
     let sql = format!(
         "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
          msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
-         credit = CASE WHEN v.status = 'sending' THEN deliveries.credit ELSE 0 END, updated_at = $2 \
+         credit = 0, updated_at = $2 \
          FROM v WHERE deliveries.id = v.id",
         outcome_set(1)
     );
@@ -37,9 +56,9 @@ async fn record_outcomes(
 impl Store {
     /// In one transaction: marks `claims` as `claimed` (each only if still pending
     /// and, under `gate`, only with consent; the others become `skipped`) and
-    /// records `outcomes`, settling the credits they held. An outcome `sending`
-    /// is the mark of a claimed delivery whose request is about to start: it
-    /// keeps its credit. Returns the claims that were taken.
+    /// marks `marks` (claimed deliveries whose requests are about to start)
+    /// `sending`, and records `outcomes`, settling the credits they held. Returns
+    /// the claims that were taken.
     ///
     /// Rows are written a chunk per statement: one statement per row would cost a
     /// round trip to SQLite's thread each, which dominated the send path.
@@ -47,15 +66,20 @@ impl Store {
         &self,
         gate: &ConsentGate,
         claims: &[i64],
+        marks: &[i64],
         outcomes: &[Outcome],
     ) -> Result<HashSet<i64>, StorageError> {
-        // Most batches are only marks and outcomes of one chunk, written by one
-        // statement: that statement is its own transaction (a write statement takes
-        // the write lock when it starts, as BEGIN IMMEDIATE does), which saves the
-        // round trips of BEGIN and COMMIT to SQLite's thread on the send path.
+        // Most batches are only marks and outcomes of one chunk, a statement each:
+        // each is its own transaction (a write statement takes the write lock when
+        // it starts, as BEGIN IMMEDIATE does; marks and outcomes need not commit
+        // together), which saves the round trips of BEGIN and COMMIT to SQLite's
+        // thread on the send path.
+        if claims.is_empty() && marks.is_empty() && outcomes.is_empty() {
+            return Ok(HashSet::new());
+        }
         let refused = outcomes.iter().any(|o| o.status == Status::Refused);
         let one_statement = claims.is_empty()
-            && !outcomes.is_empty()
+            && marks.len() <= CHUNK
             && outcomes.len() <= CHUNK
             && match gate {
                 ConsentGate::Unchecked => true,
@@ -64,16 +88,18 @@ impl Store {
             };
         if one_statement {
             self.check_identity()?;
-            record_outcomes(
-                &mut *self
-                    .pool
-                    .acquire()
-                    .await
-                    .context("record delivery outcomes")?,
-                outcomes,
-                &now(),
-            )
-            .await?;
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .context("record delivery outcomes")?;
+            let now = now();
+            if !marks.is_empty() {
+                mark_sending(&mut conn, marks, &now).await?;
+            }
+            if !outcomes.is_empty() {
+                record_outcomes(&mut conn, outcomes, &now).await?;
+            }
             return Ok(HashSet::new());
         }
         let mut tx = self.write().await?;
@@ -172,6 +198,9 @@ impl Store {
             }
             taken.extend(mine.into_iter().map(|(id, _)| id));
         }
+        for chunk in marks.chunks(CHUNK) {
+            mark_sending(&mut tx, chunk, &now).await?;
+        }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
                 // Before the deliveries lose their `credit` mark below. A sent or
@@ -183,7 +212,7 @@ impl Store {
                        WHEN 'refused' THEN 0 ELSE consents.credits END, \
                      reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
                      FROM v JOIN deliveries d ON d.id = v.id \
-                     WHERE d.credit = 1 AND v.status <> 'sending' \
+                     WHERE d.credit = 1 \
                      AND consents.openid = d.openid AND consents.template_id = $2",
                     outcome_set(1)
                 );
@@ -264,7 +293,7 @@ mod tests {
         assert_eq!(ids.len(), 2);
 
         let gate = ConsentGate::Credit("t".into());
-        let taken = store.write_batch(&gate, &ids, &[]).await.unwrap();
+        let taken = store.write_batch(&gate, &ids, &[], &[]).await.unwrap();
 
         assert_eq!(taken.len(), 1, "one credit, one delivery");
         let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM consents")
