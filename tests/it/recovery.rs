@@ -13,7 +13,11 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
     };
     let env = TestEnv::new(opts, "concurrency = 4", &body).await;
 
-    let mut child = env.command(&["send", "daily", "--again"]).spawn().unwrap();
+    let mut child = env
+        .command(&["send", "daily", "--again"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Let some sends complete, then kill -9 while others are in flight.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while env.fake.accepted_count() < 8 {
@@ -72,7 +76,11 @@ async fn a_second_sender_of_the_same_job_is_refused_while_one_runs() {
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "concurrency = 1", &body).await;
-    let mut first = env.command(&["send", "daily", "--again"]).spawn().unwrap();
+    let mut first = env
+        .command(&["send", "daily", "--again"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until(20, "the first sender starts", || {
         env.fake.send_requests() > 0
     })

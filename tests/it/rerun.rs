@@ -375,7 +375,11 @@ async fn after_kill_9_only_requests_in_flight_are_uncertain_and_the_rest_are_sen
         ..FakeOptions::default()
     };
     let env = TestEnv::new(opts, "concurrency = 16", &body).await;
-    let mut child = env.command(&["send", "daily"]).spawn().unwrap();
+    let mut child = env
+        .command(&["send", "daily"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until(20, "sends under way", || env.fake.accepted_count() >= 40).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();

@@ -202,7 +202,11 @@ async fn credits_held_by_a_killed_send_are_settled_on_resume() {
         grant(&env, p, 2).await;
     }
 
-    let mut child = env.command(&["send", "remind", "--again"]).spawn().unwrap();
+    let mut child = env
+        .command(&["send", "remind", "--again"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until(20, "some sends", || env.fake.accepted_count() >= 3).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
