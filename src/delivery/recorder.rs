@@ -16,7 +16,7 @@ enum Op {
         Vec<i64>,
         oneshot::Sender<Result<HashSet<i64>, Arc<StorageError>>>,
     ),
-    Sending(i64, oneshot::Sender<Result<(), Arc<StorageError>>>),
+    Sending(i64, oneshot::Sender<Result<bool, Arc<StorageError>>>),
     Record(Outcome),
     Flush(oneshot::Sender<Result<(), Arc<StorageError>>>),
 }
@@ -55,9 +55,11 @@ impl Recorder {
         async move { done.await.expect("recorder answers every claim") }
     }
 
-    /// Marks one claimed delivery `sending` and waits for the commit: only then may
-    /// its request start. Marks of concurrent senders share a commit.
-    pub async fn sending(&self, id: i64) -> Result<(), Arc<StorageError>> {
+    /// Marks one taken delivery `sending` and waits for the commit: only then may
+    /// its request start, and only if this returns true (false: it was no longer
+    /// pending or claimed, so it is not this sender's). Marks of concurrent
+    /// senders share a commit.
+    pub async fn sending(&self, id: i64) -> Result<bool, Arc<StorageError>> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Op::Sending(id, ack))
@@ -106,7 +108,8 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
             }
         }
         match store.write_batch(&gate, &claims, &marks, &outcomes).await {
-            Ok(taken) => {
+            Ok(written) => {
+                let taken = &written.taken;
                 for (ack, start, len) in claim_acks {
                     let mine = claims[start..start + len]
                         .iter()
@@ -115,8 +118,8 @@ async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedRece
                         .collect();
                     let _ = ack.send(Ok(mine));
                 }
-                for ack in marked {
-                    let _ = ack.send(Ok(()));
+                for (id, ack) in marks.iter().zip(marked) {
+                    let _ = ack.send(Ok(written.marked.contains(id)));
                 }
                 for ack in flushes {
                     let _ = ack.send(Ok(()));

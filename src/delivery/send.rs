@@ -129,7 +129,9 @@ impl SendContext {
                 .record(Outcome::local(id, Status::Pending, None));
             return;
         }
-        let outcome = self.attempt_all(id, &message).await;
+        let Some(outcome) = self.attempt_all(id, &message).await else {
+            return;
+        };
         match outcome.status {
             Status::Sent => {
                 tracing::debug!(openid.masked = %message.touser().masked(), delivery.id = id, "sent")
@@ -160,7 +162,7 @@ impl SendContext {
         }
     }
 
-    async fn attempt_all(&self, id: i64, message: &Message) -> Outcome {
+    async fn attempt_all(&self, id: i64, message: &Message) -> Option<Outcome> {
         let mut a = Attempt {
             id,
             attempts: 0,
@@ -180,22 +182,27 @@ impl SendContext {
                     Ok(t) => t,
                     Err(e) if e.is_unreachable() => {
                         self.halt.outage(e.to_string());
-                        return a.outcome(Status::Pending, None);
+                        return Some(a.outcome(Status::Pending, None));
                     }
                     Err(e) => {
                         self.halt.stop(e.to_string());
-                        return a.outcome(Status::Pending, None);
+                        return Some(a.outcome(Status::Pending, None));
                     }
                 },
-                _ = self.shutdown.cancelled() => return a.outcome(Status::Pending, None),
+                _ = self.shutdown.cancelled() => return Some(a.outcome(Status::Pending, None)),
             };
             // Record before the irreversible call: committed `sending`, so that a
             // crash from here on leaves it `unknown`, never sent twice.
-            if a.attempts == 0
-                && let Err(e) = self.recorder.sending(id).await
-            {
-                self.halt.stop(format!("cannot record deliveries: {e}"));
-                return a.outcome(Status::Pending, None);
+            if a.attempts == 0 {
+                match self.recorder.sending(id).await {
+                    Ok(true) => {}
+                    // Taken elsewhere since its claim: not ours to send or record.
+                    Ok(false) => return None,
+                    Err(e) => {
+                        self.halt.stop(format!("cannot record deliveries: {e}"));
+                        return Some(a.outcome(Status::Pending, None));
+                    }
+                }
             }
             a.attempts += 1;
             let started = std::time::Instant::now();
@@ -211,20 +218,20 @@ impl SendContext {
                     a.errcode = (errcode != 0).then_some(errcode);
                     a.errmsg = (errcode != 0).then_some(errmsg);
                     match classify_send(errcode) {
-                        Disposition::Sent => return a.outcome(Status::Sent, msgid),
-                        Disposition::Final(status) => return a.outcome(status, None),
+                        Disposition::Sent => return Some(a.outcome(Status::Sent, msgid)),
+                        Disposition::Final(status) => return Some(a.outcome(status, None)),
                         Disposition::StopRun { this } => {
                             self.halt.stop(format!(
                                 "WeChat answered errcode {errcode}: {}",
                                 a.errmsg.as_deref().unwrap_or("")
                             ));
-                            return a.outcome(this, None);
+                            return Some(a.outcome(this, None));
                         }
                         Disposition::RefreshToken if !token_replaced => {
                             token_replaced = true;
                             if let Err(e) = self.tokens.replace(&token).await {
                                 self.halt.stop(e.to_string());
-                                return a.outcome(Status::Pending, None);
+                                return Some(a.outcome(Status::Pending, None));
                             }
                             continue;
                         }
@@ -232,7 +239,7 @@ impl SendContext {
                             self.halt.stop(format!(
                                 "a fresh access_token was rejected too (errcode {errcode}); another party may be refreshing it"
                             ));
-                            return a.outcome(Status::Pending, None);
+                            return Some(a.outcome(Status::Pending, None));
                         }
                         Disposition::Retry { after } => after,
                     }
@@ -252,13 +259,13 @@ impl SendContext {
                         "WeChat answered HTTP {code}; check [wechat] api_base"
                     ));
                     a.errmsg = Some(format!("HTTP {code}"));
-                    return a.outcome(Status::Pending, None);
+                    return Some(a.outcome(Status::Pending, None));
                 }
                 SendReply::NoAnswer(reason) => {
                     self.unanswered(&reason);
                     a.errmsg = Some(format!("no answer: {reason}"));
                     if self.on_unknown == OnUnknown::Record {
-                        return a.outcome(Status::Unknown, None);
+                        return Some(a.outcome(Status::Unknown, None));
                     }
                     Duration::ZERO
                 }
@@ -270,16 +277,16 @@ impl SendContext {
                         "WeChat cannot be reached ({})",
                         a.errmsg.as_deref().unwrap_or("no answer")
                     ));
-                    return a.outcome(Status::Pending, None);
+                    return Some(a.outcome(Status::Pending, None));
                 }
-                return a.outcome(Status::Failed, None);
+                return Some(a.outcome(Status::Failed, None));
             };
             crate::stats::retry(&self.job);
             tokio::select! {
                 _ = tokio::time::sleep(backoff.max(retry_after)) => {}
                 // The last request failed for sure, so the message was not used up.
-                _ = self.shutdown.cancelled() => return a.outcome(Status::Pending, None),
-                _ = self.halt.stopped() => return a.outcome(Status::Pending, None),
+                _ = self.shutdown.cancelled() => return Some(a.outcome(Status::Pending, None)),
+                _ = self.halt.stopped() => return Some(a.outcome(Status::Pending, None)),
             }
         }
     }

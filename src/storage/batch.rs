@@ -13,23 +13,36 @@ use crate::domain::{ConsentGate, Outcome, Status};
 /// Why a delivery was skipped at its claim.
 const NO_CONSENT: &str = "no consent";
 
-/// Marks a chunk of claimed deliveries `sending` (they keep their credit): a
-/// narrower statement than an outcome's, since it is one per request.
+/// Marks a chunk of taken deliveries `sending` (they keep their credit), each
+/// only if it is still pending or claimed; returns the ones marked. A narrower
+/// statement than an outcome's, since it is one per request.
 async fn mark_sending(
     conn: &mut super::backend::Conn,
     chunk: &[i64],
     now: &str,
+    marked: &mut HashSet<i64>,
 ) -> Result<(), StorageError> {
     let sql = format!(
-        "UPDATE deliveries SET status = 'sending', updated_at = $2 WHERE id IN ({})",
+        "UPDATE deliveries SET status = 'sending', updated_at = $2 WHERE id IN ({}) \
+         AND status IN ('pending', 'claimed') RETURNING id",
         id_set(1)
     );
-    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+    let rows = bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
-        .execute(conn)
+        .fetch_all(conn)
         .await
         .context("mark deliveries sending")?;
+    marked.extend(rows.iter().map(|r| r.get::<i64, _>(0)));
     Ok(())
+}
+
+/// What one batch wrote: the claims taken and the marks made.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Claimed deliveries that may be sent (pending, and with consent).
+    pub taken: HashSet<i64>,
+    /// Deliveries marked `sending`, whose requests may start.
+    pub marked: HashSet<i64>,
 }
 
 /// Writes a chunk of outcomes.
@@ -54,11 +67,12 @@ async fn record_outcomes(
 }
 
 impl Store {
-    /// In one transaction: marks `claims` as `claimed` (each only if still pending
-    /// and, under `gate`, only with consent; the others become `skipped`) and
+    /// In one transaction: takes `claims` (each only if still pending and, under
+    /// `gate`, only with consent; the others become `skipped`; a one-time
+    /// template's become `claimed`, each holding a credit), and
     /// marks `marks` (claimed deliveries whose requests are about to start)
     /// `sending`, and records `outcomes`, settling the credits they held. Returns
-    /// the claims that were taken.
+    /// the claims taken and the marks made.
     ///
     /// Rows are written a chunk per statement: one statement per row would cost a
     /// round trip to SQLite's thread each, which dominated the send path.
@@ -68,14 +82,15 @@ impl Store {
         claims: &[i64],
         marks: &[i64],
         outcomes: &[Outcome],
-    ) -> Result<HashSet<i64>, StorageError> {
+    ) -> Result<Written, StorageError> {
         // Most batches are only marks and outcomes of one chunk, a statement each:
         // each is its own transaction (a write statement takes the write lock when
         // it starts, as BEGIN IMMEDIATE does; marks and outcomes need not commit
         // together), which saves the round trips of BEGIN and COMMIT to SQLite's
         // thread on the send path.
+        let mut written = Written::default();
         if claims.is_empty() && marks.is_empty() && outcomes.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(written);
         }
         let refused = outcomes.iter().any(|o| o.status == Status::Refused);
         let one_statement = claims.is_empty()
@@ -95,41 +110,61 @@ impl Store {
                 .context("record delivery outcomes")?;
             let now = now();
             if !marks.is_empty() {
-                mark_sending(&mut conn, marks, &now).await?;
+                mark_sending(&mut conn, marks, &now, &mut written.marked).await?;
             }
             if !outcomes.is_empty() {
                 record_outcomes(&mut conn, outcomes, &now).await?;
             }
-            return Ok(HashSet::new());
+            return Ok(written);
         }
         let mut tx = self.write().await?;
         let now = now();
-        let mut taken = HashSet::with_capacity(claims.len());
-        // The condition a delivery's person must meet to be claimed under `gate`.
+        let taken = &mut written.taken;
+        // The condition a delivery's person must meet to be taken under `gate`;
+        // the template id is parameter `$n`.
         let (consented, template) = match gate {
-            ConsentGate::Unchecked => ("", None),
+            ConsentGate::Unchecked => (None, None),
             ConsentGate::NotRefused(t) => (
-                " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
-                 AND c.template_id = $4 AND c.status IN ('reject', 'ban'))",
+                Some(
+                    " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                     AND c.template_id = $n AND c.status IN ('reject', 'ban'))",
+                ),
                 Some(t),
             ),
             ConsentGate::Credit(t) => (
-                " AND EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
-                 AND c.template_id = $4 AND c.credits > c.reserved)",
+                Some(
+                    " AND EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                     AND c.template_id = $n AND c.credits > c.reserved)",
+                ),
                 Some(t),
             ),
         };
+        let consented =
+            |n: usize| consented.map_or(String::new(), |c| c.replace("$n", &format!("${n}")));
         let credit = matches!(gate, ConsentGate::Credit(_));
         for chunk in claims.chunks(CHUNK) {
-            let ids = id_set(3);
-            let sql = format!(
-                "UPDATE deliveries SET status = 'claimed', credit = $1, updated_at = $2 \
-                 WHERE status = 'pending' AND id IN ({ids}){consented} RETURNING id, openid"
-            );
-            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(i64::from(credit))
-                .bind(now.clone());
-            let mut q = bind_ids(q, chunk);
+            // Without credits to hold, taking a delivery writes nothing: its
+            // `sending` mark is the first write, and only a mark lets a request go.
+            let q = if credit {
+                let sql = format!(
+                    "UPDATE deliveries SET status = 'claimed', credit = 1, updated_at = $1 \
+                     WHERE status = 'pending' AND id IN ({}){} RETURNING id, openid",
+                    id_set(2),
+                    consented(3)
+                );
+                bind_ids(
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.clone()),
+                    chunk,
+                )
+            } else {
+                let sql = format!(
+                    "SELECT id, openid FROM deliveries WHERE status = 'pending' AND id IN ({}){}",
+                    id_set(1),
+                    consented(2)
+                );
+                bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+            };
+            let mut q = q;
             if let Some(t) = template {
                 q = q.bind(t.clone());
             }
@@ -184,14 +219,21 @@ impl Store {
             }
             // Only when some were not taken: pending ones among them lack consent.
             if template.is_some() && mine.len() < chunk.len() {
+                let mine: HashSet<i64> = mine.iter().map(|(id, _)| *id).collect();
+                let left: Vec<i64> = chunk
+                    .iter()
+                    .filter(|id| !mine.contains(id))
+                    .copied()
+                    .collect();
                 let sql = format!(
                     "UPDATE deliveries SET status = 'skipped', errmsg = $1, updated_at = $2 \
-                     WHERE status = 'pending' AND id IN ({ids})"
+                     WHERE status = 'pending' AND id IN ({})",
+                    id_set(3)
                 );
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(NO_CONSENT)
                     .bind(now.clone());
-                bind_ids(q, chunk)
+                bind_ids(q, &left)
                     .execute(&mut *tx)
                     .await
                     .context("skip deliveries without consent")?;
@@ -199,7 +241,7 @@ impl Store {
             taken.extend(mine.into_iter().map(|(id, _)| id));
         }
         for chunk in marks.chunks(CHUNK) {
-            mark_sending(&mut tx, chunk, &now).await?;
+            mark_sending(&mut tx, chunk, &now, &mut written.marked).await?;
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
@@ -242,7 +284,7 @@ impl Store {
             record_outcomes(&mut tx, chunk, &now).await?;
         }
         tx.commit().await.context("commit delivery updates")?;
-        Ok(taken)
+        Ok(written)
     }
 }
 
@@ -293,7 +335,11 @@ mod tests {
         assert_eq!(ids.len(), 2);
 
         let gate = ConsentGate::Credit("t".into());
-        let taken = store.write_batch(&gate, &ids, &[], &[]).await.unwrap();
+        let taken = store
+            .write_batch(&gate, &ids, &[], &[])
+            .await
+            .unwrap()
+            .taken;
 
         assert_eq!(taken.len(), 1, "one credit, one delivery");
         let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM consents")
@@ -307,5 +353,68 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(statuses, ["claimed", "skipped"]);
+    }
+
+    #[tokio::test]
+    async fn a_mark_takes_only_a_delivery_still_pending_or_claimed() {
+        // Taking a delivery without credits writes nothing, so the mark is what
+        // decides: a row settled meanwhile (another sender, another instance) is
+        // not marked, and its request must not start.
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        for who in [
+            "oUser00000000000000000000001",
+            "oUser00000000000000000000002",
+        ] {
+            sqlx::query(
+                "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES ('a', $1, 'cli', '', '')",
+            )
+            .bind(who)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        store
+            .enqueue(NewRun {
+                job: "a",
+                template_id: "t",
+                audience: Audience::Listed,
+                slot: chrono::Utc::now(),
+                trigger: Trigger::Manual,
+            })
+            .await
+            .unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let gate = ConsentGate::Unchecked;
+        let taken = store
+            .write_batch(&gate, &ids, &[], &[])
+            .await
+            .unwrap()
+            .taken;
+        assert_eq!(taken.len(), 2);
+        let statuses = || async {
+            sqlx::query_scalar::<_, String>("SELECT status FROM deliveries ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            statuses().await,
+            ["pending", "pending"],
+            "taking wrote nothing"
+        );
+        let sent = Outcome::local(ids[0], Status::Sent, None);
+        store.write_batch(&gate, &[], &[], &[sent]).await.unwrap();
+
+        let marked = store
+            .write_batch(&gate, &[], &ids, &[])
+            .await
+            .unwrap()
+            .marked;
+
+        assert_eq!(marked, HashSet::from([ids[1]]));
+        assert_eq!(statuses().await, ["sent", "sending"]);
     }
 }
