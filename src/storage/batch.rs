@@ -85,9 +85,9 @@ impl Store {
     ) -> Result<Written, StorageError> {
         // Most batches are only marks and outcomes of one chunk, a statement each:
         // each is its own transaction (a write statement takes the write lock when
-        // it starts, as BEGIN IMMEDIATE does; marks and outcomes need not commit
-        // together), which saves the round trips of BEGIN and COMMIT to SQLite's
-        // thread on the send path.
+        // it starts, as BEGIN IMMEDIATE does; see below for their order), which
+        // saves the round trips of BEGIN and COMMIT to SQLite's thread on the send
+        // path.
         let mut written = Written::default();
         if claims.is_empty() && marks.is_empty() && outcomes.is_empty() {
             return Ok(written);
@@ -109,11 +109,15 @@ impl Store {
                 .await
                 .context("record delivery outcomes")?;
             let now = now();
-            if !marks.is_empty() {
-                mark_sending(&mut conn, marks, &now, &mut written.marked).await?;
-            }
+            // Outcomes first: a sender queues its outcome before it frees its slot
+            // for the next mark, so committing in this order keeps the committed
+            // `sending` rows to the requests in flight, even if the process dies
+            // between the two statements.
             if !outcomes.is_empty() {
                 record_outcomes(&mut conn, outcomes, &now).await?;
+            }
+            if !marks.is_empty() {
+                mark_sending(&mut conn, marks, &now, &mut written.marked).await?;
             }
             return Ok(written);
         }
