@@ -4,6 +4,8 @@
 //! module: `sqlite` today.
 
 mod batch;
+#[cfg(test)]
+mod batch_tests;
 mod consents;
 mod deliveries;
 mod import;
