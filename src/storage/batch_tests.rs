@@ -6,14 +6,10 @@ use super::Store;
 use crate::domain::{ConsentGate, Outcome, Status};
 use crate::storage::{Audience, NewRun, Trigger};
 
-#[tokio::test]
-async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() {
-    // Two runs claim the same person, whose one credit both pre-checks see;
-    // under row-level locking (two transactions) this is the race. Only the
-    // guarded hold decides, and it pays for one.
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    let who = "oUser00000000000000000000001";
-    for job in ["a", "b"] {
+/// Enqueues a run of `job` for `openids` (each listed on it); returns every
+/// delivery id in the database, oldest first.
+async fn enqueue(store: &Store, job: &str, openids: &[&str]) -> Vec<i64> {
+    for who in openids {
         sqlx::query(
             "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES ($1, $2, 'cli', '', '')",
         )
@@ -22,17 +18,32 @@ async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() 
         .execute(&store.pool)
         .await
         .unwrap();
-        store
-            .enqueue(NewRun {
-                job,
-                template_id: "t",
-                audience: Audience::Listed,
-                slot: chrono::Utc::now(),
-                trigger: Trigger::Manual,
-            })
-            .await
-            .unwrap();
     }
+    store
+        .enqueue(NewRun {
+            job,
+            template_id: "t",
+            audience: Audience::Listed,
+            slot: chrono::Utc::now(),
+            trigger: Trigger::Manual,
+        })
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT id FROM deliveries ORDER BY id")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() {
+    // Two runs claim the same person, whose one credit both pre-checks see;
+    // under row-level locking (two transactions) this is the race. Only the
+    // guarded hold decides, and it pays for one.
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let who = "oUser00000000000000000000001";
+    enqueue(&store, "a", &[who]).await;
+    let ids = enqueue(&store, "b", &[who]).await;
     sqlx::query(
         "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
          VALUES ($1, 't', 'accept', 1, 0, 'intake', '')",
@@ -41,10 +52,6 @@ async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() 
     .execute(&store.pool)
     .await
     .unwrap();
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries ORDER BY id")
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
     assert_eq!(ids.len(), 2);
 
     let gate = ConsentGate::Credit("t".into());
@@ -73,32 +80,15 @@ async fn a_mark_takes_only_a_delivery_still_pending_or_claimed() {
     // decides: a row settled meanwhile (another sender, another instance) is
     // not marked, and its request must not start.
     let store = Store::open("sqlite::memory:").await.unwrap();
-    for who in [
-        "oUser00000000000000000000001",
-        "oUser00000000000000000000002",
-    ] {
-        sqlx::query(
-            "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES ('a', $1, 'cli', '', '')",
-        )
-        .bind(who)
-        .execute(&store.pool)
-        .await
-        .unwrap();
-    }
-    store
-        .enqueue(NewRun {
-            job: "a",
-            template_id: "t",
-            audience: Audience::Listed,
-            slot: chrono::Utc::now(),
-            trigger: Trigger::Manual,
-        })
-        .await
-        .unwrap();
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries ORDER BY id")
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
+    let ids = enqueue(
+        &store,
+        "a",
+        &[
+            "oUser00000000000000000000001",
+            "oUser00000000000000000000002",
+        ],
+    )
+    .await;
     let gate = ConsentGate::Unchecked;
     let taken = store
         .write_batch(&gate, &ids, &[], &[])
