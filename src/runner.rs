@@ -66,7 +66,7 @@ pub async fn fire(
     clock: &Clock,
     shutdown: &CancellationToken,
 ) -> Result<Fired, FireError> {
-    let _lease = store.lease(&job.name)?;
+    let _lease = store.lease(&job.name).await?;
     let mut fired = Fired::default();
     // Looking up the template may wait on WeChat; a shutdown does not wait with it.
     let targeting = tokio::select! {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::backend::{CHUNK, bind_ids, bind_outcomes, id_set, outcome_set};
+use super::sets::{CHUNK, bind_ids, bind_outcomes, id_set, outcome_set};
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentGate, Outcome, Status};
 
@@ -17,7 +17,7 @@ const NO_CONSENT: &str = "no consent";
 /// only if it is still pending or claimed; returns the ones marked. A narrower
 /// statement than an outcome's, since it is one per request.
 async fn mark_sending(
-    conn: &mut super::backend::Conn,
+    conn: &mut super::db::Conn,
     chunk: &[i64],
     now: &str,
     marked: &mut HashSet<i64>,
@@ -47,7 +47,7 @@ pub struct Written {
 
 /// Writes a chunk of outcomes.
 async fn record_outcomes(
-    conn: &mut super::backend::Conn,
+    conn: &mut super::db::Conn,
     chunk: &[Outcome],
     now: &str,
 ) -> Result<(), StorageError> {

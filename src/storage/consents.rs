@@ -63,7 +63,7 @@ pub(super) fn subscribed(n: usize) -> String {
 }
 
 pub(super) async fn apply(
-    tx: &mut super::backend::Conn,
+    tx: &mut super::db::Conn,
     openid: &str,
     template_id: &str,
     result: ConsentResult,

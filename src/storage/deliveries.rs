@@ -135,7 +135,7 @@ impl Store {
         let rows = q
             .bind(run_id)
             .bind(after)
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .context("read pending deliveries")?;

@@ -1,7 +1,7 @@
 //! A CSV import of recipients: all-or-nothing, in one transaction, written in
 //! chunks, with a row repeated in the file reported by its line.
 
-use super::backend::{bind_recipients, recipient_set};
+use super::sets::{bind_recipients, recipient_set};
 use super::recipients::StoredRecipient;
 use super::{Context, StorageError, Store, now};
 

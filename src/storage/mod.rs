@@ -1,34 +1,40 @@
 //! The only place with SQL. `Store` is the front door; the statements in these
-//! modules are plain SQL, and what is one database's own (connection, PRAGMAs,
-//! migrations, transactions, row sets, job locks) sits behind them in a backend
-//! module: `sqlite` today.
+//! modules are plain SQL that SQLite and PostgreSQL both read (through sqlx's
+//! `Any` driver), and what is one database's own (connecting, PRAGMAs,
+//! migrations, the file, job leases) sits in its backend module: `sqlite` or
+//! `postgres`.
 
 mod batch;
 #[cfg(test)]
 mod batch_tests;
 mod consents;
+mod db;
 mod deliveries;
 mod import;
+mod lease;
+mod postgres;
 mod push_events;
 mod recipients;
 mod run_changes;
 mod runs;
 mod schedules;
+mod sets;
 mod sqlite;
 mod templates;
 mod tokens;
+mod tx;
 
 use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use backend::{DbFile, WriteTx, io_error};
-/// The backend every statement here runs on.
-use sqlite as backend;
+use sqlite::{DbFile, io_error};
+use tx::WriteTx;
 
 pub use crate::domain::{ConsentGate, Outcome, Status};
 pub use crate::domain::{Counts, RunStatus, Trigger};
-pub use backend::{Lease, LeaseError};
+pub use db::Backend;
+pub use lease::{Lease, LeaseError};
 pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
 pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
 pub use import::{ImportReport, RecipientImport};
@@ -68,7 +74,8 @@ impl<T> Context<T> for Result<T, sqlx::migrate::MigrateError> {
 /// The database: runs, deliveries, recipients and the cached token.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: backend::Pool,
+    pool: db::Pool,
+    backend: Backend,
     /// The database file, when there is one.
     file: Option<DbFile>,
 }
@@ -76,16 +83,54 @@ pub struct Store {
 impl Store {
     /// Opens (creating it and its folder if missing) and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        let (pool, file) = backend::open(url).await?;
-        Ok(Self { pool, file })
+        Self::open_with(url, None).await
     }
 
-    /// Opens the database only if it exists, for commands that must not create one.
+    /// Opens and migrates the database at `url` with at most `max_connections`
+    /// pooled connections (the backend's default when `None`).
+    pub async fn open_with(url: &str, max_connections: Option<u32>) -> Result<Self, StorageError> {
+        db::install_drivers();
+        match Backend::of_url(url) {
+            Some(Backend::Sqlite) => {
+                let (pool, file) = sqlite::open(url, max_connections).await?;
+                Ok(Self {
+                    pool,
+                    backend: Backend::Sqlite,
+                    file,
+                })
+            }
+            Some(Backend::Postgres) => Ok(Self {
+                pool: postgres::open(url, max_connections).await?,
+                backend: Backend::Postgres,
+                file: None,
+            }),
+            None => Err(io_error(
+                "parse [database] url",
+                "not a supported database; use sqlite://PATH or postgres://USER@HOST/DB".into(),
+            )),
+        }
+    }
+
+    /// Opens the database only if it exists, for commands that must not create one
+    /// (a PostgreSQL database always exists once it can be connected to).
     pub async fn open_existing(url: &str) -> Result<Option<Self>, StorageError> {
-        if backend::is_missing(url)? {
+        Self::open_existing_with(url, None).await
+    }
+
+    /// `open_existing` with at most `max_connections` pooled connections.
+    pub async fn open_existing_with(
+        url: &str,
+        max_connections: Option<u32>,
+    ) -> Result<Option<Self>, StorageError> {
+        if Backend::of_url(url) == Some(Backend::Sqlite) && sqlite::is_missing(url)? {
             return Ok(None);
         }
-        Self::open(url).await.map(Some)
+        Self::open_with(url, max_connections).await.map(Some)
+    }
+
+    /// Which database this store is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Fails when the file this store opened is gone or another took its place.
@@ -100,8 +145,11 @@ impl Store {
 
     /// Takes `job` for this process without waiting: only the holder drains its
     /// runs. Busy while another process (or task) holds it.
-    pub fn lease(&self, job: &crate::domain::JobName) -> Result<Lease, LeaseError> {
-        backend::lease(self.file.as_ref(), job)
+    pub async fn lease(&self, job: &crate::domain::JobName) -> Result<Lease, LeaseError> {
+        match self.backend {
+            Backend::Sqlite => sqlite::lease(self.file.as_ref(), job),
+            Backend::Postgres => postgres::lease(&self.pool, job).await,
+        }
     }
 
     /// Succeeds when the database this store opened is still in place (not removed,
@@ -110,7 +158,7 @@ impl Store {
     /// written then would survive a restart.)
     pub async fn ping(&self) -> Result<(), StorageError> {
         self.check_identity()?;
-        if !backend::is_migrated(&self.pool).await? {
+        if !self.is_migrated().await? {
             return Err(io_error(
                 "check the database's migrations",
                 "the database is not migrated to this version of wxpush; restart wxpush".into(),
@@ -132,9 +180,23 @@ impl Store {
     /// in its place), holding the write lock from its start.
     async fn write(&self) -> Result<WriteTx, StorageError> {
         self.check_identity()?;
-        WriteTx::begin(&self.pool)
+        WriteTx::begin(&self.pool, self.backend)
             .await
             .context("begin a write transaction")
+    }
+
+    /// Whether the database holds every migration this build knows.
+    async fn is_migrated(&self) -> Result<bool, StorageError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &sqlite::MIGRATOR,
+            Backend::Postgres => &postgres::MIGRATOR,
+        };
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .context("read the database's migrations")?;
+        let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        Ok(version.unwrap_or(0) >= latest)
     }
 
     /// Closes the pool (SQLite checkpoints its WAL).

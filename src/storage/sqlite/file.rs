@@ -56,7 +56,8 @@ pub(crate) async fn create_file(path: &Path) -> Result<std::fs::File, StorageErr
 /// switch to WAL can fail at once with SQLITE_BUSY, so a daemon and a cron `send`
 /// opening a new file together could both fail. The kernel drops the lock on exit.
 async fn setup_lock(db: &Path) -> Result<std::fs::File, StorageError> {
-    use super::lease::{LeaseError, open_lock_file};
+    use super::lock_file::open_lock_file;
+    use crate::storage::LeaseError;
     let fail = |e: LeaseError| StorageError {
         action: "take the database setup lock",
         source: sqlx::Error::Io(std::io::Error::other(e.to_string())),

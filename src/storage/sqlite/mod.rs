@@ -1,45 +1,25 @@
-//! The SQLite backend: everything that is SQLite's own lives here (connection
-//! options and PRAGMAs, the migrations folder, `BEGIN IMMEDIATE`, `json_each`
-//! row sets, the database file and the lock files beside it), so that the
-//! statements in `storage` stay plain SQL and another backend only adds code.
+//! The SQLite backend: what is SQLite's own lives here (connection options and
+//! PRAGMAs, the migrations folder, the database file and the lock files beside
+//! it), so that the statements in `storage` stay plain SQL.
 
 mod file;
-mod lease;
-mod sets;
-mod tx;
+mod lock_file;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 
-use super::{Context, StorageError};
+use super::db::Pool;
+use super::{Context, Lease, LeaseError, StorageError};
 use file::{create_file, identity_of, is_in_memory};
 
 pub(super) use file::io_error;
-pub use lease::{Lease, LeaseError};
-pub(super) use sets::{
-    CHUNK, bind_ids, bind_outcomes, bind_recipients, id_set, outcome_set, recipient_set,
-};
-pub(super) use tx::WriteTx;
-
-/// The sqlx driver of this backend.
-pub(super) type Db = sqlx::Sqlite;
-/// A pool of connections to the database.
-pub(super) type Pool = sqlx::SqlitePool;
-/// One connection, inside a transaction.
-pub(super) type Conn = sqlx::SqliteConnection;
-/// A row read back.
-pub(super) type Row = sqlx::sqlite::SqliteRow;
-/// A statement with its bound values.
-pub(super) type Query<'q> = sqlx::query::Query<'q, Db, sqlx::sqlite::SqliteArguments>;
-/// A statement returning one column, with its bound values.
-pub(super) type QueryScalar<'q, T> =
-    sqlx::query::QueryScalar<'q, Db, T, sqlx::sqlite::SqliteArguments>;
 
 /// The schema, one file per version.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The database file a store opened: where it is and which file it was.
 #[derive(Debug, Clone)]
@@ -77,25 +57,22 @@ impl DbFile {
 
     /// Fails when the lock folder beside the file cannot hold lock files.
     pub(super) fn probe_locks(&self) -> Result<(), StorageError> {
-        lease::open_lock_file(&self.path, ".probe.lock")
+        lock_file::open_lock_file(&self.path, ".probe.lock")
             .map(drop)
             .map_err(|e| io_error("use the lock folder", e.to_string()))
     }
 }
 
 /// Opens (creating it and its folder if missing) and migrates the database at `url`.
-pub(super) async fn open(url: &str) -> Result<(Pool, Option<DbFile>), StorageError> {
+pub(super) async fn open(
+    url: &str,
+    max_connections: Option<u32>,
+) -> Result<(Pool, Option<DbFile>), StorageError> {
     // Only `open` creates the file (below): a connection opened later must not
     // quietly start an empty database where an operator removed the real one.
     let options = SqliteConnectOptions::from_str(url)
         .context("parse [database] url")?
-        .create_if_missing(false)
-        .journal_mode(SqliteJournalMode::Wal)
-        // WAL makes NORMAL durable against process crashes; only power loss can
-        // lose the last commits.
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .create_if_missing(false);
     let path = (!is_in_memory(url)).then(|| options.get_filename().to_path_buf());
     // Held until the pool is open and the file migrated.
     let _setup = match &path {
@@ -103,14 +80,39 @@ pub(super) async fn open(url: &str) -> Result<(Pool, Option<DbFile>), StorageErr
         None => None,
     };
     // One connection keeps an in-memory database simple: nothing to share.
-    let connections = if path.is_some() { 4 } else { 1 };
-    let pool = SqlitePoolOptions::new()
+    let connections = if path.is_some() {
+        max_connections.unwrap_or(4)
+    } else {
+        1
+    };
+    // A file's URL is rebuilt from the parsed options (dropping any `mode=rwc`);
+    // an in-memory one has no file name a URL could carry.
+    let any = if path.is_some() {
+        AnyConnectOptions::from_url(&options.to_url_lossy())
+    } else {
+        AnyConnectOptions::from_str(url)
+    }
+    .context("parse [database] url")?;
+    let pool = AnyPoolOptions::new()
         .max_connections(connections)
         // An in-process database has no server that could have dropped an idle
         // connection; the ping sqlx makes before each acquire by default is a
         // round trip to SQLite's thread on every batch of the send path.
         .test_before_acquire(false)
-        .connect_with(options)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL makes NORMAL durable against process crashes; only power
+                // loss can lose the last commits.
+                sqlx::Executor::execute(
+                    conn,
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON",
+                )
+                .await
+                .map(drop)
+            })
+        })
+        .connect_with(any)
         .await
         .context("open the database")?;
     MIGRATOR.run(&pool).await.context("run migrations")?;
@@ -136,21 +138,14 @@ pub(super) fn is_missing(url: &str) -> Result<bool, StorageError> {
     Ok(!options.get_filename().is_file())
 }
 
-/// Whether the database holds every migration this build knows.
-pub(super) async fn is_migrated(pool: &Pool) -> Result<bool, StorageError> {
-    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-        .fetch_one(pool)
-        .await
-        .context("read the database's migrations")?;
-    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    Ok(version.unwrap_or(0) >= latest)
-}
-
 /// Takes `job` for this process without waiting: an advisory lock file beside
 /// the database, which the kernel releases even on kill -9.
 pub(super) fn lease(
     file: Option<&DbFile>,
     job: &crate::domain::JobName,
 ) -> Result<Lease, LeaseError> {
-    Lease::try_acquire(file.map(DbFile::path), job)
+    match file {
+        Some(file) => lock_file::try_lock_job(&file.path, job).map(Lease::file),
+        None => Ok(Lease::nothing()),
+    }
 }

@@ -1,6 +1,10 @@
-//! Row sets for batched statements (SQLite's `json_each`): a whole chunk of rows travels as one JSON array bound to
-//! one parameter and is read back with `json_each`, so one statement serves every
-//! batch size (one prepared statement per shape, no padding).
+//! Row sets for batched statements: a whole chunk of rows travels as one JSON
+//! array bound to one parameter and is read back with `json_each`, so one
+//! statement serves every batch size (one prepared statement per shape, no
+//! padding). SQLite has `json_each(text)`; the PostgreSQL migrations add one
+//! that reads an array the same way (its elements as `jsonb`, where `->>` gives
+//! text), so the statements cast every field to its column's type and read the
+//! same on both backends.
 
 use crate::domain::Outcome;
 
@@ -9,24 +13,25 @@ pub(crate) const CHUNK: usize = 256;
 
 /// A subquery of the ids bound by `bind_ids` as parameter `$n`, for `id IN (...)`.
 pub(crate) fn id_set(n: usize) -> String {
-    format!("SELECT value FROM json_each(${n})")
+    format!("SELECT CAST(value AS BIGINT) FROM json_each(${n})")
 }
 
 /// A CTE `v` of the outcomes bound by `bind_outcomes` as parameter `$n`.
 pub(crate) fn outcome_set(n: usize) -> String {
     format!(
         "WITH v (id, status, errcode, errmsg, msgid, attempts) AS \
-         (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(${n}))"
+         (SELECT CAST(value ->> 0 AS BIGINT), value ->> 1, CAST(value ->> 2 AS BIGINT), value ->> 3, \
+         value ->> 4, CAST(value ->> 5 AS BIGINT) FROM json_each(${n}))"
     )
 }
 
 /// Binds ids for `id_set`.
-pub(crate) fn bind_ids<'q>(q: super::Query<'q>, ids: &[i64]) -> super::Query<'q> {
+pub(crate) fn bind_ids<'q>(q: super::db::Query<'q>, ids: &[i64]) -> super::db::Query<'q> {
     q.bind(serde_json::to_string(ids).expect("ids serialise"))
 }
 
 /// Binds outcomes for `outcome_set`.
-pub(crate) fn bind_outcomes<'q>(q: super::Query<'q>, chunk: &'q [Outcome]) -> super::Query<'q> {
+pub(crate) fn bind_outcomes<'q>(q: super::db::Query<'q>, chunk: &'q [Outcome]) -> super::db::Query<'q> {
     let rows: Vec<serde_json::Value> = chunk
         .iter()
         .map(|o| {
@@ -54,9 +59,9 @@ pub(crate) fn recipient_set(n: usize) -> String {
 
 /// Binds recipients for `recipient_set`.
 pub(crate) fn bind_recipients<'q>(
-    q: super::QueryScalar<'q, String>,
+    q: super::db::QueryScalar<'q, String>,
     rows: &[&crate::storage::StoredRecipient],
-) -> super::QueryScalar<'q, String> {
+) -> super::db::QueryScalar<'q, String> {
     let rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {

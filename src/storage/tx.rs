@@ -1,8 +1,9 @@
 //! A write transaction that never hands a connection back to the pool while it is
 //! still inside a transaction.
 //!
-//! sqlx's own `Transaction` counts its depth and, when COMMIT fails after SQLite
-//! has already rolled back on its own (a full disk does that), its ROLLBACK fails
+//! sqlx's own `Transaction` counts its depth and, when COMMIT fails after the
+//! database has already rolled back on its own (SQLite does on a full disk; so
+//! does PostgreSQL on a deferred constraint) (a full disk does that), its ROLLBACK fails
 //! too and the count is never reset: the pooled connection then refuses every
 //! later `BEGIN` ("non-zero transaction depth"). Here BEGIN and COMMIT are plain
 //! statements, and a connection whose transaction did not end cleanly is closed
@@ -11,20 +12,22 @@
 use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use super::db::{Backend, Conn, Db, Pool};
 
-/// An open `BEGIN IMMEDIATE` transaction on one pooled connection.
+/// An open write transaction on one pooled connection.
 pub(crate) struct WriteTx {
-    conn: PoolConnection<Sqlite>,
+    conn: PoolConnection<Db>,
     open: bool,
 }
 
 impl WriteTx {
-    /// Takes a connection and the write lock at once, so the transaction never has
-    /// to upgrade (and fail with SQLITE_BUSY) half-way through.
-    pub(crate) async fn begin(pool: &SqlitePool) -> Result<Self, sqlx::Error> {
+    /// Takes a connection and begins (on SQLite, with the write lock at once).
+    pub(crate) async fn begin(pool: &Pool, backend: Backend) -> Result<Self, sqlx::Error> {
         let mut conn = pool.acquire().await?;
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        if let Err(e) = sqlx::query(backend.begin_write())
+            .execute(&mut *conn)
+            .await
+        {
             conn.close_on_drop();
             return Err(e);
         }
@@ -55,15 +58,15 @@ impl Drop for WriteTx {
 }
 
 impl Deref for WriteTx {
-    type Target = SqliteConnection;
+    type Target = Conn;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &Conn {
         &self.conn
     }
 }
 
 impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn deref_mut(&mut self) -> &mut Conn {
         &mut self.conn
     }
 }
@@ -92,7 +95,7 @@ mod tests {
     async fn a_failed_commit_leaves_no_pooled_connection_inside_a_transaction() {
         let (_dir, store) = store_with_deferred_check().await;
         for _ in 0..8 {
-            let mut tx = WriteTx::begin(&store.pool).await.unwrap();
+            let mut tx = WriteTx::begin(&store.pool, store.backend).await.unwrap();
             sqlx::query("INSERT INTO child (p) VALUES (42)")
                 .execute(&mut *tx)
                 .await
@@ -105,7 +108,7 @@ mod tests {
         // Every connection the pool hands out now can begin and commit, and nothing
         // of the failed transactions was kept.
         for _ in 0..8 {
-            let mut tx = WriteTx::begin(&store.pool).await.unwrap();
+            let mut tx = WriteTx::begin(&store.pool, store.backend).await.unwrap();
             sqlx::query("INSERT INTO parent (id) VALUES (NULL)")
                 .execute(&mut *tx)
                 .await
@@ -123,14 +126,14 @@ mod tests {
     async fn a_transaction_dropped_half_way_is_rolled_back_and_its_connection_closed() {
         let (_dir, store) = store_with_deferred_check().await;
         {
-            let mut tx = WriteTx::begin(&store.pool).await.unwrap();
+            let mut tx = WriteTx::begin(&store.pool, store.backend).await.unwrap();
             sqlx::query("INSERT INTO parent (id) VALUES (7)")
                 .execute(&mut *tx)
                 .await
                 .unwrap();
         }
         for _ in 0..8 {
-            WriteTx::begin(&store.pool)
+            WriteTx::begin(&store.pool, store.backend)
                 .await
                 .unwrap()
                 .commit()
