@@ -49,7 +49,8 @@ impl App {
             .clone()
             .ok_or_else(|| AppError::NoSecret(settings.path.display().to_string()))?;
         let client = WechatClient::new(&settings.wechat, secret, settings.delivery.concurrency)?;
-        let store = Store::open(&settings.database.url).await?;
+        let store =
+            Store::open_with(&settings.database.url, settings.database.max_connections).await?;
         let tokens = Arc::new(TokenManager::new(
             client.clone(),
             store.clone(),

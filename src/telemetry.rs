@@ -10,6 +10,18 @@ pub fn init(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(log.level.as_deref().unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's NOTICEs (such as "already exists, skipping" from the
+    // migrations every start runs) say nothing to an operator; a filter that
+    // names sqlx itself still gets them.
+    let filter = if filter.to_string().contains("sqlx") {
+        filter
+    } else {
+        filter.add_directive(
+            "sqlx::postgres::notice=warn"
+                .parse()
+                .expect("a valid directive"),
+        )
+    };
     // Under systemd the journal adds its own timestamps and shows no colours.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()

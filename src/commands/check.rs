@@ -51,8 +51,10 @@ pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
     }
     // Recipients added by `recipients add|import` were checked against the job as
     // it was then; the job's data may have changed since.
-    if let Some(store) = Store::open_existing(&settings.database.url).await? {
-        let db = settings.database.url.clone();
+    if let Some(store) =
+        Store::open_existing_with(&settings.database.url, settings.database.max_connections).await?
+    {
+        let db = settings.database.shown();
         let mut more = 0;
         for job in &settings.jobs {
             let builtins = &builtins[job.name.as_ref()];
@@ -253,10 +255,13 @@ async fn fetch_templates(
     let client = WechatClient::new(&settings.wechat, secret, 1)?;
     // The real database when there is one (its cached token saves a request);
     // otherwise `check` must not create files.
-    let store = match Store::open_existing(&settings.database.url).await? {
-        Some(s) => s,
-        None => Store::open("sqlite::memory:").await?,
-    };
+    let store =
+        match Store::open_existing_with(&settings.database.url, settings.database.max_connections)
+            .await?
+        {
+            Some(s) => s,
+            None => Store::open("sqlite::memory:").await?,
+        };
     let tokens = std::sync::Arc::new(TokenManager::new(
         client.clone(),
         store.clone(),

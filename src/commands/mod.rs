@@ -105,7 +105,7 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         jobs = app.settings.jobs.len(),
-        database = %app.settings.database.url,
+        database = %app.settings.database.shown(),
         "wxpush daemon starting"
     );
     let shutdown = shutdown::on_signals();
@@ -151,7 +151,7 @@ async fn health(settings: Settings) -> Result<Exit, Failure> {
 /// exit 2, naming where it was looked for.
 async fn open_for_reading(settings: &Settings) -> Result<crate::storage::Store, Failure> {
     let url = &settings.database.url;
-    crate::storage::Store::open_existing(url)
+    crate::storage::Store::open_existing_with(url, settings.database.max_connections)
         .await?
         .ok_or_else(|| {
             Failure::usage(format!(

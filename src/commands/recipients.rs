@@ -34,7 +34,8 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             }
             let builtins = Builtins::at(Utc::now(), job.schedule.tz());
             let row = recipient(job, &builtins, &openid, name, map).map_err(Failure::usage)?;
-            let store = Store::open(&settings.database.url).await?;
+            let store =
+                Store::open_with(&settings.database.url, settings.database.max_connections).await?;
             store.upsert_recipients(&[row], "cli").await?;
             store.close().await;
             println!("added {openid} to job {}", job.name);
@@ -72,7 +73,8 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
         }
         RecipientsCommand::Import { file, job } => {
             let job = find_job(&settings, &job)?;
-            let store = Store::open(&settings.database.url).await?;
+            let store =
+                Store::open_with(&settings.database.url, settings.database.max_connections).await?;
             let imported = import_csv(&store, &file, job).await;
             store.close().await;
             let n = imported?;
@@ -336,7 +338,10 @@ async fn forget(settings: &Settings, openid: &str) -> Result<Exit, Failure> {
             settings.path.display()
         )));
     }
-    let Some(store) = Store::open_existing(&settings.database.url).await? else {
+    let Some(store) =
+        Store::open_existing_with(&settings.database.url, settings.database.max_connections)
+            .await?
+    else {
         return Err(Failure {
             exit: Exit::SomeFailed,
             message: format!("nothing is known about {openid}"),

@@ -211,7 +211,9 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
     let subscribed = job.audience == crate::config::Audience::Subscribed;
     // Recipients already in the database (without creating one), then the file's;
     // or, for a subscribed audience, everyone with consent on record.
-    if let Some(store) = Store::open_existing(&settings.database.url).await? {
+    if let Some(store) =
+        Store::open_existing_with(&settings.database.url, settings.database.max_connections).await?
+    {
         if subscribed {
             let template = job.spec.template_id.as_ref();
             // The kind as last fetched; a dry run makes no API call.

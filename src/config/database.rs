@@ -1,5 +1,8 @@
 //! `[database] url`: which database, and where its file is.
 //!
+//! A `postgres://` (or `postgresql://`) URL is taken as written; it may carry a
+//! password, so no error here ever repeats more of it than its scheme.
+//!
 //! A relative SQLite path is read against the config file's folder, never the
 //! working directory, so that `wxpush runs` from another folder (or from a host
 //! shell beside a systemd unit) reads the daemon's database instead of quietly
@@ -14,10 +17,13 @@ pub(super) fn resolve(url: &str, config_dir: &Path) -> Result<String, String> {
     if url.is_empty() {
         return Err("is empty; use sqlite://PATH".into());
     }
+    if is_shared(url) {
+        return check_postgres(url);
+    }
     let Some(rest) = url.strip_prefix("sqlite:") else {
-        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        let scheme = url.split_once(':').map_or("(none)", |(s, _)| s);
         return Err(format!(
-            "{scheme:?} is not a supported database; use sqlite://PATH (a relative PATH is read from the config file's folder)"
+            "{scheme:?} is not a supported database; use sqlite://PATH (a relative PATH is read from the config file's folder) or postgres://USER@HOST:PORT/DATABASE"
         ));
     };
     let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -50,6 +56,27 @@ pub(super) fn resolve(url: &str, config_dir: &Path) -> Result<String, String> {
         resolved.push_str(p);
     }
     Ok(resolved)
+}
+
+/// Whether `url` names a PostgreSQL database, which several instances share.
+pub(super) fn is_shared(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A PostgreSQL URL needs a host and a database name (libpq's defaults for
+/// either would be a silent guess); the password may come from elsewhere.
+fn check_postgres(url: &str) -> Result<String, String> {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() || db.is_empty() {
+        return Err(
+            "a PostgreSQL URL needs a host and a database: postgres://USER@HOST:PORT/DATABASE"
+                .into(),
+        );
+    }
+    Ok(url.to_owned())
 }
 
 #[cfg(test)]
@@ -87,7 +114,8 @@ mod tests {
     #[test]
     fn other_schemes_and_empty_urls_are_refused() {
         for bad in [
-            "postgres://x/y",
+            "postgres://user:pw@host",
+            "postgres:///db",
             "mysql://h/db",
             "data/wxpush.db",
             "",
@@ -95,7 +123,19 @@ mod tests {
         ] {
             assert!(resolve(bad, Path::new("/etc")).is_err(), "{bad:?}");
         }
-        let e = resolve("postgres://x/y", Path::new("/etc")).unwrap_err();
-        assert!(e.contains("\"postgres\"") && e.contains("sqlite://"), "{e}");
+        let e = resolve("mysql://root:hunter2@h/db", Path::new("/etc")).unwrap_err();
+        assert!(e.contains("\"mysql\"") && e.contains("sqlite://"), "{e}");
+        let e = resolve("postgres://u:hunter2@/db", Path::new("/etc")).unwrap_err();
+        assert!(!e.contains("hunter2"), "no password in errors: {e}");
+    }
+
+    #[test]
+    fn postgres_urls_are_taken_as_written() {
+        for good in [
+            "postgres://wxpush@db:5432/wxpush",
+            "postgresql://wxpush:secret@10.0.0.5/wxpush?sslmode=require",
+        ] {
+            assert_eq!(resolve(good, Path::new("/etc")).unwrap(), good);
+        }
     }
 }

@@ -113,12 +113,24 @@ impl Checker {
         if raw.scheduler.outage_retry.is_zero() {
             self.fail("scheduler.outage_retry", "must be more than 0s");
         }
+        let classic = raw.wechat.token_source == TokenSource::Classic;
         let wechat = self.wechat(raw.wechat);
         let delivery = self.delivery(raw.delivery);
         let config_dir = self.path.parent().unwrap_or(Path::new("."));
         let database_url = database::resolve(&raw.database.url, config_dir)
             .map_err(|e| self.fail("database.url", e))
             .unwrap_or_default();
+        if raw.database.max_connections == Some(0) {
+            self.fail("database.max_connections", "must be at least 1");
+        }
+        if database::is_shared(&database_url) && classic {
+            // Every classic fetch rotates the token: instances sharing one
+            // database would keep invalidating each other's.
+            self.fail(
+                "wechat.token_source",
+                "\"classic\" cannot be used with a PostgreSQL database: every classic fetch invalidates the token other instances hold; use \"stable\"",
+            );
+        }
         // Every name written in [[jobs]], good or not: a recipient of a job that has
         // its own error is not reported again (one root cause, one line).
         let written: BTreeSet<String> = raw.jobs.iter().map(|j| j.name.clone()).collect();
@@ -164,7 +176,10 @@ impl Checker {
         Ok(Settings {
             path: self.path,
             wechat: wechat.expect("no problems means the wechat section converted"),
-            database: DatabaseSettings { url: database_url },
+            database: DatabaseSettings {
+                url: database_url,
+                max_connections: raw.database.max_connections,
+            },
             delivery,
             log: LogSettings {
                 level: raw.log.level,

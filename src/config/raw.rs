@@ -69,12 +69,15 @@ impl TokenSource {
 pub(super) struct RawDatabase {
     #[serde(default = "default_db_url")]
     pub url: String,
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for RawDatabase {
     fn default() -> Self {
         Self {
             url: default_db_url(),
+            max_connections: None,
         }
     }
 }

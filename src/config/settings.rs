@@ -71,8 +71,36 @@ pub struct WechatSettings {
 /// `[database]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseSettings {
-    /// A `sqlite://` URL.
+    /// A `sqlite://` or `postgres://` URL (it may hold a password: never print it).
     pub url: String,
+    /// Pooled connections per process; the backend's default when `None`.
+    pub max_connections: Option<u32>,
+}
+
+impl DatabaseSettings {
+    /// The URL with any password replaced by `***`, for logs and output.
+    pub fn shown(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let (authority, tail) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***@{host}"),
+                None => format!("{userinfo}@{host}"),
+            },
+            None => authority.to_owned(),
+        };
+        // Query parameters can carry a password too (`?password=`).
+        let tail = match tail.split_once('?') {
+            Some((path, _)) => format!("{path}?…"),
+            None => tail.to_owned(),
+        };
+        format!("{scheme}://{authority}{tail}")
+    }
 }
 
 /// `[delivery]`: how fast and how persistently to send.
@@ -175,5 +203,33 @@ impl PartialEq for IntakeSettings {
             && self.max_body_bytes == other.max_body_bytes
             && self.per_ip_per_minute == other.per_ip_per_minute
             && self.client_ip_header == other.client_ip_header
+    }
+}
+
+#[cfg(test)]
+mod database_tests {
+    use super::DatabaseSettings;
+
+    #[test]
+    fn a_shown_url_never_holds_the_password() {
+        let shown = |url: &str| {
+            DatabaseSettings {
+                url: url.into(),
+                max_connections: None,
+            }
+            .shown()
+        };
+        assert_eq!(
+            shown("postgres://wx:s3cr3t@db:5432/wxpush"),
+            "postgres://wx:***@db:5432/wxpush"
+        );
+        assert_eq!(
+            shown("postgresql://wx@db/wxpush?password=s3cr3t"),
+            "postgresql://wx@db/wxpush?…"
+        );
+        assert_eq!(
+            shown("sqlite:///var/lib/wxpush/w.db"),
+            "sqlite:///var/lib/wxpush/w.db"
+        );
     }
 }

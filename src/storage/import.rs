@@ -1,8 +1,8 @@
 //! A CSV import of recipients: all-or-nothing, in one transaction, written in
 //! chunks, with a row repeated in the file reported by its line.
 
-use super::sets::{bind_recipients, recipient_set};
 use super::recipients::StoredRecipient;
+use super::sets::{bind_recipients, recipient_set};
 use super::{Context, StorageError, Store, now};
 
 impl Store {
@@ -65,7 +65,23 @@ impl RecipientImport {
              WHERE recipients.updated_at <> excluded.updated_at RETURNING openid",
             recipient_set(1)
         );
-        let rows: Vec<&StoredRecipient> = self.buffer.iter().map(|(_, w)| w).collect();
+        // A statement may not write one row twice (PostgreSQL refuses it), so a
+        // repeat within the chunk is a duplicate before the statement runs; one
+        // from an earlier chunk is told by the stamp.
+        let mut firsts = std::collections::HashSet::with_capacity(self.buffer.len());
+        let repeat: Vec<bool> = self
+            .buffer
+            .iter()
+            .map(|(_, w)| !firsts.insert((w.job.as_str(), w.openid.as_str())))
+            .collect();
+        drop(firsts);
+        let rows: Vec<&StoredRecipient> = self
+            .buffer
+            .iter()
+            .zip(&repeat)
+            .filter(|(_, repeat)| !**repeat)
+            .map(|((_, w), _)| w)
+            .collect();
         let q = bind_recipients(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), &rows)
             .bind(&self.source)
             .bind(&self.stamp);
@@ -79,9 +95,9 @@ impl RecipientImport {
                 *m.entry(o).or_default() += 1;
                 m
             });
-        for (line, w) in self.buffer.drain(..) {
+        for ((line, w), repeat) in self.buffer.drain(..).zip(repeat) {
             match returned.get_mut(&w.openid) {
-                Some(n) if *n > 0 => {
+                Some(n) if *n > 0 && !repeat => {
                     *n -= 1;
                     self.written += 1;
                 }

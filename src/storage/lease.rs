@@ -19,15 +19,16 @@ pub struct Lease {
 }
 
 #[derive(Debug)]
-#[allow(dead_code, reason = "each variant is held for what dropping it lets go")]
+#[allow(
+    dead_code,
+    reason = "each variant is held for what dropping it lets go"
+)]
 enum Held {
     /// An in-memory database: no other process to exclude.
     Nothing,
     File(File),
     Session(SessionLock),
 }
-
-
 
 /// A connection holding a session-level advisory lock. It is closed, never
 /// returned to the pool, so the lock ends with it.

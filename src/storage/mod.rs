@@ -33,11 +33,11 @@ use tx::WriteTx;
 
 pub use crate::domain::{ConsentGate, Outcome, Status};
 pub use crate::domain::{Counts, RunStatus, Trigger};
-pub use db::Backend;
-pub use lease::{Lease, LeaseError};
 pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
+pub use db::Backend;
 pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
 pub use import::{ImportReport, RecipientImport};
+pub use lease::{Lease, LeaseError};
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
 pub use tokens::StoredToken;

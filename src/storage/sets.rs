@@ -31,7 +31,10 @@ pub(crate) fn bind_ids<'q>(q: super::db::Query<'q>, ids: &[i64]) -> super::db::Q
 }
 
 /// Binds outcomes for `outcome_set`.
-pub(crate) fn bind_outcomes<'q>(q: super::db::Query<'q>, chunk: &'q [Outcome]) -> super::db::Query<'q> {
+pub(crate) fn bind_outcomes<'q>(
+    q: super::db::Query<'q>,
+    chunk: &'q [Outcome],
+) -> super::db::Query<'q> {
     let rows: Vec<serde_json::Value> = chunk
         .iter()
         .map(|o| {

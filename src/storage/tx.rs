@@ -11,8 +11,8 @@
 
 use std::ops::{Deref, DerefMut};
 
-use sqlx::pool::PoolConnection;
 use super::db::{Backend, Conn, Db, Pool};
+use sqlx::pool::PoolConnection;
 
 /// An open write transaction on one pooled connection.
 pub(crate) struct WriteTx {
@@ -24,10 +24,7 @@ impl WriteTx {
     /// Takes a connection and begins (on SQLite, with the write lock at once).
     pub(crate) async fn begin(pool: &Pool, backend: Backend) -> Result<Self, sqlx::Error> {
         let mut conn = pool.acquire().await?;
-        if let Err(e) = sqlx::query(backend.begin_write())
-            .execute(&mut *conn)
-            .await
-        {
+        if let Err(e) = sqlx::query(backend.begin_write()).execute(&mut *conn).await {
             conn.close_on_drop();
             return Err(e);
         }

@@ -23,6 +23,9 @@ fn with_database_url(env: &TestEnv, url: &str) {
 
 #[tokio::test]
 async fn a_relative_database_path_is_the_config_files_from_any_folder() {
+    if on_postgres() {
+        return; // about the SQLite file and its lock folder
+    }
     let ids = openids(2);
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&refs))).await;
@@ -62,6 +65,9 @@ async fn a_relative_database_path_is_the_config_files_from_any_folder() {
 
 #[tokio::test]
 async fn read_only_commands_never_create_a_database() {
+    if on_postgres() {
+        return; // about the SQLite file and its lock folder
+    }
     let ids = openids(1);
     let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&[&ids[0]]))).await;
     for args in [
@@ -98,18 +104,19 @@ async fn an_unsupported_database_url_is_a_config_error_and_creates_nothing() {
     ] {
         let run = finish(
             env.command(args)
-                .env("WXPUSH__DATABASE__URL", "postgres://x/y")
+                .env("WXPUSH__DATABASE__URL", "mysql://root:hunter2@x/y")
                 .current_dir(cwd.path()),
         )
         .await;
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
         assert!(
             run.stderr
-                .contains("database.url: \"postgres\" is not a supported database"),
+                .contains("database.url: \"mysql\" is not a supported database"),
             "{}",
             run.stderr
         );
         assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        assert!(!run.all().contains("hunter2"), "{run:?}");
     }
     assert_eq!(env.fake.send_requests(), 0);
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
@@ -149,6 +156,9 @@ async fn wait_readyz(daemon: &Daemon, code: u16, text: &str) -> String {
 
 #[tokio::test]
 async fn readyz_is_not_ready_while_the_database_file_is_replaced() {
+    if on_postgres() {
+        return; // about the SQLite file and its lock folder
+    }
     let (env, daemon) = ticking_daemon().await;
     assert_eq!(get(daemon.http, "/readyz").await.0, 200);
     // Another process (a restore, a stray `wxpush` with the file gone) puts a new
@@ -179,6 +189,9 @@ async fn readyz_is_not_ready_while_the_database_file_is_replaced() {
 
 #[tokio::test]
 async fn readyz_reports_an_unusable_lock_folder_and_the_slot_is_retried_not_dropped() {
+    if on_postgres() {
+        return; // about the SQLite file and its lock folder
+    }
     let (env, daemon) = ticking_daemon().await;
     let locks = env.dir.path().join("wxpush.db.locks");
     std::fs::rename(&locks, env.dir.path().join("locks.bak")).unwrap();
@@ -219,4 +232,24 @@ async fn readyz_reports_an_unusable_lock_folder_and_the_slot_is_retried_not_drop
         sent >= 2,
         "the failed slot was sent after the fix: {runs:?}"
     );
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_server_is_one_line_without_the_password() {
+    let ids = openids(1);
+    let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&[&ids[0]]))).await;
+    // Port 1 on loopback: nothing listens there.
+    for args in [&["send", "daily"][..], &["runs"]] {
+        let run = finish(env.command(args).env(
+            "WXPUSH__DATABASE__URL",
+            "postgres://wx:hunter2@127.0.0.1:1/wxpush",
+        ))
+        .await;
+        assert_ne!(run.code, 0, "{args:?}: {run:?}");
+        assert!(!run.all().contains("hunter2"), "{run:?}");
+        let line = run.stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains("connect to the database"), "{line}");
+    }
+    assert_eq!(env.fake.send_requests(), 0);
 }

@@ -270,6 +270,7 @@ async fn daily_quota_45009_stops_the_run_and_a_later_send_resumes_it() {
         fake: FakeWechat::start(FakeOptions::default()).await,
         config: env.config,
         http: env.http,
+        db_url: env.db_url,
     };
     let again = env2.wxpush(&["send", "daily", "--again"]).await;
 

@@ -36,7 +36,10 @@ pub(super) async fn open(url: &str, max_connections: Option<u32>) -> Result<Pool
 /// of the lease's own, which PostgreSQL lets go when that session ends (the
 /// holder stops, is killed, or loses the server).
 pub(super) async fn lease(pool: &Pool, job: &JobName) -> Result<Lease, LeaseError> {
-    let mut conn = pool.acquire().await.context("take a connection for a job lease")?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("take a connection for a job lease")?;
     let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(format!("wxpush job {job}"))
         .fetch_one(&mut *conn)

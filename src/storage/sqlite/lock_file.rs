@@ -49,10 +49,7 @@ mod tests {
         let db = dir.path().join("w.db");
         let job = JobName::parse("daily").unwrap();
         let first = try_lock_job(&db, &job).unwrap();
-        assert!(matches!(
-            try_lock_job(&db, &job),
-            Err(LeaseError::Busy(_))
-        ));
+        assert!(matches!(try_lock_job(&db, &job), Err(LeaseError::Busy(_))));
         let other = JobName::parse("weekly").unwrap();
         assert!(try_lock_job(&db, &other).is_ok());
         drop(first);

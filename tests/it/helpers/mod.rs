@@ -104,6 +104,27 @@ pub struct TestEnv {
     pub config: PathBuf,
     /// The daemon's HTTP listener, on a port free when the env was made.
     pub http: std::net::SocketAddr,
+    /// The database: a SQLite file in `dir`, or with `WXPUSH_TEST_DATABASE=postgres`
+    /// a fresh database on the test process's PostgreSQL cluster.
+    pub db_url: String,
+}
+
+/// Whether this run puts the behaviour tests on PostgreSQL
+/// (`WXPUSH_TEST_DATABASE=postgres`) instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("WXPUSH_TEST_DATABASE").as_deref() == Ok("postgres")
+}
+
+/// A database URL for a new env in `dir`: see `TestEnv::db_url`.
+pub fn new_db_url(dir: &std::path::Path) -> String {
+    if on_postgres() {
+        match testpg::cluster() {
+            Ok(cluster) => cluster.database(),
+            Err(why) => panic!("WXPUSH_TEST_DATABASE=postgres, but {why}"),
+        }
+    } else {
+        format!("sqlite://{}", dir.join("wxpush.db").display())
+    }
 }
 
 /// A loopback address whose port was free a moment ago, below the kernel's
@@ -144,11 +165,13 @@ impl TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeWechat::start(opts).await;
         let config = dir.path().join("wxpush.toml");
+        let db_url = new_db_url(dir.path());
         let env = Self {
             dir,
             fake,
             config,
             http: free_addr(),
+            db_url,
         };
         env.write_config(delivery, body);
         env
@@ -184,13 +207,14 @@ impl TestEnv {
             .map(|(k, v)| format!("{k} = {v}\n"))
             .collect();
         let text = format!(
-            "[wechat]\nappid = \"{APPID}\"\ntimeout = \"1s\"\n\n[database]\nurl = \"sqlite://{db}\"\n\n[http]\nlisten = \"{http}\"\n\n[delivery]\n{delivery}\n{body}",
-            db = self.db_path().display(),
+            "[wechat]\nappid = \"{APPID}\"\ntimeout = \"1s\"\n\n[database]\nurl = \"{db}\"\n\n[http]\nlisten = \"{http}\"\n\n[delivery]\n{delivery}\n{body}",
+            db = self.db_url,
             http = self.http
         );
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// The SQLite database file (tests of the file itself skip on PostgreSQL).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("wxpush.db")
     }
@@ -222,9 +246,7 @@ impl TestEnv {
 
     /// The database, opened by the library.
     pub async fn store(&self) -> Store {
-        Store::open(&format!("sqlite://{}", self.db_path().display()))
-            .await
-            .unwrap()
+        Store::open(&self.db_url).await.unwrap()
     }
 
     /// Writes a file into the temp folder and returns its path.

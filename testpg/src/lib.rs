@@ -1,0 +1,263 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` into a temporary folder,
+//! `postgres` on a free loopback port with `fsync=off`, one per test process,
+//! gone when the process ends. Each caller gets a fresh database on it.
+//!
+//! The server binaries are looked for on the PATH, then in the folder
+//! `pg_config --bindir` names, then in `/usr/lib/postgresql/*/bin` (Debian's
+//! `postgresql` package). `initdb` refuses to run as root, so as root the
+//! cluster runs as the `postgres` user.
+//!
+//! Without the binaries, `cluster()` says why; tests then skip with that
+//! reason, unless `WXPUSH_REQUIRE_POSTGRES=1` (set by CI) makes it a failure.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    port: u16,
+    bin: PathBuf,
+    /// The user the server runs as, when the tests run as root.
+    user: Option<(u32, u32)>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// The process's cluster, started on first use; or why there is none.
+pub fn cluster() -> Result<&'static Cluster, &'static str> {
+    CLUSTER.get_or_init(start).as_ref().map_err(String::as_str)
+}
+
+/// The process's cluster, or `None` after printing why the caller skips.
+/// Panics instead when `WXPUSH_REQUIRE_POSTGRES=1`.
+pub fn cluster_or_skip(test: &str) -> Option<&'static Cluster> {
+    match cluster() {
+        Ok(c) => Some(c),
+        Err(why) if std::env::var("WXPUSH_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL is required (WXPUSH_REQUIRE_POSTGRES=1) but {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: PostgreSQL tests need the server binaries: {why}");
+            None
+        }
+    }
+}
+
+impl Cluster {
+    /// A new, empty database on the cluster, as a `postgres://` URL.
+    pub fn database(&self) -> String {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = self
+            .command("createdb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                &name,
+            ])
+            .output()
+            .expect("run createdb");
+        assert!(
+            out.status.success(),
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.url(&name)
+    }
+
+    /// The URL of database `name` on the cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The port the server listens on (loopback only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        // The server user may not be able to read the working folder.
+        cmd.current_dir(std::env::temp_dir());
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+}
+
+fn start() -> Result<Cluster, String> {
+    let bin = find_bindir().ok_or_else(|| {
+        "initdb and postgres were not found on the PATH, in `pg_config --bindir`, or in /usr/lib/postgresql/*/bin (install Debian's postgresql package)".to_string()
+    })?;
+    // SAFETY: geteuid has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        Some(
+            postgres_user()
+                .ok_or("running as root and there is no postgres user to run the server as")?,
+        )
+    } else {
+        None
+    };
+    let dir = std::env::temp_dir().join(format!("wxpush-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    }
+    let data = dir.join("data");
+    let mut cluster = Cluster { port: 0, bin, user };
+    let out = cluster
+        .command("initdb")
+        .args(["-D"])
+        .arg(&data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
+        .output()
+        .map_err(|e| format!("run initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    // A free port can be taken by someone else before the server binds it: retry.
+    let mut last = String::new();
+    for _ in 0..5 {
+        cluster.port = free_port();
+        match serve(&cluster, &dir, &data) {
+            Ok(()) => return Ok(cluster),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Starts the server from a thread that lives as long as the process, so that
+/// the parent-death signal (sent when the spawning thread ends) stops it only
+/// when the test process ends.
+fn serve(cluster: &Cluster, dir: &Path, data: &Path) -> Result<(), String> {
+    let mut cmd = cluster.command("postgres");
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-p", &cluster.port.to_string(), "-h", "127.0.0.1", "-k"])
+        .arg(dir)
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ])
+        .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?,
+        ));
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            // SIGQUIT: immediate shutdown, children included.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let child = cmd.spawn();
+        let ok = child.is_ok();
+        let _ = tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()));
+        if ok {
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+    let pid = rx.recv().map_err(|e| e.to_string())??;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = cluster
+            .command("pg_isready")
+            .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-q"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return Ok(());
+        }
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid as i32, 0) } != 0 || Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            return Err(format!("postgres did not start: {}", log.trim()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn find_bindir() -> Option<PathBuf> {
+    let has = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has(&dir) {
+                // Follow symlinks (Debian links some into /usr/local/bin) so that
+                // pg_isready and createdb come from the same installation.
+                let real = std::fs::canonicalize(dir.join("initdb")).ok()?;
+                return real.parent().map(Path::to_path_buf);
+            }
+        }
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has(&dir) {
+            return Some(dir);
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin"))
+        .filter(|d| has(d))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn postgres_user() -> Option<(u32, u32)> {
+    // SAFETY: getpwnam returns a pointer into static storage or null; it is read
+    // at once, before any other call could overwrite it.
+    unsafe {
+        let pw = libc::getpwnam(c"postgres".as_ptr());
+        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
