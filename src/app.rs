@@ -24,6 +24,8 @@ pub struct App {
     pub faults: crate::health::Faults,
     /// The wall clock slots, send windows and backoff are measured on.
     pub clock: crate::clock::Clock,
+    /// This process in the database's instances table.
+    pub instance: crate::storage::InstanceInfo,
 }
 
 /// Start-up failures.
@@ -41,8 +43,14 @@ pub enum AppError {
 }
 
 impl App {
-    /// Opens the database (running migrations) and builds the client and caches.
+    /// Opens the database (running migrations) and builds the client and caches,
+    /// registered as a daemon instance.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        Self::build_as(settings, "daemon").await
+    }
+
+    /// `build`, registered as an instance in `role` (`daemon` or `send`).
+    pub async fn build_as(settings: Settings, role: &str) -> Result<Self, AppError> {
         let secret = settings
             .wechat
             .secret
@@ -51,6 +59,12 @@ impl App {
         let client = WechatClient::new(&settings.wechat, secret, settings.delivery.concurrency)?;
         let store =
             Store::open_with(&settings.database.url, settings.database.max_connections).await?;
+        let instance = crate::instance::this_process(role, settings.database.instance_lease);
+        let leftover = match settings.delivery.on_unknown {
+            crate::config::OnUnknown::Record => crate::storage::Status::Unknown,
+            crate::config::OnUnknown::Retry => crate::storage::Status::Pending,
+        };
+        let store = crate::instance::join(&store, &instance, leftover).await?;
         let tokens = Arc::new(TokenManager::new(
             client.clone(),
             store.clone(),
@@ -71,7 +85,26 @@ impl App {
             deliverer,
             faults: Default::default(),
             clock: Default::default(),
+            instance,
         })
+    }
+
+    /// Keeps this instance's heartbeat until `stop` (see `instance::keep_alive`).
+    pub fn keep_alive(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::instance::keep_alive(
+            self.store.clone(),
+            self.instance.clone(),
+            Arc::clone(&self.deliverer),
+            stop,
+        ))
+    }
+
+    /// Leaves the instances table (a clean exit), giving back what was taken.
+    pub async fn leave(&self) {
+        crate::instance::leave(&self.store, &self.instance).await;
     }
 
     /// The same app on another clock (tests drive time with a manual one).

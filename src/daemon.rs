@@ -27,6 +27,7 @@ impl App {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<(), StorageError> {
         let mut tasks = tokio::task::JoinSet::new();
+        let heartbeat = self.keep_alive(shutdown.clone());
         let intake = self
             .settings
             .intake
@@ -88,7 +89,9 @@ impl App {
         // However the scheduler ended, the other tasks stop with it.
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
+        let _ = heartbeat.await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.leave().await;
         self.store.close().await;
         result
     }

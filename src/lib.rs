@@ -38,6 +38,7 @@ pub mod domain;
 pub mod health;
 pub mod history;
 pub mod http;
+pub mod instance;
 pub mod intake;
 pub mod reload;
 pub mod runner;

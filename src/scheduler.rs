@@ -183,8 +183,23 @@ async fn job_loop(
         running.spawn(async move { spawn_fire(&app, &job, slot, &shutdown, guard).await });
     }
     let mut after = start;
+    // Where instances share the database, a run another instance (or a manual
+    // `send`) is draining, or one a dead instance left, is joined between slots.
+    let mut join_tick = app.store.shares_runs().then(|| {
+        let mut t = tokio::time::interval(app.settings.database.instance_lease / 3);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     while let Some(next) = job.schedule.next_after(after) {
-        if !sleep_until(&app.clock, next, &shutdown, &stop).await {
+        let reached = loop {
+            tokio::select! {
+                r = sleep_until(&app.clock, next, &shutdown, &stop) => break r,
+                _ = tick(&mut join_tick) => {
+                    join(&app, &job, &busy, &shutdown, &mut running).await;
+                }
+            }
+        };
+        if !reached {
             break;
         }
         after = next;
@@ -219,6 +234,39 @@ async fn job_loop(
         }
     }
     while running.join_next().await.is_some() {}
+}
+
+/// Waits for the next join check; forever when there are none.
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Joins `job`'s shared runs that have work nobody took, unless this process is
+/// already firing the job.
+async fn join(
+    app: &Arc<App>,
+    job: &Job,
+    busy: &Arc<Mutex<()>>,
+    shutdown: &CancellationToken,
+    running: &mut JoinSet<()>,
+) {
+    let Ok(guard) = Arc::clone(busy).try_lock_owned() else {
+        return;
+    };
+    match app.store.joinable(job.name.as_ref()).await {
+        Ok(true) => {
+            tracing::info!(job = %job.name, "joining a run with deliveries nobody has taken");
+            let (app, job, shutdown) = (Arc::clone(app), job.clone(), shutdown.clone());
+            running.spawn(async move { spawn_fire(&app, &job, None, &shutdown, guard).await });
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot look for runs to join"),
+    }
 }
 
 /// The longest wait between two tries to resume a run after an outage.

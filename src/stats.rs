@@ -9,9 +9,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::storage::Status;
 
-/// Installs the global recorder; call once, in the daemon.
-pub fn install() -> Option<PrometheusHandle> {
+/// Installs the global recorder; call once, in the daemon. Every series
+/// carries `instance`, this process's id in the instances table.
+pub fn install(instance: &str) -> Option<PrometheusHandle> {
     PrometheusBuilder::new()
+        .add_global_label("instance", instance)
         .set_buckets(&[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
         .ok()?
         .install_recorder()
@@ -38,6 +40,16 @@ pub fn sent_counter(job: &str) -> metrics::Counter {
         "outcome" => Status::Sent.as_str(),
         "errcode" => "0"
     )
+}
+
+/// Dead instances whose deliveries this one settled.
+pub fn instances_rescued(n: u64) {
+    counter!("wxpush_instances_rescued_total").increment(n);
+}
+
+/// Instances heart-beating within their lease, this one included.
+pub fn live_instances(n: u64) {
+    gauge!("wxpush_instances_live").set(n as f64);
 }
 
 /// A transient failure is being retried.

@@ -112,7 +112,7 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
     let http = match app.settings.http {
         None => None,
         Some(addr) => {
-            let metrics = crate::stats::install()
+            let metrics = crate::stats::install(&app.instance.id)
                 .ok_or_else(|| Failure::cannot_proceed("cannot install the metrics recorder"))?;
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 Failure::usage(format!(

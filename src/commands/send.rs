@@ -40,9 +40,11 @@ pub(super) async fn run(
             ))
         })?
     };
-    let app = App::build(settings).await?;
+    let app = App::build_as(settings, "send").await?;
     app.sync_recipients().await?;
     let shutdown = shutdown::on_signals();
+    let alive = tokio_util::sync::CancellationToken::new();
+    let heartbeat = app.keep_alive(alive.clone());
     let fired = fire(
         &app.store,
         &app.deliverer,
@@ -56,7 +58,11 @@ pub(super) async fn run(
     .map_err(|e| match e {
         FireError::Locked(e) => Failure::cannot_proceed(e),
         other => Failure::cannot_proceed(other),
-    })?;
+    });
+    alive.cancel();
+    let _ = heartbeat.await;
+    app.leave().await;
+    let fired = fired?;
     app.store.close().await;
     if fired.reports.is_empty() && fired.cancelled {
         println!(

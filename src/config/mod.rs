@@ -123,6 +123,10 @@ impl Checker {
         if raw.database.max_connections == Some(0) {
             self.fail("database.max_connections", "must be at least 1");
         }
+        if raw.database.instance_lease < std::time::Duration::from_secs(1) {
+            // Heartbeats come every third of it: shorter would be mostly writes.
+            self.fail("database.instance_lease", "must be at least 1s");
+        }
         if database::is_shared(&database_url) && classic {
             // Every classic fetch rotates the token: instances sharing one
             // database would keep invalidating each other's.
@@ -179,6 +183,7 @@ impl Checker {
             database: DatabaseSettings {
                 url: database_url,
                 max_connections: raw.database.max_connections,
+                instance_lease: raw.database.instance_lease,
             },
             delivery,
             log: LogSettings {

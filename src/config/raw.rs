@@ -71,6 +71,12 @@ pub(super) struct RawDatabase {
     pub url: String,
     #[serde(default)]
     pub max_connections: Option<u32>,
+    #[serde(default = "default_instance_lease", with = "humantime_serde")]
+    pub instance_lease: Duration,
+}
+
+fn default_instance_lease() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for RawDatabase {
@@ -78,6 +84,7 @@ impl Default for RawDatabase {
         Self {
             url: default_db_url(),
             max_connections: None,
+            instance_lease: default_instance_lease(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Pooled connections per process; the backend's default when `None`.
     pub max_connections: Option<u32>,
+    /// How long an instance may miss heartbeats before others settle what it held.
+    pub instance_lease: std::time::Duration,
 }
 
 impl DatabaseSettings {
@@ -216,6 +218,7 @@ mod database_tests {
             DatabaseSettings {
                 url: url.into(),
                 max_connections: None,
+                instance_lease: std::time::Duration::from_secs(30),
             }
             .shown()
         };

@@ -2,12 +2,10 @@
 //! message, and send the valid ones with bounded concurrency.
 
 use std::collections::{HashSet, VecDeque};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use governor::{Quota, RateLimiter};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -134,7 +132,7 @@ pub struct Deliverer {
     tokens: Arc<TokenManager>,
     templates: TemplateCatalog,
     policy: RetryPolicy,
-    limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    rate: Arc<super::rate::SharedRate>,
     inflight: Arc<InFlight>,
     concurrency: usize,
     on_unknown: OnUnknown,
@@ -148,19 +146,28 @@ impl Deliverer {
         tokens: Arc<TokenManager>,
         d: &DeliverySettings,
     ) -> Self {
-        let limiter = NonZeroU32::new(d.rate_limit_per_sec)
-            .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
         Self {
             templates: TemplateCatalog::new(client.clone(), Arc::clone(&tokens), store.clone()),
             store,
             client,
             tokens,
             policy: RetryPolicy::from_settings(d),
-            limiter,
+            rate: Arc::new(super::rate::SharedRate::new(d.rate_limit_per_sec)),
             inflight: Arc::new(InFlight::default()),
             concurrency: d.concurrency,
             on_unknown: d.on_unknown,
         }
+    }
+
+    /// The rate limit all instances share, divided among the live ones.
+    pub fn rate(&self) -> &super::rate::SharedRate {
+        &self.rate
+    }
+
+    /// What a dead instance's `sending` deliveries become: unknown, or pending
+    /// when unknown outcomes are retried.
+    pub fn leftover(&self) -> Status {
+        self.leftover_status()
     }
 
     /// True when `on_unknown = "retry"`: a re-run resends `unknown` deliveries too.
@@ -212,6 +219,30 @@ impl Deliverer {
             .await?
             .map(|r| r.counts)
             .unwrap_or_default())
+    }
+
+    /// Waits while other instances hold the rest of a shared run: true when some
+    /// deliveries nobody holds have turned up (given back by a rescue or an
+    /// instance that stopped), false when the run has nothing left or a shutdown
+    /// came.
+    async fn wait_for_others(
+        &self,
+        run_id: i64,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, StorageError> {
+        loop {
+            let (free, held) = self.store.run_progress(run_id).await?;
+            if free > 0 {
+                return Ok(true);
+            }
+            if held == 0 {
+                return Ok(false);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                _ = shutdown.cancelled() => return Ok(false),
+            }
+        }
     }
 
     /// What a crash's `sending` leftovers become.
@@ -278,7 +309,7 @@ impl Deliverer {
             tokens: Arc::clone(&self.tokens),
             recorder: recorder.clone(),
             policy: self.policy,
-            limiter: self.limiter.clone(),
+            rate: Arc::clone(&self.rate),
             on_unknown: self.on_unknown,
             halt: Halt::default(),
             shutdown: shutdown.clone(),
@@ -302,55 +333,99 @@ impl Deliverer {
         // previous is sent, so sends never wait for a commit.
         let mut queued = VecDeque::new();
         let mut go_on = true;
-        'pages: loop {
-            let page = self
-                .store
-                .pending_page(job.name.as_ref(), targeting.audience, run_id, after, PAGE)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            for chunk in page.chunks(self.concurrency) {
-                if shutdown.is_cancelled() || ctx.halt.is_stopped() {
-                    go_on = false;
-                    break 'pages;
-                }
-                let mut ready = Vec::with_capacity(chunk.len());
-                for d in chunk {
-                    match build(job, d, &builtins) {
-                        Ok(message) => ready.push((d.id, message)),
-                        // Caught here, so WeChat never answers 47003 for it.
-                        Err(reason) => {
-                            tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
-                            recorder.record(Outcome::local(d.id, Status::Invalid, Some(reason)));
+        // Where instances share the run, each takes a few chunks at a time, so
+        // that the work spreads and a dead instance leaves little to give back.
+        let shared = self.store.shares_runs();
+        let page_size = if shared {
+            (self.concurrency as u32 * 4).clamp(16, 256)
+        } else {
+            PAGE
+        };
+        let mut swept = false;
+        let flushed = loop {
+            'pages: loop {
+                let page = self
+                    .store
+                    .pending_page(
+                        job.name.as_ref(),
+                        targeting.audience,
+                        run_id,
+                        after,
+                        page_size,
+                    )
+                    .await?;
+                let Some(last) = page.last() else {
+                    // Shared: deliveries given back behind the cursor (by a rescue or
+                    // an instance that stopped) are taken in one more pass from the start.
+                    if shared && !swept && after > 0 {
+                        swept = true;
+                        after = 0;
+                        continue;
+                    }
+                    break;
+                };
+                after = last.id;
+                for chunk in page.chunks(self.concurrency) {
+                    if shutdown.is_cancelled() || ctx.halt.is_stopped() {
+                        go_on = false;
+                        break 'pages;
+                    }
+                    let mut ready = Vec::with_capacity(chunk.len());
+                    for d in chunk {
+                        match build(job, d, &builtins) {
+                            Ok(message) => ready.push((d.id, message)),
+                            // Caught here, so WeChat never answers 47003 for it.
+                            Err(reason) => {
+                                tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
+                                recorder.record(Outcome::local(
+                                    d.id,
+                                    Status::Invalid,
+                                    Some(reason),
+                                ));
+                            }
                         }
                     }
-                }
-                // Record before the irreversible calls: one commit marks the chunk
-                // `sending`, so a crash can only make these `unknown`, never resend.
-                let ids: Vec<i64> = ready.iter().map(|(id, _)| *id).collect();
-                queued.push_back((ready, recorder.claim(ids)));
-                if queued.len() < 2 {
-                    continue;
-                }
-                let (ready, claim) = queued.pop_front().expect("two queued");
-                if !launch.chunk(ready, claim, &mut tasks).await {
-                    go_on = false;
-                    break 'pages;
-                }
-            }
-        }
-        while let Some((ready, claim)) = queued.pop_front() {
-            if go_on {
-                go_on = launch.chunk(ready, claim, &mut tasks).await;
-            } else if let Ok(taken) = claim.await {
-                // Claimed but never sent: back to pending for the resume.
-                for id in taken {
-                    recorder.record(Outcome::local(id, Status::Pending, None));
+                    // Record before the irreversible calls: one commit marks the chunk
+                    // `sending`, so a crash can only make these `unknown`, never resend.
+                    let ids: Vec<i64> = ready.iter().map(|(id, _)| *id).collect();
+                    queued.push_back((ready, recorder.claim(ids)));
+                    if queued.len() < 2 {
+                        continue;
+                    }
+                    let (ready, claim) = queued.pop_front().expect("two queued");
+                    if !launch.chunk(ready, claim, &mut tasks).await {
+                        go_on = false;
+                        break 'pages;
+                    }
                 }
             }
-        }
-        while tasks.join_next().await.is_some() {}
-        let flushed = recorder.flush().await;
+            while let Some((ready, claim)) = queued.pop_front() {
+                if go_on {
+                    go_on = launch.chunk(ready, claim, &mut tasks).await;
+                } else if let Ok(taken) = claim.await {
+                    // Claimed but never sent: back to pending for the resume.
+                    for id in taken {
+                        recorder.record(Outcome::local(id, Status::Pending, None));
+                    }
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+            let flushed = recorder.flush().await;
+            if shared && flushed.is_ok() {
+                self.store.release_taken(run_id).await?;
+            }
+            // Shared: the run is done only when the other instances' deliveries
+            // are too. Wait for them (a sender that joined reports the whole
+            // run), and take what comes back from a dead one.
+            if !shared || !go_on || flushed.is_err() || ctx.halt.is_stopped() {
+                break flushed;
+            }
+            if !self.wait_for_others(run_id, shutdown).await? {
+                break flushed;
+            }
+            after = 0;
+            swept = false;
+        };
         let mut stopped = ctx.halt.reason();
         if let Err(e) = flushed {
             stopped.get_or_insert(format!("cannot record deliveries: {e}"));

@@ -2,10 +2,12 @@
 
 mod drain;
 mod inflight;
+mod rate;
 mod recorder;
 mod retry;
 mod send;
 
 pub use drain::{Deliverer, RunReport, Targeting};
 pub use inflight::InFlight;
+pub use rate::SharedRate;
 pub use retry::RetryPolicy;

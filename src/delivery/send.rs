@@ -88,7 +88,7 @@ pub(super) struct SendContext {
     pub tokens: Arc<TokenManager>,
     pub recorder: Recorder,
     pub policy: RetryPolicy,
-    pub limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    pub rate: Arc<super::rate::SharedRate>,
     pub on_unknown: OnUnknown,
     pub halt: Halt,
     pub shutdown: CancellationToken,
@@ -172,8 +172,8 @@ impl SendContext {
         let mut delays = self.policy.delays();
         let mut token_replaced = false;
         loop {
-            if let Some(limiter) = &self.limiter {
-                limiter.until_ready().await;
+            {
+                self.rate.until_ready().await;
             }
             // Fetching a token may wait out a retry ladder; shutdown must not wait with
             // it. Nothing of this attempt has been sent yet.

@@ -20,15 +20,19 @@ async fn mark_sending(
     conn: &mut super::db::Conn,
     chunk: &[i64],
     now: &str,
+    me: Option<&str>,
     marked: &mut HashSet<i64>,
 ) -> Result<(), StorageError> {
+    // A delivery another instance took since (after a rescue gave it back) is
+    // not this one's to send any more.
     let sql = format!(
         "UPDATE deliveries SET status = 'sending', updated_at = $2 WHERE id IN ({}) \
-         AND status IN ('pending', 'claimed') RETURNING id",
+         AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = $3) RETURNING id",
         id_set(1)
     );
     let rows = bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
+        .bind(me)
         .fetch_all(conn)
         .await
         .context("mark deliveries sending")?;
@@ -54,7 +58,7 @@ async fn record_outcomes(
     let sql = format!(
         "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
          msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
-         credit = 0, updated_at = $2 \
+         credit = 0, owner = NULL, updated_at = $2 \
          FROM v WHERE deliveries.id = v.id",
         outcome_set(1)
     );
@@ -117,7 +121,14 @@ impl Store {
                 record_outcomes(&mut conn, outcomes, &now).await?;
             }
             if !marks.is_empty() {
-                mark_sending(&mut conn, marks, &now, &mut written.marked).await?;
+                mark_sending(
+                    &mut conn,
+                    marks,
+                    &now,
+                    self.instance.as_deref(),
+                    &mut written.marked,
+                )
+                .await?;
             }
             return Ok(written);
         }
@@ -245,7 +256,14 @@ impl Store {
             taken.extend(mine.into_iter().map(|(id, _)| id));
         }
         for chunk in marks.chunks(CHUNK) {
-            mark_sending(&mut tx, chunk, &now, &mut written.marked).await?;
+            mark_sending(
+                &mut tx,
+                chunk,
+                &now,
+                self.instance.as_deref(),
+                &mut written.marked,
+            )
+            .await?;
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {

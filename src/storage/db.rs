@@ -53,6 +53,17 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// An SQL expression for the database's clock, in milliseconds since the
+    /// epoch: instances compare heartbeats by one clock, not by each machine's.
+    pub(super) fn now_ms(self) -> &'static str {
+        match self {
+            Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT)",
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+}
+
 /// Registers the drivers `Any` dispatches to (once per process).
 pub(super) fn install_drivers() {
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -69,7 +69,9 @@ impl Store {
     /// out) become `to` (unknown, or pending when unknown outcomes are retried),
     /// `claimed` rows (no request was made) go back to pending. Credits follow: an
     /// unknown send may have used its credit, so it is spent; the rest are released.
-    /// Call only while holding the job's lock. Returns the `sending` rows settled.
+    /// Rows held by a registered instance are its own (it may be sending them
+    /// now): a rescue settles them once it is dead. Call only while holding the
+    /// job's lease. Returns the `sending` rows settled.
     pub async fn recover_sending(&self, run_id: i64, to: Status) -> Result<u64, StorageError> {
         let mut tx = self.write().await?;
         sqlx::query(
@@ -78,6 +80,7 @@ impl Store {
              reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
              FROM deliveries d JOIN runs r ON r.id = d.run_id \
              WHERE d.run_id = $2 AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
+             AND (d.owner IS NULL OR d.owner NOT IN (SELECT id FROM instances)) \
              AND consents.openid = d.openid AND consents.template_id = r.template_id",
         )
         .bind(to.as_str())
@@ -86,8 +89,9 @@ impl Store {
         .await
         .context("settle the credits of interrupted deliveries")?;
         let r = sqlx::query(
-            "UPDATE deliveries SET status = $1, credit = 0, errmsg = 'interrupted while sending: outcome unknown', updated_at = $2 \
-             WHERE run_id = $3 AND status = 'sending'",
+            "UPDATE deliveries SET status = $1, credit = 0, owner = NULL, errmsg = 'interrupted while sending: outcome unknown', updated_at = $2 \
+             WHERE run_id = $3 AND status = 'sending' \
+             AND (owner IS NULL OR owner NOT IN (SELECT id FROM instances))",
         )
         .bind(to.as_str())
         .bind(now())
@@ -96,8 +100,9 @@ impl Store {
         .await
         .context("recover interrupted deliveries")?;
         sqlx::query(
-            "UPDATE deliveries SET status = 'pending', credit = 0, updated_at = $1 \
-             WHERE run_id = $2 AND status = 'claimed'",
+            "UPDATE deliveries SET status = 'pending', credit = 0, owner = NULL, updated_at = $1 \
+             WHERE run_id = $2 AND status = 'claimed' \
+             AND (owner IS NULL OR owner NOT IN (SELECT id FROM instances))",
         )
         .bind(now())
         .bind(run_id)
@@ -108,7 +113,9 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Up to `limit` pending deliveries of a run with ids above `after`, in id order.
+    /// Up to `limit` pending deliveries of a run with ids above `after`, in id
+    /// order. Where instances share runs (see `shares_runs`) they are taken for
+    /// this store's instance, and another instance's are passed over.
     pub async fn pending_page(
         &self,
         job: &str,
@@ -119,26 +126,46 @@ impl Store {
     ) -> Result<Vec<PendingDelivery>, StorageError> {
         // Names and variables come from where the audience came from: the job's
         // recipients, or what people sent through the intake API.
-        let q = match audience {
-            Audience::Listed => sqlx::query(
-                "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
-                 LEFT JOIN recipients r ON r.job = $1 AND r.openid = d.openid \
-                 WHERE d.run_id = $2 AND d.status = 'pending' AND d.id > $3 ORDER BY d.id LIMIT $4",
-            )
-            .bind(job),
-            Audience::Subscribed { .. } => sqlx::query(
-                "SELECT d.id, d.openid, s.name, s.vars FROM deliveries d \
-                 LEFT JOIN subscribers s ON s.openid = d.openid \
-                 WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3",
-            ),
-        };
-        let rows = q
-            .bind(run_id)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .context("read pending deliveries")?;
+        let rows = match (&self.instance, self.shares_runs()) {
+            (Some(me), true) => {
+                let source = match audience {
+                    Audience::Listed => "LEFT JOIN recipients x ON x.job = $5 AND x.openid = t.openid",
+                    Audience::Subscribed { .. } => "LEFT JOIN subscribers x ON x.openid = t.openid",
+                };
+                let sql = super::postgres::take_page_sql(source);
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(me.as_ref())
+                    .bind(run_id)
+                    .bind(after)
+                    .bind(i64::from(limit));
+                let q = match audience {
+                    Audience::Listed => q.bind(job),
+                    Audience::Subscribed { .. } => q,
+                };
+                q.fetch_all(&self.pool).await
+            }
+            _ => {
+                let q = match audience {
+                    Audience::Listed => sqlx::query(
+                        "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
+                         LEFT JOIN recipients r ON r.job = $1 AND r.openid = d.openid \
+                         WHERE d.run_id = $2 AND d.status = 'pending' AND d.id > $3 ORDER BY d.id LIMIT $4",
+                    )
+                    .bind(job),
+                    Audience::Subscribed { .. } => sqlx::query(
+                        "SELECT d.id, d.openid, s.name, s.vars FROM deliveries d \
+                         LEFT JOIN subscribers s ON s.openid = d.openid \
+                         WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3",
+                    ),
+                };
+                q.bind(run_id)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .context("read pending deliveries")?;
         Ok(rows
             .into_iter()
             .map(|row| PendingDelivery {
@@ -147,6 +174,23 @@ impl Store {
                 vars: vars_of(row.get("name"), row.get("vars")),
             })
             .collect())
+    }
+
+    /// Gives back the deliveries of a run this store's instance took and did not
+    /// send (a drain that stopped early), so that any instance may take them.
+    pub async fn release_taken(&self, run_id: i64) -> Result<(), StorageError> {
+        let Some(me) = &self.instance else {
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE deliveries SET owner = NULL WHERE run_id = $1 AND owner = $2 AND status = 'pending'",
+        )
+        .bind(run_id)
+        .bind(me.as_ref())
+        .execute(&self.pool)
+        .await
+        .context("give back taken deliveries")?;
+        Ok(())
     }
 
     /// Every delivery of a run, in id order.

@@ -11,6 +11,7 @@ mod consents;
 mod db;
 mod deliveries;
 mod import;
+mod instances;
 mod lease;
 mod postgres;
 mod push_events;
@@ -37,6 +38,7 @@ pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
 pub use db::Backend;
 pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
 pub use import::{ImportReport, RecipientImport};
+pub use instances::{InstanceInfo, InstanceRow, Rescue, RescuedRun};
 pub use lease::{Lease, LeaseError};
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
@@ -78,6 +80,8 @@ pub struct Store {
     backend: Backend,
     /// The database file, when there is one.
     file: Option<DbFile>,
+    /// The instance this store takes deliveries as (see `as_instance`).
+    instance: Option<std::sync::Arc<str>>,
 }
 
 impl Store {
@@ -97,12 +101,14 @@ impl Store {
                     pool,
                     backend: Backend::Sqlite,
                     file,
+                    instance: None,
                 })
             }
             Some(Backend::Postgres) => Ok(Self {
                 pool: postgres::open(url, max_connections).await?,
                 backend: Backend::Postgres,
                 file: None,
+                instance: None,
             }),
             None => Err(io_error(
                 "parse [database] url",
@@ -133,6 +139,12 @@ impl Store {
         self.backend
     }
 
+    /// Whether several instances drain one run together here, each taking its
+    /// own deliveries (PostgreSQL); on SQLite one process holds a job at a time.
+    pub fn shares_runs(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
     /// Fails when the file this store opened is gone or another took its place.
     fn check_identity(&self) -> Result<(), StorageError> {
         self.file.as_ref().map_or(Ok(()), DbFile::check)
@@ -143,12 +155,15 @@ impl Store {
         self.file.as_ref().map(DbFile::path)
     }
 
-    /// Takes `job` for this process without waiting: only the holder drains its
-    /// runs. Busy while another process (or task) holds it.
+    /// Takes `job` for this process without waiting: on SQLite only the holder
+    /// drains its runs, and it is busy while another process (or task) holds it.
+    /// On PostgreSQL it is always granted: instances share the job's runs.
     pub async fn lease(&self, job: &crate::domain::JobName) -> Result<Lease, LeaseError> {
         match self.backend {
             Backend::Sqlite => sqlite::lease(self.file.as_ref(), job),
-            Backend::Postgres => postgres::lease(&self.pool, job).await,
+            // Every instance drains the job's runs together, each taking its own
+            // deliveries; the `sending` mark is what keeps a send to one.
+            Backend::Postgres => Ok(Lease::nothing()),
         }
     }
 

@@ -108,7 +108,7 @@ impl Store {
             .join(", ");
         let mut tx = self.write().await?;
         let sql = format!(
-            "UPDATE deliveries SET status = 'pending', updated_at = $1 WHERE run_id = $2 AND \
+            "UPDATE deliveries SET status = 'pending', owner = NULL, updated_at = $1 WHERE run_id = $2 AND \
              ((status = 'failed' AND (errcode IS NULL OR errcode IN ({codes}))) OR ($3 AND status = 'unknown'))"
         );
         let r = sqlx::query(sqlx::AssertSqlSafe(sql))

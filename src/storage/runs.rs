@@ -189,6 +189,38 @@ impl Store {
         Ok(enqueued)
     }
 
+    /// Whether a running run of `job` has work no instance has taken: deliveries
+    /// nobody holds, or none left at all (it only needs finishing). Instances
+    /// sharing a database join such a run.
+    pub async fn joinable(&self, job: &str) -> Result<bool, StorageError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT r.id FROM runs r WHERE r.job = $1 AND r.status = 'running' AND \
+             (EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.status = 'pending' AND d.owner IS NULL) \
+              OR NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id \
+                 AND d.status IN ('pending', 'claimed', 'sending'))) LIMIT 1",
+        )
+        .bind(job)
+        .fetch_optional(&self.pool)
+        .await
+        .context("look for runs to join")?;
+        Ok(found.is_some())
+    }
+
+    /// A run's deliveries that nobody holds (pending, not taken) and all that
+    /// are not final yet (pending, claimed or sending, by anyone).
+    pub async fn run_progress(&self, run_id: i64) -> Result<(i64, i64), StorageError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' AND owner IS NULL THEN 1 ELSE 0 END), 0) AS free, \
+             COALESCE(SUM(CASE WHEN status IN ('pending', 'claimed', 'sending') THEN 1 ELSE 0 END), 0) AS held \
+             FROM deliveries WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await
+        .context("read a run's progress")?;
+        Ok((row.get("free"), row.get("held")))
+    }
+
     /// Runs of `job` that still have work: running (maybe interrupted) or stopped.
     pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
         sqlx::query_scalar(

@@ -113,6 +113,7 @@ fn start() -> Result<Cluster, String> {
     } else {
         None
     };
+    remove_stale_clusters();
     let dir = std::env::temp_dir().join(format!("wxpush-pg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -215,6 +216,30 @@ fn serve(cluster: &Cluster, dir: &Path, data: &Path) -> Result<(), String> {
             return Err(format!("postgres did not start: {}", log.trim()));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes the folders of clusters whose test process has ended (their server
+/// stopped with it; nothing else would remove them).
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("wxpush-pg-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The PostgreSQL backend: connecting, its migrations folder (sqlx runs them
 //! under an advisory lock, so ten instances starting together migrate once), and
-//! job leases as session advisory locks.
+//! taking deliveries with `FOR UPDATE SKIP LOCKED`.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,8 +8,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::db::Pool;
-use super::{Context, Lease, LeaseError, StorageError};
-use crate::domain::JobName;
+use super::{Context, StorageError};
 
 /// The schema, one file per version (the same versions as SQLite's).
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -32,22 +31,16 @@ pub(super) async fn open(url: &str, max_connections: Option<u32>) -> Result<Pool
     Ok(pool)
 }
 
-/// Takes `job` without waiting: a session advisory lock held by a connection
-/// of the lease's own, which PostgreSQL lets go when that session ends (the
-/// holder stops, is killed, or loses the server).
-pub(super) async fn lease(pool: &Pool, job: &JobName) -> Result<Lease, LeaseError> {
-    let mut conn = pool
-        .acquire()
-        .await
-        .context("take a connection for a job lease")?;
-    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(format!("wxpush job {job}"))
-        .fetch_one(&mut *conn)
-        .await
-        .context("take a job lease")?;
-    if taken {
-        Ok(Lease::session(conn))
-    } else {
-        Err(LeaseError::Busy(job.to_string()))
-    }
+/// Takes up to `limit` pending deliveries of a run for instance `me`: nobody
+/// else's (or its own from before), skipping rows another instance is taking at
+/// this moment, with each one's name and variables from `source` (a join
+/// fragment on `t.openid`, binding the job as `$5` when it needs it).
+pub(super) fn take_page_sql(source: &str) -> String {
+    format!(
+        "WITH taken AS (UPDATE deliveries SET owner = $1 WHERE id IN \
+           (SELECT id FROM deliveries WHERE run_id = $2 AND status = 'pending' AND id > $3 \
+            AND (owner IS NULL OR owner = $1) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+           RETURNING id, openid) \
+         SELECT t.id, t.openid, x.name, x.vars FROM taken t {source} ORDER BY t.id"
+    )
 }

@@ -66,12 +66,22 @@ async fn the_intake_api_turns_a_login_code_into_consent_and_never_leaks_the_sess
         .text()
         .await
         .unwrap();
-    for line in [
-        "wxpush_intake_reports_total{outcome=\"recorded\"} 1",
-        "wxpush_intake_reports_total{outcome=\"wechat_error\"} 2",
-        "wxpush_push_events_total{event=\"subscribe_msg_popup_event\",duplicate=\"false\"} 1",
+    // Every series carries the instance that counted it.
+    for (name, rest) in [
+        ("wxpush_intake_reports_total", "outcome=\"recorded\"} 1"),
+        ("wxpush_intake_reports_total", "outcome=\"wechat_error\"} 2"),
+        (
+            "wxpush_push_events_total",
+            "event=\"subscribe_msg_popup_event\",duplicate=\"false\"} 1",
+        ),
     ] {
-        assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
+        let found = metrics.lines().any(|l| {
+            l.strip_prefix(name)
+                .and_then(|l| l.strip_prefix("{instance=\""))
+                .and_then(|l| l.split_once("\","))
+                .is_some_and(|(id, labels)| !id.is_empty() && labels == rest)
+        });
+        assert!(found, "{name}{{instance=..,{rest} missing in:\n{metrics}");
     }
 
     assert_eq!(stop(&mut child).await.code(), Some(0));

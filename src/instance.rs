@@ -1,0 +1,123 @@
+//! This process as one of the instances sharing a database: registered when it
+//! starts sending, heart-beating while it runs, settling what dead instances
+//! held, and gone (giving back what it took) on a clean exit.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::Deliverer;
+use crate::storage::{InstanceInfo, Rescue, Status, StorageError, Store};
+
+/// Who this process is: a new id per start.
+pub fn this_process(role: &str, lease: Duration) -> InstanceInfo {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    InstanceInfo {
+        id: format!("{host}-{pid}-{:x}", nanos & 0xffff_ffff),
+        host,
+        pid,
+        version: env!("CARGO_PKG_VERSION").into(),
+        role: role.into(),
+        lease,
+    }
+}
+
+/// Registers `me`, returning the store that takes deliveries as it. First
+/// settles what dead instances held, so that a re-run after a kill -9 on this
+/// host finds the killed process's deliveries settled, as on SQLite.
+pub async fn join(
+    store: &Store,
+    me: &InstanceInfo,
+    leftover: Status,
+) -> Result<Store, StorageError> {
+    store.register_instance(me).await?;
+    let rescue = store
+        .rescue_dead(leftover, &gone_here(store, me).await?)
+        .await?;
+    report(&rescue, leftover);
+    Ok(store.as_instance(&me.id))
+}
+
+/// Instances registered from this host whose process is gone: dead now, with
+/// no need to wait out their lease. (Each container has a host name of its own.)
+async fn gone_here(store: &Store, me: &InstanceInfo) -> Result<Vec<String>, StorageError> {
+    Ok(store
+        .instances_on(&me.host)
+        .await?
+        .into_iter()
+        .filter(|(id, pid)| *id != me.id && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .map(|(id, _)| id)
+        .collect())
+}
+
+fn report(rescue: &Rescue, leftover: Status) {
+    if rescue.instances.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        instances = ?rescue.instances,
+        in_flight = rescue.in_flight,
+        returned = rescue.returned,
+        runs = ?rescue.runs.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        "settled what dead instances held: their requests in flight are {}, the rest are back to pending",
+        leftover.as_str()
+    );
+    crate::stats::instances_rescued(rescue.instances.len() as u64);
+}
+
+/// Until `stop`: renews `me`'s heartbeat every third of its lease, settles the
+/// instances that missed theirs (their runs are then joinable: see the
+/// scheduler), and shares the rate limit among the live ones.
+pub async fn keep_alive(
+    store: Store,
+    me: InstanceInfo,
+    deliverer: std::sync::Arc<Deliverer>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(me.lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = beat(&store, &me, &deliverer).await {
+            tracing::warn!(error = %e, "cannot renew this instance's heartbeat");
+        }
+    }
+}
+
+async fn beat(store: &Store, me: &InstanceInfo, deliverer: &Deliverer) -> Result<(), StorageError> {
+    if !store.heartbeat(me).await? {
+        tracing::error!(
+            instance = %me.id,
+            "this instance missed its lease (the database was out of reach?) and was declared dead; its requests in flight were recorded unknown and it registered again"
+        );
+    }
+    let leftover = deliverer.leftover();
+    let rescue = store
+        .rescue_dead(leftover, &gone_here(store, me).await?)
+        .await?;
+    report(&rescue, leftover);
+    let live = store.live_instances().await?;
+    deliverer.rate().set_instances(live);
+    crate::stats::live_instances(live);
+    Ok(())
+}
+
+/// Removes `me` on a clean exit, giving back what it took and did not send.
+pub async fn leave(store: &Store, me: &InstanceInfo) {
+    if let Err(e) = store.deregister_instance(me).await {
+        tracing::warn!(error = %e, "cannot deregister this instance; others settle it when its lease lapses");
+    }
+}
