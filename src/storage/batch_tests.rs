@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::Store;
+use super::test_stores::each_backend;
 use crate::domain::{ConsentGate, Outcome, Status};
 use crate::storage::{Audience, NewRun, Trigger};
 
@@ -40,38 +41,42 @@ async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() 
     // Two runs claim the same person, whose one credit both pre-checks see;
     // under row-level locking (two transactions) this is the race. Only the
     // guarded hold decides, and it pays for one.
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    let who = "oUser00000000000000000000001";
-    enqueue(&store, "a", &[who]).await;
-    let ids = enqueue(&store, "b", &[who]).await;
-    sqlx::query(
-        "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
-         VALUES ($1, 't', 'accept', 1, 0, 'intake', '')",
-    )
-    .bind(who)
-    .execute(&store.pool)
-    .await
-    .unwrap();
-    assert_eq!(ids.len(), 2);
-
-    let gate = ConsentGate::Credit("t".into());
-    let taken = store
-        .write_batch(&gate, &ids, &[], &[])
-        .await
-        .unwrap()
-        .taken;
-
-    assert_eq!(taken.len(), 1, "one credit, one delivery");
-    let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM consents")
-        .fetch_one(&store.pool)
+    for store in
+        each_backend("one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check").await
+    {
+        let who = "oUser00000000000000000000001";
+        enqueue(&store, "a", &[who]).await;
+        let ids = enqueue(&store, "b", &[who]).await;
+        sqlx::query(
+            "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
+             VALUES ($1, 't', 'accept', 1, 0, 'intake', '')",
+        )
+        .bind(who)
+        .execute(&store.pool)
         .await
         .unwrap();
-    assert_eq!(reserved, 1);
-    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM deliveries ORDER BY status")
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-    assert_eq!(statuses, ["claimed", "skipped"]);
+        assert_eq!(ids.len(), 2);
+
+        let gate = ConsentGate::Credit("t".into());
+        let taken = store
+            .write_batch(&gate, &ids, &[], &[])
+            .await
+            .unwrap()
+            .taken;
+
+        assert_eq!(taken.len(), 1, "one credit, one delivery");
+        let reserved: i64 = sqlx::query_scalar("SELECT reserved FROM consents")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(reserved, 1);
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM deliveries ORDER BY status")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(statuses, ["claimed", "skipped"]);
+    }
 }
 
 #[tokio::test]
@@ -79,43 +84,44 @@ async fn a_mark_takes_only_a_delivery_still_pending_or_claimed() {
     // Taking a delivery without credits writes nothing, so the mark is what
     // decides: a row settled meanwhile (another sender, another instance) is
     // not marked, and its request must not start.
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    let ids = enqueue(
-        &store,
-        "a",
-        &[
-            "oUser00000000000000000000001",
-            "oUser00000000000000000000002",
-        ],
-    )
-    .await;
-    let gate = ConsentGate::Unchecked;
-    let taken = store
-        .write_batch(&gate, &ids, &[], &[])
-        .await
-        .unwrap()
-        .taken;
-    assert_eq!(taken.len(), 2);
-    let statuses = || async {
-        sqlx::query_scalar::<_, String>("SELECT status FROM deliveries ORDER BY id")
-            .fetch_all(&store.pool)
+    for store in each_backend("a_mark_takes_only_a_delivery_still_pending_or_claimed").await {
+        let ids = enqueue(
+            &store,
+            "a",
+            &[
+                "oUser00000000000000000000001",
+                "oUser00000000000000000000002",
+            ],
+        )
+        .await;
+        let gate = ConsentGate::Unchecked;
+        let taken = store
+            .write_batch(&gate, &ids, &[], &[])
             .await
             .unwrap()
-    };
-    assert_eq!(
-        statuses().await,
-        ["pending", "pending"],
-        "taking wrote nothing"
-    );
-    let sent = Outcome::local(ids[0], Status::Sent, None);
-    store.write_batch(&gate, &[], &[], &[sent]).await.unwrap();
+            .taken;
+        assert_eq!(taken.len(), 2);
+        let statuses = || async {
+            sqlx::query_scalar::<_, String>("SELECT status FROM deliveries ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            statuses().await,
+            ["pending", "pending"],
+            "taking wrote nothing"
+        );
+        let sent = Outcome::local(ids[0], Status::Sent, None);
+        store.write_batch(&gate, &[], &[], &[sent]).await.unwrap();
 
-    let marked = store
-        .write_batch(&gate, &[], &ids, &[])
-        .await
-        .unwrap()
-        .marked;
+        let marked = store
+            .write_batch(&gate, &[], &ids, &[])
+            .await
+            .unwrap()
+            .marked;
 
-    assert_eq!(marked, HashSet::from([ids[1]]));
-    assert_eq!(statuses().await, ["sent", "sending"]);
+        assert_eq!(marked, HashSet::from([ids[1]]));
+        assert_eq!(statuses().await, ["sent", "sending"]);
+    }
 }

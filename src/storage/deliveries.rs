@@ -233,7 +233,7 @@ impl Store {
              COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS sent, \
              COUNT(DISTINCT CASE WHEN status = 'sent' THEN openid END) AS distinct_sent, \
              (SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM deliveries \
-               WHERE run_id = $1 AND status = 'sent' GROUP BY openid)) AS max_per_openid \
+               WHERE run_id = $1 AND status = 'sent' GROUP BY openid) AS per_openid) AS max_per_openid \
              FROM deliveries WHERE run_id = $2",
         )
         .bind(run_id)

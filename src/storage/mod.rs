@@ -20,8 +20,12 @@ mod run_changes;
 mod runs;
 mod schedules;
 mod sets;
+#[cfg(test)]
+mod shared_tests;
 mod sqlite;
 mod templates;
+#[cfg(test)]
+mod test_stores;
 mod tokens;
 mod tx;
 

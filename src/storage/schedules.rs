@@ -53,58 +53,73 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_load_of_a_schedule_is_kept_and_a_new_line_starts_afresh() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let t1: DateTime<Utc> = "2026-11-24T01:00:00Z".parse().unwrap();
-        let t2: DateTime<Utc> = "2026-11-24T02:00:00Z".parse().unwrap();
-        let daily = "0 9 * * * Asia/Shanghai";
-        assert_eq!(store.schedule_since("d", daily, t1).await.unwrap(), t1);
-        assert_eq!(store.schedule_since("d", daily, t2).await.unwrap(), t1);
-        let changed = "0 10 * * * Asia/Shanghai";
-        assert_eq!(store.schedule_since("d", changed, t2).await.unwrap(), t2);
-        assert_eq!(store.schedule_since("other", daily, t2).await.unwrap(), t2);
+        for store in crate::storage::test_stores::each_backend(
+            "the_first_load_of_a_schedule_is_kept_and_a_new_line_starts_afresh",
+        )
+        .await
+        {
+            let t1: DateTime<Utc> = "2026-11-24T01:00:00Z".parse().unwrap();
+            let t2: DateTime<Utc> = "2026-11-24T02:00:00Z".parse().unwrap();
+            let daily = "0 9 * * * Asia/Shanghai";
+            assert_eq!(store.schedule_since("d", daily, t1).await.unwrap(), t1);
+            assert_eq!(store.schedule_since("d", daily, t2).await.unwrap(), t1);
+            let changed = "0 10 * * * Asia/Shanghai";
+            assert_eq!(store.schedule_since("d", changed, t2).await.unwrap(), t2);
+            assert_eq!(store.schedule_since("other", daily, t2).await.unwrap(), t2);
+        }
     }
 
     #[tokio::test]
     async fn a_job_that_ran_before_the_table_existed_dates_from_its_first_run() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
-        store.record_skipped("old", slot, "test").await.unwrap();
-        let first_run = Utc::now();
-        // Whole seconds: the table keeps milliseconds.
-        let later = chrono::SubsecRound::trunc_subsecs(first_run + chrono::Duration::hours(1), 0);
-        let since = store
-            .schedule_since("old", "0 9 * * * UTC", later)
-            .await
-            .unwrap();
-        assert!(since <= first_run && first_run - since < chrono::Duration::minutes(1));
-        // Once the job has a row, a new cron line starts afresh.
-        let changed = store
-            .schedule_since("old", "0 10 * * * UTC", later)
-            .await
-            .unwrap();
-        assert_eq!(changed, later);
+        for store in crate::storage::test_stores::each_backend(
+            "a_job_that_ran_before_the_table_existed_dates_from_its_first_run",
+        )
+        .await
+        {
+            let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
+            store.record_skipped("old", slot, "test").await.unwrap();
+            let first_run = Utc::now();
+            // Whole seconds: the table keeps milliseconds.
+            let later =
+                chrono::SubsecRound::trunc_subsecs(first_run + chrono::Duration::hours(1), 0);
+            let since = store
+                .schedule_since("old", "0 9 * * * UTC", later)
+                .await
+                .unwrap();
+            assert!(since <= first_run && first_run - since < chrono::Duration::minutes(1));
+            // Once the job has a row, a new cron line starts afresh.
+            let changed = store
+                .schedule_since("old", "0 10 * * * UTC", later)
+                .await
+                .unwrap();
+            assert_eq!(changed, later);
+        }
     }
 
     #[tokio::test]
     async fn a_manual_send_is_no_schedule_history() {
         // A test send before the first start must not make that start catch up.
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
-        store
-            .enqueue(crate::storage::NewRun {
-                job: "new",
-                template_id: "t",
-                audience: crate::storage::Audience::Listed,
-                slot,
-                trigger: crate::storage::Trigger::Manual,
-            })
-            .await
-            .unwrap();
-        let start = chrono::SubsecRound::trunc_subsecs(Utc::now() + chrono::Duration::hours(1), 0);
-        let since = store
-            .schedule_since("new", "0 9 * * * UTC", start)
-            .await
-            .unwrap();
-        assert_eq!(since, start);
+        for store in
+            crate::storage::test_stores::each_backend("a_manual_send_is_no_schedule_history").await
+        {
+            let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
+            store
+                .enqueue(crate::storage::NewRun {
+                    job: "new",
+                    template_id: "t",
+                    audience: crate::storage::Audience::Listed,
+                    slot,
+                    trigger: crate::storage::Trigger::Manual,
+                })
+                .await
+                .unwrap();
+            let start =
+                chrono::SubsecRound::trunc_subsecs(Utc::now() + chrono::Duration::hours(1), 0);
+            let since = store
+                .schedule_since("new", "0 9 * * * UTC", start)
+                .await
+                .unwrap();
+            assert_eq!(since, start);
+        }
     }
 }
