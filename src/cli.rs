@@ -52,6 +52,13 @@ pub enum Command {
     Runs(RunsArgs),
     /// Ask the running daemon's /readyz: exit 0 when ready, 1 when not (for HEALTHCHECK).
     Health,
+    /// List the wxpush instances using the database: host, pid, version, last
+    /// heartbeat, and the deliveries each holds.
+    Instances {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `wxpush recipients ...`.

@@ -1,6 +1,7 @@
 //! One module per command; each returns an exit status or a one-line failure.
 
 mod check;
+mod instances;
 mod recipients;
 mod runs;
 mod send;
@@ -96,6 +97,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         Command::Recipients(c) => recipients::run(settings, c).await,
         Command::Runs(args) => runs::run(settings, args).await,
         Command::Health => health(settings).await,
+        Command::Instances { json } => instances::run(settings, json).await,
         Command::Check { .. } => unreachable!("handled above"),
     }
 }

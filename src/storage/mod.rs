@@ -46,7 +46,7 @@ pub use instances::{InstanceInfo, InstanceRow, Rescue, RescuedRun};
 pub use lease::{Lease, LeaseError};
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
-pub use tokens::StoredToken;
+pub use tokens::{StoredToken, TokenRefresh};
 
 /// A database failure, with what was being done.
 #[derive(Debug, thiserror::Error)]

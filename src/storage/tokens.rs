@@ -25,7 +25,64 @@ impl std::fmt::Debug for StoredToken {
     }
 }
 
+/// Held while this process refreshes the token, so that instances sharing a
+/// PostgreSQL database fetch one token between them, not one each.
+pub struct TokenRefresh {
+    conn: Option<sqlx::pool::PoolConnection<super::db::Db>>,
+    key: String,
+}
+
+impl TokenRefresh {
+    /// Lets the next instance in.
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&self.key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // The session ends with the connection, and its lock with it.
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for TokenRefresh {
+    fn drop(&mut self) {
+        // Not released (a panic, a cancelled task): closing the session is what
+        // frees a session lock; returned to the pool, the lock would stay held.
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl Store {
+    /// Waits until this process alone may refresh `appid`'s token among the
+    /// instances sharing the database (PostgreSQL's advisory lock; on SQLite a
+    /// refresh by two local processes is harmless with the stable endpoint).
+    pub async fn lock_token_refresh(&self, appid: &str) -> Result<TokenRefresh, StorageError> {
+        let key = format!("wxpush token {appid}");
+        if self.backend != super::Backend::Postgres {
+            return Ok(TokenRefresh { conn: None, key });
+        }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .context("take a connection for the token lock")?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *conn)
+            .await
+            .context("wait for the token lock")?;
+        Ok(TokenRefresh {
+            conn: Some(conn),
+            key,
+        })
+    }
+
     /// The cached token for `appid` from `source`, if any.
     pub async fn load_token(
         &self,

@@ -126,6 +126,14 @@ impl TokenManager {
         if let Some(t) = self.fresh_in_memory().await {
             return Ok(t);
         }
+        // And another instance, while we waited for the database's lock.
+        let shared = self.store.lock_token_refresh(&self.appid).await?;
+        let token = self.load_or_fetch().await;
+        shared.release().await;
+        token
+    }
+
+    async fn load_or_fetch(&self) -> Result<AccessToken, TokenError> {
         if let Some(stored) = self
             .store
             .load_token(&self.appid, self.source.as_str())
@@ -147,6 +155,14 @@ impl TokenManager {
             return Ok(c.token.clone());
         }
         *self.cached.write().await = None;
+        let shared = self.store.lock_token_refresh(&self.appid).await?;
+        let token = self.replace_shared(bad).await;
+        shared.release().await;
+        token
+    }
+
+    /// `replace` under the database's lock: compare-and-swap on the stored token.
+    async fn replace_shared(&self, bad: &AccessToken) -> Result<AccessToken, TokenError> {
         self.store
             .invalidate_token(&self.appid, self.source.as_str(), bad.expose())
             .await?;

@@ -6,6 +6,7 @@ mod consent;
 mod database;
 mod delivery;
 mod gate;
+mod instances;
 mod parsing;
 mod recovery;
 mod rerun;

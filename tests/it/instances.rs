@@ -1,0 +1,199 @@
+//! Several wxpush processes on one PostgreSQL database: they drain one run
+//! together, and when one is killed mid-run the others finish its share with
+//! no second message to anyone. Skipped (with a note) without PostgreSQL, a
+//! failure under `WXPUSH_REQUIRE_POSTGRES=1`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::helpers::*;
+
+/// An env on its own PostgreSQL database, whatever `WXPUSH_TEST_DATABASE` says.
+async fn shared_env(
+    test: &str,
+    recipients: usize,
+    latency_ms: u64,
+) -> Option<(Vec<String>, TestEnv)> {
+    let cluster = testpg::cluster_or_skip(test)?;
+    let (ids, body) = daily_audience(recipients);
+    let opts = FakeOptions {
+        latency: Duration::from_millis(latency_ms),
+        ..FakeOptions::default()
+    };
+    let mut env = TestEnv::new(opts, "concurrency = 4", &body).await;
+    env.db_url = cluster.database();
+    env.write_config("concurrency = 4", &body);
+    Some((ids, env))
+}
+
+/// A `wxpush run` on its own HTTP port, checking for runs to join every 1/3 s.
+async fn daemon(env: &TestEnv) -> (tokio::process::Child, std::net::SocketAddr) {
+    let addr = free_addr();
+    let child = env
+        .command(&["run"])
+        .env("WXPUSH__HTTP__LISTEN", addr.to_string())
+        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
+        .spawn()
+        .unwrap();
+    wait_http(addr).await;
+    (child, addr)
+}
+
+/// Messages the instance at `addr` has had accepted, from its metrics.
+async fn sent_by(addr: std::net::SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("wxpush_sends_total{") && l.contains("outcome=\"sent\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Each recipient's recorded status in run 1.
+async fn statuses(env: &TestEnv) -> BTreeMap<String, String> {
+    env.store()
+        .await
+        .deliveries(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.openid, d.status.as_str().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn three_instances_drain_one_run_together_and_each_person_gets_one_message() {
+    let Some((ids, env)) = shared_env(
+        "three_instances_drain_one_run_together_and_each_person_gets_one_message",
+        400,
+        25,
+    )
+    .await
+    else {
+        return;
+    };
+    let (mut a, a_addr) = daemon(&env).await;
+    let (mut b, b_addr) = daemon(&env).await;
+
+    // An operator's manual send while the daemons run: they join its run.
+    let send = env
+        .command(&["send", "daily", "--again"])
+        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
+        .output()
+        .await
+        .unwrap();
+    let send = Run::from(send);
+
+    assert_eq!(send.code, 0, "{send:?}");
+    assert!(
+        send.stdout.starts_with("daily: run 1: 400 sent"),
+        "the sender reports the whole run: {}",
+        send.stdout
+    );
+    for id in &ids {
+        assert_eq!(env.fake.accepted_for(id), 1, "{id}");
+    }
+    assert_eq!(
+        env.fake.concurrent_same_user(),
+        0,
+        "never two requests to one person at once"
+    );
+    let (by_a, by_b) = (sent_by(a_addr).await, sent_by(b_addr).await);
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both daemons took part: {by_a}, {by_b}"
+    );
+    assert!(by_a + by_b < 400, "and so did the sender");
+    assert!(statuses(&env).await.values().all(|s| s == "sent"));
+    let store = env.store().await;
+    assert_eq!(store.runs(None, 10).await.unwrap().len(), 1, "one run");
+    // One token for the AppID, fetched once between the three of them.
+    assert_eq!(env.fake.token_requests(), 1);
+
+    let listed = env.wxpush(&["instances", "--json"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let doc: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let daemons = doc.as_array().unwrap();
+    assert_eq!(daemons.len(), 2, "the sender left on exit: {doc}");
+    assert!(
+        daemons
+            .iter()
+            .all(|d| d["live"] == true && d["role"] == "daemon")
+    );
+    assert_eq!(stop(&mut a).await.code(), Some(0));
+    assert_eq!(stop(&mut b).await.code(), Some(0));
+    let listed = env.wxpush(&["instances"]).await;
+    assert!(listed.stdout.contains("no wxpush instance"), "{listed:?}");
+}
+
+#[tokio::test]
+async fn kill_9_of_one_instance_mid_run_leaves_no_duplicate_and_the_others_finish() {
+    let Some((ids, env)) = shared_env(
+        "kill_9_of_one_instance_mid_run_leaves_no_duplicate_and_the_others_finish",
+        400,
+        40,
+    )
+    .await
+    else {
+        return;
+    };
+    let (mut victim, victim_addr) = daemon(&env).await;
+    let (mut survivor, survivor_addr) = daemon(&env).await;
+    let send = env
+        .command(&["send", "daily", "--again"])
+        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the victim once it has sent its share of a good part of the run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sent_by(victim_addr).await < 20 {
+        still_running(&mut victim);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the victim never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.start_kill().unwrap();
+    victim.wait().await.unwrap();
+    let killed_at = env.fake.accepted_count();
+    assert!(killed_at < 400, "killed mid-run ({killed_at} accepted)");
+
+    let out = tokio::time::timeout(Duration::from_secs(60), send.wait_with_output())
+        .await
+        .expect("the run finished without the victim")
+        .unwrap();
+    let send = Run::from(out);
+    // Requests the victim had written may still reach the fake.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let rows = statuses(&env).await;
+    let unknown = rows.values().filter(|s| *s == "unknown").count();
+    eprintln!(
+        "killed at {killed_at} accepted; {unknown} unknown; {} accepted in all",
+        env.fake.accepted_count()
+    );
+    for id in &ids {
+        let accepted = env.fake.accepted_for(id);
+        assert!(accepted <= 1, "{id} got {accepted} messages");
+        match rows[id].as_str() {
+            "sent" => assert_eq!(accepted, 1, "{id} recorded sent"),
+            "unknown" => {}
+            other => panic!("{id} ended {other}"),
+        }
+    }
+    assert!(
+        unknown <= 4,
+        "at most the victim's 4 requests in flight are uncertain, got {unknown}"
+    );
+    assert_eq!(send.code, if unknown > 0 { 1 } else { 0 }, "{send:?}");
+    assert!(sent_by(survivor_addr).await > 0);
+    let store = env.store().await;
+    assert!(store.unfinished_runs("daily").await.unwrap().is_empty());
+    assert_eq!(stop(&mut survivor).await.code(), Some(0));
+}
