@@ -74,6 +74,23 @@ pub(super) async fn apply(
         return Ok(());
     }
     let now = chrono::Utc::now();
+    // The new tally is worked out from the row as read, so the row is locked
+    // first (created if missing): where instances share a database, a send
+    // spending a credit or the other path's copy of this tap must wait for this
+    // transaction instead of being overwritten by it. (On SQLite the write
+    // transaction already excludes them.)
+    sqlx::query(
+        "INSERT INTO consents (openid, template_id, status, source, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (openid, template_id) DO UPDATE SET updated_at = consents.updated_at",
+    )
+    .bind(openid)
+    .bind(template_id)
+    .bind(result.as_str())
+    .bind(from.as_str())
+    .bind(super::ts(now))
+    .execute(&mut *tx)
+    .await
+    .context("lock consent")?;
     let row = sqlx::query(
         "SELECT credits, unpaired_intake, unpaired_event, pair_until FROM consents \
          WHERE openid = $1 AND template_id = $2",

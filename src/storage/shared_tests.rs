@@ -319,3 +319,40 @@ async fn a_dead_instance_is_settled_once_and_a_live_one_is_left_alone() {
         "a delivery another instance took is not its to send"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_tap_reported_and_pushed_to_two_instances_at_once_is_one_credit() {
+    let Some(url) =
+        postgres_url("one_tap_reported_and_pushed_to_two_instances_at_once_is_one_credit")
+    else {
+        return;
+    };
+    let (a, b) = (
+        Store::open(&url).await.unwrap(),
+        Store::open(&url).await.unwrap(),
+    );
+    let who = "oUser00000000000000000000000";
+    use crate::domain::ConsentResult;
+    for round in 0..20 {
+        // The mini program's report reaches one instance while WeChat's push
+        // of the same tap reaches another.
+        let template = format!("t{round}");
+        let report = vec![(template.clone(), ConsentResult::Accept)];
+        let key = format!("event-{round}");
+        let (r1, r2) = tokio::join!(
+            a.record_subscription(who, None, None, &report),
+            b.apply_consent_event(&key, who, &template, ConsentResult::Accept)
+        );
+        r1.unwrap();
+        assert!(r2.unwrap());
+        let credits = a
+            .consents_of(who)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.template_id == template)
+            .unwrap()
+            .credits;
+        assert_eq!(credits, 1, "round {round}: one tap, one credit");
+    }
+}
