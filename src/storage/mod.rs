@@ -138,6 +138,30 @@ impl Store {
         Self::open_with(url, max_connections).await.map(Some)
     }
 
+    /// Opens the database to read it, never creating or migrating anything (for
+    /// `check`, which may run in CI against a newer schema than production's):
+    /// `None` when there is no database yet, or when it is not migrated to this
+    /// version of wxpush.
+    pub async fn open_to_inspect(
+        url: &str,
+        max_connections: Option<u32>,
+    ) -> Result<Option<Self>, StorageError> {
+        match Backend::of_url(url) {
+            Some(Backend::Postgres) => {
+                db::install_drivers();
+                let store = Self {
+                    pool: postgres::connect(url, max_connections).await?,
+                    backend: Backend::Postgres,
+                    file: None,
+                    instance: None,
+                };
+                let migrated = store.is_migrated().await.unwrap_or(false);
+                Ok(migrated.then_some(store))
+            }
+            _ => Self::open_existing_with(url, max_connections).await,
+        }
+    }
+
     /// Which database this store is on.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -251,5 +251,18 @@ async fn an_unreachable_postgres_server_is_one_line_without_the_password() {
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(line.contains("connect to the database"), "{line}");
     }
+    // `check` in a CI job that cannot reach production's database still checks
+    // the file, and says what it could not check.
+    let check = finish(env.command(&["check", "--offline"]).env(
+        "WXPUSH__DATABASE__URL",
+        "postgres://wx:hunter2@127.0.0.1:1/wxpush",
+    ))
+    .await;
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(!check.all().contains("hunter2"), "{check:?}");
+    assert!(
+        check.stderr.contains("database.url:") && check.stderr.contains("were not checked"),
+        "{check:?}"
+    );
     assert_eq!(env.fake.send_requests(), 0);
 }

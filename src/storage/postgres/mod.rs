@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::db::Pool;
@@ -19,16 +20,24 @@ const DEFAULT_CONNECTIONS: u32 = 10;
 /// Connects to the database at `url` and migrates it. The password comes from
 /// the URL, `PGPASSWORD`, or a `.pgpass` file (`PGPASSFILE`), as with libpq.
 pub(super) async fn open(url: &str, max_connections: Option<u32>) -> Result<Pool, StorageError> {
-    let options = AnyConnectOptions::from_str(url).context("parse [database] url")?;
-    let pool = AnyPoolOptions::new()
-        .max_connections(max_connections.unwrap_or(DEFAULT_CONNECTIONS))
-        // A server that is down at start is reported, not waited on for 30 s.
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .context("connect to the database")?;
+    let pool = connect(url, max_connections).await?;
     MIGRATOR.run(&pool).await.context("run migrations")?;
     Ok(pool)
+}
+
+/// Connects to the database at `url`, migrating nothing.
+pub(super) async fn connect(url: &str, max_connections: Option<u32>) -> Result<Pool, StorageError> {
+    let options = AnyConnectOptions::from_str(url).context("parse [database] url")?;
+    // One connection first: a server that is down or refuses the login is
+    // reported at once (the pool would retry until its acquire timeout).
+    let first = sqlx::AnyConnection::connect_with(&options)
+        .await
+        .context("connect to the database")?;
+    first.close().await.context("connect to the database")?;
+    Ok(AnyPoolOptions::new()
+        .max_connections(max_connections.unwrap_or(DEFAULT_CONNECTIONS))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options))
 }
 
 /// Takes up to `limit` pending deliveries of a run for instance `me`: nobody
