@@ -60,10 +60,7 @@ impl App {
         let store =
             Store::open_with(&settings.database.url, settings.database.max_connections).await?;
         let instance = crate::instance::this_process(role, settings.database.instance_lease);
-        let leftover = match settings.delivery.on_unknown {
-            crate::config::OnUnknown::Record => crate::storage::Status::Unknown,
-            crate::config::OnUnknown::Retry => crate::storage::Status::Pending,
-        };
+        let leftover = crate::delivery::leftover_of(settings.delivery.on_unknown);
         let store = crate::instance::join(&store, &instance, leftover).await?;
         let tokens = Arc::new(TokenManager::new(
             client.clone(),

@@ -203,8 +203,20 @@ async fn job_loop(
             break;
         }
         after = next;
-        match Arc::clone(&busy).try_lock_owned() {
-            Ok(guard) => {
+        // Where instances share runs, whether the previous run is still going is
+        // the database's to say, so that they all decide alike: an idle
+        // instance would otherwise run the slot that a busy one skips.
+        let going = app.store.shares_runs()
+            && app
+                .store
+                .has_running_run(job.name.as_ref())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(job = %job.name, error = %e, "cannot look for a running run");
+                    false
+                });
+        match (!going).then(|| Arc::clone(&busy).try_lock_owned()) {
+            Some(Ok(guard)) => {
                 let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
                 running.spawn(async move {
                     spawn_fire(
@@ -217,7 +229,28 @@ async fn job_loop(
                     .await;
                 });
             }
-            Err(_) => {
+            // Busy here with no run going there (resuming a stopped one): the
+            // slot waits for this instance rather than be skipped.
+            Some(Err(_)) if app.store.shares_runs() => {
+                let (app, job, shutdown, busy) = (
+                    Arc::clone(&app),
+                    job.clone(),
+                    shutdown.clone(),
+                    Arc::clone(&busy),
+                );
+                running.spawn(async move {
+                    let guard = busy.lock_owned().await;
+                    spawn_fire(
+                        &app,
+                        &job,
+                        Some((next, Trigger::Schedule)),
+                        &shutdown,
+                        guard,
+                    )
+                    .await;
+                });
+            }
+            _ => {
                 skip(
                     &app,
                     &job,

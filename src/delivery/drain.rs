@@ -125,6 +125,16 @@ fn build(job: &Job, d: &PendingDelivery, builtins: &Builtins) -> Result<Message,
     Message::build(&job.spec, openid, &d.vars, builtins).map_err(|e| e.to_string())
 }
 
+/// What a request that may have gone out, but whose outcome was lost (a crash,
+/// a dead instance), is recorded as: unknown, or pending when unknown outcomes
+/// are retried.
+pub fn leftover_of(on_unknown: OnUnknown) -> Status {
+    match on_unknown {
+        OnUnknown::Record => Status::Unknown,
+        OnUnknown::Retry => Status::Pending,
+    }
+}
+
 /// Sends runs; one per process, shared by every job.
 pub struct Deliverer {
     store: Store,
@@ -247,10 +257,7 @@ impl Deliverer {
 
     /// What a crash's `sending` leftovers become.
     fn leftover_status(&self) -> Status {
-        match self.on_unknown {
-            OnUnknown::Record => Status::Unknown,
-            OnUnknown::Retry => Status::Pending,
-        }
+        leftover_of(self.on_unknown)
     }
 
     /// Who `job`'s runs send to and what consent their claims need: a credit for a

@@ -7,7 +7,7 @@ mod recorder;
 mod retry;
 mod send;
 
-pub use drain::{Deliverer, RunReport, Targeting};
+pub use drain::{Deliverer, RunReport, Targeting, leftover_of};
 pub use inflight::InFlight;
 pub use rate::SharedRate;
 pub use retry::RetryPolicy;

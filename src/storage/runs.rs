@@ -206,6 +206,17 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Whether `job` has a run still going (status `running`).
+    pub async fn has_running_run(&self, job: &str) -> Result<bool, StorageError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND status = 'running' LIMIT 1")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await
+                .context("look for a running run")?;
+        Ok(found.is_some())
+    }
+
     /// A run's deliveries that nobody holds (pending, not taken) and all that
     /// are not final yet (pending, claimed or sending, by anyone).
     pub async fn run_progress(&self, run_id: i64) -> Result<(i64, i64), StorageError> {
