@@ -266,3 +266,23 @@ async fn an_unreachable_postgres_server_is_one_line_without_the_password() {
     );
     assert_eq!(env.fake.send_requests(), 0);
 }
+
+#[tokio::test]
+async fn classic_tokens_are_refused_on_a_shared_database() {
+    let ids = openids(1);
+    let env = TestEnv::with(&format!("{}{}", daily_job(""), recipients(&[&ids[0]]))).await;
+    let run = finish(
+        env.command(&["check", "--offline"])
+            .env("WXPUSH__DATABASE__URL", "postgres://wx@db.internal/wxpush")
+            .env("WXPUSH__WECHAT__TOKEN_SOURCE", "classic"),
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("wechat.token_source: \"classic\" cannot be used with a PostgreSQL database"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+}
