@@ -215,50 +215,31 @@ async fn job_loop(
                     tracing::warn!(job = %job.name, error = %e, "cannot look for a running run");
                     false
                 });
-        match (!going).then(|| Arc::clone(&busy).try_lock_owned()) {
-            Some(Ok(guard)) => {
-                let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
-                running.spawn(async move {
-                    spawn_fire(
-                        &app,
-                        &job,
-                        Some((next, Trigger::Schedule)),
-                        &shutdown,
-                        guard,
-                    )
-                    .await;
-                });
-            }
-            // Busy here with no run going there (resuming a stopped one): the
-            // slot waits for this instance rather than be skipped.
-            Some(Err(_)) if app.store.shares_runs() => {
-                let (app, job, shutdown, busy) = (
-                    Arc::clone(&app),
-                    job.clone(),
-                    shutdown.clone(),
-                    Arc::clone(&busy),
-                );
-                running.spawn(async move {
-                    let guard = busy.lock_owned().await;
-                    spawn_fire(
-                        &app,
-                        &job,
-                        Some((next, Trigger::Schedule)),
-                        &shutdown,
-                        guard,
-                    )
-                    .await;
-                });
-            }
-            _ => {
-                skip(
-                    &app,
-                    &job,
-                    next,
-                    "the previous run of this job was still going",
-                )
-                .await
-            }
+        // Free here: fire now. Busy here with no run going there (resuming a
+        // stopped one): the slot waits for this instance rather than be skipped.
+        let held = match (!going).then(|| Arc::clone(&busy).try_lock_owned()) {
+            Some(Ok(guard)) => Some(Ok(guard)),
+            Some(Err(_)) if app.store.shares_runs() => Some(Err(Arc::clone(&busy))),
+            _ => None,
+        };
+        if let Some(held) = held {
+            let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
+            running.spawn(async move {
+                let guard = match held {
+                    Ok(guard) => guard,
+                    Err(busy) => busy.lock_owned().await,
+                };
+                let slot = Some((next, Trigger::Schedule));
+                spawn_fire(&app, &job, slot, &shutdown, guard).await;
+            });
+        } else {
+            skip(
+                &app,
+                &job,
+                next,
+                "the previous run of this job was still going",
+            )
+            .await
         }
         while running.try_join_next().is_some() {}
         if let Some(n) = job.schedule.next_after(after) {
