@@ -197,3 +197,31 @@ async fn kill_9_of_one_instance_mid_run_leaves_no_duplicate_and_the_others_finis
     assert!(store.unfinished_runs("daily").await.unwrap().is_empty());
     assert_eq!(stop(&mut survivor).await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn instances_lists_the_running_daemon_and_forgets_it_on_a_clean_stop() {
+    // On whichever backend this pass uses: SQLite lists its daemon too.
+    let (_, body) = daily_audience(1);
+    let env = TestEnv::with(&body).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+
+    let listed = env.wxpush(&["instances", "--json"]).await;
+
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let doc: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let rows = doc.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{doc}");
+    assert_eq!(rows[0]["pid"], child.id().unwrap());
+    assert_eq!(rows[0]["role"], "daemon");
+    assert_eq!(rows[0]["live"], true);
+    let table = env.wxpush(&["instances"]).await;
+    assert!(
+        table.stdout.contains(&format!(" {} ", child.id().unwrap())),
+        "{table:?}"
+    );
+    assert!(table.stdout.contains("idle"), "{table:?}");
+    assert_eq!(stop(&mut child).await.code(), Some(0));
+    let after = env.wxpush(&["instances"]).await;
+    assert!(after.stdout.contains("no wxpush instance"), "{after:?}");
+}
