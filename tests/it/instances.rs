@@ -225,3 +225,44 @@ async fn instances_lists_the_running_daemon_and_forgets_it_on_a_clean_stop() {
     let after = env.wxpush(&["instances"]).await;
     assert!(after.stdout.contains("no wxpush instance"), "{after:?}");
 }
+
+#[tokio::test]
+async fn the_rate_limit_holds_for_all_instances_together() {
+    let Some((ids, env)) =
+        shared_env("the_rate_limit_holds_for_all_instances_together", 60, 0).await
+    else {
+        return;
+    };
+    env.write_config(
+        "concurrency = 4\nrate_limit_per_sec = 20",
+        &format!(
+            "{}{}",
+            daily_job(""),
+            recipients(&ids.iter().map(String::as_str).collect::<Vec<_>>())
+        ),
+    );
+    let (mut a, _) = daemon(&env).await;
+    let (mut b, _) = daemon(&env).await;
+    // Both daemons have counted three live instances once the sender joined.
+    let started = std::time::Instant::now();
+    let send = env
+        .command(&["send", "daily", "--again"])
+        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
+        .output()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let send = Run::from(send);
+    eprintln!("60 messages at 20/s over three instances: {took:?}");
+
+    assert_eq!(send.code, 0, "{send:?}");
+    assert!(ids.iter().all(|id| env.fake.accepted_for(id) == 1));
+    // 60 messages at 20/s in all: a burst of about 20, then 20 a second. Each
+    // instance alone at 20/s would have sent them in a burst.
+    assert!(
+        took >= Duration::from_millis(1500),
+        "60 messages at 20/s across three instances took {took:?}"
+    );
+    assert_eq!(stop(&mut a).await.code(), Some(0));
+    assert_eq!(stop(&mut b).await.code(), Some(0));
+}
