@@ -8,14 +8,17 @@ WORKDIR /src
 # Dependencies first, so that a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY fake-wechat/Cargo.toml fake-wechat/Cargo.toml
-RUN mkdir -p src fake-wechat/src migrations \
+COPY testpg/Cargo.toml testpg/Cargo.toml
+RUN mkdir -p src fake-wechat/src testpg/src migrations \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && touch fake-wechat/src/lib.rs && echo 'fn main() {}' > fake-wechat/src/main.rs \
+    && touch testpg/src/lib.rs \
     && cargo build --release --locked --bin wxpush \
-    && rm -rf src fake-wechat/src
+    && rm -rf src fake-wechat/src testpg/src
 COPY src src
 COPY migrations migrations
 COPY fake-wechat/src fake-wechat/src
+COPY testpg/src testpg/src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin wxpush
 
 FROM debian:bookworm-slim

@@ -231,6 +231,27 @@ async fn the_shipped_example_config_is_valid() {
 }
 
 #[tokio::test]
+async fn the_compose_example_config_is_valid() {
+    let env = TestEnv::with("").await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/compose/wxpush.toml");
+    // Its database is the compose file's `postgres` service; nothing listens here.
+    let run = finish(
+        env.command(&["--config", example, "check", "--offline"])
+            .env(
+                "WXPUSH__DATABASE__URL",
+                "postgres://wxpush@127.0.0.1:1/wxpush",
+            ),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("job daily: next fire"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
 async fn check_also_renders_recipients_added_from_the_command_line() {
     let env = TestEnv::with(&daily_job("")).await;
     let add = env
