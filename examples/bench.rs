@@ -3,6 +3,12 @@
 //! Usage (see scripts/bench.sh, which builds everything in release mode first):
 //!   bench --wxpush target/release/wxpush [--n 10000] [--concurrency 64]
 //!         [--latency-ms 0] [--busy-rate 0] [--rate-limit 0] [--seq 20000] [--idle-secs 0]
+//!         [--database sqlite|postgres] [--instances 1] [--kill-one 0|1]
+//!
+//! `--database postgres` runs on a throwaway cluster (testpg). `--instances K`
+//! (PostgreSQL) starts K-1 `wxpush run` daemons first; they join the measured
+//! `send`'s run. `--kill-one 1` kills one daemon with SIGKILL when 30 % of the
+//! messages are accepted and measures how long the others take to finish.
 //!
 //! Prints one `key: value` line per figure. Every figure comes from this run.
 
@@ -25,6 +31,9 @@ struct Args {
     rate_limit: u64,
     seq: usize,
     idle_secs: u64,
+    postgres: bool,
+    instances: usize,
+    kill_one: bool,
 }
 
 fn args() -> Args {
@@ -44,6 +53,13 @@ fn args() -> Args {
         rate_limit: get("rate-limit", "0").parse().expect("--rate-limit"),
         seq: get("seq", "20000").parse().expect("--seq"),
         idle_secs: get("idle-secs", "0").parse().expect("--idle-secs"),
+        postgres: match get("database", "sqlite").as_str() {
+            "sqlite" => false,
+            "postgres" => true,
+            other => panic!("--database {other}: sqlite or postgres"),
+        },
+        instances: get("instances", "1").parse().expect("--instances"),
+        kill_one: get("kill-one", "0") == "1",
     }
 }
 
@@ -66,7 +82,13 @@ fn fake_options(a: &Args) -> FakeOptions {
     }
 }
 
-fn write_config(dir: &Path, api_base: &str, concurrency: usize, cron: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    db_url: &str,
+    api_base: &str,
+    concurrency: usize,
+    cron: &str,
+) -> PathBuf {
     let path = dir.join("bench.toml");
     let text = format!(
         r#"[wechat]
@@ -74,7 +96,8 @@ appid = "wx0123456789abcdef"
 api_base = "{api_base}"
 timeout = "10s"
 [database]
-url = "sqlite://{db}"
+url = "{db_url}"
+instance_lease = "1s"
 [delivery]
 concurrency = {concurrency}
 max_attempts = 8
@@ -90,8 +113,7 @@ page = "pages/index/index"
 [jobs.data]
 thing1 = "{{{{name}}}} check in"
 date2 = "{{{{today}}}}"
-"#,
-        db = dir.join("bench.db").display()
+"#
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -103,7 +125,16 @@ date2 = "{{{{today}}}}"
     clippy::zombie_processes,
     reason = "reaped by wait4, which also gives its rusage"
 )]
-fn measured(mut cmd: Command) -> (String, Duration, i64, f64) {
+fn measured(cmd: Command) -> (String, Duration, i64, f64) {
+    measured_allowing(cmd, 0)
+}
+
+/// `measured`, where exit codes up to `allowed` count as success.
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its rusage"
+)]
+fn measured_allowing(mut cmd: Command, allowed: i32) -> (String, Duration, i64, f64) {
     cmd.stdout(std::process::Stdio::piped());
     let started = Instant::now();
     let child = cmd.spawn().expect("start wxpush");
@@ -120,7 +151,7 @@ fn measured(mut cmd: Command) -> (String, Duration, i64, f64) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4");
     let out = reader.join().unwrap();
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) > allowed {
         eprintln!("bench: {cmd:?} failed (status {status}); output:\n{out}");
         std::process::exit(1);
     }
@@ -243,6 +274,34 @@ async fn sequential(opts: FakeOptions, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A process's peak resident memory (VmHWM), in KiB.
+fn peak_rss(pid: u32) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `count` daemons are registered in the instances table.
+fn wait_for_instances(a: &Args, config: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = wxpush(a, config, &["instances", "--json"])
+            .output()
+            .unwrap();
+        let listed: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if listed.as_array().is_some_and(|l| l.len() >= count) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the daemons did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn rss_and_cpu(pid: u32) -> (i64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
@@ -263,11 +322,35 @@ fn rss_and_cpu(pid: u32) -> (i64, f64) {
 async fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
+    if a.instances > 1 && !a.postgres {
+        eprintln!("bench: --instances needs --database postgres (SQLite has one sender per job)");
+        std::process::exit(2);
+    }
+    if a.kill_one && a.instances < 2 {
+        eprintln!("bench: --kill-one needs --instances 2 or more");
+        std::process::exit(2);
+    }
+    let db_url = if a.postgres {
+        testpg::cluster()
+            .unwrap_or_else(|why| {
+                eprintln!("bench: --database postgres: {why}");
+                std::process::exit(2)
+            })
+            .database()
+    } else {
+        format!("sqlite://{}", dir.path().join("bench.db").display())
+    };
 
     if a.idle_secs > 0 {
         let fake = FakeWechat::start(fake_options(&a)).await;
         // A job that fires once a year: the daemon only waits.
-        let config = write_config(dir.path(), &fake.base_url(), a.concurrency, "0 0 0 1 1 *");
+        let config = write_config(
+            dir.path(),
+            &db_url,
+            &fake.base_url(),
+            a.concurrency,
+            "0 0 0 1 1 *",
+        );
         let mut child = wxpush(&a, &config, &["run"]).spawn().unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (rss0, cpu0) = rss_and_cpu(child.id());
@@ -288,7 +371,14 @@ async fn main() {
     };
     let capacity = fake_capacity(raw, 64, 2).await;
     let fake = FakeWechat::start(fake_options(&a)).await;
-    let config = write_config(dir.path(), &fake.base_url(), a.concurrency, "0 0 9 * * *");
+    // Once a year: daemons started for `--instances` only join the send's runs.
+    let config = write_config(
+        dir.path(),
+        &db_url,
+        &fake.base_url(),
+        a.concurrency,
+        "0 0 0 1 1 *",
+    );
 
     let csv = dir.path().join("recipients.csv");
     {
@@ -310,6 +400,35 @@ async fn main() {
         ],
     ));
 
+    // The other instances: daemons that join the measured send's run.
+    let mut daemons: Vec<std::process::Child> = (1..a.instances)
+        .map(|_| {
+            let mut c = wxpush(&a, &config, &["run"]);
+            c.env("WXPUSH__HTTP__ENABLED", "false")
+                .stdout(std::process::Stdio::null());
+            c.spawn().expect("start a daemon")
+        })
+        .collect();
+    if !daemons.is_empty() {
+        wait_for_instances(&a, &config, daemons.len());
+    }
+    let killer = a.kill_one.then(|| {
+        let victim = daemons.remove(0);
+        let fake = fake.clone();
+        let threshold = (a.n as u64 * 3) / 10;
+        std::thread::spawn(move || {
+            let mut victim = victim;
+            while fake.accepted_count() < threshold {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            victim.kill().expect("kill -9 a daemon");
+            let killed = Instant::now();
+            let at = fake.accepted_count();
+            victim.wait().unwrap();
+            (killed, at)
+        })
+    });
+
     let tokens_before = fake.token_requests();
     let self_cpu = || {
         // SAFETY: rusage is plain data filled by the kernel for this process.
@@ -321,8 +440,15 @@ async fn main() {
             + u.ru_stime.tv_usec as f64 / 1e6
     };
     let fake_cpu_before = self_cpu();
-    let (out, wall, rss, cpu) =
-        measured(wxpush(&a, &config, &["send", "bench", "--again", "--json"]));
+    // After a kill, the dead daemon's requests in flight end `unknown`: exit 1.
+    let allowed = if a.kill_one { 1 } else { 0 };
+    let (out, wall, rss, cpu) = measured_allowing(
+        wxpush(&a, &config, &["send", "bench", "--again", "--json"]),
+        allowed,
+    );
+    let finished = Instant::now();
+    let killed = killer.map(|k| k.join().expect("the killer thread"));
+    let daemon_rss: Vec<i64> = daemons.iter().map(|d| peak_rss(d.id())).collect();
     let fake_cpu = self_cpu() - fake_cpu_before;
     let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("send --json output");
     let tokens_first = fake.token_requests() - tokens_before;
@@ -333,12 +459,13 @@ async fn main() {
     let second: serde_json::Value = serde_json::from_str(out2.trim()).unwrap();
     let tokens_second = second["token_requests"].as_u64().unwrap();
 
-    let store = wxpush::storage::Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("bench.db").display()
-    ))
-    .await
-    .unwrap();
+    for d in &mut daemons {
+        // SIGTERM: a clean stop.
+        // SAFETY: kill with a pid of our own child.
+        unsafe { libc::kill(d.id() as libc::pid_t, libc::SIGTERM) };
+        d.wait().unwrap();
+    }
+    let store = wxpush::storage::Store::open(&db_url).await.unwrap();
     let run_id = summary["runs"][0].as_i64().unwrap();
     let wxpush::storage::RunAudit {
         total,
@@ -359,6 +486,11 @@ async fn main() {
         f64::NAN
     };
 
+    println!(
+        "database: {}",
+        if a.postgres { "postgres" } else { "sqlite" }
+    );
+    println!("instances: {}", a.instances);
     println!("n: {}", a.n);
     println!("concurrency: {}", a.concurrency);
     println!("fake_latency_ms: {}", a.latency_ms);
@@ -376,6 +508,10 @@ async fn main() {
         import_rss
     );
     println!("send_wall_s: {:.3}", wall.as_secs_f64());
+    println!(
+        "run_s: {:.3} (the run's drain, as the send reports it; the rest is start-up)",
+        summary["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
+    );
     println!("send_cpu_s: {cpu:.2} (wxpush; the fake used {fake_cpu:.2})");
     println!(
         "cpu_us_per_message: {:.1} wxpush + {:.1} fake",
@@ -391,12 +527,45 @@ async fn main() {
     println!("p50_send_latency_ms: {}", summary["latency_p50_ms"]);
     println!("p99_send_latency_ms: {}", summary["latency_p99_ms"]);
     println!("peak_rss_kib: {rss}");
+    if !daemon_rss.is_empty() {
+        println!("daemon_peak_rss_kib: {daemon_rss:?}");
+    }
+    if let Some((killed, at)) = killed {
+        let unknown = store
+            .deliveries(run_id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|d| d.status == wxpush::storage::Status::Unknown)
+            .count();
+        let twice = (0..a.n)
+            .filter(|i| fake.accepted_for(&format!("oBench{i:022}")) > 1)
+            .count();
+        println!("killed_at_accepted: {at} of {}", a.n);
+        println!(
+            "recovery_s: {:.2} (from the kill until the run was done)",
+            (finished - killed).as_secs_f64()
+        );
+        println!(
+            "unknown_after_kill: {unknown} (at most the victim's concurrency, {})",
+            a.concurrency
+        );
+        println!("duplicates: {twice} (recipients the fake accepted twice)");
+    }
     println!("token_requests_first_run: {tokens_first}");
     println!("token_requests_cached_run: {tokens_second}");
-    println!(
-        "exactly_one_sent_per_recipient: {} (rows {total}, sent {sent}, distinct {distinct}, max per openid {max_per})",
-        total == a.n as i64 && sent == a.n as i64 && distinct == a.n as i64 && max_per == 1
-    );
+    if a.kill_one {
+        // The victim's requests in flight are `unknown`: at most one for anyone.
+        println!(
+            "at_most_one_sent_per_recipient: {} (rows {total}, sent {sent}, distinct {distinct}, max per openid {max_per})",
+            total == a.n as i64 && sent == distinct && max_per <= 1
+        );
+    } else {
+        println!(
+            "exactly_one_sent_per_recipient: {} (rows {total}, sent {sent}, distinct {distinct}, max per openid {max_per})",
+            total == a.n as i64 && sent == a.n as i64 && distinct == a.n as i64 && max_per == 1
+        );
+    }
     if a.seq > 0 {
         println!(
             "sequential_loop_msg_per_s: {seq_rate:.0} ({} requests, one at a time)",

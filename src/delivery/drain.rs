@@ -231,6 +231,24 @@ impl Deliverer {
             .unwrap_or_default())
     }
 
+    /// Reads (on PostgreSQL, takes) the page of pending deliveries after `after`,
+    /// in a task of its own, so that it runs while the previous page is sent.
+    fn read_page(
+        &self,
+        job: &Job,
+        audience: Audience,
+        run_id: i64,
+        after: i64,
+        size: u32,
+    ) -> tokio::task::JoinHandle<Result<Vec<PendingDelivery>, StorageError>> {
+        let (store, job) = (self.store.clone(), job.name.to_string());
+        tokio::spawn(async move {
+            store
+                .pending_page(&job, audience, run_id, after, size)
+                .await
+        })
+    }
+
     /// Waits while other instances hold the rest of a shared run: true when some
     /// deliveries nobody holds have turned up (given back by a rescue or an
     /// instance that stopped), false when the run has nothing left or a shutdown
@@ -350,28 +368,27 @@ impl Deliverer {
         };
         let mut swept = false;
         let flushed = loop {
+            // The next page is read (on PostgreSQL, taken) while this one is sent.
+            let mut next = Some(self.read_page(job, targeting.audience, run_id, after, page_size));
             'pages: loop {
-                let page = self
-                    .store
-                    .pending_page(
-                        job.name.as_ref(),
-                        targeting.audience,
-                        run_id,
-                        after,
-                        page_size,
-                    )
-                    .await?;
+                let page = next
+                    .take()
+                    .expect("a page is always on its way")
+                    .await
+                    .expect("the page task does not panic")?;
                 let Some(last) = page.last() else {
                     // Shared: deliveries given back behind the cursor (by a rescue or
                     // an instance that stopped) are taken in one more pass from the start.
                     if shared && !swept && after > 0 {
                         swept = true;
                         after = 0;
+                        next = Some(self.read_page(job, targeting.audience, run_id, 0, page_size));
                         continue;
                     }
                     break;
                 };
                 after = last.id;
+                next = Some(self.read_page(job, targeting.audience, run_id, after, page_size));
                 for chunk in page.chunks(self.concurrency) {
                     if shutdown.is_cancelled() || ctx.halt.is_stopped() {
                         go_on = false;
@@ -405,6 +422,11 @@ impl Deliverer {
                         break 'pages;
                     }
                 }
+            }
+            // A page read ahead and not sent: on PostgreSQL its deliveries are
+            // this instance's until they are given back below.
+            if let Some(unsent) = next.take() {
+                let _ = unsent.await;
             }
             while let Some((ready, claim)) = queued.pop_front() {
                 if go_on {

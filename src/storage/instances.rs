@@ -251,7 +251,9 @@ impl Store {
                  COALESCE(SUM(CASE WHEN d.status IN ('pending', 'claimed') THEN 1 ELSE 0 END), 0) AS taken, \
                  COALESCE(SUM(CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END), 0) AS sending \
                  FROM deliveries d WHERE d.owner = $1 \
-                 AND d.status IN ('pending', 'claimed', 'sending') GROUP BY d.run_id ORDER BY d.run_id",
+                 AND d.status IN ('pending', 'claimed', 'sending') \
+                 AND d.run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped')) \
+                 GROUP BY d.run_id ORDER BY d.run_id",
             )
             .bind(&id)
             .fetch_all(&self.pool)
@@ -285,7 +287,11 @@ async fn settle_owner(
     owner: &str,
     leftover: Status,
 ) -> Result<(u64, u64, Vec<RescuedRun>), StorageError> {
-    const HELD: &str = "d.owner = $1 AND d.status IN ('pending', 'claimed', 'sending')";
+    // Through the unfinished runs (a run is finished only when none of its
+    // deliveries is pending, claimed or sending), so that no index on `owner`
+    // has to be kept on the send path.
+    const HELD: &str = "d.owner = $1 AND d.status IN ('pending', 'claimed', 'sending') \
+         AND d.run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped'))";
     let sql = format!(
         "UPDATE consents SET \
          credits = CASE WHEN d.status = 'sending' AND $2 = 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END ELSE consents.credits END, \
@@ -318,7 +324,8 @@ async fn settle_owner(
     let in_flight = sqlx::query(
         "UPDATE deliveries SET status = $1, credit = 0, owner = NULL, \
          errmsg = 'its instance died while sending: outcome unknown', updated_at = $2 \
-         WHERE owner = $3 AND status = 'sending'",
+         WHERE owner = $3 AND status = 'sending' \
+         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped'))",
     )
     .bind(leftover.as_str())
     .bind(&now)
@@ -329,7 +336,8 @@ async fn settle_owner(
     .rows_affected();
     let returned = sqlx::query(
         "UPDATE deliveries SET status = 'pending', credit = 0, owner = NULL, updated_at = $1 \
-         WHERE owner = $2 AND status IN ('pending', 'claimed')",
+         WHERE owner = $2 AND status IN ('pending', 'claimed') \
+         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped'))",
     )
     .bind(&now)
     .bind(owner)

@@ -38,14 +38,22 @@ impl Store {
         status: RunStatus,
         note: Option<&str>,
     ) -> Result<(), StorageError> {
-        sqlx::query("UPDATE runs SET status = $1, note = $2, finished_at = $3 WHERE id = $4")
-            .bind(status.as_str())
-            .bind(note)
-            .bind(now())
-            .bind(run_id)
-            .execute(&self.pool)
-            .await
-            .context("finish a run")?;
+        // Done only with nothing left to finish, by anyone: another instance may
+        // have taken deliveries since this one counted.
+        sqlx::query(
+            "UPDATE runs SET status = $1, note = $2, finished_at = $3 WHERE id = $4 \
+             AND ($5 <> 'done' OR NOT EXISTS (SELECT 1 FROM deliveries \
+               WHERE run_id = $6 AND status IN ('pending', 'claimed', 'sending')))",
+        )
+        .bind(status.as_str())
+        .bind(note)
+        .bind(now())
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .context("finish a run")?;
         Ok(())
     }
 
@@ -81,13 +89,19 @@ impl Store {
         .execute(&mut *tx)
         .await
         .context("expire pending deliveries")?;
-        sqlx::query("UPDATE runs SET status = 'done', note = $1, finished_at = $2 WHERE id = $3")
-            .bind(note)
-            .bind(&now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await
-            .context("close an expired run")?;
+        // Not while another instance still has requests of it in flight: it
+        // finishes the run when they are answered (or a rescue settles them).
+        sqlx::query(
+            "UPDATE runs SET status = 'done', note = $1, finished_at = $2 WHERE id = $3 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = $4 AND status IN ('claimed', 'sending'))",
+        )
+        .bind(note)
+        .bind(&now)
+        .bind(run_id)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .context("close an expired run")?;
         tx.commit().await.context("commit an expired run")?;
         Ok(r.rows_affected())
     }

@@ -45,10 +45,13 @@ pub(super) async fn connect(url: &str, max_connections: Option<u32>) -> Result<P
 /// this moment, with each one's name and variables from `source` (a join
 /// fragment on `t.openid`, binding the job as `$5` when it needs it).
 pub(super) fn take_page_sql(source: &str) -> String {
+    // The ids are picked first, as an array (`ARRAY(...)` runs once), so that
+    // the update probes them by key; with `id IN (subquery)` the planner hashes
+    // the subquery and scans every delivery once per page.
     format!(
-        "WITH taken AS (UPDATE deliveries SET owner = $1 WHERE id IN \
-           (SELECT id FROM deliveries WHERE run_id = $2 AND status = 'pending' AND id > $3 \
-            AND (owner IS NULL OR owner = $1) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+        "WITH taken AS (UPDATE deliveries SET owner = $1 WHERE id = ANY(ARRAY( \
+           SELECT id FROM deliveries WHERE run_id = $2 AND status = 'pending' AND id > $3 \
+           AND (owner IS NULL OR owner = $1) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)) \
            RETURNING id, openid) \
          SELECT t.id, t.openid, x.name, x.vars FROM taken t {source} ORDER BY t.id"
     )
