@@ -267,7 +267,7 @@ impl Deliverer {
                 return Ok(false);
             }
             tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
                 _ = shutdown.cancelled() => return Ok(false),
             }
         }
