@@ -3,12 +3,27 @@
 //! Usage (see scripts/bench.sh, which builds everything in release mode first):
 //!   bench --wxpush target/release/wxpush [--n 10000] [--concurrency 64]
 //!         [--latency-ms 0] [--busy-rate 0] [--rate-limit 0] [--seq 20000] [--idle-secs 0]
-//!         [--database sqlite|postgres] [--instances 1] [--kill-one 0|1]
+//!         [--database sqlite|postgres] [--instances 1] [--kill-one] [--lease 1s]
 //!
-//! `--database postgres` runs on a throwaway cluster (testpg). `--instances K`
-//! (PostgreSQL) starts K-1 `wxpush run` daemons first; they join the measured
-//! `send`'s run. `--kill-one 1` kills one daemon with SIGKILL when 30 % of the
-//! messages are accepted and measures how long the others take to finish.
+//! `--database postgres` runs on a fresh database of a throwaway cluster
+//! (testpg: `initdb`, `fsync=off`, loopback; gone when the benchmark exits).
+//! `--instances K` (PostgreSQL only) first starts K-1 `wxpush run` daemons on
+//! the same config, each serving /metrics on a port of its own, on a job that
+//! fires once a year: they join the measured `send --again`'s run through their
+//! join check (every tenth of `[database] instance_lease`, which `--lease` sets,
+//! 1s by default), and are stopped with SIGTERM at the end. Extra lines:
+//! `daemon_peak_rss_kib` and `sent_by_instance` (each daemon's count from its
+//! /metrics, the send's as the rest). `--kill-one` (or `--kill-one 1`; needs
+//! K >= 2) kills one daemon with SIGKILL once 30 % of the messages are accepted
+//! by the fake and prints `killed_at_accepted`, `recovery_s` (kill to run done),
+//! `unknown_after_kill` and `duplicates` (recipients the fake accepted more than
+//! once or with more than one `sent` row; the benchmark exits 1 unless 0).
+//!
+//! `send_wall_s` is from the send's start until the whole run is done (the send
+//! waits for the other instances); `run_s` is the drain as the send reports it;
+//! `messages_per_s` is N over `send_wall_s`. The audit at the end (one `sent`
+//! row per recipient) reads the database through `wxpush::storage::Store`, on
+//! SQLite or PostgreSQL.
 //!
 //! Prints one `key: value` line per figure. Every figure comes from this run.
 
@@ -34,14 +49,56 @@ struct Args {
     postgres: bool,
     instances: usize,
     kill_one: bool,
+    /// `[database] instance_lease` on PostgreSQL.
+    lease: String,
 }
+
+/// The flags `bench` knows; any other is an error (a typo would otherwise be ignored).
+const FLAGS: &[&str] = &[
+    "wxpush",
+    "n",
+    "concurrency",
+    "latency-ms",
+    "busy-rate",
+    "rate-limit",
+    "seq",
+    "idle-secs",
+    "database",
+    "instances",
+    "kill-one",
+    "lease",
+];
 
 fn args() -> Args {
     let mut map: HashMap<String, String> = HashMap::new();
     let raw: Vec<String> = std::env::args().skip(1).collect();
-    for pair in raw.chunks(2) {
-        let key = pair[0].trim_start_matches("--").to_owned();
-        map.insert(key, pair.get(1).cloned().unwrap_or_default());
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(key) = raw[i].strip_prefix("--") else {
+            eprintln!(
+                "bench: unexpected argument {:?} (flags are --name value)",
+                raw[i]
+            );
+            std::process::exit(2);
+        };
+        if !FLAGS.contains(&key) {
+            eprintln!(
+                "bench: unknown flag --{key}; known: --{}",
+                FLAGS.join(", --")
+            );
+            std::process::exit(2);
+        }
+        // A flag followed by another flag (or by nothing) is a bare switch.
+        match raw.get(i + 1).filter(|v| !v.starts_with("--")) {
+            Some(value) => {
+                map.insert(key.to_owned(), value.clone());
+                i += 2;
+            }
+            None => {
+                map.insert(key.to_owned(), String::new());
+                i += 1;
+            }
+        }
     }
     let get = |k: &str, d: &str| map.get(k).cloned().unwrap_or_else(|| d.to_owned());
     Args {
@@ -56,10 +113,17 @@ fn args() -> Args {
         postgres: match get("database", "sqlite").as_str() {
             "sqlite" => false,
             "postgres" => true,
-            other => panic!("--database {other}: sqlite or postgres"),
+            other => {
+                eprintln!("bench: --database {other:?}: sqlite or postgres");
+                std::process::exit(2);
+            }
         },
         instances: get("instances", "1").parse().expect("--instances"),
-        kill_one: get("kill-one", "0") == "1",
+        // `--kill-one`, `--kill-one 1` or `--kill-one true`; `--kill-one 0` is off.
+        kill_one: map
+            .get("kill-one")
+            .is_some_and(|v| !matches!(v.as_str(), "0" | "false" | "no")),
+        lease: get("lease", "1s"),
     }
 }
 
@@ -88,6 +152,7 @@ fn write_config(
     api_base: &str,
     concurrency: usize,
     cron: &str,
+    lease: &str,
 ) -> PathBuf {
     let path = dir.join("bench.toml");
     let text = format!(
@@ -113,12 +178,14 @@ page = "pages/index/index"
 thing1 = "{{{{name}}}} check in"
 date2 = "{{{{today}}}}"
 "#,
-        // Daemons joining the send's run check every third of it. Only where it
-        // matters: builds from before it (A/B runs on SQLite) refuse the key.
+        // Daemons look for the send's run to join every tenth of it (every
+        // third in builds before 50f72c5), and notice a dead one at their next
+        // heartbeat (a third). Only where it matters: builds from before it
+        // (A/B runs on SQLite) refuse the key.
         lease = if db_url.starts_with("postgres") {
-            "instance_lease = \"1s\"\n"
+            format!("instance_lease = \"{lease}\"\n")
         } else {
-            ""
+            String::new()
         }
     );
     std::fs::write(&path, text).unwrap();
@@ -324,6 +391,53 @@ fn rss_and_cpu(pid: u32) -> (i64, f64) {
     (rss, ticks / 100.0)
 }
 
+/// A `wxpush run` started for `--instances`, serving /metrics on `port`.
+struct Daemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+/// What the `--kill-one` thread did.
+struct Killed {
+    /// When the SIGKILL went out.
+    at: Instant,
+    /// Messages the fake had accepted then.
+    accepted: u64,
+    /// Whether the send was still running (the threshold was reached).
+    mid_run: bool,
+    /// What the victim had sent, by its /metrics just before.
+    sent: Option<u64>,
+    /// Its peak RSS, KiB, just before.
+    rss: i64,
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The messages a daemon sent (`wxpush_sends_total{outcome="sent"}` on its
+/// /metrics), or `None` when it does not answer.
+fn daemon_sent(port: u16) -> Option<u64> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with("wxpush_sends_total{") && l.contains("outcome=\"sent\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = args();
@@ -356,6 +470,7 @@ async fn main() {
             &fake.base_url(),
             a.concurrency,
             "0 0 0 1 1 *",
+            &a.lease,
         );
         let mut child = wxpush(&a, &config, &["run"]).spawn().unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -376,7 +491,12 @@ async fn main() {
         ..FakeOptions::default()
     };
     let capacity = fake_capacity(raw, 64, 2).await;
-    let fake = FakeWechat::start(fake_options(&a)).await;
+    // With --kill-one the fake keeps what it accepted, to count it per openid.
+    let fake = FakeWechat::start(FakeOptions {
+        keep_bodies: a.kill_one,
+        ..fake_options(&a)
+    })
+    .await;
     // Once a year: daemons started for `--instances` only join the send's runs.
     let config = write_config(
         dir.path(),
@@ -384,6 +504,7 @@ async fn main() {
         &fake.base_url(),
         a.concurrency,
         "0 0 0 1 1 *",
+        &a.lease,
     );
 
     let csv = dir.path().join("recipients.csv");
@@ -406,36 +527,53 @@ async fn main() {
         ],
     ));
 
-    // The other instances: daemons that join the measured send's run.
-    let mut daemons: Vec<std::process::Child> = (1..a.instances)
+    // The other instances: daemons that join the measured send's run. Each
+    // serves /metrics on a port of its own, for the messages it sent.
+    let mut daemons: Vec<Daemon> = (1..a.instances)
         .map(|_| {
+            let port = free_port();
             let mut c = wxpush(&a, &config, &["run"]);
-            c.env("WXPUSH__HTTP__ENABLED", "false")
+            c.env("WXPUSH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
                 .stdout(std::process::Stdio::null());
-            c.spawn().expect("start a daemon")
+            Daemon {
+                child: c.spawn().expect("start a daemon"),
+                port,
+            }
         })
         .collect();
     if !daemons.is_empty() {
         wait_for_instances(&a, &config, daemons.len());
     }
+    let send_done = Arc::new(AtomicBool::new(false));
     let killer = a.kill_one.then(|| {
-        let victim = daemons.remove(0);
+        let mut victim = daemons.remove(0);
         let fake = fake.clone();
+        let send_done = Arc::clone(&send_done);
         let threshold = (a.n as u64 * 3) / 10;
         std::thread::spawn(move || {
-            let mut victim = victim;
-            while fake.accepted_count() < threshold {
+            while fake.accepted_count() < threshold && !send_done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            victim.kill().expect("kill -9 a daemon");
+            // Just before: what it sent so far, and its memory.
+            let mid_run = !send_done.load(Ordering::Relaxed);
+            let sent = daemon_sent(victim.port);
+            let rss = peak_rss(victim.child.id());
+            victim.child.kill().expect("kill -9 a daemon");
             let killed = Instant::now();
             let at = fake.accepted_count();
-            victim.wait().unwrap();
-            (killed, at)
+            victim.child.wait().unwrap();
+            Killed {
+                at: killed,
+                accepted: at,
+                mid_run,
+                sent,
+                rss,
+            }
         })
     });
 
     let tokens_before = fake.token_requests();
+    let accepted_before = fake.accepted_count();
     let self_cpu = || {
         // SAFETY: rusage is plain data filled by the kernel for this process.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -453,8 +591,21 @@ async fn main() {
         allowed,
     );
     let finished = Instant::now();
+    send_done.store(true, Ordering::Relaxed);
     let killed = killer.map(|k| k.join().expect("the killer thread"));
-    let daemon_rss: Vec<i64> = daemons.iter().map(|d| peak_rss(d.id())).collect();
+    let daemon_rss: Vec<i64> = daemons.iter().map(|d| peak_rss(d.child.id())).collect();
+    // The first run only: the second one below sends to everyone again.
+    let daemon_sent_first: Vec<Option<u64>> = daemons.iter().map(|d| daemon_sent(d.port)).collect();
+    let accepted_first = fake.accepted_count() - accepted_before;
+    let accepted_per_openid: HashMap<String, usize> = if a.kill_one {
+        let mut m = HashMap::new();
+        for x in fake.accepted() {
+            *m.entry(x.touser).or_default() += 1;
+        }
+        m
+    } else {
+        HashMap::new()
+    };
     let fake_cpu = self_cpu() - fake_cpu_before;
     let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("send --json output");
     let tokens_first = fake.token_requests() - tokens_before;
@@ -468,8 +619,8 @@ async fn main() {
     for d in &mut daemons {
         // SIGTERM: a clean stop.
         // SAFETY: kill with a pid of our own child.
-        unsafe { libc::kill(d.id() as libc::pid_t, libc::SIGTERM) };
-        d.wait().unwrap();
+        unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGTERM) };
+        d.child.wait().unwrap();
     }
     let store = wxpush::storage::Store::open(&db_url).await.unwrap();
     let run_id = summary["runs"][0].as_i64().unwrap();
@@ -536,27 +687,76 @@ async fn main() {
     if !daemon_rss.is_empty() {
         println!("daemon_peak_rss_kib: {daemon_rss:?}");
     }
-    if let Some((killed, at)) = killed {
-        let unknown = store
-            .deliveries(run_id)
-            .await
-            .unwrap()
+    if let Some(k) = &killed {
+        println!(
+            "killed_daemon_peak_rss_kib: {} (just before the kill)",
+            k.rss
+        );
+    }
+    let shown = |v: &Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+    if a.instances > 1 {
+        let daemons_sent: u64 = daemon_sent_first.iter().map(|v| v.unwrap_or(0)).sum();
+        let rest = (sent as u64).saturating_sub(daemons_sent);
+        let listed: Vec<String> = daemon_sent_first.iter().map(shown).collect();
+        match &killed {
+            None => println!(
+                "sent_by_instance: send {rest}, daemons [{}] (by their /metrics)",
+                listed.join(", ")
+            ),
+            Some(k) => println!(
+                "sent_by_instance: surviving daemons [{}], killed daemon {} by its /metrics just before the kill, send and killed daemon {rest} together",
+                listed.join(", "),
+                shown(&k.sent)
+            ),
+        }
+    }
+    println!(
+        "fake_accepted_first_run: {accepted_first} (of {} recipients)",
+        a.n
+    );
+    let mut duplicates = 0;
+    if let Some(k) = &killed {
+        let deliveries = store.deliveries(run_id).await.unwrap();
+        let unknown = deliveries
             .iter()
             .filter(|d| d.status == wxpush::storage::Status::Unknown)
             .count();
-        let twice = (0..a.n)
-            .filter(|i| fake.accepted_for(&format!("oBench{i:022}")) > 1)
+        let mut sent_rows: HashMap<&str, usize> = HashMap::new();
+        for d in &deliveries {
+            if d.status == wxpush::storage::Status::Sent {
+                *sent_rows.entry(d.openid.as_str()).or_default() += 1;
+            }
+        }
+        let twice_at_fake = accepted_per_openid.values().filter(|&&c| c > 1).count();
+        let twice_sent = sent_rows.values().filter(|&&c| c > 1).count();
+        duplicates = (0..a.n)
+            .map(|i| format!("oBench{i:022}"))
+            .filter(|o| {
+                accepted_per_openid.get(o).is_some_and(|&c| c > 1)
+                    || sent_rows.get(o.as_str()).is_some_and(|&c| c > 1)
+            })
             .count();
-        println!("killed_at_accepted: {at} of {}", a.n);
+        println!(
+            "killed_at_accepted: {} of {}{}",
+            k.accepted,
+            a.n,
+            if k.mid_run {
+                ""
+            } else {
+                " (NOT mid-run: the send had finished first)"
+            }
+        );
         println!(
             "recovery_s: {:.2} (from the kill until the run was done)",
-            (finished - killed).as_secs_f64()
+            (finished - k.at).as_secs_f64()
         );
         println!(
             "unknown_after_kill: {unknown} (at most the victim's concurrency, {})",
             a.concurrency
         );
-        println!("duplicates: {twice} (recipients the fake accepted twice)");
+        println!(
+            "duplicates: {duplicates} (recipients the fake accepted more than once: {twice_at_fake}; with more than one sent row: {twice_sent})"
+        );
     }
     println!("token_requests_first_run: {tokens_first}");
     println!("token_requests_cached_run: {tokens_second}");
@@ -578,5 +778,9 @@ async fn main() {
             a.seq
         );
         println!("speedup_over_sequential: {:.1}x", rate / seq_rate);
+    }
+    if duplicates > 0 {
+        eprintln!("bench: {duplicates} recipients got more than one message");
+        std::process::exit(1);
     }
 }
