@@ -11,19 +11,26 @@ use crate::storage::{InstanceInfo, Rescue, Status, StorageError, Store};
 
 /// Who this process is: a new id per start.
 pub fn this_process(role: &str, lease: Duration) -> InstanceInfo {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into());
+    // With the process-id namespace: an instance is taken for dead when its pid
+    // is gone from /proc, which only holds for one namespace. Two containers
+    // given the same host name must not see each other's live pids as gone.
+    let host = match std::fs::read_link("/proc/self/ns/pid") {
+        Ok(ns) => format!("{name} {}", ns.display()),
+        Err(_) => name.clone(),
+    };
     let pid = std::process::id();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     InstanceInfo {
-        id: format!("{host}-{pid}-{:x}", nanos & 0xffff_ffff),
+        id: format!("{name}-{pid}-{:x}", nanos & 0xffff_ffff),
         host,
         pid,
         version: env!("CARGO_PKG_VERSION").into(),
