@@ -461,17 +461,22 @@ async fn main() {
         format!("sqlite://{}", dir.path().join("bench.db").display())
     };
 
-    if a.idle_secs > 0 {
-        let fake = FakeWechat::start(fake_options(&a)).await;
-        // A job that fires once a year: the daemon only waits.
-        let config = write_config(
+    // A job that fires once a year: an idle daemon only waits, and daemons
+    // started for `--instances` only join the send's runs.
+    let config_for = |fake: &FakeWechat| {
+        write_config(
             dir.path(),
             &db_url,
             &fake.base_url(),
             a.concurrency,
             "0 0 0 1 1 *",
             &a.lease,
-        );
+        )
+    };
+
+    if a.idle_secs > 0 {
+        let fake = FakeWechat::start(fake_options(&a)).await;
+        let config = config_for(&fake);
         let mut child = wxpush(&a, &config, &["run"]).spawn().unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (rss0, cpu0) = rss_and_cpu(child.id());
@@ -497,15 +502,7 @@ async fn main() {
         ..fake_options(&a)
     })
     .await;
-    // Once a year: daemons started for `--instances` only join the send's runs.
-    let config = write_config(
-        dir.path(),
-        &db_url,
-        &fake.base_url(),
-        a.concurrency,
-        "0 0 0 1 1 *",
-        &a.lease,
-    );
+    let config = config_for(&fake);
 
     let csv = dir.path().join("recipients.csv");
     {

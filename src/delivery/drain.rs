@@ -177,7 +177,7 @@ impl Deliverer {
     /// What a dead instance's `sending` deliveries become: unknown, or pending
     /// when unknown outcomes are retried.
     pub fn leftover(&self) -> Status {
-        self.leftover_status()
+        leftover_of(self.on_unknown)
     }
 
     /// True when `on_unknown = "retry"`: a re-run resends `unknown` deliveries too.
@@ -193,9 +193,7 @@ impl Deliverer {
         run_id: i64,
         slot: DateTime<Utc>,
     ) -> Result<RunReport, StorageError> {
-        self.store
-            .recover_sending(run_id, self.leftover_status())
-            .await?;
+        self.store.recover_sending(run_id, self.leftover()).await?;
         let note = format!(
             "the send window ({}) closed before these were sent",
             humantime::format_duration(job.send_window)
@@ -273,11 +271,6 @@ impl Deliverer {
         }
     }
 
-    /// What a crash's `sending` leftovers become.
-    fn leftover_status(&self) -> Status {
-        leftover_of(self.on_unknown)
-    }
-
     /// Who `job`'s runs send to and what consent their claims need: a credit for a
     /// one-time template, no rejection on record otherwise (and when the kind
     /// cannot be known now). Worked out once per firing: it may ask WeChat.
@@ -316,7 +309,7 @@ impl Deliverer {
     ) -> Result<RunReport, StorageError> {
         let started = Instant::now();
         // Only a crash leaves `claimed` and `sending` rows, and we hold the job's lock.
-        let leftover_to = self.leftover_status();
+        let leftover_to = self.leftover();
         let recovered = self.store.recover_sending(run_id, leftover_to).await?;
         if recovered > 0 {
             tracing::warn!(

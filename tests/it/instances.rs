@@ -39,6 +39,13 @@ async fn daemon(env: &TestEnv) -> (tokio::process::Child, std::net::SocketAddr) 
     (child, addr)
 }
 
+/// `wxpush send daily --again`, checking for other instances as the daemons do.
+fn sender(env: &TestEnv) -> tokio::process::Command {
+    let mut c = env.command(&["send", "daily", "--again"]);
+    c.env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s");
+    c
+}
+
 /// Messages the instance at `addr` has had accepted, from its metrics.
 async fn sent_by(addr: std::net::SocketAddr) -> u64 {
     let text = reqwest::get(format!("http://{addr}/metrics"))
@@ -80,12 +87,7 @@ async fn three_instances_drain_one_run_together_and_each_person_gets_one_message
     let (mut b, b_addr) = daemon(&env).await;
 
     // An operator's manual send while the daemons run: they join its run.
-    let send = env
-        .command(&["send", "daily", "--again"])
-        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
-        .output()
-        .await
-        .unwrap();
+    let send = sender(&env).output().await.unwrap();
     let send = Run::from(send);
 
     assert_eq!(send.code, 0, "{send:?}");
@@ -143,9 +145,7 @@ async fn kill_9_of_one_instance_mid_run_leaves_no_duplicate_and_the_others_finis
     };
     let (mut victim, victim_addr) = daemon(&env).await;
     let (mut survivor, survivor_addr) = daemon(&env).await;
-    let send = env
-        .command(&["send", "daily", "--again"])
-        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
+    let send = sender(&env)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -245,12 +245,7 @@ async fn the_rate_limit_holds_for_all_instances_together() {
     let (mut b, _) = daemon(&env).await;
     // Both daemons have counted three live instances once the sender joined.
     let started = std::time::Instant::now();
-    let send = env
-        .command(&["send", "daily", "--again"])
-        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
-        .output()
-        .await
-        .unwrap();
+    let send = sender(&env).output().await.unwrap();
     let took = started.elapsed();
     let send = Run::from(send);
     eprintln!("60 messages at 20/s over three instances: {took:?}");
