@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
+use super::db::Backend;
 use super::sets::{CHUNK, bind_ids, bind_outcomes, id_set, outcome_set};
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentGate, Outcome, Status};
@@ -113,6 +114,21 @@ impl Store {
                 .await
                 .context("record delivery outcomes")?;
             let now = now();
+            if self.backend == Backend::Postgres && !outcomes.is_empty() && !marks.is_empty() {
+                let sql = super::postgres::record_and_mark_sql();
+                let rows = bind_ids(
+                    bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), outcomes).bind(&now),
+                    marks,
+                )
+                .bind(self.instance.as_deref())
+                .fetch_all(&mut *conn)
+                .await
+                .context("record outcomes and mark deliveries sending")?;
+                written
+                    .marked
+                    .extend(rows.iter().map(|r| r.get::<i64, _>(0)));
+                return Ok(written);
+            }
             // Outcomes first: a sender queues its outcome before it frees its slot
             // for the next mark, so committing in this order keeps the committed
             // `sending` rows to the requests in flight, even if the process dies

@@ -125,3 +125,49 @@ async fn a_mark_takes_only_a_delivery_still_pending_or_claimed() {
         assert_eq!(statuses().await, ["sent", "sending"]);
     }
 }
+
+#[tokio::test]
+async fn an_outcome_and_the_next_marks_in_one_batch_each_touch_only_their_rows() {
+    // The recorder's common batch: one sender's outcome and the marks of the
+    // next requests (PostgreSQL writes them in one statement).
+    for store in
+        each_backend("an_outcome_and_the_next_marks_in_one_batch_each_touch_only_their_rows").await
+    {
+        let ids = enqueue(
+            &store,
+            "daily",
+            &[
+                "oUser00000000000000000000001",
+                "oUser00000000000000000000002",
+                "oUser00000000000000000000003",
+            ],
+        )
+        .await;
+        let gate = ConsentGate::Unchecked;
+        store.write_batch(&gate, &[], &ids[..1], &[]).await.unwrap();
+        let mut answered = Outcome::local(ids[0], Status::Sent, None);
+        answered.attempts = 1;
+
+        // The answered one is marked again too, as a stale mark would be.
+        let marked = store
+            .write_batch(&gate, &[], &ids, &[answered])
+            .await
+            .unwrap()
+            .marked;
+
+        assert_eq!(marked, HashSet::from([ids[1], ids[2]]));
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, attempts FROM deliveries ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("sent".to_string(), 1),
+                ("sending".to_string(), 0),
+                ("sending".to_string(), 0)
+            ]
+        );
+    }
+}

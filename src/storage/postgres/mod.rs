@@ -56,3 +56,22 @@ pub(super) fn take_page_sql(source: &str) -> String {
          SELECT t.id, t.openid, x.name, x.vars FROM taken t {source} ORDER BY t.id"
     )
 }
+
+/// Records outcomes (`outcome_set` as `$1`) and marks deliveries `sending`
+/// (ids as `$3`, each only if still pending or claimed and not another
+/// instance's `$4`) in one statement, at `$2`; returns the ids marked. One
+/// statement is one round trip and one commit, where two cost the send path
+/// twice the wait; and since both commit together, a crash can never keep a
+/// new mark while losing the outcome that freed its sender's slot. The two
+/// touch different rows: an outcome's row is `sending`, a mark's is not yet.
+pub(super) fn record_and_mark_sql() -> String {
+    format!(
+        "{}, recorded AS (UPDATE deliveries SET status = v.status, errcode = v.errcode, \
+           errmsg = v.errmsg, msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
+           credit = 0, owner = NULL, updated_at = $2 FROM v WHERE deliveries.id = v.id RETURNING 1) \
+         UPDATE deliveries SET status = 'sending', updated_at = $2 WHERE id IN ({}) \
+         AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = $4) RETURNING id",
+        super::sets::outcome_set(1),
+        super::sets::id_set(3)
+    )
+}
