@@ -52,6 +52,15 @@ pub enum Command {
     Runs(RunsArgs),
     /// Ask the running daemon's /readyz: exit 0 when ready, 1 when not (for HEALTHCHECK).
     Health,
+    /// Write a commented starter config (to --config's path, or PATH); never
+    /// overwrites a file unless --force.
+    Init {
+        /// Where to write it (default: the --config path).
+        path: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// List the wxpush instances using the database: host, pid, version, last
     /// heartbeat, and the deliveries each holds.
     Instances {

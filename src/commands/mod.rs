@@ -1,10 +1,12 @@
 //! One module per command; each returns an exit status or a one-line failure.
 
 mod check;
+mod init;
 mod instances;
 mod recipients;
 mod runs;
 mod send;
+mod table;
 
 use std::process::ExitCode;
 
@@ -84,6 +86,9 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
     if let Command::Check { offline } = cli.command {
         return check::run(&cli.config, offline).await;
     }
+    if let Command::Init { path, force } = &cli.command {
+        return init::run(path.as_deref().unwrap_or(&cli.config), *force);
+    }
     let settings = config::load(&cli.config)?;
     telemetry::init(&settings.log);
     match cli.command {
@@ -98,7 +103,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         Command::Runs(args) => runs::run(settings, args).await,
         Command::Health => health(settings).await,
         Command::Instances { json } => instances::run(settings, json).await,
-        Command::Check { .. } => unreachable!("handled above"),
+        Command::Check { .. } | Command::Init { .. } => unreachable!("handled above"),
     }
 }
 

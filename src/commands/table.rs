@@ -1,0 +1,1 @@
+//! Tables for terminal output, aligned by display width.

@@ -1,0 +1,1 @@
+//! Imports from Excel on Chinese Windows (GBK) and tables with Chinese names.

@@ -1,0 +1,1 @@
+//! `wxpush init`: the starter config.
