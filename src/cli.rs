@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The version and the commit it was built from (`wxpush --version`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WXPUSH_COMMIT"), ")");
+
 /// Push WeChat Mini Program subscribe messages on a schedule.
 #[derive(Debug, Parser)]
-#[command(name = "wxpush", version, about, propagate_version = true)]
+#[command(name = "wxpush", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// The TOML config file.
     #[arg(long, global = true, env = "WXPUSH_CONFIG", default_value = crate::config::DEFAULT_PATH)]
