@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// Checks `url` and makes a relative SQLite path absolute against `config_dir`.
 /// The error names what is wrong with the URL (the caller names the key).
 pub(super) fn resolve(url: &str, config_dir: &Path) -> Result<String, String> {
@@ -79,6 +81,32 @@ fn check_postgres(url: &str) -> Result<String, String> {
     Ok(url.to_owned())
 }
 
+/// `url` with the password from `[database] password_file`; a URL that carries
+/// a password of its own is refused, since one of the two would be ignored.
+pub(super) fn with_password(url: &str, password: Option<SecretString>) -> Result<String, String> {
+    let Some(password) = password else {
+        return Ok(url.to_owned());
+    };
+    if !is_shared(url) {
+        return Err("database.password_file: is for a PostgreSQL database.url".into());
+    }
+    let mut parsed =
+        url::Url::parse(url).map_err(|_| "database.url: is not a valid URL".to_owned())?;
+    if parsed.password().is_some() {
+        return Err("database.password_file: database.url carries a password too; keep one".into());
+    }
+    // `set_password` percent-encodes what a URL cannot carry as is.
+    parsed
+        .set_password(Some(password.expose_secret()))
+        .map_err(|()| {
+            "database.url: needs a user name to go with database.password_file".to_owned()
+        })?;
+    if parsed.username().is_empty() {
+        return Err("database.url: needs a user name to go with database.password_file".into());
+    }
+    Ok(parsed.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +165,39 @@ mod tests {
         ] {
             assert_eq!(resolve(good, Path::new("/etc")).unwrap(), good);
         }
+    }
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::*;
+
+    #[test]
+    fn a_password_file_goes_into_the_url_encoded() {
+        let url = with_password(
+            "postgres://wx@db:5432/wxpush?sslmode=require",
+            Some("p@ss/w:rd".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgres://wx:p%40ss%2Fw%3Ard@db:5432/wxpush?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn a_password_in_both_places_or_without_a_user_is_refused_without_showing_it() {
+        for url in [
+            "postgres://wx:hunter2@db/wxpush",
+            "postgres://db/wxpush",
+            "sqlite:///x.db",
+        ] {
+            let e = with_password(url, Some("s3cret".into())).unwrap_err();
+            assert!(!e.contains("hunter2") && !e.contains("s3cret"), "{e}");
+        }
+        assert_eq!(
+            with_password("postgres://db/w", None).unwrap(),
+            "postgres://db/w"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod database;
 mod raw;
+mod secret_file;
 mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,6 +110,20 @@ impl Checker {
         self.problems.push(format!("{}: {key}: {msg}", self.file));
     }
 
+    /// A secret from its key or its `_file` key (see `secret_file`).
+    fn secret(
+        &mut self,
+        key: &str,
+        value: Option<secrecy::SecretString>,
+        file: Option<&str>,
+        config_dir: &Path,
+    ) -> Option<secrecy::SecretString> {
+        secret_file::pick(key, value, file, config_dir)
+            .map_err(|e| self.problems.push(format!("{}: {e}", self.file)))
+            .ok()
+            .flatten()
+    }
+
     fn check(mut self, raw: RawSettings) -> Result<Settings, ConfigError> {
         if raw.scheduler.outage_retry.is_zero() {
             self.fail("scheduler.outage_retry", "must be more than 0s");
@@ -116,10 +131,18 @@ impl Checker {
         let classic = raw.wechat.token_source == TokenSource::Classic;
         let wechat = self.wechat(raw.wechat);
         let delivery = self.delivery(raw.delivery);
-        let config_dir = self.path.parent().unwrap_or(Path::new("."));
-        let database_url = database::resolve(&raw.database.url, config_dir)
+        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let config_dir = config_dir.as_path();
+        let mut database_url = database::resolve(&raw.database.url, config_dir)
             .map_err(|e| self.fail("database.url", e))
             .unwrap_or_default();
+        if let Some(file) = raw.database.password_file.as_deref() {
+            let password = secret_file::pick("database.password", None, Some(file), config_dir);
+            match password.and_then(|p| database::with_password(&database_url, p)) {
+                Ok(url) => database_url = url,
+                Err(e) => self.problems.push(format!("{}: {e}", self.file)),
+            }
+        }
         if raw.database.max_connections == Some(0) {
             self.fail("database.max_connections", "must be at least 1");
         }
@@ -210,9 +233,13 @@ impl Checker {
                 "needs the HTTP listener; set http.enabled = true",
             );
         }
-        let token = i
-            .callback_token
-            .filter(|t| !secrecy::ExposeSecret::expose_secret(t).is_empty());
+        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let token = self.secret(
+            "intake.callback_token",
+            i.callback_token,
+            i.callback_token_file.as_deref(),
+            &config_dir,
+        );
         if let Some(t) = &token {
             let t = secrecy::ExposeSecret::expose_secret(t);
             // The console's rule for the message-push Token.
@@ -223,9 +250,13 @@ impl Checker {
                 );
             }
         }
-        let aes_key = i
-            .encoding_aes_key
-            .filter(|k| !secrecy::ExposeSecret::expose_secret(k).is_empty())
+        let aes_key = self
+            .secret(
+                "intake.encoding_aes_key",
+                i.encoding_aes_key,
+                i.encoding_aes_key_file.as_deref(),
+                &config_dir,
+            )
             .and_then(|k| {
                 crate::domain::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
                     .map_err(|rule| self.fail("intake.encoding_aes_key", rule))
@@ -279,9 +310,13 @@ impl Checker {
                 ),
             );
         }
-        let secret = w
-            .secret
-            .filter(|s| !secrecy::ExposeSecret::expose_secret(s).is_empty());
+        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let secret = self.secret(
+            "wechat.secret",
+            w.secret,
+            w.secret_file.as_deref(),
+            &config_dir,
+        );
         let api_base = w.api_base.trim_end_matches('/').to_owned();
         if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
             self.fail(

@@ -35,6 +35,8 @@ pub(super) struct RawSettings {
 pub(super) struct RawWechat {
     pub appid: String,
     pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
     #[serde(default = "default_api_base")]
     pub api_base: String,
     #[serde(default)]
@@ -71,6 +73,8 @@ pub(super) struct RawDatabase {
     pub url: String,
     #[serde(default)]
     pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub password_file: Option<String>,
     #[serde(default = "default_instance_lease", with = "humantime_serde")]
     pub instance_lease: Duration,
 }
@@ -84,6 +88,7 @@ impl Default for RawDatabase {
         Self {
             url: default_db_url(),
             max_connections: None,
+            password_file: None,
             instance_lease: default_instance_lease(),
         }
     }
@@ -170,7 +175,9 @@ impl Default for RawHttp {
 pub(super) struct RawIntake {
     pub enabled: bool,
     pub callback_token: Option<SecretString>,
+    pub callback_token_file: Option<String>,
     pub encoding_aes_key: Option<SecretString>,
+    pub encoding_aes_key_file: Option<String>,
     pub max_body_bytes: usize,
     pub per_ip_per_minute: u32,
     pub client_ip_header: Option<String>,
@@ -181,7 +188,9 @@ impl Default for RawIntake {
         Self {
             enabled: false,
             callback_token: None,
+            callback_token_file: None,
             encoding_aes_key: None,
+            encoding_aes_key_file: None,
             max_body_bytes: 16 * 1024,
             per_ip_per_minute: 60,
             client_ip_header: None,

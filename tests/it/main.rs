@@ -13,5 +13,6 @@ mod parsing;
 mod recovery;
 mod rerun;
 mod scheduler;
+mod secrets;
 mod service;
 mod token;
