@@ -63,6 +63,12 @@ pub async fn serve(
 }
 
 async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
+    let answer = readiness(&p).await;
+    crate::stats::ready(answer.0 == StatusCode::OK);
+    answer
+}
+
+async fn readiness(p: &Probe) -> (StatusCode, String) {
     // Every reason at once, so that one fix does not reveal the next.
     let mut problems = Vec::new();
     if let Err(e) = p.store.ping().await {
@@ -87,6 +93,8 @@ async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
 }
 
 async fn render_metrics(State(p): State<Probe>) -> String {
+    // Readiness as of this scrape, so that an alert needs no probe of its own.
+    crate::stats::ready(readiness(&p).await.0 == StatusCode::OK);
     p.metrics.render()
 }
 

@@ -61,12 +61,14 @@ pub fn watch(
             tracing::info!(trigger = why, "reloading the configuration");
             match config::load(&path) {
                 Ok(settings) => {
+                    crate::stats::reload(true);
                     warn_about_restart_only_changes(&running, &settings);
                     if tx.send(settings).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
+                    crate::stats::reload(false);
                     for problem in &e.problems {
                         tracing::error!(problem = %problem, "reload refused; the running configuration stays");
                     }

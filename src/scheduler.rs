@@ -99,6 +99,9 @@ fn start(
     match job.schedule.next_after(app.clock.now()) {
         Some(next) => {
             crate::stats::next_fire(job.name.as_ref(), next);
+            if let Some(prev) = job.schedule.latest_at_or_before(app.clock.now()) {
+                crate::stats::previous_fire(job.name.as_ref(), prev);
+            }
             tracing::info!(job = %job.name, next_fire = %job.schedule.local(next), "scheduled");
         }
         None => tracing::warn!(job = %job.name, "this schedule never fires again"),
@@ -244,6 +247,7 @@ async fn job_loop(
             .await
         }
         while running.try_join_next().is_some() {}
+        crate::stats::previous_fire(job.name.as_ref(), next);
         if let Some(n) = job.schedule.next_after(after) {
             crate::stats::next_fire(job.name.as_ref(), n);
             tracing::info!(job = %job.name, next_fire = %job.schedule.local(n), "next fire");

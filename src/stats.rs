@@ -12,12 +12,137 @@ use crate::storage::Status;
 /// Installs the global recorder; call once, in the daemon. Every series
 /// carries `instance`, this process's id in the instances table.
 pub fn install(instance: &str) -> Option<PrometheusHandle> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .add_global_label("instance", instance)
         .set_buckets(&[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
         .ok()?
         .install_recorder()
-        .ok()
+        .ok()?;
+    describe();
+    gauge!(
+        "wxpush_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("WXPUSH_COMMIT")
+    )
+    .set(1.0);
+    gauge!("wxpush_config_last_reload_successful").set(1.0);
+    Some(handle)
+}
+
+/// `# HELP` for every series, so that a dashboard or an operator reading
+/// `/metrics` learns what each one counts.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "wxpush_build_info",
+        "Always 1; labels name the version and the commit built."
+    );
+    describe_counter!(
+        "wxpush_sends_total",
+        "Deliveries that reached an outcome, by job, outcome (sent, failed, unknown, refused, invalid, skipped, expired) and WeChat errcode."
+    );
+    describe_counter!(
+        "wxpush_send_retries_total",
+        "Transient send failures retried, by job."
+    );
+    describe_counter!(
+        "wxpush_token_refreshes_total",
+        "access_tokens fetched from WeChat."
+    );
+    describe_counter!(
+        "wxpush_token_failures_total",
+        "access_token fetches that failed for good."
+    );
+    describe_histogram!(
+        "wxpush_run_duration_seconds",
+        Unit::Seconds,
+        "How long runs took, by job."
+    );
+    describe_gauge!(
+        "wxpush_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "When the job's last run ended with every delivery final (unix time)."
+    );
+    describe_gauge!(
+        "wxpush_previous_fire_timestamp_seconds",
+        Unit::Seconds,
+        "The job's most recent scheduled slot that has passed (unix time)."
+    );
+    describe_gauge!(
+        "wxpush_next_fire_timestamp_seconds",
+        Unit::Seconds,
+        "When the job fires next (unix time)."
+    );
+    describe_gauge!("wxpush_recipients", "Recipients of the job's latest run.");
+    describe_counter!(
+        "wxpush_runs_stopped_total",
+        "Runs stopped early, by job and reason (outage: WeChat unreachable; fault: database or token)."
+    );
+    describe_counter!(
+        "wxpush_intake_reports_total",
+        "Subscription reports through POST /v1/subscriptions, by outcome (recorded, invalid, limited, wechat_error)."
+    );
+    describe_counter!(
+        "wxpush_push_events_total",
+        "Event pushes from WeChat applied, by event and whether it was a duplicate."
+    );
+    describe_counter!(
+        "wxpush_callback_rejected_total",
+        "Callback requests refused, by reason (signature, decrypt, body)."
+    );
+    describe_gauge!(
+        "wxpush_instances_live",
+        "wxpush instances heart-beating on the database."
+    );
+    describe_counter!(
+        "wxpush_instances_rescued_total",
+        "Dead instances whose deliveries this instance settled."
+    );
+    describe_gauge!(
+        "wxpush_ready",
+        "1 when /readyz answers ready (database, last firings, token), else 0."
+    );
+    describe_gauge!(
+        "wxpush_config_last_reload_successful",
+        "1 when the last configuration reload was applied, 0 when it was refused."
+    );
+    describe_counter!(
+        "wxpush_reload_failures_total",
+        "Configuration reloads refused (the running configuration stayed)."
+    );
+    describe_counter!(
+        "wxpush_pruned_total",
+        "Rows deleted by [retention], by table."
+    );
+}
+
+/// A configuration reload was applied (`true`) or refused.
+pub fn reload(applied: bool) {
+    gauge!("wxpush_config_last_reload_successful").set(if applied { 1.0 } else { 0.0 });
+    if !applied {
+        counter!("wxpush_reload_failures_total").increment(1);
+    }
+}
+
+/// What `/readyz` found.
+pub fn ready(ready: bool) {
+    gauge!("wxpush_ready").set(if ready { 1.0 } else { 0.0 });
+}
+
+/// A callback request was refused; `reason` is `signature`, `decrypt` or `body`.
+pub fn callback_rejected(reason: &'static str) {
+    counter!("wxpush_callback_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Rows of `table` deleted by retention.
+pub fn pruned(table: &'static str, n: u64) {
+    counter!("wxpush_pruned_total", "table" => table).increment(n);
+}
+
+/// The latest slot of `job` that has passed.
+pub fn previous_fire(job: &str, at: DateTime<Utc>) {
+    gauge!("wxpush_previous_fire_timestamp_seconds", "job" => job.to_owned())
+        .set(at.timestamp() as f64);
 }
 
 /// One delivery reached a final (or put-back) status.

@@ -63,6 +63,7 @@ impl Signed {
 }
 
 fn forbidden() -> Response {
+    crate::stats::callback_rejected("signature");
     (StatusCode::FORBIDDEN, "signature mismatch\n").into_response()
 }
 
@@ -88,15 +89,22 @@ pub(super) async fn push(
     }
     let body = match body {
         Ok(b) => b,
-        Err(e) => return (e.status(), e.body_text()).into_response(),
+        Err(e) => {
+            crate::stats::callback_rejected("body");
+            return (e.status(), e.body_text()).into_response();
+        }
     };
     let plain: Cow<'_, [u8]> = match q.encrypt_type.as_deref() {
         None | Some("raw") => Cow::Borrowed(&body),
         Some("aes") => match open(&intake, &q, &body) {
             Ok(plain) => Cow::Owned(plain),
-            Err(answer) => return answer.into_response(),
+            Err(answer) => {
+                crate::stats::callback_rejected("decrypt");
+                return answer.into_response();
+            }
         },
         Some(other) => {
+            crate::stats::callback_rejected("body");
             return (
                 StatusCode::BAD_REQUEST,
                 format!("encrypt_type {other:?} is not raw or aes\n"),
@@ -108,6 +116,7 @@ pub(super) async fn push(
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "unreadable event push");
+            crate::stats::callback_rejected("body");
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };

@@ -114,6 +114,32 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
             2.0,
             "{text}"
         );
+        // Every series says what it is, and the build names itself.
+        for line in text.lines().filter(|l| l.starts_with("wxpush_")) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|x| name.strip_suffix(x))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# HELP {base} ")),
+                "no HELP for {base}"
+            );
+        }
+        assert_eq!(
+            metric(&text, "wxpush_build_info", &["version=\"", "commit=\""]),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(metric(&text, "wxpush_ready", &[]), 1.0, "{text}");
+        assert!(
+            metric(
+                &text,
+                "wxpush_previous_fire_timestamp_seconds",
+                &["job=\"tick\""]
+            ) > 1.7e9,
+            "{text}"
+        );
         agreed = true;
         break;
     }
@@ -206,9 +232,22 @@ async fn sighup_reloads_jobs_and_recipients_and_keeps_the_old_config_when_the_ne
         "deactivated by the reload"
     );
 
+    let reloaded = |text: &str| metric(text, "wxpush_config_last_reload_successful", &[]);
+    assert_eq!(reloaded(&get(env.http, "/metrics").await.1), 1.0);
+
     // A broken file: the daemon keeps running the last good configuration.
     std::fs::write(&env.config, "[wechat]\nappid = 12\n").unwrap();
     signal(&child, "-HUP").await;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = get(env.http, "/metrics").await.1;
+        if reloaded(&text) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reloaded(&text), 0.0, "{text}");
+    assert_eq!(metric(&text, "wxpush_reload_failures_total", &[]), 1.0);
     let before = env.fake.accepted_for("oNew000000000000000000000001");
     wait_until(20, "still firing after a bad reload", || {
         env.fake.accepted_for("oNew000000000000000000000001") > before
