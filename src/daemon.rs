@@ -15,6 +15,8 @@ pub struct Listeners {
         tokio::net::TcpListener,
         metrics_exporter_prometheus::PrometheusHandle,
     )>,
+    /// `[intake] listen`: the public intake routes alone; `None` puts them on `http`.
+    pub intake: Option<tokio::net::TcpListener>,
 }
 
 impl App {
@@ -36,6 +38,20 @@ impl App {
         if let Some(intake) = &intake {
             let (intake, stop) = (intake.clone(), shutdown.clone());
             tasks.spawn(async move { intake.maintain(stop).await });
+        }
+        // With a listener of its own, the intake is not also on [http]: the
+        // public side then has no /metrics, and the private side no intake.
+        let (intake, intake_apart) = match (intake, listeners.intake) {
+            (Some(intake), Some(listener)) => (None, Some((intake, listener))),
+            (intake, _) => (intake, None),
+        };
+        if let Some((intake, listener)) = intake_apart {
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = crate::http::serve_intake(listener, intake, stop).await {
+                    tracing::error!(error = %e, "the intake listener stopped");
+                }
+            });
         }
         if let Some((listener, metrics)) = listeners.http {
             let (store, faults, tokens, stop) = (

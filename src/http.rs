@@ -62,6 +62,27 @@ pub async fn serve(
     .await
 }
 
+/// Serves only the intake routes on `listener` until `shutdown`: the public
+/// side, apart from the probes and metrics.
+pub async fn serve_intake(
+    listener: tokio::net::TcpListener,
+    intake: Intake,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        "serving the intake API (/v1/subscriptions, /wechat/callback)"
+    );
+    axum::serve(
+        listener,
+        intake
+            .routes()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
 async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
     let answer = readiness(&p).await;
     crate::stats::ready(answer.0 == StatusCode::OK);

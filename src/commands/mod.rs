@@ -130,7 +130,16 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
             Some((listener, metrics))
         }
     };
-    app.run(Listeners { http }, shutdown).await?;
+    let intake = match app.settings.intake.as_ref().and_then(|i| i.listen) {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::usage(format!(
+                "{}: intake.listen: cannot listen on {addr}: {e}",
+                app.settings.path.display()
+            ))
+        })?),
+    };
+    app.run(Listeners { http, intake }, shutdown).await?;
     Ok(Exit::Ok)
 }
 

@@ -194,7 +194,7 @@ impl Checker {
         } else {
             None
         };
-        let intake = self.intake(raw.intake, raw.http.enabled);
+        let intake = self.intake(raw.intake, http);
         if !self.problems.is_empty() {
             return Err(ConfigError {
                 problems: self.problems,
@@ -222,15 +222,39 @@ impl Checker {
         })
     }
 
-    /// `http_on` is `[http] enabled`; a bad listen address is reported on its own key.
-    fn intake(&mut self, i: raw::RawIntake, http_on: bool) -> Option<IntakeSettings> {
+    /// `http` is `[http] listen` when enabled.
+    fn intake(
+        &mut self,
+        i: raw::RawIntake,
+        http: Option<std::net::SocketAddr>,
+    ) -> Option<IntakeSettings> {
         if !i.enabled {
             return None;
         }
-        if !http_on {
+        let listen = match i.listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(a) => match a.parse::<std::net::SocketAddr>() {
+                Ok(addr) if Some(addr) == http => {
+                    self.fail(
+                        "intake.listen",
+                        format!("{a} is http.listen too; give the public routes their own port, or leave intake.listen out to share it"),
+                    );
+                    None
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.fail(
+                        "intake.listen",
+                        format!("{a:?} is not an address such as 127.0.0.1:8080"),
+                    );
+                    None
+                }
+            },
+        };
+        if listen.is_none() && http.is_none() && i.listen.is_none() {
             self.fail(
                 "intake.enabled",
-                "needs the HTTP listener; set http.enabled = true",
+                "needs a listener; set intake.listen, or http.enabled = true to share [http] listen",
             );
         }
         let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -289,6 +313,7 @@ impl Checker {
                 .ok(),
         };
         Some(IntakeSettings {
+            listen,
             callback_token: token,
             aes_key,
             max_body_bytes: i.max_body_bytes,

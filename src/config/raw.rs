@@ -174,6 +174,7 @@ impl Default for RawHttp {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawIntake {
     pub enabled: bool,
+    pub listen: Option<String>,
     pub callback_token: Option<SecretString>,
     pub callback_token_file: Option<String>,
     pub encoding_aes_key: Option<SecretString>,
@@ -187,6 +188,7 @@ impl Default for RawIntake {
     fn default() -> Self {
         Self {
             enabled: false,
+            listen: None,
             callback_token: None,
             callback_token_file: None,
             encoding_aes_key: None,

@@ -125,6 +125,9 @@ pub struct DeliverySettings {
 /// `[intake]`: routes served on the `[http]` listener for the mini program's backend.
 #[derive(Debug, Clone)]
 pub struct IntakeSettings {
+    /// `[intake] listen`: the public routes on their own address, apart from
+    /// `/metrics` and `/readyz`; `None`: on `[http] listen` with them.
+    pub listen: Option<std::net::SocketAddr>,
     /// The message-push Token from the mini program console; `/wechat/callback`
     /// is served only when it is set.
     pub callback_token: Option<SecretString>,

@@ -451,3 +451,71 @@ async fn json_logs_are_one_object_per_line_and_journald_gets_no_timestamps() {
     );
     assert!(!run.stderr.contains('\u{1b}'), "no colours");
 }
+
+#[tokio::test]
+async fn the_intake_on_its_own_listener_serves_no_metrics_and_metrics_serve_no_intake() {
+    let public = free_addr();
+    let body = format!(
+        "{}\n[intake]\nenabled = true\nlisten = \"{public}\"\ncallback_token = \"pushToken42\"\n",
+        yearly(&["oKeep00000000000000000000001"])
+    );
+    let env = TestEnv::with(&body).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    wait_http_path(public, "/v1/subscriptions").await;
+
+    // The public side: the intake routes and nothing else.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{public}/v1/subscriptions"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        400,
+        "the intake answers, naming the field"
+    );
+    let (code, _) = get(
+        public,
+        "/wechat/callback?signature=x&timestamp=1&nonce=2&echostr=e",
+    )
+    .await;
+    assert_eq!(
+        code, 403,
+        "the callback is served, and checks its signature"
+    );
+    for private in ["/metrics", "/readyz", "/healthz"] {
+        assert_eq!(get(public, private).await.0, 404, "{private} is not public");
+    }
+    // The private side: probes and metrics, no intake.
+    assert_eq!(get(env.http, "/metrics").await.0, 200);
+    assert_eq!(get(env.http, "/readyz").await.0, 200);
+    let r = client
+        .post(format!("http://{}/v1/subscriptions", env.http))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    signal(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn an_intake_listener_on_the_metrics_address_is_refused() {
+    let env = TestEnv::with("").await;
+    env.write_config(
+        "",
+        &format!("\n[intake]\nenabled = true\nlisten = \"{}\"\n", env.http),
+    );
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("intake.listen:") && run.stderr.contains("is http.listen too"),
+        "{}",
+        run.stderr
+    );
+}

@@ -52,6 +52,7 @@ impl TestEnv {
         let task = tokio::spawn(Arc::clone(&app).run(
             Listeners {
                 http: Some((listener, metrics)),
+                intake: None,
             },
             stop.clone(),
         ));

@@ -308,11 +308,13 @@ pub async fn wait_until(secs: u64, what: &str, cond: impl Fn() -> bool) {
 
 /// Waits until the daemon's listener at `addr` answers /healthz.
 pub async fn wait_http(addr: std::net::SocketAddr) {
+    wait_http_path(addr, "/healthz").await;
+}
+
+/// Waits until `addr` answers HTTP at `path` (with any status).
+pub async fn wait_http_path(addr: std::net::SocketAddr, path: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .is_err()
-    {
+    while reqwest::get(format!("http://{addr}{path}")).await.is_err() {
         assert!(
             std::time::Instant::now() < deadline,
             "the listener never came up"
