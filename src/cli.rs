@@ -55,6 +55,12 @@ pub enum Command {
     Runs(RunsArgs),
     /// Ask the running daemon's /readyz: exit 0 when ready, 1 when not (for HEALTHCHECK).
     Health,
+    /// Write a consistent copy of the SQLite database to PATH while the daemon
+    /// runs (a new file; checked before it takes the name).
+    Backup {
+        /// The new file.
+        path: PathBuf,
+    },
     /// Write a commented starter config (to --config's path, or PATH); never
     /// overwrites a file unless --force.
     Init {

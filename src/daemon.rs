@@ -68,6 +68,13 @@ impl App {
                 }
             });
         }
+        if let Some(retention) = self.settings.retention {
+            tasks.spawn(crate::retention::keep_pruning(
+                self.store.clone(),
+                retention,
+                shutdown.clone(),
+            ));
+        }
         let (reloads, watch) = crate::reload::watch(
             self.settings.path.clone(),
             self.settings.clone(),

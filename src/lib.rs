@@ -24,6 +24,7 @@
 //!   tokens.
 //! - [`cli`], [`commands`], [`history`]: the command line and its output.
 //! - [`http`], [`stats`]: health probes and Prometheus metrics for the daemon.
+//! - [`retention`]: the daemon's pruning of old history (`[retention]`).
 //! - [`app`]: what every command shares; [`daemon`]: the daemon's composition
 //!   root; [`clock`]: the wall clock it reads and sleeps on (a manual one in tests).
 
@@ -41,6 +42,7 @@ pub mod http;
 pub mod instance;
 pub mod intake;
 pub mod reload;
+pub mod retention;
 pub mod runner;
 pub mod scheduler;
 pub mod shutdown;

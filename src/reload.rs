@@ -133,6 +133,7 @@ fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str>
         ("http", running.http != new.http),
         ("intake", running.intake != new.intake),
         ("log", running.log != new.log),
+        ("retention", running.retention != new.retention),
         (
             "scheduler.outage_retry",
             running.outage_retry != new.outage_retry,

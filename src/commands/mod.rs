@@ -103,6 +103,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         Command::Runs(args) => runs::run(settings, args).await,
         Command::Health => health(settings).await,
         Command::Instances { json } => instances::run(settings, json).await,
+        Command::Backup { path } => backup(settings, &path).await,
         Command::Check { .. } | Command::Init { .. } => unreachable!("handled above"),
     }
 }
@@ -140,6 +141,34 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
         })?),
     };
     app.run(Listeners { http, intake }, shutdown).await?;
+    Ok(Exit::Ok)
+}
+
+async fn backup(settings: Settings, target: &std::path::Path) -> Result<Exit, Failure> {
+    if target.exists() {
+        return Err(Failure::usage(format!(
+            "{}: already exists; wxpush backup writes a new file",
+            target.display()
+        )));
+    }
+    let store = open_for_reading(&settings).await?;
+    if store.backend() != crate::storage::Backend::Sqlite {
+        return Err(Failure::usage(format!(
+            "{}: database.url: is PostgreSQL; back it up with pg_dump (wxpush backup copies a SQLite file)",
+            settings.path.display()
+        )));
+    }
+    let bytes = store
+        .backup(target)
+        .await
+        .map_err(|e| Failure::cannot_proceed(format!("{}: {e}", target.display())))?;
+    println!(
+        "backed up {} to {} ({bytes} bytes)",
+        store
+            .path()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        target.display()
+    );
     Ok(Exit::Ok)
 }
 

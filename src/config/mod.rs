@@ -16,8 +16,8 @@ use config::{Config, Environment, File, FileFormat};
 pub use raw::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
 pub(crate) use settings::same_secret;
 pub use settings::{
-    DatabaseSettings, DeliverySettings, IntakeSettings, Job, LogSettings, Recipient, Settings,
-    WechatSettings,
+    DatabaseSettings, DeliverySettings, IntakeSettings, Job, LogSettings, Recipient,
+    RetentionSettings, Settings, WechatSettings,
 };
 
 use crate::domain::{
@@ -195,6 +195,7 @@ impl Checker {
             None
         };
         let intake = self.intake(raw.intake, http);
+        let retention = self.retention(raw.retention);
         if !self.problems.is_empty() {
             return Err(ConfigError {
                 problems: self.problems,
@@ -219,6 +220,35 @@ impl Checker {
             recipients,
             reload_on_change: raw.scheduler.reload_on_change,
             outage_retry: raw.scheduler.outage_retry,
+            retention,
+        })
+    }
+
+    fn retention(&mut self, r: raw::RawRetention) -> Option<RetentionSettings> {
+        const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+        if r.keep < DAY {
+            // "180s" for "180d" would delete the history of every finished run.
+            self.fail(
+                "retention.keep",
+                format!(
+                    "{} is less than a day; write days as \"180d\", or set retention.enabled = false to keep everything",
+                    humantime::format_duration(r.keep)
+                ),
+            );
+        }
+        if r.every < std::time::Duration::from_secs(60) {
+            self.fail("retention.every", "must be at least 1m");
+        }
+        if !(1..=10_000).contains(&r.batch) {
+            self.fail(
+                "retention.batch",
+                format!("{} is not between 1 and 10000", r.batch),
+            );
+        }
+        r.enabled.then_some(RetentionSettings {
+            keep: r.keep,
+            every: r.every,
+            batch: r.batch,
         })
     }
 

@@ -25,6 +25,8 @@ pub(super) struct RawSettings {
     #[serde(default)]
     pub intake: RawIntake,
     #[serde(default)]
+    pub retention: RawRetention,
+    #[serde(default)]
     pub jobs: Vec<RawJob>,
     #[serde(default)]
     pub recipients: Vec<RawRecipient>,
@@ -150,6 +152,28 @@ impl Default for RawScheduler {
             reload_on_change: true,
             send_window: None,
             outage_retry: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRetention {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+    pub batch: u32,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keep: Duration::from_secs(180 * 86_400),
+            every: Duration::from_secs(3600),
+            batch: 500,
         }
     }
 }

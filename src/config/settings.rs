@@ -38,6 +38,19 @@ pub struct Settings {
     /// stopped because WeChat or the database was unreachable (doubling, at most
     /// 10 min, while the run's send window is open).
     pub outage_retry: Duration,
+    /// `[retention]`: what is deleted when; `None` keeps everything.
+    pub retention: Option<RetentionSettings>,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Finished runs (with their deliveries) and event pushes older than this go.
+    pub keep: Duration,
+    /// How often the daemon looks.
+    pub every: Duration,
+    /// Rows per statement.
+    pub batch: u32,
 }
 
 impl Settings {

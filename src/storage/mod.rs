@@ -16,6 +16,7 @@ mod lease;
 mod postgres;
 mod push_events;
 mod recipients;
+mod retention;
 mod run_changes;
 mod runs;
 mod schedules;
@@ -45,6 +46,7 @@ pub use import::{ImportReport, RecipientImport};
 pub use instances::{InstanceInfo, InstanceRow, Rescue, RescuedRun};
 pub use lease::{Lease, LeaseError};
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
+pub use retention::Pruned;
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
 pub use tokens::{StoredToken, TokenRefresh};
 
@@ -240,6 +242,20 @@ impl Store {
             .context("read the database's migrations")?;
         let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
         Ok(version.unwrap_or(0) >= latest)
+    }
+
+    /// Writes a consistent copy of a SQLite database to `target` (a new file)
+    /// while others use it; returns its size in bytes. PostgreSQL has its own
+    /// tools (`pg_dump`), so it is refused there.
+    pub async fn backup(&self, target: &Path) -> Result<u64, StorageError> {
+        if self.backend != Backend::Sqlite || self.file.is_none() {
+            return Err(sqlite::io_error(
+                "write the backup",
+                "only a SQLite database file is backed up by wxpush; for PostgreSQL use pg_dump"
+                    .into(),
+            ));
+        }
+        sqlite::backup(&self.pool, target).await
     }
 
     /// Closes the pool (SQLite checkpoints its WAL).

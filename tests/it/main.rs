@@ -9,6 +9,7 @@ mod delivery;
 mod gate;
 mod init;
 mod instances;
+mod lifecycle;
 mod parsing;
 mod recovery;
 mod rerun;

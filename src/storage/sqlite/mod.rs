@@ -2,6 +2,7 @@
 //! PRAGMAs, the migrations folder, the database file and the lock files beside
 //! it), so that the statements in `storage` stay plain SQL.
 
+mod backup;
 mod file;
 mod lock_file;
 
@@ -16,6 +17,7 @@ use super::db::Pool;
 use super::{Context, Lease, LeaseError, StorageError};
 use file::{create_file, identity_of, is_in_memory};
 
+pub(super) use backup::backup;
 pub(super) use file::io_error;
 
 /// The schema, one file per version.

@@ -1,0 +1,154 @@
+//! Data lifecycle: `[retention]` pruning in the daemon, `wxpush backup` while it
+//! runs, and a restore from that backup.
+
+use crate::helpers::*;
+
+/// Runs `sql` on the env's database (the tests' way to age history).
+async fn execute(env: &TestEnv, sql: &'static str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&env.db_url).await.unwrap();
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+fn two_people() -> String {
+    format!(
+        "{}{}",
+        daily_job(""),
+        recipients(&[
+            "oUser00000000000000000000001",
+            "oUser00000000000000000000002"
+        ])
+    )
+}
+
+#[tokio::test]
+async fn the_daemon_prunes_old_finished_runs_and_keeps_the_newest() {
+    let env = TestEnv::with(&format!(
+        "{}\n[retention]\nkeep = \"30d\"\nevery = \"1m\"\n",
+        two_people()
+    ))
+    .await;
+    for _ in 0..2 {
+        assert_eq!(env.wxpush(&["send", "daily", "--again"]).await.code, 0);
+    }
+    let store = env.store().await;
+    let runs = store.runs(Some("daily"), 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    let (old, newest) = (runs[1].id, runs[0].id);
+    // Both finished long ago; only the older may go.
+    execute(
+        &env,
+        "UPDATE runs SET finished_at = '2025-01-01T00:00:00.000Z', created_at = '2025-01-01T00:00:00.000Z'",
+    )
+    .await;
+
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while store.runs(Some("daily"), 10).await.unwrap().len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old run was never pruned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let left = store.runs(Some("daily"), 10).await.unwrap();
+    assert_eq!(left[0].id, newest);
+    assert!(store.deliveries(old).await.unwrap().is_empty());
+    assert_eq!(store.deliveries(newest).await.unwrap().len(), 2);
+    signal(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_retention_of_seconds_is_refused_as_a_likely_typo() {
+    let env = TestEnv::with(&format!(
+        "{}\n[retention]\nkeep = \"180s\"\n",
+        daily_job("")
+    ))
+    .await;
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("retention.keep: 3m is less than a day"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_the_daemon_runs_restores_and_nobody_is_messaged_twice() {
+    if on_postgres() {
+        return; // A SQLite file's backup; PostgreSQL's is pg_dump.
+    }
+    // The latest 09:00 slot is still open to `send`, whenever the test runs.
+    let env = TestEnv::with(&format!(
+        "{}{}",
+        daily_job("send_window = \"25h\""),
+        recipients(&[
+            "oUser00000000000000000000001",
+            "oUser00000000000000000000002"
+        ])
+    ))
+    .await;
+    let first = env.wxpush(&["send", "daily"]).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(env.fake.accepted_count(), 2);
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+
+    // Run from another folder, as an operator's cron line would.
+    let backup = env.dir.path().join("backups/wxpush-1.db");
+    std::fs::create_dir_all(backup.parent().unwrap()).unwrap();
+    let run = finish(
+        env.command(&["backup", backup.to_str().unwrap()])
+            .current_dir(std::env::temp_dir()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("backed up "), "{}", run.stdout);
+    let again = env.wxpush(&["backup", backup.to_str().unwrap()]).await;
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    let leftovers: Vec<_> = std::fs::read_dir(backup.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("wxpush-1.db")]);
+    signal(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+
+    // The restore README shows: stopped, the file and its WAL replaced.
+    let db = env.db_path();
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", db.display()));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    let sent = env.fake.accepted_count();
+    let run = env.wxpush(&["send", "daily"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("nothing to send"), "{}", run.stdout);
+    assert_eq!(
+        env.fake.accepted_count(),
+        sent,
+        "the restored history says they have it"
+    );
+    let runs = env.wxpush(&["runs", "--json"]).await;
+    assert_eq!(runs.code, 0, "{runs:?}");
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["counts"]["sent"], 2, "{runs}");
+}
+
+#[tokio::test]
+async fn backup_on_postgresql_points_to_pg_dump() {
+    if !on_postgres() {
+        return;
+    }
+    let env = TestEnv::with(&two_people()).await;
+    assert_eq!(env.wxpush(&["send", "daily", "--again"]).await.code, 0);
+    let run = env.wxpush(&["backup", "/tmp/never.db"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("pg_dump"), "{}", run.stderr);
+}
