@@ -40,6 +40,10 @@ pub enum Command {
         /// Print the summary as JSON (counts, timings, latency percentiles).
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
+        /// Send the job's message to this one openid now, as a test: recorded as
+        /// a test send, never as the slot's run or in the schedule's history.
+        #[arg(long, value_name = "OPENID", conflicts_with_all = ["again", "dry_run"])]
+        to: Option<String>,
     },
     /// Check the config, cron lines, time zones and every message, and each job's
     /// template against the account's template list; exit 2 on problems.

@@ -95,9 +95,16 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         Command::Run => daemon(settings).await,
         Command::Send {
             job,
+            to: Some(to),
+            json,
+            ..
+        } => send::test_send(settings, &job, &to, json).await,
+        Command::Send {
+            job,
             again,
             dry_run,
             json,
+            to: None,
         } => send::run(settings, &job, again, dry_run, json).await,
         Command::Recipients(c) => recipients::run(settings, c).await,
         Command::Runs(args) => runs::run(settings, args).await,

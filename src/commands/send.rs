@@ -112,6 +112,148 @@ pub(super) async fn run(
     })
 }
 
+/// `wxpush send JOB --to OPENID`: the job's message to one person, once, as a
+/// test. The person's variables are theirs when the job lists them.
+pub(super) async fn test_send(
+    settings: Settings,
+    job: &str,
+    to: &str,
+    json: bool,
+) -> Result<Exit, Failure> {
+    let job = find_job(&settings, job)?.clone();
+    let openid = OpenId::parse(to).map_err(|e| Failure::usage(format!("--to {to}: {e}")))?;
+    let path = settings.path.display().to_string();
+    let app = App::build_as(settings, "send").await?;
+    let result = test_send_with(&app, &job, openid, &path).await;
+    app.leave().await;
+    app.store.close().await;
+    let sent = result?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&sent).expect("a test send serialises")
+        );
+    } else {
+        println!("{}", sent.line);
+    }
+    Ok(match sent.status {
+        crate::storage::Status::Sent => Exit::Ok,
+        _ => Exit::SomeFailed,
+    })
+}
+
+/// How a test send ended.
+#[derive(Debug, Serialize)]
+struct TestSent {
+    job: String,
+    openid: String,
+    test_send: i64,
+    status: crate::storage::Status,
+    errcode: Option<i64>,
+    errmsg: Option<String>,
+    msgid: Option<String>,
+    #[serde(skip)]
+    line: String,
+}
+
+async fn test_send_with(
+    app: &App,
+    job: &Job,
+    openid: OpenId,
+    config: &str,
+) -> Result<TestSent, Failure> {
+    use crate::storage::Status;
+    use crate::wechat::SendReply;
+    app.sync_recipients().await?;
+    let listed = app
+        .store
+        .recipients(Some(job.name.as_ref()))
+        .await?
+        .into_iter()
+        .find(|r| r.openid == openid.as_ref());
+    let vars = listed.map(|r| r.vars).unwrap_or_default();
+    let builtins = Builtins::at(Utc::now(), job.schedule.tz());
+    let message = Message::build(&job.spec, openid.clone(), &vars, &builtins).map_err(|e| {
+        Failure::usage(format!(
+            "{config}: job {}: data.{e} (for --to {openid}, with {})",
+            job.name,
+            if vars.is_empty() {
+                "no variables: the job does not list this person"
+            } else {
+                "this person's variables"
+            }
+        ))
+    })?;
+    let template = job.spec.template_id.as_ref();
+    let id = app
+        .store
+        .start_test_send(job.name.as_ref(), openid.as_ref(), template)
+        .await?;
+    let mut token = app.tokens.get().await.map_err(Failure::cannot_proceed)?;
+    let mut reply = app.client.send(token.expose(), &message).await;
+    if let SendReply::Replied { errcode, .. } = &reply
+        && crate::wechat::token_rejected(*errcode)
+    {
+        token = app
+            .tokens
+            .replace(&token)
+            .await
+            .map_err(Failure::cannot_proceed)?;
+        reply = app.client.send(token.expose(), &message).await;
+    }
+    let (status, errcode, errmsg, msgid) = match reply {
+        SendReply::Replied {
+            errcode: 0, msgid, ..
+        } => (Status::Sent, None, None, msgid),
+        SendReply::Replied {
+            errcode, errmsg, ..
+        } => (Status::Failed, Some(errcode), Some(errmsg), None),
+        SendReply::NotSent(why) => (Status::Failed, None, Some(why), None),
+        SendReply::Http(code) => (Status::Unknown, None, Some(format!("HTTP {code}")), None),
+        SendReply::NoAnswer(why) => (Status::Unknown, None, Some(why), None),
+    };
+    app.store
+        .finish_test_send(id, status, errcode, errmsg.as_deref(), msgid)
+        .await?;
+    let one_time = app
+        .store
+        .template(template)
+        .await?
+        .is_some_and(|(t, _)| t.kind == crate::domain::TemplateKind::OneTime);
+    if one_time && matches!(status, Status::Sent | Status::Unknown) {
+        // WeChat delivers one message per tap, a test's too.
+        app.store.spend_credit(openid.as_ref(), template).await?;
+    }
+    let line = match status {
+        Status::Sent => format!(
+            "{}: test message sent to {openid} (test send {id}, msgid {}); no run was made",
+            job.name,
+            msgid.map_or_else(|| "-".into(), |m| m.to_string())
+        ),
+        Status::Unknown => format!(
+            "{}: test message to {openid}: no answer from WeChat ({}); it may have arrived (test send {id})",
+            job.name,
+            errmsg.as_deref().unwrap_or_default()
+        ),
+        _ => format!(
+            "{}: test message to {openid} failed: {}{} (test send {id})",
+            job.name,
+            errcode.map_or_else(String::new, |c| format!("errcode {c}: ")),
+            errmsg.as_deref().unwrap_or_default()
+        ),
+    };
+    Ok(TestSent {
+        job: job.name.to_string(),
+        openid: openid.to_string(),
+        test_send: id,
+        status,
+        errcode,
+        errmsg,
+        msgid: msgid.map(|m| m.to_string()),
+        line,
+    })
+}
+
 /// What `wxpush send` reports: every run it drained, added up.
 #[derive(Debug, Serialize)]
 struct Summary {

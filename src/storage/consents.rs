@@ -230,6 +230,7 @@ impl Store {
             // Unique per run, so the placeholder carries the row's own id.
             "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = $1",
             "UPDATE sent_events SET openid = 'forgotten' WHERE openid = $1",
+            "DELETE FROM test_sends WHERE openid = $1",
         ] {
             touched += sqlx::query(sql)
                 .bind(openid)

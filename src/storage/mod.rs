@@ -25,6 +25,7 @@ mod sets;
 mod shared_tests;
 mod sqlite;
 mod templates;
+mod test_sends;
 #[cfg(test)]
 mod test_stores;
 mod tokens;

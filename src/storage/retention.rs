@@ -14,7 +14,7 @@ pub struct Pruned {
     pub deliveries: u64,
     /// Old runs.
     pub runs: u64,
-    /// Applied event pushes (consent and sent events).
+    /// Applied event pushes (consent and sent events) and test sends.
     pub events: u64,
 }
 
@@ -76,10 +76,14 @@ impl Store {
                 .rows_affected();
             }
         }
-        for (table, key) in [("consent_events", "event_key"), ("sent_events", "msgid")] {
+        for (table, key, at) in [
+            ("consent_events", "event_key", "received_at"),
+            ("sent_events", "msgid", "received_at"),
+            ("test_sends", "id", "created_at"),
+        ] {
             let sql = format!(
                 "DELETE FROM {table} WHERE {key} IN \
-                 (SELECT {key} FROM {table} WHERE received_at < $1 LIMIT $2)"
+                 (SELECT {key} FROM {table} WHERE {at} < $1 LIMIT $2)"
             );
             loop {
                 let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))

@@ -8,6 +8,7 @@ mod token;
 pub use client::{RemoteTemplate, SendReply, Session, WechatClient, WechatError, content_keywords};
 pub use errcode::{
     Disposition, TRANSIENT_SEND_ERRCODES, TokenFailure, classify_send, classify_token,
+    token_rejected,
 };
 pub use templates::{TemplateCatalog, TemplateError};
 pub use token::{AccessToken, TokenError, TokenManager};

@@ -16,4 +16,5 @@ mod rerun;
 mod scheduler;
 mod secrets;
 mod service;
+mod test_send;
 mod token;

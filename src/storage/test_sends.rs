@@ -1,0 +1,81 @@
+//! `wxpush send JOB --to OPENID`: test messages, recorded apart from runs.
+
+use super::{Context, StorageError, Store, now};
+use crate::domain::Status;
+
+impl Store {
+    /// Records a test message to `openid` as `sending`, before its request.
+    pub async fn start_test_send(
+        &self,
+        job: &str,
+        openid: &str,
+        template_id: &str,
+    ) -> Result<i64, StorageError> {
+        let now = now();
+        sqlx::query_scalar(
+            "INSERT INTO test_sends (job, openid, template_id, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'sending', $4, $4) RETURNING id",
+        )
+        .bind(job)
+        .bind(openid)
+        .bind(template_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .context("record a test send")
+    }
+
+    /// Records how test send `id` ended.
+    pub async fn finish_test_send(
+        &self,
+        id: i64,
+        status: Status,
+        errcode: Option<i64>,
+        errmsg: Option<&str>,
+        msgid: Option<u64>,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE test_sends SET status = $1, errcode = $2, errmsg = $3, msgid = $4, \
+             updated_at = $5 WHERE id = $6",
+        )
+        .bind(status.as_str())
+        .bind(errcode)
+        .bind(errmsg)
+        .bind(msgid.map(|m| m.to_string()))
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .context("record a test send")?;
+        Ok(())
+    }
+
+    /// A one-time credit `openid` spent on a test message of `template_id`:
+    /// WeChat delivers one message per tap, test or not.
+    pub async fn spend_credit(&self, openid: &str, template_id: &str) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE consents SET credits = credits - 1 \
+             WHERE openid = $1 AND template_id = $2 AND credits > reserved",
+        )
+        .bind(openid)
+        .bind(template_id)
+        .execute(&self.pool)
+        .await
+        .context("spend a consent credit")?;
+        Ok(())
+    }
+
+    /// Test sends of `job`, newest first: (openid, status, errcode, created_at).
+    pub async fn test_sends(
+        &self,
+        job: &str,
+    ) -> Result<Vec<(String, String, Option<i64>, String)>, StorageError> {
+        sqlx::query_as(
+            "SELECT openid, status, errcode, created_at FROM test_sends WHERE job = $1 ORDER BY id DESC",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .context("read test sends")
+    }
+}
