@@ -68,12 +68,15 @@ impl App {
             settings.wechat.appid.clone(),
             settings.wechat.token_source,
         ));
-        let deliverer = Arc::new(Deliverer::new(
-            store.clone(),
-            client.clone(),
-            Arc::clone(&tokens),
-            &settings.delivery,
-        ));
+        let deliverer = Arc::new(
+            Deliverer::new(
+                store.clone(),
+                client.clone(),
+                Arc::clone(&tokens),
+                &settings.delivery,
+            )
+            .with_progress(crate::delivery::Progress::for_role(role)),
+        );
         Ok(Self {
             settings,
             store,

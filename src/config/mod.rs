@@ -284,7 +284,7 @@ impl Checker {
         if listen.is_none() && http.is_none() && i.listen.is_none() {
             self.fail(
                 "intake.enabled",
-                "needs a listener; set intake.listen, or http.enabled = true to share [http] listen",
+                "needs the HTTP listener; set http.enabled = true, or give the intake its own with intake.listen",
             );
         }
         let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();

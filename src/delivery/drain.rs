@@ -146,6 +146,7 @@ pub struct Deliverer {
     inflight: Arc<InFlight>,
     concurrency: usize,
     on_unknown: OnUnknown,
+    progress: super::progress::Progress,
 }
 
 impl Deliverer {
@@ -166,7 +167,14 @@ impl Deliverer {
             inflight: Arc::new(InFlight::default()),
             concurrency: d.concurrency,
             on_unknown: d.on_unknown,
+            progress: super::progress::Progress::Log,
         }
+    }
+
+    /// Shows run progress as `progress` says.
+    pub fn with_progress(mut self, progress: super::progress::Progress) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// The rate limit all instances share, divided among the live ones.
@@ -321,6 +329,9 @@ impl Deliverer {
         self.store
             .reopen_run(run_id, job.spec.template_id.as_ref())
             .await?;
+        let _progress = self
+            .progress
+            .watch(self.store.clone(), job.name.as_ref(), run_id);
         let recorder = Recorder::start(self.store.clone(), targeting.gate.clone());
         let ctx = Arc::new(SendContext {
             client: self.client.clone(),

@@ -2,6 +2,7 @@
 
 mod drain;
 mod inflight;
+mod progress;
 mod rate;
 mod recorder;
 mod retry;
@@ -9,5 +10,6 @@ mod send;
 
 pub use drain::{Deliverer, RunReport, Targeting, leftover_of};
 pub use inflight::InFlight;
+pub use progress::Progress;
 pub use rate::SharedRate;
 pub use retry::RetryPolicy;

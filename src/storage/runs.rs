@@ -232,6 +232,19 @@ impl Store {
         Ok((row.get("free"), row.get("held")))
     }
 
+    /// How many of a run's deliveries are final, and how many it has.
+    pub async fn run_done(&self, run_id: i64) -> Result<(i64, i64), StorageError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN status IN ('pending', 'claimed', 'sending') THEN 0 ELSE 1 END), 0) AS done, \
+             COUNT(*) AS total FROM deliveries WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await
+        .context("read a run's progress")?;
+        Ok((row.get("done"), row.get("total")))
+    }
+
     /// Runs of `job` that still have work: running (maybe interrupted) or stopped.
     pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
         sqlx::query_scalar(
