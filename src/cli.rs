@@ -51,7 +51,21 @@ pub enum Command {
         /// Do not ask WeChat for the template list.
         #[arg(long)]
         offline: bool,
+        /// Print the result as JSON on standard output (problems, warnings, jobs).
+        #[arg(long)]
+        json: bool,
     },
+    /// Print shell completions for SHELL to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Man,
+    /// The configuration: `show` prints it as in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// List, add, remove or import recipients.
     #[command(subcommand)]
     Recipients(RecipientsCommand),
@@ -81,6 +95,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `wxpush config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration in effect, secrets redacted, each value with
+    /// where it came from (default, file or environment).
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the commented starter config (what `wxpush init` writes).
+    Example,
 }
 
 /// `wxpush recipients ...`.

@@ -13,10 +13,53 @@ use crate::wechat::{
     TemplateCatalog, TemplateError, TokenError, TokenManager, WechatClient, WechatError,
 };
 
-pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
-    let settings = config::load(path)?;
+/// `check --json`: everything the text output says, for scripts and CI.
+#[derive(Debug, serde::Serialize)]
+struct Report<'a> {
+    file: String,
+    ok: bool,
+    problems: &'a [String],
+    warnings: &'a [String],
+    jobs: Vec<JobReport>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct JobReport {
+    name: String,
+    next_fire: Option<String>,
+    config_recipients: usize,
+}
+
+fn print_json(report: &Report<'_>) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).expect("a report serialises")
+    );
+}
+
+/// Exit 2 with the problems already printed as JSON.
+fn failed_as_json() -> Failure {
+    Failure::usage(String::new())
+}
+
+pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, Failure> {
+    let settings = match config::load(path) {
+        Ok(s) => s,
+        Err(e) if json => {
+            print_json(&Report {
+                file: path.display().to_string(),
+                ok: false,
+                problems: &e.problems,
+                warnings: &[],
+                jobs: Vec::new(),
+            });
+            return Err(failed_as_json());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let file = settings.path.display().to_string();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     // Offline, nothing asks WeChat: the secret is not needed (CI, a build host).
     if !offline && settings.wechat.secret.is_none() {
         problems.push(format!(
@@ -61,10 +104,10 @@ pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
     {
         Ok(store) => store,
         Err(e) => {
-            eprintln!(
-                "warning: {}: database.url: {e}; recipients added with `recipients add|import` were not checked",
+            warnings.push(format!(
+                "{}: database.url: {e}; recipients added with `recipients add|import` were not checked",
                 settings.path.display()
-            );
+            ));
             None
         }
     };
@@ -101,7 +144,6 @@ pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
             ));
         }
     }
-    let mut warnings = Vec::new();
     if let Some(intake) = &settings.intake
         && intake.callback_token.is_none()
     {
@@ -112,6 +154,32 @@ pub(super) async fn run(path: &Path, offline: bool) -> Result<Exit, Failure> {
     }
     if !offline && settings.wechat.secret.is_some() {
         templates(&settings, &mut problems, &mut warnings).await;
+    }
+    let jobs: Vec<JobReport> = settings
+        .jobs
+        .iter()
+        .map(|job| JobReport {
+            name: job.name.to_string(),
+            next_fire: job
+                .schedule
+                .next_after(Utc::now())
+                .map(|t| job.schedule.local(t)),
+            config_recipients: settings.recipients_of(&job.name).count(),
+        })
+        .collect();
+    if json {
+        print_json(&Report {
+            file,
+            ok: problems.is_empty(),
+            problems: &problems,
+            warnings: &warnings,
+            jobs,
+        });
+        return if problems.is_empty() {
+            Ok(Exit::Ok)
+        } else {
+            Err(failed_as_json())
+        };
     }
     for w in &warnings {
         eprintln!("warning: {w}");

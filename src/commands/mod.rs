@@ -1,6 +1,7 @@
 //! One module per command; each returns an exit status or a one-line failure.
 
 mod check;
+mod config_show;
 mod init;
 mod instances;
 mod recipients;
@@ -83,8 +84,28 @@ impl From<crate::storage::StorageError> for Failure {
 
 /// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
-    if let Command::Check { offline } = cli.command {
-        return check::run(&cli.config, offline).await;
+    match &cli.command {
+        Command::Check { offline, json } => return check::run(&cli.config, *offline, *json).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "wxpush", &mut std::io::stdout());
+            return Ok(Exit::Ok);
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure::cannot_proceed(format!("cannot write the man page: {e}")))?;
+            return Ok(Exit::Ok);
+        }
+        Command::Config(crate::cli::ConfigCommand::Example) => {
+            print!("{}", init::STARTER);
+            return Ok(Exit::Ok);
+        }
+        Command::Config(crate::cli::ConfigCommand::Show { json }) => {
+            return config_show::run(&cli.config, *json);
+        }
+        _ => {}
     }
     if let Command::Init { path, force } = &cli.command {
         return init::run(path.as_deref().unwrap_or(&cli.config), *force);
@@ -111,7 +132,11 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         Command::Health => health(settings).await,
         Command::Instances { json } => instances::run(settings, json).await,
         Command::Backup { path } => backup(settings, &path).await,
-        Command::Check { .. } | Command::Init { .. } => unreachable!("handled above"),
+        Command::Check { .. }
+        | Command::Init { .. }
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Config(_) => unreachable!("handled above"),
     }
 }
 

@@ -70,6 +70,80 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     Checker::new(file, path.to_path_buf()).check(raw)
 }
 
+/// The configuration in effect at `path`: every key (defaults filled in, secrets
+/// and database passwords masked) and where each came from: `default`, `file`,
+/// or the environment variable that set it. The file must pass `load`.
+pub fn effective(path: &Path) -> Result<(serde_json::Value, Vec<Provenance>), ConfigError> {
+    load(path)?;
+    let file = path.display().to_string();
+    let env = Environment::with_prefix("WXPUSH")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    let raw: RawSettings = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml))
+        .add_source(env)
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| ConfigError::one(describe(&file, &e)))?;
+    let tree = serde_json::to_value(&raw).expect("the settings serialise");
+    let written: serde_json::Value = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml))
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| ConfigError::one(describe(&file, &e)))?;
+    let mut sources = Vec::new();
+    provenance(&tree, &written, "", &mut sources);
+    Ok((tree, sources))
+}
+
+/// One key in effect: its dotted name, its value, and where it came from.
+pub type Provenance = (String, serde_json::Value, String);
+
+/// Each leaf key of `tree` with where it came from: an environment variable
+/// `WXPUSH__A__B` that is set wins, then the file, else the default.
+fn provenance(
+    tree: &serde_json::Value,
+    written: &serde_json::Value,
+    key: &str,
+    out: &mut Vec<Provenance>,
+) {
+    let null = serde_json::Value::Null;
+    match tree {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let child = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                provenance(v, written.get(k).unwrap_or(&null), &child, out);
+            }
+        }
+        serde_json::Value::Array(items) if items.iter().all(serde_json::Value::is_object) => {
+            for (i, v) in items.iter().enumerate() {
+                provenance(
+                    v,
+                    written.get(i).unwrap_or(&null),
+                    &format!("{key}[{i}]"),
+                    out,
+                );
+            }
+        }
+        _ => {
+            let var = format!("WXPUSH__{}", key.replace('.', "__").to_uppercase());
+            let source = if std::env::var_os(&var).is_some() {
+                format!("env {var}")
+            } else if !written.is_null() {
+                "file".to_owned()
+            } else {
+                "default".to_owned()
+            };
+            out.push((key.to_owned(), tree.clone(), source));
+        }
+    }
+}
+
 /// One line for a `config` crate error, always naming the file: TOML errors come
 /// as several lines (position, a source excerpt, the message), folded here.
 fn describe(file: &str, e: &config::ConfigError) -> String {

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{Lang, MiniprogramState, Overflow};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSettings {
     pub wechat: RawWechat,
@@ -32,10 +32,11 @@ pub(super) struct RawSettings {
     pub recipients: Vec<RawRecipient>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWechat {
     pub appid: String,
+    #[serde(serialize_with = "redacted")]
     pub secret: Option<SecretString>,
     #[serde(default)]
     pub secret_file: Option<String>,
@@ -43,12 +44,16 @@ pub(super) struct RawWechat {
     pub api_base: String,
     #[serde(default)]
     pub token_source: TokenSource,
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub timeout: Duration,
 }
 
 /// Which endpoint issues the access_token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenSource {
     /// `POST /cgi-bin/stable_token`: the same token for every caller, no rotation war.
@@ -68,16 +73,20 @@ impl TokenSource {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDatabase {
-    #[serde(default = "default_db_url")]
+    #[serde(default = "default_db_url", serialize_with = "masked_url")]
     pub url: String,
     #[serde(default)]
     pub max_connections: Option<u32>,
     #[serde(default)]
     pub password_file: Option<String>,
-    #[serde(default = "default_instance_lease", with = "humantime_serde")]
+    #[serde(
+        default = "default_instance_lease",
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub instance_lease: Duration,
 }
 
@@ -96,15 +105,21 @@ impl Default for RawDatabase {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawDelivery {
     pub concurrency: usize,
     pub rate_limit_per_sec: u32,
     pub max_attempts: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub backoff_base: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub backoff_max: Duration,
     pub on_unknown: OnUnknown,
 }
@@ -123,7 +138,7 @@ impl Default for RawDelivery {
 }
 
 /// What a send with no answer (sent, outcome unknown) gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnUnknown {
     /// Record it as `unknown` and never resend: at most one message.
@@ -133,15 +148,24 @@ pub enum OnUnknown {
     Retry,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawScheduler {
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub catch_up: Duration,
     pub reload_on_change: bool,
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration_opt"
+    )]
     pub send_window: Option<Duration>,
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub outage_retry: Duration,
 }
 
@@ -156,13 +180,19 @@ impl Default for RawScheduler {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRetention {
     pub enabled: bool,
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub keep: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
     pub every: Duration,
     pub batch: u32,
 }
@@ -178,7 +208,7 @@ impl Default for RawRetention {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawHttp {
     pub enabled: bool,
@@ -194,13 +224,15 @@ impl Default for RawHttp {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawIntake {
     pub enabled: bool,
     pub listen: Option<String>,
+    #[serde(serialize_with = "redacted")]
     pub callback_token: Option<SecretString>,
     pub callback_token_file: Option<String>,
+    #[serde(serialize_with = "redacted")]
     pub encoding_aes_key: Option<SecretString>,
     pub encoding_aes_key_file: Option<String>,
     pub max_body_bytes: usize,
@@ -224,7 +256,7 @@ impl Default for RawIntake {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLog {
     pub level: Option<String>,
@@ -232,7 +264,7 @@ pub(super) struct RawLog {
 }
 
 /// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -242,7 +274,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJob {
     pub name: String,
@@ -257,9 +289,17 @@ pub(super) struct RawJob {
     pub lang: Lang,
     #[serde(default)]
     pub on_overflow: Overflow,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(
+        default,
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration_opt"
+    )]
     pub catch_up: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(
+        default,
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration_opt"
+    )]
     pub send_window: Option<Duration>,
     #[serde(default)]
     pub audience: Audience,
@@ -270,7 +310,7 @@ pub(super) struct RawJob {
 }
 
 /// Who a job sends to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Audience {
     /// Its recipients from the config file, the command line and imports.
@@ -281,7 +321,7 @@ pub enum Audience {
 }
 
 /// Whether recorded consent gates a job's sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConsentCheck {
     /// Skip people without consent on record (no credit for a one-time template,
@@ -292,7 +332,7 @@ pub enum ConsentCheck {
     Unchecked,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRecipient {
     pub openid: String,
@@ -304,7 +344,7 @@ pub(super) struct RawRecipient {
 }
 
 /// A TOML value that may stand in a message: numbers and booleans are written as text.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub(super) enum Scalar {
     Text(String),
@@ -338,4 +378,49 @@ fn default_db_url() -> String {
 
 fn default_timezone() -> String {
     "Asia/Shanghai".into()
+}
+
+/// A secret in `config show`: whether it is set, never its value.
+fn redacted<S: serde::Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(v) if !secrecy::ExposeSecret::expose_secret(v).is_empty() => s.serialize_some("***"),
+        _ => s.serialize_none(),
+    }
+}
+
+/// A database URL in `config show`: its password masked.
+fn masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    let shown = super::DatabaseSettings {
+        url: url.to_owned(),
+        max_connections: None,
+        instance_lease: Duration::ZERO,
+    }
+    .shown();
+    s.serialize_str(&shown)
+}
+
+/// A duration in `config show` as an operator writes it: "180d", not
+/// "5months 27days 19h 12m" (humantime's months are 30.44 days).
+fn plain_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    let ms = d.as_millis();
+    let text = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ]
+    .iter()
+    .find(|(unit, _)| ms >= *unit && ms.is_multiple_of(*unit))
+    .map_or_else(
+        || format!("{ms}ms"),
+        |(unit, suffix)| format!("{}{suffix}", ms / unit),
+    );
+    s.serialize_str(&text)
+}
+
+fn plain_duration_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => plain_duration(d, s),
+        None => s.serialize_none(),
+    }
 }

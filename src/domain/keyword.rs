@@ -103,7 +103,7 @@ impl KeywordKind {
 }
 
 /// What a too-long `thing` or `name` value gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Overflow {
     /// Refuse the message (no API call).

@@ -4,6 +4,7 @@ mod china;
 mod cli;
 mod config;
 mod consent;
+mod conveniences;
 mod database;
 mod delivery;
 mod gate;
