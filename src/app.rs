@@ -26,6 +26,18 @@ pub struct App {
     pub clock: crate::clock::Clock,
     /// This process in the database's instances table.
     pub instance: crate::storage::InstanceInfo,
+    /// `[apps.NAME]`: each app's own client, token cache and sender.
+    pub apps: Vec<(crate::domain::AppName, AppRuntime)>,
+}
+
+/// One mini program's WeChat side: its client, its token and its sender.
+pub struct AppRuntime {
+    /// Its WeChat client.
+    pub client: WechatClient,
+    /// Its access_token cache.
+    pub tokens: Arc<TokenManager>,
+    /// The sender of its jobs.
+    pub deliverer: Arc<Deliverer>,
 }
 
 /// Start-up failures.
@@ -40,6 +52,9 @@ pub enum AppError {
     /// No AppSecret is configured.
     #[error("{0}: wechat.secret: is missing; set it in the file or in WXPUSH__WECHAT__SECRET")]
     NoSecret(String),
+    /// An app in `[apps.NAME]` has no AppSecret.
+    #[error("{0}: apps.{1}.secret: is missing; set apps.{1}.secret_file, or WXPUSH__APPS__{upper}__SECRET", upper = .1.to_uppercase())]
+    NoAppSecret(String, String),
 }
 
 impl App {
@@ -77,6 +92,36 @@ impl App {
             )
             .with_progress(crate::delivery::Progress::for_role(role)),
         );
+        let mut apps = Vec::new();
+        for app in &settings.apps {
+            let secret = app.wechat.secret.clone().ok_or_else(|| {
+                AppError::NoAppSecret(settings.path.display().to_string(), app.name.to_string())
+            })?;
+            let client = WechatClient::new(&app.wechat, secret, settings.delivery.concurrency)?;
+            let tokens = Arc::new(TokenManager::new(
+                client.clone(),
+                store.clone(),
+                app.wechat.appid.clone(),
+                app.wechat.token_source,
+            ));
+            let deliverer = Arc::new(
+                Deliverer::new(
+                    store.clone(),
+                    client.clone(),
+                    Arc::clone(&tokens),
+                    &settings.delivery,
+                )
+                .with_progress(crate::delivery::Progress::for_role(role)),
+            );
+            apps.push((
+                app.name.clone(),
+                AppRuntime {
+                    client,
+                    tokens,
+                    deliverer,
+                },
+            ));
+        }
         Ok(Self {
             settings,
             store,
@@ -86,6 +131,7 @@ impl App {
             faults: Default::default(),
             clock: Default::default(),
             instance,
+            apps,
         })
     }
 
@@ -97,9 +143,31 @@ impl App {
         tokio::spawn(crate::instance::keep_alive(
             self.store.clone(),
             self.instance.clone(),
-            Arc::clone(&self.deliverer),
+            std::iter::once(Arc::clone(&self.deliverer))
+                .chain(self.apps.iter().map(|(_, a)| Arc::clone(&a.deliverer)))
+                .collect(),
             stop,
         ))
+    }
+
+    /// The sender of `app`'s jobs (`None`: the default app).
+    pub fn deliverer_for(&self, app: Option<&crate::domain::AppName>) -> &Arc<Deliverer> {
+        self.runtime(app).map_or(&self.deliverer, |a| &a.deliverer)
+    }
+
+    /// The token cache of `app` (`None`: the default app).
+    pub fn tokens_for(&self, app: Option<&crate::domain::AppName>) -> &Arc<TokenManager> {
+        self.runtime(app).map_or(&self.tokens, |a| &a.tokens)
+    }
+
+    /// The WeChat client of `app` (`None`: the default app).
+    pub fn client_for(&self, app: Option<&crate::domain::AppName>) -> &WechatClient {
+        self.runtime(app).map_or(&self.client, |a| &a.client)
+    }
+
+    fn runtime(&self, app: Option<&crate::domain::AppName>) -> Option<&AppRuntime> {
+        let app = app?;
+        self.apps.iter().find(|(n, _)| n == app).map(|(_, a)| a)
     }
 
     /// Leaves the instances table (a clean exit), giving back what was taken.

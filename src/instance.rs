@@ -88,7 +88,7 @@ fn report(rescue: &Rescue, leftover: Status) {
 pub async fn keep_alive(
     store: Store,
     me: InstanceInfo,
-    deliverer: std::sync::Arc<Deliverer>,
+    deliverers: Vec<std::sync::Arc<Deliverer>>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(me.lease / 3);
@@ -98,26 +98,33 @@ pub async fn keep_alive(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = beat(&store, &me, &deliverer).await {
+        if let Err(e) = beat(&store, &me, &deliverers).await {
             tracing::warn!(error = %e, "cannot renew this instance's heartbeat");
         }
     }
 }
 
-async fn beat(store: &Store, me: &InstanceInfo, deliverer: &Deliverer) -> Result<(), StorageError> {
+/// `deliverers`: one per app, the default app's first (all settle alike).
+async fn beat(
+    store: &Store,
+    me: &InstanceInfo,
+    deliverers: &[std::sync::Arc<Deliverer>],
+) -> Result<(), StorageError> {
     if !store.heartbeat(me).await? {
         tracing::error!(
             instance = %me.id,
             "this instance missed its lease (the database was out of reach?) and was declared dead; its requests in flight were recorded unknown and it registered again"
         );
     }
-    let leftover = deliverer.leftover();
+    let leftover = deliverers[0].leftover();
     let rescue = store
         .rescue_dead(leftover, &gone_here(store, me).await?)
         .await?;
     report(&rescue, leftover);
     let live = store.live_instances().await?;
-    deliverer.rate().set_instances(live);
+    for deliverer in deliverers {
+        deliverer.rate().set_instances(live);
+    }
     crate::stats::live_instances(live);
     Ok(())
 }

@@ -116,6 +116,18 @@ fn warn_about_restart_only_changes(running: &Settings, new: &Settings) {
     }
 }
 
+/// Whether `[apps.NAME]` changed: an app added, removed or given other
+/// credentials (clients and token caches are built at start).
+fn apps_changed(a: &[crate::config::AppSettings], b: &[crate::config::AppSettings]) -> bool {
+    a.len() != b.len()
+        || a.iter().zip(b).any(|(x, y)| {
+            x.name != y.name
+                || x.wechat != y.wechat
+                || !crate::config::same_secret(&x.callback_token, &y.callback_token)
+                || x.aes_key != y.aes_key
+        })
+}
+
 /// The keys (or sections) whose change the running daemon does not apply.
 fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str> {
     let (a, b) = (&running.wechat, &new.wechat);
@@ -128,6 +140,7 @@ fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str>
         ("wechat.api_base", a.api_base != b.api_base),
         ("wechat.token_source", a.token_source != b.token_source),
         ("wechat.timeout", a.timeout != b.timeout),
+        ("apps", apps_changed(&running.apps, &new.apps)),
         ("database", running.database != new.database),
         ("delivery", running.delivery != new.delivery),
         ("http", running.http != new.http),

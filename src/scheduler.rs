@@ -308,7 +308,7 @@ async fn spawn_fire(
     loop {
         let again = match fire(
             &app.store,
-            &app.deliverer,
+            app.deliverer_for(job.app.as_ref()),
             job,
             slot,
             false,

@@ -215,22 +215,51 @@ const FREQUENT: chrono::TimeDelta = chrono::TimeDelta::days(7);
 /// warning, so that `check` still works offline.
 async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
     let file = settings.path.display().to_string();
-    let list = match fetch_templates(settings).await {
-        Ok(list) => list,
-        // WeChat said no to who we are: every send would fail the same way.
-        Err(e) if rejected_credentials(&e).is_some() => {
-            let (key, hint) = rejected_credentials(&e).expect("checked");
-            problems.push(format!("{file}: {key}: {e}; {hint}"));
-            return;
-        }
-        Err(e) => {
-            warnings.push(format!(
-                "cannot verify the jobs' templates against WeChat ({e}); run `wxpush check --offline` to skip this"
+    let apps = std::iter::once((None, &settings.wechat))
+        .chain(settings.apps.iter().map(|a| (Some(&a.name), &a.wechat)));
+    for (app, wechat) in apps {
+        // Each app's templates are its own account's.
+        let section = app.map_or("wechat".to_owned(), |n| format!("apps.{n}"));
+        let Some(secret) = wechat.secret.clone() else {
+            problems.push(format!(
+                "{file}: {section}.secret: is missing; set {section}.secret_file or the environment"
             ));
-            return;
-        }
-    };
+            continue;
+        };
+        let list = match fetch_templates(settings, wechat, secret).await {
+            Ok(list) => list,
+            // WeChat said no to who we are: every send would fail the same way.
+            Err(e) if rejected_credentials(&e).is_some() => {
+                let (key, hint) = rejected_credentials(&e).expect("checked");
+                let key = key.replacen("wechat", &section, 1);
+                problems.push(format!("{file}: {key}: {e}; {hint}"));
+                continue;
+            }
+            Err(e) => {
+                let whose = app.map_or(String::new(), |n| format!(" of app {n}"));
+                warnings.push(format!(
+                    "cannot verify the jobs' templates{whose} against WeChat ({e}); run `wxpush check --offline` to skip this"
+                ));
+                continue;
+            }
+        };
+        check_jobs_templates(settings, app, &list, problems, warnings);
+    }
+}
+
+/// Checks the templates of `app`'s jobs against its account's `list`.
+fn check_jobs_templates(
+    settings: &Settings,
+    app: Option<&crate::domain::AppName>,
+    list: &[crate::wechat::RemoteTemplate],
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let file = settings.path.display().to_string();
     for (i, job) in settings.jobs.iter().enumerate() {
+        if job.app.as_ref() != app {
+            continue;
+        }
         let at = format!("{file}: jobs[{i}] ({})", job.name);
         let id = job.spec.template_id.as_ref();
         let Some(t) = list.iter().find(|t| t.template_id == id) else {
@@ -329,13 +358,10 @@ fn rejected_credentials(e: &TemplateError) -> Option<(&'static str, String)> {
 
 async fn fetch_templates(
     settings: &Settings,
+    wechat: &crate::config::WechatSettings,
+    secret: secrecy::SecretString,
 ) -> Result<Vec<crate::wechat::RemoteTemplate>, TemplateError> {
-    let secret = settings
-        .wechat
-        .secret
-        .clone()
-        .expect("checked before: online check needs the secret");
-    let client = WechatClient::new(&settings.wechat, secret, 1)?;
+    let client = WechatClient::new(wechat, secret, 1)?;
     // The real database when there is one (its cached token saves a request);
     // otherwise `check` must not create files.
     let store =
@@ -350,8 +376,8 @@ async fn fetch_templates(
     let tokens = std::sync::Arc::new(TokenManager::new(
         client.clone(),
         store.clone(),
-        settings.wechat.appid.clone(),
-        settings.wechat.token_source,
+        wechat.appid.clone(),
+        wechat.token_source,
     ));
     let list = TemplateCatalog::new(client, tokens, store.clone())
         .refresh()

@@ -70,7 +70,7 @@ impl From<ConfigError> for Failure {
 impl From<AppError> for Failure {
     fn from(e: AppError) -> Self {
         match e {
-            AppError::NoSecret(_) => Self::usage(e.to_string()),
+            AppError::NoSecret(_) | AppError::NoAppSecret(..) => Self::usage(e.to_string()),
             other => Self::cannot_proceed(other),
         }
     }

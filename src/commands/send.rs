@@ -47,7 +47,7 @@ pub(super) async fn run(
     let heartbeat = app.keep_alive(alive.clone());
     let fired = fire(
         &app.store,
-        &app.deliverer,
+        app.deliverer_for(job.app.as_ref()),
         &job,
         Some((slot, Trigger::Manual)),
         again,
@@ -93,7 +93,11 @@ pub(super) async fn run(
         return Ok(Exit::Ok);
     }
 
-    let summary = Summary::of(job.name.as_ref(), &fired.reports, app.tokens.fetches());
+    let summary = Summary::of(
+        job.name.as_ref(),
+        &fired.reports,
+        app.tokens_for(job.app.as_ref()).fetches(),
+    );
     if json {
         println!(
             "{}",
@@ -189,17 +193,20 @@ async fn test_send_with(
         .store
         .start_test_send(job.name.as_ref(), openid.as_ref(), template)
         .await?;
-    let mut token = app.tokens.get().await.map_err(Failure::cannot_proceed)?;
-    let mut reply = app.client.send(token.expose(), &message).await;
+    let (tokens, client) = (
+        app.tokens_for(job.app.as_ref()),
+        app.client_for(job.app.as_ref()),
+    );
+    let mut token = tokens.get().await.map_err(Failure::cannot_proceed)?;
+    let mut reply = client.send(token.expose(), &message).await;
     if let SendReply::Replied { errcode, .. } = &reply
         && crate::wechat::token_rejected(*errcode)
     {
-        token = app
-            .tokens
+        token = tokens
             .replace(&token)
             .await
             .map_err(Failure::cannot_proceed)?;
-        reply = app.client.send(token.expose(), &message).await;
+        reply = client.send(token.expose(), &message).await;
     }
     let (status, errcode, errmsg, msgid) = match reply {
         SendReply::Replied {

@@ -16,12 +16,12 @@ use config::{Config, Environment, File, FileFormat};
 pub use raw::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
 pub(crate) use settings::same_secret;
 pub use settings::{
-    DatabaseSettings, DeliverySettings, IntakeSettings, Job, LogSettings, Recipient,
+    AppSettings, DatabaseSettings, DeliverySettings, IntakeSettings, Job, LogSettings, Recipient,
     RetentionSettings, Settings, WechatSettings,
 };
 
 use crate::domain::{
-    JobName, KeywordName, MessageSpec, OpenId, Page, Schedule, TemplateId, ValueTemplate,
+    AppName, JobName, KeywordName, MessageSpec, OpenId, Page, Schedule, TemplateId, ValueTemplate,
 };
 use raw::RawSettings;
 
@@ -203,7 +203,8 @@ impl Checker {
             self.fail("scheduler.outage_retry", "must be more than 0s");
         }
         let classic = raw.wechat.token_source == TokenSource::Classic;
-        let wechat = self.wechat(raw.wechat);
+        let default_appid = raw.wechat.appid.clone();
+        let wechat = self.wechat("wechat", raw.wechat);
         let delivery = self.delivery(raw.delivery);
         let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let config_dir = config_dir.as_path();
@@ -232,6 +233,7 @@ impl Checker {
                 "\"classic\" cannot be used with a PostgreSQL database: every classic fetch invalidates the token other instances hold; use \"stable\"",
             );
         }
+        let apps = self.apps(raw.apps, &default_appid, database::is_shared(&database_url));
         // Every name written in [[jobs]], good or not: a recipient of a job that has
         // its own error is not reported again (one root cause, one line).
         let written: BTreeSet<String> = raw.jobs.iter().map(|j| j.name.clone()).collect();
@@ -239,7 +241,7 @@ impl Checker {
             .jobs
             .into_iter()
             .enumerate()
-            .filter_map(|(i, j)| self.job(i, j, &raw.scheduler))
+            .filter_map(|(i, j)| self.job(i, j, &raw.scheduler, &apps))
             .collect();
         let mut seen = BTreeSet::new();
         for job in &jobs {
@@ -250,7 +252,7 @@ impl Checker {
                 );
             }
         }
-        let recipients = self.recipients(raw.recipients, &seen, &written);
+        let recipients = self.recipients(raw.recipients, &jobs, &written, &apps);
         let http = if raw.http.enabled {
             raw.http
                 .listen
@@ -278,6 +280,7 @@ impl Checker {
         Ok(Settings {
             path: self.path,
             wechat: wechat.expect("no problems means the wechat section converted"),
+            apps,
             database: DatabaseSettings {
                 url: database_url,
                 max_connections: raw.database.max_connections,
@@ -426,13 +429,13 @@ impl Checker {
         })
     }
 
-    fn wechat(&mut self, w: raw::RawWechat) -> Option<WechatSettings> {
+    fn wechat(&mut self, at: &str, w: raw::RawWechat) -> Option<WechatSettings> {
         let appid_ok = w.appid.starts_with("wx")
             && w.appid.len() == 18
             && w.appid.chars().all(|c| c.is_ascii_alphanumeric());
         if !appid_ok {
             self.fail(
-                "wechat.appid",
+                &format!("{at}.appid"),
                 format!(
                     "{:?} is not a mini program AppID (wx followed by 16 letters or digits)",
                     w.appid
@@ -441,7 +444,7 @@ impl Checker {
         }
         let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let secret = self.secret(
-            "wechat.secret",
+            &format!("{at}.secret"),
             w.secret,
             w.secret_file.as_deref(),
             &config_dir,
@@ -449,12 +452,12 @@ impl Checker {
         let api_base = w.api_base.trim_end_matches('/').to_owned();
         if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
             self.fail(
-                "wechat.api_base",
+                &format!("{at}.api_base"),
                 format!("{api_base:?} is not an http(s) URL"),
             );
         }
         if w.timeout.is_zero() {
-            self.fail("wechat.timeout", "must be more than 0s");
+            self.fail(&format!("{at}.timeout"), "must be more than 0s");
         }
         Some(WechatSettings {
             appid: w.appid,
@@ -463,6 +466,103 @@ impl Checker {
             token_source: w.token_source,
             timeout: w.timeout,
         })
+    }
+
+    /// `[apps.NAME]` tables: each like `[wechat]`, with its own callback secrets.
+    fn apps(
+        &mut self,
+        raw: BTreeMap<String, raw::RawApp>,
+        default_appid: &str,
+        shared_db: bool,
+    ) -> Vec<AppSettings> {
+        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut apps: Vec<AppSettings> = Vec::new();
+        for (name, app) in raw {
+            let at = format!("apps.{name}");
+            let Ok(app_name) = AppName::parse(&name).map_err(|e| self.fail(&at, e)) else {
+                continue;
+            };
+            let (wechat, callback) = app.split();
+            if shared_db && wechat.token_source == TokenSource::Classic {
+                self.fail(
+                    &format!("{at}.token_source"),
+                    "\"classic\" cannot be used with a PostgreSQL database: every classic fetch invalidates the token other instances hold; use \"stable\"",
+                );
+            }
+            let Some(wechat) = self.wechat(&at, wechat) else {
+                continue;
+            };
+            // One AppID, one token: two names for it would fight over it.
+            if wechat.appid == default_appid {
+                self.fail(
+                    &format!("{at}.appid"),
+                    "is [wechat]'s AppID too; an app is configured once",
+                );
+            } else if let Some(other) = apps.iter().find(|a| a.wechat.appid == wechat.appid) {
+                self.fail(
+                    &format!("{at}.appid"),
+                    format!(
+                        "is apps.{}'s AppID too; an app is configured once",
+                        other.name
+                    ),
+                );
+            }
+            let callback_token = self.secret(
+                &format!("{at}.callback_token"),
+                callback.callback_token,
+                callback.callback_token_file.as_deref(),
+                &config_dir,
+            );
+            let aes_key = self
+                .secret(
+                    &format!("{at}.encoding_aes_key"),
+                    callback.encoding_aes_key,
+                    callback.encoding_aes_key_file.as_deref(),
+                    &config_dir,
+                )
+                .and_then(|k| {
+                    crate::domain::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
+                        .map_err(|rule| self.fail(&format!("{at}.encoding_aes_key"), rule))
+                        .ok()
+                });
+            apps.push(AppSettings {
+                name: app_name,
+                wechat,
+                callback_token,
+                aes_key,
+            });
+        }
+        apps
+    }
+
+    /// The app `name` names, or the default app when absent; `at` is the key.
+    fn app_ref(
+        &mut self,
+        at: &str,
+        name: Option<&str>,
+        apps: &[AppSettings],
+    ) -> Result<Option<AppName>, ()> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        match apps.iter().find(|a| a.name.as_ref() == name) {
+            Some(a) => Ok(Some(a.name.clone())),
+            None => {
+                let known: Vec<&str> = apps.iter().map(|a| a.name.as_ref()).collect();
+                self.fail(
+                    at,
+                    format!(
+                        "no app is named {name:?} (configured: {}); define it as [apps.{name}]",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                Err(())
+            }
+        }
     }
 
     fn delivery(&mut self, d: raw::RawDelivery) -> DeliverySettings {
@@ -488,13 +588,20 @@ impl Checker {
         }
     }
 
-    fn job(&mut self, i: usize, j: raw::RawJob, scheduler: &raw::RawScheduler) -> Option<Job> {
+    fn job(
+        &mut self,
+        i: usize,
+        j: raw::RawJob,
+        scheduler: &raw::RawScheduler,
+        apps: &[AppSettings],
+    ) -> Option<Job> {
         let at = format!("jobs[{i}]");
         let before = self.problems.len();
         let name = JobName::parse(&j.name)
             .map_err(|e| self.fail(&format!("{at}.name"), e))
             .ok();
         let at = name.as_ref().map_or(at.clone(), |n| format!("{at} ({n})"));
+        let app = self.app_ref(&format!("{at}.app"), j.app.as_deref(), apps);
         let tz: Option<Tz> = j
             .timezone
             .parse()
@@ -568,6 +675,7 @@ impl Checker {
         }
         Some(Job {
             name: name?,
+            app: app.ok()?,
             schedule: schedule?,
             catch_up,
             send_window,
@@ -587,8 +695,9 @@ impl Checker {
     fn recipients(
         &mut self,
         raw: Vec<raw::RawRecipient>,
-        jobs: &BTreeSet<JobName>,
+        jobs: &[Job],
         written: &BTreeSet<String>,
+        apps: &[AppSettings],
     ) -> Vec<Recipient> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
@@ -600,7 +709,11 @@ impl Checker {
                 continue;
             };
             let at = format!("{at} ({})", openid.masked());
-            if !seen.insert(openid.clone()) {
+            let Ok(app) = self.app_ref(&format!("{at}.app"), r.app.as_deref(), apps) else {
+                continue;
+            };
+            // The same openid in two apps is two people.
+            if !seen.insert((app.clone(), openid.clone())) {
                 self.fail(
                     &at,
                     "this openid is listed twice; merge its jobs into one entry",
@@ -613,9 +726,27 @@ impl Checker {
                 );
             }
             let mut names = Vec::new();
+            let app_name = |a: &Option<AppName>| {
+                a.as_ref()
+                    .map_or("the default app ([wechat])".to_owned(), |n| {
+                        format!("app \"{n}\"")
+                    })
+            };
             for j in &r.jobs {
-                match JobName::parse(j) {
-                    Ok(n) if jobs.contains(&n) => names.push(n),
+                let job = JobName::parse(j)
+                    .ok()
+                    .and_then(|n| jobs.iter().find(|job| job.name == n));
+                match job {
+                    Some(job) if job.app != app => self.fail(
+                        &format!("{at}.jobs"),
+                        format!(
+                            "job {j:?} sends for {}, but this recipient is of {}; an openid belongs to one app, so list it in an entry with app = {:?}",
+                            app_name(&job.app),
+                            app_name(&app),
+                            job.app.as_ref().map_or("", |n| n.as_ref())
+                        ),
+                    ),
+                    Some(job) => names.push(job.name.clone()),
                     // That job's own problem is reported where it is defined.
                     _ if written.contains(j) => {}
                     _ => self.fail(&format!("{at}.jobs"), format!("no job is named {j:?}")),
@@ -627,6 +758,7 @@ impl Checker {
                 .map(|(k, v)| (k, v.into_string()))
                 .collect();
             out.push(Recipient {
+                app,
                 openid,
                 name: r.name,
                 jobs: names,

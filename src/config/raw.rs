@@ -27,6 +27,8 @@ pub(super) struct RawSettings {
     #[serde(default)]
     pub retention: RawRetention,
     #[serde(default)]
+    pub apps: BTreeMap<String, RawApp>,
+    #[serde(default)]
     pub jobs: Vec<RawJob>,
     #[serde(default)]
     pub recipients: Vec<RawRecipient>,
@@ -50,6 +52,66 @@ pub(super) struct RawWechat {
         serialize_with = "plain_duration"
     )]
     pub timeout: Duration,
+}
+
+/// `[apps.NAME]`: another mini program, with `[wechat]`'s keys and its own
+/// callback secrets.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApp {
+    pub appid: String,
+    #[serde(default, serialize_with = "redacted")]
+    pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    #[serde(default)]
+    pub token_source: TokenSource,
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "plain_duration"
+    )]
+    pub timeout: Duration,
+    #[serde(default, serialize_with = "redacted")]
+    pub callback_token: Option<SecretString>,
+    #[serde(default)]
+    pub callback_token_file: Option<String>,
+    #[serde(default, serialize_with = "redacted")]
+    pub encoding_aes_key: Option<SecretString>,
+    #[serde(default)]
+    pub encoding_aes_key_file: Option<String>,
+}
+
+impl RawApp {
+    /// Its `[wechat]`-like part, and the callback secrets.
+    pub fn split(self) -> (RawWechat, RawCallback) {
+        (
+            RawWechat {
+                appid: self.appid,
+                secret: self.secret,
+                secret_file: self.secret_file,
+                api_base: self.api_base,
+                token_source: self.token_source,
+                timeout: self.timeout,
+            },
+            RawCallback {
+                callback_token: self.callback_token,
+                callback_token_file: self.callback_token_file,
+                encoding_aes_key: self.encoding_aes_key,
+                encoding_aes_key_file: self.encoding_aes_key_file,
+            },
+        )
+    }
+}
+
+/// An app's callback secrets, as written.
+pub(super) struct RawCallback {
+    pub callback_token: Option<SecretString>,
+    pub callback_token_file: Option<String>,
+    pub encoding_aes_key: Option<SecretString>,
+    pub encoding_aes_key_file: Option<String>,
 }
 
 /// Which endpoint issues the access_token.
@@ -278,6 +340,8 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJob {
     pub name: String,
+    #[serde(default)]
+    pub app: Option<String>,
     pub cron: String,
     #[serde(default = "default_timezone")]
     pub timezone: String,
@@ -336,6 +400,8 @@ pub enum ConsentCheck {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRecipient {
     pub openid: String,
+    #[serde(default)]
+    pub app: Option<String>,
     #[serde(default)]
     pub jobs: Vec<String>,
     pub name: Option<String>,

@@ -15,8 +15,10 @@ use crate::domain::{JobName, MessageSpec, OpenId, Schedule};
 pub struct Settings {
     /// The file it was read from.
     pub path: PathBuf,
-    /// `[wechat]`.
+    /// `[wechat]`: the default app.
     pub wechat: WechatSettings,
+    /// `[apps.NAME]`: more mini programs, by name.
+    pub apps: Vec<AppSettings>,
     /// `[database]`.
     pub database: DatabaseSettings,
     /// `[delivery]`.
@@ -54,6 +56,12 @@ pub struct RetentionSettings {
 }
 
 impl Settings {
+    /// The WeChat settings of `app` (`None`: the default app).
+    pub fn wechat_of(&self, app: Option<&crate::domain::AppName>) -> &WechatSettings {
+        app.and_then(|name| self.apps.iter().find(|a| &a.name == name))
+            .map_or(&self.wechat, |a| &a.wechat)
+    }
+
     /// The job called `name`.
     pub fn job(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name.as_ref() == name)
@@ -79,6 +87,19 @@ pub struct WechatSettings {
     pub token_source: TokenSource,
     /// How long one request may take.
     pub timeout: Duration,
+}
+
+/// `[apps.NAME]`: one more mini program.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    /// Its name in `[[jobs]] app`, `--app` and `/wechat/callback/NAME`.
+    pub name: crate::domain::AppName,
+    /// Who it is to WeChat and where WeChat is.
+    pub wechat: WechatSettings,
+    /// Its message-push Token, when `/wechat/callback/NAME` is served.
+    pub callback_token: Option<SecretString>,
+    /// Its EncodingAESKey.
+    pub aes_key: Option<crate::domain::AesKey>,
 }
 
 /// `[database]`.
@@ -169,6 +190,8 @@ pub struct LogSettings {
 pub struct Job {
     /// Its name, used by `wxpush send NAME`.
     pub name: JobName,
+    /// The mini program it sends for (`None`: the default app, `[wechat]`).
+    pub app: Option<crate::domain::AppName>,
     /// When it fires.
     pub schedule: Schedule,
     /// How late a missed slot may still be sent on start.
@@ -186,6 +209,8 @@ pub struct Job {
 /// One `[[recipients]]` entry.
 #[derive(Debug, Clone)]
 pub struct Recipient {
+    /// The mini program this openid belongs to (`None`: the default app).
+    pub app: Option<crate::domain::AppName>,
     /// Who.
     pub openid: OpenId,
     /// A display name, also the `{{name}}` variable.

@@ -17,7 +17,7 @@ mod text;
 pub use aes_key::AesKey;
 pub use consent::{ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after};
 pub use delivery::{ConsentGate, Outcome, Status};
-pub use job_name::JobName;
+pub use job_name::{AppName, JobName};
 pub use keyword::{KeywordError, KeywordKind, KeywordName, Overflow};
 pub use message::{Builtins, Message, MessageError, MessageSpec, with_name};
 pub use openid::OpenId;

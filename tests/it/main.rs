@@ -1,5 +1,6 @@
 mod helpers;
 
+mod apps;
 mod china;
 mod cli;
 mod config;

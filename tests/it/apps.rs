@@ -1,0 +1,134 @@
+//! Several mini programs in one daemon: each job through its own app's token and
+//! API, an openid per app, one app's failure leaving the others sending.
+
+use crate::helpers::*;
+
+const SHOP_APPID: &str = "wxfedcba9876543210";
+const SHOP_SECRET: &str = "shop-secret";
+const SAME: &str = "oSame00000000000000000000001";
+
+/// A second fake WeChat: the `shop` mini program's account.
+async fn shop_fake() -> FakeWechat {
+    FakeWechat::start(FakeOptions {
+        appid: SHOP_APPID.into(),
+        secret: SHOP_SECRET.into(),
+        templates: vec![checkin_template()],
+        ..FakeOptions::default()
+    })
+    .await
+}
+
+/// `daily` on the default app and `shop_daily` on `shop`, both to `SAME`.
+fn two_apps(shop: &FakeWechat) -> String {
+    format!(
+        "{daily}\n[apps.shop]\nappid = \"{SHOP_APPID}\"\napi_base = \"{base}\"\ntimeout = \"1s\"\n\
+         {shop_job}\n\
+         [[recipients]]\nopenid = \"{SAME}\"\njobs = [\"daily\"]\nname = \"Default\"\n\n\
+         [[recipients]]\nopenid = \"{SAME}\"\napp = \"shop\"\njobs = [\"shop_daily\"]\nname = \"Shop\"\n",
+        daily = daily_job(""),
+        base = shop.base_url(),
+        shop_job = daily_job("app = \"shop\"").replace("name = \"daily\"", "name = \"shop_daily\""),
+    )
+}
+
+#[tokio::test]
+async fn each_job_uses_its_apps_token_and_api_and_one_openid_in_two_apps_gets_each_message_once() {
+    let shop = shop_fake().await;
+    let env = TestEnv::with(&two_apps(&shop)).await;
+    let with_shop_secret = |args: &[&str]| {
+        let mut c = env.command(args);
+        c.env("WXPUSH__APPS__SHOP__SECRET", SHOP_SECRET);
+        c
+    };
+    for job in ["daily", "shop_daily"] {
+        let run = finish(&mut with_shop_secret(&["send", job, "--again"])).await;
+        assert_eq!(run.code, 0, "{job}: {run:?}");
+    }
+    assert_eq!(env.fake.accepted_for(SAME), 1, "the default app's message");
+    assert_eq!(shop.accepted_for(SAME), 1, "the shop's message");
+    assert_eq!((env.fake.token_requests(), shop.token_requests()), (1, 1));
+    let shop_body = shop.accepted()[0].body.clone().unwrap();
+    assert!(
+        shop_body.to_string().contains("Shop"),
+        "the shop's variables: {shop_body}"
+    );
+
+    // A second send of each job's slot run never repeats either.
+    let runs = finish(&mut with_shop_secret(&["runs", "--json"])).await;
+    assert_eq!(runs.code, 0, "{runs:?}");
+    let v: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+}
+
+#[tokio::test]
+async fn one_apps_bad_secret_stops_only_its_jobs() {
+    let shop = shop_fake().await;
+    let env = TestEnv::with(&two_apps(&shop)).await;
+    let bad = finish(
+        env.command(&["send", "shop_daily", "--again"])
+            .env("WXPUSH__APPS__SHOP__SECRET", "wrong-secret"),
+    )
+    .await;
+    assert_eq!(bad.code, 3, "{bad:?}");
+    assert_eq!(shop.accepted_count(), 0);
+    let good = finish(
+        env.command(&["send", "daily", "--again"])
+            .env("WXPUSH__APPS__SHOP__SECRET", "wrong-secret"),
+    )
+    .await;
+    assert_eq!(good.code, 0, "{good:?}");
+    assert_eq!(env.fake.accepted_for(SAME), 1);
+    assert!(!bad.all().contains("wrong-secret") && !good.all().contains("wrong-secret"));
+}
+
+#[tokio::test]
+async fn app_mistakes_are_config_errors_naming_both_sides() {
+    let shop = shop_fake().await;
+    let env = TestEnv::with("").await;
+    // A default-app recipient listed on the shop's job.
+    let crossed = two_apps(&shop).replace(
+        "jobs = [\"daily\"]\nname = \"Default\"",
+        "jobs = [\"daily\", \"shop_daily\"]\nname = \"Default\"",
+    );
+    env.write_config("", &crossed);
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "job \"shop_daily\" sends for app \"shop\", but this recipient is of the default app"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    let unknown = two_apps(&shop).replace("app = \"shop\"\njobs", "app = \"shops\"\njobs");
+    env.write_config("", &unknown);
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert!(
+        run.stderr
+            .contains(".app: no app is named \"shops\" (configured: shop)"),
+        "{}",
+        run.stderr
+    );
+
+    let twice = two_apps(&shop).replace(SHOP_APPID, APPID);
+    env.write_config("", &twice);
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert!(
+        run.stderr
+            .contains("apps.shop.appid: is [wechat]'s AppID too"),
+        "{}",
+        run.stderr
+    );
+
+    // Sending needs every app's secret, and says which is missing.
+    env.write_config("", &two_apps(&shop));
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("apps.shop.secret: is missing")
+            && run.stderr.contains("WXPUSH__APPS__SHOP__SECRET"),
+        "{}",
+        run.stderr
+    );
+}
