@@ -5,6 +5,7 @@ use std::path::Path;
 
 use chrono::Utc;
 
+use super::table::{self, Align::Left, Align::Right};
 use super::{Exit, Failure, find_job};
 use crate::cli::RecipientsCommand;
 use crate::config::{Job, Settings};
@@ -106,27 +107,36 @@ async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit
         );
         return Ok(Exit::Ok);
     }
-    println!(
-        "{:<16} {:<34} {:<7} {:<6} {:<16} VARS",
-        "JOB", "OPENID", "SOURCE", "ACTIVE", "NAME"
-    );
-    for r in rows {
+    let table = rows.into_iter().map(|r| {
         let vars: Vec<String> = r
             .vars
             .iter()
             .filter(|(k, _)| *k != "name")
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!(
-            "{:<16} {:<34} {:<7} {:<6} {:<16} {}",
+        vec![
             r.job,
             r.openid,
             r.source,
-            if r.active { "yes" } else { "no" },
-            r.name.as_deref().unwrap_or(""),
-            vars.join(" ")
-        );
-    }
+            if r.active { "yes" } else { "no" }.to_owned(),
+            r.name.unwrap_or_default(),
+            vars.join(" "),
+        ]
+    });
+    print!(
+        "{}",
+        table::render(
+            &[
+                ("JOB", Left),
+                ("OPENID", Left),
+                ("SOURCE", Left),
+                ("ACTIVE", Left),
+                ("NAME", Left),
+                ("VARS", Left),
+            ],
+            table,
+        )
+    );
     Ok(Exit::Ok)
 }
 
@@ -308,11 +318,7 @@ async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Fai
         println!("consent: none on record");
         return Ok(Exit::Ok);
     }
-    println!(
-        "{:<44} {:<10} {:<7} {:>7} {:<7} UPDATED",
-        "TEMPLATE", "KIND", "STATUS", "CREDITS", "SOURCE"
-    );
-    for c in &consents {
+    let table = consents.iter().map(|c| {
         let kind = c.kind.map_or("unknown", |k| k.as_str());
         // Credits only mean something for one-time templates.
         let credits = match c.kind {
@@ -320,11 +326,29 @@ async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Fai
             _ if c.reserved > 0 => format!("{} ({} sending)", c.credits, c.reserved),
             _ => c.credits.to_string(),
         };
-        println!(
-            "{:<44} {:<10} {:<7} {:>7} {:<7} {}",
-            c.template_id, kind, c.status, credits, c.source, c.updated_at
-        );
-    }
+        vec![
+            c.template_id.clone(),
+            kind.to_owned(),
+            c.status.clone(),
+            credits,
+            c.source.clone(),
+            c.updated_at.clone(),
+        ]
+    });
+    print!(
+        "{}",
+        table::render(
+            &[
+                ("TEMPLATE", Left),
+                ("KIND", Left),
+                ("STATUS", Left),
+                ("CREDITS", Right),
+                ("SOURCE", Left),
+                ("UPDATED", Left),
+            ],
+            table,
+        )
+    );
     Ok(Exit::Ok)
 }
 
