@@ -1,5 +1,6 @@
 //! `wxpush instances [--json]`: who is using the database, and what each holds.
 
+use super::table::{self, Align::Left, Align::Right};
 use super::{Exit, Failure};
 use crate::config::Settings;
 use crate::storage::InstanceRow;
@@ -31,11 +32,7 @@ fn table(rows: &[InstanceRow]) -> String {
     if rows.is_empty() {
         return "no wxpush instance is using this database\n".into();
     }
-    let mut out = format!(
-        "{:<32} {:<7} {:<8} {:<8} {:<24} {:>10} {:>6} {:>7}  {}\n",
-        "INSTANCE", "PID", "ROLE", "VERSION", "STARTED", "HEARTBEAT", "TAKEN", "SENDING", "STATE"
-    );
-    for r in rows {
+    let rows = rows.iter().map(|r| {
         let state = if r.live() {
             match r.runs.as_slice() {
                 [] => "idle".to_owned(),
@@ -50,17 +47,30 @@ fn table(rows: &[InstanceRow]) -> String {
         } else {
             "dead (missed its lease; a live instance settles it)".to_owned()
         };
-        out.push_str(&format!(
-            "{:<32} {:<7} {:<8} {:<8} {:<24} {:>9.1}s {:>6} {:>7}  {state}\n",
-            r.id,
-            r.pid,
-            r.role,
-            r.version,
-            r.started_at,
-            r.heartbeat_age_ms as f64 / 1000.0,
-            r.taken,
-            r.sending,
-        ));
-    }
-    out
+        vec![
+            r.id.clone(),
+            r.pid.to_string(),
+            r.role.clone(),
+            r.version.clone(),
+            r.started_at.clone(),
+            format!("{:.1}s", r.heartbeat_age_ms as f64 / 1000.0),
+            r.taken.to_string(),
+            r.sending.to_string(),
+            state,
+        ]
+    });
+    table::render(
+        &[
+            ("INSTANCE", Left),
+            ("PID", Left),
+            ("ROLE", Left),
+            ("VERSION", Left),
+            ("STARTED", Left),
+            ("HEARTBEAT", Right),
+            ("TAKEN", Right),
+            ("SENDING", Right),
+            ("STATE", Left),
+        ],
+        rows,
+    )
 }

@@ -1,10 +1,14 @@
 //! `wxpush recipients list|add|show|remove|forget|import`.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use chrono::Utc;
+use encoding_rs::{DecoderResult, Encoding, GB18030, UTF_8};
 
+use super::table::{self, Align::Left, Align::Right};
 use super::{Exit, Failure, find_job};
 use crate::cli::RecipientsCommand;
 use crate::config::{Job, Settings};
@@ -106,27 +110,36 @@ async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit
         );
         return Ok(Exit::Ok);
     }
-    println!(
-        "{:<16} {:<34} {:<7} {:<6} {:<16} VARS",
-        "JOB", "OPENID", "SOURCE", "ACTIVE", "NAME"
-    );
-    for r in rows {
+    let table = rows.into_iter().map(|r| {
         let vars: Vec<String> = r
             .vars
             .iter()
             .filter(|(k, _)| *k != "name")
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!(
-            "{:<16} {:<34} {:<7} {:<6} {:<16} {}",
+        vec![
             r.job,
             r.openid,
             r.source,
-            if r.active { "yes" } else { "no" },
-            r.name.as_deref().unwrap_or(""),
-            vars.join(" ")
-        );
-    }
+            if r.active { "yes" } else { "no" }.to_owned(),
+            r.name.unwrap_or_default(),
+            vars.join(" "),
+        ]
+    });
+    print!(
+        "{}",
+        table::render(
+            &[
+                ("JOB", Left),
+                ("OPENID", Left),
+                ("SOURCE", Left),
+                ("ACTIVE", Left),
+                ("NAME", Left),
+                ("VARS", Left),
+            ],
+            table,
+        )
+    );
     Ok(Exit::Ok)
 }
 
@@ -149,38 +162,178 @@ fn recipient(
     })
 }
 
-/// The rows of a recipients CSV, each checked, with its line number.
+/// One CSV row by line number: a checked recipient, or what is wrong with it.
+type Row = (u64, Result<StoredRecipient, String>);
+
+/// Where a file stops being text in the encoding it is read as.
+#[derive(Debug, Clone, Copy)]
+struct BadBytes {
+    /// The line, from 1, of the first byte that is not text.
+    line: u64,
+}
+
+impl std::fmt::Display for BadBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: not text in this encoding", self.line)
+    }
+}
+
+impl std::error::Error for BadBytes {}
+
+/// Why the rows of a file could not be read in the encoding tried.
+enum Unread {
+    /// The bytes: another encoding may read them.
+    Bytes(BadBytes),
+    /// Anything else: no encoding would help.
+    Failed(Failure),
+}
+
+impl From<Failure> for Unread {
+    fn from(f: Failure) -> Self {
+        Self::Failed(f)
+    }
+}
+
+/// The `BadBytes` inside a CSV error, if that is what it is.
+fn bad_bytes(e: &csv::Error) -> Option<BadBytes> {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => io.get_ref()?.downcast_ref::<BadBytes>().copied(),
+        _ => None,
+    }
+}
+
+/// A file's bytes as UTF-8, decoded from its encoding as they are read (memory
+/// stays flat in the file's size), up to the first byte that is not text in it.
+struct Decoded<R> {
+    inner: R,
+    decoder: encoding_rs::Decoder,
+    /// Decoded text; `out[start..end]` is not read yet.
+    out: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Newlines in the input decoded so far.
+    newlines: u64,
+    /// Set once the input stops being text: every later read fails with it.
+    bad: Option<BadBytes>,
+    done: bool,
+}
+
+impl<R: BufRead> Decoded<R> {
+    fn new(inner: R, encoding: &'static Encoding) -> Self {
+        Self {
+            inner,
+            // A UTF-8 BOM (Excel's "CSV UTF-8") would otherwise stick to the first
+            // header and hide the `openid` column.
+            decoder: encoding.new_decoder_with_bom_removal(),
+            out: vec![0; 8 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            newlines: 0,
+            bad: None,
+            done: false,
+        }
+    }
+
+    /// Decodes the next chunk of input into `out`.
+    fn decode(&mut self) -> io::Result<()> {
+        let src = self.inner.fill_buf()?;
+        let last = src.is_empty();
+        let (result, read, written) =
+            self.decoder
+                .decode_to_utf8_without_replacement(src, &mut self.out, last);
+        let newlines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        match result {
+            DecoderResult::Malformed(_, after) => {
+                // The sequence is known bad at its last byte; its line is the
+                // newlines before that byte, plus one.
+                let last_bad = read - usize::from(after);
+                let before = newlines(&src[..last_bad.saturating_sub(1)]);
+                self.bad = Some(BadBytes {
+                    line: self.newlines + before + 1,
+                });
+            }
+            DecoderResult::InputEmpty if last => self.done = true,
+            DecoderResult::InputEmpty | DecoderResult::OutputFull => {}
+        }
+        self.newlines += newlines(&src[..read]);
+        self.inner.consume(read);
+        self.start = 0;
+        self.end = written;
+        Ok(())
+    }
+}
+
+impl<R: BufRead> Read for Decoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // The text before a bad byte is handed out first, so rows read up to it.
+        while self.start == self.end {
+            if let Some(bad) = self.bad {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, bad));
+            }
+            if self.done {
+                return Ok(0);
+            }
+            self.decode()?;
+        }
+        let n = buf.len().min(self.end - self.start);
+        buf[..n].copy_from_slice(&self.out[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+/// The rows of a recipients CSV read as `encoding`, each checked, with its line
+/// number; the last item is `BadBytes` where the file stops being text in it.
 fn csv_rows(
     path: &Path,
     job: &Job,
-) -> Result<impl Iterator<Item = (u64, Result<StoredRecipient, String>)>, Failure> {
+    encoding: &'static Encoding,
+) -> Result<impl Iterator<Item = Result<Row, BadBytes>>, Unread> {
     let file = path.display().to_string();
+    let opened = File::open(path).map_err(|e| Failure::usage(format!("{file}: {e}")))?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| Failure::usage(format!("{file}: {e}")))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| Failure::usage(format!("{file} line 1: {e}")))?
-        .clone();
+        .from_reader(Decoded::new(BufReader::new(opened), encoding));
+    let headers = match reader.headers() {
+        Ok(headers) => headers.clone(),
+        Err(e) => {
+            return Err(match bad_bytes(&e) {
+                Some(bad) => Unread::Bytes(bad),
+                None => Failure::usage(format!("{file} line 1: {e}")).into(),
+            });
+        }
+    };
     let Some(openid_col) = headers.iter().position(|h| h == "openid") else {
-        return Err(Failure::usage(format!(
-            "{file} line 1: the header has no `openid` column"
-        )));
+        return Err(
+            Failure::usage(format!("{file} line 1: the header has no `openid` column")).into(),
+        );
     };
     let name_col = headers.iter().position(|h| h == "name");
     let job = job.clone();
     // Once per file, not per row: rows are checked as of now.
     let builtins = Builtins::at(Utc::now(), job.schedule.tz());
-    Ok(reader.into_records().map(move |record| {
+    // After a read error the reader has nothing more to give: the same error again
+    // (an endless iterator) or a half row from before it.
+    let mut stopped = false;
+    Ok(reader.into_records().map_while(move |record| {
+        if stopped {
+            return None;
+        }
         let record = match record {
             Ok(r) => r,
-            Err(e) => return (e.position().map_or(0, |p| p.line()), Err(e.to_string())),
+            Err(e) => {
+                stopped = matches!(e.kind(), csv::ErrorKind::Io(_));
+                if let Some(bad) = bad_bytes(&e) {
+                    return Some(Err(bad));
+                }
+                let line = e.position().map_or(0, |p| p.line());
+                return Some(Ok((line, Err(e.to_string()))));
+            }
         };
         let line = record.position().map_or(0, |p| p.line());
         let openid = match OpenId::parse(record.get(openid_col).unwrap_or_default()) {
             Ok(o) => o,
-            Err(e) => return (line, Err(format!("openid: {e}"))),
+            Err(e) => return Some(Ok((line, Err(format!("openid: {e}"))))),
         };
         let name = name_col
             .and_then(|c| record.get(c))
@@ -193,8 +346,84 @@ fn csv_rows(
             .filter(|(i, (_, v))| *i != openid_col && Some(*i) != name_col && !v.is_empty())
             .map(|(_, (k, v))| (k.to_owned(), v.to_owned()))
             .collect();
-        (line, recipient(&job, &builtins, &openid, name, vars))
+        Some(Ok((line, recipient(&job, &builtins, &openid, name, vars))))
     }))
+}
+
+/// Enough problem lines to see the pattern; a million bad rows need not all be printed.
+const SHOWN: usize = 20;
+
+/// What the checking pass over a CSV found.
+#[derive(Default)]
+struct Checked {
+    /// Good rows.
+    rows: u64,
+    /// The first `SHOWN` problems, one line each.
+    problems: Vec<String>,
+    /// Problems beyond those.
+    more: usize,
+}
+
+/// The checking pass over a CSV read as `encoding`.
+fn check_rows(path: &Path, job: &Job, encoding: &'static Encoding) -> Result<Checked, Unread> {
+    let file = path.display();
+    let mut checked = Checked::default();
+    for row in csv_rows(path, job, encoding)? {
+        match row.map_err(Unread::Bytes)? {
+            (_, Ok(_)) => checked.rows += 1,
+            (line, Err(e)) if checked.problems.len() < SHOWN => {
+                checked.problems.push(format!("{file} line {line}: {e}"));
+            }
+            (_, Err(_)) => checked.more += 1,
+        }
+    }
+    Ok(checked)
+}
+
+/// The checking pass, as UTF-8 or, failing that, as GB18030: Excel on Chinese
+/// Windows saves CSV in GBK (which GB18030 contains) unless told "CSV UTF-8".
+fn check_csv(path: &Path, job: &Job) -> Result<(&'static Encoding, Checked), Failure> {
+    let file = path.display().to_string();
+    let as_utf8 = match check_rows(path, job, UTF_8) {
+        Ok(checked) => return Ok((UTF_8, checked)),
+        Err(Unread::Failed(f)) => return Err(f),
+        Err(Unread::Bytes(bad)) => bad,
+    };
+    let not_text = |bad: BadBytes| {
+        Failure::usage(format!(
+            "{file} line {}: not UTF-8 (nor GBK); save it as \"CSV UTF-8\" in Excel, or convert: \
+             iconv -f GBK -t UTF-8 {file} > {file}.utf8.csv",
+            bad.line
+        ))
+    };
+    // A file that says it is UTF-8 is not GBK; read as GBK its BOM would become
+    // part of the first header and the error would blame a missing `openid`.
+    if starts_with_utf8_bom(path) {
+        return Err(not_text(as_utf8));
+    }
+    match check_rows(path, job, GB18030) {
+        Ok(checked) => {
+            eprintln!("note: {file} is not UTF-8; read it as GB18030 (GBK)");
+            Ok((GB18030, checked))
+        }
+        Err(Unread::Failed(f)) => Err(f),
+        // The reading that got further is the likelier one: its bad byte is the
+        // one to show.
+        Err(Unread::Bytes(as_gbk)) => Err(not_text(if as_gbk.line > as_utf8.line {
+            as_gbk
+        } else {
+            as_utf8
+        })),
+    }
+}
+
+/// Whether the file begins with the UTF-8 byte order mark.
+fn starts_with_utf8_bom(path: &Path) -> bool {
+    let mut head = Vec::with_capacity(3);
+    File::open(path)
+        .and_then(|f| f.take(3).read_to_end(&mut head))
+        .is_ok()
+        && head == b"\xEF\xBB\xBF"
 }
 
 /// Imports a CSV all or nothing, reading it twice so that memory stays flat in its
@@ -209,29 +438,27 @@ async fn import_csv(store: &Store, path: &Path, job: &Job) -> Result<u64, Failur
         problems.push(format!("{file}: nothing was imported"));
         Failure::usage(problems.join("\n"))
     };
-    // Enough lines to see the pattern; a million bad rows need not all be printed.
-    const SHOWN: usize = 20;
-    let (mut problems, mut more, mut rows) = (Vec::new(), 0, 0);
-    for (line, row) in csv_rows(path, job)? {
-        match row {
-            Ok(_) => rows += 1,
-            Err(e) if problems.len() < SHOWN => problems.push(format!("{file} line {line}: {e}")),
-            Err(_) => more += 1,
-        }
+    let (encoding, checked) = check_csv(path, job)?;
+    if !checked.problems.is_empty() {
+        return Err(fail(checked.problems, checked.more));
     }
-    if !problems.is_empty() {
-        return Err(fail(problems, more));
-    }
-    if rows == 0 {
+    if checked.rows == 0 {
         return Err(Failure::usage(format!("{file}: no rows to import")));
     }
+    let changed = |line: u64, e: &dyn std::fmt::Display| {
+        Failure::usage(format!(
+            "{file} line {line}: {e} (the file changed while importing)"
+        ))
+    };
+    let rows = match csv_rows(path, job, encoding) {
+        Ok(rows) => rows,
+        Err(Unread::Failed(f)) => return Err(f),
+        Err(Unread::Bytes(bad)) => return Err(changed(bad.line, &"not text any more")),
+    };
     let mut import = store.begin_import("import").await?;
-    for (line, row) in csv_rows(path, job)? {
-        let row = row.map_err(|e| {
-            Failure::usage(format!(
-                "{file} line {line}: {e} (the file changed while importing)"
-            ))
-        })?;
+    for row in rows {
+        let (line, row) = row.map_err(|bad| changed(bad.line, &"not text any more"))?;
+        let row = row.map_err(|e| changed(line, &e))?;
         import.add(line, row).await?;
     }
     let report = import.finish(true).await?;
@@ -308,11 +535,7 @@ async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Fai
         println!("consent: none on record");
         return Ok(Exit::Ok);
     }
-    println!(
-        "{:<44} {:<10} {:<7} {:>7} {:<7} UPDATED",
-        "TEMPLATE", "KIND", "STATUS", "CREDITS", "SOURCE"
-    );
-    for c in &consents {
+    let table = consents.iter().map(|c| {
         let kind = c.kind.map_or("unknown", |k| k.as_str());
         // Credits only mean something for one-time templates.
         let credits = match c.kind {
@@ -320,11 +543,29 @@ async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Fai
             _ if c.reserved > 0 => format!("{} ({} sending)", c.credits, c.reserved),
             _ => c.credits.to_string(),
         };
-        println!(
-            "{:<44} {:<10} {:<7} {:>7} {:<7} {}",
-            c.template_id, kind, c.status, credits, c.source, c.updated_at
-        );
-    }
+        vec![
+            c.template_id.clone(),
+            kind.to_owned(),
+            c.status.clone(),
+            credits,
+            c.source.clone(),
+            c.updated_at.clone(),
+        ]
+    });
+    print!(
+        "{}",
+        table::render(
+            &[
+                ("TEMPLATE", Left),
+                ("KIND", Left),
+                ("STATUS", Left),
+                ("CREDITS", Right),
+                ("SOURCE", Left),
+                ("UPDATED", Left),
+            ],
+            table,
+        )
+    );
     Ok(Exit::Ok)
 }
 
@@ -357,6 +598,57 @@ async fn forget(settings: &Settings, openid: &str) -> Result<Exit, Failure> {
         n => {
             println!("forgot {openid}: {n} rows erased or anonymised");
             Ok(Exit::Ok)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything `bytes` decode to as `encoding`, read through a buffer of `chunk`
+    /// bytes so characters straddle the reads.
+    fn decode_all(bytes: &[u8], encoding: &'static Encoding, chunk: usize) -> io::Result<String> {
+        let mut text = String::new();
+        Decoded::new(BufReader::with_capacity(chunk, bytes), encoding).read_to_string(&mut text)?;
+        Ok(text)
+    }
+
+    /// The line `BadBytes` names when `bytes` are read as `encoding`.
+    fn bad_line(bytes: &[u8], encoding: &'static Encoding, chunk: usize) -> u64 {
+        let e = decode_all(bytes, encoding, chunk).unwrap_err();
+        e.get_ref()
+            .unwrap()
+            .downcast_ref::<BadBytes>()
+            .unwrap()
+            .line
+    }
+
+    #[test]
+    fn gbk_decodes_whole_across_reads_of_any_size() {
+        let text = "openid,name\n一,张三丰\n".repeat(2_000);
+        let (gbk, _, _) = encoding_rs::GBK.encode(&text);
+        for chunk in [1, 3, 8 * 1024] {
+            assert_eq!(decode_all(&gbk, GB18030, chunk).unwrap(), text, "{chunk}");
+        }
+    }
+
+    #[test]
+    fn a_utf8_bom_is_dropped() {
+        let text = decode_all(b"\xEF\xBB\xBFopenid\n", UTF_8, 2).unwrap();
+        assert_eq!(text, "openid\n");
+    }
+
+    #[test]
+    fn a_bad_byte_is_placed_on_its_line_whatever_the_reads() {
+        for chunk in [1, 2, 64] {
+            assert_eq!(bad_line(b"a\nb\nc\xFF\nd\n", UTF_8, chunk), 3, "{chunk}");
+            assert_eq!(bad_line(b"a\nb\nc\xFF\nd\n", GB18030, chunk), 3, "{chunk}");
+            // A character cut short by the end of its line.
+            assert_eq!(bad_line(b"a\n\xE5\xBC\n", UTF_8, chunk), 2, "{chunk}");
+            assert_eq!(bad_line(b"a\n\x81\n", GB18030, chunk), 2, "{chunk}");
+            // And by the end of the file.
+            assert_eq!(bad_line(b"a\nb\xE5", UTF_8, chunk), 2, "{chunk}");
         }
     }
 }
