@@ -22,7 +22,7 @@
 //!   become consent, which gates sends (one credit per one-time message).
 //! - [`storage`]: the only module with SQL: runs, deliveries, recipients, consent,
 //!   tokens.
-//! - [`cli`], [`commands`], [`history`]: the command line and its output.
+//! - [`cli`], [`commands`]: the command line and its output.
 //! - [`http`], [`stats`]: health probes and Prometheus metrics for the daemon.
 //! - [`retention`]: the daemon's pruning of old history (`[retention]`).
 //! - [`app`]: what every command shares; [`daemon`]: the daemon's composition
@@ -37,7 +37,6 @@ pub mod daemon;
 pub mod delivery;
 pub mod domain;
 pub mod health;
-pub mod history;
 pub mod http;
 pub mod instance;
 pub mod intake;

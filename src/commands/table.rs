@@ -23,9 +23,9 @@ where
     let mut table = Table::new();
     // No borders or colours, and never wrapped to the terminal's width: the output
     // is read by people and by grep/awk alike, and a wrapped row would be two.
+    // (Built without comfy-table's `tty` feature, it never looks at a terminal.)
     table
         .load_preset(NOTHING)
-        .force_no_tty()
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(columns.iter().map(|(header, _)| *header));
     for row in rows {
