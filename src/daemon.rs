@@ -30,11 +30,20 @@ impl App {
     ) -> Result<(), StorageError> {
         let mut tasks = tokio::task::JoinSet::new();
         let heartbeat = self.keep_alive(shutdown.clone());
-        let intake = self
-            .settings
-            .intake
-            .clone()
-            .map(|i| crate::intake::Intake::new(self.store.clone(), self.client.clone(), i));
+        let intake = self.settings.intake.clone().map(|i| {
+            let more = self
+                .settings
+                .apps
+                .iter()
+                .map(|a| crate::intake::IntakeApp {
+                    name: Some(a.name.clone()),
+                    client: self.client_for(Some(&a.name)).clone(),
+                    callback_token: a.callback_token.clone(),
+                    aes_key: a.aes_key.clone(),
+                })
+                .collect();
+            crate::intake::Intake::new(self.store.clone(), self.client.clone(), i, more)
+        });
         if let Some(intake) = &intake {
             let (intake, stop) = (intake.clone(), shutdown.clone());
             tasks.spawn(async move { intake.maintain(stop).await });

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::events::{self, Item, Push};
-use super::{Intake, signature};
+use super::{Intake, IntakeApp, signature};
 use crate::storage::StorageError;
 
 /// How far a push's signed timestamp may be from this server's clock.
@@ -33,8 +33,8 @@ pub(super) struct Signed {
 }
 
 impl Signed {
-    fn verified(&self, intake: &Intake) -> bool {
-        let Some(token) = &intake.settings.callback_token else {
+    fn verified(&self, app: &IntakeApp) -> bool {
+        let Some(token) = &app.callback_token else {
             return false;
         };
         let (Some(s), Some(t), Some(n)) = (&self.signature, &self.timestamp, &self.nonce) else {
@@ -67,9 +67,32 @@ fn forbidden() -> Response {
     (StatusCode::FORBIDDEN, "signature mismatch\n").into_response()
 }
 
-/// GET: the console's server-URL check; `echostr` goes back only to WeChat.
+/// GET `/wechat/callback`: the default app's URL check.
 pub(super) async fn verify_url(State(intake): State<Intake>, Query(q): Query<Signed>) -> Response {
-    if !q.verified(&intake) {
+    check_url(intake.default_app(), q)
+}
+
+/// GET `/wechat/callback/NAME`: app NAME's URL check.
+pub(super) async fn verify_url_of(
+    State(intake): State<Intake>,
+    Path(name): Path<String>,
+    Query(q): Query<Signed>,
+) -> Response {
+    match intake.app_named(&name) {
+        Some(app) => check_url(app, q),
+        None => no_such_app(&name),
+    }
+}
+
+/// No `[apps.NAME]` by that name, or one without a callback token.
+fn no_such_app(name: &str) -> Response {
+    tracing::warn!(app = name, "callback for an app that is not configured");
+    (StatusCode::NOT_FOUND, "no such app\n").into_response()
+}
+
+/// The console's server-URL check; `echostr` goes back only to WeChat.
+fn check_url(app: &IntakeApp, q: Signed) -> Response {
+    if !q.verified(app) {
         tracing::warn!("callback URL check with a bad signature");
         return forbidden();
     }
@@ -77,13 +100,37 @@ pub(super) async fn verify_url(State(intake): State<Intake>, Query(q): Query<Sig
     q.echostr.unwrap_or_default().into_response()
 }
 
-/// POST: one event push.
+/// POST `/wechat/callback`: one event push for the default app.
 pub(super) async fn push(
     State(intake): State<Intake>,
     Query(q): Query<Signed>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !q.verified(&intake) {
+    let app = intake.default_app().clone();
+    push_for(&intake, &app, q, body).await
+}
+
+/// POST `/wechat/callback/NAME`: one event push for app NAME.
+pub(super) async fn push_of(
+    State(intake): State<Intake>,
+    Path(name): Path<String>,
+    Query(q): Query<Signed>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(app) = intake.app_named(&name).cloned() else {
+        return no_such_app(&name);
+    };
+    push_for(&intake, &app, q, body).await
+}
+
+/// One event push, signed and sealed with `app`'s secrets.
+async fn push_for(
+    intake: &Intake,
+    app: &IntakeApp,
+    q: Signed,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !q.verified(app) {
         tracing::warn!("event push with a bad signature");
         return forbidden();
     }
@@ -96,7 +143,7 @@ pub(super) async fn push(
     };
     let plain: Cow<'_, [u8]> = match q.encrypt_type.as_deref() {
         None | Some("raw") => Cow::Borrowed(&body),
-        Some("aes") => match open(&intake, &q, &body) {
+        Some("aes") => match open(app, &q, &body) {
             Ok(plain) => Cow::Owned(plain),
             Err(answer) => {
                 crate::stats::callback_rejected("decrypt");
@@ -120,7 +167,7 @@ pub(super) async fn push(
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
-    match tokio::time::timeout(DEADLINE, apply(&intake, &push)).await {
+    match tokio::time::timeout(DEADLINE, apply(intake, &push)).await {
         Ok(Ok(())) => "success".into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot record an event push; WeChat will retry it");
@@ -135,8 +182,8 @@ pub(super) async fn push(
 
 /// The message inside a secure- or compatible-mode push, once `msg_signature`
 /// proves the ciphertext came from WeChat.
-fn open(intake: &Intake, q: &Signed, body: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
-    let Some(key) = &intake.settings.aes_key else {
+fn open(app: &IntakeApp, q: &Signed, body: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
+    let Some(key) = &app.aes_key else {
         tracing::error!(
             "event push is encrypted; set intake.encoding_aes_key to the console's EncodingAESKey"
         );
@@ -149,7 +196,7 @@ fn open(intake: &Intake, q: &Signed, body: &[u8]) -> Result<Vec<u8>, (StatusCode
         tracing::warn!(error = %e, "unreadable encrypted push");
         (StatusCode::BAD_REQUEST, format!("{e}\n"))
     })?;
-    let token = intake.settings.callback_token.as_ref();
+    let token = app.callback_token.as_ref();
     let signed = match (token, &q.timestamp, &q.nonce, &q.msg_signature) {
         (Some(token), Some(t), Some(n), Some(s)) => {
             signature::verify_encrypted(token, t, n, &encrypt, s)
@@ -160,7 +207,7 @@ fn open(intake: &Intake, q: &Signed, body: &[u8]) -> Result<Vec<u8>, (StatusCode
         tracing::warn!("encrypted push with a bad msg_signature");
         return Err((StatusCode::FORBIDDEN, "signature mismatch\n".into()));
     }
-    key.decrypt(&encrypt, intake.client.appid()).map_err(|e| {
+    key.decrypt(&encrypt, app.client.appid()).map_err(|e| {
         tracing::error!(error = %e, "cannot open an encrypted push");
         (StatusCode::BAD_REQUEST, format!("{e}\n"))
     })

@@ -35,21 +35,65 @@ const EVENT_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(7);
 #[derive(Clone)]
 pub struct Intake {
     store: Store,
-    client: WechatClient,
     settings: Arc<IntakeSettings>,
+    /// The default app first, then `[apps.NAME]`.
+    apps: Arc<Vec<IntakeApp>>,
     per_ip: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
+/// One mini program's side of the intake: the client that exchanges its login
+/// codes, and the secrets its pushes are signed and sealed with.
+#[derive(Clone)]
+pub struct IntakeApp {
+    /// `None`: the default app, at `/wechat/callback`; else `/wechat/callback/NAME`.
+    pub name: Option<crate::domain::AppName>,
+    /// Its WeChat client (its appid checks sealed pushes).
+    pub client: WechatClient,
+    /// Its message-push Token.
+    pub callback_token: Option<secrecy::SecretString>,
+    /// Its EncodingAESKey.
+    pub aes_key: Option<AesKey>,
+}
+
 impl Intake {
-    /// Handlers over `store`, exchanging codes with `client`.
-    pub fn new(store: Store, client: WechatClient, settings: IntakeSettings) -> Self {
+    /// Handlers over `store` for the default app (`client`, with `settings`'
+    /// callback secrets) and `more` apps.
+    pub fn new(
+        store: Store,
+        client: WechatClient,
+        settings: IntakeSettings,
+        more: Vec<IntakeApp>,
+    ) -> Self {
         let per_minute = NonZeroU32::new(settings.per_ip_per_minute).unwrap_or(NonZeroU32::MIN);
+        let default = IntakeApp {
+            name: None,
+            client,
+            callback_token: settings.callback_token.clone(),
+            aes_key: settings.aes_key.clone(),
+        };
         Self {
             store,
-            client,
             settings: Arc::new(settings),
+            apps: Arc::new(std::iter::once(default).chain(more).collect()),
             per_ip: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
         }
+    }
+
+    /// The default app.
+    fn default_app(&self) -> &IntakeApp {
+        &self.apps[0]
+    }
+
+    /// The app called `name` in `/wechat/callback/NAME`.
+    fn app_named(&self, name: &str) -> Option<&IntakeApp> {
+        self.apps
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.as_ref() == name))
+    }
+
+    /// The app whose AppID is `appid` (a subscription report's `"appid"`).
+    fn app_with_appid(&self, appid: &str) -> Option<&IntakeApp> {
+        self.apps.iter().find(|a| a.client.appid() == appid)
     }
 
     /// Forgets idle clients and long-applied pushes now and then, so that neither
@@ -76,10 +120,16 @@ impl Intake {
     pub fn routes(self) -> Router {
         let limit = self.settings.max_body_bytes;
         let mut router = Router::new().route("/v1/subscriptions", post(subscriptions::post));
-        if self.settings.callback_token.is_some() {
+        if self.default_app().callback_token.is_some() {
             router = router.route(
                 "/wechat/callback",
                 get(callback::verify_url).post(callback::push),
+            );
+        }
+        if self.apps[1..].iter().any(|a| a.callback_token.is_some()) {
+            router = router.route(
+                "/wechat/callback/{app}",
+                get(callback::verify_url_of).post(callback::push_of),
             );
         }
         router.layer(DefaultBodyLimit::max(limit)).with_state(self)

@@ -27,6 +27,8 @@ const MAX_TEXT: usize = 256;
 /// A checked report.
 #[derive(Debug, PartialEq, Eq)]
 struct Report {
+    /// The mini program (`None`: the default app).
+    appid: Option<String>,
     code: String,
     results: Vec<(TemplateId, ConsentResult)>,
     name: Option<String>,
@@ -72,13 +74,18 @@ fn parse(body: &[u8]) -> Result<Report, FieldError> {
         return Err(bad("body", "must be a JSON object"));
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "code" | "results" | "name" | "data") {
+        if !matches!(key.as_str(), "appid" | "code" | "results" | "name" | "data") {
             return Err(bad(
                 key.as_str(),
-                "is not a known field (code, results, name, data)",
+                "is not a known field (appid, code, results, name, data)",
             ));
         }
     }
+    let appid = match obj.remove("appid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(a)) => Some(a),
+        Some(_) => return Err(bad("appid", "must be a string")),
+    };
     let code = match obj.remove("code") {
         Some(Value::String(c)) if !c.is_empty() => c,
         Some(Value::String(_)) | None => {
@@ -127,6 +134,7 @@ fn parse(body: &[u8]) -> Result<Report, FieldError> {
         Some(_) => return Err(bad("data", "must be an object of variable to value")),
     };
     Ok(Report {
+        appid,
         code,
         results,
         name,
@@ -233,7 +241,22 @@ pub(super) async fn post(
             return json_error(StatusCode::BAD_REQUEST, Some(&e.field), e.message);
         }
     };
-    let session = match intake.client.code2session(&report.code).await {
+    // Codes are exchanged with the mini program that issued them.
+    let app = match report.appid.as_deref() {
+        None => intake.default_app(),
+        Some(appid) => match intake.app_with_appid(appid) {
+            Some(app) => app,
+            None => {
+                crate::stats::intake_report("invalid");
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    Some("appid"),
+                    format!("{appid:?} is not one of this server's mini programs"),
+                );
+            }
+        },
+    };
+    let session = match app.client.code2session(&report.code).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "code exchange failed");

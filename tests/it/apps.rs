@@ -132,3 +132,75 @@ async fn app_mistakes_are_config_errors_naming_both_sides() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn intake_and_callbacks_route_by_app() {
+    let shop = shop_fake().await;
+    let body = format!(
+        "{}\n[intake]\nenabled = true\ncallback_token = \"defaultTok1\"\n",
+        two_apps(&shop).replace(
+            "[apps.shop]\n",
+            "[apps.shop]\ncallback_token = \"shopTok9\"\n"
+        )
+    );
+    let env = TestEnv::with(&body).await;
+    let mut child = env
+        .command(&["run"])
+        .env("WXPUSH__APPS__SHOP__SECRET", SHOP_SECRET)
+        .spawn()
+        .unwrap();
+    wait_http(env.http).await;
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("http://{}/v1/subscriptions", env.http))
+            .json(&body)
+            .send()
+    };
+
+    // A report names its mini program; the code goes to that app's WeChat.
+    let code = shop.login(SAME);
+    let r = post(serde_json::json!({
+        "appid": SHOP_APPID, "code": code, "results": {"tmpl-checkin": "accept"}
+    }))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    assert_eq!((shop.code_requests(), env.fake.code_requests()), (1, 0));
+    let r = post(serde_json::json!({
+        "appid": "wx0000000000000000", "code": "x", "results": {"tmpl-checkin": "accept"}
+    }))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["field"], "appid", "{v}");
+
+    // Each app's callback checks its own Token.
+    let check = |path: &str, token: &str| {
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let sig = wxpush::intake::sign(token, &timestamp, "n1");
+        let url = format!(
+            "http://{}{path}?signature={sig}&timestamp={timestamp}&nonce=n1&echostr=hello",
+            env.http
+        );
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        check("/wechat/callback/shop", "shopTok9").await,
+        (200, "hello".into())
+    );
+    assert_eq!(check("/wechat/callback/shop", "defaultTok1").await.0, 403);
+    assert_eq!(
+        check("/wechat/callback", "defaultTok1").await,
+        (200, "hello".into())
+    );
+    assert_eq!(check("/wechat/callback", "shopTok9").await.0, 403);
+    assert_eq!(check("/wechat/callback/nope", "shopTok9").await.0, 404);
+
+    signal(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
