@@ -66,7 +66,15 @@ impl App {
             let (store, faults, tokens, stop) = (
                 self.store.clone(),
                 self.faults.clone(),
-                Arc::clone(&self.tokens),
+                Arc::new(
+                    std::iter::once((None, Arc::clone(&self.tokens)))
+                        .chain(
+                            self.apps
+                                .iter()
+                                .map(|(n, a)| (Some(n.to_string()), Arc::clone(&a.tokens))),
+                        )
+                        .collect(),
+                ),
                 shutdown.clone(),
             );
             tasks.spawn(async move {

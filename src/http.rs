@@ -21,16 +21,19 @@ use crate::wechat::TokenManager;
 struct Probe {
     store: Store,
     faults: Faults,
-    tokens: Arc<TokenManager>,
+    tokens: Tokens,
     metrics: PrometheusHandle,
 }
+
+/// Each app's token cache: the default app's (no name) first.
+pub type Tokens = Arc<Vec<(Option<String>, Arc<TokenManager>)>>;
 
 /// Serves on `listener` until `shutdown`: the probes, and the intake routes when given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
     faults: Faults,
-    tokens: Arc<TokenManager>,
+    tokens: Tokens,
     metrics: PrometheusHandle,
     intake: Option<Intake>,
     shutdown: CancellationToken,
@@ -98,10 +101,17 @@ async fn readiness(p: &Probe) -> (StatusCode, String) {
     if let Some(faults) = p.faults.summary() {
         problems.push(faults);
     }
-    if problems.is_empty()
-        && let Err(e) = p.tokens.get().await
-    {
-        problems.push(e.to_string());
+    if problems.is_empty() {
+        // Every app's token: one app that cannot get one is named, and the
+        // others are still checked.
+        for (app, tokens) in p.tokens.iter() {
+            if let Err(e) = tokens.get().await {
+                problems.push(match app {
+                    None => e.to_string(),
+                    Some(name) => format!("app {name}: {e}"),
+                });
+            }
+        }
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())

@@ -204,3 +204,29 @@ async fn intake_and_callbacks_route_by_app() {
     signal(&child, "-TERM").await;
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn readiness_names_the_app_that_cannot_get_a_token() {
+    let shop = shop_fake().await;
+    let env = TestEnv::with(&two_apps(&shop)).await;
+    let mut child = env
+        .command(&["run"])
+        .env("WXPUSH__APPS__SHOP__SECRET", "wrong-secret")
+        .spawn()
+        .unwrap();
+    wait_http(env.http).await;
+    let r = reqwest::get(format!("http://{}/readyz", env.http))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("app shop: "), "{text}");
+    assert!(!text.contains("wrong-secret"), "{text}");
+    assert_eq!(
+        env.fake.token_requests(),
+        1,
+        "the default app is fine: {text}"
+    );
+    signal(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
