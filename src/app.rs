@@ -40,6 +40,38 @@ pub struct AppRuntime {
     pub deliverer: Arc<Deliverer>,
 }
 
+impl AppRuntime {
+    /// The token cache and sender of the app `client` speaks for.
+    fn build(
+        client: WechatClient,
+        wechat: &crate::config::WechatSettings,
+        store: &Store,
+        settings: &Settings,
+        progress: crate::delivery::Progress,
+    ) -> Self {
+        let tokens = Arc::new(TokenManager::new(
+            client.clone(),
+            store.clone(),
+            wechat.appid.clone(),
+            wechat.token_source,
+        ));
+        let deliverer = Arc::new(
+            Deliverer::new(
+                store.clone(),
+                client.clone(),
+                Arc::clone(&tokens),
+                &settings.delivery,
+            )
+            .with_progress(progress),
+        );
+        Self {
+            client,
+            tokens,
+            deliverer,
+        }
+    }
+}
+
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -77,51 +109,22 @@ impl App {
         let instance = crate::instance::this_process(role, settings.database.instance_lease);
         let leftover = crate::delivery::leftover_of(settings.delivery.on_unknown);
         let store = crate::instance::join(&store, &instance, leftover).await?;
-        let tokens = Arc::new(TokenManager::new(
-            client.clone(),
-            store.clone(),
-            settings.wechat.appid.clone(),
-            settings.wechat.token_source,
-        ));
-        let deliverer = Arc::new(
-            Deliverer::new(
-                store.clone(),
-                client.clone(),
-                Arc::clone(&tokens),
-                &settings.delivery,
-            )
-            .with_progress(crate::delivery::Progress::for_role(role)),
-        );
+        let progress = crate::delivery::Progress::for_role(role);
+        let default = AppRuntime::build(client, &settings.wechat, &store, &settings, progress);
         let mut apps = Vec::new();
         for app in &settings.apps {
             let secret = app.wechat.secret.clone().ok_or_else(|| {
                 AppError::NoAppSecret(settings.path.display().to_string(), app.name.to_string())
             })?;
             let client = WechatClient::new(&app.wechat, secret, settings.delivery.concurrency)?;
-            let tokens = Arc::new(TokenManager::new(
-                client.clone(),
-                store.clone(),
-                app.wechat.appid.clone(),
-                app.wechat.token_source,
-            ));
-            let deliverer = Arc::new(
-                Deliverer::new(
-                    store.clone(),
-                    client.clone(),
-                    Arc::clone(&tokens),
-                    &settings.delivery,
-                )
-                .with_progress(crate::delivery::Progress::for_role(role)),
-            );
-            apps.push((
-                app.name.clone(),
-                AppRuntime {
-                    client,
-                    tokens,
-                    deliverer,
-                },
-            ));
+            let runtime = AppRuntime::build(client, &app.wechat, &store, &settings, progress);
+            apps.push((app.name.clone(), runtime));
         }
+        let AppRuntime {
+            client,
+            tokens,
+            deliverer,
+        } = default;
         Ok(Self {
             settings,
             store,
