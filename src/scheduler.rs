@@ -39,6 +39,7 @@ pub async fn run(
     app.sync_recipients().await?;
     let mut loops = JoinSet::new();
     let mut running: HashMap<String, Running> = HashMap::new();
+    crate::stats::job_apps(&app.settings.jobs);
     for job in app.settings.jobs.clone() {
         start(&app, &mut loops, &mut running, job, true, &shutdown);
     }
@@ -55,6 +56,7 @@ pub async fn run(
                     .sync_config_recipients(&crate::app::config_recipients(&settings))
                     .await?;
                 let mut kept = 0;
+                crate::stats::job_apps(&settings.jobs);
                 let wanted: HashMap<String, Job> =
                     settings.jobs.into_iter().map(|j| (j.name.to_string(), j)).collect();
                 running.retain(|name, r| {

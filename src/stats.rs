@@ -141,8 +141,35 @@ pub fn pruned(table: &'static str, n: u64) {
 
 /// The latest slot of `job` that has passed.
 pub fn previous_fire(job: &str, at: DateTime<Utc>) {
-    gauge!("wxpush_previous_fire_timestamp_seconds", "job" => job.to_owned())
-        .set(at.timestamp() as f64);
+    gauge!("wxpush_previous_fire_timestamp_seconds", "job" => job.to_owned(),
+        "app" => app_of(job))
+    .set(at.timestamp() as f64);
+}
+
+/// Which app each job sends for, for the `app` label on job series.
+static APPS: std::sync::RwLock<Option<std::collections::HashMap<String, String>>> =
+    std::sync::RwLock::new(None);
+
+/// Records which app each job of `jobs` sends for (`default` for `[wechat]`);
+/// called when the schedule is loaded and on reload.
+pub fn job_apps(jobs: &[crate::config::Job]) {
+    let map = jobs
+        .iter()
+        .map(|j| {
+            let app = j.app.as_ref().map_or("default", |a| a.as_ref());
+            (j.name.to_string(), app.to_owned())
+        })
+        .collect();
+    *APPS.write().expect("never poisoned") = Some(map);
+}
+
+/// The `app` label of `job`'s series.
+fn app_of(job: &str) -> String {
+    APPS.read()
+        .expect("never poisoned")
+        .as_ref()
+        .and_then(|m| m.get(job).cloned())
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// One delivery reached a final (or put-back) status.
@@ -150,6 +177,7 @@ pub fn delivery(job: &str, status: Status, errcode: Option<i64>) {
     counter!(
         "wxpush_sends_total",
         "job" => job.to_owned(),
+        "app" => app_of(job),
         "outcome" => status.as_str(),
         "errcode" => errcode.unwrap_or(0).to_string()
     )
@@ -162,6 +190,7 @@ pub fn sent_counter(job: &str) -> metrics::Counter {
     counter!(
         "wxpush_sends_total",
         "job" => job.to_owned(),
+        "app" => app_of(job),
         "outcome" => Status::Sent.as_str(),
         "errcode" => "0"
     )
@@ -179,7 +208,9 @@ pub fn live_instances(n: u64) {
 
 /// A transient failure is being retried.
 pub fn retry(job: &str) {
-    counter!("wxpush_send_retries_total", "job" => job.to_owned()).increment(1);
+    counter!("wxpush_send_retries_total", "job" => job.to_owned(),
+        "app" => app_of(job))
+    .increment(1);
 }
 
 /// A token was fetched from WeChat.
@@ -194,22 +225,28 @@ pub fn token_failure() {
 
 /// A run of `job` ended after `took`; `done` when every delivery is final.
 pub fn run_ended(job: &str, took: Duration, done: bool) {
-    histogram!("wxpush_run_duration_seconds", "job" => job.to_owned()).record(took.as_secs_f64());
+    histogram!("wxpush_run_duration_seconds", "job" => job.to_owned(),
+        "app" => app_of(job))
+    .record(took.as_secs_f64());
     if done {
-        gauge!("wxpush_last_success_timestamp_seconds", "job" => job.to_owned())
-            .set(Utc::now().timestamp() as f64);
+        gauge!("wxpush_last_success_timestamp_seconds", "job" => job.to_owned(),
+        "app" => app_of(job))
+        .set(Utc::now().timestamp() as f64);
     }
 }
 
 /// How many recipients the latest run of `job` had.
 pub fn recipients(job: &str, n: u64) {
-    gauge!("wxpush_recipients", "job" => job.to_owned()).set(n as f64);
+    gauge!("wxpush_recipients", "job" => job.to_owned(),
+        "app" => app_of(job))
+    .set(n as f64);
 }
 
 /// When `job` fires next.
 pub fn next_fire(job: &str, at: DateTime<Utc>) {
-    gauge!("wxpush_next_fire_timestamp_seconds", "job" => job.to_owned())
-        .set(at.timestamp() as f64);
+    gauge!("wxpush_next_fire_timestamp_seconds", "job" => job.to_owned(),
+        "app" => app_of(job))
+    .set(at.timestamp() as f64);
 }
 
 /// Deliveries that expired unsent when their run's send window closed.
@@ -217,6 +254,7 @@ pub fn expired(job: &str, n: u64) {
     counter!(
         "wxpush_sends_total",
         "job" => job.to_owned(),
+        "app" => app_of(job),
         "outcome" => Status::Expired.as_str(),
         "errcode" => "0"
     )
@@ -225,7 +263,9 @@ pub fn expired(job: &str, n: u64) {
 
 /// A run stopped early; `reason` is `outage` or `fault`.
 pub fn run_stopped(job: &str, reason: &'static str) {
-    counter!("wxpush_runs_stopped_total", "job" => job.to_owned(), "reason" => reason).increment(1);
+    counter!("wxpush_runs_stopped_total", "job" => job.to_owned(),
+        "app" => app_of(job), "reason" => reason)
+    .increment(1);
 }
 
 /// Deliveries of `job` skipped at their claim for lack of consent, in one batch.
@@ -233,6 +273,7 @@ pub fn skipped(job: &str, n: u64) {
     counter!(
         "wxpush_sends_total",
         "job" => job.to_owned(),
+        "app" => app_of(job),
         "outcome" => Status::Skipped.as_str(),
         "errcode" => "0"
     )

@@ -227,6 +227,23 @@ async fn readiness_names_the_app_that_cannot_get_a_token() {
         1,
         "the default app is fine: {text}"
     );
+    // Job series say which app they are for.
+    let metrics = reqwest::get(format!("http://{}/metrics", env.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (job, app) in [("daily", "default"), ("shop_daily", "shop")] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("wxpush_next_fire_timestamp_seconds")
+                    && l.contains(&format!("job=\"{job}\""))
+                    && l.contains(&format!("app=\"{app}\""))),
+            "{job}: {metrics}"
+        );
+    }
     signal(&child, "-TERM").await;
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
