@@ -11,16 +11,31 @@ use crate::storage::{DeliveryRow, RunRow};
 pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Failure> {
     let store = super::open_for_reading(&settings).await?;
     let tz_of = |job: &str| settings.job(job).map(|j| j.schedule.tz());
+    // The app column appears once there is more than one app to tell apart.
+    let app_of = |job: &str| {
+        settings.job(job).map(|j| {
+            j.app
+                .as_ref()
+                .map_or("default".to_owned(), |a| a.to_string())
+        })
+    };
+    let apps = !settings.apps.is_empty();
+    let with_app = |run: &RunRow| {
+        let mut v = serde_json::to_value(run).expect("runs serialise");
+        v["app"] = app_of(&run.job).map_or(serde_json::Value::Null, Into::into);
+        v
+    };
     match args.show {
         None => {
             let runs = store.runs(args.job.as_deref(), args.limit).await?;
             if args.json {
+                let runs: Vec<serde_json::Value> = runs.iter().map(with_app).collect();
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&runs).expect("runs serialise")
                 );
             } else {
-                print!("{}", runs_table(&runs, tz_of));
+                print!("{}", runs_table(&runs, tz_of, apps.then_some(&app_of)));
             }
         }
         Some(RunsCommand::Show { id, json }) => {
@@ -29,13 +44,16 @@ pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Fail
             })?;
             let deliveries = store.deliveries(id).await?;
             if json {
-                let doc = serde_json::json!({ "run": run, "deliveries": deliveries });
+                let doc = serde_json::json!({ "run": with_app(&run), "deliveries": deliveries });
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&doc).expect("runs serialise")
                 );
             } else {
-                print!("{}", run_detail(&run, &deliveries));
+                print!(
+                    "{}",
+                    run_detail(&run, &deliveries, tz_of, apps.then_some(&app_of))
+                );
             }
         }
     }
@@ -43,8 +61,16 @@ pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Fail
     Ok(Exit::Ok)
 }
 
-/// A table of runs, newest first; slots shown in `tz_of(job)`, else in UTC.
-fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String {
+/// A job's app, for the APP column.
+type AppOf<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A table of runs, newest first; slots shown in `tz_of(job)`, else in UTC; an
+/// APP column when `app_of` is given.
+fn runs_table(
+    runs: &[RunRow],
+    tz_of: impl Fn(&str) -> Option<Tz>,
+    app_of: Option<AppOf<'_>>,
+) -> String {
     let rows = runs.iter().map(|r| {
         let slot = match tz_of(&r.job) {
             Some(tz) => r
@@ -55,13 +81,15 @@ fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String {
             None => r.slot.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         };
         let c = &r.counts;
-        let mut row = vec![
-            r.id.to_string(),
-            r.job.clone(),
+        let mut row = vec![r.id.to_string(), r.job.clone()];
+        if let Some(app_of) = app_of {
+            row.push(app_of(&r.job).unwrap_or_else(|| "?".into()));
+        }
+        row.extend([
             slot,
             r.trigger.as_str().to_owned(),
             r.status.as_str().to_owned(),
-        ];
+        ]);
         row.extend(
             [
                 c.total, c.sent, c.failed, c.refused, c.invalid, c.unknown, c.skipped, c.pending,
@@ -71,30 +99,35 @@ fn runs_table(runs: &[RunRow], tz_of: impl Fn(&str) -> Option<Tz>) -> String {
         );
         row
     });
-    table::render(
-        &[
-            ("ID", Right),
-            ("JOB", Left),
-            ("SLOT", Left),
-            ("TRIGGER", Left),
-            ("STATUS", Left),
-            ("TOTAL", Right),
-            ("SENT", Right),
-            ("FAILED", Right),
-            ("REFUSED", Right),
-            ("INVALID", Right),
-            ("UNKNOWN", Right),
-            ("SKIPPED", Right),
-            ("PENDING", Right),
-            ("EXPIRED", Right),
-        ],
-        rows,
-    )
+    let mut columns = vec![("ID", Right), ("JOB", Left)];
+    if app_of.is_some() {
+        columns.push(("APP", Left));
+    }
+    columns.extend([
+        ("SLOT", Left),
+        ("TRIGGER", Left),
+        ("STATUS", Left),
+        ("TOTAL", Right),
+        ("SENT", Right),
+        ("FAILED", Right),
+        ("REFUSED", Right),
+        ("INVALID", Right),
+        ("UNKNOWN", Right),
+        ("SKIPPED", Right),
+        ("PENDING", Right),
+        ("EXPIRED", Right),
+    ]);
+    table::render(&columns, rows)
 }
 
 /// One run's header and per-recipient outcomes.
-fn run_detail(run: &RunRow, deliveries: &[DeliveryRow]) -> String {
-    let mut out = runs_table(std::slice::from_ref(run), |_| None);
+fn run_detail(
+    run: &RunRow,
+    deliveries: &[DeliveryRow],
+    tz_of: impl Fn(&str) -> Option<Tz>,
+    app_of: Option<AppOf<'_>>,
+) -> String {
+    let mut out = runs_table(std::slice::from_ref(run), tz_of, app_of);
     if let Some(note) = &run.note {
         out.push_str(&format!("note: {note}\n"));
     }

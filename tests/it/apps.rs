@@ -58,6 +58,24 @@ async fn each_job_uses_its_apps_token_and_api_and_one_openid_in_two_apps_gets_ea
     assert_eq!(runs.code, 0, "{runs:?}");
     let v: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    let apps: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["app"].as_str().unwrap())
+        .collect();
+    assert_eq!(apps, ["shop", "default"], "newest first: {v}");
+    let table = finish(&mut with_shop_secret(&["runs"])).await;
+    let header = table.stdout.lines().next().unwrap();
+    assert!(header.contains(" APP "), "{header}");
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("shop_daily") && l.contains(" shop ")),
+        "{}",
+        table.stdout
+    );
 }
 
 #[tokio::test]
