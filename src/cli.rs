@@ -119,6 +119,9 @@ pub enum RecipientsCommand {
         /// Only this job's.
         #[arg(long)]
         job: Option<String>,
+        /// The mini program ([apps.NAME]); absent: the default app.
+        #[arg(long)]
+        app: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -127,6 +130,9 @@ pub enum RecipientsCommand {
     Add {
         /// The openid.
         openid: String,
+        /// The mini program ([apps.NAME]); absent: the default app.
+        #[arg(long)]
+        app: Option<String>,
         /// The job.
         #[arg(long)]
         job: String,
@@ -141,6 +147,9 @@ pub enum RecipientsCommand {
     Remove {
         /// The openid.
         openid: String,
+        /// The mini program ([apps.NAME]); absent: the default app.
+        #[arg(long)]
+        app: Option<String>,
         /// Only from this job.
         #[arg(long)]
         job: Option<String>,
@@ -149,6 +158,9 @@ pub enum RecipientsCommand {
     Show {
         /// The openid.
         openid: String,
+        /// The mini program ([apps.NAME]); absent: the default app.
+        #[arg(long)]
+        app: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -163,6 +175,9 @@ pub enum RecipientsCommand {
     Import {
         /// The CSV file.
         file: PathBuf,
+        /// The mini program ([apps.NAME]); absent: the default app.
+        #[arg(long)]
+        app: Option<String>,
         /// The job they receive.
         #[arg(long)]
         job: String,

@@ -12,21 +12,29 @@ use super::table::{self, Align::Left, Align::Right};
 use super::{Exit, Failure, find_job};
 use crate::cli::RecipientsCommand;
 use crate::config::{Job, Settings};
-use crate::domain::{Builtins, Message, OpenId, with_name};
+use crate::domain::{AppName, Builtins, Message, OpenId, with_name};
 use crate::storage::{Store, StoredRecipient};
 
 pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Result<Exit, Failure> {
     match command {
-        RecipientsCommand::List { job, json } => list(&settings, job.as_deref(), json).await,
-        RecipientsCommand::Show { openid, json } => show(&settings, &openid, json).await,
+        RecipientsCommand::List { job, app, json } => {
+            let app = app_arg(&settings, app.as_deref())?;
+            list(&settings, job.as_deref(), &app, json).await
+        }
+        RecipientsCommand::Show { openid, app, json } => {
+            let app = app_arg(&settings, app.as_deref())?;
+            show(&settings, &openid, &app, json).await
+        }
         RecipientsCommand::Forget { openid } => forget(&settings, &openid).await,
         RecipientsCommand::Add {
             openid,
+            app,
             job,
             name,
             vars,
         } => {
-            let job = find_job(&settings, &job)?;
+            let app = app_arg(&settings, app.as_deref())?;
+            let job = job_of_app(&settings, &job, &app)?;
             let openid =
                 OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
             let mut map = BTreeMap::new();
@@ -45,13 +53,26 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             println!("added {openid} to job {}", job.name);
             Ok(Exit::Ok)
         }
-        RecipientsCommand::Remove { openid, job } => {
+        RecipientsCommand::Remove { openid, app, job } => {
             OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
+            let app = app_arg(&settings, app.as_deref())?;
             if let Some(job) = &job {
-                find_job(&settings, job)?;
+                job_of_app(&settings, job, &app)?;
             }
             let store = super::open_for_reading(&settings).await?;
-            let n = store.remove_recipient(&openid, job.as_deref()).await?;
+            let n = match (&job, settings.apps.is_empty()) {
+                (Some(job), _) => store.remove_recipient(&openid, Some(job)).await?,
+                // One app: every job, as before (jobs since removed from the file too).
+                (None, true) => store.remove_recipient(&openid, None).await?,
+                // Several: only the jobs of this openid's app.
+                (None, false) => {
+                    let mut n = 0;
+                    for job in jobs_of(&settings, &app) {
+                        n += store.remove_recipient(&openid, Some(job)).await?;
+                    }
+                    n
+                }
+            };
             store.close().await;
             if n == 0 {
                 return Err(Failure {
@@ -75,8 +96,9 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             }
             Ok(Exit::Ok)
         }
-        RecipientsCommand::Import { file, job } => {
-            let job = find_job(&settings, &job)?;
+        RecipientsCommand::Import { file, app, job } => {
+            let app = app_arg(&settings, app.as_deref())?;
+            let job = job_of_app(&settings, &job, &app)?;
             let store =
                 Store::open_with(&settings.database.url, settings.database.max_connections).await?;
             let imported = import_csv(&store, &file, job).await;
@@ -92,17 +114,90 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
     }
 }
 
-async fn list(settings: &Settings, job: Option<&str>, json: bool) -> Result<Exit, Failure> {
+/// The app `--app` names (`None`: the default app), which must be configured.
+fn app_arg(settings: &Settings, app: Option<&str>) -> Result<Option<AppName>, Failure> {
+    let Some(name) = app else {
+        return Ok(None);
+    };
+    settings
+        .apps
+        .iter()
+        .find(|a| a.name.as_ref() == name)
+        .map(|a| Some(a.name.clone()))
+        .ok_or_else(|| {
+            let known: Vec<&str> = settings.apps.iter().map(|a| a.name.as_ref()).collect();
+            Failure::usage(format!(
+                "{}: --app {name}: no app is named so (configured: {})",
+                settings.path.display(),
+                if known.is_empty() {
+                    "none; only the default [wechat]".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+}
+
+/// The app's name in messages.
+fn app_label(app: &Option<AppName>) -> String {
+    app.as_ref()
+        .map_or("the default app".to_owned(), |a| format!("app {a}"))
+}
+
+/// Job `name`, which must send for `app`: an openid belongs to one app, so
+/// adding one to another app's job would be another person.
+fn job_of_app<'a>(
+    settings: &'a Settings,
+    name: &str,
+    app: &Option<AppName>,
+) -> Result<&'a Job, Failure> {
+    let job = find_job(settings, name)?;
+    if &job.app != app {
+        let fix = job
+            .app
+            .as_ref()
+            .map_or("leave out --app".to_owned(), |a| format!("add --app {a}"));
+        return Err(Failure::usage(format!(
+            "job {name} sends for {}, not {}; {fix}",
+            app_label(&job.app),
+            app_label(app)
+        )));
+    }
+    Ok(job)
+}
+
+/// The names of `app`'s jobs.
+fn jobs_of<'a>(settings: &'a Settings, app: &'a Option<AppName>) -> impl Iterator<Item = &'a str> {
+    settings
+        .jobs
+        .iter()
+        .filter(move |j| &j.app == app)
+        .map(|j| j.name.as_ref())
+}
+
+/// Whether a stored row of `job` is `app`'s: a job no longer in the file is
+/// shown with the default app.
+fn row_of_app(settings: &Settings, job: &str, app: &Option<AppName>) -> bool {
+    settings.job(job).map_or(app.is_none(), |j| &j.app == app)
+}
+
+async fn list(
+    settings: &Settings,
+    job: Option<&str>,
+    app: &Option<AppName>,
+    json: bool,
+) -> Result<Exit, Failure> {
     if let Some(job) = job {
-        find_job(settings, job)?;
+        job_of_app(settings, job, app)?;
     }
     let store = super::open_for_reading(settings).await?;
     // What the file lists now, as the next run will see it.
     store
         .sync_config_recipients(&crate::app::config_recipients(settings))
         .await?;
-    let rows = store.recipients(job).await?;
+    let mut rows = store.recipients(job).await?;
     store.close().await;
+    rows.retain(|r| row_of_app(settings, &r.job, app));
     if json {
         println!(
             "{}",
@@ -479,7 +574,12 @@ async fn import_csv(store: &Store, path: &Path, job: &Job) -> Result<u64, Failur
 
 /// `recipients show OPENID`: where they are listed, what they gave through the
 /// intake API, and their consent per template.
-async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Failure> {
+async fn show(
+    settings: &Settings,
+    openid: &str,
+    app: &Option<AppName>,
+    json: bool,
+) -> Result<Exit, Failure> {
     let openid = OpenId::parse(openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
     let store = super::open_for_reading(settings).await?;
     store
@@ -489,7 +589,7 @@ async fn show(settings: &Settings, openid: &str, json: bool) -> Result<Exit, Fai
         .recipients(None)
         .await?
         .into_iter()
-        .filter(|r| r.openid == openid.as_ref())
+        .filter(|r| r.openid == openid.as_ref() && row_of_app(settings, &r.job, app))
         .collect();
     let subscriber = store.subscriber(openid.as_ref()).await?;
     let consents = store.consents_of(openid.as_ref()).await?;

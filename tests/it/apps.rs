@@ -265,3 +265,90 @@ async fn readiness_names_the_app_that_cannot_get_a_token() {
     signal(&child, "-TERM").await;
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn recipients_commands_work_on_one_app_at_a_time() {
+    let shop = shop_fake().await;
+    let env = TestEnv::with(&two_apps(&shop)).await;
+    let other = "oOther0000000000000000000001";
+    let wrong = env
+        .wxpush(&[
+            "recipients",
+            "add",
+            other,
+            "--job",
+            "shop_daily",
+            "--name",
+            "O",
+        ])
+        .await;
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(
+        wrong
+            .stderr
+            .contains("job shop_daily sends for app shop, not the default app; add --app shop"),
+        "{}",
+        wrong.stderr
+    );
+    let added = env
+        .wxpush(&[
+            "recipients",
+            "add",
+            other,
+            "--app",
+            "shop",
+            "--job",
+            "shop_daily",
+            "--name",
+            "O",
+        ])
+        .await;
+    assert_eq!(added.code, 0, "{added:?}");
+    let unknown = env.wxpush(&["recipients", "list", "--app", "nope"]).await;
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(
+        unknown
+            .stderr
+            .contains("--app nope: no app is named so (configured: shop)")
+    );
+
+    let jobs_listed = |out: &str| -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["job"].as_str().unwrap().to_owned(),
+                    r["openid"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let shop_rows = env
+        .wxpush(&["recipients", "list", "--app", "shop", "--json"])
+        .await;
+    assert_eq!(
+        jobs_listed(&shop_rows.stdout),
+        [
+            ("shop_daily".to_owned(), other.to_owned()),
+            ("shop_daily".to_owned(), SAME.to_owned())
+        ]
+    );
+    let default_rows = env.wxpush(&["recipients", "list", "--json"]).await;
+    assert_eq!(
+        jobs_listed(&default_rows.stdout),
+        [("daily".to_owned(), SAME.to_owned())]
+    );
+
+    // Removing from the shop leaves the default app's entry of the same openid.
+    let removed = env
+        .wxpush(&["recipients", "remove", SAME, "--app", "shop"])
+        .await;
+    assert_eq!(removed.code, 0, "{removed:?}");
+    let default_rows = env.wxpush(&["recipients", "list", "--json"]).await;
+    assert_eq!(
+        jobs_listed(&default_rows.stdout),
+        [("daily".to_owned(), SAME.to_owned())]
+    );
+}
