@@ -8,17 +8,21 @@ use super::{Context, StorageError, Store, now};
 use crate::domain::TemplateKind;
 
 impl Store {
-    /// Replaces the cached template list with a freshly fetched one.
+    /// Replaces the cached template list with a freshly fetched one. Several
+    /// processes may refresh it at the same moment (two `send`s, instances on
+    /// PostgreSQL): each row is upserted, and only rows this refresh did not
+    /// write are deleted, so two refreshes never collide on a key. (A delete of
+    /// everything followed by inserts failed the second one with a duplicate
+    /// key on PostgreSQL, and its job then ran without knowing the template was
+    /// one-time.)
     pub async fn save_templates(&self, templates: &[TemplateRow]) -> Result<(), StorageError> {
         let mut tx = self.write().await?;
         let now = now();
-        sqlx::query("DELETE FROM templates")
-            .execute(&mut *tx)
-            .await
-            .context("replace the template list")?;
         for t in templates {
             sqlx::query(
-                "INSERT INTO templates (template_id, kind, title, keywords, fetched_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO templates (template_id, kind, title, keywords, fetched_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (template_id) DO UPDATE SET kind = excluded.kind, title = excluded.title, \
+                 keywords = excluded.keywords, fetched_at = excluded.fetched_at",
             )
             .bind(&t.template_id)
             .bind(t.kind.as_str())
@@ -29,6 +33,12 @@ impl Store {
             .await
             .context("save the template list")?;
         }
+        // Templates the account no longer lists: older than this refresh.
+        sqlx::query("DELETE FROM templates WHERE fetched_at < $1")
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .context("replace the template list")?;
         tx.commit().await.context("commit the template list")?;
         Ok(())
     }
@@ -55,5 +65,50 @@ impl Store {
                 r.get("fetched_at"),
             ))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_stores::postgres_url;
+    use super::*;
+
+    fn listed(title: &str) -> Vec<TemplateRow> {
+        ["t1", "t2", "t3"]
+            .map(|id| TemplateRow {
+                template_id: id.into(),
+                kind: TemplateKind::OneTime,
+                title: title.into(),
+                keywords: vec!["thing1".into()],
+            })
+            .into()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_processes_refreshing_the_template_list_at_once_both_succeed() {
+        // Two `send`s (or instances) refreshing at the same moment: before, the
+        // second failed with a duplicate key and its job lost the template's kind.
+        let Some(url) =
+            postgres_url("two_processes_refreshing_the_template_list_at_once_both_succeed")
+        else {
+            return;
+        };
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        let (list_a, list_b) = (listed("a"), listed("b"));
+        for round in 0..20 {
+            let (ra, rb) = tokio::join!(a.save_templates(&list_a), b.save_templates(&list_b));
+            ra.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            rb.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            for id in ["t1", "t2", "t3"] {
+                let (t, _) = a.template(id).await.unwrap().expect("listed");
+                assert_eq!(t.kind, TemplateKind::OneTime);
+            }
+        }
+        // A template the account no longer lists is dropped.
+        a.save_templates(&listed("c")[..2]).await.unwrap();
+        assert!(a.template("t3").await.unwrap().is_none());
     }
 }

@@ -169,7 +169,7 @@ async fn a_one_time_credit_is_used_exactly_once_by_concurrent_runs() {
         );
     }
     // Whichever run held the credit sent; the other skipped without a call.
-    assert_eq!(env.fake.send_requests(), 40);
+    assert_eq!(env.fake.send_requests(), 40, "{a:?} {b:?}");
     let store = env.store().await;
     let (r1, r2) = (
         store.run(1).await.unwrap().unwrap().counts,
