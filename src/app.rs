@@ -1,5 +1,6 @@
-//! Wiring: from checked settings to a database, a WeChat client, one token cache
-//! and one deliverer, shared by every command (the daemon's tasks are in `daemon`).
+//! Wiring: from checked settings to a database and, for each mini program, a
+//! WeChat client, a token cache and a deliverer, shared by every command (the
+//! daemon's tasks are in `daemon`).
 
 use std::sync::Arc;
 
@@ -14,20 +15,15 @@ pub struct App {
     pub settings: Settings,
     /// The database.
     pub store: Store,
-    /// The WeChat client (the intake API exchanges login codes with it).
-    pub client: WechatClient,
-    /// The one access_token cache (readiness and counts read it).
-    pub tokens: Arc<TokenManager>,
-    /// The sender shared by all jobs.
-    pub deliverer: Arc<Deliverer>,
     /// Storage faults of scheduled firings, reported by `/readyz`.
     pub faults: crate::health::Faults,
     /// The wall clock slots, send windows and backoff are measured on.
     pub clock: crate::clock::Clock,
     /// This process in the database's instances table.
     pub instance: crate::storage::InstanceInfo,
-    /// `[apps.NAME]`: each app's own client, token cache and sender.
-    pub apps: Vec<(crate::domain::AppName, AppRuntime)>,
+    /// Each app's own client, token cache and sender: the default app
+    /// (`[wechat]`, no name) first, then each `[apps.NAME]`.
+    pub apps: Vec<(Option<crate::domain::AppName>, AppRuntime)>,
 }
 
 /// One mini program's WeChat side: its client, its token and its sender.
@@ -111,26 +107,18 @@ impl App {
         let store = crate::instance::join(&store, &instance, leftover).await?;
         let progress = crate::delivery::Progress::for_role(role);
         let default = AppRuntime::build(client, &settings.wechat, &store, &settings, progress);
-        let mut apps = Vec::new();
+        let mut apps = vec![(None, default)];
         for app in &settings.apps {
             let secret = app.wechat.secret.clone().ok_or_else(|| {
                 AppError::NoAppSecret(settings.path.display().to_string(), app.name.to_string())
             })?;
             let client = WechatClient::new(&app.wechat, secret, settings.delivery.concurrency)?;
             let runtime = AppRuntime::build(client, &app.wechat, &store, &settings, progress);
-            apps.push((app.name.clone(), runtime));
+            apps.push((Some(app.name.clone()), runtime));
         }
-        let AppRuntime {
-            client,
-            tokens,
-            deliverer,
-        } = default;
         Ok(Self {
             settings,
             store,
-            client,
-            tokens,
-            deliverer,
             faults: Default::default(),
             clock: Default::default(),
             instance,
@@ -146,31 +134,22 @@ impl App {
         tokio::spawn(crate::instance::keep_alive(
             self.store.clone(),
             self.instance.clone(),
-            std::iter::once(Arc::clone(&self.deliverer))
-                .chain(self.apps.iter().map(|(_, a)| Arc::clone(&a.deliverer)))
+            self.apps
+                .iter()
+                .map(|(_, app)| Arc::clone(&app.deliverer))
                 .collect(),
             stop,
         ))
     }
 
-    /// The sender of `app`'s jobs (`None`: the default app).
-    pub fn deliverer_for(&self, app: Option<&crate::domain::AppName>) -> &Arc<Deliverer> {
-        self.runtime(app).map_or(&self.deliverer, |a| &a.deliverer)
-    }
-
-    /// The token cache of `app` (`None`: the default app).
-    pub fn tokens_for(&self, app: Option<&crate::domain::AppName>) -> &Arc<TokenManager> {
-        self.runtime(app).map_or(&self.tokens, |a| &a.tokens)
-    }
-
-    /// The WeChat client of `app` (`None`: the default app).
-    pub fn client_for(&self, app: Option<&crate::domain::AppName>) -> &WechatClient {
-        self.runtime(app).map_or(&self.client, |a| &a.client)
-    }
-
-    fn runtime(&self, app: Option<&crate::domain::AppName>) -> Option<&AppRuntime> {
-        let app = app?;
-        self.apps.iter().find(|(n, _)| n == app).map(|(_, a)| a)
+    /// The client, token cache and sender of `app` (`None`: the default app).
+    /// Jobs name only configured apps (the config is checked), so an unknown
+    /// name cannot come; it would get the default app.
+    pub fn runtime(&self, app: Option<&crate::domain::AppName>) -> &AppRuntime {
+        self.apps
+            .iter()
+            .find(|(name, _)| name.as_ref() == app)
+            .map_or(&self.apps[0].1, |(_, runtime)| runtime)
     }
 
     /// Leaves the instances table (a clean exit), giving back what was taken.

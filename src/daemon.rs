@@ -37,12 +37,17 @@ impl App {
                 .iter()
                 .map(|a| crate::intake::IntakeApp {
                     name: Some(a.name.clone()),
-                    client: self.client_for(Some(&a.name)).clone(),
+                    client: self.runtime(Some(&a.name)).client.clone(),
                     callback_token: a.callback_token.clone(),
                     aes_key: a.aes_key.clone(),
                 })
                 .collect();
-            crate::intake::Intake::new(self.store.clone(), self.client.clone(), i, more)
+            crate::intake::Intake::new(
+                self.store.clone(),
+                self.runtime(None).client.clone(),
+                i,
+                more,
+            )
         });
         if let Some(intake) = &intake {
             let (intake, stop) = (intake.clone(), shutdown.clone());
@@ -67,12 +72,14 @@ impl App {
                 self.store.clone(),
                 self.faults.clone(),
                 Arc::new(
-                    std::iter::once((None, Arc::clone(&self.tokens)))
-                        .chain(
-                            self.apps
-                                .iter()
-                                .map(|(n, a)| (Some(n.to_string()), Arc::clone(&a.tokens))),
-                        )
+                    self.apps
+                        .iter()
+                        .map(|(name, app)| {
+                            (
+                                name.as_ref().map(ToString::to_string),
+                                Arc::clone(&app.tokens),
+                            )
+                        })
                         .collect(),
                 ),
                 shutdown.clone(),

@@ -310,7 +310,7 @@ async fn spawn_fire(
     loop {
         let again = match fire(
             &app.store,
-            app.deliverer_for(job.app.as_ref()),
+            &app.runtime(job.app.as_ref()).deliverer,
             job,
             slot,
             false,

@@ -47,7 +47,7 @@ pub(super) async fn run(
     let heartbeat = app.keep_alive(alive.clone());
     let fired = fire(
         &app.store,
-        app.deliverer_for(job.app.as_ref()),
+        &app.runtime(job.app.as_ref()).deliverer,
         &job,
         Some((slot, Trigger::Manual)),
         again,
@@ -96,7 +96,7 @@ pub(super) async fn run(
     let summary = Summary::of(
         job.name.as_ref(),
         &fired.reports,
-        app.tokens_for(job.app.as_ref()).fetches(),
+        app.runtime(job.app.as_ref()).tokens.fetches(),
     );
     if json {
         println!(
@@ -193,10 +193,8 @@ async fn test_send_with(
         .store
         .start_test_send(job.name.as_ref(), openid.as_ref(), template)
         .await?;
-    let (tokens, client) = (
-        app.tokens_for(job.app.as_ref()),
-        app.client_for(job.app.as_ref()),
-    );
+    let runtime = app.runtime(job.app.as_ref());
+    let (tokens, client) = (&runtime.tokens, &runtime.client);
     let mut token = tokens.get().await.map_err(Failure::cannot_proceed)?;
     let mut reply = client.send(token.expose(), &message).await;
     if let SendReply::Replied { errcode, .. } = &reply

@@ -25,6 +25,9 @@ use crate::domain::{
 };
 use raw::RawSettings;
 
+/// Why `token_source = "classic"` is refused on a shared database.
+const CLASSIC_SHARED: &str = "\"classic\" cannot be used with a PostgreSQL database: every classic fetch invalidates the token other instances hold; use \"stable\"";
+
 /// How long after its slot a run may still send, unless `send_window` says.
 const DEFAULT_SEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
 
@@ -55,19 +58,26 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
             "{file}: config file not found (choose one with --config PATH or WXPUSH_CONFIG)"
         )));
     }
-    let raw: RawSettings = Config::builder()
-        .add_source(File::from(path).format(FileFormat::Toml))
-        // Last, so that the environment wins over the file.
-        .add_source(
+    let raw: RawSettings = read(path, true)?;
+    Checker::new(file, path.to_path_buf()).check(raw)
+}
+
+/// The file at `path` as `T`, with the `WXPUSH__SECTION__KEY` overrides when
+/// `with_env` (last, so that the environment wins over the file).
+fn read<T: serde::de::DeserializeOwned>(path: &Path, with_env: bool) -> Result<T, ConfigError> {
+    let mut builder = Config::builder().add_source(File::from(path).format(FileFormat::Toml));
+    if with_env {
+        builder = builder.add_source(
             Environment::with_prefix("WXPUSH")
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true),
-        )
+        );
+    }
+    builder
         .build()
         .and_then(Config::try_deserialize)
-        .map_err(|e| ConfigError::one(describe(&file, &e)))?;
-    Checker::new(file, path.to_path_buf()).check(raw)
+        .map_err(|e| ConfigError::one(describe(&path.display().to_string(), &e)))
 }
 
 /// The configuration in effect at `path`: every key (defaults filled in, secrets
@@ -75,23 +85,9 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// or the environment variable that set it. The file must pass `load`.
 pub fn effective(path: &Path) -> Result<(serde_json::Value, Vec<Provenance>), ConfigError> {
     load(path)?;
-    let file = path.display().to_string();
-    let env = Environment::with_prefix("WXPUSH")
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true);
-    let raw: RawSettings = Config::builder()
-        .add_source(File::from(path).format(FileFormat::Toml))
-        .add_source(env)
-        .build()
-        .and_then(Config::try_deserialize)
-        .map_err(|e| ConfigError::one(describe(&file, &e)))?;
+    let raw: RawSettings = read(path, true)?;
     let tree = serde_json::to_value(&raw).expect("the settings serialise");
-    let written: serde_json::Value = Config::builder()
-        .add_source(File::from(path).format(FileFormat::Toml))
-        .build()
-        .and_then(Config::try_deserialize)
-        .map_err(|e| ConfigError::one(describe(&file, &e)))?;
+    let written: serde_json::Value = read(path, false)?;
     let mut sources = Vec::new();
     provenance(&tree, &written, "", &mut sources);
     Ok((tree, sources))
@@ -184,15 +180,19 @@ impl Checker {
         self.problems.push(format!("{}: {key}: {msg}", self.file));
     }
 
+    /// The config file's folder: relative paths in it are read from there.
+    fn config_dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    }
+
     /// A secret from its key or its `_file` key (see `secret_file`).
     fn secret(
         &mut self,
         key: &str,
         value: Option<secrecy::SecretString>,
         file: Option<&str>,
-        config_dir: &Path,
     ) -> Option<secrecy::SecretString> {
-        secret_file::pick(key, value, file, config_dir)
+        secret_file::pick(key, value, file, &self.config_dir())
             .map_err(|e| self.problems.push(format!("{}: {e}", self.file)))
             .ok()
             .flatten()
@@ -206,7 +206,7 @@ impl Checker {
         let default_appid = raw.wechat.appid.clone();
         let wechat = self.wechat("wechat", raw.wechat);
         let delivery = self.delivery(raw.delivery);
-        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let config_dir = self.config_dir();
         let config_dir = config_dir.as_path();
         let mut database_url = database::resolve(&raw.database.url, config_dir)
             .map_err(|e| self.fail("database.url", e))
@@ -228,10 +228,7 @@ impl Checker {
         if database::is_shared(&database_url) && classic {
             // Every classic fetch rotates the token: instances sharing one
             // database would keep invalidating each other's.
-            self.fail(
-                "wechat.token_source",
-                "\"classic\" cannot be used with a PostgreSQL database: every classic fetch invalidates the token other instances hold; use \"stable\"",
-            );
+            self.fail("wechat.token_source", CLASSIC_SHARED);
         }
         let apps = self.apps(raw.apps, &default_appid, database::is_shared(&database_url));
         // Every name written in [[jobs]], good or not: a recipient of a job that has
@@ -364,41 +361,15 @@ impl Checker {
                 "needs the HTTP listener; set http.enabled = true, or give the intake its own with intake.listen",
             );
         }
-        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let token = self.secret(
-            "intake.callback_token",
-            i.callback_token,
-            i.callback_token_file.as_deref(),
-            &config_dir,
+        let (token, aes_key) = self.callback(
+            "intake",
+            raw::RawCallback {
+                callback_token: i.callback_token,
+                callback_token_file: i.callback_token_file,
+                encoding_aes_key: i.encoding_aes_key,
+                encoding_aes_key_file: i.encoding_aes_key_file,
+            },
         );
-        if let Some(t) = &token {
-            let t = secrecy::ExposeSecret::expose_secret(t);
-            // The console's rule for the message-push Token.
-            if !(3..=32).contains(&t.len()) || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
-                self.fail(
-                    "intake.callback_token",
-                    "must be 3 to 32 letters or digits, as the mini program console requires",
-                );
-            }
-        }
-        let aes_key = self
-            .secret(
-                "intake.encoding_aes_key",
-                i.encoding_aes_key,
-                i.encoding_aes_key_file.as_deref(),
-                &config_dir,
-            )
-            .and_then(|k| {
-                crate::domain::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
-                    .map_err(|rule| self.fail("intake.encoding_aes_key", rule))
-                    .ok()
-            });
-        if aes_key.is_some() && token.is_none() {
-            self.fail(
-                "intake.encoding_aes_key",
-                "is used only with intake.callback_token; set that too",
-            );
-        }
         if !(256..=1024 * 1024).contains(&i.max_body_bytes) {
             self.fail(
                 "intake.max_body_bytes",
@@ -429,6 +400,48 @@ impl Checker {
         })
     }
 
+    /// The message-push Token and EncodingAESKey of `at` (`intake` or
+    /// `apps.NAME`), each checked as the mini program console requires.
+    fn callback(
+        &mut self,
+        at: &str,
+        c: raw::RawCallback,
+    ) -> (Option<secrecy::SecretString>, Option<crate::domain::AesKey>) {
+        let token = self.secret(
+            &format!("{at}.callback_token"),
+            c.callback_token,
+            c.callback_token_file.as_deref(),
+        );
+        if let Some(t) = &token {
+            let t = secrecy::ExposeSecret::expose_secret(t);
+            // The console's rule for the message-push Token.
+            if !(3..=32).contains(&t.len()) || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
+                self.fail(
+                    &format!("{at}.callback_token"),
+                    "must be 3 to 32 letters or digits, as the mini program console requires",
+                );
+            }
+        }
+        let aes_key = self
+            .secret(
+                &format!("{at}.encoding_aes_key"),
+                c.encoding_aes_key,
+                c.encoding_aes_key_file.as_deref(),
+            )
+            .and_then(|k| {
+                crate::domain::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
+                    .map_err(|rule| self.fail(&format!("{at}.encoding_aes_key"), rule))
+                    .ok()
+            });
+        if aes_key.is_some() && token.is_none() {
+            self.fail(
+                &format!("{at}.encoding_aes_key"),
+                format!("is used only with {at}.callback_token; set that too"),
+            );
+        }
+        (token, aes_key)
+    }
+
     fn wechat(&mut self, at: &str, w: raw::RawWechat) -> Option<WechatSettings> {
         let appid_ok = w.appid.starts_with("wx")
             && w.appid.len() == 18
@@ -442,13 +455,7 @@ impl Checker {
                 ),
             );
         }
-        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let secret = self.secret(
-            &format!("{at}.secret"),
-            w.secret,
-            w.secret_file.as_deref(),
-            &config_dir,
-        );
+        let secret = self.secret(&format!("{at}.secret"), w.secret, w.secret_file.as_deref());
         let api_base = w.api_base.trim_end_matches('/').to_owned();
         if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
             self.fail(
@@ -475,7 +482,6 @@ impl Checker {
         default_appid: &str,
         shared_db: bool,
     ) -> Vec<AppSettings> {
-        let config_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut apps: Vec<AppSettings> = Vec::new();
         for (name, app) in raw {
             let at = format!("apps.{name}");
@@ -484,10 +490,7 @@ impl Checker {
             };
             let (wechat, callback) = app.split();
             if shared_db && wechat.token_source == TokenSource::Classic {
-                self.fail(
-                    &format!("{at}.token_source"),
-                    "\"classic\" cannot be used with a PostgreSQL database: every classic fetch invalidates the token other instances hold; use \"stable\"",
-                );
+                self.fail(&format!("{at}.token_source"), CLASSIC_SHARED);
             }
             let Some(wechat) = self.wechat(&at, wechat) else {
                 continue;
@@ -507,24 +510,7 @@ impl Checker {
                     ),
                 );
             }
-            let callback_token = self.secret(
-                &format!("{at}.callback_token"),
-                callback.callback_token,
-                callback.callback_token_file.as_deref(),
-                &config_dir,
-            );
-            let aes_key = self
-                .secret(
-                    &format!("{at}.encoding_aes_key"),
-                    callback.encoding_aes_key,
-                    callback.encoding_aes_key_file.as_deref(),
-                    &config_dir,
-                )
-                .and_then(|k| {
-                    crate::domain::AesKey::parse(secrecy::ExposeSecret::expose_secret(&k))
-                        .map_err(|rule| self.fail(&format!("{at}.encoding_aes_key"), rule))
-                        .ok()
-                });
+            let (callback_token, aes_key) = self.callback(&at, callback);
             apps.push(AppSettings {
                 name: app_name,
                 wechat,

@@ -20,8 +20,9 @@ pub enum Progress {
 
 /// How often the log line comes.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-/// How often the bar moves.
-const BAR_EVERY: Duration = Duration::from_millis(250);
+/// How often the bar moves: each move counts the run's rows in the database,
+/// so not more often than a person can read it.
+const BAR_EVERY: Duration = Duration::from_secs(1);
 
 impl Progress {
     /// For `role`: a bar only for `send` with a terminal on standard error.

@@ -46,24 +46,16 @@ impl Store {
                 break;
             }
             for run in runs {
-                loop {
-                    let n = sqlx::query(
-                        "DELETE FROM deliveries WHERE id IN \
-                         (SELECT id FROM deliveries WHERE run_id = $1 LIMIT $2)",
-                    )
-                    .bind(run)
-                    .bind(batch)
-                    .execute(&self.pool)
-                    .await
-                    .context("delete old deliveries")?
-                    .rows_affected();
-                    pruned.deliveries += n;
-                    if n < batch as u64 {
-                        break;
-                    }
-                    // Let the send path's writes in between batches.
-                    tokio::task::yield_now().await;
-                }
+                pruned.deliveries += self
+                    .in_batches(batch, "delete old deliveries", || {
+                        sqlx::query(
+                            "DELETE FROM deliveries WHERE id IN \
+                             (SELECT id FROM deliveries WHERE run_id = $1 LIMIT $2)",
+                        )
+                        .bind(run)
+                        .bind(batch)
+                    })
+                    .await?;
                 // Only once empty, and only if it is still finished.
                 pruned.runs += sqlx::query(
                     "DELETE FROM runs WHERE id = $1 AND status IN ('done', 'skipped') \
@@ -85,22 +77,39 @@ impl Store {
                 "DELETE FROM {table} WHERE {key} IN \
                  (SELECT {key} FROM {table} WHERE {at} < $1 LIMIT $2)"
             );
-            loop {
-                let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(&before)
-                    .bind(batch)
-                    .execute(&self.pool)
-                    .await
-                    .context("delete old event pushes")?
-                    .rows_affected();
-                pruned.events += n;
-                if n < batch as u64 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            pruned.events += self
+                .in_batches(batch, "delete old event pushes", || {
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(&before)
+                        .bind(batch)
+                })
+                .await?;
         }
         Ok(pruned)
+    }
+
+    /// Runs the statement `delete` makes (one deleting at most `batch` rows)
+    /// until a run deletes fewer; returns the rows deleted.
+    async fn in_batches<'q>(
+        &self,
+        batch: i64,
+        action: &'static str,
+        delete: impl Fn() -> super::db::Query<'q>,
+    ) -> Result<u64, StorageError> {
+        let mut deleted = 0;
+        loop {
+            let n = delete()
+                .execute(&self.pool)
+                .await
+                .context(action)?
+                .rows_affected();
+            deleted += n;
+            if n < batch as u64 {
+                return Ok(deleted);
+            }
+            // Let the send path's writes in between batches.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
