@@ -46,11 +46,7 @@ pub(super) struct RawWechat {
     pub api_base: String,
     #[serde(default)]
     pub token_source: TokenSource,
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(default = "default_timeout", with = "plain_duration")]
     pub timeout: Duration,
 }
 
@@ -68,11 +64,7 @@ pub(super) struct RawApp {
     pub api_base: String,
     #[serde(default)]
     pub token_source: TokenSource,
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(default = "default_timeout", with = "plain_duration")]
     pub timeout: Duration,
     #[serde(default, serialize_with = "redacted")]
     pub callback_token: Option<SecretString>,
@@ -144,11 +136,7 @@ pub(super) struct RawDatabase {
     pub max_connections: Option<u32>,
     #[serde(default)]
     pub password_file: Option<String>,
-    #[serde(
-        default = "default_instance_lease",
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(default = "default_instance_lease", with = "plain_duration")]
     pub instance_lease: Duration,
 }
 
@@ -173,15 +161,9 @@ pub(super) struct RawDelivery {
     pub concurrency: usize,
     pub rate_limit_per_sec: u32,
     pub max_attempts: u32,
-    #[serde(
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(with = "plain_duration")]
     pub backoff_base: Duration,
-    #[serde(
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(with = "plain_duration")]
     pub backoff_max: Duration,
     pub on_unknown: OnUnknown,
 }
@@ -213,21 +195,12 @@ pub enum OnUnknown {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawScheduler {
-    #[serde(
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(with = "plain_duration")]
     pub catch_up: Duration,
     pub reload_on_change: bool,
-    #[serde(
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration_opt"
-    )]
+    #[serde(with = "plain_duration_opt")]
     pub send_window: Option<Duration>,
-    #[serde(
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(with = "plain_duration")]
     pub outage_retry: Duration,
 }
 
@@ -246,15 +219,9 @@ impl Default for RawScheduler {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRetention {
     pub enabled: bool,
-    #[serde(
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(with = "plain_duration")]
     pub keep: Duration,
-    #[serde(
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration"
-    )]
+    #[serde(with = "plain_duration")]
     pub every: Duration,
     pub batch: u32,
 }
@@ -353,17 +320,9 @@ pub(super) struct RawJob {
     pub lang: Lang,
     #[serde(default)]
     pub on_overflow: Overflow,
-    #[serde(
-        default,
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration_opt"
-    )]
+    #[serde(default, with = "plain_duration_opt")]
     pub catch_up: Option<Duration>,
-    #[serde(
-        default,
-        deserialize_with = "humantime_serde::deserialize",
-        serialize_with = "plain_duration_opt"
-    )]
+    #[serde(default, with = "plain_duration_opt")]
     pub send_window: Option<Duration>,
     #[serde(default)]
     pub audience: Audience,
@@ -465,28 +424,48 @@ fn masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&shown)
 }
 
-/// A duration in `config show` as an operator writes it: "180d", not
-/// "5months 27days 19h 12m" (humantime's months are 30.44 days).
-fn plain_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    let ms = d.as_millis();
-    let text = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1000, "s"),
-    ]
-    .iter()
-    .find(|(unit, _)| ms >= *unit && ms.is_multiple_of(*unit))
-    .map_or_else(
-        || format!("{ms}ms"),
-        |(unit, suffix)| format!("{}{suffix}", ms / unit),
-    );
-    s.serialize_str(&text)
+/// Durations as operators write them: read by humantime ("90s", "180d"), and
+/// shown by `config show` in the largest whole unit ("180d", not humantime's
+/// "5months 27days 19h 12m", whose months are 30.44 days).
+mod plain_duration {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        let ms = d.as_millis();
+        let text = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .iter()
+        .find(|(unit, _)| ms >= *unit && ms.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(unit, suffix)| format!("{}{suffix}", ms / unit),
+        );
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        humantime_serde::deserialize(d)
+    }
 }
 
-fn plain_duration_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => plain_duration(d, s),
-        None => s.serialize_none(),
+/// `plain_duration` for a duration that may be unset.
+mod plain_duration_opt {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::plain_duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        humantime_serde::deserialize(d)
     }
 }
