@@ -102,6 +102,8 @@ impl App {
         let client = WechatClient::new(&settings.wechat, secret, settings.delivery.concurrency)?;
         let store =
             Store::open_with(&settings.database.url, settings.database.max_connections).await?;
+        // Before any run or report is written under an app's AppID.
+        store.adopt_unkeyed(&settings.wechat.appid).await?;
         let instance = crate::instance::this_process(role, settings.database.instance_lease);
         let leftover = crate::delivery::leftover_of(settings.delivery.on_unknown);
         let store = crate::instance::join(&store, &instance, leftover).await?;

@@ -165,11 +165,15 @@ pub enum RecipientsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Erase one person: every job's entry, their intake data and consent, and
-    /// their openid in run history (the rows stay, anonymised).
+    /// Erase one person of one mini program: every entry in its jobs, their
+    /// intake data and consent, and their openid in its run history (the rows
+    /// stay, anonymised).
     Forget {
         /// The openid.
         openid: String,
+        /// The mini program ([apps.NAME]); absent: the default app.
+        #[arg(long)]
+        app: Option<String>,
     },
     /// Import recipients from CSV: header `openid` plus variable columns. All or nothing.
     Import {

@@ -122,6 +122,7 @@ pub async fn fire(
     let enqueued = store
         .enqueue(NewRun {
             job: job.name.as_ref(),
+            appid: deliverer.appid(),
             template_id: job.spec.template_id.as_ref(),
             audience: targeting.audience,
             slot,

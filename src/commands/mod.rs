@@ -228,7 +228,7 @@ async fn health(settings: Settings) -> Result<Exit, Failure> {
 /// exit 2, naming where it was looked for.
 async fn open_for_reading(settings: &Settings) -> Result<crate::storage::Store, Failure> {
     let url = &settings.database.url;
-    crate::storage::Store::open_existing_with(url, settings.database.max_connections)
+    let store = crate::storage::Store::open_existing_with(url, settings.database.max_connections)
         .await?
         .ok_or_else(|| {
             Failure::usage(format!(
@@ -237,7 +237,10 @@ async fn open_for_reading(settings: &Settings) -> Result<crate::storage::Store, 
                 settings.path.display(),
                 url.trim_start_matches("sqlite:").trim_start_matches("//")
             ))
-        })
+        })?;
+    // Rows from before apps were kept apart are read as the default app's.
+    store.adopt_unkeyed(&settings.wechat.appid).await?;
+    Ok(store)
 }
 
 /// Looks a job up by name, listing the configured ones when it is missing.

@@ -13,7 +13,7 @@ use super::{Exit, Failure, find_job};
 use crate::cli::RecipientsCommand;
 use crate::config::{Job, Settings};
 use crate::domain::{AppName, Builtins, Message, OpenId, with_name};
-use crate::storage::{Store, StoredRecipient};
+use crate::storage::{JobSet, Store, StoredRecipient};
 
 pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Result<Exit, Failure> {
     match command {
@@ -25,7 +25,10 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             let app = app_arg(&settings, app.as_deref())?;
             show(&settings, &openid, &app, json).await
         }
-        RecipientsCommand::Forget { openid } => forget(&settings, &openid).await,
+        RecipientsCommand::Forget { openid, app } => {
+            let app = app_arg(&settings, app.as_deref())?;
+            forget(&settings, &openid, &app).await
+        }
         RecipientsCommand::Add {
             openid,
             app,
@@ -591,8 +594,9 @@ async fn show(
         .into_iter()
         .filter(|r| r.openid == openid.as_ref() && row_of_app(settings, &r.job, app))
         .collect();
-    let subscriber = store.subscriber(openid.as_ref()).await?;
-    let consents = store.consents_of(openid.as_ref()).await?;
+    let appid = &settings.wechat_of(app.as_ref()).appid;
+    let subscriber = store.subscriber(appid, openid.as_ref()).await?;
+    let consents = store.consents_of(appid, openid.as_ref()).await?;
     store.close().await;
     if listed.is_empty() && subscriber.is_none() && consents.is_empty() {
         return Err(Failure {
@@ -669,14 +673,21 @@ async fn show(
     Ok(Exit::Ok)
 }
 
-/// `recipients forget OPENID`: erases a person (a deletion request).
-async fn forget(settings: &Settings, openid: &str) -> Result<Exit, Failure> {
+/// `recipients forget OPENID [--app NAME]`: erases a person of one mini
+/// program (a deletion request).
+async fn forget(settings: &Settings, openid: &str, app: &Option<AppName>) -> Result<Exit, Failure> {
     let openid = OpenId::parse(openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
     // Refused while the file still lists them: the next sync would add them back.
-    if settings.recipients.iter().any(|r| r.openid == openid) {
+    if settings
+        .recipients
+        .iter()
+        .any(|r| r.openid == openid && &r.app == app)
+    {
         return Err(Failure::usage(format!(
-            "{}: {openid} is listed in [[recipients]]; remove it from the file first",
-            settings.path.display()
+            "{}: {openid} is listed in [[recipients]]{}; remove it from the file first",
+            settings.path.display(),
+            app.as_ref()
+                .map_or_else(String::new, |a| format!(" with app = \"{a}\""))
         )));
     }
     let Some(store) =
@@ -688,7 +699,23 @@ async fn forget(settings: &Settings, openid: &str) -> Result<Exit, Failure> {
             message: format!("nothing is known about {openid}"),
         });
     };
-    let touched = store.forget(openid.as_ref()).await;
+    let appid = &settings.wechat_of(app.as_ref()).appid;
+    let jobs_of = |wanted: bool| -> Vec<String> {
+        settings
+            .jobs
+            .iter()
+            .filter(|j| (&j.app == app) == wanted)
+            .map(|j| j.name.to_string())
+            .collect()
+    };
+    let jobs = match app {
+        Some(_) => JobSet::Only(jobs_of(true)),
+        None => JobSet::AllBut(jobs_of(false)),
+    };
+    let touched = match store.adopt_unkeyed(&settings.wechat.appid).await {
+        Ok(_) => store.forget(appid, openid.as_ref(), &jobs).await,
+        Err(e) => Err(e),
+    };
     store.close().await;
     match touched? {
         0 => Err(Failure {

@@ -220,14 +220,15 @@ async fn test_send_with(
     app.store
         .finish_test_send(id, status, errcode, errmsg.as_deref(), msgid)
         .await?;
+    let template = crate::domain::AppTemplate::new(client.appid(), template);
     let one_time = app
         .store
-        .template(template)
+        .template(&template.appid, &template.template_id)
         .await?
         .is_some_and(|(t, _)| t.kind == crate::domain::TemplateKind::OneTime);
     if one_time && matches!(status, Status::Sent | Status::Unknown) {
         // WeChat delivers one message per tap, a test's too.
-        app.store.spend_credit(openid.as_ref(), template).await?;
+        app.store.spend_credit(openid.as_ref(), &template).await?;
     }
     let line = match status {
         Status::Sent => format!(
@@ -368,13 +369,17 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
         Store::open_existing_with(&settings.database.url, settings.database.max_connections).await?
     {
         if subscribed {
-            let template = job.spec.template_id.as_ref();
+            store.adopt_unkeyed(&settings.wechat.appid).await?;
+            let template = crate::domain::AppTemplate::new(
+                settings.appid_of_job(job),
+                job.spec.template_id.as_ref(),
+            );
             // The kind as last fetched; a dry run makes no API call.
             let one_time = store
-                .template(template)
+                .template(&template.appid, &template.template_id)
                 .await?
                 .is_some_and(|(t, _)| t.kind == crate::domain::TemplateKind::OneTime);
-            for (openid, vars) in store.subscribed(template, one_time).await? {
+            for (openid, vars) in store.subscribed(&template, one_time).await? {
                 audience.insert(openid, vars);
             }
         } else {

@@ -62,6 +62,11 @@ impl Settings {
             .map_or(&self.wechat, |a| &a.wechat)
     }
 
+    /// The AppID whose consent and history `job` uses.
+    pub fn appid_of_job(&self, job: &Job) -> &str {
+        &self.wechat_of(job.app.as_ref()).appid
+    }
+
     /// The job called `name`.
     pub fn job(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name.as_ref() == name)

@@ -16,7 +16,7 @@ use super::recorder::Recorder;
 use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext};
 use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job, OnUnknown};
-use crate::domain::{Builtins, Message, OpenId, TemplateKind};
+use crate::domain::{AppTemplate, Builtins, Message, OpenId, TemplateKind};
 use crate::storage::{
     Audience, ConsentGate, Counts, Outcome, PendingDelivery, RunStatus, Status, StorageError, Store,
 };
@@ -171,6 +171,11 @@ impl Deliverer {
         }
     }
 
+    /// The AppID of the mini program this deliverer sends for.
+    pub fn appid(&self) -> &str {
+        self.client.appid()
+    }
+
     /// Shows run progress as `progress` says.
     pub fn with_progress(mut self, progress: super::progress::Progress) -> Self {
         self.progress = progress;
@@ -290,8 +295,10 @@ impl Deliverer {
         };
         let gate = match (job.consent, kind) {
             (ConsentCheck::Unchecked, _) => ConsentGate::Unchecked,
-            (_, Some(TemplateKind::OneTime)) => ConsentGate::Credit(template.to_owned()),
-            _ => ConsentGate::NotRefused(template.to_owned()),
+            (_, Some(TemplateKind::OneTime)) => {
+                ConsentGate::Credit(AppTemplate::new(self.client.appid(), template))
+            }
+            _ => ConsentGate::NotRefused(AppTemplate::new(self.client.appid(), template)),
         };
         let audience = match job.audience {
             JobAudience::Listed => Audience::Listed,

@@ -150,6 +150,7 @@ mod tests {
         let run = store
             .enqueue(NewRun {
                 job: "daily",
+                appid: "wx1",
                 template_id: "t",
                 audience: Audience::Listed,
                 slot: chrono::Utc::now(),

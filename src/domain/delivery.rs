@@ -106,10 +106,30 @@ pub enum ConsentGate {
     Unchecked,
     /// Skip people who rejected the template or were banned from it (long-term
     /// templates, and templates whose kind is not known).
-    NotRefused(String),
+    NotRefused(AppTemplate),
     /// One-time template: each send holds one of the person's credits; people
     /// with none left are skipped.
-    Credit(String),
+    Credit(AppTemplate),
+}
+
+/// A template of one mini program: consent is kept per AppID, since an openid
+/// and a template id only mean something within one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTemplate {
+    /// The mini program's AppID.
+    pub appid: String,
+    /// The template, one of that account's.
+    pub template_id: String,
+}
+
+impl AppTemplate {
+    /// `template_id` of the mini program `appid`.
+    pub fn new(appid: impl Into<String>, template_id: impl Into<String>) -> Self {
+        Self {
+            appid: appid.into(),
+            template_id: template_id.into(),
+        }
+    }
 }
 
 #[cfg(test)]

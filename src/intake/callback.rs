@@ -167,7 +167,7 @@ async fn push_for(
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
-    match tokio::time::timeout(DEADLINE, apply(intake, &push)).await {
+    match tokio::time::timeout(DEADLINE, apply(intake, app.client.appid(), &push)).await {
         Ok(Ok(())) => "success".into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot record an event push; WeChat will retry it");
@@ -213,7 +213,7 @@ fn open(app: &IntakeApp, q: &Signed, body: &[u8]) -> Result<Vec<u8>, (StatusCode
     })
 }
 
-async fn apply(intake: &Intake, push: &Push) -> Result<(), StorageError> {
+async fn apply(intake: &Intake, appid: &str, push: &Push) -> Result<(), StorageError> {
     let openid = push.openid.as_ref();
     for item in &push.items {
         match item {
@@ -231,7 +231,7 @@ async fn apply(intake: &Intake, push: &Push) -> Result<(), StorageError> {
                 );
                 let fresh = intake
                     .store
-                    .apply_consent_event(&key, openid, template_id.as_ref(), *result)
+                    .apply_consent_event(appid, &key, openid, template_id.as_ref(), *result)
                     .await?;
                 crate::stats::push_event(&push.event, !fresh);
                 tracing::info!(
@@ -252,6 +252,7 @@ async fn apply(intake: &Intake, push: &Push) -> Result<(), StorageError> {
                 let fresh = intake
                     .store
                     .record_sent_event(
+                        appid,
                         *msgid,
                         openid,
                         template_id.as_ref(),

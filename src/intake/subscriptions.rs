@@ -283,6 +283,7 @@ pub(super) async fn post(
     if let Err(e) = intake
         .store
         .record_subscription(
+            app.client.appid(),
             openid.as_ref(),
             report.name.as_deref(),
             report.data.as_ref(),

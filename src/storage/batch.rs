@@ -157,21 +157,26 @@ impl Store {
             ConsentGate::Unchecked => (None, None),
             ConsentGate::NotRefused(t) => (
                 Some(
-                    " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                    " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
                      AND c.template_id = $n AND c.status IN ('reject', 'ban'))",
                 ),
                 Some(t),
             ),
             ConsentGate::Credit(t) => (
                 Some(
-                    " AND EXISTS (SELECT 1 FROM consents c WHERE c.openid = deliveries.openid \
+                    " AND EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
                      AND c.template_id = $n AND c.credits > c.reserved)",
                 ),
                 Some(t),
             ),
         };
-        let consented =
-            |n: usize| consented.map_or(String::new(), |c| c.replace("$n", &format!("${n}")));
+        // The template id is `$n`, its app's id `$n+1`.
+        let consented = |n: usize| {
+            consented.map_or(String::new(), |c| {
+                c.replace("$n", &format!("${n}"))
+                    .replace("$a", &format!("${}", n + 1))
+            })
+        };
         let credit = matches!(gate, ConsentGate::Credit(_));
         for chunk in claims.chunks(CHUNK) {
             // Without credits to hold, taking a delivery writes nothing: its
@@ -197,7 +202,7 @@ impl Store {
             };
             let mut q = q;
             if let Some(t) = template {
-                q = q.bind(t.clone());
+                q = q.bind(t.template_id.clone()).bind(t.appid.clone());
             }
             let mut mine: Vec<(i64, String)> = q
                 .fetch_all(&mut *tx)
@@ -213,19 +218,21 @@ impl Store {
                 // have passed the check above.
                 let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
                 let sql = format!(
-                    "UPDATE consents SET reserved = reserved + 1 WHERE template_id = $1 \
+                    "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND template_id = $2 \
                      AND credits > reserved AND openid IN \
                      (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
-                    id_set(2)
+                    id_set(3)
                 );
-                let held: HashSet<String> =
-                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t.clone()), &ids)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .context("hold consent credits")?
-                        .iter()
-                        .map(|row| row.get(0))
-                        .collect();
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(t.appid.clone())
+                    .bind(t.template_id.clone());
+                let held: HashSet<String> = bind_ids(q, &ids)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .context("hold consent credits")?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
                 // One held credit pays for one delivery, even when one person has
                 // several among these claims (the statement holds once per row).
                 let mut paid = HashSet::with_capacity(held.len());
@@ -293,11 +300,12 @@ impl Store {
                      reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
                      FROM v JOIN deliveries d ON d.id = v.id \
                      WHERE d.credit = 1 \
-                     AND consents.openid = d.openid AND consents.template_id = $2",
+                     AND consents.openid = d.openid AND consents.template_id = $2 AND consents.appid = $3",
                     outcome_set(1)
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
-                    .bind(template.clone())
+                    .bind(template.template_id.clone())
+                    .bind(template.appid.clone())
                     .execute(&mut *tx)
                     .await
                     .context("settle consent credits")?;
@@ -309,12 +317,14 @@ impl Store {
                 let sql = format!(
                     "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = $2 \
                      FROM v JOIN deliveries d ON d.id = v.id \
-                     WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = $3",
+                     WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = $3 \
+                     AND consents.appid = $4",
                     outcome_set(1)
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(&now)
-                    .bind(template.clone())
+                    .bind(template.template_id.clone())
+                    .bind(template.appid.clone())
                     .execute(&mut *tx)
                     .await
                     .context("record refused subscriptions")?;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::Store;
 use super::test_stores::each_backend;
-use crate::domain::{ConsentGate, Outcome, Status};
+use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
 use crate::storage::{Audience, NewRun, Trigger};
 
 /// Enqueues a run of `job` for `openids` (each listed on it); returns every
@@ -23,6 +23,7 @@ async fn enqueue(store: &Store, job: &str, openids: &[&str]) -> Vec<i64> {
     store
         .enqueue(NewRun {
             job,
+            appid: "wx1",
             template_id: "t",
             audience: Audience::Listed,
             slot: chrono::Utc::now(),
@@ -48,8 +49,8 @@ async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() 
         enqueue(&store, "a", &[who]).await;
         let ids = enqueue(&store, "b", &[who]).await;
         sqlx::query(
-            "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
-             VALUES ($1, 't', 'accept', 1, 0, 'intake', '')",
+            "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
+             VALUES ('wx1', $1, 't', 'accept', 1, 0, 'intake', '')",
         )
         .bind(who)
         .execute(&store.pool)
@@ -57,7 +58,7 @@ async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() 
         .unwrap();
         assert_eq!(ids.len(), 2);
 
-        let gate = ConsentGate::Credit("t".into());
+        let gate = ConsentGate::Credit(AppTemplate::new("wx1", "t"));
         let taken = store
             .write_batch(&gate, &ids, &[], &[])
             .await

@@ -7,7 +7,9 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Context, StorageError, Store, now};
-use crate::domain::{ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after};
+use crate::domain::{
+    AppTemplate, ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after,
+};
 
 /// One of the account's templates, as gettemplate lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +43,16 @@ pub struct ConsentRow {
     pub updated_at: String,
 }
 
+/// Which jobs' entries an erasure covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSet {
+    /// These jobs.
+    Only(Vec<String>),
+    /// Every job but these (the default app: jobs no longer in the file were
+    /// its own, since apps came later).
+    AllBut(Vec<String>),
+}
+
 /// A person who came through the intake API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubscriberRow {
@@ -64,6 +76,7 @@ pub(super) fn subscribed(n: usize) -> String {
 
 pub(super) async fn apply(
     tx: &mut super::db::Conn,
+    appid: &str,
     openid: &str,
     template_id: &str,
     result: ConsentResult,
@@ -80,9 +93,10 @@ pub(super) async fn apply(
     // transaction instead of being overwritten by it. (On SQLite the write
     // transaction already excludes them.)
     sqlx::query(
-        "INSERT INTO consents (openid, template_id, status, source, updated_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (openid, template_id) DO UPDATE SET updated_at = consents.updated_at",
+        "INSERT INTO consents (appid, openid, template_id, status, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (appid, openid, template_id) DO UPDATE SET updated_at = consents.updated_at",
     )
+    .bind(appid)
     .bind(openid)
     .bind(template_id)
     .bind(result.as_str())
@@ -93,8 +107,9 @@ pub(super) async fn apply(
     .context("lock consent")?;
     let row = sqlx::query(
         "SELECT credits, unpaired_intake, unpaired_event, pair_until FROM consents \
-         WHERE openid = $1 AND template_id = $2",
+         WHERE appid = $1 AND openid = $2 AND template_id = $3",
     )
+    .bind(appid)
     .bind(openid)
     .bind(template_id)
     .fetch_optional(&mut *tx)
@@ -116,13 +131,14 @@ pub(super) async fn apply(
     };
     let after = tally_after(before, lapsed, result, from);
     sqlx::query(
-        "INSERT INTO consents (openid, template_id, status, credits, unpaired_intake, unpaired_event, \
-         pair_until, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (openid, template_id) DO UPDATE SET status = excluded.status, \
+        "INSERT INTO consents (appid, openid, template_id, status, credits, unpaired_intake, unpaired_event, \
+         pair_until, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (appid, openid, template_id) DO UPDATE SET status = excluded.status, \
          credits = excluded.credits, unpaired_intake = excluded.unpaired_intake, \
          unpaired_event = excluded.unpaired_event, pair_until = excluded.pair_until, \
          source = excluded.source, updated_at = excluded.updated_at",
     )
+    .bind(appid)
     .bind(openid)
     .bind(template_id)
     .bind(result.as_str())
@@ -143,6 +159,7 @@ impl Store {
     /// and data replaced only when given) and each template's result.
     pub async fn record_subscription(
         &self,
+        appid: &str,
         openid: &str,
         name: Option<&str>,
         vars: Option<&BTreeMap<String, String>>,
@@ -152,10 +169,12 @@ impl Store {
         let now = now();
         let vars = vars.map(|v| serde_json::to_string(v).expect("strings serialise"));
         sqlx::query(
-            "INSERT INTO subscribers (openid, name, vars, created_at, updated_at) VALUES ($1, $2, COALESCE($3, '{}'), $4, $5) \
-             ON CONFLICT (openid) DO UPDATE SET name = COALESCE(excluded.name, subscribers.name), \
-             vars = CASE WHEN $6 IS NULL THEN subscribers.vars ELSE excluded.vars END, updated_at = excluded.updated_at",
+            "INSERT INTO subscribers (appid, openid, name, vars, created_at, updated_at) \
+             VALUES ($1, $2, $3, COALESCE($4, '{}'), $5, $6) \
+             ON CONFLICT (appid, openid) DO UPDATE SET name = COALESCE(excluded.name, subscribers.name), \
+             vars = CASE WHEN $7 IS NULL THEN subscribers.vars ELSE excluded.vars END, updated_at = excluded.updated_at",
         )
+        .bind(appid)
         .bind(openid)
         .bind(name)
         .bind(vars.as_deref())
@@ -166,19 +185,32 @@ impl Store {
         .await
         .context("record a subscriber")?;
         for (template_id, result) in results {
-            apply(&mut tx, openid, template_id, *result, ConsentSource::Intake).await?;
+            apply(
+                &mut tx,
+                appid,
+                openid,
+                template_id,
+                *result,
+                ConsentSource::Intake,
+            )
+            .await?;
         }
         tx.commit().await.context("commit a subscription")?;
         Ok(())
     }
 
-    /// Every template consent of one person, by template.
-    pub async fn consents_of(&self, openid: &str) -> Result<Vec<ConsentRow>, StorageError> {
+    /// Every template consent of one person of the mini program `appid`, by template.
+    pub async fn consents_of(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> Result<Vec<ConsentRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT c.template_id, t.kind, c.status, c.credits, c.reserved, c.source, c.updated_at \
-             FROM consents c LEFT JOIN templates t ON t.template_id = c.template_id \
-             WHERE c.openid = $1 ORDER BY c.template_id",
+             FROM consents c LEFT JOIN templates t ON t.appid = c.appid AND t.template_id = c.template_id \
+             WHERE c.appid = $1 AND c.openid = $2 ORDER BY c.template_id",
         )
+        .bind(appid)
         .bind(openid)
         .fetch_all(&self.pool)
         .await
@@ -200,13 +232,21 @@ impl Store {
             .collect())
     }
 
-    /// The intake record of one person, if they came through the intake API.
-    pub async fn subscriber(&self, openid: &str) -> Result<Option<SubscriberRow>, StorageError> {
-        let row = sqlx::query("SELECT openid, name, vars FROM subscribers WHERE openid = $1")
-            .bind(openid)
-            .fetch_optional(&self.pool)
-            .await
-            .context("read a subscriber")?;
+    /// The intake record of one person of the mini program `appid`, if they came
+    /// through the intake API.
+    pub async fn subscriber(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> Result<Option<SubscriberRow>, StorageError> {
+        let row = sqlx::query(
+            "SELECT openid, name, vars FROM subscribers WHERE appid = $1 AND openid = $2",
+        )
+        .bind(appid)
+        .bind(openid)
+        .fetch_optional(&self.pool)
+        .await
+        .context("read a subscriber")?;
         Ok(row.map(|r| {
             let vars: String = r.get("vars");
             SubscriberRow {
@@ -217,23 +257,47 @@ impl Store {
         }))
     }
 
-    /// Erases one person in one transaction: their recipient entries, intake data
-    /// and consent, and their openid in delivery and push history (the rows stay,
-    /// for the counts, under a placeholder). Returns the rows touched.
-    pub async fn forget(&self, openid: &str) -> Result<u64, StorageError> {
+    /// Erases one person of the mini program `appid` in one transaction: their
+    /// entries in `jobs` (that app's jobs), intake data and consent, and their openid
+    /// in that app's delivery and push history (the rows stay, for the counts,
+    /// under a placeholder). The same openid string in another app is another
+    /// person and is kept. Returns the rows touched.
+    pub async fn forget(
+        &self,
+        appid: &str,
+        openid: &str,
+        jobs: &JobSet,
+    ) -> Result<u64, StorageError> {
         let mut tx = self.write().await?;
         let mut touched = 0;
+        let (op, jobs) = match jobs {
+            JobSet::Only(jobs) => ("IN", jobs),
+            JobSet::AllBut(jobs) => ("NOT IN", jobs),
+        };
+        let in_jobs = format!("job {op} ({})", super::sets::text_set(2));
+        let by_job = [
+            format!("DELETE FROM recipients WHERE openid = $1 AND {in_jobs}"),
+            format!("DELETE FROM test_sends WHERE openid = $1 AND {in_jobs}"),
+        ];
+        for sql in &by_job {
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(openid);
+            touched += super::sets::bind_texts(q, jobs)
+                .execute(&mut *tx)
+                .await
+                .context("forget a person")?
+                .rows_affected();
+        }
         for sql in [
-            "DELETE FROM recipients WHERE openid = $1",
-            "DELETE FROM subscribers WHERE openid = $1",
-            "DELETE FROM consents WHERE openid = $1",
+            "DELETE FROM subscribers WHERE openid = $1 AND appid = $2",
+            "DELETE FROM consents WHERE openid = $1 AND appid = $2",
             // Unique per run, so the placeholder carries the row's own id.
-            "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = $1",
-            "UPDATE sent_events SET openid = 'forgotten' WHERE openid = $1",
-            "DELETE FROM test_sends WHERE openid = $1",
+            "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = $1 \
+             AND run_id IN (SELECT id FROM runs WHERE appid = $2)",
+            "UPDATE sent_events SET openid = 'forgotten' WHERE openid = $1 AND appid = $2",
         ] {
             touched += sqlx::query(sql)
                 .bind(openid)
+                .bind(appid)
                 .execute(&mut *tx)
                 .await
                 .context("forget a person")?
@@ -247,16 +311,18 @@ impl Store {
     /// intake variables (`name` included), by openid.
     pub async fn subscribed(
         &self,
-        template_id: &str,
+        template: &AppTemplate,
         one_time: bool,
     ) -> Result<Vec<(String, BTreeMap<String, String>)>, StorageError> {
         let sql = format!(
-            "SELECT c.openid, s.name, s.vars FROM consents c LEFT JOIN subscribers s ON s.openid = c.openid \
-             WHERE {} ORDER BY c.openid",
-            subscribed(1)
+            "SELECT c.openid, s.name, s.vars FROM consents c \
+             LEFT JOIN subscribers s ON s.appid = c.appid AND s.openid = c.openid \
+             WHERE c.appid = $1 AND {} ORDER BY c.openid",
+            subscribed(2)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(template_id)
+            .bind(&template.appid)
+            .bind(&template.template_id)
             .bind(i64::from(one_time))
             .fetch_all(&self.pool)
             .await

@@ -81,7 +81,7 @@ impl Store {
              FROM deliveries d JOIN runs r ON r.id = d.run_id \
              WHERE d.run_id = $2 AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
              AND (d.owner IS NULL OR d.owner NOT IN (SELECT id FROM instances)) \
-             AND consents.openid = d.openid AND consents.template_id = r.template_id",
+             AND consents.appid = r.appid AND consents.openid = d.openid AND consents.template_id = r.template_id",
         )
         .bind(to.as_str())
         .bind(run_id)
@@ -130,7 +130,10 @@ impl Store {
             (Some(me), true) => {
                 let source = match audience {
                     Audience::Listed => "LEFT JOIN recipients x ON x.job = $5 AND x.openid = t.openid",
-                    Audience::Subscribed { .. } => "LEFT JOIN subscribers x ON x.openid = t.openid",
+                    Audience::Subscribed { .. } => {
+                        "LEFT JOIN subscribers x ON x.appid = (SELECT appid FROM runs WHERE id = $2) \
+                         AND x.openid = t.openid"
+                    }
                 };
                 let sql = super::postgres::take_page_sql(source);
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -154,7 +157,8 @@ impl Store {
                     .bind(job),
                     Audience::Subscribed { .. } => sqlx::query(
                         "SELECT d.id, d.openid, s.name, s.vars FROM deliveries d \
-                         LEFT JOIN subscribers s ON s.openid = d.openid \
+                         LEFT JOIN subscribers s ON s.appid = (SELECT appid FROM runs WHERE id = $1) \
+                         AND s.openid = d.openid \
                          WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3",
                     ),
                 };
@@ -197,7 +201,8 @@ impl Store {
     pub async fn deliveries(&self, run_id: i64) -> Result<Vec<DeliveryRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT d.id, d.openid, d.status, d.errcode, d.errmsg, d.msgid, d.attempts, d.updated_at, \
-             e.error_code, e.error_status FROM deliveries d LEFT JOIN sent_events e ON e.msgid = d.msgid \
+             e.error_code, e.error_status FROM deliveries d \
+             LEFT JOIN sent_events e ON e.appid = (SELECT appid FROM runs WHERE id = $1) AND e.msgid = d.msgid \
              WHERE d.run_id = $1 ORDER BY d.id",
         )
         .bind(run_id)

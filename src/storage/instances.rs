@@ -298,7 +298,7 @@ async fn settle_owner(
          reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
          FROM deliveries d JOIN runs r ON r.id = d.run_id \
          WHERE {HELD} AND d.credit = 1 \
-         AND consents.openid = d.openid AND consents.template_id = r.template_id"
+         AND consents.appid = r.appid AND consents.openid = d.openid AND consents.template_id = r.template_id"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(owner)

@@ -4,6 +4,7 @@
 //! migrations, the file, job leases) sits in its backend module: `sqlite` or
 //! `postgres`.
 
+mod apps;
 mod batch;
 #[cfg(test)]
 mod batch_tests;
@@ -38,9 +39,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlite::{DbFile, io_error};
 use tx::WriteTx;
 
-pub use crate::domain::{ConsentGate, Outcome, Status};
+pub use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
 pub use crate::domain::{Counts, RunStatus, Trigger};
-pub use consents::{ConsentRow, SubscriberRow, TemplateRow};
+pub use consents::{ConsentRow, JobSet, SubscriberRow, TemplateRow};
 pub use db::Backend;
 pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
 pub use import::{ImportReport, RecipientImport};

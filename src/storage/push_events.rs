@@ -8,10 +8,11 @@ use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentResult, ConsentSource};
 
 impl Store {
-    /// Applies one pushed event unless `event_key` was applied before (WeChat
-    /// retries pushes). True when it was new.
+    /// Applies one pushed event of the mini program `appid` unless `event_key`
+    /// was applied before (WeChat retries pushes). True when it was new.
     pub async fn apply_consent_event(
         &self,
+        appid: &str,
         event_key: &str,
         openid: &str,
         template_id: &str,
@@ -22,7 +23,8 @@ impl Store {
         let fresh = sqlx::query(
             "INSERT INTO consent_events (event_key, received_at) VALUES ($1, $2) ON CONFLICT (event_key) DO NOTHING",
         )
-        .bind(event_key)
+        // Keys are kept per app: one push's sender and time mean nothing in another.
+        .bind(format!("{appid}|{event_key}"))
         .bind(&now)
         .execute(&mut *tx)
         .await
@@ -30,7 +32,15 @@ impl Store {
         .rows_affected()
             == 1;
         if fresh {
-            apply(&mut tx, openid, template_id, result, ConsentSource::Event).await?;
+            apply(
+                &mut tx,
+                appid,
+                openid,
+                template_id,
+                result,
+                ConsentSource::Event,
+            )
+            .await?;
         }
         tx.commit().await.context("commit an event")?;
         Ok(fresh)
@@ -53,6 +63,7 @@ impl Store {
     /// Records a `subscribe_msg_sent_event` (once per msgid). True when it was new.
     pub async fn record_sent_event(
         &self,
+        appid: &str,
         msgid: u64,
         openid: &str,
         template_id: &str,
@@ -60,9 +71,10 @@ impl Store {
         error_status: &str,
     ) -> Result<bool, StorageError> {
         let r = sqlx::query(
-            "INSERT INTO sent_events (msgid, openid, template_id, error_code, error_status, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (msgid) DO NOTHING",
+            "INSERT INTO sent_events (appid, msgid, openid, template_id, error_code, error_status, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (appid, msgid) DO NOTHING",
         )
+        .bind(appid)
         .bind(msgid.to_string())
         .bind(openid)
         .bind(template_id)
@@ -75,13 +87,20 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// The sent-event result for a msgid, if WeChat pushed one.
-    pub async fn sent_event(&self, msgid: &str) -> Result<Option<(i64, String)>, StorageError> {
-        let row = sqlx::query("SELECT error_code, error_status FROM sent_events WHERE msgid = $1")
-            .bind(msgid)
-            .fetch_optional(&self.pool)
-            .await
-            .context("read a sent event")?;
+    /// The sent-event result for a msgid of the mini program `appid`, if WeChat pushed one.
+    pub async fn sent_event(
+        &self,
+        appid: &str,
+        msgid: &str,
+    ) -> Result<Option<(i64, String)>, StorageError> {
+        let row = sqlx::query(
+            "SELECT error_code, error_status FROM sent_events WHERE appid = $1 AND msgid = $2",
+        )
+        .bind(appid)
+        .bind(msgid)
+        .fetch_optional(&self.pool)
+        .await
+        .context("read a sent event")?;
         Ok(row.map(|r| (r.get("error_code"), r.get("error_status"))))
     }
 }

@@ -123,6 +123,7 @@ mod tests {
         let run = store
             .enqueue(NewRun {
                 job,
+                appid: "wx1",
                 template_id: "t",
                 audience: Audience::Listed,
                 slot: slot.parse().unwrap(),

@@ -59,6 +59,9 @@ pub enum Audience {
 pub struct NewRun<'a> {
     /// The job.
     pub job: &'a str,
+    /// The AppID of the job's mini program, recorded on the run: its consent is
+    /// that app's.
+    pub appid: &'a str,
     /// The template it sends, recorded on the run.
     pub template_id: &'a str,
     /// Who it sends to.
@@ -121,6 +124,7 @@ impl Store {
     pub async fn enqueue(&self, new: NewRun<'_>) -> Result<Enqueued, StorageError> {
         let NewRun {
             job,
+            appid,
             template_id,
             audience,
             slot,
@@ -129,13 +133,14 @@ impl Store {
         let mut tx = self.write().await?;
         let now = now();
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO runs (job, slot, trigger, status, template_id, created_at) VALUES ($1, $2, $3, 'running', $4, $5) \
-             ON CONFLICT (job, slot) DO NOTHING RETURNING id",
+            "INSERT INTO runs (job, slot, trigger, status, template_id, appid, created_at) \
+             VALUES ($1, $2, $3, 'running', $4, $5, $6) ON CONFLICT (job, slot) DO NOTHING RETURNING id",
         )
         .bind(job)
         .bind(slot_text(slot))
         .bind(trigger.as_str())
         .bind(template_id)
+        .bind(appid)
         .bind(&now)
         .fetch_optional(&mut *tx)
         .await
@@ -153,12 +158,14 @@ impl Store {
                     .bind(job),
                     Audience::Subscribed { one_time } => sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
-                         SELECT $1, c.openid, 'pending', $2, $3 FROM consents c WHERE {} ORDER BY c.openid",
-                        super::consents::subscribed(4)
+                         SELECT $1, c.openid, 'pending', $2, $3 FROM consents c WHERE c.appid = $4 AND {} \
+                         ORDER BY c.openid",
+                        super::consents::subscribed(5)
                     )))
                     .bind(run_id)
                     .bind(&now)
                     .bind(&now)
+                    .bind(appid)
                     .bind(template_id)
                     .bind(i64::from(one_time)),
                 };

@@ -106,6 +106,7 @@ mod tests {
             store
                 .enqueue(crate::storage::NewRun {
                     job: "new",
+                    appid: "wx1",
                     template_id: "t",
                     audience: crate::storage::Audience::Listed,
                     slot,

@@ -16,6 +16,19 @@ pub(crate) fn id_set(n: usize) -> String {
     format!("SELECT CAST(value AS BIGINT) FROM json_each(${n})")
 }
 
+/// A subquery of the strings bound by `bind_texts` as parameter `$n`, for `x IN (...)`.
+pub(crate) fn text_set(n: usize) -> String {
+    // Each string travels as a one-element array: `->> 0` reads text the same
+    // way on both backends, where a bare JSON string would not.
+    format!("SELECT value ->> 0 FROM json_each(${n})")
+}
+
+/// Binds strings for `text_set`.
+pub(crate) fn bind_texts<'q>(q: super::db::Query<'q>, texts: &[String]) -> super::db::Query<'q> {
+    let rows: Vec<[&String; 1]> = texts.iter().map(|t| [t]).collect();
+    q.bind(serde_json::to_string(&rows).expect("strings serialise"))
+}
+
 /// A CTE `v` of the outcomes bound by `bind_outcomes` as parameter `$n`.
 pub(crate) fn outcome_set(n: usize) -> String {
     format!(

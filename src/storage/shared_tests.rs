@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::test_stores::postgres_url;
 use super::{InstanceInfo, Store};
-use crate::domain::{ConsentGate, Outcome, Status};
+use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
 use crate::storage::{Audience, NewRun, Trigger};
 
 fn info(id: &str, lease: Duration) -> InstanceInfo {
@@ -38,6 +38,7 @@ async fn listed(store: &Store, job: &str, n: usize) {
 fn run_of(job: &str) -> NewRun<'_> {
     NewRun {
         job,
+        appid: "wx1",
         template_id: "t",
         audience: Audience::Listed,
         slot: "2026-11-25T01:00:00Z".parse().unwrap(),
@@ -191,8 +192,8 @@ async fn a_credit_contested_by_three_instances_at_once_is_spent_once() {
         ids.push(base.deliveries(run).await.unwrap()[0].id);
     }
     sqlx::query(
-        "INSERT INTO consents (openid, template_id, status, credits, reserved, source, updated_at) \
-         VALUES ($1, 't', 'accept', 1, 0, 'intake', '')",
+        "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
+         VALUES ('wx1', $1, 't', 'accept', 1, 0, 'intake', '')",
     )
     .bind(who)
     .execute(&base.pool)
@@ -207,10 +208,15 @@ async fn a_credit_contested_by_three_instances_at_once_is_spent_once() {
                 let (s, id, barrier) = (s.clone(), *id, barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    s.write_batch(&ConsentGate::Credit("t".into()), &[id], &[], &[])
-                        .await
-                        .unwrap()
-                        .taken
+                    s.write_batch(
+                        &ConsentGate::Credit(AppTemplate::new("wx1", "t")),
+                        &[id],
+                        &[],
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .taken
                 })
             })
             .collect();
@@ -340,13 +346,13 @@ async fn one_tap_reported_and_pushed_to_two_instances_at_once_is_one_credit() {
         let report = vec![(template.clone(), ConsentResult::Accept)];
         let key = format!("event-{round}");
         let (r1, r2) = tokio::join!(
-            a.record_subscription(who, None, None, &report),
-            b.apply_consent_event(&key, who, &template, ConsentResult::Accept)
+            a.record_subscription("wx1", who, None, None, &report),
+            b.apply_consent_event("wx1", &key, who, &template, ConsentResult::Accept)
         );
         r1.unwrap();
         assert!(r2.unwrap());
         let credits = a
-            .consents_of(who)
+            .consents_of("wx1", who)
             .await
             .unwrap()
             .into_iter()

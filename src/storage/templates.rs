@@ -15,15 +15,21 @@ impl Store {
     /// everything followed by inserts failed the second one with a duplicate
     /// key on PostgreSQL, and its job then ran without knowing the template was
     /// one-time.)
-    pub async fn save_templates(&self, templates: &[TemplateRow]) -> Result<(), StorageError> {
+    pub async fn save_templates(
+        &self,
+        appid: &str,
+        templates: &[TemplateRow],
+    ) -> Result<(), StorageError> {
         let mut tx = self.write().await?;
         let now = now();
         for t in templates {
             sqlx::query(
-                "INSERT INTO templates (template_id, kind, title, keywords, fetched_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (template_id) DO UPDATE SET kind = excluded.kind, title = excluded.title, \
+                "INSERT INTO templates (appid, template_id, kind, title, keywords, fetched_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (appid, template_id) DO UPDATE SET kind = excluded.kind, title = excluded.title, \
                  keywords = excluded.keywords, fetched_at = excluded.fetched_at",
             )
+            .bind(appid)
             .bind(&t.template_id)
             .bind(t.kind.as_str())
             .bind(&t.title)
@@ -33,8 +39,10 @@ impl Store {
             .await
             .context("save the template list")?;
         }
-        // Templates the account no longer lists: older than this refresh.
-        sqlx::query("DELETE FROM templates WHERE fetched_at < $1")
+        // Templates the account no longer lists: older than this refresh. Only
+        // this app's: each mini program is its own account with its own list.
+        sqlx::query("DELETE FROM templates WHERE appid = $1 AND fetched_at < $2")
+            .bind(appid)
             .bind(&now)
             .execute(&mut *tx)
             .await
@@ -43,11 +51,18 @@ impl Store {
         Ok(())
     }
 
-    /// The cached template `id`, and when the list it came from was fetched.
-    pub async fn template(&self, id: &str) -> Result<Option<(TemplateRow, String)>, StorageError> {
+    /// The cached template `id` of the mini program `appid`, and when the list it
+    /// came from was fetched.
+    pub async fn template(
+        &self,
+        appid: &str,
+        id: &str,
+    ) -> Result<Option<(TemplateRow, String)>, StorageError> {
         let row = sqlx::query(
-            "SELECT template_id, kind, title, keywords, fetched_at FROM templates WHERE template_id = $1",
+            "SELECT template_id, kind, title, keywords, fetched_at FROM templates \
+             WHERE appid = $1 AND template_id = $2",
         )
+        .bind(appid)
         .bind(id)
         .fetch_optional(&self.pool)
         .await
@@ -99,16 +114,19 @@ mod tests {
         );
         let (list_a, list_b) = (listed("a"), listed("b"));
         for round in 0..20 {
-            let (ra, rb) = tokio::join!(a.save_templates(&list_a), b.save_templates(&list_b));
+            let (ra, rb) = tokio::join!(
+                a.save_templates("wx1", &list_a),
+                b.save_templates("wx1", &list_b)
+            );
             ra.unwrap_or_else(|e| panic!("round {round}: {e}"));
             rb.unwrap_or_else(|e| panic!("round {round}: {e}"));
             for id in ["t1", "t2", "t3"] {
-                let (t, _) = a.template(id).await.unwrap().expect("listed");
+                let (t, _) = a.template("wx1", id).await.unwrap().expect("listed");
                 assert_eq!(t.kind, TemplateKind::OneTime);
             }
         }
         // A template the account no longer lists is dropped.
-        a.save_templates(&listed("c")[..2]).await.unwrap();
-        assert!(a.template("t3").await.unwrap().is_none());
+        a.save_templates("wx1", &listed("c")[..2]).await.unwrap();
+        assert!(a.template("wx1", "t3").await.unwrap().is_none());
     }
 }

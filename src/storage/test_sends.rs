@@ -1,7 +1,7 @@
 //! `wxpush send JOB --to OPENID`: test messages, recorded apart from runs.
 
 use super::{Context, StorageError, Store, now};
-use crate::domain::Status;
+use crate::domain::{AppTemplate, Status};
 
 impl Store {
     /// Records a test message to `openid` as `sending`, before its request.
@@ -50,15 +50,20 @@ impl Store {
         Ok(())
     }
 
-    /// A one-time credit `openid` spent on a test message of `template_id`:
+    /// A one-time credit `openid` spent on a test message of `template`:
     /// WeChat delivers one message per tap, test or not.
-    pub async fn spend_credit(&self, openid: &str, template_id: &str) -> Result<(), StorageError> {
+    pub async fn spend_credit(
+        &self,
+        openid: &str,
+        template: &AppTemplate,
+    ) -> Result<(), StorageError> {
         sqlx::query(
             "UPDATE consents SET credits = credits - 1 \
-             WHERE openid = $1 AND template_id = $2 AND credits > reserved",
+             WHERE appid = $1 AND openid = $2 AND template_id = $3 AND credits > reserved",
         )
+        .bind(&template.appid)
         .bind(openid)
-        .bind(template_id)
+        .bind(&template.template_id)
         .execute(&self.pool)
         .await
         .context("spend a consent credit")?;

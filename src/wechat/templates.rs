@@ -65,18 +65,28 @@ impl TemplateCatalog {
                 })
             })
             .collect();
-        self.store.save_templates(&rows).await?;
+        self.store
+            .save_templates(self.client.appid(), &rows)
+            .await?;
         Ok(list)
     }
 
     /// The cached template, fetching the list when it is missing. `Ok(None)` when
     /// WeChat does not list it.
     pub async fn lookup(&self, template_id: &str) -> Result<Option<TemplateRow>, TemplateError> {
-        if let Some((t, _)) = self.store.template(template_id).await? {
+        if let Some((t, _)) = self
+            .store
+            .template(self.client.appid(), template_id)
+            .await?
+        {
             return Ok(Some(t));
         }
         self.refresh().await?;
-        Ok(self.store.template(template_id).await?.map(|(t, _)| t))
+        Ok(self
+            .store
+            .template(self.client.appid(), template_id)
+            .await?
+            .map(|(t, _)| t))
     }
 
     /// The template's kind, or `None` when it cannot be known now (the reason is

@@ -352,3 +352,100 @@ async fn recipients_commands_work_on_one_app_at_a_time() {
         [("daily".to_owned(), SAME.to_owned())]
     );
 }
+
+/// `daily` on the default app and `shop_daily` on `shop`, both sending to
+/// everyone who accepted the template (the same template id in both accounts).
+fn two_subscribed_apps(shop: &FakeWechat) -> String {
+    format!(
+        "{daily}\n[apps.shop]\nappid = \"{SHOP_APPID}\"\napi_base = \"{base}\"\ntimeout = \"1s\"\n{shop_job}",
+        daily = daily_job("audience = \"subscribed\""),
+        base = shop.base_url(),
+        shop_job = daily_job("app = \"shop\"\naudience = \"subscribed\"")
+            .replace("name = \"daily\"", "name = \"shop_daily\""),
+    )
+}
+
+#[tokio::test]
+async fn consent_intake_data_and_erasure_are_kept_per_app() {
+    // The same openid string and template id in two accounts are two people and
+    // two templates: the shop's consent never lets the default app send, and
+    // erasing the shop's person keeps the default app's.
+    let shop = shop_fake().await;
+    let env = TestEnv::with(&two_subscribed_apps(&shop)).await;
+    let store = env.store().await;
+    let accept = [(
+        "tmpl-checkin".to_owned(),
+        wxpush::domain::ConsentResult::Accept,
+    )];
+    store
+        .record_subscription(SHOP_APPID, SAME, Some("Shopper"), None, &accept)
+        .await
+        .unwrap();
+    // The default app only knows the person's name, no consent.
+    store
+        .record_subscription(APPID, SAME, Some("Reader"), None, &[])
+        .await
+        .unwrap();
+    store.close().await;
+    let with_shop_secret = |args: &[&str]| {
+        let mut c = env.command(args);
+        c.env("WXPUSH__APPS__SHOP__SECRET", SHOP_SECRET);
+        c
+    };
+    for job in ["daily", "shop_daily"] {
+        let run = finish(&mut with_shop_secret(&["send", job, "--again"])).await;
+        assert_eq!(run.code, 0, "{job}: {run:?}");
+    }
+    assert_eq!(
+        env.fake.accepted_count(),
+        0,
+        "no consent in the default app"
+    );
+    assert_eq!(shop.accepted_for(SAME), 1);
+    let body = shop.accepted()[0].body.clone().unwrap().to_string();
+    assert!(body.contains("Shopper"), "the shop's intake data: {body}");
+
+    let (default, in_shop) = (shown(&env, None).await, shown(&env, Some("shop")).await);
+    assert_eq!(default["subscriber"]["name"], "Reader", "{default}");
+    assert_eq!(
+        default["consents"].as_array().unwrap().len(),
+        0,
+        "{default}"
+    );
+    assert_eq!(in_shop["subscriber"]["name"], "Shopper", "{in_shop}");
+    assert_eq!(in_shop["consents"][0]["status"], "accept", "{in_shop}");
+
+    let forgot = env
+        .wxpush(&["recipients", "forget", SAME, "--app", "shop"])
+        .await;
+    assert_eq!(forgot.code, 0, "{forgot:?}");
+    let out = env
+        .wxpush(&["recipients", "show", SAME, "--app", "shop"])
+        .await;
+    assert_eq!(out.code, 1, "the shop's person is gone: {out:?}");
+    assert_eq!(shown(&env, None).await["subscriber"]["name"], "Reader");
+    let runs = env.wxpush(&["runs", "--json"]).await;
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    for run in runs.as_array().unwrap() {
+        let id = run["id"].to_string();
+        let shown = env.wxpush(&["runs", "show", &id, "--json"]).await;
+        assert_eq!(shown.code, 0, "{shown:?}");
+        assert!(
+            !shown.stdout.contains(SAME),
+            "run {id} ({}): the shop's history is anonymised: {}",
+            run["job"],
+            shown.stdout
+        );
+    }
+}
+
+/// `recipients show OPENID --json [--app APP]`.
+async fn shown(env: &TestEnv, app: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["recipients", "show", SAME, "--json"];
+    if let Some(app) = app {
+        args.extend(["--app", app]);
+    }
+    let out = env.wxpush(&args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout).unwrap()
+}

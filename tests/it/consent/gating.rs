@@ -68,12 +68,13 @@ async fn a_subscribed_audience_is_everyone_with_consent_and_only_them() {
     let store = env.store().await;
     for (who, name) in [(once, "Ona"), (twice, "Tw")] {
         store
-            .record_subscription(who, Some(name), None, &[])
+            .record_subscription(APPID, who, Some(name), None, &[])
             .await
             .unwrap();
     }
     store
         .record_subscription(
+            APPID,
             refused,
             Some("R"),
             None,
@@ -221,7 +222,7 @@ async fn credits_held_by_a_killed_send_are_settled_on_resume() {
         let row = rows.iter().find(|r| r.openid == *p).unwrap();
         let got = env.fake.accepted_for(p) as i64;
         assert!(got <= 1, "{p} got {got}");
-        let c = store.consents_of(p).await.unwrap().remove(0);
+        let c = store.consents_of(APPID, p).await.unwrap().remove(0);
         assert_eq!(c.reserved, 0, "{p}: nothing is held after the resume");
         match row.status.as_str() {
             // Sent: one credit used, one left.
@@ -259,6 +260,7 @@ async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
     for who in [kept, lost] {
         store
             .record_subscription(
+                APPID,
                 who,
                 None,
                 None,

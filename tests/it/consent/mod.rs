@@ -98,7 +98,7 @@ async fn push(addr: std::net::SocketAddr, query: &str, body: &str) -> (u16, Stri
 /// `(status, credits)` of one consent row, if any.
 async fn consent(env: &TestEnv, openid: &str, template: &str) -> Option<(String, i64)> {
     let store = env.store().await;
-    let rows = store.consents_of(openid).await.unwrap();
+    let rows = store.consents_of(APPID, openid).await.unwrap();
     store.close().await;
     rows.into_iter()
         .find(|c| c.template_id == template)
@@ -111,6 +111,7 @@ async fn grant(env: &TestEnv, openid: &str, n: u64) {
     for _ in 0..n {
         store
             .record_subscription(
+                APPID,
                 openid,
                 None,
                 None,
