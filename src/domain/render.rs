@@ -1,4 +1,6 @@
-//! `{{var}}` value templates, parsed once when the config is loaded.
+//! `{{var}}` value templates, parsed once when the config is loaded. A
+//! placeholder may carry a fallback, `{{name|会员}}`, used when the variable is
+//! absent (or NULL in a query's row).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,10 @@ pub struct ValueTemplate(Vec<Segment>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Text(String),
-    Var(String),
+    Var {
+        name: String,
+        fallback: Option<String>,
+    },
 }
 
 /// A placeholder with no value for this recipient.
@@ -32,7 +37,10 @@ impl ValueTemplate {
             let end = after
                 .find("}}")
                 .ok_or_else(|| Invalid(format!("{s:?} has {{{{ without a closing }}}}")))?;
-            let name = after[..end].trim();
+            let (name, fallback) = match after[..end].split_once('|') {
+                Some((name, fallback)) => (name.trim(), Some(fallback.trim().to_owned())),
+                None => (after[..end].trim(), None),
+            };
             let valid = !name.is_empty()
                 && name
                     .chars()
@@ -42,7 +50,10 @@ impl ValueTemplate {
                     "{s:?} has a placeholder {{{{{name}}}}}; names use letters, digits, '_' and '-'"
                 )));
             }
-            segments.push(Segment::Var(name.to_owned()));
+            segments.push(Segment::Var {
+                name: name.to_owned(),
+                fallback,
+            });
             rest = &after[end + 2..];
         }
         if rest.contains("}}") {
@@ -52,6 +63,17 @@ impl ValueTemplate {
             segments.push(Segment::Text(rest.to_owned()));
         }
         Ok(Self(segments))
+    }
+
+    /// The variables this value needs: those without a fallback.
+    pub fn required(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|seg| match seg {
+            Segment::Var {
+                name,
+                fallback: None,
+            } => Some(name.as_str()),
+            _ => None,
+        })
     }
 
     /// Fills the placeholders; `vars` are looked up first, then `builtins`.
@@ -64,10 +86,11 @@ impl ValueTemplate {
         for seg in &self.0 {
             match seg {
                 Segment::Text(t) => out.push_str(t),
-                Segment::Var(name) => {
+                Segment::Var { name, fallback } => {
                     let v = vars
                         .get(name)
                         .or_else(|| builtins.get(name.as_str()))
+                        .or(fallback.as_ref())
                         .ok_or_else(|| RenderError(name.clone()))?;
                     out.push_str(v);
                 }
@@ -112,5 +135,25 @@ mod tests {
         for bad in ["{{", "{{}}", "a }} b", "{{a b}}", "{{name}"] {
             assert!(ValueTemplate::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_fallback_stands_in_for_an_absent_variable_only() {
+        let t = ValueTemplate::parse("{{name|会员}}，您的积分 {{ points | 0 }}").unwrap();
+        let none = BTreeMap::new();
+        assert_eq!(t.render(&vars(&[]), &none).unwrap(), "会员，您的积分 0");
+        assert_eq!(
+            t.render(&vars(&[("name", "Ann"), ("points", "12")]), &none)
+                .unwrap(),
+            "Ann，您的积分 12"
+        );
+        // A built-in is a value too; the fallback is the last resort.
+        let today = BTreeMap::from([("today", "2026年11月25日".to_owned())]);
+        let d = ValueTemplate::parse("{{today|someday}}").unwrap();
+        assert_eq!(d.render(&vars(&[]), &today).unwrap(), "2026年11月25日");
+        assert_eq!(t.required().count(), 0);
+        let mixed = ValueTemplate::parse("{{a}} {{b|x}}").unwrap();
+        assert_eq!(mixed.required().collect::<Vec<_>>(), ["a"]);
+        assert!(ValueTemplate::parse("{{|x}}").is_err(), "a fallback needs a name");
     }
 }
