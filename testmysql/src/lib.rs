@@ -56,7 +56,8 @@ const TUNING: &[&str] = &[
     // The compiled-in default is latin1 (Debian's my.cnf, not read here, sets utf8mb4).
     "--character-set-server=utf8mb4",
     "--collation-server=utf8mb4_general_ci",
-    // Pools in concurrent tests; the default 151 is near enough to run out.
+    // The pools of a binary's concurrent tests share this one server; 151 (the
+    // default) can run out.
     "--max-connections=300",
 ];
 
@@ -174,25 +175,31 @@ fn start() -> Result<Server, String> {
 /// A data folder in a new folder `dir`, owned by the server user; the path of
 /// the data folder.
 fn install(install_db: &Path, user: Option<(u32, u32)>, dir: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    for folder in [dir.to_path_buf(), dir.join("tmp")] {
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| format!("create {}: {e}", folder.display()))?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&folder, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", folder.display()))?;
+        }
     }
     let data = dir.join("data");
     let out = server_command(install_db, user)
         .arg("--no-defaults")
         .arg(option("--datadir=", &data))
+        // Not the shared /tmp: with six test processes starting at once, one
+        // bootstrap failed there on deleting its internal temporary table file.
+        .arg(option("--tmpdir=", &dir.join("tmp")))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .args(TUNING)
         .output()
         .map_err(|e| format!("run {}: {e}", install_db.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "{} failed: {}{}",
+            "{} failed: {}\n{}",
             install_db.display(),
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
         ));
     }
     Ok(data)
@@ -206,6 +213,7 @@ fn serve(server: &Server, mariadbd: &Path, dir: &Path, data: &Path) -> Result<()
     let mut cmd = server_command(mariadbd, server.user);
     cmd.arg("--no-defaults")
         .arg(option("--datadir=", data))
+        .arg(option("--tmpdir=", &dir.join("tmp")))
         .arg(option("--socket=", &dir.join("sock")))
         .arg(option("--pid-file=", &dir.join("pid")))
         .arg(format!("--port={}", server.port))
