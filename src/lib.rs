@@ -45,6 +45,7 @@ pub mod retention;
 pub mod runner;
 pub mod scheduler;
 pub mod shutdown;
+pub mod source;
 pub mod stats;
 pub mod storage;
 pub mod telemetry;

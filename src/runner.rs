@@ -7,7 +7,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Job;
 use crate::delivery::{Deliverer, RunReport};
-use crate::storage::{LeaseError, NewRun, RunStatus, StorageError, Store, Trigger};
+use crate::source::SourceError;
+use crate::storage::{
+    Enqueued, LeaseError, NewRun, RunStatus, Snapshot, StorageError, Store, Trigger,
+};
 
 /// Why a firing could not proceed.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,27 @@ pub enum FireError {
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The job's audience query failed: nobody was messaged, and the slot's run
+    /// is recorded stopped with the reason.
+    #[error("run {run_id} stopped before sending: {error}")]
+    Audience {
+        /// The stopped run.
+        run_id: i64,
+        /// Why the query gave no audience.
+        error: SourceError,
+    },
+}
+
+impl FireError {
+    /// True when trying again later may work: the source could not be reached,
+    /// or the database or a lock failed. A bad query is not retried.
+    pub fn transient(&self) -> bool {
+        match self {
+            Self::Locked(_) => true,
+            Self::Storage(_) => true,
+            Self::Audience { error, .. } => error.unreachable(),
+        }
+    }
 }
 
 /// What a firing did.
@@ -119,16 +143,18 @@ pub async fn fire(
         fired.too_late = true;
         return Ok(fired);
     }
-    let enqueued = store
-        .enqueue(NewRun {
-            job: job.name.as_ref(),
-            appid: deliverer.appid(),
-            template_id: job.spec.template_id.as_ref(),
-            audience: targeting.audience,
-            slot,
-            trigger,
-        })
-        .await?;
+    let new = NewRun {
+        job: job.name.as_ref(),
+        appid: deliverer.appid(),
+        template_id: job.spec.template_id.as_ref(),
+        audience: targeting.audience,
+        slot,
+        trigger,
+    };
+    let enqueued = match &job.query {
+        None => store.enqueue(new).await?,
+        Some(query) => snapshot(store, job, new, query).await?,
+    };
     if !enqueued.created && matches!(enqueued.status, RunStatus::Done | RunStatus::Skipped) {
         let retried = if trigger == Trigger::Manual
             && enqueued.status == RunStatus::Done
@@ -167,6 +193,47 @@ pub async fn fire(
     log_end(&report);
     fired.reports.push(report);
     Ok(fired)
+}
+
+/// Creates the slot's run from the job's audience query (or finds it made).
+async fn snapshot(
+    store: &Store,
+    job: &Job,
+    new: NewRun<'_>,
+    query: &crate::config::JobQuery,
+) -> Result<Enqueued, FireError> {
+    let mut rows = crate::source::rows(query, job.schedule.tz());
+    let started = std::time::Instant::now();
+    match store.enqueue_snapshot(new, &mut rows).await? {
+        Snapshot::Existing(e) => Ok(e),
+        Snapshot::Taken {
+            run_id,
+            rows,
+            folded,
+            invalid,
+        } => {
+            tracing::info!(
+                run.id = run_id,
+                source = %query.source.name,
+                rows,
+                folded,
+                invalid,
+                took_ms = started.elapsed().as_millis() as u64,
+                "audience query read"
+            );
+            Ok(Enqueued {
+                run_id,
+                created: true,
+                status: RunStatus::Running,
+            })
+        }
+        Snapshot::Failed { run_id, error } => {
+            crate::stats::audience_query_failed(job.name.as_ref(), error.kind());
+            crate::stats::run_stopped(job.name.as_ref(), "audience");
+            tracing::error!(run.id = run_id, job = %job.name, error = %error, "audience query failed; nobody was messaged");
+            Err(FireError::Audience { run_id, error })
+        }
+    }
 }
 
 fn log_end(r: &RunReport) {

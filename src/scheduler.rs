@@ -335,7 +335,7 @@ async fn spawn_fire(
             Err(e) => {
                 tracing::error!(job = %job.name, error = %e, "run failed");
                 app.faults.set(job.name.as_ref(), e.to_string());
-                true
+                e.transient()
             }
         };
         if !again || shutdown.is_cancelled() || app.clock.now() >= give_up {

@@ -76,7 +76,11 @@ fn describe() {
     describe_gauge!("wxpush_recipients", "Recipients of the job's latest run.");
     describe_counter!(
         "wxpush_runs_stopped_total",
-        "Runs stopped early, by job and reason (outage: WeChat unreachable; fault: database or token)."
+        "Runs stopped early, by job and reason (outage: WeChat unreachable; fault: database or token; audience: the audience query failed)."
+    );
+    describe_counter!(
+        "wxpush_audience_query_failures_total",
+        "Audience queries that gave no audience, by job and reason (unreachable, query, timeout, no_openid); nobody was messaged."
     );
     describe_counter!(
         "wxpush_intake_reports_total",
@@ -261,7 +265,14 @@ pub fn expired(job: &str, n: u64) {
     .increment(n);
 }
 
-/// A run stopped early; `reason` is `outage` or `fault`.
+/// A job's audience query failed (`reason`: unreachable, query, timeout, no_openid).
+pub fn audience_query_failed(job: &str, reason: &'static str) {
+    counter!("wxpush_audience_query_failures_total", "job" => job.to_owned(),
+        "app" => app_of(job), "reason" => reason)
+    .increment(1);
+}
+
+/// A run of `job` stopped early, and why (`outage`, `fault`, `audience`).
 pub fn run_stopped(job: &str, reason: &'static str) {
     counter!("wxpush_runs_stopped_total", "job" => job.to_owned(),
         "app" => app_of(job), "reason" => reason)

@@ -155,6 +155,9 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
     if !offline && settings.wechat.secret.is_some() {
         templates(&settings, &mut problems, &mut warnings).await;
     }
+    if !offline {
+        audience_queries(&settings, &mut problems, &mut warnings).await;
+    }
     let jobs: Vec<JobReport> = settings
         .jobs
         .iter()
@@ -205,6 +208,49 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
         settings.recipients.len()
     );
     Ok(Exit::Ok)
+}
+
+/// Prepares each job's audience query on its source (nothing runs): the query
+/// must be valid, read an `openid` column, and every `{{var}}` of the job's data
+/// must come from a column, a built-in or a fallback. A source that cannot be
+/// reached (a CI host) is a warning.
+async fn audience_queries(
+    settings: &Settings,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let file = settings.path.display().to_string();
+    for (i, job) in settings.jobs.iter().enumerate() {
+        let Some(query) = &job.query else { continue };
+        let at = format!("{file}: jobs[{i}] ({})", job.name);
+        let columns = match crate::source::columns(query).await {
+            Ok(columns) => columns,
+            Err(e) if e.unreachable() => {
+                warnings.push(format!("{at}.query: not checked: {e}"));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("{at}.query: {e}"));
+                continue;
+            }
+        };
+        let supplied =
+            |var: &str| columns.iter().any(|c| c.name == var) || Builtins::NAMES.contains(&var);
+        for (key, value) in &job.spec.data {
+            // A column named like the keyword replaces its value outright.
+            if supplied(key.as_ref()) {
+                continue;
+            }
+            for var in value.required().filter(|v| !supplied(v)) {
+                problems.push(format!(
+                    "{at}.data.{key}: {{{{{var}}}}} is not a column of the query on source {} \
+                     (columns: {}), nor a built-in; select it, or give a fallback: {{{{{var}|...}}}}",
+                    query.source.name,
+                    columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
 }
 
 /// A one-time template on a job that fires at least this often gets a warning.

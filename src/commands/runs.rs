@@ -131,6 +131,12 @@ fn run_detail(
     if let Some(note) = &run.note {
         out.push_str(&format!("note: {note}\n"));
     }
+    if run.folded > 0 {
+        out.push_str(&format!(
+            "folded: {} rows of the audience query repeated an earlier row's openid (one message each)\n",
+            run.folded
+        ));
+    }
     out.push('\n');
     let rows = deliveries.iter().map(|d| {
         vec![

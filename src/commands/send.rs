@@ -359,8 +359,61 @@ impl Summary {
     }
 }
 
+/// A dry run of a query job: the query runs as a firing would run it (read-only),
+/// and each row is rendered and printed as it arrives.
+async fn dry_run_query(job: &Job, query: &crate::config::JobQuery) -> Result<Exit, Failure> {
+    let now = Utc::now();
+    let slot = job.schedule.latest_at_or_before(now).unwrap_or(now);
+    let builtins = Builtins::at(slot, job.schedule.tz());
+    let mut rows = crate::source::rows(query, job.schedule.tz());
+    let mut seen = std::collections::HashSet::new();
+    let (mut valid, mut invalid, mut folded) = (0u64, 0u64, 0u64);
+    while let Some(row) = rows.recv().await {
+        let row = row.map_err(Failure::cannot_proceed)?;
+        if !seen.insert(row.openid.clone()) {
+            folded += 1;
+            continue;
+        }
+        let built = match (&row.invalid, OpenId::parse(&row.openid)) {
+            (Some(why), _) => Err(why.clone()),
+            (None, Err(e)) => Err(e.to_string()),
+            (None, Ok(id)) => {
+                Message::build(&job.spec, id, &row.vars, &builtins).map_err(|e| e.to_string())
+            }
+        };
+        match built {
+            Ok(m) => {
+                valid += 1;
+                println!(
+                    "{}",
+                    serde_json::to_string(&m).expect("a message serialises")
+                );
+            }
+            Err(reason) => {
+                invalid += 1;
+                println!("INVALID {}: {reason}", row.openid);
+            }
+        }
+    }
+    println!(
+        "{}: dry run: {valid} valid, {invalid} invalid of {} messages from source {} \
+         ({folded} duplicate openids folded); nothing was sent or recorded",
+        job.name,
+        valid + invalid,
+        query.source.name
+    );
+    Ok(if invalid > 0 {
+        Exit::SomeFailed
+    } else {
+        Exit::Ok
+    })
+}
+
 /// Renders and checks every message of `job` and prints it; touches nothing.
 async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
+    if let Some(query) = &job.query {
+        return dry_run_query(job, query).await;
+    }
     let mut audience: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let subscribed = job.audience == crate::config::Audience::Subscribed;
     // Recipients already in the database (without creating one), then the file's;

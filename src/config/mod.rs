@@ -16,8 +16,8 @@ use config::{Config, Environment, File, FileFormat};
 pub use raw::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
 pub(crate) use settings::same_secret;
 pub use settings::{
-    AppSettings, DatabaseSettings, DeliverySettings, IntakeSettings, Job, LogSettings, Recipient,
-    RetentionSettings, Settings, WechatSettings,
+    AppSettings, DatabaseSettings, DeliverySettings, IntakeSettings, Job, JobQuery, LogSettings,
+    Recipient, RetentionSettings, Settings, SourceKind, SourceSettings, WechatSettings,
 };
 
 use crate::domain::{
@@ -231,6 +231,7 @@ impl Checker {
             self.fail("wechat.token_source", CLASSIC_SHARED);
         }
         let apps = self.apps(raw.apps, &default_appid, database::is_shared(&database_url));
+        let sources = self.sources(raw.sources);
         // Every name written in [[jobs]], good or not: a recipient of a job that has
         // its own error is not reported again (one root cause, one line).
         let written: BTreeSet<String> = raw.jobs.iter().map(|j| j.name.clone()).collect();
@@ -238,7 +239,7 @@ impl Checker {
             .jobs
             .into_iter()
             .enumerate()
-            .filter_map(|(i, j)| self.job(i, j, &raw.scheduler, &apps))
+            .filter_map(|(i, j)| self.job(i, j, &raw.scheduler, &apps, &sources))
             .collect();
         let mut seen = BTreeSet::new();
         for job in &jobs {
@@ -521,6 +522,132 @@ impl Checker {
         apps
     }
 
+    /// `[sources.NAME]` tables: read-only connections to the operator's databases.
+    fn sources(&mut self, raw: BTreeMap<String, raw::RawSource>) -> Vec<SourceSettings> {
+        let mut sources = Vec::new();
+        for (name, source) in raw {
+            let at = format!("sources.{name}");
+            // The job-name rule, lower case: `WXPUSH__SOURCES__NAME__URL` must reach it.
+            if let Err(e) = AppName::parse(&name) {
+                self.fail(&at, e);
+                continue;
+            }
+            let url = self.secret(
+                &format!("{at}.url"),
+                source.url.map(secrecy::SecretString::from),
+                source.url_file.as_deref(),
+            );
+            let Some(url) = url else {
+                if !self
+                    .problems
+                    .iter()
+                    .any(|p| p.contains(&format!("{at}.url")))
+                {
+                    self.fail(
+                        &format!("{at}.url"),
+                        "is missing; give url (or url_file) such as mysql://reader@host:3306/shop",
+                    );
+                }
+                continue;
+            };
+            let written = secrecy::ExposeSecret::expose_secret(&url).trim().to_owned();
+            let Some(kind) = SourceKind::of_url(&written) else {
+                // The scheme only: the rest may hold a password.
+                let scheme = written.split_once(':').map_or("(none)", |(s, _)| s);
+                self.fail(
+                    &format!("{at}.url"),
+                    format!(
+                        "{scheme:?} is not a supported source; use mysql://, mariadb://, postgres://, postgresql:// or sqlite://"
+                    ),
+                );
+                continue;
+            };
+            let url = if kind == SourceKind::Sqlite {
+                // As [database] url: a relative path is read from the config's folder.
+                match database::resolve(&written, &self.config_dir()) {
+                    Ok(url) => url,
+                    Err(e) => {
+                        self.fail(&format!("{at}.url"), e);
+                        continue;
+                    }
+                }
+            } else {
+                written
+            };
+            if source.timeout.is_zero() {
+                self.fail(&format!("{at}.timeout"), "must be more than 0s");
+            }
+            sources.push(SourceSettings {
+                name,
+                kind,
+                url: url.into(),
+                timeout: source.timeout,
+            });
+        }
+        sources
+    }
+
+    /// A job's `source` and `query`: both with `audience = "query"`, neither otherwise.
+    fn job_query(
+        &mut self,
+        at: &str,
+        audience: Audience,
+        source: Option<String>,
+        query: Option<String>,
+        sources: &[SourceSettings],
+    ) -> Result<Option<Arc<JobQuery>>, ()> {
+        let before = self.problems.len();
+        if audience != Audience::Query {
+            for (key, given) in [("source", source.is_some()), ("query", query.is_some())] {
+                if given {
+                    self.fail(
+                        &format!("{at}.{key}"),
+                        "is only read with audience = \"query\"; set that, or remove it",
+                    );
+                }
+            }
+            return if self.problems.len() > before {
+                Err(())
+            } else {
+                Ok(None)
+            };
+        }
+        let sql = query.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+        if sql.is_none() {
+            self.fail(
+                &format!("{at}.query"),
+                "is missing; audience = \"query\" needs a SELECT with an openid column",
+            );
+        }
+        let source = match source {
+            None => {
+                self.fail(
+                    &format!("{at}.source"),
+                    "is missing; audience = \"query\" needs a [sources.NAME] to run on",
+                );
+                None
+            }
+            Some(name) => match sources.iter().find(|s| s.name == name) {
+                Some(s) => Some(s.clone()),
+                None => {
+                    let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+                    self.fail(
+                        &format!("{at}.source"),
+                        format!(
+                            "no source is named {name:?} (configured: {}); define it as [sources.{name}]",
+                            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        match (source, sql) {
+            (Some(source), Some(sql)) => Ok(Some(Arc::new(JobQuery { source, sql }))),
+            _ => Err(()),
+        }
+    }
+
     /// The app `name` names, or the default app when absent; `at` is the key.
     fn app_ref(
         &mut self,
@@ -580,6 +707,7 @@ impl Checker {
         j: raw::RawJob,
         scheduler: &raw::RawScheduler,
         apps: &[AppSettings],
+        sources: &[SourceSettings],
     ) -> Option<Job> {
         let at = format!("jobs[{i}]");
         let before = self.problems.len();
@@ -588,6 +716,7 @@ impl Checker {
             .ok();
         let at = name.as_ref().map_or(at.clone(), |n| format!("{at} ({n})"));
         let app = self.app_ref(&format!("{at}.app"), j.app.as_deref(), apps);
+        let query = self.job_query(&at, j.audience, j.source, j.query, sources);
         let tz: Option<Tz> = j
             .timezone
             .parse()
@@ -667,6 +796,7 @@ impl Checker {
             send_window,
             audience: j.audience,
             consent: j.consent,
+            query: query.ok()?,
             spec: Arc::new(MessageSpec {
                 template_id: template_id?,
                 page,

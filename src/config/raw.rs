@@ -29,6 +29,8 @@ pub(super) struct RawSettings {
     #[serde(default)]
     pub apps: BTreeMap<String, RawApp>,
     #[serde(default)]
+    pub sources: BTreeMap<String, RawSource>,
+    #[serde(default)]
     pub jobs: Vec<RawJob>,
     #[serde(default)]
     pub recipients: Vec<RawRecipient>,
@@ -48,6 +50,22 @@ pub(super) struct RawWechat {
     pub token_source: TokenSource,
     #[serde(default = "default_timeout", with = "plain_duration")]
     pub timeout: Duration,
+}
+
+/// `[sources.NAME]`: a read-only connection to the operator's own database.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    #[serde(default, serialize_with = "masked_url_opt")]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<String>,
+    #[serde(default = "default_source_timeout", with = "plain_duration")]
+    pub timeout: Duration,
+}
+
+fn default_source_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[apps.NAME]`: another mini program, with `[wechat]`'s keys and its own
@@ -329,6 +347,10 @@ pub(super) struct RawJob {
     #[serde(default)]
     pub consent: ConsentCheck,
     #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
     pub data: BTreeMap<String, Scalar>,
 }
 
@@ -341,6 +363,8 @@ pub enum Audience {
     Listed,
     /// Everyone whose consent to the job's template is on record.
     Subscribed,
+    /// The rows of the job's `query` on its `source`, read once per slot.
+    Query,
 }
 
 /// Whether recorded consent gates a job's sends.
@@ -410,6 +434,14 @@ fn redacted<S: serde::Serializer>(secret: &Option<SecretString>, s: S) -> Result
     match secret {
         Some(v) if !secrecy::ExposeSecret::expose_secret(v).is_empty() => s.serialize_some("***"),
         _ => s.serialize_none(),
+    }
+}
+
+/// A source's URL in `config show`: its password masked.
+fn masked_url_opt<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => masked_url(url, s),
+        None => s.serialize_none(),
     }
 }
 

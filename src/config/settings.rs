@@ -207,8 +207,92 @@ pub struct Job {
     pub audience: Audience,
     /// Whether recorded consent gates its sends.
     pub consent: ConsentCheck,
+    /// Its audience query, when `audience = "query"`.
+    pub query: Option<Arc<JobQuery>>,
     /// What it sends.
     pub spec: Arc<MessageSpec>,
+}
+
+/// A job's `query` on its `source`: the audience and each person's variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Where it runs.
+    pub source: SourceSettings,
+    /// The operator's SELECT, as written.
+    pub sql: String,
+}
+
+/// `[sources.NAME]`: a read-only connection to the operator's own database.
+#[derive(Clone)]
+pub struct SourceSettings {
+    /// Its name in `[[jobs]] source`.
+    pub name: String,
+    /// Which database it is.
+    pub kind: SourceKind,
+    /// The URL, which may hold a password: never printed (see `shown`).
+    pub url: SecretString,
+    /// The longest the query may run, first row to last.
+    pub timeout: Duration,
+}
+
+impl SourceSettings {
+    /// The URL with any password replaced by `***`, for logs and output.
+    pub fn shown(&self) -> String {
+        use secrecy::ExposeSecret;
+        DatabaseSettings {
+            url: self.url.expose_secret().to_owned(),
+            max_connections: None,
+            instance_lease: Duration::ZERO,
+        }
+        .shown()
+    }
+}
+
+impl std::fmt::Debug for SourceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSettings")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.shown())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// By value, the URL too: a changed password is a change.
+impl PartialEq for SourceSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.kind == other.kind
+            && self.timeout == other.timeout
+            && same_secret(&Some(self.url.clone()), &Some(other.url.clone()))
+    }
+}
+
+impl Eq for SourceSettings {}
+
+/// The databases a source may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `sqlite://PATH`, opened read-only.
+    Sqlite,
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `mysql://` or `mariadb://`: MySQL or MariaDB.
+    MySql,
+}
+
+impl SourceKind {
+    /// The kind a URL names by its scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Self::Sqlite),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::MySql),
+            _ => None,
+        }
+    }
 }
 
 /// One `[[recipients]]` entry.

@@ -305,6 +305,7 @@ impl Deliverer {
             JobAudience::Subscribed => Audience::Subscribed {
                 one_time: kind == Some(TemplateKind::OneTime),
             },
+            JobAudience::Query => Audience::Query,
         };
         Targeting { gate, audience }
     }

@@ -52,6 +52,9 @@ pub enum MessageError {
 pub struct Builtins(BTreeMap<&'static str, String>);
 
 impl Builtins {
+    /// The names of the built-in variables.
+    pub const NAMES: [&'static str; 4] = ["now", "today", "date", "time"];
+
     /// Built-ins for the instant `at`, as seen in `tz`.
     pub fn at(at: DateTime<Utc>, tz: Tz) -> Self {
         let t = at.with_timezone(&tz);

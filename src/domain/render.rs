@@ -154,6 +154,9 @@ mod tests {
         assert_eq!(t.required().count(), 0);
         let mixed = ValueTemplate::parse("{{a}} {{b|x}}").unwrap();
         assert_eq!(mixed.required().collect::<Vec<_>>(), ["a"]);
-        assert!(ValueTemplate::parse("{{|x}}").is_err(), "a fallback needs a name");
+        assert!(
+            ValueTemplate::parse("{{|x}}").is_err(),
+            "a fallback needs a name"
+        );
     }
 }

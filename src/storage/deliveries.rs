@@ -134,6 +134,11 @@ impl Store {
                         "LEFT JOIN subscribers x ON x.appid = (SELECT appid FROM runs WHERE id = $2) \
                          AND x.openid = t.openid"
                     }
+                    // The snapshot's own variables; no name column of its own.
+                    Audience::Query => {
+                        "LEFT JOIN (SELECT id, NULL AS name, vars FROM deliveries WHERE run_id = $2) x \
+                         ON x.id = t.id"
+                    }
                 };
                 let sql = super::postgres::take_page_sql(source);
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -143,7 +148,7 @@ impl Store {
                     .bind(i64::from(limit));
                 let q = match audience {
                     Audience::Listed => q.bind(job),
-                    Audience::Subscribed { .. } => q,
+                    Audience::Subscribed { .. } | Audience::Query => q,
                 };
                 q.fetch_all(&self.pool).await
             }
@@ -155,6 +160,10 @@ impl Store {
                          WHERE d.run_id = $2 AND d.status = 'pending' AND d.id > $3 ORDER BY d.id LIMIT $4",
                     )
                     .bind(job),
+                    Audience::Query => sqlx::query(
+                        "SELECT d.id, d.openid, NULL AS name, d.vars FROM deliveries d \
+                         WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3",
+                    ),
                     Audience::Subscribed { .. } => sqlx::query(
                         "SELECT d.id, d.openid, s.name, s.vars FROM deliveries d \
                          LEFT JOIN subscribers s ON s.appid = (SELECT appid FROM runs WHERE id = $1) \

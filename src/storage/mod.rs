@@ -24,6 +24,7 @@ mod schedules;
 mod sets;
 #[cfg(test)]
 mod shared_tests;
+mod snapshot;
 mod sqlite;
 mod templates;
 mod test_sends;
@@ -50,6 +51,7 @@ pub use lease::{Lease, LeaseError};
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use retention::Pruned;
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
+pub use snapshot::{AudienceRow, Snapshot};
 pub use tokens::{StoredToken, TokenRefresh};
 
 /// A database failure, with what was being done.

@@ -22,6 +22,9 @@ pub struct RunRow {
     pub status: RunStatus,
     /// Why it stopped, if it did.
     pub note: Option<String>,
+    /// Rows of its audience query whose openid an earlier row had (one
+    /// delivery each); 0 for other audiences.
+    pub folded: u64,
     /// When it was enqueued.
     pub created_at: String,
     /// When it finished.
@@ -52,6 +55,9 @@ pub enum Audience {
         /// The template is one-time: only credits count.
         one_time: bool,
     },
+    /// The rows of an audience query, each delivery with its own variables:
+    /// written by `enqueue_snapshot`, never by `enqueue`.
+    Query,
 }
 
 /// A run to create.
@@ -76,7 +82,7 @@ pub(super) fn slot_text(slot: DateTime<Utc>) -> String {
     slot.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.note, r.created_at, r.finished_at, \
+const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.note, r.folded, r.created_at, r.finished_at, \
     COUNT(d.id) AS total, \
     COALESCE(SUM(CASE WHEN d.status = 'sent' THEN 1 ELSE 0 END), 0) AS sent, \
     COALESCE(SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END), 0) AS failed, \
@@ -102,6 +108,7 @@ fn run_row(row: &super::db::Row) -> Result<RunRow, sqlx::Error> {
         status: RunStatus::parse(row.try_get("status")?)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         note: row.try_get("note")?,
+        folded: row.try_get::<i64, _>("folded")? as u64,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
         counts: Counts {
@@ -168,6 +175,8 @@ impl Store {
                     .bind(appid)
                     .bind(template_id)
                     .bind(i64::from(one_time)),
+                    // Its people come from the query, through `enqueue_snapshot`.
+                    Audience::Query => sqlx::query("SELECT 1"),
                 };
                 q.execute(&mut *tx).await.context("enqueue deliveries")?;
                 Enqueued {
@@ -253,9 +262,11 @@ impl Store {
     }
 
     /// Runs of `job` that still have work: running (maybe interrupted) or stopped.
+    /// Not a run whose audience query failed: it holds nobody, and only a firing
+    /// of its slot takes its snapshot again.
     pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
         sqlx::query_scalar(
-            "SELECT id FROM runs WHERE job = $1 AND status IN ('running', 'stopped') ORDER BY id",
+            "SELECT id FROM runs WHERE job = $1 AND status IN ('running', 'stopped') AND snapshot = 1 ORDER BY id",
         )
         .bind(job)
         .fetch_all(&self.pool)

@@ -13,6 +13,7 @@ mod init;
 mod instances;
 mod lifecycle;
 mod parsing;
+mod query;
 mod recovery;
 mod rerun;
 mod scheduler;

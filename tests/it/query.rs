@@ -1,0 +1,379 @@
+//! Audiences from the operator's own database (#14): a job's read-only query on
+//! SQLite, PostgreSQL and MariaDB, run once per slot.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const ANN: &str = "oAnn000000000000000000000001";
+const BOB: &str = "oBob000000000000000000000002";
+const CAT: &str = "oCat000000000000000000000003";
+
+#[derive(Debug, Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres,
+    Mariadb,
+}
+
+const ALL: [Db; 3] = [Db::Sqlite, Db::Postgres, Db::Mariadb];
+
+/// Runs `statements` on the database at `url`.
+async fn exec(url: &str, statements: &[&str]) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    pool.close().await;
+}
+
+/// How many rows `members` has.
+async fn members(url: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM members")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// A new database of kind `db` with the `members` table; `None` (the test is
+/// skipped, saying why) when its server binaries are missing.
+async fn shop_db(env: &TestEnv, db: Db, test: &str) -> Option<String> {
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}", env.dir.path().join("shop.db").display()),
+        Db::Postgres => testpg::cluster_or_skip(test)?.database(),
+        Db::Mariadb => testmysql::server_or_skip(test)?.database(),
+    };
+    let create = match db {
+        Db::Sqlite => format!("{url}?mode=rwc"),
+        _ => url.clone(),
+    };
+    exec(
+        &create,
+        &[
+            "CREATE TABLE members (openid VARCHAR(64), nickname VARCHAR(64), points INTEGER, \
+             expire_on DATE, push_ok INTEGER)",
+            // Ann twice (one person, one message), Bob without a name, a row
+            // that is no openid, and Cat who did not opt in.
+            &format!(
+                "INSERT INTO members VALUES ('{ANN}', 'Ann', 120, '2026-11-30', 1), \
+                 ('{BOB}', NULL, 80, '2026-12-01', 1), ('{ANN}', 'Ann again', 5, '2026-12-02', 1), \
+                 ('not an openid', 'X', 1, '2026-12-03', 1), ('{CAT}', 'Cat', 50, '2026-12-04', 0)"
+            ),
+        ],
+    )
+    .await;
+    Some(url)
+}
+
+fn points_template() -> FakeTemplate {
+    FakeTemplate {
+        id: "tmpl-points".into(),
+        title: "积分过期提醒".into(),
+        content: "{{thing1.DATA}}{{number2.DATA}}{{date3.DATA}}".into(),
+        kind: 3,
+        everyone_subscribed: true,
+    }
+}
+
+const QUERY: &str = "SELECT openid, nickname AS name, points, expire_on FROM members \
+                     WHERE push_ok = 1 ORDER BY points DESC";
+
+/// The `points` job reading `query` from source `shop` at `url`.
+fn points_job(url: &str, query: &str, timeout: &str) -> String {
+    format!(
+        r#"
+[sources.shop]
+url = "{url}"
+timeout = "{timeout}"
+
+[[jobs]]
+name = "points"
+cron = "0 0 * * * *"
+timezone = "Asia/Shanghai"
+template_id = "tmpl-points"
+audience = "query"
+source = "shop"
+query = """{query}"""
+[jobs.data]
+thing1 = "{{{{name|会员}}}}，积分即将过期"
+number2 = "{{{{points}}}}"
+date3 = "{{{{expire_on}}}}"
+"#
+    )
+}
+
+async fn points_env(opts: FakeOptions, delivery: &str) -> TestEnv {
+    TestEnv::new(
+        FakeOptions {
+            templates: vec![points_template()],
+            ..opts
+        },
+        delivery,
+        "",
+    )
+    .await
+}
+
+/// `runs --json`, newest first.
+async fn runs(env: &TestEnv) -> Vec<serde_json::Value> {
+    let out = env.wxpush(&["runs", "--json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn each_row_is_one_message_with_its_columns_fallbacks_for_nulls_and_duplicates_folded() {
+    for db in ALL {
+        let env = points_env(FakeOptions::default(), "").await;
+        let test = "each_row_is_one_message_with_its_columns";
+        let Some(url) = shop_db(&env, db, test).await else {
+            continue;
+        };
+        env.write_config("", &points_job(&url, QUERY, "10s"));
+
+        // The dry run reads the real audience and sends nothing.
+        let dry = env.wxpush(&["send", "points", "--dry-run"]).await;
+        assert!(
+            dry.stdout.contains(
+                "2 valid, 1 invalid of 3 messages from source shop (1 duplicate openids folded)"
+            ),
+            "{db:?}: {dry:?}"
+        );
+        assert_eq!(env.fake.accepted_count(), 0);
+
+        let sent = env.wxpush(&["send", "points", "--again"]).await;
+        assert_eq!(sent.code, 1, "{db:?}: one row is no openid: {sent:?}");
+        assert_eq!(env.fake.accepted_count(), 2, "{db:?}");
+        assert_eq!(env.fake.accepted_for(ANN), 1, "{db:?}: Ann once");
+        assert_eq!(env.fake.accepted_for(CAT), 0, "{db:?}: not opted in");
+        let body = |who: &str| {
+            env.fake
+                .accepted()
+                .iter()
+                .find(|m| m.touser == who)
+                .and_then(|m| m.body.clone())
+                .unwrap()
+                .to_string()
+        };
+        // The first of Ann's rows, her values as the database wrote them.
+        let ann = body(ANN);
+        for part in ["Ann，积分即将过期", "\"120\"", "\"2026-11-30\""] {
+            assert!(ann.contains(part), "{db:?}: {part} in {ann}");
+        }
+        assert!(
+            body(BOB).contains("会员，积分即将过期"),
+            "{db:?}: a NULL name takes the fallback: {}",
+            body(BOB)
+        );
+        let run = &runs(&env).await[0];
+        assert_eq!(run["folded"], 1, "{db:?}: {run}");
+        let id = run["id"].to_string();
+        let shown = env.wxpush(&["runs", "show", &id, "--json"]).await;
+        let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+        let bad = v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["openid"] == "not an openid")
+            .unwrap_or_else(|| panic!("{db:?}: {v}"));
+        assert_eq!(bad["status"], "invalid", "{db:?}: {bad}");
+        assert!(
+            bad["errmsg"].as_str().unwrap().contains("openid"),
+            "{db:?}: {bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_query_that_writes_is_refused_by_the_database_and_nobody_is_messaged() {
+    for db in ALL {
+        let env = points_env(FakeOptions::default(), "").await;
+        let Some(url) = shop_db(&env, db, "a_query_that_writes_is_refused").await else {
+            continue;
+        };
+        let delete = "DELETE FROM members WHERE push_ok = 1 RETURNING openid, nickname AS name, points, expire_on";
+        env.write_config("", &points_job(&url, delete, "10s"));
+        let sent = env.wxpush(&["send", "points", "--again"]).await;
+        assert_eq!(sent.code, 3, "{db:?}: {sent:?}");
+        assert!(
+            sent.stderr.contains("source shop: the query failed"),
+            "{db:?}: {}",
+            sent.stderr
+        );
+        assert_eq!(env.fake.accepted_count(), 0, "{db:?}");
+        assert_eq!(members(&url).await, 5, "{db:?}: the table is intact");
+        let run = &runs(&env).await[0];
+        assert_eq!(run["status"], "stopped", "{db:?}: {run}");
+        assert!(
+            run["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("audience query failed: source shop: the query failed"),
+            "{db:?}: {run}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_reports_a_bad_query_and_a_fixed_query_sends_the_stopped_slot() {
+    let env = points_env(FakeOptions::default(), "").await;
+    let url = shop_db(&env, Db::Sqlite, "").await.unwrap();
+
+    // A syntax error: `check` names the job; `send` stops before any send.
+    env.write_config("", &points_job(&url, "SELEC openid FROM members", "10s"));
+    let checked = env.wxpush(&["check"]).await;
+    assert_eq!(checked.code, 2, "{checked:?}");
+    assert!(
+        checked
+            .stderr
+            .contains("jobs[0] (points).query: source shop: the query failed"),
+        "{}",
+        checked.stderr
+    );
+    let sent = env.wxpush(&["send", "points"]).await;
+    assert_eq!(sent.code, 3, "{sent:?}");
+    assert_eq!(env.fake.accepted_count(), 0);
+
+    // No openid column, and a variable nothing supplies.
+    env.write_config(
+        "",
+        &points_job(&url, "SELECT nickname AS name FROM members", "10s"),
+    );
+    let checked = env.wxpush(&["check"]).await;
+    assert!(
+        checked
+            .stderr
+            .contains("the result has no openid column (columns: name)"),
+        "{}",
+        checked.stderr
+    );
+    env.write_config(
+        "",
+        &points_job(&url, "SELECT openid, points FROM members", "10s"),
+    );
+    let checked = env.wxpush(&["check"]).await;
+    assert!(
+        checked.stderr.contains(
+            "jobs[0] (points).data.date3: {{expire_on}} is not a column of the query on source shop (columns: openid, points)"
+        ),
+        "{}",
+        checked.stderr
+    );
+    assert!(
+        !checked.stderr.contains("{{name"),
+        "name has a fallback: {}",
+        checked.stderr
+    );
+
+    // Fixed, the same slot takes its snapshot again and sends once.
+    env.write_config("", &points_job(&url, QUERY, "10s"));
+    assert_eq!(env.wxpush(&["check"]).await.code, 0);
+    let sent = env.wxpush(&["send", "points"]).await;
+    assert_eq!(sent.code, 1, "one invalid row: {sent:?}");
+    assert_eq!(env.fake.accepted_count(), 2);
+    let all = runs(&env).await;
+    assert_eq!(all.len(), 1, "still the slot's one run: {all:?}");
+    assert_eq!(all[0]["status"], "done");
+    let again = env.wxpush(&["send", "points"]).await;
+    assert_eq!(env.fake.accepted_count(), 2, "never twice: {again:?}");
+}
+
+#[tokio::test]
+async fn a_query_longer_than_its_timeout_stops_the_firing() {
+    let env = points_env(FakeOptions::default(), "").await;
+    let Some(url) = shop_db(&env, Db::Postgres, "a_query_longer_than_its_timeout").await else {
+        return;
+    };
+    let slow = "SELECT m.*, m.nickname AS name FROM members m, pg_sleep(5) WHERE push_ok = 1";
+    env.write_config("", &points_job(&url, slow, "1s"));
+    let started = std::time::Instant::now();
+    let sent = env.wxpush(&["send", "points", "--again"]).await;
+    assert_eq!(sent.code, 3, "{sent:?}");
+    assert!(
+        sent.stderr.contains("ran longer than its timeout (1s)"),
+        "{}",
+        sent.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "bounded");
+    assert_eq!(env.fake.accepted_count(), 0);
+}
+
+#[tokio::test]
+async fn a_run_killed_after_its_snapshot_resumes_without_asking_again() {
+    let opts = FakeOptions {
+        latency: Duration::from_millis(50),
+        ..FakeOptions::default()
+    };
+    let env = points_env(opts, "concurrency = 2").await;
+    let url = format!("sqlite://{}", env.dir.path().join("shop.db").display());
+    let mut rows = Vec::new();
+    for i in 0..40 {
+        rows.push(format!("('oRow{i:024}', 'P{i}', {i}, '2026-12-01', 1)"));
+    }
+    exec(
+        &format!("{url}?mode=rwc"),
+        &[
+            "CREATE TABLE members (openid TEXT, nickname TEXT, points INTEGER, expire_on TEXT, push_ok INTEGER)",
+            &format!("INSERT INTO members VALUES {}", rows.join(", ")),
+        ],
+    )
+    .await;
+    env.write_config("concurrency = 2", &points_job(&url, QUERY, "10s"));
+    let mut child = env
+        .command(&["send", "points", "--again"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.fake.accepted_count() < 5 {
+        still_running(&mut child);
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The audience changes after the snapshot: nobody is added or dropped.
+    let newcomer = "oNew000000000000000000000009";
+    exec(
+        &url,
+        &[
+            "DELETE FROM members WHERE points < 20",
+            &format!("INSERT INTO members VALUES ('{newcomer}', 'N', 1, '2026-12-01', 1)"),
+        ],
+    )
+    .await;
+    let resumed = env.wxpush(&["send", "points", "--again"]).await;
+    assert!(
+        resumed.stdout.starts_with("points: run 1:"),
+        "run 1 resumed: {resumed:?}"
+    );
+    assert_eq!(env.fake.accepted_for(newcomer), 0, "not in the snapshot");
+    let store = env.store().await;
+    let deliveries = store.deliveries(1).await.unwrap();
+    store.close().await;
+    assert_eq!(deliveries.len(), 40, "the snapshot, whole");
+    for d in &deliveries {
+        let n = env.fake.accepted_for(&d.openid);
+        assert!(n <= 1, "{} got {n}", d.openid);
+        match d.status.as_str() {
+            "sent" => assert_eq!(n, 1, "{}", d.openid),
+            "unknown" => {}
+            other => panic!("{} ended {other}", d.openid),
+        }
+    }
+    assert_eq!(runs(&env).await.len(), 1);
+}
