@@ -37,7 +37,7 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             vars,
         } => {
             let app = app_arg(&settings, app.as_deref())?;
-            let job = job_of_app(&settings, &job, &app)?;
+            let job = listing_job(job_of_app(&settings, &job, &app)?)?;
             let openid =
                 OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
             let mut map = BTreeMap::new();
@@ -101,7 +101,7 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
         }
         RecipientsCommand::Import { file, app, job } => {
             let app = app_arg(&settings, app.as_deref())?;
-            let job = job_of_app(&settings, &job, &app)?;
+            let job = listing_job(job_of_app(&settings, &job, &app)?)?;
             let store =
                 Store::open_with(&settings.database.url, settings.database.max_connections).await?;
             let imported = import_csv(&store, &file, job).await;
@@ -167,6 +167,18 @@ fn job_of_app<'a>(
         )));
     }
     Ok(job)
+}
+
+/// `job`, if it reads listed recipients: a query job's audience is its query.
+fn listing_job(job: &Job) -> Result<&Job, Failure> {
+    match &job.query {
+        Some(q) => Err(Failure::usage(format!(
+            "job {} takes its audience from its query on source {} (audience = \"query\"); \
+             add the person in that database instead",
+            job.name, q.source.name
+        ))),
+        None => Ok(job),
+    }
 }
 
 /// The names of `app`'s jobs.

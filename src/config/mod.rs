@@ -862,6 +862,13 @@ impl Checker {
                             job.app.as_ref().map_or("", |n| n.as_ref())
                         ),
                     ),
+                    Some(job) if job.query.is_some() => self.fail(
+                        &format!("{at}.jobs"),
+                        format!(
+                            "job {j:?} takes its audience from its query (audience = \"query\"); \
+                             [[recipients]] entries are not read for it"
+                        ),
+                    ),
                     Some(job) => names.push(job.name.clone()),
                     // That job's own problem is reported where it is defined.
                     _ if written.contains(j) => {}

@@ -377,3 +377,175 @@ async fn a_run_killed_after_its_snapshot_resumes_without_asking_again() {
     }
     assert_eq!(runs(&env).await.len(), 1);
 }
+
+/// The text of every column of the first row `sql` returns on `url`.
+async fn first_row(
+    url: &str,
+    kind: wxpush::config::SourceKind,
+    sql: &str,
+) -> Vec<(String, String)> {
+    let query = wxpush::config::JobQuery {
+        source: wxpush::config::SourceSettings {
+            name: "t".into(),
+            kind,
+            url: url.to_owned().into(),
+            timeout: Duration::from_secs(10),
+        },
+        sql: sql.into(),
+    };
+    let mut rows = wxpush::source::rows(&query, "Asia/Shanghai".parse().unwrap());
+    let row = rows.recv().await.unwrap().unwrap();
+    assert_eq!(row.openid, ANN);
+    row.vars.into_iter().collect()
+}
+
+#[tokio::test]
+async fn values_become_text_the_same_way_on_every_database() {
+    use wxpush::config::SourceKind;
+    let dir = tempfile::tempdir().unwrap();
+    // DDL and an insert per database; the UTC instant 01:00 is 09:00 in Shanghai.
+    let cases: Vec<(Db, SourceKind, Vec<String>)> = vec![
+        (
+            Db::Sqlite,
+            SourceKind::Sqlite,
+            vec![
+                "CREATE TABLE t (openid TEXT, amount NUMERIC, ok BOOLEAN, local_at DATETIME, day DATE, gone TEXT)".into(),
+                format!("INSERT INTO t VALUES ('{ANN}', 12.5, 1, '2026-11-25 09:30:15', '2026-11-30', NULL)"),
+            ],
+        ),
+        (
+            Db::Postgres,
+            SourceKind::Postgres,
+            vec![
+                "CREATE TABLE t (openid TEXT, amount NUMERIC(10,2), ok BOOLEAN, at TIMESTAMPTZ, \
+                 local_at TIMESTAMP, day DATE, gone TEXT)".into(),
+                format!("INSERT INTO t VALUES ('{ANN}', 12.50, true, '2026-11-25 01:00:00+00', \
+                 '2026-11-25 09:30:15', '2026-11-30', NULL)"),
+            ],
+        ),
+        (
+            Db::Mariadb,
+            SourceKind::MySql,
+            vec![
+                "CREATE TABLE t (openid VARCHAR(64), amount DECIMAL(10,2), ok BOOLEAN, at TIMESTAMP NULL, \
+                 local_at DATETIME, day DATE, gone TEXT)".into(),
+                // The instant in UTC, whatever the server's own zone.
+                format!("INSERT INTO t VALUES ('{ANN}', 12.50, true, CONVERT_TZ('2026-11-25 01:00:00', '+00:00', @@session.time_zone), \
+                 '2026-11-25 09:30:15', '2026-11-30', NULL)"),
+            ],
+        ),
+    ];
+    for (db, kind, statements) in cases {
+        let test = "values_become_text_the_same_way_on_every_database";
+        let url = match db {
+            Db::Sqlite => format!("sqlite://{}", dir.path().join("v.db").display()),
+            Db::Postgres => match testpg::cluster_or_skip(test) {
+                Some(c) => c.database(),
+                None => continue,
+            },
+            Db::Mariadb => match testmysql::server_or_skip(test) {
+                Some(s) => s.database(),
+                None => continue,
+            },
+        };
+        let create = match db {
+            Db::Sqlite => format!("{url}?mode=rwc"),
+            _ => url.clone(),
+        };
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        exec(&create, &statements).await;
+        let got = first_row(&url, kind, "SELECT * FROM t").await;
+        let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("ok"), Some("true"), "{db:?}: {got:?}");
+        assert_eq!(get("local_at"), Some("2026-11-25 09:30"), "{db:?}: {got:?}");
+        assert_eq!(get("day"), Some("2026-11-30"), "{db:?}: {got:?}");
+        assert_eq!(get("gone"), None, "{db:?}: NULL is absent: {got:?}");
+        match db {
+            // SQLite keeps the number it was given; it has no zoned timestamps.
+            Db::Sqlite => assert_eq!(get("amount"), Some("12.5"), "{got:?}"),
+            _ => {
+                assert_eq!(get("amount"), Some("12.50"), "{db:?}: as written: {got:?}");
+                assert_eq!(
+                    get("at"),
+                    Some("2026-11-25 09:00"),
+                    "{db:?}: in the job's zone: {got:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn source_and_query_mistakes_are_one_line_each_and_a_password_is_never_shown() {
+    let env = points_env(FakeOptions::default(), "").await;
+    let secret = "Pa55-word";
+    let url = format!("postgres://reader:{secret}@127.0.0.1:1/shop");
+    let body = format!(
+        "{}\n[sources.crm]\nurl = \"oracle://x@y/z\"\n\n[sources.files]\n\n\
+         [[jobs]]\nname = \"listed\"\ncron = \"0 0 9 * * *\"\ntemplate_id = \"tmpl-points\"\n\
+         source = \"shop\"\n[jobs.data]\nthing1 = \"x\"\n\n\
+         [[jobs]]\nname = \"lost\"\ncron = \"0 0 9 * * *\"\ntemplate_id = \"tmpl-points\"\n\
+         audience = \"query\"\nsource = \"nope\"\n[jobs.data]\nthing1 = \"x\"\n\n\
+         [[recipients]]\nopenid = \"{ANN}\"\njobs = [\"points\"]\n",
+        points_job(&url, QUERY, "10s")
+    );
+    env.write_config("", &body);
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    for want in [
+        "sources.crm.url: \"oracle\" is not a supported source; use mysql://, mariadb://, postgres://, postgresql:// or sqlite://",
+        "sources.files.url: is missing; give url (or url_file)",
+        "jobs[1] (listed).source: is only read with audience = \"query\"",
+        "jobs[2] (lost).source: no source is named \"nope\" (configured: shop)",
+        "jobs[2] (lost).query: is missing",
+        "recipients[0] (oAn***001).jobs: job \"points\" takes its audience from its query",
+    ] {
+        assert!(
+            run.stderr.contains(want),
+            "missing {want:?} in:\n{}",
+            run.stderr
+        );
+    }
+    assert!(!run.all().contains(secret));
+
+    // Valid again: the source cannot be reached, and nothing says its password.
+    env.write_config("", &points_job(&url, QUERY, "10s"));
+    let shown = env.wxpush(&["config", "show"]).await;
+    assert!(
+        shown.stdout.contains("reader:***@127.0.0.1:1/shop"),
+        "{}",
+        shown.stdout
+    );
+    let checked = env.wxpush(&["check"]).await;
+    assert!(
+        checked
+            .stderr
+            .contains("jobs[0] (points).query: not checked: source shop: cannot connect"),
+        "{checked:?}"
+    );
+    let sent = env.wxpush(&["send", "points", "--again"]).await;
+    assert_eq!(sent.code, 3, "{sent:?}");
+    assert!(
+        sent.stderr.contains("source shop: cannot connect"),
+        "{sent:?}"
+    );
+    let added = env
+        .wxpush(&["recipients", "add", ANN, "--job", "points"])
+        .await;
+    assert_eq!(added.code, 2, "{added:?}");
+    assert!(
+        added
+            .stderr
+            .contains("takes its audience from its query on source shop")
+    );
+    let runs = env.wxpush(&["runs", "--json"]).await;
+    for out in [&shown, &checked, &sent, &added, &runs] {
+        assert!(!out.all().contains(secret), "{out:?}");
+    }
+
+    // The URL from the environment, as any key.
+    let mut c = env.command(&["config", "show"]);
+    c.env("WXPUSH__SOURCES__SHOP__URL", "sqlite://elsewhere.db");
+    let shown = finish(&mut c).await;
+    assert!(shown.stdout.contains("elsewhere.db"), "{}", shown.stdout);
+}
