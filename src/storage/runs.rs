@@ -280,7 +280,9 @@ impl Store {
         job: &str,
         slot: DateTime<Utc>,
     ) -> Result<Option<i64>, StorageError> {
-        sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND slot = $2")
+        // Not a failed audience snapshot: its slot has not run, and is caught up
+        // (or, its window closed, reported too late) like one without a run.
+        sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND slot = $2 AND snapshot = 1")
             .bind(job)
             .bind(slot_text(slot))
             .fetch_optional(&self.pool)

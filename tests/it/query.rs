@@ -549,3 +549,74 @@ async fn source_and_query_mistakes_are_one_line_each_and_a_password_is_never_sho
     let shown = finish(&mut c).await;
     assert!(shown.stdout.contains("elsewhere.db"), "{}", shown.stdout);
 }
+
+#[tokio::test]
+async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
+    let env = points_env(FakeOptions::default(), "").await;
+    // A source that is not there yet: SQLite cannot open a missing read-only file.
+    let url = format!("sqlite://{}", env.dir.path().join("later.db").display());
+    let job =
+        points_job(&url, QUERY, "10s").replace("cron = \"0 0 * * * *\"", "cron = \"0 0 9 * * *\"");
+    env.write_config(
+        "",
+        &format!("\n[scheduler]\noutage_retry = \"200ms\"\n{job}"),
+    );
+    // 09:00 in Shanghai is 01:00 UTC: start just before it.
+    let start: chrono::DateTime<chrono::Utc> = "2026-11-25T00:59:59Z".parse().unwrap();
+    let daemon = env.daemon_at(start).await;
+    daemon.advance(Duration::from_secs(2)).await;
+    for _ in 0..6 {
+        daemon.advance(Duration::from_millis(200)).await;
+    }
+    assert_eq!(env.fake.accepted_count(), 0);
+    let run = daemon
+        .app
+        .store
+        .run(1)
+        .await
+        .unwrap()
+        .expect("the slot's run");
+    assert_eq!(run.status.as_str(), "stopped");
+    assert!(
+        run.note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("source shop: cannot connect"),
+        "{run:?}"
+    );
+
+    // The database is back (here: created), and the next try takes the snapshot.
+    exec(
+        &format!("{url}?mode=rwc"),
+        &[
+            "CREATE TABLE members (openid TEXT, nickname TEXT, points INTEGER, expire_on TEXT, push_ok INTEGER)",
+            &format!("INSERT INTO members VALUES ('{ANN}', 'Ann', 1, '2026-12-01', 1), ('{BOB}', NULL, 2, '2026-12-01', 1)"),
+        ],
+    )
+    .await;
+    daemon
+        .advance_until(
+            Duration::from_secs(1),
+            60,
+            "the slot's run was sent",
+            async || {
+                daemon
+                    .app
+                    .store
+                    .run(1)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status
+                    .as_str()
+                    == "done"
+            },
+        )
+        .await;
+    daemon.stop().await.unwrap();
+    assert_eq!(
+        (env.fake.accepted_for(ANN), env.fake.accepted_for(BOB)),
+        (1, 1)
+    );
+    assert_eq!(runs(&env).await.len(), 1, "the slot's one run");
+}
