@@ -620,3 +620,49 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
     );
     assert_eq!(runs(&env).await.len(), 1, "the slot's one run");
 }
+
+#[tokio::test]
+async fn a_query_audience_is_gated_by_one_time_credits_like_any_other() {
+    let env = points_env(FakeOptions::default(), "").await;
+    let url = shop_db(&env, Db::Sqlite, "").await.unwrap();
+    // One-time: only Ann accepted, once.
+    let once = FakeTemplate {
+        kind: 2,
+        everyone_subscribed: false,
+        ..points_template()
+    };
+    let env = TestEnv::new(
+        FakeOptions {
+            templates: vec![once],
+            ..FakeOptions::default()
+        },
+        "",
+        &points_job(&url, QUERY, "10s"),
+    )
+    .await;
+    let store = env.store().await;
+    store
+        .record_subscription(
+            APPID,
+            ANN,
+            None,
+            None,
+            &[("tmpl-points".into(), wxpush::domain::ConsentResult::Accept)],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    env.fake.subscribe(ANN, "tmpl-points", 1);
+    let first = env.wxpush(&["send", "points", "--again"]).await;
+    assert_eq!(env.fake.accepted_for(ANN), 1, "{first:?}");
+    assert_eq!(
+        env.fake.accepted_for(BOB),
+        0,
+        "no consent: skipped, no call"
+    );
+    // Her one credit is spent: a new round skips her too.
+    env.wxpush(&["send", "points", "--again"]).await;
+    assert_eq!(env.fake.accepted_count(), 1);
+    let run = &runs(&env).await[0];
+    assert_eq!(run["counts"]["skipped"], 2, "{run}");
+}
