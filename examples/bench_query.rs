@@ -146,7 +146,10 @@ async fn scenario(a: &Args, rows: usize) -> Outcome {
     while fake.accepted_count() < rows as u64 {
         assert!(Instant::now() < deadline, "the run never finished");
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("wxpush ended early ({status}) after {} messages", fake.accepted_count());
+            panic!(
+                "wxpush ended early ({status}) after {} messages",
+                fake.accepted_count()
+            );
         }
         if first_send.is_none() && fake.accepted_count() > 0 {
             first_send = Some(started.elapsed());
@@ -183,7 +186,10 @@ async fn scenario(a: &Args, rows: usize) -> Outcome {
 #[tokio::main]
 async fn main() {
     let a = args();
-    println!("source: PostgreSQL; store: SQLite; concurrency: {}", a.concurrency);
+    println!(
+        "source: PostgreSQL; store: SQLite; concurrency: {}",
+        a.concurrency
+    );
     let mut exact = true;
     for &rows in &a.rows {
         let o = scenario(&a, rows).await;
