@@ -666,3 +666,44 @@ async fn a_query_audience_is_gated_by_one_time_credits_like_any_other() {
     let run = &runs(&env).await[0];
     assert_eq!(run["counts"]["skipped"], 2, "{run}");
 }
+
+#[tokio::test]
+async fn a_failed_query_is_counted_on_metrics_and_a_url_file_is_read() {
+    let env = points_env(FakeOptions::default(), "").await;
+    // The URL from a file (as a secret would be); the file names a database
+    // that does not exist, so every firing fails to connect.
+    let missing = env.dir.path().join("missing.db");
+    env.file("shop-url", &format!("sqlite://{}\n", missing.display()));
+    let job = points_job("unused", QUERY, "10s")
+        .replace("url = \"unused\"", "url_file = \"shop-url\"")
+        .replace("cron = \"0 0 * * * *\"", "cron = \"* * * * * *\"");
+    env.write_config("", &job);
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    let metrics = format!("http://{}/metrics", env.http);
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        if seen.lines().any(|l| {
+            l.starts_with("wxpush_audience_query_failures_total")
+                && l.contains("job=\"points\"")
+                && l.contains("reason=\"unreachable\"")
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child, "-TERM").await;
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+    assert!(
+        seen.contains("wxpush_audience_query_failures_total{")
+            && seen.contains("reason=\"unreachable\""),
+        "{seen}"
+    );
+    assert_eq!(env.fake.accepted_count(), 0);
+    let all = runs(&env).await;
+    assert!(
+        !all.is_empty() && all.iter().all(|r| r["status"] == "stopped"),
+        "{all:?}"
+    );
+}
