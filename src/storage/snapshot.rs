@@ -77,7 +77,7 @@ impl Store {
             "INSERT INTO runs (job, slot, trigger, status, template_id, appid, created_at) \
              VALUES ($1, $2, $3, 'running', $4, $5, $6) \
              ON CONFLICT (job, slot) DO UPDATE SET status = 'running', note = NULL, snapshot = 1, \
-             trigger = excluded.trigger WHERE runs.snapshot = 0 RETURNING id",
+             trigger = excluded.trigger, finished_at = NULL WHERE runs.snapshot = 0 RETURNING id",
         )
         .bind(new.job)
         .bind(slot_text(new.slot))
@@ -90,7 +90,7 @@ impl Store {
         .context("create a run")?;
         let Some(run_id) = run_id else {
             // Another process took the snapshot since we looked.
-            drop(tx);
+            tx.rollback().await.context("give up a snapshot taken elsewhere")?;
             return match self.whole_run(new.job, new.slot).await? {
                 Some(existing) => Ok(Snapshot::Existing(existing)),
                 None => Err(StorageError {
