@@ -16,6 +16,21 @@ impl Store {
     /// Gives rows written before apps were kept apart to `default_appid`, the
     /// `[wechat]` app (the only one there was). Idempotent, and a no-op once done.
     pub async fn adopt_unkeyed(&self, default_appid: &str) -> Result<u64, StorageError> {
+        // Read first: once done, reading commands (`runs`, `recipients show`)
+        // must not need write access to the database.
+        let any = KEYED
+            .map(|t| format!("EXISTS (SELECT 1 FROM {t} WHERE appid = '')"))
+            .join(" OR ");
+        let found: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT CASE WHEN {any} THEN 1 ELSE 0 END"
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .map(|n: i64| n == 1)
+        .context("look for rows without an app")?;
+        if !found {
+            return Ok(0);
+        }
         let mut tx = self.write().await?;
         let mut adopted = 0;
         for table in KEYED {

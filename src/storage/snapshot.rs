@@ -90,7 +90,9 @@ impl Store {
         .context("create a run")?;
         let Some(run_id) = run_id else {
             // Another process took the snapshot since we looked.
-            tx.rollback().await.context("give up a snapshot taken elsewhere")?;
+            tx.rollback()
+                .await
+                .context("give up a snapshot taken elsewhere")?;
             return match self.whole_run(new.job, new.slot).await? {
                 Some(existing) => Ok(Snapshot::Existing(existing)),
                 None => Err(StorageError {
