@@ -237,7 +237,7 @@ impl WechatClient {
     /// A client for another mini program (its own `api_base`, AppID and secret)
     /// that shares this one's connection pool and TLS set-up when their timeouts
     /// are the same (else it gets its own). Each client builds its own TLS roots,
-    /// about 130 KB of the idle daemon's memory per app; connections are pooled
+    /// about 100 kB of the idle daemon's memory per app; connections are pooled
     /// per host, and requests carry the app's token, so sharing mixes nothing.
     /// `concurrency` is only used for a client of its own.
     pub fn sibling(
