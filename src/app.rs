@@ -44,6 +44,7 @@ impl AppRuntime {
         store: &Store,
         settings: &Settings,
         progress: crate::delivery::Progress,
+        writer: &crate::delivery::RecordWriter,
     ) -> Self {
         let tokens = Arc::new(TokenManager::new(
             client.clone(),
@@ -57,6 +58,7 @@ impl AppRuntime {
                 client.clone(),
                 Arc::clone(&tokens),
                 &settings.delivery,
+                writer.clone(),
             )
             .with_progress(progress),
         );
@@ -99,7 +101,10 @@ impl App {
             .secret
             .clone()
             .ok_or_else(|| AppError::NoSecret(settings.path.display().to_string()))?;
-        let client = WechatClient::new(&settings.wechat, secret, settings.delivery.concurrency)?;
+        // Apps on one host (WeChat's own, in production) share the pool: room for
+        // every app's concurrency.
+        let pooled = settings.delivery.concurrency * (1 + settings.apps.len());
+        let client = WechatClient::new(&settings.wechat, secret, pooled)?;
         let store =
             Store::open_with(&settings.database.url, settings.database.max_connections).await?;
         // Before any run or report is written under an app's AppID.
@@ -108,14 +113,28 @@ impl App {
         let leftover = crate::delivery::leftover_of(settings.delivery.on_unknown);
         let store = crate::instance::join(&store, &instance, leftover).await?;
         let progress = crate::delivery::Progress::for_role(role);
-        let default = AppRuntime::build(client, &settings.wechat, &store, &settings, progress);
+        // One writer for every app's runs: they share the database's write lock.
+        let writer = crate::delivery::RecordWriter::new(store.clone());
+        let default = AppRuntime::build(
+            client,
+            &settings.wechat,
+            &store,
+            &settings,
+            progress,
+            &writer,
+        );
         let mut apps = vec![(None, default)];
         for app in &settings.apps {
             let secret = app.wechat.secret.clone().ok_or_else(|| {
                 AppError::NoAppSecret(settings.path.display().to_string(), app.name.to_string())
             })?;
-            let client = WechatClient::new(&app.wechat, secret, settings.delivery.concurrency)?;
-            let runtime = AppRuntime::build(client, &app.wechat, &store, &settings, progress);
+            let client =
+                apps[0]
+                    .1
+                    .client
+                    .sibling(&app.wechat, secret, settings.delivery.concurrency)?;
+            let runtime =
+                AppRuntime::build(client, &app.wechat, &store, &settings, progress, &writer);
             apps.push((Some(app.name.clone()), runtime));
         }
         Ok(Self {

@@ -12,4 +12,5 @@ pub use drain::{Deliverer, RunReport, Targeting, leftover_of};
 pub use inflight::InFlight;
 pub use progress::Progress;
 pub use rate::SharedRate;
+pub use recorder::RecordWriter;
 pub use retry::RetryPolicy;

@@ -1,38 +1,116 @@
-//! Group commit: claims and outcomes from all senders are written by one task,
-//! many per transaction, so that recording every delivery costs few commits.
+//! Group commit: claims, marks and outcomes from the senders of every run in the
+//! process are written by one task per store, many per transaction, so that
+//! recording every delivery costs few commits and concurrent runs never contend
+//! for the database's write lock among themselves.
+//!
+//! With one writer per run, 100 runs at once meant 100 tasks taking turns at
+//! SQLite's single write lock through the pool's connections, each waiting in
+//! SQLite's busy handler (sleeps of milliseconds): most of the time went there.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{ConsentGate, Outcome, StorageError, Store};
+use crate::storage::{ConsentGate, Outcome, Status, StorageError, Store};
 
-/// Most operations folded into one transaction.
+/// Most operations folded into one batch.
 const MAX_BATCH: usize = 2048;
 
-enum Op {
-    Claim(
-        Vec<i64>,
-        oneshot::Sender<Result<HashSet<i64>, Arc<StorageError>>>,
-    ),
-    Sending(i64, oneshot::Sender<Result<bool, Arc<StorageError>>>),
-    Record(Outcome),
-    Flush(oneshot::Sender<Result<(), Arc<StorageError>>>),
+type Ack<T> = oneshot::Sender<Result<T, Arc<StorageError>>>;
+
+/// What one run's operations share: its consent gate, and whether any of its
+/// outcomes failed to be written.
+struct Run {
+    gate: ConsentGate,
+    lost: OnceLock<Arc<StorageError>>,
+    runs: Arc<AtomicUsize>,
 }
 
-/// The handle senders use; cheap to clone.
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.runs.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum Kind {
+    Claim(Vec<i64>, Ack<HashSet<i64>>),
+    Sending(i64, Ack<bool>),
+    Record(Outcome),
+    Flush(Ack<()>),
+}
+
+struct Op {
+    run: Arc<Run>,
+    kind: Kind,
+}
+
+/// The process's writer for one store; every run's `Recorder` comes from it.
+/// Cheap to clone. The writer task runs while some run's recorder exists.
+#[derive(Clone)]
+pub struct RecordWriter {
+    store: Store,
+    live: Arc<Mutex<Option<mpsc::WeakUnboundedSender<Op>>>>,
+    runs: Arc<AtomicUsize>,
+}
+
+impl RecordWriter {
+    /// A writer for `store`; its task starts with the first run.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            live: Arc::default(),
+            runs: Arc::default(),
+        }
+    }
+
+    /// Runs recording now (whose recorder, or an operation of it, still exists).
+    pub fn runs(&self) -> usize {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// A recorder for one run, whose claims are checked against `gate`.
+    pub fn recorder(&self, gate: ConsentGate) -> Recorder {
+        let mut live = self.live.lock().expect("poisoned");
+        // The task ends once no recorder holds its channel; the next run starts
+        // another (on its own runtime, which matters to tests).
+        let tx = match live.as_ref().and_then(mpsc::WeakUnboundedSender::upgrade) {
+            Some(tx) => tx,
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(write_loop(self.store.clone(), rx));
+                *live = Some(tx.downgrade());
+                tx
+            }
+        };
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        Recorder {
+            tx,
+            run: Arc::new(Run {
+                gate,
+                lost: OnceLock::new(),
+                runs: Arc::clone(&self.runs),
+            }),
+        }
+    }
+}
+
+/// The handle a run's senders use; cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Op>,
+    run: Arc<Run>,
 }
 
 impl Recorder {
-    /// Starts the writer task for `store`; claims are checked against `gate`.
-    pub fn start(store: Store, gate: ConsentGate) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store, gate, rx));
-        Self { tx }
+    fn send(&self, kind: Kind) {
+        self.tx
+            .send(Op {
+                run: Arc::clone(&self.run),
+                kind,
+            })
+            .expect("recorder task runs while handles exist");
     }
 
     /// Claims deliveries for this sender (`claimed`: each holds its consent credit);
@@ -48,9 +126,7 @@ impl Recorder {
         if ids.is_empty() {
             let _ = ack.send(Ok(HashSet::new()));
         } else {
-            self.tx
-                .send(Op::Claim(ids, ack))
-                .expect("recorder task runs while handles exist");
+            self.send(Kind::Claim(ids, ack));
         }
         async move { done.await.expect("recorder answers every claim") }
     }
@@ -61,85 +137,221 @@ impl Recorder {
     /// senders share a commit.
     pub async fn sending(&self, id: i64) -> Result<bool, Arc<StorageError>> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Op::Sending(id, ack))
-            .expect("recorder task runs while handles exist");
+        self.send(Kind::Sending(id, ack));
         done.await.expect("recorder answers every mark")
     }
 
     /// Queues an outcome; it is committed with the next batch.
     pub fn record(&self, outcome: Outcome) {
-        self.tx
-            .send(Op::Record(outcome))
-            .expect("recorder task runs while handles exist");
+        self.send(Kind::Record(outcome));
     }
 
-    /// Waits until everything queued so far is committed.
+    /// Waits until everything this run queued so far is committed; an error if
+    /// any of its outcomes could not be written, now or before.
     pub async fn flush(&self) -> Result<(), Arc<StorageError>> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Op::Flush(ack))
-            .expect("recorder task runs while handles exist");
+        self.send(Kind::Flush(ack));
         done.await.expect("recorder answers every flush")
     }
 }
 
-async fn write_loop(store: Store, gate: ConsentGate, mut rx: mpsc::UnboundedReceiver<Op>) {
-    let mut ops = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
-        let mut claims = Vec::new();
-        let mut claim_acks = Vec::new();
-        let mut outcomes = Vec::new();
-        let mut marks = Vec::new();
-        let mut marked = Vec::new();
-        let mut flushes = Vec::new();
-        for op in ops.drain(..) {
-            match op {
-                Op::Claim(ids, ack) => {
-                    claim_acks.push((ack, claims.len(), ids.len()));
-                    claims.extend(ids);
-                }
-                Op::Sending(id, ack) => {
-                    marks.push(id);
-                    marked.push(ack);
-                }
-                Op::Record(o) => outcomes.push(o),
-                Op::Flush(ack) => flushes.push(ack),
-            }
+/// True when writing `outcome` depends on its run's gate: a one-time template's
+/// outcomes settle the credit each delivery held, and a refusal of a long-term
+/// one records the rejection. Every other outcome is written the same under
+/// any gate, so those of all runs can share one statement.
+fn needs_gate(gate: &ConsentGate, outcome: &Outcome) -> bool {
+    match gate {
+        ConsentGate::Unchecked => false,
+        ConsentGate::NotRefused(_) => outcome.status == Status::Refused,
+        ConsentGate::Credit(_) => true,
+    }
+}
+
+/// One `write_batch` call: the operations written under one gate.
+struct Group {
+    gate: ConsentGate,
+    claims: Vec<i64>,
+    claim_acks: Vec<(Ack<HashSet<i64>>, usize, usize)>,
+    marks: Vec<i64>,
+    mark_acks: Vec<Ack<bool>>,
+    outcomes: Vec<Outcome>,
+    outcome_runs: Vec<Arc<Run>>,
+}
+
+impl Group {
+    fn new(gate: ConsentGate) -> Self {
+        Self {
+            gate,
+            claims: Vec::new(),
+            claim_acks: Vec::new(),
+            marks: Vec::new(),
+            mark_acks: Vec::new(),
+            outcomes: Vec::new(),
+            outcome_runs: Vec::new(),
         }
-        match store.write_batch(&gate, &claims, &marks, &outcomes).await {
+    }
+
+    async fn write(self, store: &Store) {
+        let result = store
+            .write_batch(&self.gate, &self.claims, &self.marks, &self.outcomes)
+            .await;
+        match result {
             Ok(written) => {
                 let taken = &written.taken;
-                for (ack, start, len) in claim_acks {
-                    let mine = claims[start..start + len]
+                for (ack, start, len) in self.claim_acks {
+                    let mine = self.claims[start..start + len]
                         .iter()
                         .filter(|id| taken.contains(id))
                         .copied()
                         .collect();
                     let _ = ack.send(Ok(mine));
                 }
-                for (id, ack) in marks.iter().zip(marked) {
+                for (id, ack) in self.marks.iter().zip(self.mark_acks) {
                     let _ = ack.send(Ok(written.marked.contains(id)));
-                }
-                for ack in flushes {
-                    let _ = ack.send(Ok(()));
                 }
             }
             Err(e) => {
                 // Claims and marks did not happen (those deliveries are not sent);
                 // recorded outcomes stay `sending` and become `unknown` on resume.
-                tracing::error!(error = %e, lost_outcomes = outcomes.len(), "failed to record deliveries");
+                tracing::error!(error = %e, lost_outcomes = self.outcomes.len(), "failed to record deliveries");
                 let e = Arc::new(e);
-                for (ack, _, _) in claim_acks {
+                for (ack, _, _) in self.claim_acks {
                     let _ = ack.send(Err(Arc::clone(&e)));
                 }
-                for ack in marked {
+                for ack in self.mark_acks {
                     let _ = ack.send(Err(Arc::clone(&e)));
                 }
-                for ack in flushes {
-                    let _ = ack.send(Err(Arc::clone(&e)));
+                for run in self.outcome_runs {
+                    let _ = run.lost.set(Arc::clone(&e));
                 }
             }
         }
+    }
+}
+
+/// Sorts a batch into groups by the gate each operation needs: group 0 (no
+/// gate) takes every mark and every outcome that does not depend on its run's
+/// gate, whichever run it comes from.
+fn sort(ops: &mut Vec<Op>, groups: &mut Vec<Group>, flushes: &mut Vec<(Arc<Run>, Ack<()>)>) {
+    groups.push(Group::new(ConsentGate::Unchecked));
+    // A run's group, found once per batch (runs of equal gates share one).
+    let mut of_run: HashMap<*const Run, usize> = HashMap::new();
+    let mut group_of = |run: &Arc<Run>, groups: &mut Vec<Group>| -> usize {
+        *of_run.entry(Arc::as_ptr(run)).or_insert_with(|| {
+            groups
+                .iter()
+                .position(|g| g.gate == run.gate)
+                .unwrap_or_else(|| {
+                    groups.push(Group::new(run.gate.clone()));
+                    groups.len() - 1
+                })
+        })
+    };
+    for Op { run, kind } in ops.drain(..) {
+        match kind {
+            Kind::Claim(ids, ack) => {
+                let i = group_of(&run, groups);
+                let g = &mut groups[i];
+                g.claim_acks.push((ack, g.claims.len(), ids.len()));
+                g.claims.extend(ids);
+            }
+            Kind::Sending(id, ack) => {
+                groups[0].marks.push(id);
+                groups[0].mark_acks.push(ack);
+            }
+            Kind::Record(o) => {
+                let g = if needs_gate(&run.gate, &o) {
+                    group_of(&run, groups)
+                } else {
+                    0
+                };
+                groups[g].outcomes.push(o);
+                groups[g].outcome_runs.push(run);
+            }
+            Kind::Flush(ack) => flushes.push((run, ack)),
+        }
+    }
+}
+
+async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    let mut flushes = Vec::new();
+    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
+        let mut groups = Vec::new();
+        sort(&mut ops, &mut groups, &mut flushes);
+        let mut groups = groups.into_iter();
+        let plain = groups.next().expect("group 0 is always there");
+        // The gated groups first: the plain group holds the marks, and outcomes
+        // committed before marks keep the committed `sending` rows to the
+        // requests in flight (a sender queues its outcome before it frees its
+        // slot for the next mark), even if the process dies in between.
+        for group in groups {
+            group.write(&store).await;
+        }
+        plain.write(&store).await;
+        for (run, ack) in flushes.drain(..) {
+            let _ = ack.send(run.lost.get().map_or(Ok(()), |e| Err(Arc::clone(e))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(gate: ConsentGate) -> Arc<Run> {
+        let runs = Arc::new(AtomicUsize::new(1));
+        Arc::new(Run {
+            gate,
+            lost: OnceLock::new(),
+            runs,
+        })
+    }
+
+    #[test]
+    fn marks_and_plain_outcomes_of_all_runs_share_one_group() {
+        let long = run(ConsentGate::NotRefused("a".into()));
+        let once = run(ConsentGate::Credit("b".into()));
+        let also_long = run(ConsentGate::NotRefused("a".into()));
+        let op = |run: &Arc<Run>, kind| Op {
+            run: Arc::clone(run),
+            kind,
+        };
+        let mut ops = vec![
+            op(&long, Kind::Claim(vec![1, 2], oneshot::channel().0)),
+            op(&once, Kind::Claim(vec![3], oneshot::channel().0)),
+            op(&also_long, Kind::Claim(vec![4], oneshot::channel().0)),
+            op(&long, Kind::Sending(5, oneshot::channel().0)),
+            op(&once, Kind::Sending(6, oneshot::channel().0)),
+            op(&long, Kind::Record(Outcome::local(7, Status::Sent, None))),
+            op(
+                &long,
+                Kind::Record(Outcome::local(8, Status::Refused, None)),
+            ),
+            op(&once, Kind::Record(Outcome::local(9, Status::Sent, None))),
+            op(&once, Kind::Flush(oneshot::channel().0)),
+        ];
+        let (mut groups, mut flushes) = (Vec::new(), Vec::new());
+        sort(&mut ops, &mut groups, &mut flushes);
+        let ids = |o: &[Outcome]| o.iter().map(|o| o.id).collect::<Vec<_>>();
+        assert_eq!(groups.len(), 3);
+        assert_eq!(groups[0].gate, ConsentGate::Unchecked);
+        assert_eq!(groups[0].marks, [5, 6]);
+        assert_eq!(ids(&groups[0].outcomes), [7]);
+        assert!(groups[0].claims.is_empty());
+        // Runs with equal gates share a group; a refusal needs its gate.
+        assert_eq!(groups[1].gate, ConsentGate::NotRefused("a".into()));
+        assert_eq!(groups[1].claims, [1, 2, 4]);
+        assert_eq!(ids(&groups[1].outcomes), [8]);
+        // A one-time template's outcomes settle credits: always under its gate.
+        assert_eq!(groups[2].gate, ConsentGate::Credit("b".into()));
+        assert_eq!(groups[2].claims, [3]);
+        assert_eq!(ids(&groups[2].outcomes), [9]);
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.marks.is_empty() || g.gate == ConsentGate::Unchecked)
+        );
+        assert_eq!(flushes.len(), 1);
     }
 }
