@@ -298,6 +298,7 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AppTemplate;
 
     fn run(gate: ConsentGate) -> Arc<Run> {
         let runs = Arc::new(AtomicUsize::new(1));
@@ -310,9 +311,9 @@ mod tests {
 
     #[test]
     fn marks_and_plain_outcomes_of_all_runs_share_one_group() {
-        let long = run(ConsentGate::NotRefused("a".into()));
-        let once = run(ConsentGate::Credit("b".into()));
-        let also_long = run(ConsentGate::NotRefused("a".into()));
+        let long = run(ConsentGate::NotRefused(AppTemplate::new("wx1", "a")));
+        let once = run(ConsentGate::Credit(AppTemplate::new("wx1", "b")));
+        let also_long = run(ConsentGate::NotRefused(AppTemplate::new("wx1", "a")));
         let op = |run: &Arc<Run>, kind| Op {
             run: Arc::clone(run),
             kind,
@@ -340,11 +341,17 @@ mod tests {
         assert_eq!(ids(&groups[0].outcomes), [7]);
         assert!(groups[0].claims.is_empty());
         // Runs with equal gates share a group; a refusal needs its gate.
-        assert_eq!(groups[1].gate, ConsentGate::NotRefused("a".into()));
+        assert_eq!(
+            groups[1].gate,
+            ConsentGate::NotRefused(AppTemplate::new("wx1", "a"))
+        );
         assert_eq!(groups[1].claims, [1, 2, 4]);
         assert_eq!(ids(&groups[1].outcomes), [8]);
         // A one-time template's outcomes settle credits: always under its gate.
-        assert_eq!(groups[2].gate, ConsentGate::Credit("b".into()));
+        assert_eq!(
+            groups[2].gate,
+            ConsentGate::Credit(AppTemplate::new("wx1", "b"))
+        );
         assert_eq!(groups[2].claims, [3]);
         assert_eq!(ids(&groups[2].outcomes), [9]);
         assert!(
