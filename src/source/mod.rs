@@ -179,6 +179,50 @@ pub async fn columns(query: &JobQuery) -> Result<Vec<Column>, SourceError> {
         })
 }
 
+/// The result columns of `sql`, by preparing it on `conn`: nothing runs, the
+/// query is checked, and several statements in one query are refused.
+async fn prepared_columns<'c, DB: sqlx::Database>(
+    source: &SourceSettings,
+    conn: impl sqlx::Executor<'c, Database = DB>,
+    sql: &str,
+    kind: fn(&str) -> ColumnKind,
+) -> Result<Vec<Column>, SourceError> {
+    use sqlx::{Column as _, SqlSafeStr, Statement, TypeInfo};
+    let statement = conn
+        .prepare(sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str())
+        .await
+        .map_err(|e| query_error(source, e))?;
+    Ok(statement
+        .columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            kind: kind(c.type_info().name()),
+        })
+        .collect())
+}
+
+/// Sends every row of `rows` (each value read by `value`) until the end or
+/// until nobody reads.
+async fn feed_rows<R: sqlx::Row>(
+    source: &SourceSettings,
+    feed: &Feed,
+    mut rows: futures_util::stream::BoxStream<'_, Result<R, sqlx::Error>>,
+    value: impl Fn(&R, usize) -> Result<Option<String>, sqlx::Error>,
+) -> Result<(), SourceError> {
+    use futures_util::TryStreamExt;
+    while let Some(row) = rows.try_next().await.map_err(|e| query_error(source, e))? {
+        let values = (0..row.len())
+            .map(|i| value(&row, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| query_error(source, e))?;
+        if !feed.row(values).await {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Where the `openid` column is (any letter case).
 fn openid_index(source: &SourceSettings, columns: &[Column]) -> Result<usize, SourceError> {
     columns

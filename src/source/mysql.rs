@@ -5,15 +5,12 @@
 use std::str::FromStr;
 
 use chrono_tz::Tz;
-use futures_util::TryStreamExt;
 use secrecy::ExposeSecret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
-use sqlx::{
-    Column as _, ConnectOptions, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo,
-};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
 use tokio::sync::mpsc;
 
-use super::{Column, ColumnKind, Feed, SourceError, query_error};
+use super::{Column, ColumnKind, Feed, SourceError, feed_rows, prepared_columns, query_error};
 use crate::config::SourceSettings;
 use crate::storage::AudienceRow;
 
@@ -50,31 +47,12 @@ async fn connect(source: &SourceSettings) -> Result<MySqlConnection, SourceError
     Ok(conn)
 }
 
-async fn columns_of(
-    source: &SourceSettings,
-    conn: &mut MySqlConnection,
-    sql: &str,
-) -> Result<Vec<Column>, SourceError> {
-    let statement = conn
-        .prepare(sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str())
-        .await
-        .map_err(|e| query_error(source, e))?;
-    Ok(statement
-        .columns()
-        .iter()
-        .map(|c| Column {
-            name: c.name().to_owned(),
-            kind: kind(c.type_info().name()),
-        })
-        .collect())
-}
-
 pub(super) async fn describe(
     source: &SourceSettings,
     sql: &str,
 ) -> Result<Vec<Column>, SourceError> {
     let mut conn = connect(source).await?;
-    let columns = columns_of(source, &mut conn, sql).await;
+    let columns = prepared_columns(source, &mut conn, sql, kind).await;
     let _ = conn.close().await;
     columns
 }
@@ -86,7 +64,7 @@ pub(super) async fn stream(
     tx: mpsc::Sender<Result<AudienceRow, SourceError>>,
 ) -> Result<(), SourceError> {
     let mut conn = connect(source).await?;
-    let columns = columns_of(source, &mut conn, sql).await?;
+    let columns = prepared_columns(source, &mut conn, sql, kind).await?;
     let openid = super::openid_index(source, &columns)?;
     let feed = Feed {
         tz,
@@ -94,20 +72,12 @@ pub(super) async fn stream(
         openid,
         columns,
     };
-    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut conn);
-    while let Some(row) = rows.try_next().await.map_err(|e| query_error(source, e))? {
-        let mut values = Vec::with_capacity(row.len());
-        for i in 0..row.len() {
-            values.push(
-                row.try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(|e| query_error(source, e))?,
-            );
-        }
-        if !feed.row(values).await {
-            break;
-        }
-    }
-    drop(rows);
+    // Unprepared: every value is the server's text for it.
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut conn);
+    feed_rows(source, &feed, rows, |row, i| {
+        row.try_get_unchecked::<Option<String>, _>(i)
+    })
+    .await?;
     let _ = conn.execute("ROLLBACK").await;
     let _ = conn.close().await;
     Ok(())

@@ -5,15 +5,12 @@
 use std::str::FromStr;
 
 use chrono_tz::Tz;
-use futures_util::TryStreamExt;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{
-    Column as _, ConnectOptions, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo,
-};
+use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::mpsc;
 
-use super::{Column, ColumnKind, Feed, SourceError, query_error};
+use super::{Column, ColumnKind, Feed, SourceError, feed_rows, prepared_columns};
 use crate::config::SourceSettings;
 use crate::storage::AudienceRow;
 
@@ -44,33 +41,12 @@ async fn connect(source: &SourceSettings) -> Result<PgConnection, SourceError> {
     options.connect().await.map_err(unreachable)
 }
 
-async fn columns_of(
-    source: &SourceSettings,
-    conn: &mut PgConnection,
-    sql: &str,
-) -> Result<Vec<Column>, SourceError> {
-    // Preparing checks the query and names its columns without running it; it
-    // also refuses several statements in one query.
-    let statement = conn
-        .prepare(sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str())
-        .await
-        .map_err(|e| query_error(source, e))?;
-    Ok(statement
-        .columns()
-        .iter()
-        .map(|c| Column {
-            name: c.name().to_owned(),
-            kind: kind(c.type_info().name()),
-        })
-        .collect())
-}
-
 pub(super) async fn describe(
     source: &SourceSettings,
     sql: &str,
 ) -> Result<Vec<Column>, SourceError> {
     let mut conn = connect(source).await?;
-    let columns = columns_of(source, &mut conn, sql).await;
+    let columns = prepared_columns(source, &mut conn, sql, kind).await;
     let _ = conn.close().await;
     columns
 }
@@ -82,7 +58,7 @@ pub(super) async fn stream(
     tx: mpsc::Sender<Result<AudienceRow, SourceError>>,
 ) -> Result<(), SourceError> {
     let mut conn = connect(source).await?;
-    let columns = columns_of(source, &mut conn, sql).await?;
+    let columns = prepared_columns(source, &mut conn, sql, kind).await?;
     let openid = super::openid_index(source, &columns)?;
     let feed = Feed {
         tz,
@@ -90,21 +66,12 @@ pub(super) async fn stream(
         openid,
         columns,
     };
-    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut conn);
-    while let Some(row) = rows.try_next().await.map_err(|e| query_error(source, e))? {
-        let mut values = Vec::with_capacity(row.len());
-        for i in 0..row.len() {
-            // Unprepared: every value is PostgreSQL's text for it.
-            values.push(
-                row.try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(|e| query_error(source, e))?,
-            );
-        }
-        if !feed.row(values).await {
-            break;
-        }
-    }
-    drop(rows);
+    // Unprepared: every value is PostgreSQL's text for it.
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut conn);
+    feed_rows(source, &feed, rows, |row, i| {
+        row.try_get_unchecked::<Option<String>, _>(i)
+    })
+    .await?;
     let _ = conn.close().await;
     Ok(())
 }

@@ -5,16 +5,12 @@
 use std::str::FromStr;
 
 use chrono_tz::Tz;
-use futures_util::TryStreamExt;
 use secrecy::ExposeSecret;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
-use sqlx::{
-    Column as _, ConnectOptions, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo,
-    ValueRef,
-};
+use sqlx::{ConnectOptions, Connection, Row, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
-use super::{Column, ColumnKind, Feed, SourceError, query_error};
+use super::{Column, ColumnKind, Feed, SourceError, feed_rows, prepared_columns};
 use crate::config::SourceSettings;
 use crate::storage::AudienceRow;
 
@@ -40,31 +36,12 @@ async fn connect(source: &SourceSettings) -> Result<SqliteConnection, SourceErro
         .map_err(unreachable)
 }
 
-async fn columns_of(
-    source: &SourceSettings,
-    conn: &mut SqliteConnection,
-    sql: &str,
-) -> Result<Vec<Column>, SourceError> {
-    let statement = conn
-        .prepare(sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str())
-        .await
-        .map_err(|e| query_error(source, e))?;
-    Ok(statement
-        .columns()
-        .iter()
-        .map(|c| Column {
-            name: c.name().to_owned(),
-            kind: kind(c.type_info().name()),
-        })
-        .collect())
-}
-
 pub(super) async fn describe(
     source: &SourceSettings,
     sql: &str,
 ) -> Result<Vec<Column>, SourceError> {
     let mut conn = connect(source).await?;
-    let columns = columns_of(source, &mut conn, sql).await;
+    let columns = prepared_columns(source, &mut conn, sql, kind).await;
     let _ = conn.close().await;
     columns
 }
@@ -90,7 +67,7 @@ pub(super) async fn stream(
     tx: mpsc::Sender<Result<AudienceRow, SourceError>>,
 ) -> Result<(), SourceError> {
     let mut conn = connect(source).await?;
-    let columns = columns_of(source, &mut conn, sql).await?;
+    let columns = prepared_columns(source, &mut conn, sql, kind).await?;
     let openid = super::openid_index(source, &columns)?;
     let feed = Feed {
         tz,
@@ -98,17 +75,8 @@ pub(super) async fn stream(
         openid,
         columns,
     };
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut conn);
-    while let Some(row) = rows.try_next().await.map_err(|e| query_error(source, e))? {
-        let values = (0..row.len())
-            .map(|i| value(&row, i))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| query_error(source, e))?;
-        if !feed.row(values).await {
-            break;
-        }
-    }
-    drop(rows);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut conn);
+    feed_rows(source, &feed, rows, value).await?;
     let _ = conn.close().await;
     Ok(())
 }
