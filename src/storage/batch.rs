@@ -24,10 +24,12 @@ async fn mark_sending(
     me: Option<&str>,
     marked: &mut HashSet<i64>,
 ) -> Result<(), StorageError> {
-    // A delivery another instance took since (after a rescue gave it back) is
-    // not this one's to send any more.
+    // A delivery another instance took since (it joined the run, or a rescue
+    // gave it back) is not this one's to send any more. The mark carries the
+    // owner, so that a rescue finds this request even when the page was only
+    // read (see `Store::pending_page`).
     let sql = format!(
-        "UPDATE deliveries SET status = 'sending', updated_at = $2 WHERE id IN ({}) \
+        "UPDATE deliveries SET status = 'sending', owner = $3, updated_at = $2 WHERE id IN ({}) \
          AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = $3) RETURNING id",
         id_set(1)
     );
@@ -50,21 +52,36 @@ pub struct Written {
     pub marked: HashSet<i64>,
 }
 
-/// Writes a chunk of outcomes.
+/// The deliveries an outcome from instance `$n` may write: open ones that are not
+/// another instance's.
+pub(super) fn open_and_mine(n: usize) -> String {
+    format!(
+        "deliveries.status IN ('pending', 'claimed', 'sending') \
+         AND (deliveries.owner IS NULL OR deliveries.owner = ${n})"
+    )
+}
+
+/// Writes a chunk of outcomes, each only on a delivery still open and not
+/// another instance's: a sender gives back (as pending) deliveries it read but
+/// never marked, and one read without being taken may meanwhile have been
+/// taken, sent and finished by an instance that joined the run.
 async fn record_outcomes(
     conn: &mut super::db::Conn,
     chunk: &[Outcome],
     now: &str,
+    me: Option<&str>,
 ) -> Result<(), StorageError> {
     let sql = format!(
         "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
          msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
          credit = 0, owner = NULL, updated_at = $2 \
-         FROM v WHERE deliveries.id = v.id",
-        outcome_set(1)
+         FROM v WHERE deliveries.id = v.id AND {}",
+        outcome_set(1),
+        open_and_mine(3)
     );
     bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
+        .bind(me)
         .execute(conn)
         .await
         .context("record delivery outcomes")?;
@@ -134,7 +151,7 @@ impl Store {
             // `sending` rows to the requests in flight, even if the process dies
             // between the two statements.
             if !outcomes.is_empty() {
-                record_outcomes(&mut conn, outcomes, &now).await?;
+                record_outcomes(&mut conn, outcomes, &now, self.instance.as_deref()).await?;
             }
             if !marks.is_empty() {
                 mark_sending(
@@ -178,27 +195,34 @@ impl Store {
             })
         };
         let credit = matches!(gate, ConsentGate::Credit(_));
+        let me = self.instance.as_deref();
         for chunk in claims.chunks(CHUNK) {
             // Without credits to hold, taking a delivery writes nothing: its
             // `sending` mark is the first write, and only a mark lets a request go.
+            // Either way another instance's deliveries are left alone, and a
+            // claim carries its owner, as a mark does, for a rescue to find.
             let q = if credit {
                 let sql = format!(
-                    "UPDATE deliveries SET status = 'claimed', credit = 1, updated_at = $1 \
-                     WHERE status = 'pending' AND id IN ({}){} RETURNING id, openid",
-                    id_set(2),
-                    consented(3)
+                    "UPDATE deliveries SET status = 'claimed', credit = 1, owner = $2, updated_at = $1 \
+                     WHERE status = 'pending' AND (owner IS NULL OR owner = $2) \
+                     AND id IN ({}){} RETURNING id, openid",
+                    id_set(3),
+                    consented(4)
                 );
                 bind_ids(
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.clone()),
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now.clone())
+                        .bind(me),
                     chunk,
                 )
             } else {
                 let sql = format!(
-                    "SELECT id, openid FROM deliveries WHERE status = 'pending' AND id IN ({}){}",
-                    id_set(1),
-                    consented(2)
+                    "SELECT id, openid FROM deliveries WHERE status = 'pending' \
+                     AND (owner IS NULL OR owner = $1) AND id IN ({}){}",
+                    id_set(2),
+                    consented(3)
                 );
-                bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(me), chunk)
             };
             let mut q = q;
             if let Some(t) = template {
@@ -263,14 +287,17 @@ impl Store {
                     .filter(|id| !mine.contains(id))
                     .copied()
                     .collect();
+                // Those another instance holds were passed over for that, not
+                // for consent: theirs to claim.
                 let sql = format!(
                     "UPDATE deliveries SET status = 'skipped', errmsg = $1, updated_at = $2 \
-                     WHERE status = 'pending' AND id IN ({})",
-                    id_set(3)
+                     WHERE status = 'pending' AND (owner IS NULL OR owner = $3) AND id IN ({})",
+                    id_set(4)
                 );
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(NO_CONSENT)
-                    .bind(now.clone());
+                    .bind(now.clone())
+                    .bind(me);
                 bind_ids(q, &left)
                     .execute(&mut *tx)
                     .await
@@ -299,13 +326,14 @@ impl Store {
                        WHEN 'refused' THEN 0 ELSE consents.credits END, \
                      reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
                      FROM v JOIN deliveries d ON d.id = v.id \
-                     WHERE d.credit = 1 \
+                     WHERE d.credit = 1 AND (d.owner IS NULL OR d.owner = $4) \
                      AND consents.openid = d.openid AND consents.template_id = $2 AND consents.appid = $3",
                     outcome_set(1)
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(template.template_id.clone())
                     .bind(template.appid.clone())
+                    .bind(me)
                     .execute(&mut *tx)
                     .await
                     .context("settle consent credits")?;
@@ -329,7 +357,7 @@ impl Store {
                     .await
                     .context("record refused subscriptions")?;
             }
-            record_outcomes(&mut tx, chunk, &now).await?;
+            record_outcomes(&mut tx, chunk, &now, self.instance.as_deref()).await?;
         }
         tx.commit().await.context("commit delivery updates")?;
         Ok(written)

@@ -114,8 +114,11 @@ impl Store {
     }
 
     /// Up to `limit` pending deliveries of a run with ids above `after`, in id
-    /// order. Where instances share runs (see `shares_runs`) they are taken for
-    /// this store's instance, and another instance's are passed over.
+    /// order. Where instances share runs (see `shares_runs`) another instance's
+    /// are passed over, and the rest are taken for this store's instance while
+    /// another is live. Alone, it only reads them: their claims and `sending`
+    /// marks take them, guarded, so an instance that joins meanwhile and takes
+    /// some first simply wins those, and each is re-checked per page.
     pub async fn pending_page(
         &self,
         job: &str,
@@ -140,7 +143,11 @@ impl Store {
                          ON x.id = t.id"
                     }
                 };
-                let sql = super::postgres::take_page_sql(source);
+                let sql = if self.others_live().await? {
+                    super::postgres::take_page_sql(source)
+                } else {
+                    super::postgres::read_page_sql(source)
+                };
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(me.as_ref())
                     .bind(run_id)

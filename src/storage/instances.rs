@@ -151,6 +151,21 @@ impl Store {
         Ok(n.max(0) as u64)
     }
 
+    /// Whether an instance other than this store's is live now.
+    pub async fn others_live(&self) -> Result<bool, StorageError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM instances WHERE heartbeat_ms >= {} - lease_ms \
+             AND ($1 IS NULL OR id <> $1)",
+            self.backend.now_ms()
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(self.instance.as_deref())
+            .fetch_one(&self.pool)
+            .await
+            .context("look for other live instances")?;
+        Ok(n > 0)
+    }
+
     /// The `(id, pid)` of the instances registered from `host`.
     pub async fn instances_on(&self, host: &str) -> Result<Vec<(String, i64)>, StorageError> {
         let rows = sqlx::query("SELECT id, pid FROM instances WHERE host = $1")

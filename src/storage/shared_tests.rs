@@ -362,3 +362,264 @@ async fn one_tap_reported_and_pushed_to_two_instances_at_once_is_one_credit() {
         assert_eq!(credits, 1, "round {round}: one tap, one credit");
     }
 }
+
+/// Each listed person of `job` gets one credit for run_of's template.
+async fn one_credit_each(store: &Store, job: &str) {
+    sqlx::query(
+        "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
+         SELECT 'wx1', openid, 't', 'accept', 1, 0, 'intake', '' FROM recipients WHERE job = $1",
+    )
+    .bind(job)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
+async fn status_of(store: &Store, run: i64, id: i64) -> Status {
+    let rows = store.deliveries(run).await.unwrap();
+    rows.iter().find(|r| r.id == id).unwrap().status
+}
+
+async fn owner_of(store: &Store, id: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT owner FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_still_settles() {
+    let Some(url) = postgres_url("an_instance_joining_one_that_was_alone") else {
+        return;
+    };
+    let base = Store::open(&url).await.unwrap();
+    listed(&base, "daily", 40).await;
+    one_credit_each(&base, "daily").await;
+    let run = base.enqueue(run_of("daily")).await.unwrap().run_id;
+    let credit = ConsentGate::Credit(AppTemplate::new("wx1", "t"));
+    let (a, b) = (base.as_instance("a"), base.as_instance("b"));
+    let (ia, ib) = (
+        info("a", Duration::from_millis(300)),
+        info("b", Duration::from_secs(30)),
+    );
+    a.register_instance(&ia).await.unwrap();
+
+    // Alone, `a` reads a page without writing it, then claims and marks some.
+    let page_a: Vec<i64> = a
+        .pending_page("daily", Audience::Listed, run, 0, 20)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(page_a.len(), 20);
+    for id in &page_a {
+        assert_eq!(owner_of(&base, *id).await, None, "read, not taken");
+    }
+    let claimed = a
+        .write_batch(&credit, &page_a[..10], &[], &[])
+        .await
+        .unwrap()
+        .taken;
+    assert_eq!(claimed.len(), 10);
+    let sending = a
+        .write_batch(&ConsentGate::Unchecked, &[], &page_a[..4], &[])
+        .await
+        .unwrap()
+        .marked;
+    assert_eq!(sending.len(), 4);
+    for id in &page_a[..10] {
+        assert_eq!(owner_of(&base, *id).await.as_deref(), Some("a"));
+    }
+
+    // `b` joins: with `a` live it takes, and so wins the rest of a's page.
+    b.register_instance(&ib).await.unwrap();
+    let page_b: Vec<i64> = b
+        .pending_page("daily", Audience::Listed, run, 0, 20)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(page_b[..10], page_a[10..], "the unclaimed rest, then more");
+    // Now no longer alone, `a` takes too, and only what nobody holds.
+    let next_a = a
+        .pending_page("daily", Audience::Listed, run, 0, 100)
+        .await
+        .unwrap();
+    assert!(next_a.iter().all(|d| !page_b.contains(&d.id)));
+    a.release_taken(run).await.unwrap();
+
+    // What `a` read and `b` took is b's: a's claim, mark and give-back miss it,
+    // and it is not skipped as if it lacked consent.
+    let lost = &page_a[10..];
+    let w = a.write_batch(&credit, lost, &[], &[]).await.unwrap();
+    assert!(w.taken.is_empty(), "{w:?}");
+    let w = a
+        .write_batch(&ConsentGate::Unchecked, &[], lost, &[])
+        .await
+        .unwrap();
+    assert!(w.marked.is_empty(), "{w:?}");
+    let give_back: Vec<Outcome> = lost
+        .iter()
+        .map(|id| Outcome::local(*id, Status::Pending, None))
+        .collect();
+    a.write_batch(&credit, &[], &[], &give_back).await.unwrap();
+    for id in lost {
+        assert_eq!(status_of(&base, run, *id).await, Status::Pending);
+        assert_eq!(owner_of(&base, *id).await.as_deref(), Some("b"));
+    }
+
+    // `b` sends its page; a stale give-back from `a` cannot reopen one.
+    let taken_b = b
+        .write_batch(&credit, &page_b, &[], &[])
+        .await
+        .unwrap()
+        .taken;
+    assert_eq!(taken_b.len(), 20);
+    let marked_b = b
+        .write_batch(&ConsentGate::Unchecked, &[], &page_b, &[])
+        .await
+        .unwrap()
+        .marked;
+    assert_eq!(marked_b.len(), 20);
+    let sent: Vec<Outcome> = page_b
+        .iter()
+        .map(|id| Outcome::local(*id, Status::Sent, None))
+        .collect();
+    b.write_batch(&credit, &[], &[], &sent).await.unwrap();
+    a.write_batch(&credit, &[], &[], &give_back).await.unwrap();
+    for id in &page_b {
+        assert_eq!(status_of(&base, run, *id).await, Status::Sent);
+    }
+
+    // `a` dies: its 4 requests in flight are unknown (credit spent), its 6
+    // claimed-but-unsent go back to pending (credit released).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.heartbeat(&ib).await.unwrap();
+    let rescue = b.rescue_dead(Status::Unknown, &[]).await.unwrap();
+    assert_eq!(rescue.instances, ["a"]);
+    assert_eq!((rescue.in_flight, rescue.returned), (4, 6));
+    for id in &page_a[..4] {
+        assert_eq!(status_of(&base, run, *id).await, Status::Unknown);
+    }
+    for id in &page_a[4..10] {
+        assert_eq!(status_of(&base, run, *id).await, Status::Pending);
+        assert_eq!(owner_of(&base, *id).await, None);
+    }
+
+    // `b`, alone now, sends the rest: nobody gets two messages.
+    loop {
+        let page: Vec<i64> = b
+            .pending_page("daily", Audience::Listed, run, 0, 16)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        if page.is_empty() {
+            break;
+        }
+        let taken: Vec<i64> = b
+            .write_batch(&credit, &page, &[], &[])
+            .await
+            .unwrap()
+            .taken
+            .into_iter()
+            .collect();
+        let marked = b
+            .write_batch(&ConsentGate::Unchecked, &[], &taken, &[])
+            .await
+            .unwrap()
+            .marked;
+        let sent: Vec<Outcome> = marked
+            .iter()
+            .map(|id| Outcome::local(*id, Status::Sent, None))
+            .collect();
+        b.write_batch(&credit, &[], &[], &sent).await.unwrap();
+    }
+    let audit = base.audit_run(run).await.unwrap();
+    assert_eq!((audit.sent, audit.max_per_openid), (36, 1));
+    let (reserved, credits): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(SUM(reserved) AS BIGINT), CAST(SUM(credits) AS BIGINT) FROM consents",
+    )
+    .fetch_one(&base.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (reserved, credits),
+        (0, 0),
+        "36 sent and 4 unknown spent theirs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_joining_mid_run_never_sends_what_the_lone_one_sends() {
+    let Some(url) = postgres_url("an_instance_joining_mid_run_never_sends") else {
+        return;
+    };
+    let base = Store::open(&url).await.unwrap();
+    listed(&base, "daily", 1500).await;
+    let run = base.enqueue(run_of("daily")).await.unwrap().run_id;
+    let lease = Duration::from_secs(30);
+    let drain = |s: Store, started: std::sync::Arc<tokio::sync::Notify>| async move {
+        let mut mine = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = s
+                .pending_page("daily", Audience::Listed, run, after, 32)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else {
+                return mine;
+            };
+            after = last.id;
+            started.notify_one();
+            for chunk in page.chunks(8) {
+                let ids: Vec<i64> = chunk.iter().map(|d| d.id).collect();
+                let marked = s
+                    .write_batch(&ConsentGate::Unchecked, &[], &ids, &[])
+                    .await
+                    .unwrap()
+                    .marked;
+                // What it read and lost is given back, as a stopping drain does.
+                let outcomes: Vec<Outcome> = ids
+                    .iter()
+                    .map(|id| {
+                        let status = if marked.contains(id) {
+                            Status::Sent
+                        } else {
+                            Status::Pending
+                        };
+                        Outcome::local(*id, status, None)
+                    })
+                    .collect();
+                s.write_batch(&ConsentGate::Unchecked, &[], &[], &outcomes)
+                    .await
+                    .unwrap();
+                mine.extend(marked);
+            }
+        }
+    };
+    let a = base.as_instance("a");
+    a.register_instance(&info("a", lease)).await.unwrap();
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let first = tokio::spawn(drain(a, started.clone()));
+    started.notified().await;
+    let b = base.as_instance("b");
+    b.register_instance(&info("b", lease)).await.unwrap();
+    let second = tokio::spawn(drain(b, std::sync::Arc::new(tokio::sync::Notify::new())));
+    let (mine_a, mine_b) = (first.await.unwrap(), second.await.unwrap());
+    let all: HashSet<i64> = mine_a.iter().chain(&mine_b).copied().collect();
+    assert_eq!(
+        all.len(),
+        mine_a.len() + mine_b.len(),
+        "a delivery was marked by both"
+    );
+    assert!(!mine_b.is_empty(), "the late one joined");
+    // What is left pending (given back behind both cursors) is nobody's.
+    let audit = base.audit_run(run).await.unwrap();
+    assert_eq!(audit.max_per_openid, 1);
+    assert_eq!((audit.sent, all.len()), (1500, 1500));
+}

@@ -57,9 +57,21 @@ pub(super) fn take_page_sql(source: &str) -> String {
     )
 }
 
+/// Reads up to `limit` pending deliveries of a run that are nobody's or `me`'s,
+/// without taking them, with the same parameters and columns as `take_page_sql`.
+/// For an instance alone on the database: taking writes a row version per
+/// delivery that the `sending` mark, which takes it anyway, writes again.
+pub(super) fn read_page_sql(source: &str) -> String {
+    format!(
+        "WITH t AS (SELECT id, openid FROM deliveries WHERE run_id = $2 AND status = 'pending' \
+           AND id > $3 AND (owner IS NULL OR owner = $1) ORDER BY id LIMIT $4) \
+         SELECT t.id, t.openid, x.name, x.vars FROM t {source} ORDER BY t.id"
+    )
+}
+
 /// Records outcomes (`outcome_set` as `$1`) and marks deliveries `sending`
 /// (ids as `$3`, each only if still pending or claimed and not another
-/// instance's `$4`) in one statement, at `$2`; returns the ids marked. One
+/// instance's, and then `$4`'s) in one statement, at `$2`; returns the ids marked. One
 /// statement is one round trip and one commit, where two cost the send path
 /// twice the wait; and since both commit together, a crash can never keep a
 /// new mark while losing the outcome that freed its sender's slot. The two
@@ -68,10 +80,11 @@ pub(super) fn record_and_mark_sql() -> String {
     format!(
         "{}, recorded AS (UPDATE deliveries SET status = v.status, errcode = v.errcode, \
            errmsg = v.errmsg, msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
-           credit = 0, owner = NULL, updated_at = $2 FROM v WHERE deliveries.id = v.id RETURNING 1) \
-         UPDATE deliveries SET status = 'sending', updated_at = $2 WHERE id IN ({}) \
+           credit = 0, owner = NULL, updated_at = $2 FROM v WHERE deliveries.id = v.id AND {} RETURNING 1) \
+         UPDATE deliveries SET status = 'sending', owner = $4, updated_at = $2 WHERE id IN ({}) \
          AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = $4) RETURNING id",
         super::sets::outcome_set(1),
+        super::batch::open_and_mine(4),
         super::sets::id_set(3)
     )
 }
