@@ -359,6 +359,24 @@ impl Summary {
     }
 }
 
+/// Prints one dry-run message (as the JSON that would be sent) or why it is
+/// invalid; true when valid.
+fn print_built(openid: &str, built: Result<Message, String>) -> bool {
+    match built {
+        Ok(m) => {
+            println!(
+                "{}",
+                serde_json::to_string(&m).expect("a message serialises")
+            );
+            true
+        }
+        Err(reason) => {
+            println!("INVALID {openid}: {reason}");
+            false
+        }
+    }
+}
+
 /// A dry run of a query job: the query runs as a firing would run it (read-only),
 /// and each row is rendered and printed as it arrives.
 async fn dry_run_query(job: &Job, query: &crate::config::JobQuery) -> Result<Exit, Failure> {
@@ -381,18 +399,10 @@ async fn dry_run_query(job: &Job, query: &crate::config::JobQuery) -> Result<Exi
                 Message::build(&job.spec, id, &row.vars, &builtins).map_err(|e| e.to_string())
             }
         };
-        match built {
-            Ok(m) => {
-                valid += 1;
-                println!(
-                    "{}",
-                    serde_json::to_string(&m).expect("a message serialises")
-                );
-            }
-            Err(reason) => {
-                invalid += 1;
-                println!("INVALID {}: {reason}", row.openid);
-            }
+        if print_built(&row.openid, built) {
+            valid += 1;
+        } else {
+            invalid += 1;
         }
     }
     println!(
@@ -460,18 +470,10 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
             .and_then(|id| {
                 Message::build(&job.spec, id, vars, &builtins).map_err(|e| e.to_string())
             });
-        match built {
-            Ok(m) => {
-                valid += 1;
-                println!(
-                    "{}",
-                    serde_json::to_string(&m).expect("a message serialises")
-                );
-            }
-            Err(reason) => {
-                invalid += 1;
-                println!("INVALID {openid}: {reason}");
-            }
+        if print_built(openid, built) {
+            valid += 1;
+        } else {
+            invalid += 1;
         }
     }
     println!(

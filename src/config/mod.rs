@@ -532,17 +532,15 @@ impl Checker {
                 self.fail(&at, e);
                 continue;
             }
+            let before = self.problems.len();
             let url = self.secret(
                 &format!("{at}.url"),
                 source.url.map(secrecy::SecretString::from),
                 source.url_file.as_deref(),
             );
             let Some(url) = url else {
-                if !self
-                    .problems
-                    .iter()
-                    .any(|p| p.contains(&format!("{at}.url")))
-                {
+                // A bad url_file was reported by `secret`; only absence is left.
+                if self.problems.len() == before {
                     self.fail(
                         &format!("{at}.url"),
                         "is missing; give url (or url_file) such as mysql://reader@host:3306/shop",

@@ -447,13 +447,7 @@ fn masked_url_opt<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S:
 
 /// A database URL in `config show`: its password masked.
 fn masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
-    let shown = super::DatabaseSettings {
-        url: url.to_owned(),
-        max_connections: None,
-        instance_lease: Duration::ZERO,
-    }
-    .shown();
-    s.serialize_str(&shown)
+    s.serialize_str(&super::settings::masked_url(url))
 }
 
 /// Durations as operators write them: read by humantime ("90s", "180d"), and

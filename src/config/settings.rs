@@ -121,27 +121,32 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     /// The URL with any password replaced by `***`, for logs and output.
     pub fn shown(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            return self.url.clone();
-        };
-        let (authority, tail) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{user}:***@{host}"),
-                None => format!("{userinfo}@{host}"),
-            },
-            None => authority.to_owned(),
-        };
-        // Query parameters can carry a password too (`?password=`).
-        let tail = match tail.split_once('?') {
-            Some((path, _)) => format!("{path}?…"),
-            None => tail.to_owned(),
-        };
-        format!("{scheme}://{authority}{tail}")
+        masked_url(&self.url)
     }
+}
+
+/// A database URL with any password replaced by `***`, for logs and output.
+pub(crate) fn masked_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    // Query parameters can carry a password too (`?password=`).
+    let tail = match tail.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// `[delivery]`: how fast and how persistently to send.
@@ -238,13 +243,7 @@ pub struct SourceSettings {
 impl SourceSettings {
     /// The URL with any password replaced by `***`, for logs and output.
     pub fn shown(&self) -> String {
-        use secrecy::ExposeSecret;
-        DatabaseSettings {
-            url: self.url.expose_secret().to_owned(),
-            max_connections: None,
-            instance_lease: Duration::ZERO,
-        }
-        .shown()
+        masked_url(secrecy::ExposeSecret::expose_secret(&self.url))
     }
 }
 
@@ -265,7 +264,8 @@ impl PartialEq for SourceSettings {
         self.name == other.name
             && self.kind == other.kind
             && self.timeout == other.timeout
-            && same_secret(&Some(self.url.clone()), &Some(other.url.clone()))
+            && secrecy::ExposeSecret::expose_secret(&self.url)
+                == secrecy::ExposeSecret::expose_secret(&other.url)
     }
 }
 

@@ -155,15 +155,15 @@ impl Store {
         let enqueued = match inserted {
             Some(run_id) => {
                 let q = match audience {
-                    Audience::Listed => sqlx::query(
+                    Audience::Listed => Some(sqlx::query(
                         "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
                          SELECT $1, openid, 'pending', $2, $3 FROM recipients WHERE job = $4 AND active = 1 ORDER BY openid",
                     )
                     .bind(run_id)
                     .bind(&now)
                     .bind(&now)
-                    .bind(job),
-                    Audience::Subscribed { one_time } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    .bind(job)),
+                    Audience::Subscribed { one_time } => Some(sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
                          SELECT $1, c.openid, 'pending', $2, $3 FROM consents c WHERE c.appid = $4 AND {} \
                          ORDER BY c.openid",
@@ -174,11 +174,13 @@ impl Store {
                     .bind(&now)
                     .bind(appid)
                     .bind(template_id)
-                    .bind(i64::from(one_time)),
+                    .bind(i64::from(one_time))),
                     // Its people come from the query, through `enqueue_snapshot`.
-                    Audience::Query => sqlx::query("SELECT 1"),
+                    Audience::Query => None,
                 };
-                q.execute(&mut *tx).await.context("enqueue deliveries")?;
+                if let Some(q) = q {
+                    q.execute(&mut *tx).await.context("enqueue deliveries")?;
+                }
                 Enqueued {
                     run_id,
                     created: true,

@@ -93,13 +93,7 @@ impl Store {
             tx.rollback()
                 .await
                 .context("give up a snapshot taken elsewhere")?;
-            return match self.whole_run(new.job, new.slot).await? {
-                Some(existing) => Ok(Snapshot::Existing(existing)),
-                None => Err(StorageError {
-                    action: "find the slot's run",
-                    source: sqlx::Error::RowNotFound,
-                }),
-            };
+            return self.taken_elsewhere(new).await;
         };
         let (mut total, mut written, mut invalid) = (0u64, 0u64, 0u64);
         let mut chunk: Vec<AudienceRow> = first.into_iter().collect();
@@ -201,20 +195,23 @@ impl Store {
         tx.commit()
             .await
             .context("commit a failed audience query")?;
-        let run_id = match run_id {
-            Some(id) => id,
+        match run_id {
+            Some(run_id) => Ok(Snapshot::Failed { run_id, error }),
             // A whole snapshot by another process meanwhile: that run stands.
-            None => match self.whole_run(new.job, new.slot).await? {
-                Some(e) => return Ok(Snapshot::Existing(e)),
-                None => {
-                    return Err(StorageError {
-                        action: "find the slot's run",
-                        source: sqlx::Error::RowNotFound,
-                    });
-                }
-            },
-        };
-        Ok(Snapshot::Failed { run_id, error })
+            None => self.taken_elsewhere(new).await,
+        }
+    }
+
+    /// The slot's run another process created with its snapshot meanwhile: it
+    /// stands, and this firing resumes it.
+    async fn taken_elsewhere<E>(&self, new: NewRun<'_>) -> Result<Snapshot<E>, StorageError> {
+        match self.whole_run(new.job, new.slot).await? {
+            Some(existing) => Ok(Snapshot::Existing(existing)),
+            None => Err(StorageError {
+                action: "find the slot's run",
+                source: sqlx::Error::RowNotFound,
+            }),
+        }
     }
 }
 
