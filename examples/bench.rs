@@ -6,7 +6,9 @@
 //!         [--database sqlite|postgres] [--instances 1] [--kill-one] [--lease 1s]
 //!
 //! `--database postgres` runs on a fresh database of a throwaway cluster
-//! (testpg: `initdb`, `fsync=off`, loopback; gone when the benchmark exits).
+//! (testpg: `initdb`, `fsync=off`, loopback; gone when the benchmark exits), or
+//! on the empty database `WXPUSH_BENCH_DB` names when it is set (for looking
+//! inside with `pg_stat_statements` or `auto_explain` while it runs).
 //! `--instances K` (PostgreSQL only) first starts K-1 `wxpush run` daemons on
 //! the same config, each serving /metrics on a port of its own, on a job that
 //! fires once a year: they join the measured `send --again`'s run through their
@@ -450,7 +452,9 @@ async fn main() {
         eprintln!("bench: --kill-one needs --instances 2 or more");
         std::process::exit(2);
     }
-    let db_url = if a.postgres {
+    let db_url = if let Ok(u) = std::env::var("WXPUSH_BENCH_DB") {
+        u
+    } else if a.postgres {
         testpg::cluster()
             .unwrap_or_else(|why| {
                 eprintln!("bench: --database postgres: {why}");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{ConsentGate, Outcome, Status, StorageError, Store};
+use crate::storage::{ConsentGate, Held, Outcome, Status, StorageError, Store};
 
 /// Most operations folded into one batch.
 const MAX_BATCH: usize = 2048;
@@ -191,9 +191,9 @@ impl Group {
         }
     }
 
-    async fn write(self, store: &Store) {
+    async fn write(self, store: &Store, held: &mut Held) {
         let result = store
-            .write_batch(&self.gate, &self.claims, &self.marks, &self.outcomes)
+            .write_batch_on(held, &self.gate, &self.claims, &self.marks, &self.outcomes)
             .await;
         match result {
             Ok(written) => {
@@ -276,6 +276,8 @@ fn sort(ops: &mut Vec<Op>, groups: &mut Vec<Group>, flushes: &mut Vec<(Arc<Run>,
 async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
+    // The writer's own connection, while it has runs to record.
+    let mut held = Held::default();
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
         let mut groups = Vec::new();
         sort(&mut ops, &mut groups, &mut flushes);
@@ -286,9 +288,9 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
         // requests in flight (a sender queues its outcome before it frees its
         // slot for the next mark), even if the process dies in between.
         for group in groups {
-            group.write(&store).await;
+            group.write(&store, &mut held).await;
         }
-        plain.write(&store).await;
+        plain.write(&store, &mut held).await;
         for (run, ack) in flushes.drain(..) {
             let _ = ack.send(run.lost.get().map_or(Ok(()), |e| Err(Arc::clone(e))));
         }

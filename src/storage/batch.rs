@@ -88,6 +88,169 @@ async fn record_outcomes(
     Ok(())
 }
 
+/// Takes the pending deliveries among `claims` under `gate` into `taken`: under
+/// a one-time template each holds a credit (`claimed`); those whose person lacks
+/// consent become `skipped`. Without a gate nothing is read: the `sending` mark
+/// checks, guarded, that a delivery is still pending and nobody else's, which is
+/// all a claim would have checked.
+async fn take_claims(
+    conn: &mut super::db::Conn,
+    gate: &ConsentGate,
+    claims: &[i64],
+    now: &str,
+    me: Option<&str>,
+    taken: &mut HashSet<i64>,
+) -> Result<(), StorageError> {
+    if matches!(gate, ConsentGate::Unchecked) {
+        taken.extend(claims);
+        return Ok(());
+    }
+    // The condition a delivery's person must meet to be taken under `gate`;
+    // the template id is parameter `$n`.
+    let (consented, template) = match gate {
+        ConsentGate::Unchecked => (None, None),
+        ConsentGate::NotRefused(t) => (
+            Some(
+                " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
+                 AND c.template_id = $n AND c.status IN ('reject', 'ban'))",
+            ),
+            Some(t),
+        ),
+        ConsentGate::Credit(t) => (
+            Some(
+                " AND EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
+                 AND c.template_id = $n AND c.credits > c.reserved)",
+            ),
+            Some(t),
+        ),
+    };
+    // The template id is `$n`, its app's id `$n+1`.
+    let consented = |n: usize| {
+        consented.map_or(String::new(), |c| {
+            c.replace("$n", &format!("${n}"))
+                .replace("$a", &format!("${}", n + 1))
+        })
+    };
+    let credit = matches!(gate, ConsentGate::Credit(_));
+    for chunk in claims.chunks(CHUNK) {
+        // Without credits to hold, taking a delivery writes nothing: its
+        // `sending` mark is the first write, and only a mark lets a request go.
+        // Either way another instance's deliveries are left alone, and a
+        // claim carries its owner, as a mark does, for a rescue to find.
+        let q = if credit {
+            let sql = format!(
+                "UPDATE deliveries SET status = 'claimed', credit = 1, owner = $2, updated_at = $1 \
+                 WHERE status = 'pending' AND (owner IS NULL OR owner = $2) \
+                 AND id IN ({}){} RETURNING id, openid",
+                id_set(3),
+                consented(4)
+            );
+            bind_ids(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now.to_owned())
+                    .bind(me),
+                chunk,
+            )
+        } else {
+            let sql = format!(
+                "SELECT id, openid FROM deliveries WHERE status = 'pending' \
+                 AND (owner IS NULL OR owner = $1) AND id IN ({}){}",
+                id_set(2),
+                consented(3)
+            );
+            bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(me), chunk)
+        };
+        let mut q = q;
+        if let Some(t) = template {
+            q = q.bind(t.template_id.clone()).bind(t.appid.clone());
+        }
+        let mut mine: Vec<(i64, String)> = q
+            .fetch_all(&mut *conn)
+            .await
+            .context("claim deliveries")?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        if let (ConsentGate::Credit(t), false) = (gate, mine.is_empty()) {
+            // Each claimed delivery holds one credit until its outcome settles it.
+            // The guard `credits > reserved` is what spends a credit once: it
+            // holds under row-level locking too, where two claims could both
+            // have passed the check above.
+            let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
+            let sql = format!(
+                "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND template_id = $2 \
+                 AND credits > reserved AND openid IN \
+                 (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
+                id_set(3)
+            );
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(t.appid.clone())
+                .bind(t.template_id.clone());
+            let held: HashSet<String> = bind_ids(q, &ids)
+                .fetch_all(&mut *conn)
+                .await
+                .context("hold consent credits")?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            // One held credit pays for one delivery, even when one person has
+            // several among these claims (the statement holds once per row).
+            let mut paid = HashSet::with_capacity(held.len());
+            let lost: Vec<i64> = mine
+                .iter()
+                .filter(|(_, o)| !(held.contains(o) && paid.insert(o.clone())))
+                .map(|(id, _)| *id)
+                .collect();
+            if !lost.is_empty() {
+                // Lost the credit to another claim: back to pending, then
+                // skipped below like everyone else without consent.
+                let sql = format!(
+                    "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id IN ({})",
+                    id_set(1)
+                );
+                bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
+                    .execute(&mut *conn)
+                    .await
+                    .context("release lost claims")?;
+                mine.retain(|(id, _)| !lost.contains(id));
+            }
+        }
+        // Only when some were not taken: pending ones among them lack consent.
+        if template.is_some() && mine.len() < chunk.len() {
+            let mine: HashSet<i64> = mine.iter().map(|(id, _)| *id).collect();
+            let left: Vec<i64> = chunk
+                .iter()
+                .filter(|id| !mine.contains(id))
+                .copied()
+                .collect();
+            // Those another instance holds were passed over for that, not
+            // for consent: theirs to claim.
+            let sql = format!(
+                "UPDATE deliveries SET status = 'skipped', errmsg = $1, updated_at = $2 \
+                 WHERE status = 'pending' AND (owner IS NULL OR owner = $3) AND id IN ({})",
+                id_set(4)
+            );
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(NO_CONSENT)
+                .bind(now.to_owned())
+                .bind(me);
+            bind_ids(q, &left)
+                .execute(&mut *conn)
+                .await
+                .context("skip deliveries without consent")?;
+        }
+        taken.extend(mine.into_iter().map(|(id, _)| id));
+    }
+    Ok(())
+}
+
+/// A connection kept between batches by one writer (see
+/// `Store::write_batch_on`): taking one from the pool and giving it back costs
+/// two round trips to the database (sqlx tests it each way), which a batch on
+/// the send path, a round trip itself, cannot afford.
+#[derive(Default)]
+pub struct Held(Option<sqlx::pool::PoolConnection<super::db::Db>>);
+
 impl Store {
     /// In one transaction: takes `claims` (each only if still pending and, under
     /// `gate`, only with consent; the others become `skipped`; a one-time
@@ -105,215 +268,121 @@ impl Store {
         marks: &[i64],
         outcomes: &[Outcome],
     ) -> Result<Written, StorageError> {
-        // Most batches are only marks and outcomes of one chunk, a statement each:
-        // each is its own transaction (a write statement takes the write lock when
-        // it starts, as BEGIN IMMEDIATE does; see below for their order), which
-        // saves the round trips of BEGIN and COMMIT to SQLite's thread on the send
-        // path.
-        let mut written = Written::default();
+        self.write_batch_on(&mut Held::default(), gate, claims, marks, outcomes)
+            .await
+    }
+
+    /// `write_batch`, on the connection in `held` when the batch needs no
+    /// transaction (taken from the pool when `held` is empty, and kept there).
+    pub async fn write_batch_on(
+        &self,
+        held: &mut Held,
+        gate: &ConsentGate,
+        claims: &[i64],
+        marks: &[i64],
+        outcomes: &[Outcome],
+    ) -> Result<Written, StorageError> {
+        // Most batches are claims under no credit, then marks and outcomes of one
+        // chunk, a statement each: each is its own transaction (a write statement
+        // takes the write lock when it starts, as BEGIN IMMEDIATE does; see below
+        // for their order), which saves the round trips of BEGIN and COMMIT on the
+        // send path. Such a claim holds nothing that a later statement could
+        // contradict: it only reads, and skips people without consent, guarded.
         if claims.is_empty() && marks.is_empty() && outcomes.is_empty() {
-            return Ok(written);
+            return Ok(Written::default());
         }
         let refused = outcomes.iter().any(|o| o.status == Status::Refused);
-        let one_statement = claims.is_empty()
-            && marks.len() <= CHUNK
+        let one_statement = marks.len() <= CHUNK
             && outcomes.len() <= CHUNK
             && match gate {
                 ConsentGate::Unchecked => true,
                 ConsentGate::NotRefused(_) => !refused,
-                ConsentGate::Credit(_) => false,
+                ConsentGate::Credit(_) => claims.is_empty() && outcomes.is_empty(),
             };
         if one_statement {
             self.check_identity()?;
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .context("record delivery outcomes")?;
-            let now = now();
-            if self.backend == Backend::Postgres && !outcomes.is_empty() && !marks.is_empty() {
-                let sql = super::postgres::record_and_mark_sql();
-                let rows = bind_ids(
-                    bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), outcomes).bind(&now),
-                    marks,
-                )
-                .bind(self.instance.as_deref())
-                .fetch_all(&mut *conn)
-                .await
-                .context("record outcomes and mark deliveries sending")?;
-                written
-                    .marked
-                    .extend(rows.iter().map(|r| r.get::<i64, _>(0)));
-                return Ok(written);
-            }
-            // Outcomes first: a sender queues its outcome before it frees its slot
-            // for the next mark, so committing in this order keeps the committed
-            // `sending` rows to the requests in flight, even if the process dies
-            // between the two statements.
-            if !outcomes.is_empty() {
-                record_outcomes(&mut conn, outcomes, &now, self.instance.as_deref()).await?;
-            }
-            if !marks.is_empty() {
-                mark_sending(
-                    &mut conn,
-                    marks,
-                    &now,
-                    self.instance.as_deref(),
-                    &mut written.marked,
-                )
-                .await?;
-            }
-            return Ok(written);
-        }
-        let mut tx = self.write().await?;
-        let now = now();
-        let taken = &mut written.taken;
-        // The condition a delivery's person must meet to be taken under `gate`;
-        // the template id is parameter `$n`.
-        let (consented, template) = match gate {
-            ConsentGate::Unchecked => (None, None),
-            ConsentGate::NotRefused(t) => (
-                Some(
-                    " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
-                     AND c.template_id = $n AND c.status IN ('reject', 'ban'))",
-                ),
-                Some(t),
-            ),
-            ConsentGate::Credit(t) => (
-                Some(
-                    " AND EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
-                     AND c.template_id = $n AND c.credits > c.reserved)",
-                ),
-                Some(t),
-            ),
-        };
-        // The template id is `$n`, its app's id `$n+1`.
-        let consented = |n: usize| {
-            consented.map_or(String::new(), |c| {
-                c.replace("$n", &format!("${n}"))
-                    .replace("$a", &format!("${}", n + 1))
-            })
-        };
-        let credit = matches!(gate, ConsentGate::Credit(_));
-        let me = self.instance.as_deref();
-        for chunk in claims.chunks(CHUNK) {
-            // Without credits to hold, taking a delivery writes nothing: its
-            // `sending` mark is the first write, and only a mark lets a request go.
-            // Either way another instance's deliveries are left alone, and a
-            // claim carries its owner, as a mark does, for a rescue to find.
-            let q = if credit {
-                let sql = format!(
-                    "UPDATE deliveries SET status = 'claimed', credit = 1, owner = $2, updated_at = $1 \
-                     WHERE status = 'pending' AND (owner IS NULL OR owner = $2) \
-                     AND id IN ({}){} RETURNING id, openid",
-                    id_set(3),
-                    consented(4)
-                );
-                bind_ids(
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(now.clone())
-                        .bind(me),
-                    chunk,
-                )
-            } else {
-                let sql = format!(
-                    "SELECT id, openid FROM deliveries WHERE status = 'pending' \
-                     AND (owner IS NULL OR owner = $1) AND id IN ({}){}",
-                    id_set(2),
-                    consented(3)
-                );
-                bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(me), chunk)
-            };
-            let mut q = q;
-            if let Some(t) = template {
-                q = q.bind(t.template_id.clone()).bind(t.appid.clone());
-            }
-            let mut mine: Vec<(i64, String)> = q
-                .fetch_all(&mut *tx)
-                .await
-                .context("claim deliveries")?
-                .iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
-            if let (ConsentGate::Credit(t), false) = (gate, mine.is_empty()) {
-                // Each claimed delivery holds one credit until its outcome settles it.
-                // The guard `credits > reserved` is what spends a credit once: it
-                // holds under row-level locking too, where two claims could both
-                // have passed the check above.
-                let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
-                let sql = format!(
-                    "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND template_id = $2 \
-                     AND credits > reserved AND openid IN \
-                     (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
-                    id_set(3)
-                );
-                let q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(t.appid.clone())
-                    .bind(t.template_id.clone());
-                let held: HashSet<String> = bind_ids(q, &ids)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .context("hold consent credits")?
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
-                // One held credit pays for one delivery, even when one person has
-                // several among these claims (the statement holds once per row).
-                let mut paid = HashSet::with_capacity(held.len());
-                let lost: Vec<i64> = mine
-                    .iter()
-                    .filter(|(_, o)| !(held.contains(o) && paid.insert(o.clone())))
-                    .map(|(id, _)| *id)
-                    .collect();
-                if !lost.is_empty() {
-                    // Lost the credit to another claim: back to pending, then
-                    // skipped below like everyone else without consent.
-                    let sql = format!(
-                        "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id IN ({})",
-                        id_set(1)
-                    );
-                    bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
-                        .execute(&mut *tx)
+            let conn = match held.0.as_mut() {
+                Some(conn) => conn,
+                None => held.0.insert(
+                    self.pool
+                        .acquire()
                         .await
-                        .context("release lost claims")?;
-                    mine.retain(|(id, _)| !lost.contains(id));
+                        .context("record delivery outcomes")?,
+                ),
+            };
+            let written = self
+                .write_statements(conn, gate, claims, marks, outcomes)
+                .await;
+            if written.is_err() {
+                // It may be broken (a restarted server): the next batch takes
+                // a fresh one from the pool, which tests it first.
+                if let Some(mut conn) = held.0.take() {
+                    conn.close_on_drop();
                 }
             }
-            // Only when some were not taken: pending ones among them lack consent.
-            if template.is_some() && mine.len() < chunk.len() {
-                let mine: HashSet<i64> = mine.iter().map(|(id, _)| *id).collect();
-                let left: Vec<i64> = chunk
-                    .iter()
-                    .filter(|id| !mine.contains(id))
-                    .copied()
-                    .collect();
-                // Those another instance holds were passed over for that, not
-                // for consent: theirs to claim.
-                let sql = format!(
-                    "UPDATE deliveries SET status = 'skipped', errmsg = $1, updated_at = $2 \
-                     WHERE status = 'pending' AND (owner IS NULL OR owner = $3) AND id IN ({})",
-                    id_set(4)
-                );
-                let q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(NO_CONSENT)
-                    .bind(now.clone())
-                    .bind(me);
-                bind_ids(q, &left)
-                    .execute(&mut *tx)
-                    .await
-                    .context("skip deliveries without consent")?;
-            }
-            taken.extend(mine.into_iter().map(|(id, _)| id));
+            return written;
         }
-        for chunk in marks.chunks(CHUNK) {
-            mark_sending(
-                &mut tx,
-                chunk,
-                &now,
-                self.instance.as_deref(),
-                &mut written.marked,
+        self.write_in_transaction(gate, claims, marks, outcomes)
+            .await
+    }
+
+    /// A batch that needs no transaction, as autocommitted statements on `conn`.
+    async fn write_statements(
+        &self,
+        conn: &mut super::db::Conn,
+        gate: &ConsentGate,
+        claims: &[i64],
+        marks: &[i64],
+        outcomes: &[Outcome],
+    ) -> Result<Written, StorageError> {
+        let mut written = Written::default();
+        let me = self.instance.as_deref();
+        let now = now();
+        take_claims(conn, gate, claims, &now, me, &mut written.taken).await?;
+        if self.backend == Backend::Postgres && !outcomes.is_empty() && !marks.is_empty() {
+            let sql = super::postgres::record_and_mark_sql();
+            let rows = bind_ids(
+                bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), outcomes).bind(&now),
+                marks,
             )
-            .await?;
+            .bind(me)
+            .fetch_all(&mut *conn)
+            .await
+            .context("record outcomes and mark deliveries sending")?;
+            written
+                .marked
+                .extend(rows.iter().map(|r| r.get::<i64, _>(0)));
+            return Ok(written);
+        }
+        // Outcomes first: a sender queues its outcome before it frees its slot
+        // for the next mark, so committing in this order keeps the committed
+        // `sending` rows to the requests in flight, even if the process dies
+        // between the two statements.
+        if !outcomes.is_empty() {
+            record_outcomes(conn, outcomes, &now, me).await?;
+        }
+        if !marks.is_empty() {
+            mark_sending(conn, marks, &now, me, &mut written.marked).await?;
+        }
+        Ok(written)
+    }
+
+    /// A batch with credits to hold or settle, refusals to record, or more
+    /// than a chunk of rows: one transaction.
+    async fn write_in_transaction(
+        &self,
+        gate: &ConsentGate,
+        claims: &[i64],
+        marks: &[i64],
+        outcomes: &[Outcome],
+    ) -> Result<Written, StorageError> {
+        let mut written = Written::default();
+        let me = self.instance.as_deref();
+        let mut tx = self.write().await?;
+        let now = now();
+        take_claims(&mut tx, gate, claims, &now, me, &mut written.taken).await?;
+        for chunk in marks.chunks(CHUNK) {
+            mark_sending(&mut tx, chunk, &now, me, &mut written.marked).await?;
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
@@ -357,7 +426,7 @@ impl Store {
                     .await
                     .context("record refused subscriptions")?;
             }
-            record_outcomes(&mut tx, chunk, &now, self.instance.as_deref()).await?;
+            record_outcomes(&mut tx, chunk, &now, me).await?;
         }
         tx.commit().await.context("commit delivery updates")?;
         Ok(written)

@@ -131,18 +131,7 @@ impl Store {
         // recipients, or what people sent through the intake API.
         let rows = match (&self.instance, self.shares_runs()) {
             (Some(me), true) => {
-                let source = match audience {
-                    Audience::Listed => "LEFT JOIN recipients x ON x.job = $5 AND x.openid = t.openid",
-                    Audience::Subscribed { .. } => {
-                        "LEFT JOIN subscribers x ON x.appid = (SELECT appid FROM runs WHERE id = $2) \
-                         AND x.openid = t.openid"
-                    }
-                    // The snapshot's own variables; no name column of its own.
-                    Audience::Query => {
-                        "LEFT JOIN (SELECT id, NULL AS name, vars FROM deliveries WHERE run_id = $2) x \
-                         ON x.id = t.id"
-                    }
-                };
+                let source = super::postgres::page_source(audience);
                 let sql = if self.others_live().await? {
                     super::postgres::take_page_sql(source)
                 } else {
@@ -157,7 +146,14 @@ impl Store {
                     Audience::Listed => q.bind(job),
                     Audience::Subscribed { .. } | Audience::Query => q,
                 };
-                q.fetch_all(&self.pool).await
+                // In a transaction of its own, which `plan_page_read` sets up.
+                let mut tx = self.write().await?;
+                super::postgres::plan_page_read(&mut tx).await?;
+                let rows = q.fetch_all(&mut *tx).await;
+                if rows.is_ok() {
+                    tx.commit().await.context("read pending deliveries")?;
+                }
+                rows
             }
             _ => {
                 let q = match audience {

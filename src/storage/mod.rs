@@ -42,6 +42,7 @@ use tx::WriteTx;
 
 pub use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
 pub use crate::domain::{Counts, RunStatus, Trigger};
+pub use batch::Held;
 pub use consents::{ConsentRow, JobSet, SubscriberRow, TemplateRow};
 pub use db::Backend;
 pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};

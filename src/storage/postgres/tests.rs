@@ -1,0 +1,174 @@
+//! What only PostgreSQL does: the planner's choices on the send path, and a
+//! writer's connection lost to a restarted server.
+
+use super::super::test_stores::postgres_url;
+use super::super::{Held, Store};
+use crate::domain::{ConsentGate, Outcome, Status};
+use crate::storage::{Audience, NewRun, Trigger};
+
+/// `n` recipients listed on `job`, in one statement.
+async fn listed(store: &Store, job: &str, n: usize) {
+    sqlx::query(
+        "INSERT INTO recipients (job, openid, source, created_at, updated_at) \
+         SELECT $1, 'oUser' || lpad(CAST(i AS TEXT), 23, '0'), 'cli', '', '' FROM generate_series(1, $2) i",
+    )
+    .bind(job)
+    .bind(n as i64)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
+async fn enqueue(store: &Store, job: &str) -> i64 {
+    store
+        .enqueue(NewRun {
+            job,
+            appid: "wx1",
+            template_id: "t",
+            audience: Audience::Listed,
+            slot: "2026-11-25T01:00:00Z".parse().unwrap(),
+            trigger: Trigger::Schedule,
+        })
+        .await
+        .unwrap()
+        .run_id
+}
+
+#[tokio::test]
+async fn a_page_of_a_new_run_is_read_along_its_own_index_however_stale_the_statistics() {
+    // The statistics say every delivery is an earlier run's and sent; the new
+    // run is in none of them, as on every fresh run until autovacuum comes.
+    // The planner then guessed a few rows and read the whole run (a bitmap
+    // scan, sorted) or walked the primary key through the earlier run for
+    // every page.
+    let Some(url) = postgres_url("page_read_plan") else {
+        return;
+    };
+    let store = Store::open(&url).await.unwrap();
+    // A first run on a table never analyzed, then a second after the first
+    // was sent and analyzed.
+    listed(&store, "old", 5000).await;
+    let old = enqueue(&store, "old").await;
+    assert_page_plans(&store, "old", old).await;
+    sqlx::query("UPDATE deliveries SET status = 'sent' WHERE run_id = $1")
+        .bind(old)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE deliveries")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    listed(&store, "new", 5000).await;
+    let new = enqueue(&store, "new").await;
+    assert_page_plans(&store, "new", new).await;
+    // And once the statistics know it: half the table, all pending.
+    sqlx::query("ANALYZE deliveries")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_page_plans(&store, "new", new).await;
+    let page = store
+        .pending_page("new", Audience::Listed, new, 0, 256)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 256);
+    assert!(page.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+/// Asserts that both page statements read run `run` of `job` along its index.
+async fn assert_page_plans(store: &Store, job: &str, run: i64) {
+    for (what, sql) in [
+        (
+            "read",
+            super::read_page_sql(super::page_source(Audience::Listed)),
+        ),
+        (
+            "take",
+            super::take_page_sql(super::page_source(Audience::Listed)),
+        ),
+    ] {
+        let mut tx = store.write().await.unwrap();
+        super::plan_page_read(&mut tx).await.unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, COSTS OFF) {sql}"
+        )))
+        .bind("me")
+        .bind(run)
+        .bind(0_i64)
+        .bind(256_i64)
+        .bind(job)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        tx.rollback().await.unwrap();
+        // The primary key only to update the ids already picked, by key.
+        let walks_the_key = plan
+            .windows(2)
+            .any(|w| w[0].contains("deliveries_pkey") && !w[1].contains("Index Cond: (id = ANY"));
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan using deliveries_run on deliveries"),
+            "{what}: {plan}"
+        );
+        assert!(!plan.contains("Bitmap"), "{what}: {plan}");
+        assert!(!walks_the_key, "{what}: {plan}");
+        assert!(!plan.contains("Rows Removed by Filter"), "{what}: {plan}");
+    }
+}
+
+#[tokio::test]
+async fn a_writer_whose_connection_the_server_dropped_takes_a_fresh_one() {
+    // A restarted or failed-over server ends every connection. The writer keeps
+    // its own between batches; the batch that finds it broken fails (its marks
+    // are not made, so nothing is sent), and the next one must not fail too.
+    let Some(url) = postgres_url("writer_connection_dropped") else {
+        return;
+    };
+    let store = Store::open(&url).await.unwrap();
+    listed(&store, "daily", 3).await;
+    let run = enqueue(&store, "daily").await;
+    let ids: Vec<i64> = store
+        .pending_page("daily", Audience::Listed, run, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    let mut held = Held::default();
+    let gate = ConsentGate::Unchecked;
+    let first = store
+        .write_batch_on(&mut held, &gate, &[], &ids[..1], &[])
+        .await
+        .unwrap();
+    assert!(first.marked.contains(&ids[0]));
+
+    let admin = Store::open(&url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&admin.pool)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty() && ended.iter().all(|e| *e));
+
+    let sent = [Outcome::local(ids[0], Status::Sent, None)];
+    assert!(
+        store
+            .write_batch_on(&mut held, &gate, &[], &ids[1..2], &sent)
+            .await
+            .is_err(),
+        "the batch on the dropped connection fails"
+    );
+    let again = store
+        .write_batch_on(&mut held, &gate, &[], &ids[1..2], &sent)
+        .await
+        .expect("the next batch is written on a fresh connection");
+    assert!(again.marked.contains(&ids[1]));
+    let rows = store.deliveries(run).await.unwrap();
+    let status = |id: i64| rows.iter().find(|d| d.id == id).unwrap().status;
+    assert_eq!(status(ids[0]), Status::Sent);
+    assert_eq!(status(ids[1]), Status::Sending);
+    assert_eq!(status(ids[2]), Status::Pending);
+}
