@@ -3,8 +3,10 @@
 -- json_each, no longer STRICT: a STRICT set-returning SQL function is never
 -- inlined, so every batched statement called it as a function of its own
 -- (about 0.1 ms each, twice per batch of outcomes and marks). Inlined, it is
--- jsonb_array_elements itself, guessed at 100 rows: still a key probe per row.
--- It read NULL as no rows before and does now (jsonb_array_elements is strict).
+-- jsonb_array_elements itself. The statements use it as `= ANY(ARRAY(...))`,
+-- computed once and matched by key, never as a join the planner could turn
+-- around (it did, with a fresh run's stale statistics: a scan of every
+-- delivery, reading the set once for each). NULL still reads as no rows.
 CREATE OR REPLACE FUNCTION json_each(rows text) RETURNS TABLE (value jsonb)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 64
     AS $$ SELECT jsonb_array_elements(rows::jsonb) $$;

@@ -1,4 +1,3 @@
 -- Finding rows from before apps (appid = '') at every start is a key lookup in
--- each table; runs had no key on appid, so it read them all. (The same version
--- on PostgreSQL also lets the planner inline its json_each.)
+-- each table; runs had no key on appid, so it read them all.
 CREATE INDEX runs_appid ON runs (appid);

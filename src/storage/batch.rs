@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 
 use super::db::Backend;
-use super::sets::{CHUNK, bind_ids, bind_outcomes, id_set, outcome_set};
+use super::sets::{CHUNK, among_outcomes, bind_ids, bind_outcomes, in_ids, outcome_set};
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentGate, Outcome, Status};
 
@@ -19,6 +19,7 @@ const NO_CONSENT: &str = "no consent";
 /// statement than an outcome's, since it is one per request.
 async fn mark_sending(
     conn: &mut super::db::Conn,
+    backend: Backend,
     chunk: &[i64],
     now: &str,
     me: Option<&str>,
@@ -29,9 +30,9 @@ async fn mark_sending(
     // owner, so that a rescue finds this request even when the page was only
     // read (see `Store::pending_page`).
     let sql = format!(
-        "UPDATE deliveries SET status = 'sending', owner = $3, updated_at = $2 WHERE id IN ({}) \
+        "UPDATE deliveries SET status = 'sending', owner = $3, updated_at = $2 WHERE id {} \
          AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = $3) RETURNING id",
-        id_set(1)
+        in_ids(backend, 1)
     );
     let rows = bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
@@ -67,6 +68,7 @@ pub(super) fn open_and_mine(n: usize) -> String {
 /// taken, sent and finished by an instance that joined the run.
 async fn record_outcomes(
     conn: &mut super::db::Conn,
+    backend: Backend,
     chunk: &[Outcome],
     now: &str,
     me: Option<&str>,
@@ -75,8 +77,9 @@ async fn record_outcomes(
         "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
          msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
          credit = 0, owner = NULL, updated_at = $2 \
-         FROM v WHERE deliveries.id = v.id AND {}",
+         FROM v WHERE deliveries.id = v.id{} AND {}",
         outcome_set(1),
+        among_outcomes(backend, "deliveries.id"),
         open_and_mine(3)
     );
     bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
@@ -95,6 +98,7 @@ async fn record_outcomes(
 /// all a claim would have checked.
 async fn take_claims(
     conn: &mut super::db::Conn,
+    backend: Backend,
     gate: &ConsentGate,
     claims: &[i64],
     now: &str,
@@ -141,8 +145,8 @@ async fn take_claims(
             let sql = format!(
                 "UPDATE deliveries SET status = 'claimed', credit = 1, owner = $2, updated_at = $1 \
                  WHERE status = 'pending' AND (owner IS NULL OR owner = $2) \
-                 AND id IN ({}){} RETURNING id, openid",
-                id_set(3),
+                 AND id {}{} RETURNING id, openid",
+                in_ids(backend, 3),
                 consented(4)
             );
             bind_ids(
@@ -154,8 +158,8 @@ async fn take_claims(
         } else {
             let sql = format!(
                 "SELECT id, openid FROM deliveries WHERE status = 'pending' \
-                 AND (owner IS NULL OR owner = $1) AND id IN ({}){}",
-                id_set(2),
+                 AND (owner IS NULL OR owner = $1) AND id {}{}",
+                in_ids(backend, 2),
                 consented(3)
             );
             bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(me), chunk)
@@ -180,8 +184,8 @@ async fn take_claims(
             let sql = format!(
                 "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND template_id = $2 \
                  AND credits > reserved AND openid IN \
-                 (SELECT openid FROM deliveries WHERE id IN ({})) RETURNING openid",
-                id_set(3)
+                 (SELECT openid FROM deliveries WHERE id {}) RETURNING openid",
+                in_ids(backend, 3)
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(t.appid.clone())
@@ -205,8 +209,8 @@ async fn take_claims(
                 // Lost the credit to another claim: back to pending, then
                 // skipped below like everyone else without consent.
                 let sql = format!(
-                    "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id IN ({})",
-                    id_set(1)
+                    "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id {}",
+                    in_ids(backend, 1)
                 );
                 bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
                     .execute(&mut *conn)
@@ -227,8 +231,8 @@ async fn take_claims(
             // for consent: theirs to claim.
             let sql = format!(
                 "UPDATE deliveries SET status = 'skipped', errmsg = $1, updated_at = $2 \
-                 WHERE status = 'pending' AND (owner IS NULL OR owner = $3) AND id IN ({})",
-                id_set(4)
+                 WHERE status = 'pending' AND (owner IS NULL OR owner = $3) AND id {}",
+                in_ids(backend, 4)
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(NO_CONSENT)
@@ -338,7 +342,16 @@ impl Store {
         let mut written = Written::default();
         let me = self.instance.as_deref();
         let now = now();
-        take_claims(conn, gate, claims, &now, me, &mut written.taken).await?;
+        take_claims(
+            conn,
+            self.backend,
+            gate,
+            claims,
+            &now,
+            me,
+            &mut written.taken,
+        )
+        .await?;
         if self.backend == Backend::Postgres && !outcomes.is_empty() && !marks.is_empty() {
             let sql = super::postgres::record_and_mark_sql();
             let rows = bind_ids(
@@ -359,10 +372,10 @@ impl Store {
         // `sending` rows to the requests in flight, even if the process dies
         // between the two statements.
         if !outcomes.is_empty() {
-            record_outcomes(conn, outcomes, &now, me).await?;
+            record_outcomes(conn, self.backend, outcomes, &now, me).await?;
         }
         if !marks.is_empty() {
-            mark_sending(conn, marks, &now, me, &mut written.marked).await?;
+            mark_sending(conn, self.backend, marks, &now, me, &mut written.marked).await?;
         }
         Ok(written)
     }
@@ -380,9 +393,18 @@ impl Store {
         let me = self.instance.as_deref();
         let mut tx = self.write().await?;
         let now = now();
-        take_claims(&mut tx, gate, claims, &now, me, &mut written.taken).await?;
+        take_claims(
+            &mut tx,
+            self.backend,
+            gate,
+            claims,
+            &now,
+            me,
+            &mut written.taken,
+        )
+        .await?;
         for chunk in marks.chunks(CHUNK) {
-            mark_sending(&mut tx, chunk, &now, me, &mut written.marked).await?;
+            mark_sending(&mut tx, self.backend, chunk, &now, me, &mut written.marked).await?;
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
@@ -395,9 +417,10 @@ impl Store {
                        WHEN 'refused' THEN 0 ELSE consents.credits END, \
                      reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
                      FROM v JOIN deliveries d ON d.id = v.id \
-                     WHERE d.credit = 1 AND (d.owner IS NULL OR d.owner = $4) \
+                     WHERE d.credit = 1 AND (d.owner IS NULL OR d.owner = $4){} \
                      AND consents.openid = d.openid AND consents.template_id = $2 AND consents.appid = $3",
-                    outcome_set(1)
+                    outcome_set(1),
+                    among_outcomes(self.backend, "d.id")
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(template.template_id.clone())
@@ -414,9 +437,10 @@ impl Store {
                 let sql = format!(
                     "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = $2 \
                      FROM v JOIN deliveries d ON d.id = v.id \
-                     WHERE v.status = 'refused' AND consents.openid = d.openid AND consents.template_id = $3 \
+                     WHERE v.status = 'refused'{} AND consents.openid = d.openid AND consents.template_id = $3 \
                      AND consents.appid = $4",
-                    outcome_set(1)
+                    outcome_set(1),
+                    among_outcomes(self.backend, "d.id")
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(&now)
@@ -426,7 +450,7 @@ impl Store {
                     .await
                     .context("record refused subscriptions")?;
             }
-            record_outcomes(&mut tx, chunk, &now, me).await?;
+            record_outcomes(&mut tx, self.backend, chunk, &now, me).await?;
         }
         tx.commit().await.context("commit delivery updates")?;
         Ok(written)

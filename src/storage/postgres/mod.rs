@@ -8,8 +8,8 @@ use std::time::Duration;
 use sqlx::Connection as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
-use super::db::Conn;
 use super::db::Pool;
+use super::db::{Backend, Conn};
 use super::runs::Audience;
 use super::{Context, StorageError};
 
@@ -127,12 +127,13 @@ pub(super) fn record_and_mark_sql() -> String {
     format!(
         "{}, recorded AS (UPDATE deliveries SET status = v.status, errcode = v.errcode, \
            errmsg = v.errmsg, msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
-           credit = 0, owner = NULL, updated_at = $2 FROM v WHERE deliveries.id = v.id AND {} RETURNING 1) \
-         UPDATE deliveries SET status = 'sending', owner = $4, updated_at = $2 WHERE id IN ({}) \
+           credit = 0, owner = NULL, updated_at = $2 FROM v WHERE deliveries.id = v.id{} AND {} RETURNING 1) \
+         UPDATE deliveries SET status = 'sending', owner = $4, updated_at = $2 WHERE id {} \
          AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = $4) RETURNING id",
         super::sets::outcome_set(1),
+        super::sets::among_outcomes(Backend::Postgres, "deliveries.id"),
         super::batch::open_and_mine(4),
-        super::sets::id_set(3)
+        super::sets::in_ids(Backend::Postgres, 3)
     )
 }
 
