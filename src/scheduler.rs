@@ -197,11 +197,17 @@ async fn job_loop(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    // Another instance's drain of this job (a manual `send`, a slot) says so
+    // when it begins: joined at once, the tick being the fallback.
+    let mut changes = app.store.run_changes();
     while let Some(next) = job.schedule.next_after(after) {
         let reached = loop {
             tokio::select! {
                 r = sleep_until(&app.clock, next, &shutdown, &stop) => break r,
                 _ = tick(&mut join_tick) => {
+                    join(&app, &job, &busy, &shutdown, &mut running).await;
+                }
+                _ = changes.changed(job.name.as_ref()) => {
                     join(&app, &job, &busy, &shutdown, &mut running).await;
                 }
             }

@@ -18,7 +18,8 @@ use super::send::{Halt, Latency, SendContext};
 use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job, OnUnknown};
 use crate::domain::{AppTemplate, Builtins, Message, OpenId, TemplateKind};
 use crate::storage::{
-    Audience, ConsentGate, Counts, Outcome, PendingDelivery, RunStatus, Status, StorageError, Store,
+    Audience, ConsentGate, Counts, Outcome, PendingDelivery, RunChanges, RunStatus, Status,
+    StorageError, Store,
 };
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
 
@@ -251,15 +252,21 @@ impl Deliverer {
     fn read_page(
         &self,
         job: &Job,
-        audience: Audience,
+        targeting: &Targeting,
         run_id: i64,
         after: i64,
         size: u32,
     ) -> tokio::task::JoinHandle<Result<Vec<PendingDelivery>, StorageError>> {
         let (store, job) = (self.store.clone(), job.name.to_string());
+        let audience = targeting.audience;
+        // A long-term template's consent is read with the page (see `take_claims`).
+        let refusals = match &targeting.gate {
+            ConsentGate::NotRefused(t) => Some(t.clone()),
+            ConsentGate::Unchecked | ConsentGate::Credit(_) => None,
+        };
         tokio::spawn(async move {
             store
-                .pending_page(&job, audience, run_id, after, size)
+                .pending_page(&job, audience, refusals.as_ref(), run_id, after, size)
                 .await
         })
     }
@@ -270,7 +277,9 @@ impl Deliverer {
     /// came.
     async fn wait_for_others(
         &self,
+        job: &str,
         run_id: i64,
+        changes: &mut RunChanges,
         shutdown: &CancellationToken,
     ) -> Result<bool, StorageError> {
         loop {
@@ -281,8 +290,11 @@ impl Deliverer {
             if held == 0 {
                 return Ok(false);
             }
+            // Woken at once when another instance finishes its share or a
+            // rescue gives deliveries back; the timer covers a lost signal.
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = changes.changed(job) => {}
                 _ = shutdown.cancelled() => return Ok(false),
             }
         }
@@ -377,6 +389,12 @@ impl Deliverer {
         // Where instances share the run, each takes a few chunks at a time, so
         // that the work spreads and a dead instance leaves little to give back.
         let shared = self.store.shares_runs();
+        // Listening before the others are told, so that their answers are heard:
+        // idle instances join this run now rather than at their next join check.
+        let mut changes = self.store.run_changes();
+        if shared {
+            self.store.signal_job(job.name.as_ref()).await;
+        }
         // Every drain in the process holds its pages at once (one app's runs
         // and every other app's): with many, each takes a share of one page, so
         // that memory stays near one run's (100 runs' full pages were about a
@@ -392,8 +410,7 @@ impl Deliverer {
         let mut swept = false;
         let flushed = loop {
             // The next page is read (on PostgreSQL, taken) while this one is sent.
-            let mut next =
-                Some(self.read_page(job, targeting.audience, run_id, after, page_size()));
+            let mut next = Some(self.read_page(job, targeting, run_id, after, page_size()));
             'pages: loop {
                 let page = next
                     .take()
@@ -406,14 +423,13 @@ impl Deliverer {
                     if shared && !swept && after > 0 {
                         swept = true;
                         after = 0;
-                        next =
-                            Some(self.read_page(job, targeting.audience, run_id, 0, page_size()));
+                        next = Some(self.read_page(job, targeting, run_id, 0, page_size()));
                         continue;
                     }
                     break;
                 };
                 after = last.id;
-                next = Some(self.read_page(job, targeting.audience, run_id, after, page_size()));
+                next = Some(self.read_page(job, targeting, run_id, after, page_size()));
                 for chunk in page.chunks(self.concurrency) {
                     if shutdown.is_cancelled() || ctx.halt.is_stopped() {
                         go_on = false;
@@ -421,6 +437,16 @@ impl Deliverer {
                     }
                     let mut ready = Vec::with_capacity(chunk.len());
                     for d in chunk {
+                        if d.refused {
+                            // Rejected or banned on record: never asked of WeChat.
+                            crate::stats::skipped(&ctx.job, 1);
+                            recorder.record(Outcome::local(
+                                d.id,
+                                Status::Skipped,
+                                Some(crate::domain::NO_CONSENT.to_owned()),
+                            ));
+                            continue;
+                        }
                         match build(job, d, &builtins) {
                             Ok(message) => ready.push((d.id, message)),
                             // Caught here, so WeChat never answers 47003 for it.
@@ -467,6 +493,8 @@ impl Deliverer {
             let flushed = recorder.flush().await;
             if shared && flushed.is_ok() {
                 self.store.release_taken(run_id).await?;
+                // This share is done: a drain waiting for it looks again now.
+                self.store.signal_job(job.name.as_ref()).await;
             }
             // Shared: the run is done only when the other instances' deliveries
             // are too. Wait for them (a sender that joined reports the whole
@@ -474,7 +502,10 @@ impl Deliverer {
             if !shared || !go_on || flushed.is_err() || ctx.halt.is_stopped() {
                 break flushed;
             }
-            if !self.wait_for_others(run_id, shutdown).await? {
+            if !self
+                .wait_for_others(job.name.as_ref(), run_id, &mut changes, shutdown)
+                .await?
+            {
                 break flushed;
             }
             after = 0;

@@ -113,18 +113,21 @@ impl Recorder {
             .expect("recorder task runs while handles exist");
     }
 
-    /// Claims deliveries for this sender (`claimed`: each holds its consent credit);
-    /// the returned future resolves once that is committed, with the ones taken
-    /// (those still pending and consented). The request is queued at once, before
-    /// the future is awaited, so a caller can have the next chunk committing while
-    /// it sends this one.
+    /// Claims deliveries for this sender: under a one-time template each holds a
+    /// consent credit (`claimed`), and the returned future resolves once that is
+    /// committed, with the ones taken (those still pending and credited); under
+    /// any other gate it resolves at once with all of them. The request is queued
+    /// at once, before the future is awaited, so a caller can have the next chunk
+    /// committing while it sends this one.
     pub fn claim(
         &self,
         ids: Vec<i64>,
     ) -> impl Future<Output = Result<HashSet<i64>, Arc<StorageError>>> + Send + 'static {
         let (ack, done) = oneshot::channel();
-        if ids.is_empty() {
-            let _ = ack.send(Ok(HashSet::new()));
+        if ids.is_empty() || !matches!(self.run.gate, ConsentGate::Credit(_)) {
+            // Only a credit is held by a claim; otherwise the `sending` mark is
+            // the first write and checks all a claim would (`take_claims`).
+            let _ = ack.send(Ok(ids.into_iter().collect()));
         } else {
             self.send(Kind::Claim(ids, ack));
         }

@@ -98,8 +98,11 @@ impl Outcome {
     }
 }
 
-/// Which consent a run's deliveries must have to be sent; checked in the same
-/// transaction that claims them.
+/// Why a delivery was skipped: its person has no consent on record for it.
+pub const NO_CONSENT: &str = "no consent";
+
+/// Which consent a run's deliveries must have to be sent: a credit, held in
+/// the transaction that claims each delivery; no rejection, read with each page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentGate {
     /// Send whatever the consent records say (`consent = "unchecked"`).

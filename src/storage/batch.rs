@@ -11,8 +11,7 @@ use super::sets::{CHUNK, among_outcomes, bind_ids, bind_outcomes, in_ids, outcom
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentGate, Outcome, Status};
 
-/// Why a delivery was skipped at its claim.
-const NO_CONSENT: &str = "no consent";
+use crate::domain::NO_CONSENT;
 
 /// Marks a chunk of taken deliveries `sending` (they keep their credit), each
 /// only if it is still pending or claimed; returns the ones marked. A narrower
@@ -93,9 +92,10 @@ async fn record_outcomes(
 
 /// Takes the pending deliveries among `claims` under `gate` into `taken`: under
 /// a one-time template each holds a credit (`claimed`); those whose person lacks
-/// consent become `skipped`. Without a gate nothing is read: the `sending` mark
-/// checks, guarded, that a delivery is still pending and nobody else's, which is
-/// all a claim would have checked.
+/// one become `skipped`. Otherwise nothing is read: the `sending` mark checks,
+/// guarded, that a delivery is still pending and nobody else's, and a rejection
+/// on record was read with its page (`Store::pending_page`), which saves the send
+/// path a statement per chunk.
 async fn take_claims(
     conn: &mut super::db::Conn,
     backend: Backend,
@@ -105,69 +105,28 @@ async fn take_claims(
     me: Option<&str>,
     taken: &mut HashSet<i64>,
 ) -> Result<(), StorageError> {
-    if matches!(gate, ConsentGate::Unchecked) {
+    let ConsentGate::Credit(t) = gate else {
         taken.extend(claims);
         return Ok(());
-    }
-    // The condition a delivery's person must meet to be taken under `gate`;
-    // the template id is parameter `$n`.
-    let (consented, template) = match gate {
-        ConsentGate::Unchecked => (None, None),
-        ConsentGate::NotRefused(t) => (
-            Some(
-                " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
-                 AND c.template_id = $n AND c.status IN ('reject', 'ban'))",
-            ),
-            Some(t),
-        ),
-        ConsentGate::Credit(t) => (
-            Some(
-                " AND EXISTS (SELECT 1 FROM consents c WHERE c.appid = $a AND c.openid = deliveries.openid \
-                 AND c.template_id = $n AND c.credits > c.reserved)",
-            ),
-            Some(t),
-        ),
     };
-    // The template id is `$n`, its app's id `$n+1`.
-    let consented = |n: usize| {
-        consented.map_or(String::new(), |c| {
-            c.replace("$n", &format!("${n}"))
-                .replace("$a", &format!("${}", n + 1))
-        })
-    };
-    let credit = matches!(gate, ConsentGate::Credit(_));
     for chunk in claims.chunks(CHUNK) {
-        // Without credits to hold, taking a delivery writes nothing: its
-        // `sending` mark is the first write, and only a mark lets a request go.
-        // Either way another instance's deliveries are left alone, and a
-        // claim carries its owner, as a mark does, for a rescue to find.
-        let q = if credit {
-            let sql = format!(
-                "UPDATE deliveries SET status = 'claimed', credit = 1, owner = $2, updated_at = $1 \
-                 WHERE status = 'pending' AND (owner IS NULL OR owner = $2) \
-                 AND id {}{} RETURNING id, openid",
-                in_ids(backend, 3),
-                consented(4)
-            );
-            bind_ids(
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(now.to_owned())
-                    .bind(me),
-                chunk,
-            )
-        } else {
-            let sql = format!(
-                "SELECT id, openid FROM deliveries WHERE status = 'pending' \
-                 AND (owner IS NULL OR owner = $1) AND id {}{}",
-                in_ids(backend, 2),
-                consented(3)
-            );
-            bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(me), chunk)
-        };
-        let mut q = q;
-        if let Some(t) = template {
-            q = q.bind(t.template_id.clone()).bind(t.appid.clone());
-        }
+        // Another instance's deliveries are left alone, and a claim carries
+        // its owner, as a mark does, for a rescue to find.
+        let sql = format!(
+            "UPDATE deliveries SET status = 'claimed', credit = 1, owner = $2, updated_at = $1 \
+             WHERE status = 'pending' AND (owner IS NULL OR owner = $2) AND id {} \
+             AND EXISTS (SELECT 1 FROM consents c WHERE c.appid = $5 AND c.openid = deliveries.openid \
+             AND c.template_id = $4 AND c.credits > c.reserved) RETURNING id, openid",
+            in_ids(backend, 3)
+        );
+        let q = bind_ids(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now.to_owned())
+                .bind(me),
+            chunk,
+        )
+        .bind(t.template_id.clone())
+        .bind(t.appid.clone());
         let mut mine: Vec<(i64, String)> = q
             .fetch_all(&mut *conn)
             .await
@@ -175,7 +134,7 @@ async fn take_claims(
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
-        if let (ConsentGate::Credit(t), false) = (gate, mine.is_empty()) {
+        if !mine.is_empty() {
             // Each claimed delivery holds one credit until its outcome settles it.
             // The guard `credits > reserved` is what spends a credit once: it
             // holds under row-level locking too, where two claims could both
@@ -220,7 +179,7 @@ async fn take_claims(
             }
         }
         // Only when some were not taken: pending ones among them lack consent.
-        if template.is_some() && mine.len() < chunk.len() {
+        if mine.len() < chunk.len() {
             let mine: HashSet<i64> = mine.iter().map(|(id, _)| *id).collect();
             let left: Vec<i64> = chunk
                 .iter()
@@ -256,12 +215,12 @@ async fn take_claims(
 pub struct Held(Option<sqlx::pool::PoolConnection<super::db::Db>>);
 
 impl Store {
-    /// In one transaction: takes `claims` (each only if still pending and, under
-    /// `gate`, only with consent; the others become `skipped`; a one-time
-    /// template's become `claimed`, each holding a credit), and
-    /// marks `marks` (claimed deliveries whose requests are about to start)
-    /// `sending`, and records `outcomes`, settling the credits they held. Returns
-    /// the claims taken and the marks made.
+    /// Takes `claims` (each only if still pending and, under `gate`, only with
+    /// consent; the others become `skipped`; a one-time template's become
+    /// `claimed`, each holding a credit), marks `marks` (claimed deliveries whose
+    /// requests are about to start) `sending`, and records `outcomes`, settling
+    /// the credits they held: in one transaction whenever credits or refusals
+    /// are involved. Returns the claims taken and the marks made.
     ///
     /// Rows are written a chunk per statement: one statement per row would cost a
     /// round trip to SQLite's thread each, which dominated the send path.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Audience, Context, StorageError, Store, now};
-use crate::domain::Status;
+use crate::domain::{AppTemplate, Status};
 
 /// A run's books, from `Store::audit_run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,9 @@ pub struct PendingDelivery {
     pub openid: String,
     /// Their variables, `name` included.
     pub vars: BTreeMap<String, String>,
+    /// A rejection or ban of the template is on record for them (read only when
+    /// the page was asked about a template): not to be sent.
+    pub refused: bool,
 }
 
 /// One delivery, for history.
@@ -62,6 +65,23 @@ pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<St
         .and_then(|v| serde_json::from_str(v).ok())
         .unwrap_or_default();
     crate::domain::with_name(map, name.as_deref())
+}
+
+/// A column that is 1 when the person of the delivery aliased `d` has rejected
+/// or been banned from the template `$t` of app `$a` (parameters `(t, a)`), 0
+/// otherwise or without them. Read with the page, so that a long-term
+/// template's claims need no statement of their own on the send path: the
+/// rejection checked a page ahead instead of a chunk ahead, and one that comes
+/// in between is WeChat's to refuse (43101), as one after the send would be.
+fn refused_column(d: &str, params: Option<(usize, usize)>) -> String {
+    match params {
+        None => "CAST(0 AS BIGINT)".to_owned(),
+        Some((t, a)) => format!(
+            "CAST(CASE WHEN EXISTS (SELECT 1 FROM consents c WHERE c.appid = ${a} \
+             AND c.openid = {d}.openid AND c.template_id = ${t} AND c.status IN ('reject', 'ban')) \
+             THEN 1 ELSE 0 END AS BIGINT)"
+        ),
+    }
 }
 
 impl Store {
@@ -114,7 +134,8 @@ impl Store {
     }
 
     /// Up to `limit` pending deliveries of a run with ids above `after`, in id
-    /// order. Where instances share runs (see `shares_runs`) another instance's
+    /// order, each saying whether its person refused `refusals` when given.
+    /// Where instances share runs (see `shares_runs`) another instance's
     /// are passed over, and the rest are taken for this store's instance while
     /// another is live. Alone, it only reads them: their claims and `sending`
     /// marks take them, guarded, so an instance that joins meanwhile and takes
@@ -123,6 +144,7 @@ impl Store {
         &self,
         job: &str,
         audience: Audience,
+        refusals: Option<&AppTemplate>,
         run_id: i64,
         after: i64,
         limit: u32,
@@ -132,10 +154,13 @@ impl Store {
         let rows = match (&self.instance, self.shares_runs()) {
             (Some(me), true) => {
                 let source = super::postgres::page_source(audience);
+                // Numbered after the job's `$5` where the source binds it.
+                let first = if matches!(audience, Audience::Listed) { 6 } else { 5 };
+                let refused = refused_column("t", refusals.map(|_| (first, first + 1)));
                 let sql = if self.others_live().await? {
-                    super::postgres::take_page_sql(source)
+                    super::postgres::take_page_sql(source, &refused)
                 } else {
-                    super::postgres::read_page_sql(source)
+                    super::postgres::read_page_sql(source, &refused)
                 };
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(me.as_ref())
@@ -145,6 +170,10 @@ impl Store {
                 let q = match audience {
                     Audience::Listed => q.bind(job),
                     Audience::Subscribed { .. } | Audience::Query => q,
+                };
+                let q = match refusals {
+                    Some(t) => q.bind(t.template_id.clone()).bind(t.appid.clone()),
+                    None => q,
                 };
                 // In a transaction of its own, which `plan_page_read` sets up.
                 let mut tx = self.write().await?;
@@ -156,29 +185,40 @@ impl Store {
                 rows
             }
             _ => {
-                let q = match audience {
-                    Audience::Listed => sqlx::query(
-                        "SELECT d.id, d.openid, r.name, r.vars FROM deliveries d \
+                // SQLite reads `$N` as the Nth value bound, so the template and
+                // its app are `$5` and `$6` whatever the statement binds before.
+                let refused = refused_column("d", refusals.map(|_| (5, 6)));
+                let sql = match audience {
+                    Audience::Listed => format!(
+                        "SELECT d.id, d.openid, r.name, r.vars, {refused} AS refused FROM deliveries d \
                          LEFT JOIN recipients r ON r.job = $1 AND r.openid = d.openid \
-                         WHERE d.run_id = $2 AND d.status = 'pending' AND d.id > $3 ORDER BY d.id LIMIT $4",
-                    )
-                    .bind(job),
-                    Audience::Query => sqlx::query(
-                        "SELECT d.id, d.openid, NULL AS name, d.vars FROM deliveries d \
-                         WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3",
+                         WHERE d.run_id = $2 AND d.status = 'pending' AND d.id > $3 ORDER BY d.id LIMIT $4"
                     ),
-                    Audience::Subscribed { .. } => sqlx::query(
-                        "SELECT d.id, d.openid, s.name, s.vars FROM deliveries d \
+                    Audience::Query => format!(
+                        "SELECT d.id, d.openid, NULL AS name, d.vars, {refused} AS refused FROM deliveries d \
+                         WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3"
+                    ),
+                    Audience::Subscribed { .. } => format!(
+                        "SELECT d.id, d.openid, s.name, s.vars, {refused} AS refused FROM deliveries d \
                          LEFT JOIN subscribers s ON s.appid = (SELECT appid FROM runs WHERE id = $1) \
                          AND s.openid = d.openid \
-                         WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3",
+                         WHERE d.run_id = $1 AND d.status = 'pending' AND d.id > $2 ORDER BY d.id LIMIT $3"
                     ),
                 };
-                q.bind(run_id)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let q = match audience {
+                    Audience::Listed => q.bind(job),
+                    Audience::Subscribed { .. } | Audience::Query => q,
+                };
+                let mut q = q.bind(run_id).bind(after).bind(i64::from(limit));
+                if let Some(t) = refusals {
+                    if !matches!(audience, Audience::Listed) {
+                        // `$4` is not in these statements; `$5` and `$6` are.
+                        q = q.bind(0_i64);
+                    }
+                    q = q.bind(t.template_id.clone()).bind(t.appid.clone());
+                }
+                q.fetch_all(&self.pool).await
             }
         }
         .context("read pending deliveries")?;
@@ -188,6 +228,7 @@ impl Store {
                 id: row.get("id"),
                 openid: row.get("openid"),
                 vars: vars_of(row.get("name"), row.get("vars")),
+                refused: row.get::<i64, _>("refused") != 0,
             })
             .collect())
     }

@@ -97,6 +97,25 @@ impl Store {
         self.instance.as_deref()
     }
 
+    /// What wakes a waiter when another instance may have changed a job's
+    /// shared runs (PostgreSQL's `NOTIFY`; see `postgres::signals`). Made before
+    /// the waiter first looks, so that nothing signalled after that is missed.
+    pub fn run_changes(&self) -> super::RunChanges {
+        super::RunChanges(self.signals.as_ref().map(|s| s.subscribe()))
+    }
+
+    /// Tells the other instances that `job`'s runs have work or have changed
+    /// (a drain began, or finished its share). Only a hint: they also look on a
+    /// timer, so a signal that fails is logged and nothing else.
+    pub async fn signal_job(&self, job: &str) {
+        if self.signals.is_none() {
+            return;
+        }
+        if let Err(e) = notify(&self.pool, job).await {
+            tracing::debug!(error = %e, "cannot signal the other instances");
+        }
+    }
+
     /// Adds (or renews) this process's row.
     pub async fn register_instance(&self, me: &InstanceInfo) -> Result<(), StorageError> {
         let sql = format!(
@@ -218,6 +237,14 @@ impl Store {
                 continue;
             }
             let (in_flight, returned, runs) = settle_owner(&mut tx, &id, leftover).await?;
+            // Delivered with the commit: drains waiting on the dead one look again.
+            if self.signals.is_some() {
+                for run in &runs {
+                    notify(&mut *tx, &run.job)
+                        .await
+                        .context("signal a rescue")?;
+                }
+            }
             tx.commit().await.context("commit a rescue")?;
             rescue.in_flight += in_flight;
             rescue.returned += returned;
@@ -242,7 +269,12 @@ impl Store {
             .context("deregister this instance")?;
         // Nothing of ours is in flight on a clean exit; should something be, it
         // is unknown, never resent.
-        settle_owner(&mut tx, &me.id, Status::Unknown).await?;
+        let (_, returned, _) = settle_owner(&mut tx, &me.id, Status::Unknown).await?;
+        if returned > 0 && self.signals.is_some() {
+            notify(&mut *tx, "")
+                .await
+                .context("signal a deregistration")?;
+        }
         tx.commit().await.context("commit a deregistration")?;
         Ok(())
     }
@@ -297,6 +329,20 @@ impl Store {
 /// with their credit released, and none keeps the owner. Returns the in-flight
 /// and returned counts and the runs it held deliveries of, which someone must
 /// now drain and finish.
+/// Signals `job` (empty: any job) to every listening instance, at commit when
+/// `conn` is in a transaction. PostgreSQL only.
+async fn notify<'c, E>(conn: E, job: &str) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = super::db::Db>,
+{
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(super::postgres::CHANNEL)
+        .bind(job)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 async fn settle_owner(
     tx: &mut super::WriteTx,
     owner: &str,

@@ -49,6 +49,7 @@ pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
 pub use import::{ImportReport, RecipientImport};
 pub use instances::{InstanceInfo, InstanceRow, Rescue, RescuedRun};
 pub use lease::{Lease, LeaseError};
+pub use postgres::RunChanges;
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use retention::Pruned;
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
@@ -93,6 +94,8 @@ pub struct Store {
     file: Option<DbFile>,
     /// The instance this store takes deliveries as (see `as_instance`).
     instance: Option<std::sync::Arc<str>>,
+    /// What other instances signal (PostgreSQL), listened to from the first waiter on.
+    signals: Option<std::sync::Arc<postgres::Signals>>,
 }
 
 impl Store {
@@ -113,6 +116,7 @@ impl Store {
                     backend: Backend::Sqlite,
                     file,
                     instance: None,
+                    signals: None,
                 })
             }
             Some(Backend::Postgres) => Ok(Self {
@@ -120,6 +124,7 @@ impl Store {
                 backend: Backend::Postgres,
                 file: None,
                 instance: None,
+                signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
             }),
             None => Err(io_error(
                 "parse [database] url",
@@ -161,6 +166,7 @@ impl Store {
                     backend: Backend::Postgres,
                     file: None,
                     instance: None,
+                    signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
                 };
                 let migrated = store.is_migrated().await.unwrap_or(false);
                 Ok(migrated.then_some(store))

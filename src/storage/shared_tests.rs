@@ -134,7 +134,7 @@ async fn instances_taking_one_run_at_once_never_take_the_same_delivery() {
                 let mut mine = Vec::new();
                 loop {
                     let page = s
-                        .pending_page("daily", Audience::Listed, run, 0, 16)
+                        .pending_page("daily", Audience::Listed, None, run, 0, 16)
                         .await
                         .unwrap();
                     if page.is_empty() {
@@ -264,7 +264,7 @@ async fn a_dead_instance_is_settled_once_and_a_live_one_is_left_alone() {
     let mut in_flight = Vec::new();
     for s in [&a, &b] {
         let page = s
-            .pending_page("daily", Audience::Listed, run, 0, 10)
+            .pending_page("daily", Audience::Listed, None, run, 0, 10)
             .await
             .unwrap();
         assert_eq!(page.len(), 10);
@@ -307,7 +307,7 @@ async fn a_dead_instance_is_settled_once_and_a_live_one_is_left_alone() {
     // The dead one's 6 untouched ones are anyone's again; the live one's are not.
     let free = base
         .as_instance("late")
-        .pending_page("daily", Audience::Listed, run, 0, 100)
+        .pending_page("daily", Audience::Listed, None, run, 0, 100)
         .await
         .unwrap();
     assert_eq!(free.len(), 40 - 10 - 4, "20 never taken + 6 given back");
@@ -407,7 +407,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
 
     // Alone, `a` reads a page without writing it, then claims and marks some.
     let page_a: Vec<i64> = a
-        .pending_page("daily", Audience::Listed, run, 0, 20)
+        .pending_page("daily", Audience::Listed, None, run, 0, 20)
         .await
         .unwrap()
         .iter()
@@ -436,7 +436,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
     // `b` joins: with `a` live it takes, and so wins the rest of a's page.
     b.register_instance(&ib).await.unwrap();
     let page_b: Vec<i64> = b
-        .pending_page("daily", Audience::Listed, run, 0, 20)
+        .pending_page("daily", Audience::Listed, None, run, 0, 20)
         .await
         .unwrap()
         .iter()
@@ -445,7 +445,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
     assert_eq!(page_b[..10], page_a[10..], "the unclaimed rest, then more");
     // Now no longer alone, `a` takes too, and only what nobody holds.
     let next_a = a
-        .pending_page("daily", Audience::Listed, run, 0, 100)
+        .pending_page("daily", Audience::Listed, None, run, 0, 100)
         .await
         .unwrap();
     assert!(next_a.iter().all(|d| !page_b.contains(&d.id)));
@@ -512,7 +512,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
     // `b`, alone now, sends the rest: nobody gets two messages.
     loop {
         let page: Vec<i64> = b
-            .pending_page("daily", Audience::Listed, run, 0, 16)
+            .pending_page("daily", Audience::Listed, None, run, 0, 16)
             .await
             .unwrap()
             .iter()
@@ -568,7 +568,7 @@ async fn an_instance_joining_mid_run_never_sends_what_the_lone_one_sends() {
         let mut after = 0;
         loop {
             let page = s
-                .pending_page("daily", Audience::Listed, run, after, 32)
+                .pending_page("daily", Audience::Listed, None, run, after, 32)
                 .await
                 .unwrap();
             let Some(last) = page.last() else {

@@ -133,6 +133,51 @@ async fn three_instances_drain_one_run_together_and_each_person_gets_one_message
 }
 
 #[tokio::test]
+async fn a_daemon_joins_a_manual_send_when_it_begins_not_at_its_next_join_check() {
+    let Some((ids, env)) = shared_env(
+        "a_daemon_joins_a_manual_send_when_it_begins_not_at_its_next_join_check",
+        300,
+        25,
+    )
+    .await
+    else {
+        return;
+    };
+    // A lease of a minute: on its own timer the daemon looks for runs to join
+    // every 6 s, long after this send (about 2 s alone) is done.
+    let lease = "60s";
+    let addr = free_addr();
+    let mut d = env
+        .command(&["run"])
+        .env("WXPUSH__HTTP__LISTEN", addr.to_string())
+        .env("WXPUSH__DATABASE__INSTANCE_LEASE", lease)
+        .spawn()
+        .unwrap();
+    wait_http(addr).await;
+    let send = env
+        .command(&["send", "daily", "--again"])
+        .env("WXPUSH__DATABASE__INSTANCE_LEASE", lease)
+        .output()
+        .await
+        .unwrap();
+    let send = Run::from(send);
+    assert_eq!(send.code, 0, "{send:?}");
+    assert!(
+        send.stdout.starts_with("daily: run 1: 300 sent"),
+        "{send:?}"
+    );
+    for id in &ids {
+        assert_eq!(env.fake.accepted_for(id), 1, "{id}");
+    }
+    let by_daemon = sent_by(addr).await;
+    assert!(
+        by_daemon > 0 && by_daemon < 300,
+        "told by the send, the daemon joined its run: {by_daemon}"
+    );
+    assert_eq!(stop(&mut d).await.code(), Some(0));
+}
+
+#[tokio::test]
 async fn kill_9_of_one_instance_mid_run_leaves_no_duplicate_and_the_others_finish() {
     let Some((ids, env)) = shared_env(
         "kill_9_of_one_instance_mid_run_leaves_no_duplicate_and_the_others_finish",

@@ -13,6 +13,10 @@ use super::db::{Backend, Conn};
 use super::runs::Audience;
 use super::{Context, StorageError};
 
+mod signals;
+pub use signals::RunChanges;
+pub(super) use signals::{CHANNEL, Signals};
+
 /// The schema, one file per version (the same versions as SQLite's).
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -90,8 +94,9 @@ pub(super) fn page_source(audience: Audience) -> &'static str {
 /// else's (or its own from before), skipping rows another instance is taking at
 /// this moment, with each one's name and variables from `source` (a join
 /// fragment giving `x.name` and `x.vars` from `t.openid` and the snapshot's
-/// `t.vars`, binding the job as `$5` when it needs it).
-pub(super) fn take_page_sql(source: &str) -> String {
+/// `t.vars`, binding the job as `$5` when it needs it) and `refused` (see
+/// `deliveries::refused_column`, on `t.openid`).
+pub(super) fn take_page_sql(source: &str, refused: &str) -> String {
     // The ids are picked first, as an array (`ARRAY(...)` runs once), so that
     // the update probes them by key; with `id IN (subquery)` the planner hashes
     // the subquery and scans every delivery once per page.
@@ -100,7 +105,7 @@ pub(super) fn take_page_sql(source: &str) -> String {
            SELECT id FROM deliveries WHERE {FROM_ID} AND status = 'pending' \
            AND (owner IS NULL OR owner = $1) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)) \
            RETURNING id, openid, vars) \
-         SELECT t.id, t.openid, x.name, x.vars FROM taken t {source} ORDER BY t.id"
+         SELECT t.id, t.openid, x.name, x.vars, {refused} AS refused FROM taken t {source} ORDER BY t.id"
     )
 }
 
@@ -108,11 +113,11 @@ pub(super) fn take_page_sql(source: &str) -> String {
 /// without taking them, with the same parameters and columns as `take_page_sql`.
 /// For an instance alone on the database: taking writes a row version per
 /// delivery that the `sending` mark, which takes it anyway, writes again.
-pub(super) fn read_page_sql(source: &str) -> String {
+pub(super) fn read_page_sql(source: &str, refused: &str) -> String {
     format!(
         "WITH t AS (SELECT id, openid, vars FROM deliveries WHERE {FROM_ID} AND status = 'pending' \
            AND (owner IS NULL OR owner = $1) ORDER BY id LIMIT $4) \
-         SELECT t.id, t.openid, x.name, x.vars FROM t {source} ORDER BY t.id"
+         SELECT t.id, t.openid, x.name, x.vars, {refused} AS refused FROM t {source} ORDER BY t.id"
     )
 }
 

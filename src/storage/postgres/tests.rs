@@ -69,7 +69,7 @@ async fn a_page_of_a_new_run_is_read_along_its_own_index_however_stale_the_stati
         .unwrap();
     assert_page_plans(&store, "new", new).await;
     let page = store
-        .pending_page("new", Audience::Listed, new, 0, 256)
+        .pending_page("new", Audience::Listed, None, new, 0, 256)
         .await
         .unwrap();
     assert_eq!(page.len(), 256);
@@ -81,11 +81,11 @@ async fn assert_page_plans(store: &Store, job: &str, run: i64) {
     for (what, sql) in [
         (
             "read",
-            super::read_page_sql(super::page_source(Audience::Listed)),
+            super::read_page_sql(super::page_source(Audience::Listed), "0"),
         ),
         (
             "take",
-            super::take_page_sql(super::page_source(Audience::Listed)),
+            super::take_page_sql(super::page_source(Audience::Listed), "0"),
         ),
     ] {
         let mut tx = store.write().await.unwrap();
@@ -129,7 +129,7 @@ async fn a_writer_whose_connection_the_server_dropped_takes_a_fresh_one() {
     listed(&store, "daily", 3).await;
     let run = enqueue(&store, "daily").await;
     let ids: Vec<i64> = store
-        .pending_page("daily", Audience::Listed, run, 0, 10)
+        .pending_page("daily", Audience::Listed, None, run, 0, 10)
         .await
         .unwrap()
         .iter()
@@ -185,7 +185,7 @@ async fn a_batch_of_outcomes_and_marks_probes_deliveries_by_key_on_a_fresh_table
     listed(&store, "daily", 3000).await;
     let run = enqueue(&store, "daily").await;
     let ids: Vec<i64> = store
-        .pending_page("daily", Audience::Listed, run, 0, 32)
+        .pending_page("daily", Audience::Listed, None, run, 0, 32)
         .await
         .unwrap()
         .iter()
@@ -222,4 +222,70 @@ async fn a_batch_of_outcomes_and_marks_probes_deliveries_by_key_on_a_fresh_table
     assert!(plan.contains("deliveries_pkey"), "{plan}");
     // Each loop over deliveries reads at most the batch, never the table.
     assert!(!plan.contains("loops=3000"), "{plan}");
+}
+
+#[tokio::test]
+async fn a_signal_for_a_job_wakes_another_instances_waiter_for_that_job_only() {
+    let Some(url) =
+        postgres_url("a_signal_for_a_job_wakes_another_instances_waiter_for_that_job_only")
+    else {
+        return;
+    };
+    let (a, b) = (
+        Store::open(&url).await.unwrap(),
+        Store::open(&url).await.unwrap(),
+    );
+    let wait = std::time::Duration::from_secs(10);
+    let mut changes = a.run_changes();
+    // Once listening, it says that it may have missed what came before.
+    tokio::time::timeout(wait, changes.changed("daily"))
+        .await
+        .expect("told once it listens");
+    b.signal_job("weekly").await;
+    let quiet = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        changes.changed("daily"),
+    );
+    assert!(
+        quiet.await.is_err(),
+        "another job's signal wakes nobody waiting on daily"
+    );
+    let woken = tokio::spawn(async move {
+        changes.changed("daily").await;
+        changes
+    });
+    b.signal_job("daily").await;
+    let mut changes = tokio::time::timeout(wait, woken)
+        .await
+        .expect("woken by daily's signal")
+        .unwrap();
+    // A rescue's return of a dead instance's deliveries says so too.
+    sqlx::query(
+        "INSERT INTO instances (id, host, pid, version, role, started_at, heartbeat_ms, lease_ms) \
+         VALUES ('dead-one', 'h', 1, 'v', 'daemon', '', 0, 1)",
+    )
+    .execute(&a.pool)
+    .await
+    .unwrap();
+    listed(&a, "daily", 3).await;
+    let run = enqueue(&a, "daily").await;
+    sqlx::query("UPDATE deliveries SET owner = 'dead-one' WHERE run_id = $1")
+        .bind(run)
+        .execute(&a.pool)
+        .await
+        .unwrap();
+    let rescue = b.rescue_dead(Status::Unknown, &[]).await.unwrap();
+    assert_eq!(rescue.returned, 3, "{rescue:?}");
+    tokio::time::timeout(wait, changes.changed("daily"))
+        .await
+        .expect("woken by the rescue");
+    // SQLite shares no run with another process: nothing ever wakes it.
+    let sqlite = Store::open("sqlite::memory:").await.unwrap();
+    let mut never = sqlite.run_changes();
+    sqlite.signal_job("daily").await;
+    let quiet = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        never.changed("daily"),
+    );
+    assert!(quiet.await.is_err());
 }
