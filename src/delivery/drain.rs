@@ -56,7 +56,7 @@ pub struct RunReport {
 /// Who a job's runs send to, and what consent their claims need.
 #[derive(Debug, Clone)]
 pub struct Targeting {
-    /// Checked in the transaction that claims each chunk.
+    /// A credit held by each chunk's claim, or no rejection read with each page.
     pub gate: ConsentGate,
     /// Who a new run enqueues, and where names and variables come from.
     pub audience: Audience,
@@ -283,6 +283,7 @@ impl Deliverer {
         shutdown: &CancellationToken,
     ) -> Result<bool, StorageError> {
         loop {
+            changes.clear();
             let (free, held) = self.store.run_progress(run_id).await?;
             if free > 0 {
                 return Ok(true);
@@ -300,9 +301,10 @@ impl Deliverer {
         }
     }
 
-    /// Who `job`'s runs send to and what consent their claims need: a credit for a
-    /// one-time template, no rejection on record otherwise (and when the kind
-    /// cannot be known now). Worked out once per firing: it may ask WeChat.
+    /// Who `job`'s runs send to and what consent they need: a credit, held by
+    /// each claim, for a one-time template; no rejection on record, read with
+    /// each page, otherwise (and when the kind cannot be known now). Worked out
+    /// once per firing: it may ask WeChat.
     pub async fn targeting(&self, job: &Job) -> Targeting {
         let template = job.spec.template_id.as_ref();
         let kind = match job.consent {

@@ -46,7 +46,8 @@ async fn mark_sending(
 /// What one batch wrote: the claims taken and the marks made.
 #[derive(Debug, Default)]
 pub struct Written {
-    /// Claimed deliveries that may be sent (pending, and with consent).
+    /// Claimed deliveries that may be sent (under a one-time template: pending,
+    /// and holding a credit; under any other gate, all of them).
     pub taken: HashSet<i64>,
     /// Deliveries marked `sending`, whose requests may start.
     pub marked: HashSet<i64>,
@@ -245,12 +246,11 @@ impl Store {
         marks: &[i64],
         outcomes: &[Outcome],
     ) -> Result<Written, StorageError> {
-        // Most batches are claims under no credit, then marks and outcomes of one
-        // chunk, a statement each: each is its own transaction (a write statement
-        // takes the write lock when it starts, as BEGIN IMMEDIATE does; see below
-        // for their order), which saves the round trips of BEGIN and COMMIT on the
-        // send path. Such a claim holds nothing that a later statement could
-        // contradict: it only reads, and skips people without consent, guarded.
+        // Most batches are marks and outcomes of one chunk (claims under no
+        // credit write nothing), a statement each: each is its own transaction
+        // (a write statement takes the write lock when it starts, as BEGIN
+        // IMMEDIATE does; see below for their order), which saves the round
+        // trips of BEGIN and COMMIT on the send path.
         if claims.is_empty() && marks.is_empty() && outcomes.is_empty() {
             return Ok(Written::default());
         }
@@ -392,12 +392,14 @@ impl Store {
             let refused = chunk.iter().any(|o| o.status == Status::Refused);
             if let (ConsentGate::NotRefused(template), true) = (gate, refused) {
                 // 43101 on a long-term template: the subscription is gone. Only rows
-                // on record change, so a listed recipient is still tried next time.
+                // on record change, so a listed recipient is still tried next time;
+                // a ban on record (it may have come while the request was out)
+                // stays a ban.
                 let sql = format!(
                     "{} UPDATE consents SET status = 'reject', credits = 0, updated_at = $2 \
                      FROM v JOIN deliveries d ON d.id = v.id \
                      WHERE v.status = 'refused'{} AND consents.openid = d.openid AND consents.template_id = $3 \
-                     AND consents.appid = $4",
+                     AND consents.appid = $4 AND consents.status <> 'ban'",
                     outcome_set(1),
                     among_outcomes(self.backend, "d.id")
                 );

@@ -172,3 +172,131 @@ async fn an_outcome_and_the_next_marks_in_one_batch_each_touch_only_their_rows()
         );
     }
 }
+
+#[tokio::test]
+async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
+    for store in
+        each_backend("a_page_says_who_refused_its_template_in_its_app_for_every_audience").await
+    {
+        // On PostgreSQL the page statements are an instance's.
+        let store = if store.shares_runs() {
+            let me = super::InstanceInfo {
+                id: "me".into(),
+                host: "test-host".into(),
+                pid: 1,
+                version: "test".into(),
+                role: "daemon".into(),
+                lease: std::time::Duration::from_secs(30),
+            };
+            store.register_instance(&me).await.unwrap();
+            store.as_instance("me")
+        } else {
+            store
+        };
+        let people = [
+            "oUserA0000000000000000000000",
+            "oUserB0000000000000000000000",
+            "oUserC0000000000000000000000",
+        ];
+        let consent = |appid: &'static str, who: &'static str, template: &'static str| {
+            sqlx::query(
+                "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
+                 VALUES ($1, $2, $3, 'accept', 0, 0, 'intake', '') \
+                 ON CONFLICT (appid, openid, template_id) DO NOTHING",
+            )
+            .bind(appid)
+            .bind(who)
+            .bind(template)
+        };
+        for who in people {
+            consent("wx1", who, "t").execute(&store.pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES ('listed', $1, 'cli', '', '')",
+            )
+            .bind(who)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let run = |job, audience| NewRun {
+            job,
+            appid: "wx1",
+            template_id: "t",
+            audience,
+            slot: chrono::Utc::now(),
+            trigger: Trigger::Manual,
+        };
+        let listed = store
+            .enqueue(run("listed", Audience::Listed))
+            .await
+            .unwrap();
+        let subscribed = Audience::Subscribed { one_time: false };
+        let subscribed_run = store.enqueue(run("subs", subscribed)).await.unwrap();
+        let query = store.enqueue(run("query", Audience::Query)).await.unwrap();
+        for who in people {
+            sqlx::query(
+                "INSERT INTO deliveries (run_id, openid, status, vars, created_at, updated_at) \
+                 VALUES ($1, $2, 'pending', '{}', '', '')",
+            )
+            .bind(query.run_id)
+            .bind(who)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        // After the runs were made: A rejects, B is banned; C rejects the
+        // template in another app and another template in this one.
+        sqlx::query("UPDATE consents SET status = 'reject' WHERE openid = $1")
+            .bind(people[0])
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE consents SET status = 'ban' WHERE openid = $1")
+            .bind(people[1])
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        for (appid, template) in [("wx2", "t"), ("wx1", "other")] {
+            consent(appid, people[2], template)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "UPDATE consents SET status = 'reject' WHERE openid = $1 AND NOT (appid = 'wx1' AND template_id = 't')",
+        )
+        .bind(people[2])
+        .execute(&store.pool)
+        .await
+        .unwrap();
+
+        let template = AppTemplate::new("wx1", "t");
+        for (job, audience, run_id) in [
+            ("listed", Audience::Listed, listed.run_id),
+            ("subs", subscribed, subscribed_run.run_id),
+            ("query", Audience::Query, query.run_id),
+        ] {
+            let page = store
+                .pending_page(job, audience, Some(&template), run_id, 0, 10)
+                .await
+                .unwrap();
+            let refused: Vec<&str> = page
+                .iter()
+                .filter(|d| d.refused)
+                .map(|d| d.openid.as_str())
+                .collect();
+            assert_eq!(page.len(), 3, "{job} on {:?}", store.backend());
+            assert_eq!(
+                refused,
+                [people[0], people[1]],
+                "{job} on {:?}",
+                store.backend()
+            );
+            let unasked = store
+                .pending_page(job, audience, None, run_id, 0, 10)
+                .await
+                .unwrap();
+            assert!(unasked.iter().all(|d| !d.refused), "{job}");
+        }
+    }
+}

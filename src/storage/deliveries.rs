@@ -71,9 +71,10 @@ pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<St
 /// or been banned from the template `$t` of app `$a` (parameters `(t, a)`), 0
 /// otherwise or without them. Read with the page, so that a long-term
 /// template's claims need no statement of their own on the send path: the
-/// rejection checked a page ahead instead of a chunk ahead, and one that comes
-/// in between is WeChat's to refuse (43101), as one after the send would be.
-fn refused_column(d: &str, params: Option<(usize, usize)>) -> String {
+/// rejection is checked up to two pages before the request (the next page is
+/// read while one is sent) instead of a chunk before, and one that comes in
+/// between is WeChat's to refuse (43101), as one after the send would be.
+pub(super) fn refused_column(d: &str, params: Option<(usize, usize)>) -> String {
     match params {
         None => "CAST(0 AS BIGINT)".to_owned(),
         Some((t, a)) => format!(
@@ -185,9 +186,9 @@ impl Store {
                 rows
             }
             _ => {
-                // SQLite reads `$N` as the Nth value bound, so the template and
-                // its app are `$5` and `$6` whatever the statement binds before.
-                let refused = refused_column("d", refusals.map(|_| (5, 6)));
+                // The template and its app follow the statement's own parameters.
+                let first = if matches!(audience, Audience::Listed) { 5 } else { 4 };
+                let refused = refused_column("d", refusals.map(|_| (first, first + 1)));
                 let sql = match audience {
                     Audience::Listed => format!(
                         "SELECT d.id, d.openid, r.name, r.vars, {refused} AS refused FROM deliveries d \
@@ -212,10 +213,6 @@ impl Store {
                 };
                 let mut q = q.bind(run_id).bind(after).bind(i64::from(limit));
                 if let Some(t) = refusals {
-                    if !matches!(audience, Audience::Listed) {
-                        // `$4` is not in these statements; `$5` and `$6` are.
-                        q = q.bind(0_i64);
-                    }
                     q = q.bind(t.template_id.clone()).bind(t.appid.clone());
                 }
                 q.fetch_all(&self.pool).await

@@ -237,15 +237,12 @@ impl Store {
                 continue;
             }
             let (in_flight, returned, runs) = settle_owner(&mut tx, &id, leftover).await?;
-            // Delivered with the commit: drains waiting on the dead one look again.
-            if self.signals.is_some() {
-                for run in &runs {
-                    notify(&mut *tx, &run.job)
-                        .await
-                        .context("signal a rescue")?;
-                }
-            }
             tx.commit().await.context("commit a rescue")?;
+            // Drains waiting on the dead one look again now (a hint, after the
+            // commit, so that a failed notice never undoes the rescue).
+            for run in &runs {
+                self.signal_job(&run.job).await;
+            }
             rescue.in_flight += in_flight;
             rescue.returned += returned;
             for run in runs {
@@ -270,12 +267,11 @@ impl Store {
         // Nothing of ours is in flight on a clean exit; should something be, it
         // is unknown, never resent.
         let (_, returned, _) = settle_owner(&mut tx, &me.id, Status::Unknown).await?;
-        if returned > 0 && self.signals.is_some() {
-            notify(&mut *tx, "")
-                .await
-                .context("signal a deregistration")?;
-        }
         tx.commit().await.context("commit a deregistration")?;
+        if returned > 0 {
+            // What it gave back is anyone's now: an empty job wakes every waiter.
+            self.signal_job("").await;
+        }
         Ok(())
     }
 
@@ -324,25 +320,21 @@ impl Store {
     }
 }
 
+/// Signals `job` (empty: any job) to every listening instance. PostgreSQL only.
+async fn notify(pool: &super::db::Pool, job: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(super::postgres::CHANNEL)
+        .bind(job)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
 /// Settles the deliveries `owner` held in unfinished runs: `sending` ones become
 /// `leftover` (an unknown one spent its credit), the others go back to pending
 /// with their credit released, and none keeps the owner. Returns the in-flight
 /// and returned counts and the runs it held deliveries of, which someone must
 /// now drain and finish.
-/// Signals `job` (empty: any job) to every listening instance, at commit when
-/// `conn` is in a transaction. PostgreSQL only.
-async fn notify<'c, E>(conn: E, job: &str) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = super::db::Db>,
-{
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(super::postgres::CHANNEL)
-        .bind(job)
-        .execute(conn)
-        .await
-        .map(drop)
-}
-
 async fn settle_owner(
     tx: &mut super::WriteTx,
     owner: &str,

@@ -269,8 +269,12 @@ impl Store {
         sqlite::backup(&self.pool, target).await
     }
 
-    /// Closes the pool (SQLite checkpoints its WAL).
+    /// Closes the pool (SQLite checkpoints its WAL) and stops listening to
+    /// other instances.
     pub async fn close(&self) {
+        if let Some(signals) = &self.signals {
+            signals.close();
+        }
         self.pool.close().await;
     }
 }

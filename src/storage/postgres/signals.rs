@@ -59,6 +59,13 @@ impl Signals {
         *live = Some((tx, task));
         rx
     }
+
+    /// Stops listening (the store is closing); a later waiter starts again.
+    pub(crate) fn close(&self) {
+        if let Some((_, task)) = self.live.lock().expect("poisoned").take() {
+            task.abort();
+        }
+    }
 }
 
 /// Listens on `CHANNEL` and passes each notification on, reconnecting after a
@@ -108,6 +115,21 @@ async fn connect(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
 pub struct RunChanges(pub(crate) Option<broadcast::Receiver<Signal>>);
 
 impl RunChanges {
+    /// Forgets what was signalled so far: the caller is about to look for
+    /// itself, so only what comes after that should wake it (its own signals
+    /// and others' from before would each cost it a needless look).
+    pub fn clear(&mut self) {
+        let Some(rx) = self.0.as_mut() else {
+            return;
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Resolves when another instance may have changed `job`'s runs since the
     /// last call (or since this was made); never on SQLite, where no other
     /// process shares a run, nor once the listener has gone with its runtime.

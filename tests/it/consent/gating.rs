@@ -299,3 +299,66 @@ async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
         "no second call for the refused one"
     );
 }
+
+#[tokio::test]
+async fn a_listed_recipient_who_rejected_a_long_term_template_is_skipped_without_a_call() {
+    let (kept, gone, banned) = (
+        "oKept00000000000000000000001",
+        "oGone00000000000000000000002",
+        "oBann00000000000000000000003",
+    );
+    let long_term = FakeTemplate {
+        id: "tmpl-long".into(),
+        title: "长期提醒".into(),
+        content: "{{thing1.DATA}}".into(),
+        kind: 3,
+        everyone_subscribed: true,
+    };
+    let opts = FakeOptions {
+        templates: vec![long_term],
+        ..FakeOptions::default()
+    };
+    let job = format!(
+        "\n[[jobs]]\nname = \"notice\"\ncron = \"0 0 9 * * *\"\ntemplate_id = \"tmpl-long\"\n[jobs.data]\nthing1 = \"notice\"\n{}",
+        listed("notice", &[kept, gone, banned])
+    );
+    let env = TestEnv::new(opts, "", &job).await;
+    env.store().await.close().await;
+    assert_eq!(env.wxpush(&["recipients", "list"]).await.code, 0);
+    // The mini program reported one rejection, and WeChat pushed one ban.
+    let store = env.store().await;
+    for (who, result) in [
+        (gone, wxpush::domain::ConsentResult::Reject),
+        (banned, wxpush::domain::ConsentResult::Ban),
+    ] {
+        store
+            .record_subscription(APPID, who, None, None, &[("tmpl-long".into(), result)])
+            .await
+            .unwrap();
+    }
+    store.close().await;
+
+    let run = env.wxpush(&["send", "notice", "--again"]).await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("1 sent") && run.stdout.contains("2 skipped"),
+        "{run:?}"
+    );
+    assert_eq!(env.fake.send_requests(), 1, "no call for either of them");
+    assert_eq!(env.fake.accepted_for(kept), 1);
+    let rows = env.store().await.deliveries(1).await.unwrap();
+    for who in [gone, banned] {
+        let d = rows.iter().find(|d| d.openid == who).unwrap();
+        assert_eq!(
+            (d.status.as_str(), d.errmsg.as_deref()),
+            ("skipped", Some("no consent")),
+            "{who}"
+        );
+    }
+    assert_eq!(
+        consent(&env, banned, "tmpl-long").await.map(|c| c.0),
+        Some("ban".into()),
+        "a ban stays a ban"
+    );
+}
