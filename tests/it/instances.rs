@@ -26,13 +26,21 @@ async fn shared_env(
     Some((ids, env))
 }
 
-/// A `wxpush run` on its own HTTP port, checking for runs to join every 1/3 s.
+/// A `wxpush run` on its own HTTP port, checking for runs to join every 1/10 s.
 async fn daemon(env: &TestEnv) -> (tokio::process::Child, std::net::SocketAddr) {
+    daemon_with_lease(env, "1s").await
+}
+
+/// A `wxpush run` on its own HTTP port with `instance_lease = lease`.
+async fn daemon_with_lease(
+    env: &TestEnv,
+    lease: &str,
+) -> (tokio::process::Child, std::net::SocketAddr) {
     let addr = free_addr();
     let child = env
         .command(&["run"])
         .env("WXPUSH__HTTP__LISTEN", addr.to_string())
-        .env("WXPUSH__DATABASE__INSTANCE_LEASE", "1s")
+        .env("WXPUSH__DATABASE__INSTANCE_LEASE", lease)
         .spawn()
         .unwrap();
     wait_http(addr).await;
@@ -146,14 +154,7 @@ async fn a_daemon_joins_a_manual_send_when_it_begins_not_at_its_next_join_check(
     // A lease of a minute: on its own timer the daemon looks for runs to join
     // every 6 s, long after this send (about 2 s alone) is done.
     let lease = "60s";
-    let addr = free_addr();
-    let mut d = env
-        .command(&["run"])
-        .env("WXPUSH__HTTP__LISTEN", addr.to_string())
-        .env("WXPUSH__DATABASE__INSTANCE_LEASE", lease)
-        .spawn()
-        .unwrap();
-    wait_http(addr).await;
+    let (mut d, addr) = daemon_with_lease(&env, lease).await;
     let send = env
         .command(&["send", "daily", "--again"])
         .env("WXPUSH__DATABASE__INSTANCE_LEASE", lease)
