@@ -565,6 +565,24 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
     let start: chrono::DateTime<chrono::Utc> = "2026-11-25T00:59:59Z".parse().unwrap();
     let daemon = env.daemon_at(start).await;
     daemon.advance(Duration::from_secs(2)).await;
+    // Retried every 200 ms of the clock meanwhile; however loaded the machine,
+    // the slot's run is there and stopped after a few of them.
+    daemon
+        .advance_until(
+            Duration::from_millis(200),
+            100,
+            "the slot's run stopped",
+            async || {
+                daemon
+                    .app
+                    .store
+                    .run(1)
+                    .await
+                    .unwrap()
+                    .is_some_and(|r| r.status.as_str() == "stopped")
+            },
+        )
+        .await;
     for _ in 0..6 {
         daemon.advance(Duration::from_millis(200)).await;
     }
