@@ -85,6 +85,18 @@ pub(super) fn refused_column(d: &str, params: Option<(usize, usize)>) -> String 
     }
 }
 
+/// Binds the template and its app for `refused_column`, after the statement's
+/// own parameters, when a page asks about one.
+fn bind_refusals<'q>(
+    q: super::db::Query<'q>,
+    refusals: Option<&AppTemplate>,
+) -> super::db::Query<'q> {
+    match refusals {
+        Some(t) => q.bind(t.template_id.clone()).bind(t.appid.clone()),
+        None => q,
+    }
+}
+
 impl Store {
     /// Settles what a crash left of a run: `sending` rows (a request may have gone
     /// out) become `to` (unknown, or pending when unknown outcomes are retried),
@@ -172,10 +184,7 @@ impl Store {
                     Audience::Listed => q.bind(job),
                     Audience::Subscribed { .. } | Audience::Query => q,
                 };
-                let q = match refusals {
-                    Some(t) => q.bind(t.template_id.clone()).bind(t.appid.clone()),
-                    None => q,
-                };
+                let q = bind_refusals(q, refusals);
                 // In a transaction of its own, which `plan_page_read` sets up.
                 let mut tx = self.write().await?;
                 super::postgres::plan_page_read(&mut tx).await?;
@@ -211,11 +220,8 @@ impl Store {
                     Audience::Listed => q.bind(job),
                     Audience::Subscribed { .. } | Audience::Query => q,
                 };
-                let mut q = q.bind(run_id).bind(after).bind(i64::from(limit));
-                if let Some(t) = refusals {
-                    q = q.bind(t.template_id.clone()).bind(t.appid.clone());
-                }
-                q.fetch_all(&self.pool).await
+                let q = q.bind(run_id).bind(after).bind(i64::from(limit));
+                bind_refusals(q, refusals).fetch_all(&self.pool).await
             }
         }
         .context("read pending deliveries")?;

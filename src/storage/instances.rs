@@ -239,9 +239,12 @@ impl Store {
             let (in_flight, returned, runs) = settle_owner(&mut tx, &id, leftover).await?;
             tx.commit().await.context("commit a rescue")?;
             // Drains waiting on the dead one look again now (a hint, after the
-            // commit, so that a failed notice never undoes the rescue).
-            for run in &runs {
-                self.signal_job(&run.job).await;
+            // commit, so that a failed notice never undoes the rescue): one
+            // notice per job, however many of its runs the dead one held.
+            let jobs: std::collections::BTreeSet<&str> =
+                runs.iter().map(|r| r.job.as_str()).collect();
+            for job in jobs {
+                self.signal_job(job).await;
             }
             rescue.in_flight += in_flight;
             rescue.returned += returned;

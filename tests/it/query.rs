@@ -564,6 +564,10 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
     // 09:00 in Shanghai is 01:00 UTC: start just before it.
     let start: chrono::DateTime<chrono::Utc> = "2026-11-25T00:59:59Z".parse().unwrap();
     let daemon = env.daemon_at(start).await;
+    let status = async || {
+        let run = daemon.app.store.run(1).await.unwrap();
+        run.map(|r| r.status.as_str().to_owned())
+    };
     daemon.advance(Duration::from_secs(2)).await;
     // Retried every 200 ms of the clock meanwhile; however loaded the machine,
     // the slot's run is there and stopped after a few of them.
@@ -572,15 +576,7 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
             Duration::from_millis(200),
             100,
             "the slot's run stopped",
-            async || {
-                daemon
-                    .app
-                    .store
-                    .run(1)
-                    .await
-                    .unwrap()
-                    .is_some_and(|r| r.status.as_str() == "stopped")
-            },
+            async || status().await.as_deref() == Some("stopped"),
         )
         .await;
     for _ in 0..6 {
@@ -617,18 +613,7 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
             Duration::from_secs(1),
             60,
             "the slot's run was sent",
-            async || {
-                daemon
-                    .app
-                    .store
-                    .run(1)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .status
-                    .as_str()
-                    == "done"
-            },
+            async || status().await.as_deref() == Some("done"),
         )
         .await;
     daemon.stop().await.unwrap();
