@@ -60,7 +60,8 @@ impl AppRuntime {
                 &settings.delivery,
                 writer.clone(),
             )
-            .with_progress(progress),
+            .with_progress(progress)
+            .with_lease(settings.database.instance_lease),
         );
         Self {
             client,
@@ -106,7 +107,7 @@ impl App {
         let pooled = settings.delivery.concurrency * (1 + settings.apps.len());
         let client = WechatClient::new(&settings.wechat, secret, pooled)?;
         let store =
-            Store::open_with(&settings.database.url, settings.database.max_connections).await?;
+            Store::open_with(&settings.database.url, &settings.database.open_options()).await?;
         // Before any run or report is written under an app's AppID.
         store.adopt_unkeyed(&settings.wechat.appid).await?;
         let instance = crate::instance::this_process(role, settings.database.instance_lease);
@@ -174,7 +175,13 @@ impl App {
     }
 
     /// Leaves the instances table (a clean exit), giving back what was taken.
+    /// Answers the database could not take before are written first (one
+    /// try): leaving would otherwise record their requests as `unknown`.
     pub async fn leave(&self) {
+        // One writer serves every app: the default app's deliverer reaches it.
+        if let Err(e) = self.apps[0].1.deliverer.settle_kept().await {
+            tracing::warn!(error = %e, "cannot write the outcomes the database did not take; a survivor or the next start records those requests unknown");
+        }
         crate::instance::leave(&self.store, &self.instance).await;
     }
 

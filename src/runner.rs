@@ -58,9 +58,18 @@ pub struct Fired {
 }
 
 impl Fired {
-    /// True when a run stopped because WeChat could not be reached: worth resuming.
+    /// True when a run stopped for a cause that passes (WeChat or the
+    /// database out of reach): worth resuming.
     pub fn outage(&self) -> bool {
-        self.reports.iter().any(|r| r.outage)
+        self.reports.iter().any(RunReport::resumes)
+    }
+
+    /// Why a run stopped because the database failed, if one did.
+    pub fn database_fault(&self) -> Option<&str> {
+        self.reports
+            .iter()
+            .find(|r| r.cause == Some(crate::delivery::StopCause::Database))
+            .and_then(|r| r.stopped.as_deref())
     }
 }
 
@@ -117,7 +126,8 @@ pub async fn fire(
         let report = deliverer
             .drain(job, &targeting, run_id, run.slot, shutdown)
             .await?;
-        let halted = report.stopped.is_some() || report.interrupted;
+        let halted =
+            report.stopped.is_some() || report.interrupted || !report.held_elsewhere.is_empty();
         log_end(&report);
         fired.reports.push(report);
         if halted {
@@ -238,9 +248,10 @@ async fn snapshot(
 
 fn log_end(r: &RunReport) {
     let c = &r.counts;
-    let done = r.stopped.is_none() && !r.interrupted && c.pending == 0;
-    if r.stopped.is_some() {
-        crate::stats::run_stopped(&r.job, if r.outage { "outage" } else { "fault" });
+    let done =
+        r.stopped.is_none() && !r.interrupted && r.held_elsewhere.is_empty() && c.pending == 0;
+    if let Some(cause) = r.cause {
+        crate::stats::run_stopped(&r.job, cause.label());
     }
     crate::stats::run_ended(
         &r.job,

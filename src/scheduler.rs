@@ -326,7 +326,12 @@ async fn spawn_fire(
         .await
         {
             Ok(fired) => {
-                app.faults.clear(job.name.as_ref());
+                // A run the database stopped is a storage fault like a firing
+                // that failed: /readyz says so until a try works.
+                match fired.database_fault() {
+                    Some(reason) => app.faults.set(job.name.as_ref(), reason.to_owned()),
+                    None => app.faults.clear(job.name.as_ref()),
+                }
                 if fired.too_late {
                     tracing::error!(job = %job.name, slot = ?slot.map(|s| s.0), "the slot's send window closed before its run could start: nobody was sent this slot");
                 }

@@ -76,7 +76,7 @@ fn describe() {
     describe_gauge!("wxpush_recipients", "Recipients of the job's latest run.");
     describe_counter!(
         "wxpush_runs_stopped_total",
-        "Runs stopped early, by job and reason (outage: WeChat unreachable; fault: database or token; audience: the audience query failed)."
+        "Runs stopped early, by job and reason (outage: WeChat unreachable; database: the database failed, resumed once it answers; fault: token, quota, account; audience: the audience query failed)."
     );
     describe_counter!(
         "wxpush_audience_query_failures_total",
@@ -272,7 +272,7 @@ pub fn audience_query_failed(job: &str, reason: &'static str) {
     .increment(1);
 }
 
-/// A run of `job` stopped early, and why (`outage`, `fault`, `audience`).
+/// A run of `job` stopped early, and why (`outage`, `database`, `fault`, `audience`).
 pub fn run_stopped(job: &str, reason: &'static str) {
     counter!("wxpush_runs_stopped_total", "job" => job.to_owned(),
         "app" => app_of(job), "reason" => reason)

@@ -98,7 +98,7 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
     // leaves only these recipients unchecked.
     let store = match Store::open_to_inspect(
         &settings.database.url,
-        settings.database.max_connections,
+        &settings.database.open_options(),
     )
     .await
     {
@@ -411,7 +411,7 @@ async fn fetch_templates(
     // The real database when there is one (its cached token saves a request);
     // otherwise `check` must not create files.
     let store =
-        match Store::open_to_inspect(&settings.database.url, settings.database.max_connections)
+        match Store::open_to_inspect(&settings.database.url, &settings.database.open_options())
             .await
             .ok()
             .flatten()

@@ -228,7 +228,7 @@ async fn health(settings: Settings) -> Result<Exit, Failure> {
 /// exit 2, naming where it was looked for.
 async fn open_for_reading(settings: &Settings) -> Result<crate::storage::Store, Failure> {
     let url = &settings.database.url;
-    let store = crate::storage::Store::open_existing_with(url, settings.database.max_connections)
+    let store = crate::storage::Store::open_existing_with(url, &settings.database.open_options())
         .await?
         .ok_or_else(|| {
             Failure::usage(format!(

@@ -50,7 +50,7 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             let builtins = Builtins::at(Utc::now(), job.schedule.tz());
             let row = recipient(job, &builtins, &openid, name, map).map_err(Failure::usage)?;
             let store =
-                Store::open_with(&settings.database.url, settings.database.max_connections).await?;
+                Store::open_with(&settings.database.url, &settings.database.open_options()).await?;
             store.upsert_recipients(&[row], "cli").await?;
             store.close().await;
             println!("added {openid} to job {}", job.name);
@@ -103,7 +103,7 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             let app = app_arg(&settings, app.as_deref())?;
             let job = listing_job(job_of_app(&settings, &job, &app)?)?;
             let store =
-                Store::open_with(&settings.database.url, settings.database.max_connections).await?;
+                Store::open_with(&settings.database.url, &settings.database.open_options()).await?;
             let imported = import_csv(&store, &file, job).await;
             store.close().await;
             let n = imported?;
@@ -703,7 +703,7 @@ async fn forget(settings: &Settings, openid: &str, app: &Option<AppName>) -> Res
         )));
     }
     let Some(store) =
-        Store::open_existing_with(&settings.database.url, settings.database.max_connections)
+        Store::open_existing_with(&settings.database.url, &settings.database.open_options())
             .await?
     else {
         return Err(Failure {

@@ -107,13 +107,15 @@ pub(super) async fn run(
         println!("{}", summary.line(&job, again));
     }
     let c = &summary.counts;
-    Ok(if summary.stopped.is_some() || summary.interrupted {
-        Exit::CannotProceed
-    } else if c.sent + c.skipped < c.total {
-        Exit::SomeFailed
-    } else {
-        Exit::Ok
-    })
+    Ok(
+        if summary.stopped.is_some() || summary.interrupted || !summary.held_elsewhere.is_empty() {
+            Exit::CannotProceed
+        } else if c.sent + c.skipped < c.total {
+            Exit::SomeFailed
+        } else {
+            Exit::Ok
+        },
+    )
 }
 
 /// `wxpush send JOB --to OPENID`: the job's message to one person, once, as a
@@ -267,8 +269,13 @@ struct Summary {
     runs: Vec<i64>,
     counts: Counts,
     stopped: Option<String>,
+    /// The stop's cause passes (WeChat or the database out of reach).
     outage: bool,
+    /// `fault`, `outage` or `database`, when it stopped.
+    stop_cause: Option<crate::delivery::StopCause>,
     interrupted: bool,
+    /// Other instances holding deliveries that made no progress for a lease.
+    held_elsewhere: Vec<crate::storage::Holder>,
     duration_ms: u128,
     requests: u64,
     latency_p50_ms: f64,
@@ -298,8 +305,13 @@ impl Summary {
             runs: reports.iter().map(|r| r.run_id).collect(),
             counts,
             stopped: reports.iter().find_map(|r| r.stopped.clone()),
-            outage: reports.iter().any(|r| r.outage),
+            outage: reports.iter().any(RunReport::resumes),
+            stop_cause: reports.iter().find_map(|r| r.cause),
             interrupted: reports.iter().any(|r| r.interrupted),
+            held_elsewhere: reports
+                .iter()
+                .flat_map(|r| r.held_elsewhere.iter().cloned())
+                .collect(),
             duration_ms: reports.iter().map(|r| r.duration_ms).sum(),
             requests: reports.iter().map(|r| r.requests).sum(),
             latency_p50_ms: busiest.map_or(0.0, |r| r.latency_p50_ms),
@@ -310,41 +322,62 @@ impl Summary {
 
     /// One line: the counts, then what (if anything) is left for the operator to do.
     fn line(&self, job: &Job, again: bool) -> String {
+        use crate::delivery::StopCause;
         let c = &self.counts;
         let ids: Vec<String> = self.runs.iter().map(i64::to_string).collect();
-        let mut line = format!(
-            "{}: run {}: {} sent, {} failed, {} refused, {} invalid, {} unknown, {} skipped, {} pending",
-            self.job,
-            ids.join(","),
-            c.sent,
-            c.failed,
-            c.refused,
-            c.invalid,
-            c.unknown,
-            c.skipped,
-            c.pending,
-        );
-        if c.expired > 0 {
-            line.push_str(&format!(", {} expired", c.expired));
+        let mut line = format!("{}: run {}", self.job, ids.join(","));
+        // With the database gone the counts could not be read: none is better
+        // than zeros.
+        if !(self.stop_cause == Some(StopCause::Database) && c.total == 0) {
+            line.push_str(&format!(
+                ": {} sent, {} failed, {} refused, {} invalid, {} unknown, {} skipped, {} pending",
+                c.sent, c.failed, c.refused, c.invalid, c.unknown, c.skipped, c.pending,
+            ));
+            if c.expired > 0 {
+                line.push_str(&format!(", {} expired", c.expired));
+            }
+            line.push_str(&format!(
+                " of {} in {:.1}s",
+                c.total,
+                self.duration_ms as f64 / 1000.0
+            ));
         }
-        line.push_str(&format!(
-            " of {} in {:.1}s",
-            c.total,
-            self.duration_ms as f64 / 1000.0
-        ));
         if again {
             line.push_str("; a new round (--again)");
         }
         let rerun = format!("`wxpush send {}`", job.name);
         if let Some(reason) = &self.stopped {
             line.push_str(&format!("; stopped: {reason}"));
-            if self.outage {
+            if self.stop_cause == Some(StopCause::Database) {
+                line.push_str(&format!(
+                    "; nothing is lost and nobody was failed for it: answers not yet recorded are written once the database answers, and the daemon resumes the run then, or re-run {rerun}"
+                ));
+            } else if self.outage {
                 line.push_str(&format!(
                     "; nobody was failed for it: the daemon resumes the run once WeChat answers, or re-run {rerun}"
                 ));
             } else {
                 line.push_str(&format!("; fix the cause, then re-run {rerun} to resume"));
             }
+        } else if !self.held_elsewhere.is_empty() {
+            let held: Vec<String> = self
+                .held_elsewhere
+                .iter()
+                .map(|h| {
+                    let who = if h.instance.is_empty() {
+                        "an unregistered process"
+                    } else {
+                        h.instance.as_str()
+                    };
+                    format!("{who}: {} sending, {} taken", h.sending, h.taken)
+                })
+                .collect();
+            line.push_str(&format!(
+                "; still held by other instances that made no progress for a lease ({}): \
+                 each settles its own once its database answers, or a survivor does when its lease lapses; \
+                 `wxpush instances` shows them; re-run {rerun} later to finish the run",
+                held.join("; ")
+            ));
         } else if self.interrupted {
             line.push_str("; interrupted: the next send or start resumes it");
         } else if c.failed > 0 {
@@ -429,7 +462,7 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
     // Recipients already in the database (without creating one), then the file's;
     // or, for a subscribed audience, everyone with consent on record.
     if let Some(store) =
-        Store::open_existing_with(&settings.database.url, settings.database.max_connections).await?
+        Store::open_existing_with(&settings.database.url, &settings.database.open_options()).await?
     {
         if subscribed {
             store.adopt_unkeyed(&settings.wechat.appid).await?;

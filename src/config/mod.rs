@@ -221,6 +221,12 @@ impl Checker {
         if raw.database.max_connections == Some(0) {
             self.fail("database.max_connections", "must be at least 1");
         }
+        if raw.database.busy_timeout.is_zero() {
+            self.fail(
+                "database.busy_timeout",
+                "must be more than 0s (a write would fail at once whenever another process writes)",
+            );
+        }
         if raw.database.instance_lease < std::time::Duration::from_secs(1) {
             // Heartbeats come every third of it: shorter would be mostly writes.
             self.fail("database.instance_lease", "must be at least 1s");
@@ -283,6 +289,7 @@ impl Checker {
                 url: database_url,
                 max_connections: raw.database.max_connections,
                 instance_lease: raw.database.instance_lease,
+                busy_timeout: raw.database.busy_timeout,
             },
             delivery,
             log: LogSettings {

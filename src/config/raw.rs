@@ -156,6 +156,12 @@ pub(super) struct RawDatabase {
     pub password_file: Option<String>,
     #[serde(default = "default_instance_lease", with = "plain_duration")]
     pub instance_lease: Duration,
+    #[serde(default = "default_busy_timeout", with = "plain_duration")]
+    pub busy_timeout: Duration,
+}
+
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_instance_lease() -> Duration {
@@ -169,6 +175,7 @@ impl Default for RawDatabase {
             max_connections: None,
             password_file: None,
             instance_lease: default_instance_lease(),
+            busy_timeout: default_busy_timeout(),
         }
     }
 }

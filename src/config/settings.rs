@@ -116,12 +116,22 @@ pub struct DatabaseSettings {
     pub max_connections: Option<u32>,
     /// How long an instance may miss heartbeats before others settle what it held.
     pub instance_lease: std::time::Duration,
+    /// SQLite: how long a write waits for another's write lock before it fails.
+    pub busy_timeout: std::time::Duration,
 }
 
 impl DatabaseSettings {
     /// The URL with any password replaced by `***`, for logs and output.
     pub fn shown(&self) -> String {
         masked_url(&self.url)
+    }
+
+    /// How the store opens this database.
+    pub fn open_options(&self) -> crate::storage::OpenOptions {
+        crate::storage::OpenOptions {
+            max_connections: self.max_connections,
+            busy_timeout: self.busy_timeout,
+        }
     }
 }
 
@@ -349,6 +359,7 @@ mod database_tests {
                 url: url.into(),
                 max_connections: None,
                 instance_lease: std::time::Duration::from_secs(30),
+                busy_timeout: std::time::Duration::from_secs(10),
             }
             .shown()
         };

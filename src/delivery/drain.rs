@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use super::inflight::InFlight;
 use super::recorder::{RecordWriter, Recorder};
 use super::retry::RetryPolicy;
-use super::send::{Halt, Latency, SendContext};
+use super::send::{Halt, Latency, SendContext, StopCause};
 use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job, OnUnknown};
 use crate::domain::{AppTemplate, Builtins, Message, OpenId, TemplateKind};
 use crate::storage::{
-    Audience, ConsentGate, Counts, Outcome, PendingDelivery, RunChanges, RunStatus, Status,
+    Audience, ConsentGate, Counts, Holder, Outcome, PendingDelivery, RunChanges, RunStatus, Status,
     StorageError, Store,
 };
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
@@ -37,12 +37,17 @@ pub struct RunReport {
     pub slot: DateTime<Utc>,
     /// Deliveries by status, after this drain.
     pub counts: Counts,
-    /// Why the run stopped early, if it did (quota, fatal errcode, no token ...).
+    /// Why the run stopped early, if it did (quota, fatal errcode, no token,
+    /// WeChat or the database out of reach ...).
     pub stopped: Option<String>,
-    /// The stop was WeChat being unreachable: the daemon resumes the run by itself.
-    pub outage: bool,
+    /// What kind of cause stopped it: one that passes (WeChat or the database
+    /// out of reach) is resumed by the daemon by itself.
+    pub cause: Option<StopCause>,
     /// True when a shutdown interrupted it; the next start resumes it.
     pub interrupted: bool,
+    /// Other instances that still held deliveries of this shared run when this
+    /// drain stopped waiting for them (they made no progress for a lease).
+    pub held_elsewhere: Vec<Holder>,
     /// Wall time of this drain, in milliseconds.
     pub duration_ms: u128,
     /// Requests made to `subscribeMessage.send` (retries included).
@@ -51,6 +56,14 @@ pub struct RunReport {
     pub latency_p50_ms: f64,
     /// 99th percentile request latency, in milliseconds.
     pub latency_p99_ms: f64,
+}
+
+impl RunReport {
+    /// True when the run stopped for a cause that passes (WeChat or the
+    /// database out of reach): the daemon resumes it by itself.
+    pub fn resumes(&self) -> bool {
+        self.cause.is_some_and(StopCause::passes)
+    }
 }
 
 /// Who a job's runs send to, and what consent their claims need.
@@ -83,7 +96,7 @@ impl Launch<'_> {
         let taken = match claim.await {
             Ok(taken) => taken,
             Err(e) => {
-                self.ctx.halt.stop(format!("cannot record deliveries: {e}"));
+                self.ctx.halt.database(&e);
                 return false;
             }
         };
@@ -149,6 +162,20 @@ pub struct Deliverer {
     on_unknown: OnUnknown,
     progress: super::progress::Progress,
     writer: RecordWriter,
+    /// How long a shared run's drain waits for other instances that make no
+    /// progress: their lease, past which a live one would be declared dead.
+    lease: std::time::Duration,
+}
+
+/// What waiting for the other instances of a shared run came to.
+enum Waited {
+    /// Deliveries nobody holds turned up (given back by a rescue or an
+    /// instance that stopped): take them.
+    Free,
+    /// The run has nothing left, or a shutdown came.
+    Over,
+    /// They held deliveries and made no progress for a lease.
+    Held(Vec<Holder>),
 }
 
 impl Deliverer {
@@ -173,7 +200,21 @@ impl Deliverer {
             concurrency: d.concurrency,
             on_unknown: d.on_unknown,
             progress: super::progress::Progress::Log,
+            lease: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// Waits at most `lease` for other instances' deliveries of a shared run
+    /// that make no progress (`[database] instance_lease`).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Writes the outcomes this process's writer kept when the database
+    /// failed to take them (see `RecordWriter::settle`).
+    pub async fn settle_kept(&self) -> Result<(), StorageError> {
+        self.writer.settle().await
     }
 
     /// The AppID of the mini program this deliverer sends for.
@@ -211,6 +252,7 @@ impl Deliverer {
         run_id: i64,
         slot: DateTime<Utc>,
     ) -> Result<RunReport, StorageError> {
+        self.writer.settle().await?;
         self.store.recover_sending(run_id, self.leftover()).await?;
         let note = format!(
             "the send window ({}) closed before these were sent",
@@ -228,8 +270,9 @@ impl Deliverer {
             slot,
             counts,
             stopped: None,
-            outage: false,
+            cause: None,
             interrupted: false,
+            held_elsewhere: Vec::new(),
             duration_ms: 0,
             requests: 0,
             latency_p50_ms: 0.0,
@@ -271,32 +314,40 @@ impl Deliverer {
         })
     }
 
-    /// Waits while other instances hold the rest of a shared run: true when some
-    /// deliveries nobody holds have turned up (given back by a rescue or an
-    /// instance that stopped), false when the run has nothing left or a shutdown
-    /// came.
+    /// Waits while other instances hold the rest of a shared run, for as long
+    /// as they make progress, and at most a lease without any (a live
+    /// instance whose database failed settles its rows once it answers again;
+    /// a dead one is settled by a survivor after its lease).
     async fn wait_for_others(
         &self,
         job: &str,
         run_id: i64,
         changes: &mut RunChanges,
         shutdown: &CancellationToken,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Waited, StorageError> {
+        let mut least = i64::MAX;
+        let mut since = tokio::time::Instant::now();
         loop {
             changes.clear();
             let (free, held) = self.store.run_progress(run_id).await?;
             if free > 0 {
-                return Ok(true);
+                return Ok(Waited::Free);
             }
             if held == 0 {
-                return Ok(false);
+                return Ok(Waited::Over);
+            }
+            if held < least {
+                least = held;
+                since = tokio::time::Instant::now();
+            } else if since.elapsed() >= self.lease {
+                return Ok(Waited::Held(self.store.holders(run_id).await?));
             }
             // Woken at once when another instance finishes its share or a
             // rescue gives deliveries back; the timer covers a lost signal.
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
                 _ = changes.changed(job) => {}
-                _ = shutdown.cancelled() => return Ok(false),
+                _ = shutdown.cancelled() => return Ok(Waited::Over),
             }
         }
     }
@@ -331,7 +382,9 @@ impl Deliverer {
     /// Sends every pending delivery of `run_id`. The caller holds the job's lock.
     ///
     /// Stops early when WeChat says every further send would fail (the rest stay
-    /// pending) or when `shutdown` fires (in-flight sends finish and are recorded).
+    /// pending), when WeChat or the database is out of reach (the run stays
+    /// resumable), or when `shutdown` fires (in-flight sends finish and are
+    /// recorded). An error only when the run could not be started.
     #[tracing::instrument(skip_all, fields(run.id = run_id, job = %job.name))]
     pub async fn drain(
         &self,
@@ -342,6 +395,10 @@ impl Deliverer {
         shutdown: &CancellationToken,
     ) -> Result<RunReport, StorageError> {
         let started = Instant::now();
+        // Answers of an earlier drain that the database could not take are
+        // written first: the recovery below would take their rows for
+        // interrupted requests.
+        self.writer.settle().await?;
         // Only a crash leaves `claimed` and `sending` rows, and we hold the job's lock.
         let leftover_to = self.leftover();
         let recovered = self.store.recover_sending(run_id, leftover_to).await?;
@@ -410,15 +467,26 @@ impl Deliverer {
             }
         };
         let mut swept = false;
-        let flushed = loop {
+        let mut held_elsewhere = Vec::new();
+        loop {
             // The next page is read (on PostgreSQL, taken) while this one is sent.
             let mut next = Some(self.read_page(job, targeting, run_id, after, page_size()));
             'pages: loop {
-                let page = next
+                let page = match next
                     .take()
                     .expect("a page is always on its way")
                     .await
-                    .expect("the page task does not panic")?;
+                    .expect("the page task does not panic")
+                {
+                    Ok(page) => page,
+                    // Not returned at once: the sends in flight finish and are
+                    // recorded first.
+                    Err(e) => {
+                        ctx.halt.database(&e);
+                        go_on = false;
+                        break 'pages;
+                    }
+                };
                 let Some(last) = page.last() else {
                     // Shared: deliveries given back behind the cursor (by a rescue or
                     // an instance that stopped) are taken in one more pass from the start.
@@ -437,31 +505,7 @@ impl Deliverer {
                         go_on = false;
                         break 'pages;
                     }
-                    let mut ready = Vec::with_capacity(chunk.len());
-                    for d in chunk {
-                        if d.refused {
-                            // Rejected or banned on record: never asked of WeChat.
-                            crate::stats::skipped(&ctx.job, 1);
-                            recorder.record(Outcome::local(
-                                d.id,
-                                Status::Skipped,
-                                Some(crate::domain::NO_CONSENT.to_owned()),
-                            ));
-                            continue;
-                        }
-                        match build(job, d, &builtins) {
-                            Ok(message) => ready.push((d.id, message)),
-                            // Caught here, so WeChat never answers 47003 for it.
-                            Err(reason) => {
-                                tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
-                                recorder.record(Outcome::local(
-                                    d.id,
-                                    Status::Invalid,
-                                    Some(reason),
-                                ));
-                            }
-                        }
-                    }
+                    let ready = self.prepare(job, chunk, &builtins, &ctx, &recorder);
                     // Record before the irreversible calls: one commit marks the chunk
                     // `sending`, so a crash can only make these `unknown`, never resend.
                     let ids: Vec<i64> = ready.iter().map(|(id, _)| *id).collect();
@@ -492,52 +536,120 @@ impl Deliverer {
                 }
             }
             while tasks.join_next().await.is_some() {}
-            let flushed = recorder.flush().await;
-            if shared && flushed.is_ok() {
-                self.store.release_taken(run_id).await?;
+            // An outcome the database did not take is kept and written once
+            // it answers: this instance settles its own rows.
+            if let Err(e) = recorder.flush().await {
+                ctx.halt.database(&e);
+                break;
+            }
+            if shared {
+                if let Err(e) = self.store.release_taken(run_id).await {
+                    ctx.halt.database(&e);
+                    break;
+                }
                 // This share is done: a drain waiting for it looks again now.
                 self.store.signal_job(job.name.as_ref()).await;
             }
             // Shared: the run is done only when the other instances' deliveries
             // are too. Wait for them (a sender that joined reports the whole
             // run), and take what comes back from a dead one.
-            if !shared || !go_on || flushed.is_err() || ctx.halt.is_stopped() {
-                break flushed;
+            if !shared || !go_on || ctx.halt.is_stopped() {
+                break;
             }
-            if !self
+            match self
                 .wait_for_others(job.name.as_ref(), run_id, &mut changes, shutdown)
-                .await?
+                .await
             {
-                break flushed;
+                Ok(Waited::Free) => {}
+                Ok(Waited::Over) => break,
+                Ok(Waited::Held(holders)) => {
+                    held_elsewhere = holders;
+                    break;
+                }
+                Err(e) => {
+                    ctx.halt.database(&e);
+                    break;
+                }
             }
             after = 0;
             swept = false;
+        }
+        let counts = match self.counts(run_id).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                ctx.halt.database(&e);
+                Counts::default()
+            }
         };
-        let mut stopped = ctx.halt.reason();
-        if let Err(e) = flushed {
-            stopped.get_or_insert(format!("cannot record deliveries: {e}"));
+        let stop = ctx.halt.reason();
+        let interrupted = stop.is_none() && shutdown.is_cancelled();
+        let finish = match &stop {
+            // Left `running`: the database is what failed, and the run is
+            // resumed (by this daemon, any instance, or `send`) once it answers.
+            Some((_, StopCause::Database)) => None,
+            Some((reason, _)) => Some((RunStatus::Stopped, Some(reason.as_str()))),
+            None if !interrupted && held_elsewhere.is_empty() && counts.pending == 0 => {
+                Some((RunStatus::Done, None))
+            }
+            None => None,
+        };
+        if let Some((status, reason)) = finish
+            && let Err(e) = self.store.finish_run(run_id, status, reason).await
+        {
+            // Unfinished on record, so resumed and finished by the next firing.
+            ctx.halt.database(&e);
         }
-        let interrupted = stopped.is_none() && shutdown.is_cancelled();
-        let counts = self.counts(run_id).await?;
-        if let Some(reason) = &stopped {
-            self.store
-                .finish_run(run_id, RunStatus::Stopped, Some(reason))
-                .await?;
-        } else if !interrupted && counts.pending == 0 {
-            self.store.finish_run(run_id, RunStatus::Done, None).await?;
-        }
+        let (stopped, cause) = match ctx.halt.reason() {
+            Some((reason, cause)) => (Some(reason), Some(cause)),
+            None => (None, None),
+        };
         Ok(RunReport {
             run_id,
             job: job.name.to_string(),
             slot,
             counts,
             stopped,
-            outage: ctx.halt.is_outage(),
+            cause,
             interrupted,
+            held_elsewhere,
             duration_ms: started.elapsed().as_millis(),
             requests: ctx.latency.quantile_ms(0.5).1,
             latency_p50_ms: ctx.latency.quantile_ms(0.5).0,
             latency_p99_ms: ctx.latency.quantile_ms(0.99).0,
         })
+    }
+
+    /// Renders and checks a chunk's messages: the sendable ones are returned;
+    /// a person who refused on record is `skipped` and an invalid message
+    /// `invalid`, neither asked of WeChat.
+    fn prepare(
+        &self,
+        job: &Job,
+        chunk: &[PendingDelivery],
+        builtins: &Builtins,
+        ctx: &SendContext,
+        recorder: &Recorder,
+    ) -> Vec<(i64, Message)> {
+        let mut ready = Vec::with_capacity(chunk.len());
+        for d in chunk {
+            if d.refused {
+                crate::stats::skipped(&ctx.job, 1);
+                recorder.record(Outcome::local(
+                    d.id,
+                    Status::Skipped,
+                    Some(crate::domain::NO_CONSENT.to_owned()),
+                ));
+                continue;
+            }
+            match build(job, d, builtins) {
+                Ok(message) => ready.push((d.id, message)),
+                // Caught here, so WeChat never answers 47003 for it.
+                Err(reason) => {
+                    tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
+                    recorder.record(Outcome::local(d.id, Status::Invalid, Some(reason)));
+                }
+            }
+        }
+        ready
     }
 }

@@ -14,3 +14,4 @@ pub use progress::Progress;
 pub use rate::SharedRate;
 pub use recorder::RecordWriter;
 pub use retry::RetryPolicy;
+pub use send::StopCause;

@@ -9,8 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use backon::BackoffBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::{ConsentGate, Held, Outcome, Status, StorageError, Store};
@@ -20,13 +22,49 @@ const MAX_BATCH: usize = 2048;
 
 type Ack<T> = oneshot::Sender<Result<T, Arc<StorageError>>>;
 
-/// What one run's operations share: its consent gate, and whether any of its
-/// outcomes failed to be written.
+/// The first wait before outcomes the database refused are written again, and
+/// the longest: a database back after a restart is written to within a second.
+const REWRITE_MIN: Duration = Duration::from_millis(200);
+const REWRITE_MAX: Duration = Duration::from_secs(5);
+
+/// What one run's operations share: its consent gate, and its outcomes that
+/// the database has not taken yet.
 struct Run {
     gate: ConsentGate,
-    lost: OnceLock<Arc<StorageError>>,
+    /// Outcomes of this run kept for a rewrite (see `Kept`).
+    unwritten: AtomicUsize,
+    /// Why the last of them failed.
+    error: Mutex<Option<Arc<StorageError>>>,
     runs: Arc<AtomicUsize>,
 }
+
+impl Run {
+    fn new(gate: ConsentGate, runs: Arc<AtomicUsize>) -> Self {
+        runs.fetch_add(1, Ordering::Relaxed);
+        Self {
+            gate,
+            unwritten: AtomicUsize::new(0),
+            error: Mutex::new(None),
+            runs,
+        }
+    }
+
+    /// Ok when every outcome of this run queued so far is committed.
+    fn written(&self) -> Result<(), Arc<StorageError>> {
+        if self.unwritten.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let error = self.error.lock().expect("poisoned").clone();
+        Err(error.expect("an unwritten outcome has its error"))
+    }
+}
+
+/// Outcomes a batch failed to write (the database was down, restarted, locked
+/// or full), kept until it takes them. Each is an answer this process alone
+/// knows: its delivery stays `sending` under this instance meanwhile, and
+/// writing it later records what really happened (sent, failed, or pending
+/// for a request never made) where a crash recovery could only say `unknown`.
+type Kept = Arc<Mutex<Vec<(Arc<Run>, Outcome)>>>;
 
 impl Drop for Run {
     fn drop(&mut self) {
@@ -37,7 +75,8 @@ impl Drop for Run {
 enum Kind {
     Claim(Vec<i64>, Ack<HashSet<i64>>),
     Sending(i64, Ack<bool>),
-    Record(Outcome),
+    /// An outcome; true when it is one kept after a failed batch, written again.
+    Record(Outcome, bool),
     Flush(Ack<()>),
 }
 
@@ -53,6 +92,7 @@ pub struct RecordWriter {
     store: Store,
     live: Arc<Mutex<Option<mpsc::WeakUnboundedSender<Op>>>>,
     runs: Arc<AtomicUsize>,
+    kept: Kept,
 }
 
 impl RecordWriter {
@@ -62,7 +102,55 @@ impl RecordWriter {
             store,
             live: Arc::default(),
             runs: Arc::default(),
+            kept: Kept::default(),
         }
+    }
+
+    /// Outcomes kept because the database failed to take them, not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.kept.lock().expect("poisoned").len()
+    }
+
+    /// Writes the outcomes kept from failed batches now; an error while the
+    /// database still refuses them (they stay kept). A drain calls this before
+    /// it resumes a run, so that its crash recovery never takes one of this
+    /// process's answered requests for an interrupted one.
+    pub async fn settle(&self) -> Result<(), StorageError> {
+        let kept = std::mem::take(&mut *self.kept.lock().expect("poisoned"));
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let mut by_gate: Vec<(ConsentGate, Vec<(Arc<Run>, Outcome)>)> = Vec::new();
+        for (run, outcome) in kept {
+            let gate = if needs_gate(&run.gate, &outcome) {
+                run.gate.clone()
+            } else {
+                ConsentGate::Unchecked
+            };
+            match by_gate.iter_mut().find(|(g, _)| *g == gate) {
+                Some((_, v)) => v.push((run, outcome)),
+                None => by_gate.push((gate, vec![(run, outcome)])),
+            }
+        }
+        let mut groups = by_gate.into_iter();
+        while let Some((gate, items)) = groups.next() {
+            let outcomes: Vec<Outcome> = items.iter().map(|(_, o)| o.clone()).collect();
+            if let Err(e) = self.store.write_batch(&gate, &[], &[], &outcomes).await {
+                // Kept again, this group and those not tried.
+                let mut kept = self.kept.lock().expect("poisoned");
+                kept.extend(items);
+                kept.extend(groups.flat_map(|(_, items)| items));
+                return Err(e);
+            }
+            tracing::info!(
+                count = outcomes.len(),
+                "wrote outcomes the database could not take before"
+            );
+            for (run, _) in items {
+                run.unwritten.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        Ok(())
     }
 
     /// Runs recording now (whose recorder, or an operation of it, still exists).
@@ -79,19 +167,14 @@ impl RecordWriter {
             Some(tx) => tx,
             None => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(write_loop(self.store.clone(), rx));
+                tokio::spawn(write_loop(self.store.clone(), rx, Arc::clone(&self.kept)));
                 *live = Some(tx.downgrade());
                 tx
             }
         };
-        self.runs.fetch_add(1, Ordering::Relaxed);
         Recorder {
             tx,
-            run: Arc::new(Run {
-                gate,
-                lost: OnceLock::new(),
-                runs: Arc::clone(&self.runs),
-            }),
+            run: Arc::new(Run::new(gate, Arc::clone(&self.runs))),
         }
     }
 }
@@ -146,11 +229,12 @@ impl Recorder {
 
     /// Queues an outcome; it is committed with the next batch.
     pub fn record(&self, outcome: Outcome) {
-        self.send(Kind::Record(outcome));
+        self.send(Kind::Record(outcome, false));
     }
 
-    /// Waits until everything this run queued so far is committed; an error if
-    /// any of its outcomes could not be written, now or before.
+    /// Waits until everything this run queued so far is committed; an error
+    /// while any of its outcomes is still kept for a rewrite (the database
+    /// refused it and has not taken it since).
     pub async fn flush(&self) -> Result<(), Arc<StorageError>> {
         let (ack, done) = oneshot::channel();
         self.send(Kind::Flush(ack));
@@ -179,6 +263,8 @@ struct Group {
     mark_acks: Vec<Ack<bool>>,
     outcomes: Vec<Outcome>,
     outcome_runs: Vec<Arc<Run>>,
+    /// Per outcome: kept from a failed batch (already counted unwritten).
+    rewrites: Vec<bool>,
 }
 
 impl Group {
@@ -191,10 +277,11 @@ impl Group {
             mark_acks: Vec::new(),
             outcomes: Vec::new(),
             outcome_runs: Vec::new(),
+            rewrites: Vec::new(),
         }
     }
 
-    async fn write(self, store: &Store, held: &mut Held) {
+    async fn write(self, store: &Store, held: &mut Held, kept: &Kept) {
         let result = store
             .write_batch_on(held, &self.gate, &self.claims, &self.marks, &self.outcomes)
             .await;
@@ -212,11 +299,26 @@ impl Group {
                 for (id, ack) in self.marks.iter().zip(self.mark_acks) {
                     let _ = ack.send(Ok(written.marked.contains(id)));
                 }
+                let rewritten = self.rewrites.iter().filter(|r| **r).count();
+                if rewritten > 0 {
+                    tracing::info!(
+                        count = rewritten,
+                        "wrote outcomes the database could not take before"
+                    );
+                }
+                for (run, rewrite) in self.outcome_runs.iter().zip(self.rewrites) {
+                    if rewrite {
+                        run.unwritten.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
             }
             Err(e) => {
-                // Claims and marks did not happen (those deliveries are not sent);
-                // recorded outcomes stay `sending` and become `unknown` on resume.
-                tracing::error!(error = %e, lost_outcomes = self.outcomes.len(), "failed to record deliveries");
+                // Claims and marks did not happen, so their requests never
+                // start (a mark that did commit is put back by the sender's
+                // `pending` outcome). Outcomes are kept and written again once
+                // the database answers: until then their rows stay `sending`
+                // under this instance, and nobody else settles them.
+                tracing::error!(error = %e, kept_outcomes = self.outcomes.len(), "failed to record deliveries; keeping the outcomes to write them again");
                 let e = Arc::new(e);
                 for (ack, _, _) in self.claim_acks {
                     let _ = ack.send(Err(Arc::clone(&e)));
@@ -224,8 +326,18 @@ impl Group {
                 for ack in self.mark_acks {
                     let _ = ack.send(Err(Arc::clone(&e)));
                 }
-                for run in self.outcome_runs {
-                    let _ = run.lost.set(Arc::clone(&e));
+                let mut kept = kept.lock().expect("poisoned");
+                for ((run, outcome), rewrite) in self
+                    .outcome_runs
+                    .into_iter()
+                    .zip(self.outcomes)
+                    .zip(self.rewrites)
+                {
+                    *run.error.lock().expect("poisoned") = Some(Arc::clone(&e));
+                    if !rewrite {
+                        run.unwritten.fetch_add(1, Ordering::AcqRel);
+                    }
+                    kept.push((run, outcome));
                 }
             }
         }
@@ -262,7 +374,7 @@ fn sort(ops: &mut Vec<Op>, groups: &mut Vec<Group>, flushes: &mut Vec<(Arc<Run>,
                 groups[0].marks.push(id);
                 groups[0].mark_acks.push(ack);
             }
-            Kind::Record(o) => {
+            Kind::Record(o, rewrite) => {
                 let g = if needs_gate(&run.gate, &o) {
                     group_of(&run, groups)
                 } else {
@@ -270,18 +382,56 @@ fn sort(ops: &mut Vec<Op>, groups: &mut Vec<Group>, flushes: &mut Vec<(Arc<Run>,
                 };
                 groups[g].outcomes.push(o);
                 groups[g].outcome_runs.push(run);
+                groups[g].rewrites.push(rewrite);
             }
             Kind::Flush(ack) => flushes.push((run, ack)),
         }
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, kept: Kept) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
     // The writer's own connection, while it has runs to record.
     let mut held = Held::default();
-    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
+    let mut rewrite_in = rewrite_delays();
+    let mut open = true;
+    loop {
+        let waiting = !kept.lock().expect("poisoned").is_empty();
+        if open {
+            let got = if waiting {
+                // Kept outcomes are written again with the next batch, or
+                // alone when none comes before the wait is over.
+                let wait = rewrite_in.next().unwrap_or(REWRITE_MAX);
+                tokio::select! {
+                    n = rx.recv_many(&mut ops, MAX_BATCH) => Some(n),
+                    _ = tokio::time::sleep(wait) => None,
+                }
+            } else {
+                Some(rx.recv_many(&mut ops, MAX_BATCH).await)
+            };
+            if got == Some(0) {
+                open = false;
+            }
+        }
+        if !open {
+            // Every recorder is gone; only kept outcomes keep the task going.
+            if !waiting {
+                break;
+            }
+            tokio::time::sleep(rewrite_in.next().unwrap_or(REWRITE_MAX)).await;
+        }
+        let rewrites = std::mem::take(&mut *kept.lock().expect("poisoned"));
+        if ops.is_empty() && rewrites.is_empty() {
+            continue;
+        }
+        ops.splice(
+            0..0,
+            rewrites.into_iter().map(|(run, outcome)| Op {
+                run,
+                kind: Kind::Record(outcome, true),
+            }),
+        );
         let mut groups = Vec::new();
         sort(&mut ops, &mut groups, &mut flushes);
         let mut groups = groups.into_iter();
@@ -291,13 +441,26 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
         // requests in flight (a sender queues its outcome before it frees its
         // slot for the next mark), even if the process dies in between.
         for group in groups {
-            group.write(&store, &mut held).await;
+            group.write(&store, &mut held, &kept).await;
         }
-        plain.write(&store, &mut held).await;
+        plain.write(&store, &mut held, &kept).await;
+        if kept.lock().expect("poisoned").is_empty() {
+            rewrite_in = rewrite_delays();
+        }
         for (run, ack) in flushes.drain(..) {
-            let _ = ack.send(run.lost.get().map_or(Ok(()), |e| Err(Arc::clone(e))));
+            let _ = ack.send(run.written());
         }
     }
+}
+
+/// Waits between tries to write kept outcomes: from `REWRITE_MIN`, doubling,
+/// at most `REWRITE_MAX`, for as long as it takes.
+fn rewrite_delays() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(REWRITE_MIN)
+        .with_max_delay(REWRITE_MAX)
+        .without_max_times()
+        .build()
 }
 
 #[cfg(test)]
@@ -306,12 +469,7 @@ mod tests {
     use crate::domain::AppTemplate;
 
     fn run(gate: ConsentGate) -> Arc<Run> {
-        let runs = Arc::new(AtomicUsize::new(1));
-        Arc::new(Run {
-            gate,
-            lost: OnceLock::new(),
-            runs,
-        })
+        Arc::new(Run::new(gate, Arc::new(AtomicUsize::new(0))))
     }
 
     #[test]
@@ -329,12 +487,18 @@ mod tests {
             op(&also_long, Kind::Claim(vec![4], oneshot::channel().0)),
             op(&long, Kind::Sending(5, oneshot::channel().0)),
             op(&once, Kind::Sending(6, oneshot::channel().0)),
-            op(&long, Kind::Record(Outcome::local(7, Status::Sent, None))),
             op(
                 &long,
-                Kind::Record(Outcome::local(8, Status::Refused, None)),
+                Kind::Record(Outcome::local(7, Status::Sent, None), false),
             ),
-            op(&once, Kind::Record(Outcome::local(9, Status::Sent, None))),
+            op(
+                &long,
+                Kind::Record(Outcome::local(8, Status::Refused, None), false),
+            ),
+            op(
+                &once,
+                Kind::Record(Outcome::local(9, Status::Sent, None), false),
+            ),
             op(&once, Kind::Flush(oneshot::channel().0)),
         ];
         let (mut groups, mut flushes) = (Vec::new(), Vec::new());

@@ -17,28 +17,62 @@ use crate::wechat::{Disposition, SendReply, TokenManager, WechatClient, classify
 /// (refused connection, timeout, HTTP 5xx) before the run stops as an outage.
 const OUTAGE_STREAK: u32 = 8;
 
+/// Why a run stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// Something an operator must fix: quota, account, template, secret.
+    Fault,
+    /// WeChat could not be reached; the run is resumed once it can.
+    Outage,
+    /// The database failed (down, restarted, locked, full); the run is resumed
+    /// once it answers, and whatever this process could not record is written
+    /// then.
+    Database,
+}
+
+impl StopCause {
+    /// True when the cause passes by itself, so the daemon resumes the run.
+    pub fn passes(self) -> bool {
+        matches!(self, Self::Outage | Self::Database)
+    }
+
+    /// The `reason` label of `wxpush_runs_stopped_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Fault => "fault",
+            Self::Outage => "outage",
+            Self::Database => "database",
+        }
+    }
+}
+
 /// A reason to stop the whole run; the first one wins.
 #[derive(Clone, Default)]
 pub(super) struct Halt {
     token: CancellationToken,
-    /// The reason, and whether it is WeChat being unreachable (which passes).
-    reason: Arc<OnceLock<(String, bool)>>,
+    reason: Arc<OnceLock<(String, StopCause)>>,
 }
 
 impl Halt {
     /// Stops the run for a cause someone must fix (quota, account, template).
     pub fn stop(&self, reason: String) {
-        self.halt(reason, false);
+        self.halt(reason, StopCause::Fault);
     }
 
     /// Stops the run because WeChat cannot be reached; it is resumed once it can.
     pub fn outage(&self, reason: String) {
-        self.halt(reason, true);
+        self.halt(reason, StopCause::Outage);
     }
 
-    fn halt(&self, reason: String, outage: bool) {
-        if self.reason.set((reason.clone(), outage)).is_ok() {
-            tracing::error!(reason = %reason, outage, "stopping the run");
+    /// Stops the run because the database failed; it is resumed once it answers.
+    pub fn database(&self, e: &crate::storage::StorageError) {
+        self.halt(format!("the database failed: {e}"), StopCause::Database);
+    }
+
+    fn halt(&self, reason: String, cause: StopCause) {
+        if self.reason.set((reason.clone(), cause)).is_ok() {
+            tracing::error!(reason = %reason, cause = cause.label(), "stopping the run");
         }
         self.token.cancel();
     }
@@ -47,13 +81,9 @@ impl Halt {
         self.token.is_cancelled()
     }
 
-    pub fn reason(&self) -> Option<String> {
-        self.reason.get().map(|(r, _)| r.clone())
-    }
-
-    /// True when the run stopped because WeChat could not be reached.
-    pub fn is_outage(&self) -> bool {
-        self.reason.get().is_some_and(|(_, o)| *o)
+    /// Why the run stopped, if it did.
+    pub fn reason(&self) -> Option<(String, StopCause)> {
+        self.reason.get().cloned()
     }
 
     pub async fn stopped(&self) {
@@ -184,6 +214,10 @@ impl SendContext {
                         self.halt.outage(e.to_string());
                         return Some(a.outcome(Status::Pending, None));
                     }
+                    Err(crate::wechat::TokenError::Storage(e)) => {
+                        self.halt.database(&e);
+                        return Some(a.outcome(Status::Pending, None));
+                    }
                     Err(e) => {
                         self.halt.stop(e.to_string());
                         return Some(a.outcome(Status::Pending, None));
@@ -198,8 +232,10 @@ impl SendContext {
                     Ok(true) => {}
                     // Taken elsewhere since its claim: not ours to send or record.
                     Ok(false) => return None,
+                    // Not marked, so not sent: back to pending, written
+                    // once the database answers again.
                     Err(e) => {
-                        self.halt.stop(format!("cannot record deliveries: {e}"));
+                        self.halt.database(&e);
                         return Some(a.outcome(Status::Pending, None));
                     }
                 }
@@ -230,7 +266,10 @@ impl SendContext {
                         Disposition::RefreshToken if !token_replaced => {
                             token_replaced = true;
                             if let Err(e) = self.tokens.replace(&token).await {
-                                self.halt.stop(e.to_string());
+                                match e {
+                                    crate::wechat::TokenError::Storage(e) => self.halt.database(&e),
+                                    e => self.halt.stop(e.to_string()),
+                                }
                                 return Some(a.outcome(Status::Pending, None));
                             }
                             continue;

@@ -35,6 +35,17 @@ pub struct PendingDelivery {
     pub refused: bool,
 }
 
+/// An instance holding deliveries of a run that are not final yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    /// The instance (empty: a process that took them without registering).
+    pub instance: String,
+    /// Taken and not sent yet (pending or claimed).
+    pub taken: i64,
+    /// With a request in flight, or an outcome not yet written (`sending`).
+    pub sending: i64,
+}
+
 /// One delivery, for history.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryRow {
@@ -102,10 +113,14 @@ impl Store {
     /// out) become `to` (unknown, or pending when unknown outcomes are retried),
     /// `claimed` rows (no request was made) go back to pending. Credits follow: an
     /// unknown send may have used its credit, so it is spent; the rest are released.
-    /// Rows held by a registered instance are its own (it may be sending them
-    /// now): a rescue settles them once it is dead. Call only while holding the
-    /// job's lease. Returns the `sending` rows settled.
+    /// Rows held by another registered instance are its own (it may be sending
+    /// them now): a rescue settles them once it is dead. This store's own
+    /// instance's rows are settled too: the caller holds the job's lease, so
+    /// none of them is in flight in this process (the drain that marked them
+    /// wrote or kept every answer it had: see `RecordWriter::settle`). Returns
+    /// the `sending` rows settled.
     pub async fn recover_sending(&self, run_id: i64, to: Status) -> Result<u64, StorageError> {
+        let me = self.instance.as_deref();
         let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE consents SET \
@@ -113,32 +128,35 @@ impl Store {
              reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
              FROM deliveries d JOIN runs r ON r.id = d.run_id \
              WHERE d.run_id = $2 AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
-             AND (d.owner IS NULL OR d.owner NOT IN (SELECT id FROM instances)) \
+             AND (d.owner IS NULL OR d.owner = $3 OR d.owner NOT IN (SELECT id FROM instances)) \
              AND consents.appid = r.appid AND consents.openid = d.openid AND consents.template_id = r.template_id",
         )
         .bind(to.as_str())
         .bind(run_id)
+        .bind(me)
         .execute(&mut *tx)
         .await
         .context("settle the credits of interrupted deliveries")?;
         let r = sqlx::query(
             "UPDATE deliveries SET status = $1, credit = 0, owner = NULL, errmsg = 'interrupted while sending: outcome unknown', updated_at = $2 \
              WHERE run_id = $3 AND status = 'sending' \
-             AND (owner IS NULL OR owner NOT IN (SELECT id FROM instances))",
+             AND (owner IS NULL OR owner = $4 OR owner NOT IN (SELECT id FROM instances))",
         )
         .bind(to.as_str())
         .bind(now())
         .bind(run_id)
+        .bind(me)
         .execute(&mut *tx)
         .await
         .context("recover interrupted deliveries")?;
         sqlx::query(
             "UPDATE deliveries SET status = 'pending', credit = 0, owner = NULL, updated_at = $1 \
              WHERE run_id = $2 AND status = 'claimed' \
-             AND (owner IS NULL OR owner NOT IN (SELECT id FROM instances))",
+             AND (owner IS NULL OR owner = $3 OR owner NOT IN (SELECT id FROM instances))",
         )
         .bind(now())
         .bind(run_id)
+        .bind(me)
         .execute(&mut *tx)
         .await
         .context("put back claimed deliveries")?;
@@ -251,6 +269,30 @@ impl Store {
         .await
         .context("give back taken deliveries")?;
         Ok(())
+    }
+
+    /// Who holds a run's deliveries that are not final yet, and how many.
+    pub async fn holders(&self, run_id: i64) -> Result<Vec<Holder>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(owner, '') AS owner, \
+             COALESCE(SUM(CASE WHEN status IN ('pending', 'claimed') THEN 1 ELSE 0 END), 0) AS taken, \
+             COALESCE(SUM(CASE WHEN status = 'sending' THEN 1 ELSE 0 END), 0) AS sending \
+             FROM deliveries WHERE run_id = $1 AND status IN ('pending', 'claimed', 'sending') \
+             AND (owner IS NOT NULL OR status <> 'pending') \
+             GROUP BY COALESCE(owner, '') ORDER BY 1",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .context("find who holds a run's deliveries")?;
+        Ok(rows
+            .iter()
+            .map(|r| Holder {
+                instance: r.get("owner"),
+                taken: r.get("taken"),
+                sending: r.get("sending"),
+            })
+            .collect())
     }
 
     /// Every delivery of a run, in id order.

@@ -45,7 +45,7 @@ pub use crate::domain::{Counts, RunStatus, Trigger};
 pub use batch::Held;
 pub use consents::{ConsentRow, JobSet, SubscriberRow, TemplateRow};
 pub use db::Backend;
-pub use deliveries::{DeliveryRow, PendingDelivery, RunAudit};
+pub use deliveries::{DeliveryRow, Holder, PendingDelivery, RunAudit};
 pub use import::{ImportReport, RecipientImport};
 pub use instances::{InstanceInfo, InstanceRow, Rescue, RescuedRun};
 pub use lease::{Lease, LeaseError};
@@ -85,6 +85,25 @@ impl<T> Context<T> for Result<T, sqlx::migrate::MigrateError> {
     }
 }
 
+/// How a store opens its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Pooled connections; the backend's default when `None`.
+    pub max_connections: Option<u32>,
+    /// SQLite: how long a statement waits for another's write lock before it
+    /// fails as `database is locked` (PostgreSQL waits on its row locks).
+    pub busy_timeout: std::time::Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            busy_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// The database: runs, deliveries, recipients and the cached token.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -101,16 +120,16 @@ pub struct Store {
 impl Store {
     /// Opens (creating it and its folder if missing) and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        Self::open_with(url, None).await
+        Self::open_with(url, &OpenOptions::default()).await
     }
 
-    /// Opens and migrates the database at `url` with at most `max_connections`
-    /// pooled connections (the backend's default when `None`).
-    pub async fn open_with(url: &str, max_connections: Option<u32>) -> Result<Self, StorageError> {
+    /// Opens and migrates the database at `url` as `options` say.
+    pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Self, StorageError> {
+        let max_connections = options.max_connections;
         db::install_drivers();
         match Backend::of_url(url) {
             Some(Backend::Sqlite) => {
-                let (pool, file) = sqlite::open(url, max_connections).await?;
+                let (pool, file) = sqlite::open(url, options).await?;
                 Ok(Self {
                     pool,
                     backend: Backend::Sqlite,
@@ -136,18 +155,18 @@ impl Store {
     /// Opens the database only if it exists, for commands that must not create one
     /// (a PostgreSQL database always exists once it can be connected to).
     pub async fn open_existing(url: &str) -> Result<Option<Self>, StorageError> {
-        Self::open_existing_with(url, None).await
+        Self::open_existing_with(url, &OpenOptions::default()).await
     }
 
-    /// `open_existing` with at most `max_connections` pooled connections.
+    /// `open_existing` as `options` say.
     pub async fn open_existing_with(
         url: &str,
-        max_connections: Option<u32>,
+        options: &OpenOptions,
     ) -> Result<Option<Self>, StorageError> {
         if Backend::of_url(url) == Some(Backend::Sqlite) && sqlite::is_missing(url)? {
             return Ok(None);
         }
-        Self::open_with(url, max_connections).await.map(Some)
+        Self::open_with(url, options).await.map(Some)
     }
 
     /// Opens the database to read it, never creating or migrating anything (for
@@ -156,8 +175,9 @@ impl Store {
     /// version of wxpush.
     pub async fn open_to_inspect(
         url: &str,
-        max_connections: Option<u32>,
+        options: &OpenOptions,
     ) -> Result<Option<Self>, StorageError> {
+        let max_connections = options.max_connections;
         match Backend::of_url(url) {
             Some(Backend::Postgres) => {
                 db::install_drivers();
@@ -171,7 +191,7 @@ impl Store {
                 let migrated = store.is_migrated().await.unwrap_or(false);
                 Ok(migrated.then_some(store))
             }
-            _ => Self::open_existing_with(url, max_connections).await,
+            _ => Self::open_existing_with(url, options).await,
         }
     }
 

@@ -68,8 +68,10 @@ impl DbFile {
 /// Opens (creating it and its folder if missing) and migrates the database at `url`.
 pub(super) async fn open(
     url: &str,
-    max_connections: Option<u32>,
+    options: &crate::storage::OpenOptions,
 ) -> Result<(Pool, Option<DbFile>), StorageError> {
+    let max_connections = options.max_connections;
+    let busy_ms = options.busy_timeout.as_millis().clamp(1, i32::MAX as u128);
     // Only `open` creates the file (below): a connection opened later must not
     // quietly start an empty database where an operator removed the real one.
     let options = SqliteConnectOptions::from_str(url)
@@ -101,17 +103,17 @@ pub(super) async fn open(
         // connection; the ping sqlx makes before each acquire by default is a
         // round trip to SQLite's thread on every batch of the send path.
         .test_before_acquire(false)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 // WAL makes NORMAL durable against process crashes; only power
                 // loss can lose the last commits.
-                sqlx::Executor::execute(
-                    conn,
+                let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON",
-                )
-                .await
-                .map(drop)
+                     PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON"
+                );
+                sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(pragmas))
+                    .await
+                    .map(drop)
             })
         })
         .connect_with(any)
