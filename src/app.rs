@@ -9,6 +9,9 @@ use crate::delivery::Deliverer;
 use crate::storage::{StorageError, Store, StoredRecipient, SyncReport};
 use crate::wechat::{TokenManager, WechatClient, WechatError};
 
+/// How long leaving waits for a database that does not answer.
+const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Everything a command needs, built once.
 pub struct App {
     /// The configuration.
@@ -175,14 +178,38 @@ impl App {
     }
 
     /// Leaves the instances table (a clean exit), giving back what was taken.
-    /// Answers the database could not take before are written first (one
-    /// try): leaving would otherwise record their requests as `unknown`.
+    /// Answers the database could not take before are written first:
+    /// leaving would otherwise record their requests as `unknown`. A database
+    /// back from a restart answers within a second or two; one that stays
+    /// away is not waited for longer (a survivor, or the next start, records
+    /// those requests `unknown`, and this instance's row lapses with its lease).
     pub async fn leave(&self) {
         // One writer serves every app: the default app's deliverer reaches it.
-        if let Err(e) = self.apps[0].1.deliverer.settle_kept().await {
-            tracing::warn!(error = %e, "cannot write the outcomes the database did not take; a survivor or the next start records those requests unknown");
+        let deliverer = &self.apps[0].1.deliverer;
+        let mut last = None;
+        let settled = tokio::time::timeout(LEAVE_WAIT, async {
+            while let Err(e) = deliverer.settle_kept().await {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+        .await;
+        if settled.is_err() {
+            let error = last.map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(%error, "cannot write the outcomes the database did not take; a survivor or the next start records those requests unknown");
+            return;
         }
-        crate::instance::leave(&self.store, &self.instance).await;
+        if tokio::time::timeout(
+            LEAVE_WAIT,
+            crate::instance::leave(&self.store, &self.instance),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                "cannot deregister this instance in time; others settle it when its lease lapses"
+            );
+        }
     }
 
     /// The same app on another clock (tests drive time with a manual one).

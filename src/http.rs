@@ -92,11 +92,21 @@ async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
     answer
 }
 
+/// How long `/readyz` waits for the database.
+const PING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readiness(p: &Probe) -> (StatusCode, String) {
     // Every reason at once, so that one fix does not reveal the next.
     let mut problems = Vec::new();
-    if let Err(e) = p.store.ping().await {
-        problems.push(e.to_string());
+    // Bounded: a database that is down makes each new connection wait out the
+    // pool's acquire timeout, and a probe must answer before its own timeout.
+    match tokio::time::timeout(PING_WAIT, p.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(e.to_string()),
+        Err(_) => problems.push(format!(
+            "database: does not answer within {}",
+            humantime::format_duration(PING_WAIT)
+        )),
     }
     if let Some(faults) = p.faults.summary() {
         problems.push(faults);

@@ -85,6 +85,12 @@ fn report(rescue: &Rescue, leftover: Status) {
 /// Until `stop`: renews `me`'s heartbeat every third of its lease, settles the
 /// instances that missed theirs (their runs are then joinable: see the
 /// scheduler), and shares the rate limit among the live ones.
+///
+/// An instance judges others by their lease only once its own heartbeats have
+/// come through on time (each within half a lease of the last) for a whole
+/// lease: after the database was away, every instance was cut off alike, and
+/// each gets a lease to renew its heartbeat before any is declared dead. So a
+/// database outage, even one longer than the lease, kills no live instance.
 pub async fn keep_alive(
     store: Store,
     me: InstanceInfo,
@@ -93,15 +99,28 @@ pub async fn keep_alive(
 ) {
     let mut tick = tokio::time::interval(me.lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `join` has just registered it, and judged others then.
+    let mut beats = Beats {
+        last: tokio::time::Instant::now(),
+        on_time_since: tokio::time::Instant::now() - me.lease,
+    };
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = beat(&store, &me, &deliverers).await {
+        if let Err(e) = beat(&store, &me, &deliverers, &mut beats).await {
             tracing::warn!(error = %e, "cannot renew this instance's heartbeat");
         }
     }
+}
+
+/// When this instance's heartbeats came through.
+struct Beats {
+    /// The last one.
+    last: tokio::time::Instant,
+    /// The first of those since, each within half a lease of the one before.
+    on_time_since: tokio::time::Instant,
 }
 
 /// `deliverers`: one per app, the default app's first (all settle alike).
@@ -109,17 +128,28 @@ async fn beat(
     store: &Store,
     me: &InstanceInfo,
     deliverers: &[std::sync::Arc<Deliverer>],
+    beats: &mut Beats,
 ) -> Result<(), StorageError> {
-    if !store.heartbeat(me).await? {
+    let renewed = store.heartbeat(me).await?;
+    let now = tokio::time::Instant::now();
+    if now - beats.last > me.lease / 2 {
+        beats.on_time_since = now;
+    }
+    beats.last = now;
+    let judge = now - beats.on_time_since >= me.lease;
+    if !renewed {
         tracing::error!(
             instance = %me.id,
             "this instance missed its lease (the database was out of reach?) and was declared dead; its requests in flight were recorded unknown and it registered again"
         );
     }
     let leftover = deliverers[0].leftover();
-    let rescue = store
-        .rescue_dead(leftover, &gone_here(store, me).await?)
-        .await?;
+    let gone = gone_here(store, me).await?;
+    let rescue = if judge {
+        store.rescue_dead(leftover, &gone).await?
+    } else {
+        store.rescue_gone(leftover, &gone).await?
+    };
     report(&rescue, leftover);
     let live = store.live_instances().await?;
     for deliverer in deliverers {

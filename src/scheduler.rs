@@ -303,7 +303,8 @@ const MAX_OUTAGE_RETRY: Duration = Duration::from_secs(600);
 /// Fires `slot` (or only resumes, with `None`). When WeChat could not be reached,
 /// or the database failed, tries again with backoff until it works or the send
 /// window closes (then what is unsent expires; see `runner::fire`). A storage
-/// failure keeps `/readyz` at 503 until a firing of this job works again.
+/// failure keeps `/readyz` at 503 until a firing of this job works again, and
+/// is tried again as soon as the database answers (within the backoff's wait).
 async fn spawn_fire(
     app: &App,
     job: &Job,
@@ -314,7 +315,7 @@ async fn spawn_fire(
     let mut wait = app.settings.outage_retry;
     let give_up = app.clock.now() + job.send_window;
     loop {
-        let again = match fire(
+        let (again, database) = match fire(
             &app.store,
             &app.runtime(job.app.as_ref()).deliverer,
             job,
@@ -328,36 +329,64 @@ async fn spawn_fire(
             Ok(fired) => {
                 // A run the database stopped is a storage fault like a firing
                 // that failed: /readyz says so until a try works.
-                match fired.database_fault() {
-                    Some(reason) => app.faults.set(job.name.as_ref(), reason.to_owned()),
+                let database = fired.database_fault().map(str::to_owned);
+                match &database {
+                    Some(reason) => app.faults.set(job.name.as_ref(), reason.clone()),
                     None => app.faults.clear(job.name.as_ref()),
                 }
                 if fired.too_late {
                     tracing::error!(job = %job.name, slot = ?slot.map(|s| s.0), "the slot's send window closed before its run could start: nobody was sent this slot");
                 }
-                fired.outage()
+                (fired.outage(), database.is_some())
             }
             Err(FireError::Locked(busy @ LeaseError::Busy(_))) => {
                 if let Some((slot, _)) = slot {
                     skip(app, job, slot, &busy.to_string()).await;
                 }
-                false
+                (false, false)
             }
             Err(e) => {
                 tracing::error!(job = %job.name, error = %e, "run failed");
                 app.faults.set(job.name.as_ref(), e.to_string());
-                e.transient()
+                (e.transient(), matches!(e, FireError::Storage(_)))
             }
         };
         if !again || shutdown.is_cancelled() || app.clock.now() >= give_up {
             return;
         }
         tracing::warn!(job = %job.name, retry_in = %humantime::format_duration(wait), "will try the run again");
+        let waited = async {
+            if database {
+                until_database_answers(app, wait).await
+            } else {
+                app.clock.sleep(wait).await
+            }
+        };
         tokio::select! {
-            _ = app.clock.sleep(wait) => {}
+            _ = waited => {}
             _ = shutdown.cancelled() => return,
         }
         wait = (wait * 2).min(MAX_OUTAGE_RETRY);
+    }
+}
+
+/// How often a run the database stopped looks whether it answers again.
+const DATABASE_PROBE: Duration = Duration::from_secs(1);
+
+/// Waits `at_most`, or less: until the database answers a probe (one a
+/// second), so that a restart of a second holds a run up for about that long.
+async fn until_database_answers(app: &App, at_most: Duration) {
+    let deadline = app.clock.now() + at_most;
+    loop {
+        let left = (deadline - app.clock.now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        app.clock.sleep(left.min(DATABASE_PROBE)).await;
+        if app.store.ping().await.is_ok() {
+            tracing::info!("the database answers again");
+            return;
+        }
     }
 }
 

@@ -574,11 +574,17 @@ impl Deliverer {
             after = 0;
             swept = false;
         }
-        let counts = match self.counts(run_id).await {
-            Ok(counts) => counts,
-            Err(e) => {
-                ctx.halt.database(&e);
-                Counts::default()
+        // With the database failing, the counts would only fail too (after
+        // the pool's acquire timeout): the report goes without them.
+        let counts = if matches!(ctx.halt.reason(), Some((_, StopCause::Database))) {
+            Counts::default()
+        } else {
+            match self.counts(run_id).await {
+                Ok(counts) => counts,
+                Err(e) => {
+                    ctx.halt.database(&e);
+                    Counts::default()
+                }
             }
         };
         let stop = ctx.halt.reason();

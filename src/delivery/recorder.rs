@@ -59,16 +59,36 @@ impl Run {
     }
 }
 
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.runs.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Outcomes a batch failed to write (the database was down, restarted, locked
 /// or full), kept until it takes them. Each is an answer this process alone
 /// knows: its delivery stays `sending` under this instance meanwhile, and
 /// writing it later records what really happened (sent, failed, or pending
 /// for a request never made) where a crash recovery could only say `unknown`.
-type Kept = Arc<Mutex<Vec<(Arc<Run>, Outcome)>>>;
+#[derive(Clone, Default)]
+struct Kept {
+    outcomes: Arc<Mutex<Vec<(Arc<Run>, Outcome)>>>,
+    /// Held while kept outcomes are being written again, so that `settle`
+    /// returns only once a rewrite the writer task had under way is over.
+    rewriting: Arc<tokio::sync::Mutex<()>>,
+}
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        self.runs.fetch_sub(1, Ordering::Relaxed);
+impl Kept {
+    fn push(&self, run: Arc<Run>, outcome: Outcome) {
+        self.outcomes.lock().expect("poisoned").push((run, outcome));
+    }
+
+    fn take(&self) -> Vec<(Arc<Run>, Outcome)> {
+        std::mem::take(&mut *self.outcomes.lock().expect("poisoned"))
+    }
+
+    fn len(&self) -> usize {
+        self.outcomes.lock().expect("poisoned").len()
     }
 }
 
@@ -108,7 +128,7 @@ impl RecordWriter {
 
     /// Outcomes kept because the database failed to take them, not yet written.
     pub fn unwritten(&self) -> usize {
-        self.kept.lock().expect("poisoned").len()
+        self.kept.len()
     }
 
     /// Writes the outcomes kept from failed batches now; an error while the
@@ -116,41 +136,23 @@ impl RecordWriter {
     /// it resumes a run, so that its crash recovery never takes one of this
     /// process's answered requests for an interrupted one.
     pub async fn settle(&self) -> Result<(), StorageError> {
-        let kept = std::mem::take(&mut *self.kept.lock().expect("poisoned"));
+        let _rewriting = self.kept.rewriting.lock().await;
+        let kept = self.kept.take();
         if kept.is_empty() {
             return Ok(());
         }
-        let mut by_gate: Vec<(ConsentGate, Vec<(Arc<Run>, Outcome)>)> = Vec::new();
-        for (run, outcome) in kept {
-            let gate = if needs_gate(&run.gate, &outcome) {
-                run.gate.clone()
-            } else {
-                ConsentGate::Unchecked
-            };
-            match by_gate.iter_mut().find(|(g, _)| *g == gate) {
-                Some((_, v)) => v.push((run, outcome)),
-                None => by_gate.push((gate, vec![(run, outcome)])),
-            }
-        }
-        let mut groups = by_gate.into_iter();
-        while let Some((gate, items)) = groups.next() {
-            let outcomes: Vec<Outcome> = items.iter().map(|(_, o)| o.clone()).collect();
-            if let Err(e) = self.store.write_batch(&gate, &[], &[], &outcomes).await {
-                // Kept again, this group and those not tried.
-                let mut kept = self.kept.lock().expect("poisoned");
-                kept.extend(items);
-                kept.extend(groups.flat_map(|(_, items)| items));
-                return Err(e);
-            }
-            tracing::info!(
-                count = outcomes.len(),
-                "wrote outcomes the database could not take before"
-            );
-            for (run, _) in items {
-                run.unwritten.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        Ok(())
+        let mut ops = kept
+            .into_iter()
+            .map(|(run, outcome)| Op {
+                run,
+                kind: Kind::Record(outcome, true),
+            })
+            .collect();
+        let (mut groups, mut flushes) = (Vec::new(), Vec::new());
+        sort(&mut ops, &mut groups, &mut flushes);
+        write_groups(&self.store, &mut Held::default(), &self.kept, groups)
+            .await
+            .map_err(StorageError::from)
     }
 
     /// Runs recording now (whose recorder, or an operation of it, still exists).
@@ -167,7 +169,7 @@ impl RecordWriter {
             Some(tx) => tx,
             None => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(write_loop(self.store.clone(), rx, Arc::clone(&self.kept)));
+                tokio::spawn(write_loop(self.store.clone(), rx, self.kept.clone()));
                 *live = Some(tx.downgrade());
                 tx
             }
@@ -281,65 +283,79 @@ impl Group {
         }
     }
 
-    async fn write(self, store: &Store, held: &mut Held, kept: &Kept) {
-        let result = store
+    /// Writes the group; the error when the database failed it (then its
+    /// claims and marks are refused and its outcomes kept, as in `fail`).
+    async fn write(
+        self,
+        store: &Store,
+        held: &mut Held,
+        kept: &Kept,
+    ) -> Result<(), Arc<StorageError>> {
+        if self.claims.is_empty() && self.marks.is_empty() && self.outcomes.is_empty() {
+            return Ok(());
+        }
+        let written = match store
             .write_batch_on(held, &self.gate, &self.claims, &self.marks, &self.outcomes)
-            .await;
-        match result {
-            Ok(written) => {
-                let taken = &written.taken;
-                for (ack, start, len) in self.claim_acks {
-                    let mine = self.claims[start..start + len]
-                        .iter()
-                        .filter(|id| taken.contains(id))
-                        .copied()
-                        .collect();
-                    let _ = ack.send(Ok(mine));
-                }
-                for (id, ack) in self.marks.iter().zip(self.mark_acks) {
-                    let _ = ack.send(Ok(written.marked.contains(id)));
-                }
-                let rewritten = self.rewrites.iter().filter(|r| **r).count();
-                if rewritten > 0 {
-                    tracing::info!(
-                        count = rewritten,
-                        "wrote outcomes the database could not take before"
-                    );
-                }
-                for (run, rewrite) in self.outcome_runs.iter().zip(self.rewrites) {
-                    if rewrite {
-                        run.unwritten.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-            }
+            .await
+        {
+            Ok(written) => written,
             Err(e) => {
-                // Claims and marks did not happen, so their requests never
-                // start (a mark that did commit is put back by the sender's
-                // `pending` outcome). Outcomes are kept and written again once
-                // the database answers: until then their rows stay `sending`
-                // under this instance, and nobody else settles them.
-                tracing::error!(error = %e, kept_outcomes = self.outcomes.len(), "failed to record deliveries; keeping the outcomes to write them again");
                 let e = Arc::new(e);
-                for (ack, _, _) in self.claim_acks {
-                    let _ = ack.send(Err(Arc::clone(&e)));
-                }
-                for ack in self.mark_acks {
-                    let _ = ack.send(Err(Arc::clone(&e)));
-                }
-                let mut kept = kept.lock().expect("poisoned");
-                for ((run, outcome), rewrite) in self
-                    .outcome_runs
-                    .into_iter()
-                    .zip(self.outcomes)
-                    .zip(self.rewrites)
-                {
-                    *run.error.lock().expect("poisoned") = Some(Arc::clone(&e));
-                    if !rewrite {
-                        run.unwritten.fetch_add(1, Ordering::AcqRel);
-                    }
-                    kept.push((run, outcome));
-                }
+                tracing::error!(error = %e, kept_outcomes = self.outcomes.len(), "failed to record deliveries; keeping the outcomes to write them again");
+                self.fail(&e, kept);
+                return Err(e);
             }
+        };
+        let taken = &written.taken;
+        for (ack, start, len) in self.claim_acks {
+            let mine = self.claims[start..start + len]
+                .iter()
+                .filter(|id| taken.contains(id))
+                .copied()
+                .collect();
+            let _ = ack.send(Ok(mine));
+        }
+        for (id, ack) in self.marks.iter().zip(self.mark_acks) {
+            let _ = ack.send(Ok(written.marked.contains(id)));
+        }
+        let rewritten = self.rewrites.iter().filter(|r| **r).count();
+        if rewritten > 0 {
+            tracing::info!(
+                count = rewritten,
+                "wrote outcomes the database could not take before"
+            );
+        }
+        for (run, rewrite) in self.outcome_runs.iter().zip(self.rewrites) {
+            if rewrite {
+                run.unwritten.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
+    /// The group as the database failing it leaves it: claims and marks did
+    /// not happen, so their requests never start (a mark that did commit is
+    /// put back by its sender's `pending` outcome). Outcomes are kept and
+    /// written again once the database answers: until then their rows stay
+    /// `sending` under this instance, and nobody else settles them.
+    fn fail(self, e: &Arc<StorageError>, kept: &Kept) {
+        for (ack, _, _) in self.claim_acks {
+            let _ = ack.send(Err(Arc::clone(e)));
+        }
+        for ack in self.mark_acks {
+            let _ = ack.send(Err(Arc::clone(e)));
+        }
+        for ((run, outcome), rewrite) in self
+            .outcome_runs
+            .into_iter()
+            .zip(self.outcomes)
+            .zip(self.rewrites)
+        {
+            *run.error.lock().expect("poisoned") = Some(Arc::clone(e));
+            if !rewrite {
+                run.unwritten.fetch_add(1, Ordering::AcqRel);
+            }
+            kept.push(run, outcome);
         }
     }
 }
@@ -396,61 +412,93 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, kept: Kep
     let mut held = Held::default();
     let mut rewrite_in = rewrite_delays();
     let mut open = true;
+    // The error of the last write, while the database is taken to be failing:
+    // until the next try, nothing is asked of it (each ask would wait out the
+    // pool's acquire timeout, or SQLite's busy timeout, in turn), so a run
+    // stops at once and its senders' answers are kept.
+    let mut down: Option<Arc<StorageError>> = None;
     loop {
-        let waiting = !kept.lock().expect("poisoned").is_empty();
+        let waiting = kept.len() > 0;
+        let mut due = !waiting;
         if open {
-            let got = if waiting {
-                // Kept outcomes are written again with the next batch, or
-                // alone when none comes before the wait is over.
+            if waiting {
+                // Kept outcomes are written again when the wait is over (or
+                // with the next batch, while the database still answers).
                 let wait = rewrite_in.next().unwrap_or(REWRITE_MAX);
                 tokio::select! {
-                    n = rx.recv_many(&mut ops, MAX_BATCH) => Some(n),
-                    _ = tokio::time::sleep(wait) => None,
+                    n = rx.recv_many(&mut ops, MAX_BATCH) => open = n > 0,
+                    _ = tokio::time::sleep(wait) => due = true,
                 }
             } else {
-                Some(rx.recv_many(&mut ops, MAX_BATCH).await)
-            };
-            if got == Some(0) {
-                open = false;
+                open = rx.recv_many(&mut ops, MAX_BATCH).await > 0;
             }
         }
-        if !open {
+        if !open && ops.is_empty() {
             // Every recorder is gone; only kept outcomes keep the task going.
             if !waiting {
                 break;
             }
-            tokio::time::sleep(rewrite_in.next().unwrap_or(REWRITE_MAX)).await;
+            if !due {
+                tokio::time::sleep(rewrite_in.next().unwrap_or(REWRITE_MAX)).await;
+            }
+            due = true;
         }
-        let rewrites = std::mem::take(&mut *kept.lock().expect("poisoned"));
-        if ops.is_empty() && rewrites.is_empty() {
-            continue;
-        }
-        ops.splice(
-            0..0,
-            rewrites.into_iter().map(|(run, outcome)| Op {
-                run,
-                kind: Kind::Record(outcome, true),
-            }),
-        );
         let mut groups = Vec::new();
-        sort(&mut ops, &mut groups, &mut flushes);
-        let mut groups = groups.into_iter();
-        let plain = groups.next().expect("group 0 is always there");
-        // The gated groups first: the plain group holds the marks, and outcomes
-        // committed before marks keep the committed `sending` rows to the
-        // requests in flight (a sender queues its outcome before it frees its
-        // slot for the next mark), even if the process dies in between.
-        for group in groups {
-            group.write(&store, &mut held, &kept).await;
+        match &down {
+            Some(e) if !due => {
+                sort(&mut ops, &mut groups, &mut flushes);
+                for group in groups {
+                    group.fail(e, &kept);
+                }
+            }
+            _ => {
+                let _rewriting = if waiting {
+                    Some(kept.rewriting.lock().await)
+                } else {
+                    None
+                };
+                let rewrites = kept.take();
+                ops.splice(
+                    0..0,
+                    rewrites.into_iter().map(|(run, outcome)| Op {
+                        run,
+                        kind: Kind::Record(outcome, true),
+                    }),
+                );
+                sort(&mut ops, &mut groups, &mut flushes);
+                down = write_groups(&store, &mut held, &kept, groups).await.err();
+            }
         }
-        plain.write(&store, &mut held, &kept).await;
-        if kept.lock().expect("poisoned").is_empty() {
+        if kept.len() == 0 {
             rewrite_in = rewrite_delays();
         }
         for (run, ack) in flushes.drain(..) {
             let _ = ack.send(run.written());
         }
     }
+}
+
+/// Writes a batch's groups: the gated ones first, since the plain group holds
+/// the marks, and outcomes committed before marks keep the committed `sending`
+/// rows to the requests in flight (a sender queues its outcome before it frees
+/// its slot for the next mark), even if the process dies in between. Once one
+/// fails the rest are failed without asking the database.
+async fn write_groups(
+    store: &Store,
+    held: &mut Held,
+    kept: &Kept,
+    groups: Vec<Group>,
+) -> Result<(), Arc<StorageError>> {
+    let mut groups = groups.into_iter();
+    let plain = groups.next().expect("group 0 is always there");
+    let mut failed = None;
+    for group in groups.chain(std::iter::once(plain)) {
+        match &failed {
+            None => failed = group.write(store, held, kept).await.err(),
+            Some(e) => group.fail(e, kept),
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Waits between tries to write kept outcomes: from `REWRITE_MIN`, doubling,

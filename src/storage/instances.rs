@@ -203,15 +203,40 @@ impl Store {
         leftover: Status,
         gone: &[String],
     ) -> Result<Rescue, StorageError> {
+        self.rescue(leftover, gone, true).await
+    }
+
+    /// Settles only the instances in `gone` (their process is known to be
+    /// gone), not those whose lease lapsed: for an instance that was itself
+    /// cut off from the database just now, when everyone's heartbeat looks
+    /// old and the others have not had a turn to renew theirs yet.
+    pub async fn rescue_gone(
+        &self,
+        leftover: Status,
+        gone: &[String],
+    ) -> Result<Rescue, StorageError> {
+        self.rescue(leftover, gone, false).await
+    }
+
+    async fn rescue(
+        &self,
+        leftover: Status,
+        gone: &[String],
+        lapsed: bool,
+    ) -> Result<Rescue, StorageError> {
         let mut rescue = Rescue::default();
-        let sql = format!(
-            "SELECT id FROM instances WHERE heartbeat_ms < {} - lease_ms",
-            self.backend.now_ms()
-        );
-        let mut dead: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .context("find dead instances")?;
+        let mut dead: Vec<String> = if lapsed {
+            let sql = format!(
+                "SELECT id FROM instances WHERE heartbeat_ms < {} - lease_ms",
+                self.backend.now_ms()
+            );
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await
+                .context("find dead instances")?
+        } else {
+            Vec::new()
+        };
         dead.extend(
             gone.iter()
                 .filter(|g| !dead.contains(g))

@@ -65,6 +65,17 @@ pub struct StorageError {
     source: sqlx::Error,
 }
 
+impl From<std::sync::Arc<StorageError>> for StorageError {
+    /// The same failure again, for a caller of its own (a shared error was
+    /// handed to several waiters; sqlx's errors cannot be cloned).
+    fn from(e: std::sync::Arc<StorageError>) -> Self {
+        Self {
+            action: e.action,
+            source: sqlx::Error::Io(std::io::Error::other(e.source.to_string())),
+        }
+    }
+}
+
 /// Attaches what was being done to a sqlx error.
 trait Context<T> {
     fn context(self, action: &'static str) -> Result<T, StorageError>;

@@ -100,7 +100,132 @@ impl Cluster {
     }
 }
 
+/// A cluster of one test's own, which it may stop and start (a database
+/// restart or outage) without disturbing the other tests' shared cluster.
+/// Stopped and removed when dropped.
+#[derive(Debug)]
+pub struct Private {
+    cluster: Cluster,
+    dir: PathBuf,
+    data: PathBuf,
+    pid: std::sync::Mutex<Option<u32>>,
+}
+
+/// Starts a cluster of the caller's own (see `Private`), or says why not.
+pub fn private() -> Result<Private, String> {
+    let n = NEXT_PRIVATE.fetch_add(1, Ordering::Relaxed);
+    let (mut cluster, dir, data) = init(&format!("wxpush-pg-{}-{n}", std::process::id()))?;
+    let mut last = String::new();
+    for _ in 0..5 {
+        cluster.port = free_port();
+        match serve(&cluster, &dir, &data) {
+            Ok(pid) => {
+                return Ok(Private {
+                    cluster,
+                    dir,
+                    data,
+                    pid: std::sync::Mutex::new(Some(pid)),
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A private cluster, or `None` after printing why the caller skips; panics
+/// instead when `WXPUSH_REQUIRE_POSTGRES=1`.
+pub fn private_or_skip(test: &str) -> Option<Private> {
+    match private() {
+        Ok(c) => Some(c),
+        Err(why) if std::env::var("WXPUSH_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL is required (WXPUSH_REQUIRE_POSTGRES=1) but {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: PostgreSQL tests need the server binaries: {why}");
+            None
+        }
+    }
+}
+
+static NEXT_PRIVATE: AtomicU32 = AtomicU32::new(0);
+
+impl std::ops::Deref for Private {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl Private {
+    /// Stops the server as `pg_ctl stop -m fast` does (SIGINT: every session is
+    /// terminated, "terminating connection due to administrator command") and
+    /// waits until it has exited and its port is closed.
+    pub fn stop_fast(&self) {
+        let Some(pid) = self.pid.lock().unwrap().take() else {
+            return;
+        };
+        // SAFETY: kill with a valid signal number has no preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // SAFETY: signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid as i32, 0) } == 0 && !is_zombie(pid) {
+            assert!(Instant::now() < deadline, "postgres did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the stopped server again, on the same port.
+    pub fn start(&self) {
+        let mut pid = self.pid.lock().unwrap();
+        assert!(pid.is_none(), "the server is running");
+        *pid = Some(serve(&self.cluster, &self.dir, &self.data).expect("postgres starts again"));
+    }
+
+    /// `pg_ctl restart -m fast`: stopped, then started at once.
+    pub fn restart_fast(&self) {
+        self.stop_fast();
+        self.start();
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.lock().unwrap().take() {
+            // SAFETY: as in `stop_fast`.
+            unsafe { libc::kill(pid as i32, libc::SIGQUIT) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child that exited and was not reaped yet (the thread that spawned it
+/// parks forever) still answers signal 0.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
 fn start() -> Result<Cluster, String> {
+    let (mut cluster, dir, data) = init(&format!("wxpush-pg-{}", std::process::id()))?;
+    // A free port can be taken by someone else before the server binds it: retry.
+    let mut last = String::new();
+    for _ in 0..5 {
+        cluster.port = free_port();
+        match serve(&cluster, &dir, &data) {
+            Ok(_) => return Ok(cluster),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A new cluster's data folder in `<tmp>/<name>`, not started yet.
+fn init(name: &str) -> Result<(Cluster, PathBuf, PathBuf), String> {
     let bin = find_bindir().ok_or_else(|| {
         "initdb and postgres were not found on the PATH, in `pg_config --bindir`, or in /usr/lib/postgresql/*/bin (install Debian's postgresql package)".to_string()
     })?;
@@ -114,7 +239,7 @@ fn start() -> Result<Cluster, String> {
         None
     };
     remove_stale_clusters();
-    let dir = std::env::temp_dir().join(format!("wxpush-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     if let Some((uid, gid)) = user {
@@ -122,7 +247,7 @@ fn start() -> Result<Cluster, String> {
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     }
     let data = dir.join("data");
-    let mut cluster = Cluster { port: 0, bin, user };
+    let cluster = Cluster { port: 0, bin, user };
     let out = cluster
         .command("initdb")
         .args(["-D"])
@@ -144,22 +269,13 @@ fn start() -> Result<Cluster, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    // A free port can be taken by someone else before the server binds it: retry.
-    let mut last = String::new();
-    for _ in 0..5 {
-        cluster.port = free_port();
-        match serve(&cluster, &dir, &data) {
-            Ok(()) => return Ok(cluster),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+    Ok((cluster, dir, data))
 }
 
 /// Starts the server from a thread that lives as long as the process, so that
 /// the parent-death signal (sent when the spawning thread ends) stops it only
-/// when the test process ends.
-fn serve(cluster: &Cluster, dir: &Path, data: &Path) -> Result<(), String> {
+/// when the test process ends. Returns its pid.
+fn serve(cluster: &Cluster, dir: &Path, data: &Path) -> Result<u32, String> {
     let mut cmd = cluster.command("postgres");
     cmd.arg("-D")
         .arg(data)
@@ -176,7 +292,11 @@ fn serve(cluster: &Cluster, dir: &Path, data: &Path) -> Result<(), String> {
         .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
         .stdout(Stdio::null())
         .stderr(Stdio::from(
-            std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))
+                .map_err(|e| e.to_string())?,
         ));
     // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
     unsafe {
@@ -208,7 +328,7 @@ fn serve(cluster: &Cluster, dir: &Path, data: &Path) -> Result<(), String> {
             .status()
             .is_ok_and(|s| s.success());
         if ready {
-            return Ok(());
+            return Ok(pid);
         }
         // SAFETY: signal 0 only checks that the process exists.
         if unsafe { libc::kill(pid as i32, 0) } != 0 || Instant::now() > deadline {
@@ -230,7 +350,7 @@ fn remove_stale_clusters() {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("wxpush-pg-"))
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.split('-').next()?.parse::<i32>().ok())
         else {
             continue;
         };

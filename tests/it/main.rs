@@ -1,6 +1,7 @@
 mod helpers;
 
 mod apps;
+mod blips;
 mod china;
 mod cli;
 mod config;

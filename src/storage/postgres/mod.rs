@@ -42,7 +42,10 @@ pub(super) async fn connect(url: &str, max_connections: Option<u32>) -> Result<P
     first.close().await.context("connect to the database")?;
     Ok(AnyPoolOptions::new()
         .max_connections(max_connections.unwrap_or(DEFAULT_CONNECTIONS))
-        .acquire_timeout(Duration::from_secs(10))
+        // A server that went away is retried for this long by each statement
+        // that needs a new connection: long enough to ride out a restart,
+        // short enough that a stopped run (and `send`) says so soon.
+        .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options))
 }
 

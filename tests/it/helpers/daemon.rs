@@ -32,7 +32,18 @@ pub struct Daemon {
 impl TestEnv {
     /// Starts the daemon in process with this env's config, its clock reading `start`.
     pub async fn daemon_at(&self, start: DateTime<Utc>) -> Daemon {
+        self.daemon_with(start, |_| {}).await
+    }
+
+    /// `daemon_at`, with the loaded settings changed by `edit` first (what the
+    /// environment's `WXPUSH__` variables would do to a process).
+    pub async fn daemon_with(
+        &self,
+        start: DateTime<Utc>,
+        edit: impl FnOnce(&mut wxpush::config::Settings),
+    ) -> Daemon {
         let mut settings = wxpush::config::load(&self.config).expect("a valid config");
+        edit(&mut settings);
         // What the binary tests pass in the environment, which a process shares.
         settings.wechat.api_base = self.fake.base_url();
         settings.wechat.secret = Some(SECRET.into());
