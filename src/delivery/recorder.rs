@@ -72,18 +72,21 @@ impl Drop for Run {
 /// for a request never made) where a crash recovery could only say `unknown`.
 #[derive(Clone, Default)]
 struct Kept {
-    outcomes: Arc<Mutex<Vec<(Arc<Run>, Outcome)>>>,
+    outcomes: Arc<Mutex<Vec<KeptOutcome>>>,
     /// Held while kept outcomes are being written again, so that `settle`
     /// returns only once a rewrite the writer task had under way is over.
     rewriting: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// An outcome and the run it belongs to.
+type KeptOutcome = (Arc<Run>, Outcome);
 
 impl Kept {
     fn push(&self, run: Arc<Run>, outcome: Outcome) {
         self.outcomes.lock().expect("poisoned").push((run, outcome));
     }
 
-    fn take(&self) -> Vec<(Arc<Run>, Outcome)> {
+    fn take(&self) -> Vec<KeptOutcome> {
         std::mem::take(&mut *self.outcomes.lock().expect("poisoned"))
     }
 
