@@ -92,20 +92,36 @@ impl App {
                 }
             });
         }
+        // Retention keeps what each job may still send, by the jobs of the
+        // configuration in effect: each reload passes by here on its way to
+        // the scheduler.
+        let (horizons, horizons_rx) =
+            tokio::sync::watch::channel(crate::retention::horizons(&self.settings.jobs));
         if let Some(retention) = self.settings.retention {
             tasks.spawn(crate::retention::keep_pruning(
                 self.store.clone(),
                 retention,
+                horizons_rx,
+                self.clock.clone(),
                 shutdown.clone(),
             ));
         }
-        let (reloads, watch) = crate::reload::watch(
+        let (mut reloaded, watch) = crate::reload::watch(
             self.settings.path.clone(),
             self.settings.clone(),
             self.clock.clone(),
             shutdown.clone(),
         );
         tasks.spawn(watch);
+        let (forward, reloads) = tokio::sync::mpsc::channel(1);
+        tasks.spawn(async move {
+            while let Some(settings) = reloaded.recv().await {
+                horizons.send_replace(crate::retention::horizons(&settings.jobs));
+                if forward.send(settings).await.is_err() {
+                    break;
+                }
+            }
+        });
         // The systemd watchdog is fed from the moment the schedule is loaded.
         let (loaded, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let stop = shutdown.clone();

@@ -1,26 +1,54 @@
 //! `[retention]` in the daemon: every `every`, deletes what is older than `keep`.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RetentionSettings;
-use crate::storage::Store;
+use crate::clock::Clock;
+use crate::config::{Job, RetentionSettings};
+use crate::storage::{OpenSlots, Store};
 
-/// Prunes now and then every `r.every` until `shutdown`.
-pub async fn keep_pruning(store: Store, r: RetentionSettings, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(r.every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// How long after its slot a run of each job may still be sent or caught up:
+/// the longer of its send window and its catch-up.
+pub fn horizons(jobs: &[Job]) -> Vec<(String, Duration)> {
+    jobs.iter()
+        .map(|j| (j.name.to_string(), j.send_window.max(j.catch_up)))
+        .collect()
+}
+
+/// The slots each job may still send at `now`, for `Store::prune`.
+fn open_slots(horizons: &[(String, Duration)], now: DateTime<Utc>) -> Vec<OpenSlots> {
+    horizons
+        .iter()
+        .map(|(job, h)| OpenSlots {
+            job: job.clone(),
+            since: now - chrono::Duration::from_std(*h).unwrap_or(chrono::Duration::MAX),
+        })
+        .collect()
+}
+
+/// Prunes now and then every `r.every` until `shutdown`, never a run of a slot
+/// that may still send by the jobs' `horizons` as they are at each pass (a
+/// reload changes them).
+pub async fn keep_pruning(
+    store: Store,
+    r: RetentionSettings,
+    horizons: watch::Receiver<Vec<(String, Duration)>>,
+    clock: Clock,
+    shutdown: CancellationToken,
+) {
+    let Ok(keep) = chrono::Duration::from_std(r.keep) else {
+        return;
+    };
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let Ok(keep) = chrono::Duration::from_std(r.keep) else {
-            return;
-        };
-        let before = chrono::Utc::now() - keep;
+        let now = clock.now();
+        let before = now - keep;
+        let open = open_slots(&horizons.borrow(), now);
         // A pass stops between two batches at shutdown; the next start goes on.
         let pass = tokio::select! {
-            p = store.prune(before, r.batch) => p,
+            p = store.prune(before, r.batch, &open) => p,
             _ = shutdown.cancelled() => return,
         };
         match pass {
@@ -39,6 +67,10 @@ pub async fn keep_pruning(store: Store, r: RetentionSettings, shutdown: Cancella
                 }
             }
             Err(e) => tracing::warn!(error = %e, "pruning old history failed; trying again later"),
+        }
+        tokio::select! {
+            _ = clock.sleep(r.every) => {}
+            _ = shutdown.cancelled() => return,
         }
     }
 }

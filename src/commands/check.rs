@@ -144,6 +144,7 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
             ));
         }
     }
+    retention_against_windows(&settings, &mut warnings);
     if let Some(intake) = &settings.intake
         && intake.callback_token.is_none()
     {
@@ -249,6 +250,33 @@ async fn audience_queries(
                     columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
                 ));
             }
+        }
+    }
+}
+
+/// Retention keeps every run of a slot that may still send (its send window)
+/// or be caught up, so a `keep` shorter than those keeps runs longer than it
+/// says: worth a word, since that history holds openids.
+fn retention_against_windows(settings: &Settings, warnings: &mut Vec<String>) {
+    let Some(retention) = &settings.retention else {
+        return;
+    };
+    let file = settings.path.display();
+    for job in &settings.jobs {
+        let (what, longest) = if job.send_window >= job.catch_up {
+            ("send_window", job.send_window)
+        } else {
+            ("catch_up", job.catch_up)
+        };
+        if retention.keep < longest {
+            warnings.push(format!(
+                "{file}: retention.keep ({}) is shorter than job {}'s {what} ({}): its runs are kept {} after their slot, \
+                 until the slot can no longer be sent or caught up",
+                humantime::format_duration(retention.keep),
+                job.name,
+                humantime::format_duration(longest),
+                humantime::format_duration(longest),
+            ));
         }
     }
 }

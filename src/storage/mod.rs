@@ -51,7 +51,7 @@ pub use instances::{InstanceInfo, InstanceRow, Rescue, RescuedRun};
 pub use lease::{Lease, LeaseError};
 pub use postgres::RunChanges;
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
-pub use retention::Pruned;
+pub use retention::{OpenSlots, Pruned};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
 pub use snapshot::{AudienceRow, Snapshot};
 pub use tokens::{StoredToken, TokenRefresh};

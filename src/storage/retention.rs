@@ -5,6 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
+use sqlx::Row;
+
 use super::{Context, StorageError, Store, ts};
 
 /// What one pass deleted.
@@ -21,30 +23,63 @@ pub struct Pruned {
 /// Old runs looked at per round.
 const RUNS_PER_ROUND: i64 = 20;
 
+/// A job's runs that retention keeps whatever `keep` says: those of a slot at
+/// or after `since`, which may still be sent (its send window) or caught up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSlots {
+    /// The job.
+    pub job: String,
+    /// Its oldest slot that may still send: now less the longer of its send
+    /// window and its catch-up.
+    pub since: DateTime<Utc>,
+}
+
 impl Store {
     /// Deletes finished runs (done or skipped) that ended before `before`, with
     /// their deliveries, and event pushes received before it, `batch` rows per
-    /// statement. Never a run that may still send, and never a job's newest run:
-    /// its slot is what tells the scheduler and `send` that the slot ran.
-    pub async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<Pruned, StorageError> {
+    /// statement. Never a run that may still send, never a job's newest run
+    /// (its slot is what tells the scheduler and `send` that the slot ran),
+    /// and never a run of a slot `open` says may still be sent or caught up,
+    /// whatever later rounds exist: without its run, `send` or the catch-up
+    /// would take that slot for one that never ran and message everyone again.
+    pub async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        batch: u32,
+        open: &[OpenSlots],
+    ) -> Result<Pruned, StorageError> {
         let before = ts(before);
         let batch = i64::from(batch.max(1));
         let mut pruned = Pruned::default();
+        let mut after = 0_i64;
         loop {
-            let runs: Vec<i64> = sqlx::query_scalar(
-                "SELECT r.id FROM runs r WHERE r.status IN ('done', 'skipped') \
-                 AND COALESCE(r.finished_at, r.created_at) < $1 \
+            let found = sqlx::query(
+                "SELECT r.id, r.job, r.slot FROM runs r WHERE r.status IN ('done', 'skipped') \
+                 AND COALESCE(r.finished_at, r.created_at) < $1 AND r.id > $2 \
                  AND r.id < (SELECT MAX(n.id) FROM runs n WHERE n.job = r.job) \
-                 ORDER BY r.id LIMIT $2",
+                 ORDER BY r.id LIMIT $3",
             )
             .bind(&before)
+            .bind(after)
             .bind(RUNS_PER_ROUND)
             .fetch_all(&self.pool)
             .await
             .context("find old runs")?;
-            if runs.is_empty() {
+            let Some(last) = found.last() else {
                 break;
-            }
+            };
+            after = last.get("id");
+            let runs: Vec<i64> = found
+                .iter()
+                .filter(|r| {
+                    let (job, slot): (String, String) = (r.get("job"), r.get("slot"));
+                    // Slots are stored in one format, which sorts in time order.
+                    !open
+                        .iter()
+                        .any(|o| o.job == job && slot >= super::runs::slot_text(o.since))
+                })
+                .map(|r| r.get("id"))
+                .collect();
             for run in runs {
                 pruned.deliveries += self
                     .in_batches(batch, "delete old deliveries", || {
@@ -179,7 +214,7 @@ mod tests {
 
             let cutoff: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
             // Batches of 3: the 7 deliveries take three statements.
-            let pruned = store.prune(cutoff, 3).await.unwrap();
+            let pruned = store.prune(cutoff, 3, &[]).await.unwrap();
 
             assert_eq!(
                 pruned,
@@ -203,7 +238,62 @@ mod tests {
             .unwrap();
             assert_eq!(orphans, 0);
             // A second pass finds nothing.
-            assert_eq!(store.prune(cutoff, 3).await.unwrap(), Pruned::default());
+            assert_eq!(
+                store.prune(cutoff, 3, &[]).await.unwrap(),
+                Pruned::default()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_of_a_slot_that_may_still_send_stays_whatever_later_rounds_exist() {
+        for store in
+            each_backend("a_run_of_a_slot_that_may_still_send_stays_whatever_later_rounds_exist")
+                .await
+        {
+            // A weekly job with a 7-day window: Monday's slot, then an
+            // operator's `send --again` round on Tuesday, both finished.
+            let day = |d: &str| Some(format!("2026-11-{d}T02:00:00.000Z"));
+            let monday = run_at(
+                &store,
+                "weekly",
+                "2026-11-30T01:00:00Z",
+                day("30").as_deref(),
+            )
+            .await;
+            let again = run_at(
+                &store,
+                "weekly",
+                "2026-12-01T03:00:00Z",
+                day("01").as_deref(),
+            )
+            .await;
+            let _newest = run_at(
+                &store,
+                "weekly",
+                "2026-12-02T03:00:00Z",
+                day("02").as_deref(),
+            )
+            .await;
+            // Friday, with keep = "1d".
+            let now: DateTime<Utc> = "2026-12-04T12:00:00Z".parse().unwrap();
+            let before = now - chrono::Duration::days(1);
+            let open = [OpenSlots {
+                job: "weekly".into(),
+                since: now - chrono::Duration::days(7),
+            }];
+
+            let pruned = store.prune(before, 10, &open).await.unwrap();
+
+            assert_eq!(pruned.runs, 0, "{pruned:?}");
+            // Without the job's open slots both would go.
+            let pruned = store.prune(before, 10, &[]).await.unwrap();
+            assert_eq!(pruned.runs, 2);
+            let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+            assert!(!left.contains(&monday) && !left.contains(&again));
         }
     }
 }

@@ -36,10 +36,11 @@ async fn the_daemon_prunes_old_finished_runs_and_keeps_the_newest() {
     let runs = store.runs(Some("daily"), 10).await.unwrap();
     assert_eq!(runs.len(), 2);
     let (old, newest) = (runs[1].id, runs[0].id);
-    // Both finished long ago; only the older may go.
+    // Both of slots long past and finished long ago; only the older may go.
     execute(
         &env,
-        "UPDATE runs SET finished_at = '2025-01-01T00:00:00.000Z', created_at = '2025-01-01T00:00:00.000Z'",
+        "UPDATE runs SET finished_at = '2025-01-01T00:00:00.000Z', created_at = '2025-01-01T00:00:00.000Z', \
+         slot = '2025-01-01T0' || CAST(id AS TEXT) || ':00:00.000Z'",
     )
     .await;
 
@@ -151,4 +152,137 @@ async fn backup_on_postgresql_points_to_pg_dump() {
     let run = env.wxpush(&["backup", "/tmp/never.db"]).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("pg_dump"), "{}", run.stderr);
+}
+
+/// What `wxpush send weekly` (`--again` with `new_round`) does for `slot`.
+async fn fire(
+    app: &wxpush::app::App,
+    slot: chrono::DateTime<chrono::Utc>,
+    new_round: bool,
+) -> wxpush::runner::Fired {
+    wxpush::runner::fire(
+        &app.store,
+        &app.runtime(None).deliverer,
+        app.settings.job("weekly").unwrap(),
+        Some((slot, wxpush::storage::Trigger::Manual)),
+        new_round,
+        &app.clock,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A weekly job whose slots may be sent for 7 days, and a retention of a day.
+fn weekly(ids: &[String]) -> String {
+    let mut body = String::from(
+        r#"
+[retention]
+keep = "1d"
+every = "1h"
+
+[[jobs]]
+name = "weekly"
+cron = "0 0 9 * * MON"
+timezone = "Asia/Shanghai"
+template_id = "tmpl-checkin"
+send_window = "7d"
+[jobs.data]
+thing1 = "{{name}}, check in"
+date2 = "{{today}}"
+"#,
+    );
+    for id in ids {
+        body.push_str(&format!(
+            "\n[[recipients]]\nopenid = \"{id}\"\njobs = [\"weekly\"]\nname = \"n\"\n"
+        ));
+    }
+    body
+}
+
+#[tokio::test]
+async fn retention_keeps_a_slot_that_may_still_send_so_send_never_messages_it_twice() {
+    let ids = openids(20);
+    let env = TestEnv::with(&weekly(&ids)).await;
+    // Mondays, 09:00 in Shanghai.
+    let last_week: chrono::DateTime<chrono::Utc> = "2029-12-31T01:00:00Z".parse().unwrap();
+    let this_week: chrono::DateTime<chrono::Utc> = "2030-01-07T01:00:00Z".parse().unwrap();
+    let daemon = env
+        .daemon_at(last_week - chrono::Duration::milliseconds(500))
+        .await;
+    let store = daemon.app.store.clone();
+    let runs = || async { store.runs(Some("weekly"), 10).await.unwrap() };
+    // Last week's slot, then this Monday's.
+    daemon.advance(std::time::Duration::from_millis(500)).await;
+    wait_until(10, "last week's run", || env.fake.accepted_count() == 20).await;
+    daemon
+        .advance_until(
+            std::time::Duration::from_secs(86_400),
+            8,
+            "this Monday's run",
+            async || env.fake.accepted_count() == 40,
+        )
+        .await;
+    // Tuesday: an operator's `send weekly --again` round.
+    let app = &daemon.app;
+    daemon.advance(std::time::Duration::from_secs(86_400)).await;
+    fire(app, app.clock.now(), true).await;
+    assert_eq!(env.fake.accepted_count(), 60);
+
+    // Friday: retention has pruned last week's run ...
+    daemon
+        .advance_until(
+            std::time::Duration::from_secs(3600),
+            100,
+            "a pass of retention",
+            async || runs().await.iter().all(|r| r.slot != last_week),
+        )
+        .await;
+    daemon
+        .advance(std::time::Duration::from_secs(3 * 86_400))
+        .await;
+    let left = runs().await;
+    assert!(
+        left.iter().any(|r| r.slot == this_week),
+        "this Monday's run is kept while its slot may still send: {left:?}"
+    );
+    assert!(!left.iter().any(|r| r.slot == last_week), "{left:?}");
+    // ... and `wxpush send weekly` on Friday finds this Monday's run done.
+    let fired = fire(app, this_week, false).await;
+
+    assert!(
+        fired.reports.is_empty(),
+        "nothing sent: {:?}",
+        fired.reports
+    );
+    for id in &ids {
+        assert_eq!(
+            env.fake.accepted_for(id),
+            3,
+            "two Mondays and one --again: {id}"
+        );
+    }
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn check_warns_when_retention_is_shorter_than_a_jobs_send_window() {
+    let env = TestEnv::with(&weekly(&openids(1))).await;
+
+    let run = env.wxpush(&["check", "--offline"]).await;
+
+    assert_eq!(run.code, 0, "a warning, not an error: {run:?}");
+    assert!(
+        run.stderr
+            .contains("retention.keep (1day) is shorter than job weekly's send_window (7days)"),
+        "{run:?}"
+    );
+    // A keep as long as the window says nothing.
+    env.write_config(
+        "",
+        &weekly(&openids(1)).replace("keep = \"1d\"", "keep = \"7d\""),
+    );
+    let run = env.wxpush(&["check", "--offline"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("retention.keep"), "{run:?}");
 }
