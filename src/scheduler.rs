@@ -346,9 +346,16 @@ async fn spawn_fire(
                 (false, false)
             }
             Err(e) => {
-                tracing::error!(job = %job.name, error = %e, "run failed");
-                app.faults.set(job.name.as_ref(), e.to_string());
-                (e.transient(), matches!(e, FireError::Storage(_)))
+                let database = matches!(e, FireError::Storage(_));
+                // A file that is gone is the cause to name, whatever the
+                // statement that met it said.
+                let said = match app.store.diagnose() {
+                    Some(cause) if database => cause.to_string(),
+                    _ => e.to_string(),
+                };
+                tracing::error!(job = %job.name, error = %said, "run failed");
+                app.faults.set(job.name.as_ref(), said);
+                (e.transient(), database)
             }
         };
         if !again || shutdown.is_cancelled() || app.clock.now() >= give_up {

@@ -606,6 +606,10 @@ impl Deliverer {
             ctx.halt.database(&e);
         }
         let (stopped, cause) = match ctx.halt.reason() {
+            Some((_, StopCause::Database)) if let Some(e) = self.store.diagnose() => (
+                Some(format!("the database failed: {e}")),
+                Some(StopCause::Database),
+            ),
             Some((reason, cause)) => (Some(reason), Some(cause)),
             None => (None, None),
         };

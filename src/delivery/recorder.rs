@@ -437,10 +437,15 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, kept: Kep
             }
         }
         if !open && ops.is_empty() {
-            // Every recorder is gone; only kept outcomes keep the task going.
-            if !waiting {
+            // Every recorder is gone; only kept outcomes keep the task going,
+            // until the store is closed (a shutdown: what is kept is then
+            // settled by a survivor or the next start, as `unknown`).
+            if !waiting || store.is_closed() {
                 break;
             }
+            // Idle: its connection goes back, so that closing the pool
+            // does not wait for it.
+            held = Held::default();
             if !due {
                 tokio::time::sleep(rewrite_in.next().unwrap_or(REWRITE_MAX)).await;
             }

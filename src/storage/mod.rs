@@ -62,7 +62,18 @@ pub use tokens::{StoredToken, TokenRefresh};
 pub struct StorageError {
     action: &'static str,
     #[source]
-    source: sqlx::Error,
+    source: Failure,
+}
+
+/// What went wrong: sqlx's error, or wxpush's own words (a file that is gone,
+/// a lock folder), which sqlx would have prefixed with "error communicating
+/// with database".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error("{0}")]
+    Said(String),
 }
 
 impl From<std::sync::Arc<StorageError>> for StorageError {
@@ -71,7 +82,7 @@ impl From<std::sync::Arc<StorageError>> for StorageError {
     fn from(e: std::sync::Arc<StorageError>) -> Self {
         Self {
             action: e.action,
-            source: sqlx::Error::Io(std::io::Error::other(e.source.to_string())),
+            source: Failure::Said(e.source.to_string()),
         }
     }
 }
@@ -83,7 +94,10 @@ trait Context<T> {
 
 impl<T> Context<T> for Result<T, sqlx::Error> {
     fn context(self, action: &'static str) -> Result<T, StorageError> {
-        self.map_err(|source| StorageError { action, source })
+        self.map_err(|source| StorageError {
+            action,
+            source: source.into(),
+        })
     }
 }
 
@@ -91,7 +105,7 @@ impl<T> Context<T> for Result<T, sqlx::migrate::MigrateError> {
     fn context(self, action: &'static str) -> Result<T, StorageError> {
         self.map_err(|e| StorageError {
             action,
-            source: sqlx::Error::Migrate(Box::new(e)),
+            source: sqlx::Error::Migrate(Box::new(e)).into(),
         })
     }
 }
@@ -222,6 +236,14 @@ impl Store {
         self.file.as_ref().map_or(Ok(()), DbFile::check)
     }
 
+    /// What is wrong with the database file itself, if anything: removed, or
+    /// another file in its place. Said instead of the error a statement met
+    /// (SQLite answers `disk I/O error`, or nothing at all, on a file that is
+    /// gone), since restoring the file is the fix.
+    pub fn diagnose(&self) -> Option<StorageError> {
+        self.check_identity().err()
+    }
+
     /// The database file, if it is one.
     pub fn path(&self) -> Option<&Path> {
         self.file.as_ref().map(DbFile::path)
@@ -298,6 +320,11 @@ impl Store {
             ));
         }
         sqlite::backup(&self.pool, target).await
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
     }
 
     /// Closes the pool (SQLite checkpoints its WAL) and stops listening to

@@ -209,7 +209,7 @@ impl Store {
             Some(existing) => Ok(Snapshot::Existing(existing)),
             None => Err(StorageError {
                 action: "find the slot's run",
-                source: sqlx::Error::RowNotFound,
+                source: sqlx::Error::RowNotFound.into(),
             }),
         }
     }

@@ -516,3 +516,46 @@ async fn sqlite_on_a_full_disk_mid_run_stops_the_run_and_it_completes_once_there
     everyone_once(&env, &ids).await;
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_database_file_deleted_mid_run_is_reported_as_that_and_fails_readiness() {
+    if on_postgres() {
+        return; // the SQLite file
+    }
+    let (_, env) = sqlite_env(300).await;
+    let daemon = sqlite_run(&env).await;
+    wait_until(20, "the run to get going", || {
+        env.fake.accepted_count() >= 40
+    })
+    .await;
+
+    // An operator cleaning up the wrong folder.
+    for file in ["wxpush.db", "wxpush.db-wal", "wxpush.db-shm"] {
+        let _ = std::fs::remove_file(env.dir.path().join(file));
+    }
+    let fault = stopped_by_the_database(&daemon).await;
+    let (code, body) = get(daemon.http, "/readyz").await;
+    let stalled = env.fake.accepted_count();
+    for _ in 0..5 {
+        daemon.advance(Duration::from_secs(1)).await;
+    }
+
+    let path = env.db_path().display().to_string();
+    assert!(
+        fault.contains(&format!("{path} was removed")) && !fault.contains("I/O error"),
+        "{fault}"
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(&format!("{path} was removed")), "{body}");
+    assert!(stalled < 300, "stopped mid-run");
+    assert_eq!(
+        env.fake.accepted_count(),
+        stalled,
+        "nothing is sent that could not be recorded"
+    );
+    assert!(
+        !env.db_path().exists(),
+        "no empty database made in its place"
+    );
+    daemon.stop().await.unwrap();
+}

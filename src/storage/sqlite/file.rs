@@ -15,7 +15,7 @@ pub(crate) fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
 pub(crate) fn io_error(action: &'static str, message: String) -> StorageError {
     StorageError {
         action,
-        source: sqlx::Error::Io(std::io::Error::other(message)),
+        source: crate::storage::Failure::Said(message),
     }
 }
 
@@ -32,10 +32,7 @@ pub(crate) fn is_in_memory(url: &str) -> bool {
 pub(crate) async fn create_file(path: &Path) -> Result<std::fs::File, StorageError> {
     let io = |action, e: std::io::Error| StorageError {
         action,
-        source: sqlx::Error::Io(std::io::Error::new(
-            e.kind(),
-            format!("{}: {e}", path.display()),
-        )),
+        source: crate::storage::Failure::Said(format!("{}: {e}", path.display())),
     };
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
@@ -60,7 +57,7 @@ async fn setup_lock(db: &Path) -> Result<std::fs::File, StorageError> {
     use crate::storage::LeaseError;
     let fail = |e: LeaseError| StorageError {
         action: "take the database setup lock",
-        source: sqlx::Error::Io(std::io::Error::other(e.to_string())),
+        source: crate::storage::Failure::Said(e.to_string()),
     };
     // A dot cannot start a job name, so this never meets a job's lock file.
     let (file, path) = open_lock_file(db, ".setup.lock").map_err(fail)?;
