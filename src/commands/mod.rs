@@ -183,13 +183,17 @@ async fn backup(settings: Settings, target: &std::path::Path) -> Result<Exit, Fa
             target.display()
         )));
     }
-    let store = open_for_reading(&settings).await?;
-    if store.backend() != crate::storage::Backend::Sqlite {
+    // Told by the URL, before connecting: a PostgreSQL database is the
+    // operator's to dump, whether or not it can be reached now.
+    if crate::storage::Backend::of_url(&settings.database.url)
+        != Some(crate::storage::Backend::Sqlite)
+    {
         return Err(Failure::usage(format!(
             "{}: database.url: is PostgreSQL; back it up with pg_dump (wxpush backup copies a SQLite file)",
             settings.path.display()
         )));
     }
+    let store = open_for_reading(&settings).await?;
     let bytes = store
         .backup(target)
         .await

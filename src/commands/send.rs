@@ -421,7 +421,9 @@ async fn dry_run_query(job: &Job, query: &crate::config::JobQuery) -> Result<Exi
     let (mut valid, mut invalid, mut folded) = (0u64, 0u64, 0u64);
     while let Some(row) = rows.recv().await {
         let row = row.map_err(Failure::cannot_proceed)?;
-        if !seen.insert(row.openid.clone()) {
+        // A row with no openid at all is nobody's duplicate (as in a run).
+        let nameless = row.invalid.is_some() && row.openid.trim().is_empty();
+        if !nameless && !seen.insert(row.openid.clone()) {
             folded += 1;
             continue;
         }

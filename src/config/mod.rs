@@ -822,6 +822,9 @@ impl Checker {
     ) -> Vec<Recipient> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
+        // A job named wrongly, by where it is listed: one line each, however
+        // many recipients list it.
+        let mut unknown: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (i, r) in raw.into_iter().enumerate() {
             let at = format!("recipients[{i}]");
             let Ok(openid) =
@@ -877,7 +880,7 @@ impl Checker {
                     Some(job) => names.push(job.name.clone()),
                     // That job's own problem is reported where it is defined.
                     _ if written.contains(j) => {}
-                    _ => self.fail(&format!("{at}.jobs"), format!("no job is named {j:?}")),
+                    _ => unknown.entry(j.clone()).or_default().push(at.clone()),
                 }
             }
             let vars: BTreeMap<String, String> = r
@@ -892,6 +895,30 @@ impl Checker {
                 jobs: names,
                 vars,
             });
+        }
+        let defined: Vec<String> = jobs
+            .iter()
+            .map(|j| format!("{:?}", j.name.as_ref()))
+            .collect();
+        for (name, at) in unknown {
+            let others = match at.len() {
+                1 => String::new(),
+                n => format!(
+                    " (nor in the {} other entries that list it: {}{})",
+                    n - 1,
+                    at[1..at.len().min(4)].join(", "),
+                    if n > 4 { ", ..." } else { "" }
+                ),
+            };
+            let jobs = if defined.is_empty() {
+                "the file defines no [[jobs]]".to_owned()
+            } else {
+                format!("the jobs are {}", defined.join(", "))
+            };
+            self.fail(
+                &format!("{}.jobs", at[0]),
+                format!("no job is named {name:?}{others}; {jobs}"),
+            );
         }
         out
     }

@@ -114,9 +114,10 @@ impl Store {
                 }
             }
             if !chunk.is_empty() {
+                let first = total + 1;
                 total += chunk.len() as u64;
                 invalid += chunk.iter().filter(|r| r.invalid.is_some()).count() as u64;
-                written += insert_rows(&mut tx, run_id, &chunk, &now).await?;
+                written += insert_rows(&mut tx, run_id, &chunk, first, &now).await?;
                 chunk.clear();
             }
             if ended {
@@ -215,24 +216,34 @@ impl Store {
     }
 }
 
-/// Writes one chunk of rows as pending (or invalid) deliveries; returns how
-/// many were new (a repeated openid keeps its first row). `WHERE true`: without
+/// Writes one chunk of rows (the first being row `first` of the result) as
+/// pending (or invalid) deliveries; returns how many were new (a repeated
+/// openid keeps its first row). A row with no openid at all (NULL or empty)
+/// is a delivery of its own, named by its row number: each is a person the
+/// query failed to name, never a duplicate of another. `WHERE true`: without
 /// it SQLite reads the upsert's ON as a join's.
 async fn insert_rows(
     tx: &mut super::db::Conn,
     run_id: i64,
     chunk: &[AudienceRow],
+    first: u64,
     now: &str,
 ) -> Result<u64, StorageError> {
     let rows: Vec<serde_json::Value> = chunk
         .iter()
-        .map(|r| {
+        .zip(first..)
+        .map(|(r, n)| {
             let (status, errmsg) = match &r.invalid {
                 Some(why) => ("invalid", Some(why.as_str())),
                 None => ("pending", None),
             };
+            let openid = if r.invalid.is_some() && r.openid.trim().is_empty() {
+                format!("(row {n})")
+            } else {
+                r.openid.clone()
+            };
             serde_json::json!([
-                r.openid,
+                openid,
                 status,
                 errmsg,
                 serde_json::to_string(&r.vars).expect("strings serialise")

@@ -109,17 +109,21 @@ async fn one_broken_job_is_one_line_however_many_recipients_list_it() {
     let run = env.wxpush(&["check", "--offline"]).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
-    // A name no job has is still reported, once per recipient that lists it.
+    // A name no job has is reported on one line, however many recipients
+    // list it, naming them and the jobs there are.
     let env = TestEnv::with(&format!(
         "{}{}",
         daily_job(""),
-        recipients(&refs[..2]).replace("\"daily\"", "\"nightly\"")
+        recipients(&refs[..3]).replace("\"daily\"", "\"nightly\"")
     ))
     .await;
     let run = env.wxpush(&["check", "--offline"]).await;
-    assert_eq!(
-        run.stderr.matches("no job is named \"nightly\"").count(),
-        2,
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("recipients[0] (") && run.stderr.contains("no job is named \"nightly\" (nor in the 2 other entries that list it: recipients[1] (")
+            && run.stderr.contains("recipients[2] (")
+            && run.stderr.ends_with("; the jobs are \"daily\"\n"),
         "{}",
         run.stderr
     );

@@ -143,7 +143,26 @@ async fn a_backup_taken_while_the_daemon_runs_restores_and_nobody_is_messaged_tw
 }
 
 #[tokio::test]
-async fn backup_on_postgresql_points_to_pg_dump() {
+async fn backup_on_a_postgresql_url_points_to_pg_dump_without_connecting() {
+    // A server nobody listens on: the answer comes from the URL alone.
+    let down = TestEnv::with(&two_people()).await;
+    std::fs::write(
+        &down.config,
+        std::fs::read_to_string(&down.config).unwrap().replace(
+            &down.db_url,
+            &format!("postgres://wxpush@{}/wxpush", free_addr()),
+        ),
+    )
+    .unwrap();
+    let run = down.wxpush(&["backup", "/tmp/never.db"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("is PostgreSQL; back it up with pg_dump")
+            && !run.stderr.contains("connect"),
+        "{}",
+        run.stderr
+    );
     if !on_postgres() {
         return;
     }

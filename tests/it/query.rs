@@ -710,3 +710,57 @@ async fn a_failed_query_is_counted_on_metrics_and_a_url_file_is_read() {
         "{all:?}"
     );
 }
+
+#[tokio::test]
+async fn rows_without_an_openid_are_each_recorded_invalid_never_folded_as_duplicates() {
+    let env = points_env(FakeOptions::default(), "").await;
+    let url = format!("sqlite://{}", env.dir.path().join("shop.db").display());
+    exec(
+        &format!("{url}?mode=rwc"),
+        &[
+            "CREATE TABLE members (openid VARCHAR(64), nickname VARCHAR(64), points INTEGER, \
+             expire_on DATE, push_ok INTEGER)",
+            // Three rows the query failed to name (two NULLs, an empty string)
+            // and Ann twice: one duplicate.
+            &format!(
+                "INSERT INTO members VALUES (NULL, 'A', 3, '2026-12-01', 1), ('', 'B', 2, '2026-12-01', 1), \
+                 (NULL, 'C', 1, '2026-12-01', 1), ('{ANN}', 'Ann', 120, '2026-11-30', 1), \
+                 ('{ANN}', 'Ann again', 5, '2026-12-02', 1)"
+            ),
+        ],
+    )
+    .await;
+    env.write_config("", &points_job(&url, QUERY, "10s"));
+
+    let dry = env.wxpush(&["send", "points", "--dry-run"]).await;
+    let sent = env.wxpush(&["send", "points", "--again"]).await;
+
+    assert!(
+        dry.stdout.contains(
+            "1 valid, 3 invalid of 4 messages from source shop (1 duplicate openids folded)"
+        ),
+        "{dry:?}"
+    );
+    assert_eq!(sent.code, 1, "{sent:?}");
+    assert_eq!(env.fake.accepted_count(), 1);
+    let run = &runs(&env).await[0];
+    assert_eq!(run["folded"], 1, "only Ann's second row: {run}");
+    assert_eq!(run["counts"]["invalid"], 3, "{run}");
+    assert_eq!(run["counts"]["total"], 4, "{run}");
+    let id = run["id"].to_string();
+    let shown = env.wxpush(&["runs", "show", &id, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let reasons: Vec<&str> = v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == "invalid")
+        .map(|d| d["errmsg"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{v}");
+    assert_eq!(
+        reasons.iter().filter(|r| r.contains("NULL")).count(),
+        2,
+        "{reasons:?}"
+    );
+}
