@@ -586,4 +586,132 @@ mod tests {
         );
         assert_eq!(flushes.len(), 1);
     }
+
+    /// A SQLite store whose writes wait at most 50 ms for a lock, with one run
+    /// of `n` deliveries already marked `sending`; the writer, and the ids.
+    async fn sending_run(dir: &std::path::Path, n: usize) -> (RecordWriter, Recorder, Vec<i64>) {
+        let url = format!("sqlite://{}", dir.join("w.db").display());
+        let options = crate::storage::OpenOptions {
+            busy_timeout: std::time::Duration::from_millis(50),
+            ..Default::default()
+        };
+        let store = Store::open_with(&url, &options).await.unwrap();
+        let people: Vec<crate::storage::StoredRecipient> = (0..n)
+            .map(|i| crate::storage::StoredRecipient {
+                job: "daily".into(),
+                openid: format!("oUser{i:023}"),
+                name: None,
+                vars: Default::default(),
+            })
+            .collect();
+        store.sync_config_recipients(&people).await.unwrap();
+        let run = store
+            .enqueue(crate::storage::NewRun {
+                job: "daily",
+                appid: "wx1",
+                template_id: "t",
+                audience: crate::storage::Audience::Listed,
+                slot: chrono::Utc::now(),
+                trigger: crate::storage::Trigger::Manual,
+            })
+            .await
+            .unwrap();
+        let ids: Vec<i64> = store
+            .deliveries(run.run_id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        let writer = RecordWriter::new(store);
+        let recorder = writer.recorder(ConsentGate::Unchecked);
+        for id in &ids {
+            assert!(recorder.sending(*id).await.unwrap());
+        }
+        (writer, recorder, ids)
+    }
+
+    async fn lock(dir: &std::path::Path) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("w.db").display());
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        other
+    }
+
+    #[tokio::test]
+    async fn answers_the_database_refused_are_kept_and_written_once_it_takes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, recorder, ids) = sending_run(dir.path(), 3).await;
+        let store = writer.store.clone();
+        let mut other = lock(dir.path()).await;
+
+        for id in &ids {
+            recorder.record(Outcome {
+                msgid: Some(7),
+                ..Outcome::local(*id, Status::Sent, None)
+            });
+        }
+        let flushed = recorder.flush().await;
+        // While the database is failing, a mark is refused without a try.
+        let mark = recorder.sending(ids[0]).await;
+
+        assert!(flushed.is_err(), "nothing written yet");
+        assert!(mark.is_err());
+        assert_eq!(writer.unwritten(), 3);
+        let rows = |store: Store| async move {
+            store
+                .deliveries(1)
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.status)
+                .collect::<Vec<_>>()
+        };
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        drop(other);
+        assert_eq!(
+            rows(store.clone()).await,
+            [Status::Sending; 3],
+            "kept, not lost"
+        );
+        writer.settle().await.unwrap();
+        assert_eq!(rows(store.clone()).await, [Status::Sent; 3]);
+        assert_eq!(writer.unwritten(), 0);
+        assert!(
+            recorder.flush().await.is_ok(),
+            "nothing of the run is kept now"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_writer_writes_kept_answers_by_itself_when_the_database_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, recorder, ids) = sending_run(dir.path(), 2).await;
+        let store = writer.store.clone();
+        let mut other = lock(dir.path()).await;
+        recorder.record(Outcome::local(ids[0], Status::Failed, None));
+        recorder.record(Outcome::local(ids[1], Status::Pending, None));
+        assert!(recorder.flush().await.is_err());
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        drop(other);
+        // Nobody calls settle: the writer's next try (within REWRITE_MAX) does.
+        let deadline = std::time::Instant::now() + REWRITE_MAX * 2;
+        while writer.unwritten() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let statuses: Vec<Status> = store
+            .deliveries(1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.status)
+            .collect();
+        assert_eq!(statuses, [Status::Failed, Status::Pending]);
+        assert!(recorder.flush().await.is_ok());
+    }
 }
