@@ -31,10 +31,11 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir "$work/pg" && [ ${#as_pg[@]} -gt 0 ] && chown postgres "$work/pg"
+mkdir "$work/pg" "$work/pglog"
+if [ ${#as_pg[@]} -gt 0 ]; then chown postgres "$work/pg" "$work/pglog"; fi
 "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust --no-sync >/dev/null
 port=$((20000 + RANDOM % 10000))
-pg() { "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -o "-p $port -h 127.0.0.1 -k /tmp -c fsync=off" -l "$work/pg.log" -w "$@" >/dev/null; }
+pg() { "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -o "-p $port -h 127.0.0.1 -k /tmp -c fsync=off" -l "$work/pg/../pglog/pg.log" -w "$@" >/dev/null; }
 pg start
 psql() { "$pgbin/psql" -h 127.0.0.1 -p "$port" -U postgres -tA "$@"; }
 
