@@ -306,7 +306,12 @@ async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &m
             Err(e) if rejected_credentials(&e).is_some() => {
                 let (key, hint) = rejected_credentials(&e).expect("checked");
                 let key = key.replacen("wechat", &section, 1);
-                problems.push(format!("{file}: {key}: {e}; {hint}"));
+                let from = if key.ends_with(".secret") {
+                    secret_origin(&settings.path, &section)
+                } else {
+                    String::new()
+                };
+                problems.push(format!("{file}: {key}: {e}; {hint}{from}"));
                 continue;
             }
             Err(e) => {
@@ -318,6 +323,35 @@ async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &m
             }
         };
         check_jobs_templates(settings, app, &list, problems, warnings);
+    }
+}
+
+/// Where `section`'s secret came from, for the hint on a rejected one: the
+/// operator who rotated it must know which copy wxpush read.
+fn secret_origin(path: &Path, section: &str) -> String {
+    let Ok((_, sources)) = config::effective(path) else {
+        return String::new();
+    };
+    let find = |key: String| {
+        sources
+            .iter()
+            .find(|(k, v, _)| *k == key && !v.is_null())
+            .map(|(_, v, from)| (v.as_str().unwrap_or_default().to_owned(), from.clone()))
+    };
+    let env = |from: &str| from.strip_prefix("env ").map(str::to_owned);
+    if let Some((file, from)) = find(format!("{section}.secret_file")) {
+        let named = match env(&from) {
+            Some(var) => format!("by the environment variable {var}"),
+            None => format!("by {section}.secret_file in {}", path.display()),
+        };
+        return format!(" (it was read from {file}, named {named})");
+    }
+    match find(format!("{section}.secret")) {
+        Some((_, from)) => match env(&from) {
+            Some(var) => format!(" (it came from the environment variable {var})"),
+            None => format!(" (it came from {section}.secret in {})", path.display()),
+        },
+        None => String::new(),
     }
 }
 
@@ -436,6 +470,14 @@ async fn fetch_templates(
     secret: secrecy::SecretString,
 ) -> Result<Vec<crate::wechat::RemoteTemplate>, TemplateError> {
     let client = WechatClient::new(wechat, secret, 1)?;
+    // The secret itself, whatever token is cached: the check operators run
+    // after rotating it must fail on a wrong one. A stable token asked for
+    // without force_refresh is the one in force: nothing rotates, and the
+    // daemon's token (stable or classic) stays valid.
+    client
+        .fetch_token(crate::config::TokenSource::Stable, false)
+        .await
+        .map_err(TemplateError::Wechat)?;
     // The real database when there is one (its cached token saves a request);
     // otherwise `check` must not create files.
     let store =

@@ -55,6 +55,57 @@ async fn check_fails_when_wechat_rejects_the_secret_and_names_the_key() {
 }
 
 #[tokio::test]
+async fn check_tests_the_secret_itself_even_with_a_token_cached() {
+    let env = TestEnv::with(&one_job()).await;
+    // A send caches a token in the database: `check` once listed templates
+    // with it and approved any secret.
+    assert_eq!(env.wxpush(&["send", "daily", "--again"]).await.code, 0);
+    assert_eq!(env.fake.token_requests(), 1);
+
+    // The operator rotates the secret in the console, and puts the new one
+    // in the environment with a typo.
+    let run = finish(
+        env.command(&["check"])
+            .env("WXPUSH__WECHAT__SECRET", "a-wrong-secret-value"),
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("wechat.secret:")
+            && run.stderr.contains("40125")
+            && run
+                .stderr
+                .contains("it came from the environment variable WXPUSH__WECHAT__SECRET"),
+        "{}",
+        run.stderr
+    );
+    // The same typo in a secret file names the file.
+    let file = env.file("wechat_secret", "a-wrong-secret-value\n");
+    let run = finish(
+        env.command(&["check"])
+            .env_remove("WXPUSH__WECHAT__SECRET")
+            .env("WXPUSH__WECHAT__SECRET_FILE", &file),
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "it was read from {}, named by the environment variable WXPUSH__WECHAT__SECRET_FILE",
+            file.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains("a-wrong-secret-value"));
+    // The right secret passes, and asking for the stable token rotated
+    // nothing: the cached token still sends.
+    assert_eq!(env.wxpush(&["check"]).await.code, 0);
+    assert_eq!(env.fake.force_refreshes(), 0);
+    assert_eq!(env.wxpush(&["send", "daily", "--again"]).await.code, 0);
+    assert_eq!(env.fake.accepted_count(), 2);
+}
+
+#[tokio::test]
 async fn check_fails_for_an_unknown_appid_and_for_an_ip_off_the_whitelist() {
     let opts = FakeOptions {
         appid: "wx9999999999999999".into(),
