@@ -41,7 +41,11 @@ pub fn this_process(role: &str, lease: Duration) -> InstanceInfo {
 
 /// Registers `me`, returning the store that takes deliveries as it. First
 /// settles what dead instances held, so that a re-run after a kill -9 on this
-/// host finds the killed process's deliveries settled, as on SQLite.
+/// host finds the killed process's deliveries settled, as on SQLite: those
+/// whose process is gone from this host, and those silent for over twice
+/// their lease (a process just started cannot tell one silent for a lease
+/// from one the database was away from; `keep_alive` judges by one lease once
+/// its own heartbeats have come through for a lease).
 pub async fn join(
     store: &Store,
     me: &InstanceInfo,
@@ -49,7 +53,7 @@ pub async fn join(
 ) -> Result<Store, StorageError> {
     store.register_instance(me).await?;
     let rescue = store
-        .rescue_dead(leftover, &gone_here(store, me).await?)
+        .rescue_long_dead(leftover, &gone_here(store, me).await?)
         .await?;
     report(&rescue, leftover);
     Ok(store.as_instance(&me.id))
@@ -99,10 +103,10 @@ pub async fn keep_alive(
 ) {
     let mut tick = tokio::time::interval(me.lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // `join` has just registered it, and judged others then.
+    // `join` has just registered it.
     let mut beats = Beats {
         last: tokio::time::Instant::now(),
-        on_time_since: tokio::time::Instant::now() - me.lease,
+        on_time_since: tokio::time::Instant::now(),
     };
     loop {
         tokio::select! {

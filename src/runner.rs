@@ -253,6 +253,9 @@ fn log_end(r: &RunReport) {
     if let Some(cause) = r.cause {
         crate::stats::run_stopped(&r.job, cause.label());
     }
+    if r.interrupted {
+        crate::stats::run_interrupted(&r.job);
+    }
     crate::stats::run_ended(
         &r.job,
         std::time::Duration::from_millis(r.duration_ms as u64),

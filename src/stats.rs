@@ -78,6 +78,14 @@ fn describe() {
         "wxpush_runs_stopped_total",
         "Runs stopped early, by job and reason (outage: WeChat unreachable; database: the database failed, resumed once it answers; fault: token, quota, account; audience: the audience query failed)."
     );
+    describe_gauge!(
+        "wxpush_runs_unfinished",
+        "Runs of the job not finished, by status: running (sending, or left so by a crash), interrupted (by a shutdown), stopped (by a fault or an outage); read from the database at each scrape. Each is resumed by the next start, send or another instance."
+    );
+    describe_counter!(
+        "wxpush_runs_interrupted_total",
+        "Runs a shutdown (SIGTERM, SIGINT) interrupted mid-send, by job: recorded `interrupted`, resumed by the next start, `send` or another instance."
+    );
     describe_counter!(
         "wxpush_audience_query_failures_total",
         "Audience queries that gave no audience, by job and reason (unreachable, query, timeout, no_openid); nobody was messaged."
@@ -277,6 +285,34 @@ pub fn run_stopped(job: &str, reason: &'static str) {
     counter!("wxpush_runs_stopped_total", "job" => job.to_owned(),
         "app" => app_of(job), "reason" => reason)
     .increment(1);
+}
+
+/// Unfinished runs by job and status, as `Store::unfinished_by_status` reads
+/// them: every configured job gets each status, 0 when it has none.
+pub fn unfinished_runs(counts: &[(String, String, i64)]) {
+    let jobs: Vec<String> = APPS
+        .read()
+        .expect("never poisoned")
+        .as_ref()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    for job in &jobs {
+        for status in ["running", "interrupted", "stopped"] {
+            let n = counts
+                .iter()
+                .find(|(j, s, _)| j == job && s == status)
+                .map_or(0, |(_, _, n)| *n);
+            gauge!("wxpush_runs_unfinished", "job" => job.clone(), "app" => app_of(job),
+                "status" => status)
+            .set(n as f64);
+        }
+    }
+}
+
+/// A run of `job` was interrupted by a shutdown.
+pub fn run_interrupted(job: &str) {
+    counter!("wxpush_runs_interrupted_total", "job" => job.to_owned(), "app" => app_of(job))
+        .increment(1);
 }
 
 /// Deliveries of `job` skipped at their claim for lack of consent, in one batch.

@@ -350,7 +350,8 @@ impl Summary {
             line.push_str(&format!("; stopped: {reason}"));
             if self.stop_cause == Some(StopCause::Database) {
                 line.push_str(&format!(
-                    "; nothing is lost and nobody was failed for it: answers not yet recorded are written once the database answers, and the daemon resumes the run then, or re-run {rerun}"
+                    "; nobody was failed for it: the daemon resumes the run once the database answers, or re-run {rerun}; \
+                     requests that were in flight are recorded as WeChat answered, or `unknown` if this process could not write that before it exited"
                 ));
             } else if self.outage {
                 line.push_str(&format!(

@@ -252,6 +252,9 @@ impl Deliverer {
         run_id: i64,
         slot: DateTime<Utc>,
     ) -> Result<RunReport, StorageError> {
+        let Some(_entered) = self.writer.enter(run_id) else {
+            return self.drained_here(job, run_id, slot).await;
+        };
         self.writer.settle().await?;
         self.store.recover_sending(run_id, self.leftover()).await?;
         let note = format!(
@@ -273,6 +276,47 @@ impl Deliverer {
             cause: None,
             interrupted: false,
             held_elsewhere: Vec::new(),
+            duration_ms: 0,
+            requests: 0,
+            latency_p50_ms: 0.0,
+            latency_p99_ms: 0.0,
+        })
+    }
+
+    /// The report of a drain that did not start because another drain of
+    /// this process is on the run: it finishes the run, so this one reports
+    /// it as held (by this instance).
+    async fn drained_here(
+        &self,
+        job: &Job,
+        run_id: i64,
+        slot: DateTime<Utc>,
+    ) -> Result<RunReport, StorageError> {
+        tracing::info!(run.id = run_id, job = %job.name, "another drain of this process is on this run; it finishes it");
+        let me = self.store.instance().unwrap_or_default().to_owned();
+        let mut held: Vec<Holder> = self
+            .store
+            .holders(run_id)
+            .await?
+            .into_iter()
+            .filter(|h| h.instance == me)
+            .collect();
+        if held.is_empty() {
+            held.push(Holder {
+                instance: me,
+                taken: 0,
+                sending: 0,
+            });
+        }
+        Ok(RunReport {
+            run_id,
+            job: job.name.to_string(),
+            slot,
+            counts: self.counts(run_id).await?,
+            stopped: None,
+            cause: None,
+            interrupted: false,
+            held_elsewhere: held,
             duration_ms: 0,
             requests: 0,
             latency_p50_ms: 0.0,
@@ -352,6 +396,16 @@ impl Deliverer {
         }
     }
 
+    /// Whether an instance other than this one holds deliveries of `run_id`
+    /// (taken or in flight); true when that cannot be read.
+    async fn others_hold(&self, run_id: i64) -> bool {
+        let me = self.store.instance().unwrap_or_default();
+        self.store
+            .holders(run_id)
+            .await
+            .map_or(true, |h| h.iter().any(|h| h.instance != me))
+    }
+
     /// Who `job`'s runs send to and what consent they need: a credit, held by
     /// each claim, for a one-time template; no rejection on record, read with
     /// each page, otherwise (and when the kind cannot be known now). Worked out
@@ -395,6 +449,9 @@ impl Deliverer {
         shutdown: &CancellationToken,
     ) -> Result<RunReport, StorageError> {
         let started = Instant::now();
+        let Some(_entered) = self.writer.enter(run_id) else {
+            return self.drained_here(job, run_id, slot).await;
+        };
         // Answers of an earlier drain that the database could not take are
         // written first: the recovery below would take their rows for
         // interrupted requests.
@@ -596,6 +653,12 @@ impl Deliverer {
             Some((reason, _)) => Some((RunStatus::Stopped, Some(reason.as_str()))),
             None if !interrupted && held_elsewhere.is_empty() && counts.pending == 0 => {
                 Some((RunStatus::Done, None))
+            }
+            // Said so on record, so that `runs` does not show a run nobody
+            // runs as `running`; on a shared run, only once no other instance
+            // still sends it (it finishes the run).
+            None if interrupted && !(shared && self.others_hold(run_id).await) => {
+                Some((RunStatus::Interrupted, None))
             }
             None => None,
         };

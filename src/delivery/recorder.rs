@@ -81,6 +81,21 @@ struct Kept {
 /// An outcome and the run it belongs to.
 type KeptOutcome = (Arc<Run>, Outcome);
 
+/// Kept outcomes taken out to be written, put back if dropped while `items`
+/// still holds them.
+struct Restore<'a> {
+    kept: &'a Kept,
+    items: Option<Vec<KeptOutcome>>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        for (run, outcome) in self.items.take().into_iter().flatten() {
+            self.kept.push(run, outcome);
+        }
+    }
+}
+
 impl Kept {
     fn push(&self, run: Arc<Run>, outcome: Outcome) {
         self.outcomes.lock().expect("poisoned").push((run, outcome));
@@ -116,6 +131,20 @@ pub struct RecordWriter {
     live: Arc<Mutex<Option<mpsc::WeakUnboundedSender<Op>>>>,
     runs: Arc<AtomicUsize>,
     kept: Kept,
+    /// Runs a drain of this process is on (see `enter`).
+    draining: Arc<Mutex<HashSet<i64>>>,
+}
+
+/// A run entered by one drain of this process, until dropped.
+pub struct Entered {
+    run_id: i64,
+    draining: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.draining.lock().expect("poisoned").remove(&self.run_id);
+    }
 }
 
 impl RecordWriter {
@@ -126,7 +155,25 @@ impl RecordWriter {
             live: Arc::default(),
             runs: Arc::default(),
             kept: Kept::default(),
+            draining: Arc::default(),
         }
+    }
+
+    /// Enters `run_id` for one drain of this process; `None` while another
+    /// drain of this process is on it. Within a process, its job's lock
+    /// (`busy` in the scheduler) keeps two drains of one run apart, but a
+    /// reload that changes the job starts a new loop while the old one's
+    /// drain finishes: this is what keeps the new one off that run (and its
+    /// crash recovery off the old one's requests in flight).
+    pub fn enter(&self, run_id: i64) -> Option<Entered> {
+        self.draining
+            .lock()
+            .expect("poisoned")
+            .insert(run_id)
+            .then(|| Entered {
+                run_id,
+                draining: Arc::clone(&self.draining),
+            })
     }
 
     /// Outcomes kept because the database failed to take them, not yet written.
@@ -144,6 +191,12 @@ impl RecordWriter {
         if kept.is_empty() {
             return Ok(());
         }
+        // Put back if this is dropped before the write ends (a caller's
+        // timeout): a kept answer is never lost by waiting less for it.
+        let mut restore = Restore {
+            kept: &self.kept,
+            items: Some(kept.clone()),
+        };
         let mut ops = kept
             .into_iter()
             .map(|(run, outcome)| Op {
@@ -153,9 +206,10 @@ impl RecordWriter {
             .collect();
         let (mut groups, mut flushes) = (Vec::new(), Vec::new());
         sort(&mut ops, &mut groups, &mut flushes);
-        write_groups(&self.store, &mut Held::default(), &self.kept, groups)
-            .await
-            .map_err(StorageError::from)
+        let written = write_groups(&self.store, &mut Held::default(), &self.kept, groups).await;
+        // Written, or (on an error) kept again by the write itself.
+        restore.items = None;
+        written.map_err(StorageError::from)
     }
 
     /// Runs recording now (whose recorder, or an operation of it, still exists).
@@ -414,6 +468,10 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, kept: Kep
     // The writer's own connection, while it has runs to record.
     let mut held = Held::default();
     let mut rewrite_in = rewrite_delays();
+    // When kept outcomes are next written, while there are some: a deadline
+    // kept across batches, so that a stream of batches neither delays the
+    // try nor runs the backoff up.
+    let mut next_try: Option<tokio::time::Instant> = None;
     let mut open = true;
     // The error of the last write, while the database is taken to be failing:
     // until the next try, nothing is asked of it (each ask would wait out the
@@ -421,35 +479,38 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, kept: Kep
     // stops at once and its senders' answers are kept.
     let mut down: Option<Arc<StorageError>> = None;
     loop {
-        let waiting = kept.len() > 0;
-        let mut due = !waiting;
+        if kept.len() == 0 {
+            next_try = None;
+            rewrite_in = rewrite_delays();
+        } else if next_try.is_none() {
+            let wait = rewrite_in.next().unwrap_or(REWRITE_MAX);
+            next_try = Some(tokio::time::Instant::now() + wait);
+        }
+        let mut due = false;
         if open {
-            if waiting {
-                // Kept outcomes are written again when the wait is over (or
-                // with the next batch, while the database still answers).
-                let wait = rewrite_in.next().unwrap_or(REWRITE_MAX);
-                tokio::select! {
+            match next_try {
+                Some(at) => tokio::select! {
                     n = rx.recv_many(&mut ops, MAX_BATCH) => open = n > 0,
-                    _ = tokio::time::sleep(wait) => due = true,
-                }
-            } else {
-                open = rx.recv_many(&mut ops, MAX_BATCH).await > 0;
+                    _ = tokio::time::sleep_until(at) => due = true,
+                },
+                None => open = rx.recv_many(&mut ops, MAX_BATCH).await > 0,
             }
         }
         if !open && ops.is_empty() {
             // Every recorder is gone; only kept outcomes keep the task going,
             // until the store is closed (a shutdown: what is kept is then
             // settled by a survivor or the next start, as `unknown`).
-            if !waiting || store.is_closed() {
+            let Some(at) = next_try.filter(|_| !store.is_closed()) else {
                 break;
-            }
+            };
             // Idle: its connection goes back, so that closing the pool
             // does not wait for it.
             held = Held::default();
-            if !due {
-                tokio::time::sleep(rewrite_in.next().unwrap_or(REWRITE_MAX)).await;
-            }
+            tokio::time::sleep_until(at).await;
             due = true;
+        }
+        if due {
+            next_try = None;
         }
         let mut groups = Vec::new();
         match &down {
@@ -460,11 +521,9 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, kept: Kep
                 }
             }
             _ => {
-                let _rewriting = if waiting {
-                    Some(kept.rewriting.lock().await)
-                } else {
-                    None
-                };
+                // Kept outcomes go with this batch; a `settle` under way
+                // finishes first, and one that comes waits for this write.
+                let _rewriting = kept.rewriting.lock().await;
                 let rewrites = kept.take();
                 ops.splice(
                     0..0,
@@ -476,9 +535,6 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, kept: Kep
                 sort(&mut ops, &mut groups, &mut flushes);
                 down = write_groups(&store, &mut held, &kept, groups).await.err();
             }
-        }
-        if kept.len() == 0 {
-            rewrite_in = rewrite_delays();
         }
         for (run, ack) in flushes.drain(..) {
             let _ = ack.send(run.written());
@@ -671,13 +727,14 @@ mod tests {
                 .map(|d| d.status)
                 .collect::<Vec<_>>()
         };
-        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
-        drop(other);
+        // Still `sending` on record (read beside the other's write lock): kept.
         assert_eq!(
             rows(store.clone()).await,
             [Status::Sending; 3],
             "kept, not lost"
         );
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        drop(other);
         writer.settle().await.unwrap();
         assert_eq!(rows(store.clone()).await, [Status::Sent; 3]);
         assert_eq!(writer.unwritten(), 0);
@@ -699,11 +756,13 @@ mod tests {
         sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
         drop(other);
         // Nobody calls settle: the writer's next try (within REWRITE_MAX) does.
+        // A flush answers Ok once the run has nothing kept, after the commit.
         let deadline = std::time::Instant::now() + REWRITE_MAX * 2;
-        while writer.unwritten() > 0 {
+        while recorder.flush().await.is_err() {
             assert!(std::time::Instant::now() < deadline, "never written");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(writer.unwritten(), 0);
         let statuses: Vec<Status> = store
             .deliveries(1)
             .await
@@ -713,5 +772,21 @@ mod tests {
             .collect();
         assert_eq!(statuses, [Status::Failed, Status::Pending]);
         assert!(recorder.flush().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_run_is_entered_by_one_drain_of_the_process_at_a_time() {
+        let writer = RecordWriter::new(Store::open("sqlite::memory:").await.unwrap());
+        let first = writer.enter(1).expect("free");
+        assert!(
+            writer.enter(1).is_none(),
+            "a second drain of run 1 waits its turn"
+        );
+        assert!(writer.enter(2).is_some(), "another run is free");
+        drop(first);
+        assert!(
+            writer.enter(1).is_some(),
+            "free again once the first is over"
+        );
     }
 }

@@ -8,8 +8,12 @@ use super::Invalid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
-    /// Enqueued, sending, or interrupted: the next run or send resumes it.
+    /// Enqueued or sending (or left so by a crash: the next start, `send` or
+    /// another instance resumes it).
     Running,
+    /// A shutdown (SIGTERM, SIGINT) stopped it mid-send: nothing of it is in
+    /// flight, and the next start, `send` or another instance resumes it.
+    Interrupted,
     /// Halted (daily quota, a fatal errcode): pending deliveries wait for a resume.
     Stopped,
     /// Every delivery has a final status.
@@ -23,6 +27,7 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
+            Self::Interrupted => "interrupted",
             Self::Stopped => "stopped",
             Self::Done => "done",
             Self::Skipped => "skipped",
@@ -33,6 +38,7 @@ impl RunStatus {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         Ok(match s {
             "running" => Self::Running,
+            "interrupted" => Self::Interrupted,
             "stopped" => Self::Stopped,
             "done" => Self::Done,
             "skipped" => Self::Skipped,
@@ -105,6 +111,7 @@ mod tests {
     fn stored_spellings_read_back_and_anything_else_is_an_error() {
         for s in [
             RunStatus::Running,
+            RunStatus::Interrupted,
             RunStatus::Stopped,
             RunStatus::Done,
             RunStatus::Skipped,

@@ -203,7 +203,20 @@ impl Store {
         leftover: Status,
         gone: &[String],
     ) -> Result<Rescue, StorageError> {
-        self.rescue(leftover, gone, true).await
+        self.rescue(leftover, gone, 1).await
+    }
+
+    /// Settles those in `gone`, and the instances silent for more than twice
+    /// their lease: for a process that has just started, which cannot tell
+    /// an instance that died from one the database was away from a moment
+    /// ago (all of whose heartbeats look old), but must still settle what an
+    /// instance dead for a while left behind.
+    pub async fn rescue_long_dead(
+        &self,
+        leftover: Status,
+        gone: &[String],
+    ) -> Result<Rescue, StorageError> {
+        self.rescue(leftover, gone, 2).await
     }
 
     /// Settles only the instances in `gone` (their process is known to be
@@ -215,19 +228,21 @@ impl Store {
         leftover: Status,
         gone: &[String],
     ) -> Result<Rescue, StorageError> {
-        self.rescue(leftover, gone, false).await
+        self.rescue(leftover, gone, 0).await
     }
 
+    /// Settles `gone` and, unless `leases` is 0, the instances silent for
+    /// more than `leases` of their leases.
     async fn rescue(
         &self,
         leftover: Status,
         gone: &[String],
-        lapsed: bool,
+        leases: i64,
     ) -> Result<Rescue, StorageError> {
         let mut rescue = Rescue::default();
-        let mut dead: Vec<String> = if lapsed {
+        let mut dead: Vec<String> = if leases > 0 {
             let sql = format!(
-                "SELECT id FROM instances WHERE heartbeat_ms < {} - lease_ms",
+                "SELECT id FROM instances WHERE heartbeat_ms < {} - lease_ms * {leases}",
                 self.backend.now_ms()
             );
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -248,12 +263,14 @@ impl Store {
             // The delete decides: of two survivors, only one settles the dead one,
             // and one that came back to life in between is left alone.
             let sql = format!(
-                "DELETE FROM instances WHERE id = $1 AND (heartbeat_ms < {} - lease_ms OR $2)",
+                "DELETE FROM instances WHERE id = $1 AND \
+                 (($3 > 0 AND heartbeat_ms < {} - lease_ms * $3) OR $2)",
                 self.backend.now_ms()
             );
             let gone = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&id)
                 .bind(gone.contains(&id))
+                .bind(leases)
                 .execute(&mut *tx)
                 .await
                 .context("remove a dead instance")?;
@@ -323,7 +340,7 @@ impl Store {
                  COALESCE(SUM(CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END), 0) AS sending \
                  FROM deliveries d WHERE d.owner = $1 \
                  AND d.status IN ('pending', 'claimed', 'sending') \
-                 AND d.run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped')) \
+                 AND d.run_id IN (SELECT id FROM runs WHERE status IN ('running', 'interrupted', 'stopped')) \
                  GROUP BY d.run_id ORDER BY d.run_id",
             )
             .bind(&id)
@@ -372,7 +389,7 @@ async fn settle_owner(
     // deliveries is pending, claimed or sending), so that no index on `owner`
     // has to be kept on the send path.
     const HELD: &str = "d.owner = $1 AND d.status IN ('pending', 'claimed', 'sending') \
-         AND d.run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped'))";
+         AND d.run_id IN (SELECT id FROM runs WHERE status IN ('running', 'interrupted', 'stopped'))";
     let sql = format!(
         "UPDATE consents SET \
          credits = CASE WHEN d.status = 'sending' AND $2 = 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END ELSE consents.credits END, \
@@ -406,7 +423,7 @@ async fn settle_owner(
         "UPDATE deliveries SET status = $1, credit = 0, owner = NULL, \
          errmsg = 'its instance died while sending: outcome unknown', updated_at = $2 \
          WHERE owner = $3 AND status = 'sending' \
-         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped'))",
+         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'interrupted', 'stopped'))",
     )
     .bind(leftover.as_str())
     .bind(&now)
@@ -418,7 +435,7 @@ async fn settle_owner(
     let returned = sqlx::query(
         "UPDATE deliveries SET status = 'pending', credit = 0, owner = NULL, updated_at = $1 \
          WHERE owner = $2 AND status IN ('pending', 'claimed') \
-         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'stopped'))",
+         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'interrupted', 'stopped'))",
     )
     .bind(&now)
     .bind(owner)

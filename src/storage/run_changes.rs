@@ -57,13 +57,13 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a stopped run as running again before it is resumed, with the template
-    /// its remaining sends will use.
+    /// Marks a stopped or interrupted run as running again before it is
+    /// resumed, with the template its remaining sends will use.
     pub async fn reopen_run(&self, run_id: i64, template_id: &str) -> Result<(), StorageError> {
         sqlx::query(
             "UPDATE runs SET template_id = $1, \
-             status = CASE WHEN status = 'stopped' THEN 'running' ELSE status END, \
-             finished_at = CASE WHEN status = 'stopped' THEN NULL ELSE finished_at END \
+             status = CASE WHEN status IN ('stopped', 'interrupted') THEN 'running' ELSE status END, \
+             finished_at = CASE WHEN status IN ('stopped', 'interrupted') THEN NULL ELSE finished_at END \
              WHERE id = $2",
         )
         .bind(template_id)

@@ -212,7 +212,7 @@ impl Store {
     /// sharing a database join such a run.
     pub async fn joinable(&self, job: &str) -> Result<bool, StorageError> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT r.id FROM runs r WHERE r.job = $1 AND r.status = 'running' AND \
+            "SELECT r.id FROM runs r WHERE r.job = $1 AND r.status IN ('running', 'interrupted') AND \
              (EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.status = 'pending' AND d.owner IS NULL) \
               OR NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id \
                  AND d.status IN ('pending', 'claimed', 'sending'))) LIMIT 1",
@@ -263,12 +263,30 @@ impl Store {
         Ok((row.get("done"), row.get("total")))
     }
 
-    /// Runs of `job` that still have work: running (maybe interrupted) or stopped.
+    /// How many runs of each job are unfinished, by status (`running`,
+    /// `interrupted`, `stopped`), for the metrics.
+    pub async fn unfinished_by_status(&self) -> Result<Vec<(String, String, i64)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT job, status, COUNT(*) AS n FROM runs \
+             WHERE status IN ('running', 'interrupted', 'stopped') AND snapshot = 1 \
+             GROUP BY job, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count unfinished runs")?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("job"), r.get("status"), r.get("n")))
+            .collect())
+    }
+
+    /// Runs of `job` that still have work: running, interrupted or stopped.
     /// Not a run whose audience query failed: it holds nobody, and only a firing
     /// of its slot takes its snapshot again.
     pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
         sqlx::query_scalar(
-            "SELECT id FROM runs WHERE job = $1 AND status IN ('running', 'stopped') AND snapshot = 1 ORDER BY id",
+            "SELECT id FROM runs WHERE job = $1 AND status IN ('running', 'interrupted', 'stopped') \
+             AND snapshot = 1 ORDER BY id",
         )
         .bind(job)
         .fetch_all(&self.pool)

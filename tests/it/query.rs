@@ -574,7 +574,7 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
     daemon
         .advance_until(
             Duration::from_millis(200),
-            100,
+            500,
             "the slot's run stopped",
             async || status().await.as_deref() == Some("stopped"),
         )
@@ -611,7 +611,9 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
     daemon
         .advance_until(
             Duration::from_secs(1),
-            60,
+            // Each step lets the daemon act for 20 ms of real time: enough
+            // of them for a loaded machine (the check ends the wait at once).
+            600,
             "the slot's run was sent",
             async || status().await.as_deref() == Some("done"),
         )

@@ -137,9 +137,49 @@ async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later
         "every accepted send was recorded"
     );
 
+    // On record as what it is: interrupted, resumable; no process runs it.
+    let listed = env.wxpush(&["runs", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["status"], "interrupted", "{listed}");
+    let table = env.wxpush(&["runs"]).await;
+    assert!(table.stdout.contains("interrupted"), "{table:?}");
+    let shown = env.wxpush(&["runs", "show", "1"]).await;
+    assert!(shown.stdout.contains("interrupted"), "{shown:?}");
+    if !on_postgres() {
+        // A daemon that cannot resume it yet (another process holds the job)
+        // says so in its metrics.
+        let held = std::fs::File::options()
+            .write(true)
+            .open(env.dir.path().join("wxpush.db.locks/daily.lock"))
+            .unwrap();
+        held.lock().unwrap();
+        let mut daemon = env.command(&["run"]).spawn().unwrap();
+        wait_http(env.http).await;
+        let metrics = reqwest::get(format!("http://{}/metrics", env.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("wxpush_runs_unfinished{")
+                    && l.contains("job=\"daily\"")
+                    && l.contains("status=\"interrupted\"")
+                    && l.ends_with(" 1")),
+            "{metrics}"
+        );
+        assert_eq!(stop(&mut daemon).await.code(), Some(0));
+        drop(held);
+    }
+
     let again = env.wxpush(&["send", "daily", "--again"]).await;
     assert_eq!(again.code, 0, "{again:?}");
     assert!(ids.iter().all(|id| env.fake.accepted_for(id) == 1));
+    let listed = env.wxpush(&["runs", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["status"], "done", "{listed}");
 }
 
 /// `send` with a token endpoint slower than any test, stopped by SIGTERM while it
@@ -335,8 +375,8 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
     let first = runs.iter().find(|r| r.counts.total == 1).unwrap();
     assert_eq!(
         first.status,
-        wxpush::storage::RunStatus::Running,
-        "resumable"
+        wxpush::storage::RunStatus::Interrupted,
+        "interrupted by the shutdown, resumable"
     );
     assert_eq!(
         first.counts.pending, 1,
