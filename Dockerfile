@@ -16,23 +16,50 @@
 #
 # The final image is distroless (glibc, libgcc, CA certificates, no shell, no
 # package manager): about 23 MB of base plus the stripped binary.
+#
+# Where Docker Hub, gcr.io and crates.io are slow or out of reach (mainland
+# China), point the build at mirrors; nothing else changes:
+#   docker build \
+#     --build-arg RUST_IMAGE=docker.m.daocloud.io/library/rust:1.95-slim-bookworm \
+#     --build-arg RUNTIME_IMAGE=gcr.m.daocloud.io/distroless/cc-debian12:nonroot \
+#     --build-arg CRATES_MIRROR=sparse+https://rsproxy.cn/index/ -t wxpush .
+# (Cargo.lock still pins every crate by checksum, whichever registry serves it.)
+#
+# CI replays this stage's COPY lines in a clean folder and builds the workspace
+# there (.ci/docker-copyset), so a file the build needs and this file does not
+# copy fails CI, not `docker build`.
 
-FROM rust:1.95-slim-bookworm AS build
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+
+FROM ${RUST_IMAGE} AS build
+# A crates.io mirror, as a sparse registry URL (empty: crates.io itself).
+ARG CRATES_MIRROR=""
 WORKDIR /src
-# Dependencies first, so that a source change does not rebuild them.
+RUN if [ -n "${CRATES_MIRROR}" ]; then \
+        mkdir -p "${CARGO_HOME:-/usr/local/cargo}" \
+        && printf '[source.crates-io]\nreplace-with = "mirror"\n[source.mirror]\nregistry = "%s"\n' \
+            "${CRATES_MIRROR}" > "${CARGO_HOME:-/usr/local/cargo}/config.toml"; \
+    fi
+# Dependencies first, so that a source change does not rebuild them. Every
+# workspace member's manifest is needed for the workspace to load.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY fake-wechat/Cargo.toml fake-wechat/Cargo.toml
 COPY testpg/Cargo.toml testpg/Cargo.toml
-RUN mkdir -p src fake-wechat/src testpg/src migrations \
+COPY testmysql/Cargo.toml testmysql/Cargo.toml
+RUN mkdir -p src fake-wechat/src testpg/src testmysql/src migrations \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && touch fake-wechat/src/lib.rs && echo 'fn main() {}' > fake-wechat/src/main.rs \
-    && touch testpg/src/lib.rs \
+    && touch testpg/src/lib.rs testmysql/src/lib.rs \
     && cargo build --release --locked --bin wxpush \
-    && rm -rf src fake-wechat/src testpg/src
+    && rm -rf src fake-wechat/src testpg/src testmysql/src
 COPY src src
 COPY migrations migrations
+# `wxpush init` and `config example` print the starter config, compiled in.
+COPY config/wxpush.example.toml config/wxpush.example.toml
 COPY fake-wechat/src fake-wechat/src
 COPY testpg/src testpg/src
+COPY testmysql/src testmysql/src
 # The commit `wxpush --version` and wxpush_build_info name (build.rs). Declared
 # here, after the dependency layer, so that a new commit does not rebuild it.
 ARG WXPUSH_COMMIT=""
@@ -41,7 +68,7 @@ RUN touch src/main.rs src/lib.rs \
     && mkdir -p /image/state
 
 # Debian 12's glibc, as in the build stage. Runs as nonroot (uid and gid 65532).
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/wxpush /usr/local/bin/wxpush
 COPY config/wxpush.example.toml /etc/wxpush/wxpush.toml
 # An empty directory owned by the image's user: there is no shell to mkdir with.
