@@ -143,18 +143,56 @@ async fn render_metrics(State(p): State<Probe>) -> String {
     p.metrics.render()
 }
 
+/// How long `wxpush health` waits for `/readyz`.
+const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where to reach a listener bound to `addr`: a wildcard (`0.0.0.0`, `[::]`)
+/// is reached on the loopback address of its family.
+fn probe_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// Why a request got no answer, in words: the cause at the bottom of the
+/// error's chain (reqwest says only "error sending request").
+fn why_not(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!(
+            "no answer within {} (is the daemon stuck, or is something else listening there?)",
+            humantime::format_duration(HEALTH_WAIT)
+        );
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    match cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => {
+            "connection refused (is the daemon running, with this [http] listen?)".to_owned()
+        }
+        _ => cause.to_string(),
+    }
+}
+
 /// `wxpush health`: asks the daemon's `/readyz`; Ok when it answers 200.
 pub async fn check(addr: SocketAddr) -> Result<String, String> {
-    let url = format!("http://{addr}/readyz");
+    let url = format!("http://{}/readyz", probe_addr(addr));
     let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
+        .timeout(HEALTH_WAIT)
         .build()
         .map_err(|e| e.to_string())?;
     let response = client
         .get(&url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", e.without_url()))?;
+        .map_err(|e| format!("{url}: {}", why_not(&e)))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {

@@ -121,7 +121,7 @@ pub async fn fire(
                 .push(deliverer.expire(job, run_id, run.slot).await?);
             continue;
         }
-        tracing::info!(run.id = run_id, slot = %run.slot, "resuming an unfinished run");
+        tracing::info!(run.id = run_id, job = %job.name, slot = %run.slot, "resuming an unfinished run");
         resumed = true;
         let report = deliverer
             .drain(job, &targeting, run_id, run.slot, shutdown)
@@ -195,7 +195,7 @@ pub async fn fire(
         // Resumed above and left unfinished (a shutdown): nothing more to do now.
         return Ok(fired);
     } else {
-        tracing::info!(run.id = enqueued.run_id, %slot, trigger = ?trigger, "run started");
+        tracing::info!(run.id = enqueued.run_id, job = %job.name, %slot, trigger = ?trigger, "run started");
     }
     let report = deliverer
         .drain(job, &targeting, enqueued.run_id, slot, shutdown)

@@ -23,12 +23,12 @@ pub(super) async fn run(settings: Settings, json: bool) -> Result<Exit, Failure>
             serde_json::to_string_pretty(&doc).expect("instances serialise")
         );
     } else {
-        print!("{}", table(&rows));
+        print!("{}", table(&rows, table::settings_zone(&settings)));
     }
     Ok(Exit::Ok)
 }
 
-fn table(rows: &[InstanceRow]) -> String {
+fn table(rows: &[InstanceRow], tz: Option<chrono_tz::Tz>) -> String {
     if rows.is_empty() {
         return "no wxpush instance is using this database\n".into();
     }
@@ -52,7 +52,7 @@ fn table(rows: &[InstanceRow]) -> String {
             r.pid.to_string(),
             r.role.clone(),
             r.version.clone(),
-            r.started_at.clone(),
+            table::stored_moment(&r.started_at, tz),
             format!("{:.1}s", r.heartbeat_age_ms as f64 / 1000.0),
             r.taken.to_string(),
             r.sending.to_string(),

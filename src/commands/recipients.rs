@@ -665,7 +665,7 @@ async fn show(
             c.status.clone(),
             credits,
             c.source.clone(),
-            c.updated_at.clone(),
+            super::table::stored_moment(&c.updated_at, super::table::settings_zone(settings)),
         ]
     });
     print!(

@@ -72,14 +72,7 @@ fn runs_table(
     app_of: Option<AppOf<'_>>,
 ) -> String {
     let rows = runs.iter().map(|r| {
-        let slot = match tz_of(&r.job) {
-            Some(tz) => r
-                .slot
-                .with_timezone(&tz)
-                .format("%Y-%m-%d %H:%M:%S %:z")
-                .to_string(),
-            None => r.slot.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        };
+        let slot = table::moment(r.slot, tz_of(&r.job));
         let c = &r.counts;
         let mut row = vec![r.id.to_string(), r.job.clone()];
         if let Some(app_of) = app_of {

@@ -11,6 +11,34 @@ pub(super) enum Align {
     Right,
 }
 
+/// A moment as every table shows one: `2026-12-05 09:00:00 +08:00` in `tz`,
+/// or `2026-12-05 01:00:00 UTC` without one.
+pub(super) fn moment(t: chrono::DateTime<chrono::Utc>, tz: Option<chrono_tz::Tz>) -> String {
+    match tz {
+        Some(tz) => t
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
+        None => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    }
+}
+
+/// A stored timestamp (RFC 3339) as `moment` shows it; as stored if it is
+/// not one.
+pub(super) fn stored_moment(ts: &str, tz: Option<chrono_tz::Tz>) -> String {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| moment(t.with_timezone(&chrono::Utc), tz))
+        .unwrap_or_else(|_| ts.to_owned())
+}
+
+/// The zone a table shows times that belong to no one job in: the jobs'
+/// zone when they all share one, else UTC.
+pub(super) fn settings_zone(settings: &crate::config::Settings) -> Option<chrono_tz::Tz> {
+    let mut zones = settings.jobs.iter().map(|j| j.schedule.tz());
+    let first = zones.next()?;
+    zones.all(|z| z == first).then_some(first)
+}
+
 /// Spaces between columns: one is easy to misread when a column is full.
 const GAP: u16 = 2;
 

@@ -149,6 +149,51 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
 }
 
 #[tokio::test]
+async fn health_reaches_a_daemon_listening_on_every_address_and_names_why_not() {
+    let env = TestEnv::with(&yearly(&["oReady0000000000000000000001"])).await;
+    // Nothing listens yet: the cause, not reqwest's "error sending request".
+    let down = env.wxpush(&["health"]).await;
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(
+        down.stderr.contains("connection refused (is the daemon running"),
+        "{}",
+        down.stderr
+    );
+    // `listen = "[::]:PORT"` (every address, IPv6 and IPv4): `health` asks
+    // the loopback address, where connecting to `[::]` itself may fail.
+    for wildcard in ["[::]", "0.0.0.0"] {
+        let listen = format!("{wildcard}:{}", free_addr().port());
+        let mut child = env
+            .command(&["run"])
+            .env("WXPUSH__HTTP__LISTEN", &listen)
+            .spawn()
+            .unwrap();
+        let mut health = env
+            .command(&["health"])
+            .env("WXPUSH__HTTP__LISTEN", &listen)
+            .output()
+            .await
+            .unwrap();
+        for _ in 0..300 {
+            if health.status.success() {
+                break;
+            }
+            still_running(&mut child);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            health = env
+                .command(&["health"])
+                .env("WXPUSH__HTTP__LISTEN", &listen)
+                .output()
+                .await
+                .unwrap();
+        }
+        let health = Run::from(health);
+        assert_eq!(health.code, 0, "{listen}: {health:?}");
+        assert_eq!(stop(&mut child).await.code(), Some(0));
+    }
+}
+
+#[tokio::test]
 async fn readyz_fails_when_the_database_file_is_gone() {
     if on_postgres() {
         return; // about the SQLite file
