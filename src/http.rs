@@ -173,7 +173,10 @@ fn why_not(e: &reqwest::Error) -> String {
     while let Some(next) = cause.source() {
         cause = next;
     }
-    match cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
+    match cause
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+    {
         Some(std::io::ErrorKind::ConnectionRefused) => {
             "connection refused (is the daemon running, with this [http] listen?)".to_owned()
         }

@@ -173,6 +173,24 @@ async fn backup_on_a_postgresql_url_points_to_pg_dump_without_connecting() {
     assert!(run.stderr.contains("pg_dump"), "{}", run.stderr);
 }
 
+/// The env's database, for a test to read or age it.
+async fn pool(env: &TestEnv) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&env.db_url).await.unwrap()
+}
+
+/// Polls `cond` every 10 ms; panics with `what` after `secs` seconds.
+async fn wait_until_async(secs: u64, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// What `wxpush send weekly` (`--again` with `new_round`) does for `slot`.
 async fn fire(
     app: &wxpush::app::App,
@@ -231,35 +249,57 @@ async fn retention_keeps_a_slot_that_may_still_send_so_send_never_messages_it_tw
         .await;
     let store = daemon.app.store.clone();
     let runs = || async { store.runs(Some("weekly"), 10).await.unwrap() };
-    // Last week's slot, then this Monday's.
+    let done = |n: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .runs(Some("weekly"), 10)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| r.status.as_str() == "done")
+                .count()
+                >= n
+        }
+    };
+    // Last week's slot, then this Monday's: each waited for in real time,
+    // with the clock standing at the slot.
     daemon.advance(std::time::Duration::from_millis(500)).await;
-    wait_until(10, "last week's run", || env.fake.accepted_count() == 20).await;
+    wait_until(20, "last week's run", || env.fake.accepted_count() == 20).await;
+    while !done(1).await {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     daemon
-        .advance_until(
-            std::time::Duration::from_secs(86_400),
-            8,
-            "this Monday's run",
-            async || env.fake.accepted_count() == 40,
-        )
+        .advance(std::time::Duration::from_secs(7 * 86_400))
         .await;
+    wait_until(20, "this Monday's run", || env.fake.accepted_count() == 40).await;
+    while !done(2).await {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     // Tuesday: an operator's `send weekly --again` round.
     let app = &daemon.app;
     daemon.advance(std::time::Duration::from_secs(86_400)).await;
     fire(app, app.clock.now(), true).await;
     assert_eq!(env.fake.accepted_count(), 60);
 
-    // Friday: retention has pruned last week's run ...
-    daemon
-        .advance_until(
-            std::time::Duration::from_secs(3600),
-            100,
-            "a pass of retention",
-            async || runs().await.iter().all(|r| r.slot != last_week),
-        )
-        .await;
+    // Friday. A pushed event received on Thursday goes only with a pass on
+    // Friday's clock: once it is gone, that pass is over.
+    let db = pool(&env).await;
+    sqlx::query("INSERT INTO consent_events (event_key, received_at) VALUES ('thursday', '2030-01-10T00:00:00.000Z')")
+        .execute(&db)
+        .await
+        .unwrap();
     daemon
         .advance(std::time::Duration::from_secs(3 * 86_400))
         .await;
+    wait_until_async(20, "a pass of retention on Friday", async || {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM consent_events")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        left == 0
+    })
+    .await;
     let left = runs().await;
     assert!(
         left.iter().any(|r| r.slot == this_week),

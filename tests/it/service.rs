@@ -155,7 +155,8 @@ async fn health_reaches_a_daemon_listening_on_every_address_and_names_why_not() 
     let down = env.wxpush(&["health"]).await;
     assert_eq!(down.code, 1, "{down:?}");
     assert!(
-        down.stderr.contains("connection refused (is the daemon running"),
+        down.stderr
+            .contains("connection refused (is the daemon running"),
         "{}",
         down.stderr
     );
