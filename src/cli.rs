@@ -11,9 +11,10 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WXPUSH_
 #[derive(Debug, Parser)]
 #[command(name = "wxpush", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
-    /// The TOML config file.
-    #[arg(long, global = true, env = "WXPUSH_CONFIG", default_value = crate::config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// The TOML config file [default: config/wxpush.toml, else the package's
+    /// /etc/wxpush/wxpush.toml when that is the one that exists]
+    #[arg(long, global = true, env = "WXPUSH_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]

@@ -84,8 +84,35 @@ impl From<crate::storage::StorageError> for Failure {
 
 /// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
+    if let Command::Init { path, force } = &cli.command {
+        // A new file: where it was asked for, else the default path, never
+        // the package's file by fallback.
+        let path = path
+            .as_deref()
+            .or(cli.config.as_deref())
+            .unwrap_or(std::path::Path::new(config::DEFAULT_PATH));
+        return init::run(path, *force);
+    }
+    let (config_path, fell_back) = config::resolve_path(
+        cli.config.as_deref(),
+        std::path::Path::new(config::DEFAULT_PATH),
+        std::path::Path::new(config::SYSTEM_PATH),
+    );
+    if fell_back {
+        // Nobody named this file: say which one is read.
+        eprintln!(
+            "wxpush: reading {} ({} does not exist here; --config or WXPUSH_CONFIG picks another)",
+            config_path.display(),
+            config::DEFAULT_PATH
+        );
+    }
+    let cli = Cli {
+        config: Some(config_path),
+        ..cli
+    };
+    let config_path = cli.config.as_deref().expect("resolved above");
     match &cli.command {
-        Command::Check { offline, json } => return check::run(&cli.config, *offline, *json).await,
+        Command::Check { offline, json } => return check::run(config_path, *offline, *json).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "wxpush", &mut std::io::stdout());
@@ -103,14 +130,11 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
             return Ok(Exit::Ok);
         }
         Command::Config(crate::cli::ConfigCommand::Show { json }) => {
-            return config_show::run(&cli.config, *json);
+            return config_show::run(config_path, *json);
         }
         _ => {}
     }
-    if let Command::Init { path, force } = &cli.command {
-        return init::run(path.as_deref().unwrap_or(&cli.config), *force);
-    }
-    let settings = config::load(&cli.config)?;
+    let settings = config::load(config_path)?;
     telemetry::init(&settings.log);
     match cli.command {
         Command::Run => daemon(settings).await,

@@ -2,6 +2,7 @@
 //! turned into domain types inside [`load`] so that a bad value names its key.
 
 mod database;
+mod env_keys;
 mod raw;
 mod secret_file;
 mod settings;
@@ -34,6 +35,22 @@ const DEFAULT_SEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(
 /// The config file used when neither `--config` nor `WXPUSH_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "config/wxpush.toml";
 
+/// The package's config file (the .deb installs it), read when `DEFAULT_PATH`
+/// does not exist.
+pub const SYSTEM_PATH: &str = "/etc/wxpush/wxpush.toml";
+
+/// Which file to read: `given` (`--config`, `WXPUSH_CONFIG`) when there is
+/// one, else `default` if it exists, else `system` if that exists, else
+/// `default` (whose absence is then reported). True when it fell back to
+/// `system`, which the caller says, since nobody named that file.
+pub fn resolve_path(given: Option<&Path>, default: &Path, system: &Path) -> (PathBuf, bool) {
+    match given {
+        Some(path) => (path.to_path_buf(), false),
+        None if !default.exists() && system.is_file() => (system.to_path_buf(), true),
+        None => (default.to_path_buf(), false),
+    }
+}
+
 /// Every problem found in the configuration, one line each.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -63,8 +80,29 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// The file at `path` as `T`, with the `WXPUSH__SECTION__KEY` overrides when
-/// `with_env` (last, so that the environment wins over the file).
+/// `with_env` (last, so that the environment wins over the file). A variable
+/// that names no key is an error naming the variable.
 fn read<T: serde::de::DeserializeOwned>(path: &Path, with_env: bool) -> Result<T, ConfigError> {
+    if with_env {
+        // Every key there is: the settings of a file with nothing but the one
+        // required key, every default filled in.
+        let all: RawSettings = serde_json::from_value(serde_json::json!({"wechat": {"appid": ""}}))
+            .expect("only wechat.appid is required");
+        let tree = serde_json::to_value(&all).expect("the settings serialise");
+        let app: raw::RawApp = serde_json::from_value(serde_json::json!({"appid": ""}))
+            .expect("an app needs only its appid");
+        let source: raw::RawSource =
+            serde_json::from_value(serde_json::json!({})).expect("a source has defaults");
+        let problems = env_keys::unknown(
+            std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+            &tree,
+            &serde_json::to_value(&app).expect("an app serialises"),
+            &serde_json::to_value(&source).expect("a source serialises"),
+        );
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+    }
     let mut builder = Config::builder().add_source(File::from(path).format(FileFormat::Toml));
     if with_env {
         builder = builder.add_source(
@@ -921,5 +959,37 @@ impl Checker {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_then_the_packages_file_then_the_default_for_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (default, system) = (dir.path().join("config.toml"), dir.path().join("etc.toml"));
+        let given = dir.path().join("given.toml");
+        // Named: that one, whatever exists.
+        assert_eq!(
+            resolve_path(Some(&given), &default, &system),
+            (given.clone(), false)
+        );
+        // Neither exists: the default, so that its absence is what is said.
+        assert_eq!(
+            resolve_path(None, &default, &system),
+            (default.clone(), false)
+        );
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(
+            resolve_path(None, &default, &system),
+            (system.clone(), true)
+        );
+        std::fs::write(&default, "").unwrap();
+        assert_eq!(
+            resolve_path(None, &default, &system),
+            (default.clone(), false)
+        );
     }
 }

@@ -355,3 +355,34 @@ async fn intake_and_job_consent_keys_are_checked_by_name() {
         "{run:?}"
     );
 }
+
+#[tokio::test]
+async fn a_misspelt_environment_variable_is_named_as_the_variable_not_a_key_of_the_file() {
+    let env = TestEnv::with(&daily_job("")).await;
+
+    let run = finish(
+        env.command(&["check", "--offline"])
+            .env("WXPUSH__DELIVERY__CONCURENCY", "4"),
+    )
+    .await;
+
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(
+        run.stderr.trim(),
+        "wxpush: environment variable WXPUSH__DELIVERY__CONCURENCY: delivery.concurency is not a configuration key; did you mean WXPUSH__DELIVERY__CONCURRENCY?",
+        "{run:?}"
+    );
+    // Spelt right, it is taken.
+    let run = finish(
+        env.command(&["config", "show"])
+            .env("WXPUSH__DELIVERY__CONCURRENCY", "4"),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("delivery.concurrency = 4  # env WXPUSH__DELIVERY__CONCURRENCY"),
+        "{}",
+        run.stdout
+    );
+}
