@@ -62,7 +62,6 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff) to standard output.
-    #[command(hide = true)]
     Man,
     /// The configuration: `show` prints it as in effect.
     #[command(subcommand)]

@@ -4,6 +4,7 @@ mod check;
 mod config_show;
 mod init;
 mod instances;
+mod man;
 mod recipients;
 mod runs;
 mod send;
@@ -119,9 +120,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
             return Ok(Exit::Ok);
         }
         Command::Man => {
-            let command = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(command)
-                .render(&mut std::io::stdout())
+            man::render(&mut std::io::stdout())
                 .map_err(|e| Failure::cannot_proceed(format!("cannot write the man page: {e}")))?;
             return Ok(Exit::Ok);
         }
