@@ -565,3 +565,79 @@ async fn an_intake_listener_on_the_metrics_address_is_refused() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn the_compose_stack_passes_secrets_as_files_and_wxpush_reads_them() {
+    let compose = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose/docker-compose.yml"),
+    )
+    .unwrap();
+    assert!(!compose.contains("env_file"), "no env files of secrets");
+    // The wxpush services' environment, as `KEY: value` lines.
+    let vars: Vec<(String, String)> = compose
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(": ")?;
+            (k.starts_with("WXPUSH") || k.starts_with("PG")).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    for (k, v) in &vars {
+        let secret = ["SECRET", "PASSWORD", "TOKEN", "AES_KEY"]
+            .iter()
+            .any(|s| k.contains(s));
+        if secret {
+            assert!(
+                k.ends_with("_FILE") && v.starts_with("/run/secrets/"),
+                "{k}: {v}: a secret as a value in the environment"
+            );
+            let name = v.trim_start_matches("/run/secrets/");
+            assert!(
+                compose.contains(&format!("  {name}:\n    file: ./secrets/{name}")),
+                "{name} is a declared secret"
+            );
+        }
+    }
+    assert!(
+        vars.iter().any(|(k, _)| k == "WXPUSH__WECHAT__SECRET_FILE")
+            && vars
+                .iter()
+                .any(|(k, _)| k == "WXPUSH__DATABASE__PASSWORD_FILE"),
+        "{vars:?}"
+    );
+    // That environment, with the secrets where Docker puts them (here, a
+    // folder of the test's), is what wxpush reads.
+    let env = TestEnv::with("").await;
+    let secrets = env.dir.path().join("run-secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("wechat_secret"), "from-the-secret-file\n").unwrap();
+    std::fs::write(secrets.join("pg_password"), "pg-secret\n").unwrap();
+    let command = |args: &[&str]| {
+        let mut c = env.command(args);
+        c.env_remove("WXPUSH__WECHAT__SECRET");
+        for (k, v) in &vars {
+            let v = v.replace("/run/secrets", &secrets.display().to_string());
+            if k != "WXPUSH_CONFIG" {
+                c.env(k, v);
+            }
+        }
+        c
+    };
+    let shown = finish(&mut command(&["config", "show"])).await;
+    assert_eq!(shown.code, 0, "{shown:?}");
+    for key in ["wechat.secret_file", "database.password_file"] {
+        assert!(
+            shown
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(key) && l.contains("# env WXPUSH__")),
+            "{key}: {}",
+            shown.stdout
+        );
+    }
+    // Both files are read (a missing or empty one is an error naming it).
+    let checked = finish(&mut command(&["check", "--offline"])).await;
+    assert_eq!(checked.code, 0, "{checked:?}");
+    for out in [&shown, &checked] {
+        assert!(!out.all().contains("pg-secret") && !out.all().contains("from-the-secret-file"));
+    }
+}
