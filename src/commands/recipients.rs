@@ -511,6 +511,26 @@ fn check_csv(path: &Path, job: &Job) -> Result<(&'static Encoding, Checked), Fai
     if starts_with_utf8_bom(path) {
         return Err(not_text(as_utf8));
     }
+    // GB18030 decodes nearly any bytes, so a Shift-JIS or Latin-1 file would
+    // be read as Chinese mojibake: only a file that looks Chinese is read so.
+    let guess = guess_encoding(path);
+    if guess != GB18030 && guess != encoding_rs::GBK {
+        // A GBK file with a stray byte does not look like GBK to the detector
+        // (the byte rules GBK out): when GB18030 reads further than UTF-8
+        // did, its bad byte is the one to show.
+        if let Err(Unread::Bytes(as_gbk)) = check_rows(path, job, GB18030)
+            && as_gbk.line > as_utf8.line
+        {
+            return Err(not_text(as_gbk));
+        }
+        let named = guess.name().to_uppercase();
+        return Err(Failure::usage(format!(
+            "{file} line {}: not UTF-8: the file looks like {} text; convert it: \
+             iconv -f {named} -t UTF-8 {file} > {file}.utf8.csv (or save it as \"CSV UTF-8\" in Excel)",
+            as_utf8.line,
+            guess.name()
+        )));
+    }
     match check_rows(path, job, GB18030) {
         Ok(checked) => {
             eprintln!("note: {file} is not UTF-8; read it as GB18030 (GBK)");
@@ -525,6 +545,18 @@ fn check_csv(path: &Path, job: &Job) -> Result<(&'static Encoding, Checked), Fai
             as_utf8
         })),
     }
+}
+
+/// The encoding the start of the file (up to 1 MiB) most looks like, by
+/// chardetng (Firefox's detector for legacy text without a label).
+fn guess_encoding(path: &Path) -> &'static Encoding {
+    let mut head = Vec::new();
+    let _ = File::open(path).and_then(|f| f.take(1 << 20).read_to_end(&mut head));
+    let mut detector = chardetng::EncodingDetector::new();
+    detector.feed(&head, true);
+    // No top-level domain to hint with; UTF-8 is allowed as a guess, but
+    // this is only asked once UTF-8 has failed.
+    detector.guess(None, true)
 }
 
 /// Whether the file begins with the UTF-8 byte order mark.

@@ -103,9 +103,10 @@ async fn a_csv_neither_utf8_nor_gbk_is_refused_naming_the_line_and_nothing_is_im
 
     assert_eq!(run.code, 2, "{run:?}");
     let path = env.dir.path().join("latin.csv").display().to_string();
+    // Not GBK either: the hint is for what the file looks like.
     let hint = format!(
-        "wxpush: {path} line 3: not UTF-8 (nor GBK); save it as \"CSV UTF-8\" in Excel, or convert: \
-         iconv -f GBK -t UTF-8 {path} > {path}.utf8.csv"
+        "wxpush: {path} line 3: not UTF-8: the file looks like windows-1252 text; convert it: \
+         iconv -f WINDOWS-1252 -t UTF-8 {path} > {path}.utf8.csv (or save it as \"CSV UTF-8\" in Excel)"
     );
     assert!(
         run.stderr.lines().any(|l| l == hint),
@@ -184,4 +185,40 @@ async fn recipients_list_lines_columns_up_after_a_chinese_name() {
         run.stdout
     );
     assert!(lines.iter().any(|l| l.contains("张三丰")), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn a_japanese_or_western_csv_is_refused_naming_its_encoding_never_read_as_chinese() {
+    let env = TestEnv::with(&daily_job("")).await;
+    // Excel on Japanese Windows saves Shift-JIS; GB18030 would read it as
+    // Chinese mojibake, every byte being a character to it.
+    let text = format!(
+        "openid,name,city\n{ZHANG},山田太郎（ヤマダ　タロウ）,東京都\n{LI},佐藤花子（サトウ　ハナコ）,大阪府\n{BOB},鈴木一郎（スズキ　イチロウ）,北海道\n"
+    );
+    let (sjis, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&text);
+    assert!(!unmappable);
+    let run = import(&env, "japan.csv", &sjis).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("looks like Shift_JIS text; convert it: iconv -f SHIFT_JIS -t UTF-8"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("GB18030"), "{}", run.stderr);
+
+    // Latin-1 (Windows-1252) with accented names.
+    let text =
+        format!("openid,name,city\n{ZHANG},José Müller,Zürich\n{LI},Françoise Lefèvre,Orléans\n");
+    let (latin, _, _) = encoding_rs::WINDOWS_1252.encode(&text);
+    let run = import(&env, "west.csv", &latin).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("looks like windows-1252 text; convert it: iconv -f WINDOWS-1252 -t UTF-8"),
+        "{}",
+        run.stderr
+    );
+    // Nothing imported, so no mojibake stored.
+    assert_eq!(listed(&env).await, vec![]);
 }
