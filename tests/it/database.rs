@@ -286,3 +286,61 @@ async fn classic_tokens_are_refused_on_a_shared_database() {
     );
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn a_command_run_as_root_leaves_the_service_users_database_usable_by_it() {
+    if on_postgres() {
+        return; // files of a SQLite database
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: giving files to another user needs root");
+        return;
+    }
+    let (ids, body) = daily_audience(2);
+    let mut env = TestEnv::with(&body).await;
+    // The packaged host: the service's state folder, owned by its user
+    // (here `nobody`), empty until the daemon first writes.
+    let (uid, gid) = (65534u32, 65534u32);
+    let state = env.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(uid), Some(gid)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.db_url = format!("sqlite://{}", state.join("wxpush.db").display());
+    env.write_config("", &body);
+    std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // The operator, as root, sends before the service ever ran.
+    let as_root = env.wxpush(&["send", "daily", "--again"]).await;
+    assert_eq!(as_root.code, 0, "{as_root:?}");
+
+    let mut foreign = Vec::new();
+    let mut walk = vec![state.clone()];
+    while let Some(dir) = walk.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != uid {
+                foreign.push(entry.path());
+            }
+            if meta.is_dir() {
+                walk.push(entry.path());
+            }
+        }
+    }
+    assert!(foreign.is_empty(), "left to root: {foreign:?}");
+    // The service's user sends next: the lock files and the database are its own.
+    let as_service = finish(
+        env.command(&["send", "daily", "--again"])
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/"),
+    )
+    .await;
+    assert_eq!(as_service.code, 0, "{as_service:?}");
+    for id in &ids {
+        assert_eq!(env.fake.accepted_for(id), 2, "{id}");
+    }
+}

@@ -30,12 +30,22 @@ pub(crate) fn open_lock_file(db: &Path, name: &str) -> Result<(File, PathBuf), L
         source,
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let file = OpenOptions::new()
+    let file = match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(io)?;
+    {
+        Ok(file) => file,
+        // Another user's lock file (made before files were given to the
+        // folder's owner): a lock works on a descriptor opened to read.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && path.exists() => {
+            File::open(&path).map_err(io)?
+        }
+        Err(e) => return Err(io(e)),
+    };
+    // A folder or file made just now by root: its owner's, as the database is.
+    super::owner::fit(db);
     Ok((file, path))
 }
 

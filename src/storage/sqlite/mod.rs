@@ -5,6 +5,7 @@
 mod backup;
 mod file;
 mod lock_file;
+mod owner;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -120,6 +121,11 @@ pub(super) async fn open(
         .await
         .context("open the database")?;
     MIGRATOR.run(&pool).await.context("run migrations")?;
+    if let Some(path) = &path {
+        // The file, its -wal and -shm (made by the first connection) and the
+        // lock files: the folder owner's, whoever runs this.
+        owner::fit(path);
+    }
     let file = match path {
         Some(path) => {
             let identity = identity_of(&path).map_err(|e| {
