@@ -91,8 +91,11 @@ impl Cluster {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
-        // The server user may not be able to read the working folder.
-        cmd.current_dir(std::env::temp_dir());
+        // The server user may not be able to read the working folder, nor the
+        // caller's home (libpq looks there for ~/.postgresql/ client
+        // certificates and fails on one it may not read).
+        cmd.current_dir(std::env::temp_dir())
+            .env("HOME", std::env::temp_dir());
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid);
         }
@@ -113,8 +116,22 @@ pub struct Private {
 
 /// Starts a cluster of the caller's own (see `Private`), or says why not.
 pub fn private() -> Result<Private, String> {
+    private_with(false)
+}
+
+/// A private cluster that accepts TLS connections only (`hostssl`), with a
+/// self-signed certificate for `127.0.0.1` and `localhost`: `Private::ca`
+/// names it, for `sslrootcert`.
+pub fn private_tls() -> Result<Private, String> {
+    private_with(true)
+}
+
+fn private_with(tls: bool) -> Result<Private, String> {
     let n = NEXT_PRIVATE.fetch_add(1, Ordering::Relaxed);
     let (mut cluster, dir, data) = init(&format!("wxpush-pg-{}-{n}", std::process::id()))?;
+    if tls {
+        serve_tls_only(&cluster, &dir, &data)?;
+    }
     let mut last = String::new();
     for _ in 0..5 {
         cluster.port = free_port();
@@ -158,6 +175,12 @@ impl std::ops::Deref for Private {
 }
 
 impl Private {
+    /// The authority that signed the server's certificate, when it was
+    /// started by `private_tls`: what `sslrootcert` names.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
     /// Stops the server as `pg_ctl stop -m fast` does (SIGINT: every session is
     /// terminated, "terminating connection due to administrator command") and
     /// waits until it has exited and its port is closed.
@@ -197,6 +220,121 @@ impl Drop for Private {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Makes the cluster in `data` take TLS connections only: a certificate for
+/// `127.0.0.1` and `localhost` signed by a certificate authority of its own
+/// (both made with the `openssl` command), `ssl = on`, and a pg_hba.conf whose
+/// only TCP line is `hostssl`.
+fn serve_tls_only(cluster: &Cluster, dir: &Path, data: &Path) -> Result<(), String> {
+    let file = |name: &str| dir.join(name);
+    let (crt, key) = (file("server.crt"), file("server.key"));
+    std::fs::write(
+        file("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("run openssl (Debian's openssl package): {e}"))?;
+        out.status.success().then_some(()).ok_or_else(|| {
+            format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wxpush test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    if let Some((uid, gid)) = cluster.user {
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
+    }
+    let conf = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+    text.push_str(&format!(
+        "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        crt.display(),
+        key.display()
+    ));
+    std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Writes the certificate of another authority to `path`: one the server's
+/// certificate is not signed by.
+pub fn other_ca(path: &Path) -> Result<(), String> {
+    let key = path.with_extension("key");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=another test CA"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("run openssl: {e}"))?;
+    out.status
+        .success()
+        .then_some(())
+        .ok_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned())
 }
 
 /// A child that exited and was not reaped yet (the thread that spawned it

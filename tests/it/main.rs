@@ -21,4 +21,5 @@ mod scheduler;
 mod secrets;
 mod service;
 mod test_send;
+mod tls;
 mod token;
