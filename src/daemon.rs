@@ -30,6 +30,18 @@ impl App {
     ) -> Result<(), StorageError> {
         let mut tasks = tokio::task::JoinSet::new();
         let heartbeat = self.keep_alive(shutdown.clone());
+        // WeChat pushes events to /wechat/callback only where a Token is set
+        // (for the default app or any other): the alert on pushes that stop
+        // coming needs to know that they should come.
+        let callback = self.settings.intake.as_ref().is_some_and(|i| {
+            i.callback_token.is_some()
+                || self
+                    .settings
+                    .apps
+                    .iter()
+                    .any(|a| a.callback_token.is_some())
+        });
+        crate::stats::callback_served(callback);
         let intake = self.settings.intake.clone().map(|i| {
             let more = self
                 .settings

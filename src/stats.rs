@@ -98,6 +98,10 @@ fn describe() {
         "wxpush_push_events_total",
         "Event pushes from WeChat applied, by event and whether it was a duplicate."
     );
+    describe_gauge!(
+        "wxpush_callback_served",
+        "1 when /wechat/callback is served (the intake is on with a Token), so WeChat's event pushes are expected."
+    );
     describe_counter!(
         "wxpush_callback_rejected_total",
         "Callback requests refused, by reason (signature, decrypt, body)."
@@ -331,6 +335,12 @@ pub fn skipped(job: &str, n: u64) {
 /// `invalid` (400/413), `limited` (429) or `wechat_error` (502).
 pub fn intake_report(outcome: &'static str) {
     counter!("wxpush_intake_reports_total", "outcome" => outcome).increment(1);
+}
+
+/// Whether `/wechat/callback` is served (the intake is on and has a Token):
+/// WeChat's event pushes are then expected.
+pub fn callback_served(served: bool) {
+    gauge!("wxpush_callback_served").set(if served { 1.0 } else { 0.0 });
 }
 
 /// A consent or sent event from WeChat's push; `duplicate` when already applied.
