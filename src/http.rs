@@ -136,6 +136,7 @@ async fn readiness(p: &Probe) -> (StatusCode, String) {
 async fn render_metrics(State(p): State<Probe>) -> String {
     // Readiness as of this scrape, so that an alert needs no probe of its own.
     crate::stats::ready(readiness(&p).await.0 == StatusCode::OK);
+    crate::stats::process();
     // Unfinished runs as the database has them, whichever process left them.
     if let Ok(Ok(counts)) = tokio::time::timeout(PING_WAIT, p.store.unfinished_by_status()).await {
         crate::stats::unfinished_runs(&counts);

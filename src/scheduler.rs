@@ -157,6 +157,9 @@ async fn job_loop(
         .store
         .schedule_since(job.name.as_ref(), &job.schedule.key(), start)
         .await;
+    if let Ok(since) = &since {
+        crate::stats::schedule_loaded(job.name.as_ref(), *since);
+    }
     let catch_up = match since {
         // After a reload, the new cron's past slots were never due.
         Ok(_) if !catch_up_on_start => Ok(None),

@@ -9,11 +9,16 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::storage::Status;
 
-/// Installs the global recorder; call once, in the daemon. Every series
-/// carries `instance`, this process's id in the instances table.
+/// Installs the global recorder; call once, in the daemon.
+///
+/// No series carries a `job` or `instance` label of wxpush's own: Prometheus
+/// sets those to the scrape target's, and with its usual `honor_labels:
+/// false` it renames clashing ones (`exported_job`), which rules then fail to
+/// match. A wxpush job is `wxpush_job`; this process's id in the instances
+/// table (new at each start) is on one series, `wxpush_instance_info`, so
+/// that a restart starts no new series.
 pub fn install(instance: &str) -> Option<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
-        .add_global_label("instance", instance)
         .set_buckets(&[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
         .ok()?
         .install_recorder()
@@ -26,7 +31,16 @@ pub fn install(instance: &str) -> Option<PrometheusHandle> {
     )
     .set(1.0);
     gauge!("wxpush_config_last_reload_successful").set(1.0);
+    gauge!("wxpush_instance_info", "wxpush_instance" => instance.to_owned()).set(1.0);
+    metrics_process::Collector::default().describe();
     Some(handle)
+}
+
+/// The standard `process_*` series (CPU seconds, resident and virtual
+/// memory, open and maximum file descriptors, start time), read now: called
+/// at each scrape.
+pub fn process() {
+    metrics_process::Collector::default().collect();
 }
 
 /// `# HELP` for every series, so that a dashboard or an operator reading
@@ -67,6 +81,24 @@ fn describe() {
         "wxpush_previous_fire_timestamp_seconds",
         Unit::Seconds,
         "The job's most recent scheduled slot that has passed (unix time)."
+    );
+    describe_gauge!(
+        "wxpush_instance_info",
+        "Always 1; wxpush_instance is this process's id in `wxpush instances` (new at each start)."
+    );
+    describe_gauge!(
+        "wxpush_job_info",
+        "Always 1, for each job of the configuration: its app and time zone."
+    );
+    describe_gauge!(
+        "wxpush_job_utc_offset_seconds",
+        Unit::Seconds,
+        "The job's time zone's offset from UTC, for alerts that show its times."
+    );
+    describe_gauge!(
+        "wxpush_schedule_loaded_timestamp_seconds",
+        Unit::Seconds,
+        "When the job's cron line and time zone were first loaded by a daemon (unix time): slots before it were never due."
     );
     describe_gauge!(
         "wxpush_next_fire_timestamp_seconds",
@@ -157,7 +189,7 @@ pub fn pruned(table: &'static str, n: u64) {
 
 /// The latest slot of `job` that has passed.
 pub fn previous_fire(job: &str, at: DateTime<Utc>) {
-    gauge!("wxpush_previous_fire_timestamp_seconds", "job" => job.to_owned(),
+    gauge!("wxpush_previous_fire_timestamp_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .set(at.timestamp() as f64);
 }
@@ -167,7 +199,10 @@ static APPS: std::sync::RwLock<Option<std::collections::HashMap<String, String>>
     std::sync::RwLock::new(None);
 
 /// Records which app each job of `jobs` sends for (`default` for `[wechat]`);
-/// called when the schedule is loaded and on reload.
+/// called when the schedule is loaded and on reload. Each job gets
+/// `wxpush_job_info` (a dashboard lists the jobs of the configuration from
+/// it, before any has run) and its counters at 0: a counter that first
+/// appears at 1 hides that first step from `increase()` and `rate()`.
 pub fn job_apps(jobs: &[crate::config::Job]) {
     let map = jobs
         .iter()
@@ -177,6 +212,61 @@ pub fn job_apps(jobs: &[crate::config::Job]) {
         })
         .collect();
     *APPS.write().expect("never poisoned") = Some(map);
+    for j in jobs {
+        let (job, app) = (j.name.to_string(), app_of(j.name.as_ref()));
+        let tz = j.schedule.tz();
+        gauge!("wxpush_job_info", "wxpush_job" => job.clone(), "app" => app.clone(),
+            "timezone" => tz.name().to_owned())
+        .set(1.0);
+        // Alerts show times in the job's zone with it (Prometheus templates
+        // know only UTC). China keeps no daylight saving time; elsewhere this
+        // is the offset at the last load.
+        use chrono::Offset;
+        let offset = Utc::now()
+            .with_timezone(&tz)
+            .offset()
+            .fix()
+            .local_minus_utc();
+        gauge!("wxpush_job_utc_offset_seconds", "wxpush_job" => job.clone(), "app" => app.clone())
+            .set(f64::from(offset));
+        for outcome in [
+            Status::Sent,
+            Status::Failed,
+            Status::Refused,
+            Status::Invalid,
+            Status::Unknown,
+            Status::Skipped,
+            Status::Expired,
+        ] {
+            counter!("wxpush_sends_total", "wxpush_job" => job.clone(), "app" => app.clone(),
+                "outcome" => outcome.as_str(), "errcode" => "0")
+            .increment(0);
+        }
+        for reason in ["outage", "database", "fault", "audience"] {
+            counter!("wxpush_runs_stopped_total", "wxpush_job" => job.clone(),
+                "app" => app.clone(), "reason" => reason)
+            .increment(0);
+        }
+        counter!("wxpush_runs_interrupted_total", "wxpush_job" => job.clone(), "app" => app.clone())
+            .increment(0);
+        counter!("wxpush_send_retries_total", "wxpush_job" => job.clone(), "app" => app.clone())
+            .increment(0);
+        if j.query.is_some() {
+            for reason in ["unreachable", "query", "timeout", "no_openid"] {
+                counter!("wxpush_audience_query_failures_total", "wxpush_job" => job.clone(),
+                    "app" => app.clone(), "reason" => reason)
+                .increment(0);
+            }
+        }
+    }
+}
+
+/// When `job`'s cron line and zone were first loaded by a daemon: a slot
+/// before it was never due (a new install, a new or changed job).
+pub fn schedule_loaded(job: &str, since: DateTime<Utc>) {
+    gauge!("wxpush_schedule_loaded_timestamp_seconds", "wxpush_job" => job.to_owned(),
+        "app" => app_of(job))
+    .set(since.timestamp() as f64);
 }
 
 /// The `app` label of `job`'s series.
@@ -192,7 +282,7 @@ fn app_of(job: &str) -> String {
 pub fn delivery(job: &str, status: Status, errcode: Option<i64>) {
     counter!(
         "wxpush_sends_total",
-        "job" => job.to_owned(),
+        "wxpush_job" => job.to_owned(),
         "app" => app_of(job),
         "outcome" => status.as_str(),
         "errcode" => errcode.unwrap_or(0).to_string()
@@ -205,7 +295,7 @@ pub fn delivery(job: &str, status: Status, errcode: Option<i64>) {
 pub fn sent_counter(job: &str) -> metrics::Counter {
     counter!(
         "wxpush_sends_total",
-        "job" => job.to_owned(),
+        "wxpush_job" => job.to_owned(),
         "app" => app_of(job),
         "outcome" => Status::Sent.as_str(),
         "errcode" => "0"
@@ -224,7 +314,7 @@ pub fn live_instances(n: u64) {
 
 /// A transient failure is being retried.
 pub fn retry(job: &str) {
-    counter!("wxpush_send_retries_total", "job" => job.to_owned(),
+    counter!("wxpush_send_retries_total", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .increment(1);
 }
@@ -241,11 +331,11 @@ pub fn token_failure() {
 
 /// A run of `job` ended after `took`; `done` when every delivery is final.
 pub fn run_ended(job: &str, took: Duration, done: bool) {
-    histogram!("wxpush_run_duration_seconds", "job" => job.to_owned(),
+    histogram!("wxpush_run_duration_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .record(took.as_secs_f64());
     if done {
-        gauge!("wxpush_last_success_timestamp_seconds", "job" => job.to_owned(),
+        gauge!("wxpush_last_success_timestamp_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
         .set(Utc::now().timestamp() as f64);
     }
@@ -253,14 +343,14 @@ pub fn run_ended(job: &str, took: Duration, done: bool) {
 
 /// How many recipients the latest run of `job` had.
 pub fn recipients(job: &str, n: u64) {
-    gauge!("wxpush_recipients", "job" => job.to_owned(),
+    gauge!("wxpush_recipients", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .set(n as f64);
 }
 
 /// When `job` fires next.
 pub fn next_fire(job: &str, at: DateTime<Utc>) {
-    gauge!("wxpush_next_fire_timestamp_seconds", "job" => job.to_owned(),
+    gauge!("wxpush_next_fire_timestamp_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .set(at.timestamp() as f64);
 }
@@ -269,7 +359,7 @@ pub fn next_fire(job: &str, at: DateTime<Utc>) {
 pub fn expired(job: &str, n: u64) {
     counter!(
         "wxpush_sends_total",
-        "job" => job.to_owned(),
+        "wxpush_job" => job.to_owned(),
         "app" => app_of(job),
         "outcome" => Status::Expired.as_str(),
         "errcode" => "0"
@@ -279,14 +369,14 @@ pub fn expired(job: &str, n: u64) {
 
 /// A job's audience query failed (`reason`: unreachable, query, timeout, no_openid).
 pub fn audience_query_failed(job: &str, reason: &'static str) {
-    counter!("wxpush_audience_query_failures_total", "job" => job.to_owned(),
+    counter!("wxpush_audience_query_failures_total", "wxpush_job" => job.to_owned(),
         "app" => app_of(job), "reason" => reason)
     .increment(1);
 }
 
 /// A run of `job` stopped early, and why (`outage`, `database`, `fault`, `audience`).
 pub fn run_stopped(job: &str, reason: &'static str) {
-    counter!("wxpush_runs_stopped_total", "job" => job.to_owned(),
+    counter!("wxpush_runs_stopped_total", "wxpush_job" => job.to_owned(),
         "app" => app_of(job), "reason" => reason)
     .increment(1);
 }
@@ -306,7 +396,7 @@ pub fn unfinished_runs(counts: &[(String, String, i64)]) {
                 .iter()
                 .find(|(j, s, _)| j == job && s == status)
                 .map_or(0, |(_, _, n)| *n);
-            gauge!("wxpush_runs_unfinished", "job" => job.clone(), "app" => app_of(job),
+            gauge!("wxpush_runs_unfinished", "wxpush_job" => job.clone(), "app" => app_of(job),
                 "status" => status)
             .set(n as f64);
         }
@@ -315,7 +405,7 @@ pub fn unfinished_runs(counts: &[(String, String, i64)]) {
 
 /// A run of `job` was interrupted by a shutdown.
 pub fn run_interrupted(job: &str) {
-    counter!("wxpush_runs_interrupted_total", "job" => job.to_owned(), "app" => app_of(job))
+    counter!("wxpush_runs_interrupted_total", "wxpush_job" => job.to_owned(), "app" => app_of(job))
         .increment(1);
 }
 
@@ -323,7 +413,7 @@ pub fn run_interrupted(job: &str) {
 pub fn skipped(job: &str, n: u64) {
     counter!(
         "wxpush_sends_total",
-        "job" => job.to_owned(),
+        "wxpush_job" => job.to_owned(),
         "app" => app_of(job),
         "outcome" => Status::Skipped.as_str(),
         "errcode" => "0"

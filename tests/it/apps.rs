@@ -257,7 +257,7 @@ async fn readiness_names_the_app_that_cannot_get_a_token() {
             metrics
                 .lines()
                 .any(|l| l.starts_with("wxpush_next_fire_timestamp_seconds")
-                    && l.contains(&format!("job=\"{job}\""))
+                    && l.contains(&format!("wxpush_job=\"{job}\""))
                     && l.contains(&format!("app=\"{app}\""))),
             "{job}: {metrics}"
         );

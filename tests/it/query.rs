@@ -689,10 +689,12 @@ async fn a_failed_query_is_counted_on_metrics_and_a_url_file_is_read() {
     let mut seen = String::new();
     for _ in 0..100 {
         seen = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        // Counted (the series is there at 0 from the start).
         if seen.lines().any(|l| {
             l.starts_with("wxpush_audience_query_failures_total")
-                && l.contains("job=\"points\"")
+                && l.contains("wxpush_job=\"points\"")
                 && l.contains("reason=\"unreachable\"")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
         }) {
             break;
         }

@@ -165,7 +165,7 @@ async fn sigterm_during_a_run_finishes_in_flight_sends_and_the_run_resumes_later
             metrics
                 .lines()
                 .any(|l| l.starts_with("wxpush_runs_unfinished{")
-                    && l.contains("job=\"daily\"")
+                    && l.contains("wxpush_job=\"daily\"")
                     && l.contains("status=\"interrupted\"")
                     && l.ends_with(" 1")),
             "{metrics}"

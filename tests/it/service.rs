@@ -76,7 +76,7 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
         let sent = metric(
             &text,
             "wxpush_sends_total",
-            &["job=\"tick\"", "outcome=\"sent\""],
+            &["wxpush_job=\"tick\"", "outcome=\"sent\""],
         );
         let refused = metric(
             &text,
@@ -94,14 +94,14 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
             metric(
                 &text,
                 "wxpush_next_fire_timestamp_seconds",
-                &["job=\"tick\""]
+                &["wxpush_job=\"tick\""]
             ) > 1.7e9
         );
         assert!(
             metric(
                 &text,
                 "wxpush_last_success_timestamp_seconds",
-                &["job=\"tick\""]
+                &["wxpush_job=\"tick\""]
             ) > 1.7e9,
             "{text}"
         );
@@ -110,7 +110,7 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
             "{text}"
         );
         assert_eq!(
-            metric(&text, "wxpush_recipients", &["job=\"tick\""]),
+            metric(&text, "wxpush_recipients", &["wxpush_job=\"tick\""]),
             2.0,
             "{text}"
         );
@@ -136,7 +136,7 @@ async fn health_readiness_and_metrics_describe_the_daemon() {
             metric(
                 &text,
                 "wxpush_previous_fire_timestamp_seconds",
-                &["job=\"tick\""]
+                &["wxpush_job=\"tick\""]
             ) > 1.7e9,
             "{text}"
         );
@@ -640,4 +640,53 @@ async fn the_compose_stack_passes_secrets_as_files_and_wxpush_reads_them() {
     for out in [&shown, &checked] {
         assert!(!out.all().contains("pg-secret") && !out.all().contains("from-the-secret-file"));
     }
+}
+
+#[tokio::test]
+async fn metrics_list_every_configured_job_at_zero_before_it_runs_with_process_metrics() {
+    let env = TestEnv::with(&yearly(&["oReady0000000000000000000001"])).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    let (_, text) = get(env.http, "/metrics").await;
+    assert_eq!(stop(&mut child).await.code(), Some(0));
+
+    // A dashboard lists the job, and an alert sees its first failure as an
+    // increase: its series are there before anything happened.
+    assert!(
+        text.contains(
+            "wxpush_job_info{wxpush_job=\"tick\",app=\"default\",timezone=\"Asia/Shanghai\"} 1"
+        ),
+        "{text}"
+    );
+    for outcome in [
+        "sent", "failed", "refused", "invalid", "unknown", "skipped", "expired",
+    ] {
+        let line = format!(
+            "wxpush_sends_total{{wxpush_job=\"tick\",app=\"default\",outcome=\"{outcome}\",errcode=\"0\"}} 0"
+        );
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    for reason in ["outage", "database", "fault", "audience"] {
+        assert!(
+            text.lines().any(|l| l
+                == format!("wxpush_runs_stopped_total{{wxpush_job=\"tick\",app=\"default\",reason=\"{reason}\"}} 0")),
+            "{reason}"
+        );
+    }
+    // The standard process series, as node and process exporters name them.
+    for name in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("wxpush_schedule_loaded_timestamp_seconds{wxpush_job=\"tick\""),
+        "{text}"
+    );
 }
