@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Build: docker build --build-arg WXPUSH_COMMIT=$(git rev-parse --short=12 HEAD) -t wxpush .
 #        (without it `wxpush --version` says "unknown": .git is not sent to the builder)
 # Run:   docker run -v wxpush-data:/var/lib/wxpush \

@@ -431,6 +431,20 @@ pub fn intake_report(outcome: &'static str) {
 /// WeChat's event pushes are then expected.
 pub fn callback_served(served: bool) {
     gauge!("wxpush_callback_served").set(if served { 1.0 } else { 0.0 });
+    if served {
+        // At 0 from the start, so that pushes that never come after a
+        // restart are seen as none, not as no series.
+        for event in [
+            "subscribe_msg_popup_event",
+            "subscribe_msg_change_event",
+            "subscribe_msg_sent_event",
+        ] {
+            for duplicate in ["false", "true"] {
+                counter!("wxpush_push_events_total", "event" => event, "duplicate" => duplicate)
+                    .increment(0);
+            }
+        }
+    }
 }
 
 /// A consent or sent event from WeChat's push; `duplicate` when already applied.

@@ -17,7 +17,9 @@ const STATE_URL: &str = "url = \"sqlite:///var/lib/wxpush/wxpush.db\"";
 /// (`data/wxpush.db`), which anyone who can write the file can create: a
 /// trial as oneself works without root.
 pub fn starter_for(path: &Path) -> String {
-    if path.starts_with("/etc") {
+    // As typed from /etc/wxpush, `wxpush.toml` is under /etc too.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if absolute.starts_with("/etc") {
         STARTER.to_owned()
     } else {
         STARTER.replacen(STATE_URL, "url = \"sqlite://data/wxpush.db\"", 1)

@@ -99,7 +99,15 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         std::path::Path::new(config::DEFAULT_PATH),
         std::path::Path::new(config::SYSTEM_PATH),
     );
-    if fell_back {
+    // Commands that read no config (completions, man, config example) say
+    // nothing about which file it would be.
+    let reads_config = !matches!(
+        cli.command,
+        Command::Completions { .. }
+            | Command::Man
+            | Command::Config(crate::cli::ConfigCommand::Example)
+    );
+    if fell_back && reads_config {
         // Nobody named this file: say which one is read.
         eprintln!(
             "wxpush: reading {} ({} does not exist here; --config or WXPUSH_CONFIG picks another)",

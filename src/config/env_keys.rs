@@ -19,7 +19,9 @@ pub(super) fn unknown(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for var in vars {
-        let Some(rest) = var.strip_prefix(PREFIX) else {
+        // The config crate matches the prefix in any letter case.
+        let upper = var.to_ascii_uppercase();
+        let Some(rest) = upper.strip_prefix(PREFIX) else {
             continue;
         };
         let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
@@ -140,6 +142,13 @@ mod tests {
                 "PATH",
             ])
             .is_empty()
+        );
+        // The config crate takes the prefix in any case: so is it checked.
+        let lower = unknown_of(&["wxpush__delivery__concurency"]);
+        assert_eq!(lower.len(), 1, "{lower:?}");
+        assert!(
+            lower[0].starts_with("environment variable wxpush__delivery__concurency:"),
+            "{lower:?}"
         );
         let wrong = unknown_of(&["WXPUSH__APPS__SHOP__SECRETT", "WXPUSH__LOG__LEVEL__X"]);
         assert_eq!(wrong.len(), 2, "{wrong:?}");

@@ -344,3 +344,46 @@ async fn a_command_run_as_root_leaves_the_service_users_database_usable_by_it() 
         assert_eq!(env.fake.accepted_for(id), 2, "{id}");
     }
 }
+
+#[tokio::test]
+async fn a_link_in_the_service_users_folder_never_gets_root_to_give_away_or_make_files_elsewhere() {
+    if on_postgres() {
+        return; // files of a SQLite database
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: giving files to another user needs root");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let (_, body) = daily_audience(1);
+    let mut env = TestEnv::with(&body).await;
+    let state = env.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    // Root's files elsewhere, and the service's user's link to them where
+    // the lock folder goes.
+    let elsewhere = env.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("victim"), "root's").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, state.join("wxpush.db.locks")).unwrap();
+    env.db_url = format!("sqlite://{}", state.join("wxpush.db").display());
+    env.write_config("", &body);
+
+    let run = env.wxpush(&["send", "daily", "--again"]).await;
+
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("wxpush.db.locks is not a folder"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(elsewhere.join("victim")).unwrap().uid(),
+        0
+    );
+    assert_eq!(std::fs::metadata(&elsewhere).unwrap().uid(), 0);
+    let made: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().collect();
+    assert_eq!(made.len(), 1, "nothing made there: {made:?}");
+    assert_eq!(env.fake.accepted_count(), 0);
+}

@@ -2,7 +2,7 @@
 //! (`JOB.lock`) and the database's setup lock, released by the kernel even on
 //! kill -9.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use crate::domain::JobName;
@@ -19,33 +19,17 @@ pub(crate) fn try_lock_job(db: &Path, job: &JobName) -> Result<File, LeaseError>
 }
 
 /// The lock file `name` in the folder of lock files beside the database at `db`
-/// (`<db>.locks/`), created with that folder if missing.
+/// (`<db>.locks/`), created with that folder if missing (see
+/// `owner::open_lock_file`: never through a link, and as root given to the
+/// database folder's owner).
 pub(crate) fn open_lock_file(db: &Path, name: &str) -> Result<(File, PathBuf), LeaseError> {
     let mut dir = db.as_os_str().to_owned();
     dir.push(".locks");
-    let dir = PathBuf::from(dir);
-    let path = dir.join(name);
-    let io = |source| LeaseError::Io {
+    let path = PathBuf::from(dir).join(name);
+    let file = super::owner::open_lock_file(db, name).map_err(|source| LeaseError::Io {
         path: path.clone(),
         source,
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let file = match OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-    {
-        Ok(file) => file,
-        // Another user's lock file (made before files were given to the
-        // folder's owner): a lock works on a descriptor opened to read.
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && path.exists() => {
-            File::open(&path).map_err(io)?
-        }
-        Err(e) => return Err(io(e)),
-    };
-    // A folder or file made just now by root: its owner's, as the database is.
-    super::owner::fit(db);
+    })?;
     Ok((file, path))
 }
 
