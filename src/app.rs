@@ -18,6 +18,8 @@ pub struct App {
     pub settings: Settings,
     /// The database.
     pub store: Store,
+    /// How instances share work on it, decided once here.
+    pub topology: crate::storage::Topology,
     /// Storage faults of scheduled firings, reported by `/readyz`.
     pub faults: crate::health::Faults,
     /// The wall clock slots, send windows and backoff are measured on.
@@ -58,6 +60,7 @@ impl AppRuntime {
         let deliverer = Arc::new(
             Deliverer::new(
                 store.clone(),
+                store.topology(),
                 client.clone(),
                 Arc::clone(&tokens),
                 &settings.delivery,
@@ -143,6 +146,7 @@ impl App {
         }
         Ok(Self {
             settings,
+            topology: store.topology(),
             store,
             faults: Default::default(),
             clock: Default::default(),

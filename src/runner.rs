@@ -44,17 +44,52 @@ impl FireError {
     }
 }
 
+/// What a firing is asked to do once the job's unfinished runs are resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firing {
+    /// Nothing more: only resume.
+    Resume,
+    /// Enqueue and drain this slot (a slot has one run: if it has one already,
+    /// that run is resumed or finished instead).
+    Slot(DateTime<Utc>, Trigger),
+    /// A new round as a slot of its own (`send --again`), started only when
+    /// there was nothing to resume, so that re-running an interrupted one
+    /// finishes that round instead of messaging everyone once more.
+    NewRound(DateTime<Utc>),
+}
+
+impl Firing {
+    /// The slot it asks for, if any, and what triggered it.
+    pub fn slot(self) -> Option<(DateTime<Utc>, Trigger)> {
+        match self {
+            Self::Resume => None,
+            Self::Slot(slot, trigger) => Some((slot, trigger)),
+            Self::NewRound(at) => Some((at, Trigger::Manual)),
+        }
+    }
+}
+
+/// What became of the slot a firing was asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SlotEnd {
+    /// Drained, left to a run resumed before it, or none was asked for.
+    #[default]
+    Handled,
+    /// Its run was already complete, with nothing to retry: nothing was sent for it.
+    AlreadyDone(i64),
+    /// It had no run and its send window has closed: nothing was started.
+    TooLate,
+    /// A shutdown came before its run was started.
+    Cancelled,
+}
+
 /// What a firing did.
 #[derive(Debug, Default)]
 pub struct Fired {
     /// Every run drained or expired, resumed ones first.
     pub reports: Vec<RunReport>,
-    /// The slot's run was already complete, with nothing to retry: nothing was sent for it.
-    pub already_done: Option<i64>,
-    /// The slot had no run and its send window has closed: nothing was started.
-    pub too_late: bool,
-    /// A shutdown came before the slot's run was started.
-    pub cancelled: bool,
+    /// What became of the slot.
+    pub slot: SlotEnd,
 }
 
 impl Fired {
@@ -94,8 +129,7 @@ pub async fn fire(
     store: &Store,
     deliverer: &Deliverer,
     job: &Job,
-    slot: Option<(DateTime<Utc>, Trigger)>,
-    new_round: bool,
+    firing: Firing,
     clock: &Clock,
     shutdown: &CancellationToken,
 ) -> Result<Fired, FireError> {
@@ -105,7 +139,7 @@ pub async fn fire(
     let targeting = tokio::select! {
         t = deliverer.targeting(job) => t,
         _ = shutdown.cancelled() => {
-            fired.cancelled = true;
+            fired.slot = SlotEnd::Cancelled;
             return Ok(fired);
         }
     };
@@ -134,7 +168,8 @@ pub async fn fire(
             return Ok(fired);
         }
     }
-    let Some((slot, trigger)) = slot else {
+    let new_round = matches!(firing, Firing::NewRound(_));
+    let Some((slot, trigger)) = firing.slot() else {
         return Ok(fired);
     };
     // An expired run is closed, not finished: it does not stand for the new round.
@@ -142,7 +177,7 @@ pub async fn fire(
         return Ok(fired);
     }
     if shutdown.is_cancelled() {
-        fired.cancelled = true;
+        fired.slot = SlotEnd::Cancelled;
         return Ok(fired);
     }
     // A new round's slot is the moment it was asked for: never too late.
@@ -150,7 +185,7 @@ pub async fn fire(
         && window_closed(job, slot, now)
         && store.run_for_slot(job.name.as_ref(), slot).await?.is_none()
     {
-        fired.too_late = true;
+        fired.slot = SlotEnd::TooLate;
         return Ok(fired);
     }
     let new = NewRun {
@@ -182,7 +217,7 @@ pub async fn fire(
         };
         if retried == 0 {
             if !fired.reports.iter().any(|r| r.run_id == enqueued.run_id) {
-                fired.already_done = Some(enqueued.run_id);
+                fired.slot = SlotEnd::AlreadyDone(enqueued.run_id);
             }
             return Ok(fired);
         }

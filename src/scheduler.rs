@@ -8,15 +8,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::clock::Clock;
 use crate::config::{Job, Settings};
-use crate::runner::{FireError, fire};
-use crate::storage::{LeaseError, StorageError, Trigger};
+use crate::runner::{FireError, Firing, SlotEnd, fire};
+use crate::storage::{LeaseError, StorageError, Topology, Trigger};
 
 /// One scheduled job: its definition and the token that stops its loop.
 struct Running {
@@ -193,7 +193,7 @@ async fn job_loop(
     let mut after = start;
     // Where instances share the database, a run another instance (or a manual
     // `send`) is draining, or one a dead instance left, is joined between slots.
-    let mut join_tick = app.store.shares_runs().then(|| {
+    let mut join_tick = (app.topology == Topology::Shared).then(|| {
         // A tenth of the lease (3 s by default): a manual send's run is joined
         // soon, for one cheap indexed query per job.
         let mut t = tokio::time::interval(app.settings.database.instance_lease / 10);
@@ -219,10 +219,7 @@ async fn job_loop(
             break;
         }
         after = next;
-        // Where instances share runs, whether the previous run is still going is
-        // the database's to say, so that they all decide alike: an idle
-        // instance would otherwise run the slot that a busy one skips.
-        let going = app.store.shares_runs()
+        let going = (app.topology == Topology::Shared)
             && app
                 .store
                 .has_running_run(job.name.as_ref())
@@ -231,24 +228,8 @@ async fn job_loop(
                     tracing::warn!(job = %job.name, error = %e, "cannot look for a running run");
                     false
                 });
-        // Free here: fire now. Busy here with no run going there (resuming a
-        // stopped one): the slot waits for this instance rather than be skipped.
-        let held = match (!going).then(|| Arc::clone(&busy).try_lock_owned()) {
-            Some(Ok(guard)) => Some(Ok(guard)),
-            Some(Err(_)) if app.store.shares_runs() => Some(Err(Arc::clone(&busy))),
-            _ => None,
-        };
-        if let Some(held) = held {
-            let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
-            running.spawn(async move {
-                let guard = match held {
-                    Ok(guard) => guard,
-                    Err(busy) => busy.lock_owned().await,
-                };
-                let slot = Some((next, Trigger::Schedule));
-                spawn_fire(&app, &job, slot, &shutdown, guard).await;
-            });
-        } else {
+        let turn = slot_turn(going, app.topology, &busy);
+        if let SlotTurn::Skip = turn {
             skip(
                 &app,
                 &job,
@@ -256,6 +237,17 @@ async fn job_loop(
                 "the previous run of this job was still going",
             )
             .await
+        } else {
+            let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
+            running.spawn(async move {
+                let guard = match turn {
+                    SlotTurn::Fire(guard) => guard,
+                    SlotTurn::After(busy) => busy.lock_owned().await,
+                    SlotTurn::Skip => unreachable!("a skipped slot is not fired"),
+                };
+                let slot = Some((next, Trigger::Schedule));
+                spawn_fire(&app, &job, slot, &shutdown, guard).await;
+            });
         }
         while running.try_join_next().is_some() {}
         crate::stats::previous_fire(job.name.as_ref(), next);
@@ -265,6 +257,32 @@ async fn job_loop(
         }
     }
     while running.join_next().await.is_some() {}
+}
+
+/// What a job loop does with a slot that came.
+enum SlotTurn {
+    /// Nothing of the job runs here: fire now.
+    Fire(OwnedMutexGuard<()>),
+    /// This instance is resuming a run that no instance is sending (a stopped
+    /// one): the slot waits for it rather than be skipped.
+    After(Arc<Mutex<()>>),
+    /// The previous run of the job is still going: the slot is skipped.
+    Skip,
+}
+
+/// Decides a slot's turn from whether the job's previous run is still going
+/// (where instances share runs, the database's to say, so that they all
+/// decide alike: an idle instance would otherwise run the slot that a busy
+/// one skips) and whether this process is busy with the job.
+fn slot_turn(going: bool, topology: Topology, busy: &Arc<Mutex<()>>) -> SlotTurn {
+    if going {
+        return SlotTurn::Skip;
+    }
+    match Arc::clone(busy).try_lock_owned() {
+        Ok(guard) => SlotTurn::Fire(guard),
+        Err(_) if topology == Topology::Shared => SlotTurn::After(Arc::clone(busy)),
+        Err(_) => SlotTurn::Skip,
+    }
 }
 
 /// Waits for the next join check; forever when there are none.
@@ -322,8 +340,7 @@ async fn spawn_fire(
             &app.store,
             &app.runtime(job.app.as_ref()).deliverer,
             job,
-            slot,
-            false,
+            slot.map_or(Firing::Resume, |(s, t)| Firing::Slot(s, t)),
             &app.clock,
             shutdown,
         )
@@ -337,7 +354,7 @@ async fn spawn_fire(
                     Some(reason) => app.faults.set(job.name.as_ref(), reason.clone()),
                     None => app.faults.clear(job.name.as_ref()),
                 }
-                if fired.too_late {
+                if fired.slot == SlotEnd::TooLate {
                     tracing::error!(job = %job.name, slot = ?slot.map(|s| s.0), "the slot's send window closed before its run could start: nobody was sent this slot");
                 }
                 (fired.outage(), database.is_some())
@@ -418,5 +435,45 @@ async fn sleep_until(
         _ = clock.sleep_until(t) => true,
         _ = shutdown.cancelled() => false,
         _ = stop.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_fires_at_once_when_nothing_of_its_job_runs() {
+        let busy = Arc::new(Mutex::new(()));
+        for topology in [Topology::Alone, Topology::Shared] {
+            assert!(matches!(
+                slot_turn(false, topology, &busy),
+                SlotTurn::Fire(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_slot_is_skipped_while_the_previous_run_is_still_going_anywhere() {
+        let busy = Arc::new(Mutex::new(()));
+        for topology in [Topology::Alone, Topology::Shared] {
+            assert!(matches!(slot_turn(true, topology, &busy), SlotTurn::Skip));
+        }
+        // Skipping took nothing: the job is free for the next slot.
+        assert!(busy.try_lock().is_ok());
+    }
+
+    #[test]
+    fn busy_here_a_lone_instance_skips_and_a_shared_one_fires_after() {
+        let busy = Arc::new(Mutex::new(()));
+        let _held = busy.try_lock().unwrap();
+        assert!(matches!(
+            slot_turn(false, Topology::Alone, &busy),
+            SlotTurn::Skip
+        ));
+        assert!(matches!(
+            slot_turn(false, Topology::Shared, &busy),
+            SlotTurn::After(_)
+        ));
     }
 }

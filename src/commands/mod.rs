@@ -214,13 +214,9 @@ async fn backup(settings: Settings, target: &std::path::Path) -> Result<Exit, Fa
             target.display()
         )));
     }
-    // Told by the URL, before connecting: a PostgreSQL database is the
-    // operator's to dump, whether or not it can be reached now.
-    if crate::storage::Backend::of_url(&settings.database.url)
-        != Some(crate::storage::Backend::Sqlite)
-    {
+    if let Some(why) = crate::storage::Store::backup_refused(&settings.database.url) {
         return Err(Failure::usage(format!(
-            "{}: database.url: is PostgreSQL; back it up with pg_dump (wxpush backup copies a SQLite file)",
+            "{}: database.url: {why}",
             settings.path.display()
         )));
     }

@@ -10,7 +10,7 @@ use crate::app::{App, config_recipients};
 use crate::config::{Job, Settings};
 use crate::delivery::RunReport;
 use crate::domain::{Builtins, Message, OpenId, with_name};
-use crate::runner::{FireError, fire};
+use crate::runner::{FireError, Firing, SlotEnd, fire};
 use crate::shutdown;
 use crate::storage::{Counts, Store, Trigger};
 
@@ -49,8 +49,11 @@ pub(super) async fn run(
         &app.store,
         &app.runtime(job.app.as_ref()).deliverer,
         &job,
-        Some((slot, Trigger::Manual)),
-        again,
+        if again {
+            Firing::NewRound(slot)
+        } else {
+            Firing::Slot(slot, Trigger::Manual)
+        },
         &app.clock,
         &shutdown,
     )
@@ -64,7 +67,7 @@ pub(super) async fn run(
     app.leave().await;
     let fired = fired?;
     app.store.close().await;
-    if fired.reports.is_empty() && fired.cancelled {
+    if fired.reports.is_empty() && fired.slot == SlotEnd::Cancelled {
         println!(
             "{}: stopped before the run started; nothing was sent",
             job.name
@@ -72,7 +75,7 @@ pub(super) async fn run(
         return Ok(Exit::CannotProceed);
     }
     let local = job.schedule.local(slot);
-    if fired.too_late && fired.reports.is_empty() {
+    if fired.slot == SlotEnd::TooLate && fired.reports.is_empty() {
         println!(
             "{}: the latest slot ({local}) passed more than its send window ({}) ago and never ran; nothing was sent. \
              `wxpush send {} --again` sends a new round now",
@@ -83,12 +86,13 @@ pub(super) async fn run(
         return Ok(Exit::CannotProceed);
     }
     if fired.reports.is_empty() {
-        let note = fired.already_done.map_or_else(String::new, |id| {
-            format!(
+        let note = match fired.slot {
+            SlotEnd::AlreadyDone(id) => format!(
                 " (run {id} for the slot {local} is complete; `wxpush send {} --again` sends a new round)",
                 job.name
-            )
-        });
+            ),
+            _ => String::new(),
+        };
         println!("{}: nothing to send{note}", job.name);
         return Ok(Exit::Ok);
     }

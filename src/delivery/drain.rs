@@ -1,17 +1,15 @@
 //! Draining one run: stream its pending deliveries in pages, render and check each
 //! message, and send the valid ones with bounded concurrency.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::inflight::InFlight;
+use super::pass::{Ending, Finish, Pass, finish};
 use super::recorder::{RecordWriter, Recorder};
 use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext, StopCause};
@@ -19,12 +17,9 @@ use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job
 use crate::domain::{AppTemplate, Builtins, Message, OpenId, TemplateKind};
 use crate::storage::{
     Audience, ConsentGate, Counts, Holder, Outcome, PendingDelivery, RunChanges, RunStatus, Status,
-    StorageError, Store,
+    StorageError, Store, Topology,
 };
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
-
-/// Deliveries read from the database at a time: memory stays flat in the audience size.
-const PAGE: u32 = 1024;
 
 /// How a drained run ended.
 #[derive(Debug, Clone, Serialize)]
@@ -75,64 +70,6 @@ pub struct Targeting {
     pub audience: Audience,
 }
 
-/// Starts the sends of claimed chunks, each under a concurrency permit.
-struct Launch<'a> {
-    ctx: &'a Arc<SendContext>,
-    recorder: &'a Recorder,
-    permits: &'a Arc<Semaphore>,
-    inflight: &'a Arc<InFlight>,
-    shutdown: &'a CancellationToken,
-}
-
-impl Launch<'_> {
-    /// Waits for the chunk's claim, then spawns a send per taken delivery. False
-    /// when the run must stop; the chunk's unsent deliveries are then put back.
-    async fn chunk(
-        &self,
-        ready: Vec<(i64, Message)>,
-        claim: impl Future<Output = Result<HashSet<i64>, Arc<StorageError>>>,
-        tasks: &mut JoinSet<()>,
-    ) -> bool {
-        let taken = match claim.await {
-            Ok(taken) => taken,
-            Err(e) => {
-                self.ctx.halt.database(&e);
-                return false;
-            }
-        };
-        // Not taken: no consent on record (the claim marked them `skipped`), or,
-        // rarely, no longer pending.
-        let passed_over = ready.len() - taken.len();
-        if passed_over > 0 {
-            crate::stats::skipped(&self.ctx.job, passed_over as u64);
-        }
-        let mut ready = ready.into_iter().filter(|(id, _)| taken.contains(id));
-        while let Some((id, message)) = ready.next() {
-            let permit = tokio::select! {
-                p = Arc::clone(self.permits).acquire_owned() => Some(p.expect("never closed")),
-                _ = self.shutdown.cancelled() => None,
-                _ = self.ctx.halt.stopped() => None,
-            };
-            let Some(permit) = permit else {
-                for (id, _) in std::iter::once((id, message)).chain(ready) {
-                    self.recorder
-                        .record(Outcome::local(id, Status::Pending, None));
-                }
-                return false;
-            };
-            while tasks.try_join_next().is_some() {}
-            let ctx = Arc::clone(self.ctx);
-            let inflight = Arc::clone(self.inflight);
-            tasks.spawn(async move {
-                let _guard = inflight.acquire(message.touser().as_ref()).await;
-                ctx.send_claimed(id, message).await;
-                drop(permit);
-            });
-        }
-        true
-    }
-}
-
 /// Renders and checks one delivery's message.
 fn build(job: &Job, d: &PendingDelivery, builtins: &Builtins) -> Result<Message, String> {
     let openid = OpenId::parse(&d.openid).map_err(|e| e.to_string())?;
@@ -152,6 +89,8 @@ pub fn leftover_of(on_unknown: OnUnknown) -> Status {
 /// Sends runs; one per process, shared by every job.
 pub struct Deliverer {
     store: Store,
+    /// Whether other instances drain the same runs.
+    topology: Topology,
     client: WechatClient,
     tokens: Arc<TokenManager>,
     templates: TemplateCatalog,
@@ -183,6 +122,7 @@ impl Deliverer {
     /// process's one writer for `store`, shared by every app's deliverer).
     pub fn new(
         store: Store,
+        topology: Topology,
         client: WechatClient,
         tokens: Arc<TokenManager>,
         d: &DeliverySettings,
@@ -192,6 +132,7 @@ impl Deliverer {
             writer,
             templates: TemplateCatalog::new(client.clone(), Arc::clone(&tokens), store.clone()),
             store,
+            topology,
             client,
             tokens,
             policy: RetryPolicy::from_settings(d),
@@ -215,6 +156,16 @@ impl Deliverer {
     /// failed to take them (see `RecordWriter::settle`).
     pub async fn settle_kept(&self) -> Result<(), StorageError> {
         self.writer.settle().await
+    }
+
+    /// The database it records in.
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many runs the process's writer is recording now.
+    pub(super) fn writer_runs(&self) -> usize {
+        self.writer.runs()
     }
 
     /// The AppID of the mini program this deliverer sends for.
@@ -336,7 +287,7 @@ impl Deliverer {
 
     /// Reads (on PostgreSQL, takes) the page of pending deliveries after `after`,
     /// in a task of its own, so that it runs while the previous page is sent.
-    fn read_page(
+    pub(super) fn read_page(
         &self,
         job: &Job,
         targeting: &Targeting,
@@ -452,11 +403,66 @@ impl Deliverer {
         let Some(_entered) = self.writer.enter(run_id) else {
             return self.drained_here(job, run_id, slot).await;
         };
-        // Answers of an earlier drain that the database could not take are
-        // written first: the recovery below would take their rows for
-        // interrupted requests.
+        self.recover(job, run_id).await?;
+        let _progress = self
+            .progress
+            .watch(self.store.clone(), job.name.as_ref(), run_id);
+        let recorder = self.writer.recorder(targeting.gate.clone());
+        let ctx = Arc::new(self.send_context(job, &recorder, shutdown));
+        let shared = self.topology == Topology::Shared;
+        let mut pass = Pass::new(
+            self,
+            job,
+            targeting,
+            run_id,
+            shutdown,
+            Arc::clone(&ctx),
+            recorder,
+            Builtins::at(slot, job.schedule.tz()),
+            Arc::clone(&self.inflight),
+            self.concurrency,
+            shared,
+        );
+        // Listening before the others are told, so that their answers are heard:
+        // idle instances join this run now rather than at their next join check.
+        let mut changes = self.store.run_changes();
+        if shared {
+            self.store.signal_job(job.name.as_ref()).await;
+        }
+        let ending = loop {
+            let end = pass.read_pages().await;
+            // Shared: the run is done only when the other instances' deliveries
+            // are too. Wait for them (a sender that joined reports the whole
+            // run), and take what comes back from a dead one.
+            if !pass.finish_share(end).await || !shared {
+                break Ending::Drained;
+            }
+            match self
+                .wait_for_others(job.name.as_ref(), run_id, &mut changes, shutdown)
+                .await
+            {
+                Ok(Waited::Free) => {}
+                Ok(Waited::Over) => break Ending::Drained,
+                Ok(Waited::Held(holders)) => break Ending::HeldElsewhere(holders),
+                Err(e) => {
+                    ctx.halt.database(&e);
+                    break Ending::Drained;
+                }
+            }
+        };
+        drop(pass);
+        Ok(self
+            .close(job, run_id, slot, &ctx, shutdown, ending, started)
+            .await)
+    }
+
+    /// Before a drain sends: the answers of an earlier drain that the database
+    /// could not take are written first (the recovery would take their rows
+    /// for interrupted requests), then a crash's leftovers are settled (only a
+    /// crash leaves `claimed` and `sending` rows, and the caller holds the
+    /// job), and the run is reopened.
+    async fn recover(&self, job: &Job, run_id: i64) -> Result<(), StorageError> {
         self.writer.settle().await?;
-        // Only a crash leaves `claimed` and `sending` rows, and we hold the job's lock.
         let leftover_to = self.leftover();
         let recovered = self.store.recover_sending(run_id, leftover_to).await?;
         if recovered > 0 {
@@ -468,12 +474,17 @@ impl Deliverer {
         }
         self.store
             .reopen_run(run_id, job.spec.template_id.as_ref())
-            .await?;
-        let _progress = self
-            .progress
-            .watch(self.store.clone(), job.name.as_ref(), run_id);
-        let recorder = self.writer.recorder(targeting.gate.clone());
-        let ctx = Arc::new(SendContext {
+            .await
+    }
+
+    /// What every send of one drain shares.
+    fn send_context(
+        &self,
+        job: &Job,
+        recorder: &Recorder,
+        shutdown: &CancellationToken,
+    ) -> SendContext {
+        SendContext {
             client: self.client.clone(),
             tokens: Arc::clone(&self.tokens),
             recorder: recorder.clone(),
@@ -486,151 +497,22 @@ impl Deliverer {
             job: Arc::from(job.name.as_ref()),
             unanswered: Default::default(),
             sent: crate::stats::sent_counter(job.name.as_ref()),
-        });
-        let builtins = Builtins::at(slot, job.schedule.tz());
-        let permits = Arc::new(Semaphore::new(self.concurrency));
-        let mut tasks = JoinSet::new();
-        let mut after = 0;
-        let launch = Launch {
-            ctx: &ctx,
-            recorder: &recorder,
-            permits: &permits,
-            inflight: &self.inflight,
-            shutdown,
-        };
-        // Chunks whose claim is committing; the next one is claimed while the
-        // previous is sent, so sends never wait for a commit.
-        let mut queued = VecDeque::new();
-        let mut go_on = true;
-        // Where instances share the run, each takes a few chunks at a time, so
-        // that the work spreads and a dead instance leaves little to give back.
-        let shared = self.store.shares_runs();
-        // Listening before the others are told, so that their answers are heard:
-        // idle instances join this run now rather than at their next join check.
-        let mut changes = self.store.run_changes();
-        if shared {
-            self.store.signal_job(job.name.as_ref()).await;
         }
-        // Every drain in the process holds its pages at once (one app's runs
-        // and every other app's): with many, each takes a share of one page, so
-        // that memory stays near one run's (100 runs' full pages were about a
-        // third of a 200 MB peak).
-        let page_size = || {
-            let chunks = (self.concurrency as u32 * 4).clamp(16, 256);
-            if shared {
-                chunks
-            } else {
-                (PAGE / self.writer.runs().max(1) as u32).clamp(chunks.min(PAGE), PAGE)
-            }
-        };
-        let mut swept = false;
-        let mut held_elsewhere = Vec::new();
-        loop {
-            // The next page is read (on PostgreSQL, taken) while this one is sent.
-            let mut next = Some(self.read_page(job, targeting, run_id, after, page_size()));
-            'pages: loop {
-                let page = match next
-                    .take()
-                    .expect("a page is always on its way")
-                    .await
-                    .expect("the page task does not panic")
-                {
-                    Ok(page) => page,
-                    // Not returned at once: the sends in flight finish and are
-                    // recorded first.
-                    Err(e) => {
-                        ctx.halt.database(&e);
-                        go_on = false;
-                        break 'pages;
-                    }
-                };
-                let Some(last) = page.last() else {
-                    // Shared: deliveries given back behind the cursor (by a rescue or
-                    // an instance that stopped) are taken in one more pass from the start.
-                    if shared && !swept && after > 0 {
-                        swept = true;
-                        after = 0;
-                        next = Some(self.read_page(job, targeting, run_id, 0, page_size()));
-                        continue;
-                    }
-                    break;
-                };
-                after = last.id;
-                next = Some(self.read_page(job, targeting, run_id, after, page_size()));
-                for chunk in page.chunks(self.concurrency) {
-                    if shutdown.is_cancelled() || ctx.halt.is_stopped() {
-                        go_on = false;
-                        break 'pages;
-                    }
-                    let ready = self.prepare(job, chunk, &builtins, &ctx, &recorder);
-                    // Record before the irreversible calls: one commit marks the chunk
-                    // `sending`, so a crash can only make these `unknown`, never resend.
-                    let ids: Vec<i64> = ready.iter().map(|(id, _)| *id).collect();
-                    queued.push_back((ready, recorder.claim(ids)));
-                    if queued.len() < 2 {
-                        continue;
-                    }
-                    let (ready, claim) = queued.pop_front().expect("two queued");
-                    if !launch.chunk(ready, claim, &mut tasks).await {
-                        go_on = false;
-                        break 'pages;
-                    }
-                }
-            }
-            // A page read ahead and not sent: on PostgreSQL its deliveries are
-            // this instance's until they are given back below.
-            if let Some(unsent) = next.take() {
-                let _ = unsent.await;
-            }
-            while let Some((ready, claim)) = queued.pop_front() {
-                if go_on {
-                    go_on = launch.chunk(ready, claim, &mut tasks).await;
-                } else if let Ok(taken) = claim.await {
-                    // Claimed but never sent: back to pending for the resume.
-                    for id in taken {
-                        recorder.record(Outcome::local(id, Status::Pending, None));
-                    }
-                }
-            }
-            while tasks.join_next().await.is_some() {}
-            // An outcome the database did not take is kept and written once
-            // it answers: this instance settles its own rows.
-            if let Err(e) = recorder.flush().await {
-                ctx.halt.database(&e);
-                break;
-            }
-            if shared {
-                if let Err(e) = self.store.release_taken(run_id).await {
-                    ctx.halt.database(&e);
-                    break;
-                }
-                // This share is done: a drain waiting for it looks again now.
-                self.store.signal_job(job.name.as_ref()).await;
-            }
-            // Shared: the run is done only when the other instances' deliveries
-            // are too. Wait for them (a sender that joined reports the whole
-            // run), and take what comes back from a dead one.
-            if !shared || !go_on || ctx.halt.is_stopped() {
-                break;
-            }
-            match self
-                .wait_for_others(job.name.as_ref(), run_id, &mut changes, shutdown)
-                .await
-            {
-                Ok(Waited::Free) => {}
-                Ok(Waited::Over) => break,
-                Ok(Waited::Held(holders)) => {
-                    held_elsewhere = holders;
-                    break;
-                }
-                Err(e) => {
-                    ctx.halt.database(&e);
-                    break;
-                }
-            }
-            after = 0;
-            swept = false;
-        }
+    }
+
+    /// Closes a drain: reads the run's counts, finishes the run as `finish`
+    /// says, and reports.
+    #[allow(clippy::too_many_arguments)]
+    async fn close(
+        &self,
+        job: &Job,
+        run_id: i64,
+        slot: DateTime<Utc>,
+        ctx: &SendContext,
+        shutdown: &CancellationToken,
+        ending: Ending,
+        started: Instant,
+    ) -> RunReport {
         // With the database failing, the counts would only fail too (after
         // the pool's acquire timeout): the report goes without them.
         let counts = if matches!(ctx.halt.reason(), Some((_, StopCause::Database))) {
@@ -646,24 +528,29 @@ impl Deliverer {
         };
         let stop = ctx.halt.reason();
         let interrupted = stop.is_none() && shutdown.is_cancelled();
-        let finish = match &stop {
-            // Left `running`: the database is what failed, and the run is
-            // resumed (by this daemon, any instance, or `send`) once it answers.
-            Some((_, StopCause::Database)) => None,
-            Some((reason, _)) => Some((RunStatus::Stopped, Some(reason.as_str()))),
-            None if !interrupted && held_elsewhere.is_empty() && counts.pending == 0 => {
-                Some((RunStatus::Done, None))
-            }
-            // Said so on record, so that `runs` does not show a run nobody
-            // runs as `running`; on a shared run, only once no other instance
-            // still sends it (it finishes the run).
-            None if interrupted && !(shared && self.others_hold(run_id).await) => {
-                Some((RunStatus::Interrupted, None))
-            }
-            None => None,
+        let held_elsewhere = match ending {
+            Ending::Drained => Vec::new(),
+            Ending::HeldElsewhere(holders) => holders,
         };
-        if let Some((status, reason)) = finish
-            && let Err(e) = self.store.finish_run(run_id, status, reason).await
+        let shared = self.topology == Topology::Shared;
+        let status = match finish(
+            stop.as_ref(),
+            interrupted,
+            !held_elsewhere.is_empty(),
+            counts.pending,
+            shared,
+        ) {
+            Finish::Leave => None,
+            Finish::Mark(status, reason) => Some((status, reason)),
+            Finish::InterruptedUnlessOthersHold => {
+                (!self.others_hold(run_id).await).then_some((RunStatus::Interrupted, None))
+            }
+        };
+        if let Some((status, reason)) = status
+            && let Err(e) = self
+                .store
+                .finish_run(run_id, status, reason.as_deref())
+                .await
         {
             // Unfinished on record, so resumed and finished by the next firing.
             ctx.halt.database(&e);
@@ -676,7 +563,7 @@ impl Deliverer {
             Some((reason, cause)) => (Some(reason), Some(cause)),
             None => (None, None),
         };
-        Ok(RunReport {
+        RunReport {
             run_id,
             job: job.name.to_string(),
             slot,
@@ -689,13 +576,13 @@ impl Deliverer {
             requests: ctx.latency.quantile_ms(0.5).1,
             latency_p50_ms: ctx.latency.quantile_ms(0.5).0,
             latency_p99_ms: ctx.latency.quantile_ms(0.99).0,
-        })
+        }
     }
 
     /// Renders and checks a chunk's messages: the sendable ones are returned;
     /// a person who refused on record is `skipped` and an invalid message
     /// `invalid`, neither asked of WeChat.
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         job: &Job,
         chunk: &[PendingDelivery],

@@ -2,6 +2,7 @@
 
 mod drain;
 mod inflight;
+mod pass;
 mod progress;
 mod rate;
 mod recorder;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{ConsentGate, Held, Outcome, Status, StorageError, Store};
+use crate::storage::{ConsentGate, Held, Outcome, StorageError, Store};
 
 /// Most operations folded into one batch.
 const MAX_BATCH: usize = 2048;
@@ -301,18 +301,6 @@ impl Recorder {
     }
 }
 
-/// True when writing `outcome` depends on its run's gate: a one-time template's
-/// outcomes settle the credit each delivery held, and a refusal of a long-term
-/// one records the rejection. Every other outcome is written the same under
-/// any gate, so those of all runs can share one statement.
-fn needs_gate(gate: &ConsentGate, outcome: &Outcome) -> bool {
-    match gate {
-        ConsentGate::Unchecked => false,
-        ConsentGate::NotRefused(_) => outcome.status == Status::Refused,
-        ConsentGate::Credit(_) => true,
-    }
-}
-
 /// One `write_batch` call: the operations written under one gate.
 struct Group {
     gate: ConsentGate,
@@ -448,7 +436,7 @@ fn sort(ops: &mut Vec<Op>, groups: &mut Vec<Group>, flushes: &mut Vec<(Arc<Run>,
                 groups[0].mark_acks.push(ack);
             }
             Kind::Record(o, rewrite) => {
-                let g = if needs_gate(&run.gate, &o) {
+                let g = if run.gate.touched_by(o.status) {
                     group_of(&run, groups)
                 } else {
                     0
@@ -579,6 +567,7 @@ fn rewrite_delays() -> impl Iterator<Item = Duration> {
 mod tests {
     use super::*;
     use crate::domain::AppTemplate;
+    use crate::domain::Status;
 
     fn run(gate: ConsentGate) -> Arc<Run> {
         Arc::new(Run::new(gate, Arc::new(AtomicUsize::new(0))))

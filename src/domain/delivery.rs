@@ -33,6 +33,20 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order they are declared.
+    pub const ALL: [Self; 10] = [
+        Self::Pending,
+        Self::Claimed,
+        Self::Sending,
+        Self::Sent,
+        Self::Failed,
+        Self::Refused,
+        Self::Invalid,
+        Self::Unknown,
+        Self::Skipped,
+        Self::Expired,
+    ];
+
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,6 +112,35 @@ impl Outcome {
     }
 }
 
+/// What a delivery that ends (or is put back) in a status does to the one-time
+/// credit it held: the single rule behind every settlement, on outcomes, in
+/// crash recovery and in a dead instance's rescue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditEffect {
+    /// The message may have gone out: the credit is used up (WeChat delivers
+    /// one message per tap, and an unknown one is counted on the safe side).
+    Spend,
+    /// 43101: WeChat says the person has no acceptance left, so none is kept.
+    Forfeit,
+    /// Nothing was delivered: the credit is the person's again.
+    Release,
+}
+
+/// The settlement rule: what ending in `status` does to a held credit.
+pub fn credit_after(status: Status) -> CreditEffect {
+    match status {
+        Status::Sent | Status::Unknown => CreditEffect::Spend,
+        Status::Refused => CreditEffect::Forfeit,
+        Status::Pending
+        | Status::Claimed
+        | Status::Sending
+        | Status::Failed
+        | Status::Invalid
+        | Status::Skipped
+        | Status::Expired => CreditEffect::Release,
+    }
+}
+
 /// Why a delivery was skipped: its person has no consent on record for it.
 pub const NO_CONSENT: &str = "no consent";
 
@@ -113,6 +156,20 @@ pub enum ConsentGate {
     /// One-time template: each send holds one of the person's credits; people
     /// with none left are skipped.
     Credit(AppTemplate),
+}
+
+impl ConsentGate {
+    /// Whether writing an outcome of `status` touches consent under this gate:
+    /// a one-time template's outcomes settle the credit each delivery held,
+    /// and a refusal of a long-term one records the rejection. Every other
+    /// outcome is written the same under any gate.
+    pub fn touched_by(&self, status: Status) -> bool {
+        match self {
+            Self::Unchecked => false,
+            Self::NotRefused(_) => status == Status::Refused,
+            Self::Credit(_) => true,
+        }
+    }
 }
 
 /// A template of one mini program: consent is kept per AppID, since an openid
@@ -149,5 +206,40 @@ mod tests {
         }
         assert!(Status::parse("Sent").is_err());
         assert!(Status::parse("").is_err());
+    }
+
+    #[test]
+    fn a_held_credit_is_spent_by_what_may_have_arrived_forfeited_on_43101_else_released() {
+        use CreditEffect::*;
+        use Status::*;
+        let table = [
+            (Pending, Release),
+            (Claimed, Release),
+            (Sending, Release),
+            (Sent, Spend),
+            (Failed, Release),
+            (Refused, Forfeit),
+            (Invalid, Release),
+            (Unknown, Spend),
+            (Skipped, Release),
+            (Expired, Release),
+        ];
+        assert_eq!(table.len(), Status::ALL.len());
+        for (status, effect) in table {
+            assert_eq!(credit_after(status), effect, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_one_time_template_and_a_long_term_refusal_touch_consent() {
+        let t = AppTemplate::new("wx1", "t");
+        for status in Status::ALL {
+            assert!(!ConsentGate::Unchecked.touched_by(status));
+            assert!(ConsentGate::Credit(t.clone()).touched_by(status));
+            assert_eq!(
+                ConsentGate::NotRefused(t.clone()).touched_by(status),
+                status == Status::Refused
+            );
+        }
     }
 }

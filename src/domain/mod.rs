@@ -16,7 +16,9 @@ mod text;
 
 pub use aes_key::AesKey;
 pub use consent::{ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after};
-pub use delivery::{AppTemplate, ConsentGate, NO_CONSENT, Outcome, Status};
+pub use delivery::{
+    AppTemplate, ConsentGate, CreditEffect, NO_CONSENT, Outcome, Status, credit_after,
+};
 pub use job_name::{AppName, JobName};
 pub use keyword::{KeywordError, KeywordKind, KeywordName, Overflow};
 pub use message::{Builtins, Message, MessageError, MessageSpec, with_name};

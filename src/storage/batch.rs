@@ -6,33 +6,51 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::db::Backend;
-use super::sets::{CHUNK, among_outcomes, bind_ids, bind_outcomes, in_ids, outcome_set};
+use super::dialect::Dialect;
+use super::sets::{CHUNK, bind_ids, bind_outcomes, outcome_set};
+use super::settle::settle_credit;
 use super::{Context, StorageError, Store, now};
-use crate::domain::{ConsentGate, Outcome, Status};
+use crate::domain::{ConsentGate, NO_CONSENT, Outcome, Status};
 
-use crate::domain::NO_CONSENT;
+/// Marks the deliveries bound as `$ids` `sending` for instance `$me` at `$now`,
+/// each only if still pending or claimed and nobody else's; returns their ids.
+pub(super) fn mark_sending_sql(d: &dyn Dialect, ids: usize, now: usize, me: usize) -> String {
+    // A delivery another instance took since (it joined the run, or a rescue
+    // gave it back) is not this one's to send any more. The mark carries the
+    // owner, so that a rescue finds this request even when the page was only
+    // read (see `Store::pending_page`).
+    format!(
+        "UPDATE deliveries SET status = 'sending', owner = ${me}, updated_at = ${now} WHERE id {} \
+         AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = ${me}) RETURNING id",
+        d.in_ids(ids)
+    )
+}
+
+/// Writes the outcomes of the set `v` (see `outcome_set`) at `$now`, each only
+/// on a delivery still open and not another instance's than `$me`'s.
+pub(super) fn record_outcomes_sql(d: &dyn Dialect, now: usize, me: usize) -> String {
+    format!(
+        "UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
+         msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
+         credit = 0, owner = NULL, updated_at = ${now} \
+         FROM v WHERE deliveries.id = v.id{} AND deliveries.status IN ('pending', 'claimed', 'sending') \
+         AND (deliveries.owner IS NULL OR deliveries.owner = ${me})",
+        d.among_outcomes("deliveries.id")
+    )
+}
 
 /// Marks a chunk of taken deliveries `sending` (they keep their credit), each
 /// only if it is still pending or claimed; returns the ones marked. A narrower
 /// statement than an outcome's, since it is one per request.
 async fn mark_sending(
     conn: &mut super::db::Conn,
-    backend: Backend,
+    dialect: &dyn Dialect,
     chunk: &[i64],
     now: &str,
     me: Option<&str>,
     marked: &mut HashSet<i64>,
 ) -> Result<(), StorageError> {
-    // A delivery another instance took since (it joined the run, or a rescue
-    // gave it back) is not this one's to send any more. The mark carries the
-    // owner, so that a rescue finds this request even when the page was only
-    // read (see `Store::pending_page`).
-    let sql = format!(
-        "UPDATE deliveries SET status = 'sending', owner = $3, updated_at = $2 WHERE id {} \
-         AND status IN ('pending', 'claimed') AND (owner IS NULL OR owner = $3) RETURNING id",
-        in_ids(backend, 1)
-    );
+    let sql = mark_sending_sql(dialect, 1, 2, 3);
     let rows = bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
         .bind(me)
@@ -53,35 +71,18 @@ pub struct Written {
     pub marked: HashSet<i64>,
 }
 
-/// The deliveries an outcome from instance `$n` may write: open ones that are not
-/// another instance's.
-pub(super) fn open_and_mine(n: usize) -> String {
-    format!(
-        "deliveries.status IN ('pending', 'claimed', 'sending') \
-         AND (deliveries.owner IS NULL OR deliveries.owner = ${n})"
-    )
-}
-
 /// Writes a chunk of outcomes, each only on a delivery still open and not
 /// another instance's: a sender gives back (as pending) deliveries it read but
 /// never marked, and one read without being taken may meanwhile have been
 /// taken, sent and finished by an instance that joined the run.
 async fn record_outcomes(
     conn: &mut super::db::Conn,
-    backend: Backend,
+    dialect: &dyn Dialect,
     chunk: &[Outcome],
     now: &str,
     me: Option<&str>,
 ) -> Result<(), StorageError> {
-    let sql = format!(
-        "{} UPDATE deliveries SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, \
-         msgid = v.msgid, attempts = deliveries.attempts + v.attempts, \
-         credit = 0, owner = NULL, updated_at = $2 \
-         FROM v WHERE deliveries.id = v.id{} AND {}",
-        outcome_set(1),
-        among_outcomes(backend, "deliveries.id"),
-        open_and_mine(3)
-    );
+    let sql = format!("{} {}", outcome_set(1), record_outcomes_sql(dialect, 2, 3));
     bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
         .bind(now)
         .bind(me)
@@ -99,7 +100,7 @@ async fn record_outcomes(
 /// path a statement per chunk.
 async fn take_claims(
     conn: &mut super::db::Conn,
-    backend: Backend,
+    dialect: &dyn Dialect,
     gate: &ConsentGate,
     claims: &[i64],
     now: &str,
@@ -118,7 +119,7 @@ async fn take_claims(
              WHERE status = 'pending' AND (owner IS NULL OR owner = $2) AND id {} \
              AND EXISTS (SELECT 1 FROM consents c WHERE c.appid = $5 AND c.openid = deliveries.openid \
              AND c.template_id = $4 AND c.credits > c.reserved) RETURNING id, openid",
-            in_ids(backend, 3)
+            dialect.in_ids(3)
         );
         let q = bind_ids(
             sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -145,7 +146,7 @@ async fn take_claims(
                 "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND template_id = $2 \
                  AND credits > reserved AND openid IN \
                  (SELECT openid FROM deliveries WHERE id {}) RETURNING openid",
-                in_ids(backend, 3)
+                dialect.in_ids(3)
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(t.appid.clone())
@@ -170,7 +171,7 @@ async fn take_claims(
                 // skipped below like everyone else without consent.
                 let sql = format!(
                     "UPDATE deliveries SET status = 'pending', credit = 0 WHERE id {}",
-                    in_ids(backend, 1)
+                    dialect.in_ids(1)
                 );
                 bind_ids(sqlx::query(sqlx::AssertSqlSafe(sql)), &lost)
                     .execute(&mut *conn)
@@ -192,7 +193,7 @@ async fn take_claims(
             let sql = format!(
                 "UPDATE deliveries SET status = 'skipped', errmsg = $1, updated_at = $2 \
                  WHERE status = 'pending' AND (owner IS NULL OR owner = $3) AND id {}",
-                in_ids(backend, 4)
+                dialect.in_ids(4)
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(NO_CONSENT)
@@ -303,7 +304,7 @@ impl Store {
         let now = now();
         take_claims(
             conn,
-            self.backend,
+            self.dialect,
             gate,
             claims,
             &now,
@@ -311,8 +312,10 @@ impl Store {
             &mut written.taken,
         )
         .await?;
-        if self.backend == Backend::Postgres && !outcomes.is_empty() && !marks.is_empty() {
-            let sql = super::postgres::record_and_mark_sql();
+        let together = (!outcomes.is_empty() && !marks.is_empty())
+            .then(|| self.dialect.record_and_mark())
+            .flatten();
+        if let Some(sql) = together {
             let rows = bind_ids(
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), outcomes).bind(&now),
                 marks,
@@ -331,10 +334,10 @@ impl Store {
         // `sending` rows to the requests in flight, even if the process dies
         // between the two statements.
         if !outcomes.is_empty() {
-            record_outcomes(conn, self.backend, outcomes, &now, me).await?;
+            record_outcomes(conn, self.dialect, outcomes, &now, me).await?;
         }
         if !marks.is_empty() {
-            mark_sending(conn, self.backend, marks, &now, me, &mut written.marked).await?;
+            mark_sending(conn, self.dialect, marks, &now, me, &mut written.marked).await?;
         }
         Ok(written)
     }
@@ -354,7 +357,7 @@ impl Store {
         let now = now();
         take_claims(
             &mut tx,
-            self.backend,
+            self.dialect,
             gate,
             claims,
             &now,
@@ -363,23 +366,20 @@ impl Store {
         )
         .await?;
         for chunk in marks.chunks(CHUNK) {
-            mark_sending(&mut tx, self.backend, chunk, &now, me, &mut written.marked).await?;
+            mark_sending(&mut tx, self.dialect, chunk, &now, me, &mut written.marked).await?;
         }
         for chunk in outcomes.chunks(CHUNK) {
             if let ConsentGate::Credit(template) = gate {
-                // Before the deliveries lose their `credit` mark below. A sent or
-                // unknown message spent its credit; 43101 says none are left.
+                // Before the deliveries lose their `credit` mark below; the
+                // settlement rule is `credit_after`.
                 let sql = format!(
-                    "{} UPDATE consents SET \
-                     credits = CASE v.status WHEN 'sent' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END \
-                       WHEN 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END \
-                       WHEN 'refused' THEN 0 ELSE consents.credits END, \
-                     reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
+                    "{} UPDATE consents SET {} \
                      FROM v JOIN deliveries d ON d.id = v.id \
                      WHERE d.credit = 1 AND (d.owner IS NULL OR d.owner = $4){} \
                      AND consents.openid = d.openid AND consents.template_id = $2 AND consents.appid = $3",
                     outcome_set(1),
-                    among_outcomes(self.backend, "d.id")
+                    settle_credit("v.status"),
+                    self.dialect.among_outcomes("d.id")
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(template.template_id.clone())
@@ -401,7 +401,7 @@ impl Store {
                      WHERE v.status = 'refused'{} AND consents.openid = d.openid AND consents.template_id = $3 \
                      AND consents.appid = $4 AND consents.status <> 'ban'",
                     outcome_set(1),
-                    among_outcomes(self.backend, "d.id")
+                    self.dialect.among_outcomes("d.id")
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(&now)
@@ -411,7 +411,7 @@ impl Store {
                     .await
                     .context("record refused subscriptions")?;
             }
-            record_outcomes(&mut tx, self.backend, chunk, &now, me).await?;
+            record_outcomes(&mut tx, self.dialect, chunk, &now, me).await?;
         }
         tx.commit().await.context("commit delivery updates")?;
         Ok(written)

@@ -179,7 +179,7 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
         each_backend("a_page_says_who_refused_its_template_in_its_app_for_every_audience").await
     {
         // On PostgreSQL the page statements are an instance's.
-        let store = if store.shares_runs() {
+        let store = if store.topology() == crate::storage::Topology::Shared {
             let me = super::InstanceInfo {
                 id: "me".into(),
                 host: "test-host".into(),
@@ -285,12 +285,12 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
                 .filter(|d| d.refused)
                 .map(|d| d.openid.as_str())
                 .collect();
-            assert_eq!(page.len(), 3, "{job} on {:?}", store.backend());
+            assert_eq!(page.len(), 3, "{job} on {:?}", store.database_name());
             assert_eq!(
                 refused,
                 [people[0], people[1]],
                 "{job} on {:?}",
-                store.backend()
+                store.database_name()
             );
             let unasked = store
                 .pending_page(job, audience, None, run_id, 0, 10)

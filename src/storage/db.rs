@@ -16,7 +16,7 @@ pub(super) type QueryScalar<'q, T> = sqlx::query::QueryScalar<'q, Db, T, sqlx::a
 
 /// Which database a store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(super) enum Backend {
     /// One file on one machine (the default).
     Sqlite,
     /// A PostgreSQL server, shared by any number of wxpush instances.
@@ -25,41 +25,12 @@ pub enum Backend {
 
 impl Backend {
     /// The backend `url` names, if wxpush has one for it.
-    pub fn of_url(url: &str) -> Option<Self> {
+    pub(super) fn of_url(url: &str) -> Option<Self> {
         let scheme = url.split_once(':').map(|(s, _)| s)?;
         match scheme {
             "sqlite" => Some(Self::Sqlite),
             "postgres" | "postgresql" => Some(Self::Postgres),
             _ => None,
-        }
-    }
-
-    /// Its name in output and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        }
-    }
-
-    /// The statement that opens a write transaction. SQLite takes its write lock
-    /// at once, so a transaction never fails half-way upgrading to it; PostgreSQL
-    /// locks rows as statements touch them, and every statement is guarded.
-    pub(super) fn begin_write(self) -> &'static str {
-        match self {
-            Self::Sqlite => "BEGIN IMMEDIATE",
-            Self::Postgres => "BEGIN",
-        }
-    }
-}
-
-impl Backend {
-    /// An SQL expression for the database's clock, in milliseconds since the
-    /// epoch: instances compare heartbeats by one clock, not by each machine's.
-    pub(super) fn now_ms(self) -> &'static str {
-        match self {
-            Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT)",
-            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Audience, Context, StorageError, Store, now};
+use super::settle::{Holders, settle};
+use super::{Audience, Context, StorageError, Store};
 use crate::domain::{AppTemplate, Status};
 
 /// A run's books, from `Store::audit_run`.
@@ -85,7 +86,7 @@ pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<St
 /// rejection is checked up to two pages before the request (the next page is
 /// read while one is sent) instead of a chunk before, and one that comes in
 /// between is WeChat's to refuse (43101), as one after the send would be.
-pub(super) fn refused_column(d: &str, params: Option<(usize, usize)>) -> String {
+pub(in crate::storage) fn refused_column(d: &str, params: Option<(usize, usize)>) -> String {
     match params {
         None => "CAST(0 AS BIGINT)".to_owned(),
         Some((t, a)) => format!(
@@ -122,51 +123,14 @@ impl Store {
     pub async fn recover_sending(&self, run_id: i64, to: Status) -> Result<u64, StorageError> {
         let me = self.instance.as_deref();
         let mut tx = self.write().await?;
-        sqlx::query(
-            "UPDATE consents SET \
-             credits = CASE WHEN d.status = 'sending' AND $1 = 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END ELSE consents.credits END, \
-             reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
-             FROM deliveries d JOIN runs r ON r.id = d.run_id \
-             WHERE d.run_id = $2 AND d.status IN ('sending', 'claimed') AND d.credit = 1 \
-             AND (d.owner IS NULL OR d.owner = $3 OR d.owner NOT IN (SELECT id FROM instances)) \
-             AND consents.appid = r.appid AND consents.openid = d.openid AND consents.template_id = r.template_id",
-        )
-        .bind(to.as_str())
-        .bind(run_id)
-        .bind(me)
-        .execute(&mut *tx)
-        .await
-        .context("settle the credits of interrupted deliveries")?;
-        let r = sqlx::query(
-            "UPDATE deliveries SET status = $1, credit = 0, owner = NULL, errmsg = 'interrupted while sending: outcome unknown', updated_at = $2 \
-             WHERE run_id = $3 AND status = 'sending' \
-             AND (owner IS NULL OR owner = $4 OR owner NOT IN (SELECT id FROM instances))",
-        )
-        .bind(to.as_str())
-        .bind(now())
-        .bind(run_id)
-        .bind(me)
-        .execute(&mut *tx)
-        .await
-        .context("recover interrupted deliveries")?;
-        sqlx::query(
-            "UPDATE deliveries SET status = 'pending', credit = 0, owner = NULL, updated_at = $1 \
-             WHERE run_id = $2 AND status = 'claimed' \
-             AND (owner IS NULL OR owner = $3 OR owner NOT IN (SELECT id FROM instances))",
-        )
-        .bind(now())
-        .bind(run_id)
-        .bind(me)
-        .execute(&mut *tx)
-        .await
-        .context("put back claimed deliveries")?;
+        let settled = settle(&mut tx, Holders::Run { run_id, me }, to).await?;
         tx.commit().await.context("commit recovered deliveries")?;
-        Ok(r.rows_affected())
+        Ok(settled.in_flight)
     }
 
     /// Up to `limit` pending deliveries of a run with ids above `after`, in id
     /// order, each saying whether its person refused `refusals` when given.
-    /// Where instances share runs (see `shares_runs`) another instance's
+    /// Where instances share runs (see `Topology`) another instance's
     /// are passed over, and the rest are taken for this store's instance while
     /// another is live. Alone, it only reads them: their claims and `sending`
     /// marks take them, guarded, so an instance that joins meanwhile and takes
@@ -182,18 +146,18 @@ impl Store {
     ) -> Result<Vec<PendingDelivery>, StorageError> {
         // Names and variables come from where the audience came from: the job's
         // recipients, or what people sent through the intake API.
-        let rows = match (&self.instance, self.shares_runs()) {
-            (Some(me), true) => {
-                let source = super::postgres::page_source(audience);
-                // Numbered after the job's `$5` where the source binds it.
-                let first = if matches!(audience, Audience::Listed) { 6 } else { 5 };
-                let refused = refused_column("t", refusals.map(|_| (first, first + 1)));
-                let sql = if self.others_live().await? {
-                    super::postgres::take_page_sql(source, &refused)
-                } else {
-                    super::postgres::read_page_sql(source, &refused)
-                };
-                let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let shared = match &self.instance {
+            Some(me) if self.dialect.shares_runs() => {
+                let take = self.others_live().await?;
+                self.dialect
+                    .shared_page(audience, refusals.is_some(), take)
+                    .map(|page| (me, page))
+            }
+            _ => None,
+        };
+        let rows = match shared {
+            Some((me, page)) => {
+                let q = sqlx::query(sqlx::AssertSqlSafe(page.sql))
                     .bind(me.as_ref())
                     .bind(run_id)
                     .bind(after)
@@ -203,16 +167,19 @@ impl Store {
                     Audience::Subscribed { .. } | Audience::Query => q,
                 };
                 let q = bind_refusals(q, refusals);
-                // In a transaction of its own, which `plan_page_read` sets up.
+                // In a transaction of its own, which `page.setup` sets up.
                 let mut tx = self.write().await?;
-                super::postgres::plan_page_read(&mut tx).await?;
+                sqlx::query(page.setup)
+                    .execute(&mut *tx)
+                    .await
+                    .context("read pending deliveries")?;
                 let rows = q.fetch_all(&mut *tx).await;
                 if rows.is_ok() {
                     tx.commit().await.context("read pending deliveries")?;
                 }
                 rows
             }
-            _ => {
+            None => {
                 // The template and its app follow the statement's own parameters.
                 let first = if matches!(audience, Audience::Listed) { 5 } else { 4 };
                 let refused = refused_column("d", refusals.map(|_| (first, first + 1)));

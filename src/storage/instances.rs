@@ -7,6 +7,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::settle::{Holders, settle};
 use super::{Context, StorageError, Store, now};
 use crate::domain::Status;
 
@@ -108,10 +109,10 @@ impl Store {
     /// (a drain began, or finished its share). Only a hint: they also look on a
     /// timer, so a signal that fails is logged and nothing else.
     pub async fn signal_job(&self, job: &str) {
-        if self.signals.is_none() {
+        let Some(signals) = &self.signals else {
             return;
-        }
-        if let Err(e) = notify(&self.pool, job).await {
+        };
+        if let Err(e) = signals.notify(&self.pool, job).await {
             tracing::debug!(error = %e, "cannot signal the other instances");
         }
     }
@@ -122,7 +123,7 @@ impl Store {
             "INSERT INTO instances (id, host, pid, version, role, started_at, heartbeat_ms, lease_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, {now}, $7) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_ms = {now}, lease_ms = $7",
-            now = self.backend.now_ms()
+            now = self.dialect.now_ms()
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&me.id)
@@ -143,7 +144,7 @@ impl Store {
     pub async fn heartbeat(&self, me: &InstanceInfo) -> Result<bool, StorageError> {
         let sql = format!(
             "UPDATE instances SET heartbeat_ms = {} WHERE id = $1",
-            self.backend.now_ms()
+            self.dialect.now_ms()
         );
         let r = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&me.id)
@@ -161,7 +162,7 @@ impl Store {
     pub async fn live_instances(&self) -> Result<u64, StorageError> {
         let sql = format!(
             "SELECT COUNT(*) FROM instances WHERE heartbeat_ms >= {} - lease_ms",
-            self.backend.now_ms()
+            self.dialect.now_ms()
         );
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&self.pool)
@@ -175,7 +176,7 @@ impl Store {
         let sql = format!(
             "SELECT COUNT(*) FROM instances WHERE heartbeat_ms >= {} - lease_ms \
              AND ($1 IS NULL OR id <> $1)",
-            self.backend.now_ms()
+            self.dialect.now_ms()
         );
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(self.instance.as_deref())
@@ -243,7 +244,7 @@ impl Store {
         let mut dead: Vec<String> = if leases > 0 {
             let sql = format!(
                 "SELECT id FROM instances WHERE heartbeat_ms < {} - lease_ms * {leases}",
-                self.backend.now_ms()
+                self.dialect.now_ms()
             );
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&self.pool)
@@ -265,7 +266,7 @@ impl Store {
             let sql = format!(
                 "DELETE FROM instances WHERE id = $1 AND \
                  (($3 > 0 AND heartbeat_ms < {} - lease_ms * $3) OR $2)",
-                self.backend.now_ms()
+                self.dialect.now_ms()
             );
             let gone = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&id)
@@ -325,7 +326,7 @@ impl Store {
         let sql = format!(
             "SELECT id, host, pid, version, role, started_at, {} - heartbeat_ms AS age, lease_ms \
              FROM instances ORDER BY started_at, id",
-            self.backend.now_ms()
+            self.dialect.now_ms()
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
@@ -365,49 +366,20 @@ impl Store {
     }
 }
 
-/// Signals `job` (empty: any job) to every listening instance. PostgreSQL only.
-async fn notify(pool: &super::db::Pool, job: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(super::postgres::CHANNEL)
-        .bind(job)
-        .execute(pool)
-        .await
-        .map(drop)
-}
-
-/// Settles the deliveries `owner` held in unfinished runs: `sending` ones become
-/// `leftover` (an unknown one spent its credit), the others go back to pending
-/// with their credit released, and none keeps the owner. Returns the in-flight
-/// and returned counts and the runs it held deliveries of, which someone must
-/// now drain and finish.
+/// Settles the deliveries `owner` held in unfinished runs (see `settle`).
+/// Returns the in-flight and returned counts and the runs it held deliveries
+/// of, which someone must now drain and finish.
 async fn settle_owner(
     tx: &mut super::WriteTx,
     owner: &str,
     leftover: Status,
 ) -> Result<(u64, u64, Vec<RescuedRun>), StorageError> {
-    // Through the unfinished runs (a run is finished only when none of its
-    // deliveries is pending, claimed or sending), so that no index on `owner`
-    // has to be kept on the send path.
-    const HELD: &str = "d.owner = $1 AND d.status IN ('pending', 'claimed', 'sending') \
-         AND d.run_id IN (SELECT id FROM runs WHERE status IN ('running', 'interrupted', 'stopped'))";
-    let sql = format!(
-        "UPDATE consents SET \
-         credits = CASE WHEN d.status = 'sending' AND $2 = 'unknown' THEN CASE WHEN consents.credits > 0 THEN consents.credits - 1 ELSE 0 END ELSE consents.credits END, \
-         reserved = CASE WHEN consents.reserved > 0 THEN consents.reserved - 1 ELSE 0 END \
-         FROM deliveries d JOIN runs r ON r.id = d.run_id \
-         WHERE {HELD} AND d.credit = 1 \
-         AND consents.appid = r.appid AND consents.openid = d.openid AND consents.template_id = r.template_id"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(owner)
-        .bind(leftover.as_str())
-        .execute(&mut **tx)
-        .await
-        .context("settle a dead instance's credits")?;
-    let runs = sqlx::query(sqlx::AssertSqlSafe(format!(
+    // Read before the settlement takes the rows from their owner.
+    let runs = sqlx::query(
         "SELECT DISTINCT r.id, r.job FROM deliveries d JOIN runs r ON r.id = d.run_id \
-         WHERE {HELD} ORDER BY r.id"
-    )))
+         WHERE d.owner = $1 AND d.status IN ('pending', 'claimed', 'sending') \
+         AND r.status IN ('running', 'interrupted', 'stopped') ORDER BY r.id",
+    )
     .bind(owner)
     .fetch_all(&mut **tx)
     .await
@@ -418,30 +390,6 @@ async fn settle_owner(
         job: r.get("job"),
     })
     .collect();
-    let now = now();
-    let in_flight = sqlx::query(
-        "UPDATE deliveries SET status = $1, credit = 0, owner = NULL, \
-         errmsg = 'its instance died while sending: outcome unknown', updated_at = $2 \
-         WHERE owner = $3 AND status = 'sending' \
-         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'interrupted', 'stopped'))",
-    )
-    .bind(leftover.as_str())
-    .bind(&now)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await
-    .context("settle a dead instance's requests")?
-    .rows_affected();
-    let returned = sqlx::query(
-        "UPDATE deliveries SET status = 'pending', credit = 0, owner = NULL, updated_at = $1 \
-         WHERE owner = $2 AND status IN ('pending', 'claimed') \
-         AND run_id IN (SELECT id FROM runs WHERE status IN ('running', 'interrupted', 'stopped'))",
-    )
-    .bind(&now)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await
-    .context("return a dead instance's deliveries")?
-    .rows_affected();
-    Ok((in_flight, returned, runs))
+    let settled = settle(tx, Holders::Owner(owner), leftover).await?;
+    Ok((settled.in_flight, settled.returned, runs))
 }

@@ -1,8 +1,10 @@
 //! The only place with SQL. `Store` is the front door; the statements in these
 //! modules are plain SQL that SQLite and PostgreSQL both read (through sqlx's
-//! `Any` driver), and what is one database's own (connecting, PRAGMAs,
-//! migrations, the file, job leases) sits in its backend module: `sqlite` or
-//! `postgres`.
+//! `Any` driver). Where the two differ, a statement asks the store's
+//! `Dialect` (chosen once, when the URL is opened, here); what is one
+//! database's own (connecting, PRAGMAs, migrations, the file, job leases,
+//! signals between instances) sits in its backend module, `sqlite` or
+//! `postgres`, and nothing outside this module asks which one it is.
 
 mod apps;
 mod batch;
@@ -11,6 +13,7 @@ mod batch_tests;
 mod consents;
 mod db;
 mod deliveries;
+mod dialect;
 mod import;
 mod instances;
 mod lease;
@@ -22,6 +25,7 @@ mod run_changes;
 mod runs;
 mod schedules;
 mod sets;
+mod settle;
 #[cfg(test)]
 mod shared_tests;
 mod snapshot;
@@ -37,6 +41,8 @@ use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use db::Backend;
+use dialect::Dialect;
 use sqlite::{DbFile, io_error};
 use tx::WriteTx;
 
@@ -44,7 +50,6 @@ pub use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
 pub use crate::domain::{Counts, RunStatus, Trigger};
 pub use batch::Held;
 pub use consents::{ConsentRow, JobSet, SubscriberRow, TemplateRow};
-pub use db::Backend;
 pub use deliveries::{DeliveryRow, Holder, PendingDelivery, RunAudit};
 pub use import::{ImportReport, RecipientImport};
 pub use instances::{InstanceInfo, InstanceRow, Rescue, RescuedRun};
@@ -129,11 +134,23 @@ impl Default for OpenOptions {
     }
 }
 
+/// How the instances of a deployment share their work: decided once, by the
+/// database they share, and handed to the scheduler and the drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One process holds a job at a time (SQLite: one file on one machine).
+    Alone,
+    /// Several instances drain one run together, each taking its own
+    /// deliveries (PostgreSQL).
+    Shared,
+}
+
 /// The database: runs, deliveries, recipients and the cached token.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: db::Pool,
-    backend: Backend,
+    /// How this database says what the two say differently.
+    dialect: &'static dyn Dialect,
     /// The database file, when there is one.
     file: Option<DbFile>,
     /// The instance this store takes deliveries as (see `as_instance`).
@@ -157,7 +174,7 @@ impl Store {
                 let (pool, file) = sqlite::open(url, options).await?;
                 Ok(Self {
                     pool,
-                    backend: Backend::Sqlite,
+                    dialect: &sqlite::Sqlite,
                     file,
                     instance: None,
                     signals: None,
@@ -165,7 +182,7 @@ impl Store {
             }
             Some(Backend::Postgres) => Ok(Self {
                 pool: postgres::open(url, max_connections).await?,
-                backend: Backend::Postgres,
+                dialect: &postgres::Postgres,
                 file: None,
                 instance: None,
                 signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
@@ -208,7 +225,7 @@ impl Store {
                 db::install_drivers();
                 let store = Self {
                     pool: postgres::connect(url, max_connections).await?,
-                    backend: Backend::Postgres,
+                    dialect: &postgres::Postgres,
                     file: None,
                     instance: None,
                     signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
@@ -220,15 +237,18 @@ impl Store {
         }
     }
 
-    /// Which database this store is on.
-    pub fn backend(&self) -> Backend {
-        self.backend
+    /// Which database this store is on, for output (`sqlite`, `postgres`).
+    pub fn database_name(&self) -> &'static str {
+        self.dialect.name()
     }
 
-    /// Whether several instances drain one run together here, each taking its
-    /// own deliveries (PostgreSQL); on SQLite one process holds a job at a time.
-    pub fn shares_runs(&self) -> bool {
-        self.backend == Backend::Postgres
+    /// How instances share work on this database.
+    pub fn topology(&self) -> Topology {
+        if self.dialect.shares_runs() {
+            Topology::Shared
+        } else {
+            Topology::Alone
+        }
     }
 
     /// Fails when the file this store opened is gone or another took its place.
@@ -253,12 +273,12 @@ impl Store {
     /// drains its runs, and it is busy while another process (or task) holds it.
     /// On PostgreSQL it is always granted: instances share the job's runs.
     pub async fn lease(&self, job: &crate::domain::JobName) -> Result<Lease, LeaseError> {
-        match self.backend {
-            Backend::Sqlite => sqlite::lease(self.file.as_ref(), job),
+        if self.dialect.shares_runs() {
             // Every instance drains the job's runs together, each taking its own
             // deliveries; the `sending` mark is what keeps a send to one.
-            Backend::Postgres => Ok(Lease::nothing()),
+            return Ok(Lease::nothing());
         }
+        sqlite::lease(self.file.as_ref(), job)
     }
 
     /// Succeeds when the database this store opened is still in place (not removed,
@@ -289,17 +309,14 @@ impl Store {
     /// in its place), holding the write lock from its start.
     async fn write(&self) -> Result<WriteTx, StorageError> {
         self.check_identity()?;
-        WriteTx::begin(&self.pool, self.backend)
+        WriteTx::begin(&self.pool, self.dialect)
             .await
             .context("begin a write transaction")
     }
 
     /// Whether the database holds every migration this build knows.
     async fn is_migrated(&self) -> Result<bool, StorageError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &sqlite::MIGRATOR,
-            Backend::Postgres => &postgres::MIGRATOR,
-        };
+        let migrator = self.dialect.migrator();
         let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&self.pool)
             .await
@@ -312,7 +329,7 @@ impl Store {
     /// while others use it; returns its size in bytes. PostgreSQL has its own
     /// tools (`pg_dump`), so it is refused there.
     pub async fn backup(&self, target: &Path) -> Result<u64, StorageError> {
-        if self.backend != Backend::Sqlite || self.file.is_none() {
+        if self.file.is_none() {
             return Err(sqlite::io_error(
                 "write the backup",
                 "only a SQLite database file is backed up by wxpush; for PostgreSQL use pg_dump"
@@ -320,6 +337,15 @@ impl Store {
             ));
         }
         sqlite::backup(&self.pool, target).await
+    }
+
+    /// Why `wxpush backup` cannot copy the database at `url`, told by the URL
+    /// alone (before connecting): a PostgreSQL database is the operator's to
+    /// dump, whether or not it can be reached now.
+    pub fn backup_refused(url: &str) -> Option<&'static str> {
+        (Backend::of_url(url) != Some(Backend::Sqlite)).then_some(
+            "is PostgreSQL; back it up with pg_dump (wxpush backup copies a SQLite file)",
+        )
     }
 
     /// Whether `close` was called.

@@ -6,7 +6,6 @@
 //! text), so the statements cast every field to its column's type and read the
 //! same on both backends.
 
-use super::db::Backend;
 use crate::domain::Outcome;
 
 /// Rows per statement in batched writes.
@@ -15,28 +14,6 @@ pub(crate) const CHUNK: usize = 256;
 /// A subquery of the ids bound by `bind_ids` as parameter `$n`, for `id IN (...)`.
 pub(crate) fn id_set(n: usize) -> String {
     format!("SELECT CAST(value AS BIGINT) FROM json_each(${n})")
-}
-
-/// The tail of a predicate `id ...` that holds for the ids bound by `bind_ids`
-/// as parameter `$n`. On PostgreSQL they are an array, computed once and
-/// matched by key: with `IN (subquery)` and the stale statistics of a fresh
-/// run, the planner scanned every delivery and read the whole set once for
-/// each (8 to 26 ms a batch of 16, measured).
-pub(crate) fn in_ids(backend: Backend, n: usize) -> String {
-    match backend {
-        Backend::Sqlite => format!("IN ({})", id_set(n)),
-        Backend::Postgres => format!("= ANY(ARRAY({}))", id_set(n)),
-    }
-}
-
-/// A condition keeping `column` (a delivery id joined to the outcome set `v`)
-/// to the ids of `v`, for the same reason as `in_ids`; nothing on SQLite, which
-/// already probes by key.
-pub(crate) fn among_outcomes(backend: Backend, column: &str) -> String {
-    match backend {
-        Backend::Sqlite => String::new(),
-        Backend::Postgres => format!(" AND {column} = ANY(ARRAY(SELECT id FROM v))"),
-    }
 }
 
 /// A subquery of the strings bound by `bind_texts` as parameter `$n`, for `x IN (...)`.

@@ -28,15 +28,15 @@ impl std::fmt::Debug for StoredToken {
 /// Held while this process refreshes the token, so that instances sharing a
 /// PostgreSQL database fetch one token between them, not one each.
 pub struct TokenRefresh {
-    conn: Option<sqlx::pool::PoolConnection<super::db::Db>>,
+    conn: Option<(sqlx::pool::PoolConnection<super::db::Db>, &'static str)>,
     key: String,
 }
 
 impl TokenRefresh {
     /// Lets the next instance in.
     pub async fn release(mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        if let Some((mut conn, unlock)) = self.conn.take() {
+            let unlocked = sqlx::query(unlock)
                 .bind(&self.key)
                 .execute(&mut *conn)
                 .await;
@@ -52,7 +52,7 @@ impl Drop for TokenRefresh {
     fn drop(&mut self) {
         // Not released (a panic, a cancelled task): closing the session is what
         // frees a session lock; returned to the pool, the lock would stay held.
-        if let Some(conn) = self.conn.take() {
+        if let Some((conn, _)) = self.conn.take() {
             drop(conn.detach());
         }
     }
@@ -64,21 +64,21 @@ impl Store {
     /// refresh by two local processes is harmless with the stable endpoint).
     pub async fn lock_token_refresh(&self, appid: &str) -> Result<TokenRefresh, StorageError> {
         let key = format!("wxpush token {appid}");
-        if self.backend != super::Backend::Postgres {
+        let Some(statements) = self.dialect.token_lock() else {
             return Ok(TokenRefresh { conn: None, key });
-        }
+        };
         let mut conn = self
             .pool
             .acquire()
             .await
             .context("take a connection for the token lock")?;
-        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        sqlx::query(statements.lock)
             .bind(&key)
             .execute(&mut *conn)
             .await
             .context("wait for the token lock")?;
         Ok(TokenRefresh {
-            conn: Some(conn),
+            conn: Some((conn, statements.unlock)),
             key,
         })
     }

@@ -11,7 +11,8 @@
 
 use std::ops::{Deref, DerefMut};
 
-use super::db::{Backend, Conn, Db, Pool};
+use super::db::{Conn, Db, Pool};
+use super::dialect::Dialect;
 use sqlx::pool::PoolConnection;
 
 /// An open write transaction on one pooled connection.
@@ -22,9 +23,9 @@ pub(crate) struct WriteTx {
 
 impl WriteTx {
     /// Takes a connection and begins (on SQLite, with the write lock at once).
-    pub(crate) async fn begin(pool: &Pool, backend: Backend) -> Result<Self, sqlx::Error> {
+    pub(crate) async fn begin(pool: &Pool, dialect: &dyn Dialect) -> Result<Self, sqlx::Error> {
         let mut conn = pool.acquire().await?;
-        if let Err(e) = sqlx::query(backend.begin_write()).execute(&mut *conn).await {
+        if let Err(e) = sqlx::query(dialect.begin_write()).execute(&mut *conn).await {
             conn.close_on_drop();
             return Err(e);
         }
@@ -92,7 +93,7 @@ mod tests {
     async fn a_failed_commit_leaves_no_pooled_connection_inside_a_transaction() {
         let (_dir, store) = store_with_deferred_check().await;
         for _ in 0..8 {
-            let mut tx = WriteTx::begin(&store.pool, store.backend).await.unwrap();
+            let mut tx = WriteTx::begin(&store.pool, store.dialect).await.unwrap();
             sqlx::query("INSERT INTO child (p) VALUES (42)")
                 .execute(&mut *tx)
                 .await
@@ -105,7 +106,7 @@ mod tests {
         // Every connection the pool hands out now can begin and commit, and nothing
         // of the failed transactions was kept.
         for _ in 0..8 {
-            let mut tx = WriteTx::begin(&store.pool, store.backend).await.unwrap();
+            let mut tx = WriteTx::begin(&store.pool, store.dialect).await.unwrap();
             sqlx::query("INSERT INTO parent (id) VALUES (NULL)")
                 .execute(&mut *tx)
                 .await
@@ -123,14 +124,14 @@ mod tests {
     async fn a_transaction_dropped_half_way_is_rolled_back_and_its_connection_closed() {
         let (_dir, store) = store_with_deferred_check().await;
         {
-            let mut tx = WriteTx::begin(&store.pool, store.backend).await.unwrap();
+            let mut tx = WriteTx::begin(&store.pool, store.dialect).await.unwrap();
             sqlx::query("INSERT INTO parent (id) VALUES (7)")
                 .execute(&mut *tx)
                 .await
                 .unwrap();
         }
         for _ in 0..8 {
-            WriteTx::begin(&store.pool, store.backend)
+            WriteTx::begin(&store.pool, store.dialect)
                 .await
                 .unwrap()
                 .commit()

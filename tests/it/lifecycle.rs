@@ -201,8 +201,11 @@ async fn fire(
         &app.store,
         &app.runtime(None).deliverer,
         app.settings.job("weekly").unwrap(),
-        Some((slot, wxpush::storage::Trigger::Manual)),
-        new_round,
+        if new_round {
+            wxpush::runner::Firing::NewRound(slot)
+        } else {
+            wxpush::runner::Firing::Slot(slot, wxpush::storage::Trigger::Manual)
+        },
         &app.clock,
         &tokio_util::sync::CancellationToken::new(),
     )

@@ -36,6 +36,20 @@ impl std::fmt::Debug for Signals {
 }
 
 impl Signals {
+    /// Signals `job` (empty: any job) to every listening instance.
+    pub(crate) async fn notify(
+        &self,
+        pool: &crate::storage::db::Pool,
+        job: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(job)
+            .execute(pool)
+            .await
+            .map(drop)
+    }
+
     /// Signals from the database at `url`; nothing connects until `subscribe`.
     pub(crate) fn new(url: &str) -> Self {
         Self {

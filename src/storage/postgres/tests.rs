@@ -79,19 +79,14 @@ async fn a_page_of_a_new_run_is_read_along_its_own_index_however_stale_the_stati
 /// Asserts that both page statements read run `run` of `job` along its index.
 async fn assert_page_plans(store: &Store, job: &str, run: i64) {
     // With a long-term template's rejections read per row, as the drain asks.
-    let refused = super::super::deliveries::refused_column("t", Some((6, 7)));
-    for (what, sql) in [
-        (
-            "read",
-            super::read_page_sql(super::page_source(Audience::Listed), &refused),
-        ),
-        (
-            "take",
-            super::take_page_sql(super::page_source(Audience::Listed), &refused),
-        ),
-    ] {
+    use crate::storage::dialect::Dialect;
+    for (what, take) in [("read", false), ("take", true)] {
+        let page = super::Postgres
+            .shared_page(Audience::Listed, true, take)
+            .unwrap();
+        let sql = page.sql;
         let mut tx = store.write().await.unwrap();
-        super::plan_page_read(&mut tx).await.unwrap();
+        sqlx::query(page.setup).execute(&mut *tx).await.unwrap();
         let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "EXPLAIN (ANALYZE, COSTS OFF) {sql}"
         )))
@@ -208,7 +203,7 @@ async fn a_batch_of_outcomes_and_marks_probes_deliveries_by_key_on_a_fresh_table
     let mut tx = store.write().await.unwrap();
     let sql = format!(
         "EXPLAIN (ANALYZE, COSTS OFF) {}",
-        super::record_and_mark_sql()
+        crate::storage::dialect::Dialect::record_and_mark(&super::Postgres).unwrap()
     );
     let q = super::super::sets::bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), &outcomes)
         .bind("2026-11-25T01:00:00Z");

@@ -3,6 +3,7 @@
 //! it), so that the statements in `storage` stay plain SQL.
 
 mod backup;
+mod dialect;
 mod file;
 mod lock_file;
 mod owner;
@@ -19,6 +20,7 @@ use super::{Context, Lease, LeaseError, StorageError};
 use file::{create_file, identity_of, is_in_memory};
 
 pub(super) use backup::backup;
+pub(super) use dialect::Sqlite;
 pub(super) use file::io_error;
 
 /// The schema, one file per version.

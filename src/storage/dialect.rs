@@ -1,0 +1,72 @@
+//! The seam between the shared statements and the two databases: every way
+//! SQLite and PostgreSQL differ is a method here, written in `sqlite/` and
+//! `postgres/`. A store picks its dialect once, when it opens the URL; the
+//! shared statement files ask it, never which database it is.
+
+use super::Audience;
+
+/// What one database says its own way.
+pub(super) trait Dialect: Send + Sync + std::fmt::Debug {
+    /// Its name in output.
+    fn name(&self) -> &'static str;
+
+    /// Whether several instances drain one run together here, each taking its
+    /// own deliveries; otherwise one process holds a job at a time.
+    fn shares_runs(&self) -> bool;
+
+    /// The statement that opens a write transaction.
+    fn begin_write(&self) -> &'static str;
+
+    /// An SQL expression for the database's clock, in milliseconds since the
+    /// epoch: instances compare heartbeats by one clock, not by each machine's.
+    fn now_ms(&self) -> &'static str;
+
+    /// The tail of a predicate `id ...` that holds for the ids bound (as
+    /// `sets::bind_ids` does) as parameter `$n`.
+    fn in_ids(&self, n: usize) -> String;
+
+    /// A condition keeping `column` (a delivery id joined to the outcome set
+    /// `v`) to the ids of `v`; empty where the planner needs no help.
+    fn among_outcomes(&self, column: &str) -> String;
+
+    /// The statement that records outcomes and marks deliveries `sending` in
+    /// one (see `batch::record_and_mark`), where the database has one.
+    fn record_and_mark(&self) -> Option<String> {
+        None
+    }
+
+    /// How an instance reads a page of a shared run (see
+    /// `Store::pending_page`): `None` where runs are not shared.
+    fn shared_page(&self, _audience: Audience, _refusals: bool, _take: bool) -> Option<SharedPage> {
+        None
+    }
+
+    /// The statements that take and give back the lock under which one
+    /// instance refreshes an app's token, bound to a key; `None` where
+    /// instances do not share a token.
+    fn token_lock(&self) -> Option<TokenLock> {
+        None
+    }
+
+    /// The migrations of this database's schema.
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator;
+}
+
+/// A shared run's page read: the statement (parameters: instance, run, after,
+/// limit, then the job where the audience needs it, then the refusals' template
+/// and app), and one to run first in its transaction.
+pub(super) struct SharedPage {
+    /// The page read.
+    pub(super) sql: String,
+    /// Set up first, in the same transaction.
+    pub(super) setup: &'static str,
+}
+
+/// The token refresh lock's statements, each binding the key as `$1`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TokenLock {
+    /// Waits for and takes it.
+    pub(super) lock: &'static str,
+    /// Gives it back.
+    pub(super) unlock: &'static str,
+}
