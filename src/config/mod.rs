@@ -23,17 +23,17 @@ use check::Checker;
 use raw::RawSettings;
 
 /// The config file used when neither `--config` nor `WXPUSH_CONFIG` names one.
-pub const DEFAULT_PATH: &str = "config/wxpush.toml";
+pub(crate) const DEFAULT_PATH: &str = "config/wxpush.toml";
 
 /// The package's config file (the .deb installs it), read when `DEFAULT_PATH`
 /// does not exist.
-pub const SYSTEM_PATH: &str = "/etc/wxpush/wxpush.toml";
+pub(crate) const SYSTEM_PATH: &str = "/etc/wxpush/wxpush.toml";
 
 /// Which file to read: `given` (`--config`, `WXPUSH_CONFIG`) when there is
 /// one, else `default` if it exists, else `system` if that exists, else
 /// `default` (whose absence is then reported). True when it fell back to
 /// `system`, which the caller says, since nobody named that file.
-pub fn resolve_path(given: Option<&Path>, default: &Path, system: &Path) -> (PathBuf, bool) {
+pub(crate) fn resolve_path(given: Option<&Path>, default: &Path, system: &Path) -> (PathBuf, bool) {
     match given {
         Some(path) => (path.to_path_buf(), false),
         None if !default.exists() && system.is_file() => (system.to_path_buf(), true),
@@ -111,7 +111,7 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path, with_env: bool) -> Result<T
 /// The configuration in effect at `path`: every key (defaults filled in, secrets
 /// and database passwords masked) and where each came from: `default`, `file`,
 /// or the environment variable that set it. The file must pass `load`.
-pub fn effective(path: &Path) -> Result<(serde_json::Value, Vec<Provenance>), ConfigError> {
+pub(crate) fn effective(path: &Path) -> Result<(serde_json::Value, Vec<Provenance>), ConfigError> {
     load(path)?;
     let raw: RawSettings = read(path, true)?;
     let tree = serde_json::to_value(&raw).expect("the settings serialise");
@@ -122,7 +122,7 @@ pub fn effective(path: &Path) -> Result<(serde_json::Value, Vec<Provenance>), Co
 }
 
 /// One key in effect: its dotted name, its value, and where it came from.
-pub type Provenance = (String, serde_json::Value, String);
+pub(crate) type Provenance = (String, serde_json::Value, String);
 
 /// Each leaf key of `tree` with where it came from: an environment variable
 /// `WXPUSH__A__B` that is set wins, then the file, else the default.
