@@ -4,7 +4,13 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
 use crate::app::App;
+use crate::config::Settings;
+use crate::intake::Intake;
 use crate::storage::StorageError;
 
 /// What the daemon serves on, bound before it reports ready (so that a taken
@@ -26,23 +32,53 @@ impl App {
     pub async fn run(
         self: Arc<Self>,
         listeners: Listeners,
-        shutdown: tokio_util::sync::CancellationToken,
+        shutdown: CancellationToken,
     ) -> Result<(), StorageError> {
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut tasks = JoinSet::new();
         let heartbeat = self.keep_alive(shutdown.clone());
-        // WeChat pushes events to /wechat/callback only where a Token is set
-        // (for the default app or any other): the alert on pushes that stop
-        // coming needs to know that they should come.
-        let callback = self.settings.intake.as_ref().is_some_and(|i| {
+        crate::stats::callback_served(self.callback_served());
+        let intake = self.intake();
+        if let Some(intake) = &intake {
+            let (intake, stop) = (intake.clone(), shutdown.clone());
+            tasks.spawn(async move { intake.maintain(stop).await });
+        }
+        self.serve(&mut tasks, listeners, intake, &shutdown);
+        let reloads = self.follow_reloads(&mut tasks, &shutdown);
+        let loaded = feed_watchdog(&mut tasks, shutdown.clone());
+        let ready = move || {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            let _ = loaded.send(());
+            tracing::info!("ready");
+        };
+        let result =
+            crate::scheduler::run(Arc::clone(&self), shutdown.clone(), reloads, ready).await;
+        // However the scheduler ended, the other tasks stop with it.
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        let _ = heartbeat.await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.leave().await;
+        self.store.close().await;
+        result
+    }
+
+    /// Whether WeChat pushes events to /wechat/callback: only where a Token is
+    /// set (for the default app or any other). The alert on pushes that stop
+    /// coming needs to know that they should come.
+    fn callback_served(&self) -> bool {
+        self.settings.intake.as_ref().is_some_and(|i| {
             i.callback_token.is_some()
                 || self
                     .settings
                     .apps
                     .iter()
                     .any(|a| a.callback_token.is_some())
-        });
-        crate::stats::callback_served(callback);
-        let intake = self.settings.intake.clone().map(|i| {
+        })
+    }
+
+    /// The intake for the default app and every `[apps.NAME]`, when `[intake]` is enabled.
+    fn intake(&self) -> Option<Intake> {
+        self.settings.intake.clone().map(|i| {
             let more = self
                 .settings
                 .apps
@@ -54,17 +90,23 @@ impl App {
                     aes_key: a.aes_key.clone(),
                 })
                 .collect();
-            crate::intake::Intake::new(
+            Intake::new(
                 self.store.clone(),
                 self.runtime(None).client.clone(),
                 i,
                 more,
             )
-        });
-        if let Some(intake) = &intake {
-            let (intake, stop) = (intake.clone(), shutdown.clone());
-            tasks.spawn(async move { intake.maintain(stop).await });
-        }
+        })
+    }
+
+    /// Serves `[http]` and `[intake] listen`, each until `shutdown`.
+    fn serve(
+        &self,
+        tasks: &mut JoinSet<()>,
+        listeners: Listeners,
+        intake: Option<Intake>,
+        shutdown: &CancellationToken,
+    ) {
         // With a listener of its own, the intake is not also on [http]: the
         // public side then has no /metrics, and the private side no intake.
         let (intake, intake_apart) = match (intake, listeners.intake) {
@@ -104,6 +146,15 @@ impl App {
                 }
             });
         }
+    }
+
+    /// Watches the config file and prunes old history; each reloaded configuration
+    /// comes out of the receiver, for the scheduler, once retention has it.
+    fn follow_reloads(
+        &self,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> mpsc::Receiver<Settings> {
         // Retention keeps what each job may still send, by the jobs of the
         // configuration in effect: each reload passes by here on its way to
         // the scheduler.
@@ -125,7 +176,7 @@ impl App {
             shutdown.clone(),
         );
         tasks.spawn(watch);
-        let (forward, reloads) = tokio::sync::mpsc::channel(1);
+        let (forward, reloads) = mpsc::channel(1);
         tasks.spawn(async move {
             while let Some(settings) = reloaded.recv().await {
                 horizons.send_replace(crate::retention::horizons(&settings.jobs));
@@ -134,40 +185,30 @@ impl App {
                 }
             }
         });
-        // The systemd watchdog is fed from the moment the schedule is loaded.
-        let (loaded, ready_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                r = ready_rx => if r.is_err() { return },
-                _ = stop.cancelled() => return,
-            }
-            // Outside systemd there is no NOTIFY_SOCKET: nothing to feed.
-            let Some(every) = sd_notify::watchdog_enabled() else {
-                return;
-            };
-            let mut tick = tokio::time::interval(every / 2);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
-                    _ = stop.cancelled() => break,
-                }
-            }
-        });
-        let ready = move || {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            let _ = loaded.send(());
-            tracing::info!("ready");
-        };
-        let result =
-            crate::scheduler::run(Arc::clone(&self), shutdown.clone(), reloads, ready).await;
-        // However the scheduler ended, the other tasks stop with it.
-        shutdown.cancel();
-        while tasks.join_next().await.is_some() {}
-        let _ = heartbeat.await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        self.leave().await;
-        self.store.close().await;
-        result
+        reloads
     }
+}
+
+/// Feeds the systemd watchdog from the moment the schedule is loaded, which the
+/// returned sender says, until `stop`.
+fn feed_watchdog(tasks: &mut JoinSet<()>, stop: CancellationToken) -> oneshot::Sender<()> {
+    let (loaded, ready_rx) = oneshot::channel::<()>();
+    tasks.spawn(async move {
+        tokio::select! {
+            r = ready_rx => if r.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+        // Outside systemd there is no NOTIFY_SOCKET: nothing to feed.
+        let Some(every) = sd_notify::watchdog_enabled() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every / 2);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+    loaded
 }

@@ -22,7 +22,8 @@
 //!   become consent, which gates sends (one credit per one-time message).
 //! - [`storage`]: the only module with SQL: runs, deliveries, recipients, consent,
 //!   tokens.
-//! - [`cli`], [`commands`]: the command line and its output.
+//! - [`cli`], [`commands`]: the command line and its output; `import`: the
+//!   recipients CSV (UTF-8 or GB18030) that `recipients import` reads.
 //! - [`http`], [`stats`]: health probes and Prometheus metrics for the daemon.
 //! - [`retention`]: the daemon's pruning of old history (`[retention]`).
 //! - [`app`]: what every command shares; [`daemon`]: the daemon's composition
@@ -38,6 +39,7 @@ pub mod delivery;
 pub mod domain;
 pub mod health;
 pub mod http;
+pub(crate) mod import;
 pub mod instance;
 pub mod intake;
 pub mod reload;

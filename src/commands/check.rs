@@ -43,20 +43,7 @@ fn failed_as_json() -> Failure {
 }
 
 pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, Failure> {
-    let settings = match config::load(path) {
-        Ok(s) => s,
-        Err(e) if json => {
-            print_json(&Report {
-                file: path.display().to_string(),
-                ok: false,
-                problems: &e.problems,
-                warnings: &[],
-                jobs: Vec::new(),
-            });
-            return Err(failed_as_json());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let settings = load(path, json)?;
     let file = settings.path.display().to_string();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -66,15 +53,65 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
             "{file}: wechat.secret: is missing; set it in the file or in WXPUSH__WECHAT__SECRET"
         ));
     }
-    // Messages are rendered as of each job's next fire time.
-    let builtins: HashMap<&str, Builtins> = settings
+    let builtins = next_fire_builtins(&settings);
+    config_recipients(&settings, &builtins, &mut problems);
+    stored_recipients(&settings, &builtins, &mut problems, &mut warnings).await?;
+    retention_against_windows(&settings, &mut warnings);
+    if let Some(intake) = &settings.intake
+        && intake.callback_token.is_none()
+    {
+        warnings.push(format!(
+            "{file}: intake.callback_token is not set: /wechat/callback is not served, so \
+             cancellations made in WeChat's settings are not seen"
+        ));
+    }
+    if !offline && settings.wechat.secret.is_some() {
+        templates(&settings, &mut problems, &mut warnings).await;
+    }
+    if !offline {
+        audience_queries(&settings, &mut problems, &mut warnings).await;
+    }
+    report(&settings, file, &problems, &warnings, json)
+}
+
+/// The settings at `path`; with `--json`, problems that stop loading are
+/// printed as the report before failing.
+fn load(path: &Path, json: bool) -> Result<Settings, Failure> {
+    match config::load(path) {
+        Ok(s) => Ok(s),
+        Err(e) if json => {
+            print_json(&Report {
+                file: path.display().to_string(),
+                ok: false,
+                problems: &e.problems,
+                warnings: &[],
+                jobs: Vec::new(),
+            });
+            Err(failed_as_json())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Each job's built-in values as of its next fire time, when messages are rendered.
+fn next_fire_builtins(settings: &Settings) -> HashMap<&str, Builtins> {
+    settings
         .jobs
         .iter()
         .map(|job| {
             let at = job.schedule.next_after(Utc::now()).unwrap_or_else(Utc::now);
             (job.name.as_ref(), Builtins::at(at, job.schedule.tz()))
         })
-        .collect();
+        .collect()
+}
+
+/// Renders the message of each job a `[[recipients]]` entry is listed in.
+fn config_recipients(
+    settings: &Settings,
+    builtins: &HashMap<&str, Builtins>,
+    problems: &mut Vec<String>,
+) {
+    let file = settings.path.display();
     for (i, r) in settings.recipients.iter().enumerate() {
         let vars = with_name(r.vars.clone(), r.name.as_deref());
         for job_name in &r.jobs {
@@ -92,10 +129,18 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
             }
         }
     }
-    // Recipients added by `recipients add|import` were checked against the job as
-    // it was then; the job's data may have changed since.
-    // A database that cannot be reached (a CI job checking a production config)
-    // leaves only these recipients unchecked.
+}
+
+/// Recipients added by `recipients add|import` were checked against the job as
+/// it was then; the job's data may have changed since. A database that cannot
+/// be reached (a CI job checking a production config) leaves only these
+/// recipients unchecked.
+async fn stored_recipients(
+    settings: &Settings,
+    builtins: &HashMap<&str, Builtins>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(), Failure> {
     let store = match Store::open_to_inspect(
         &settings.database.url,
         &settings.database.open_options(),
@@ -111,72 +156,70 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
             None
         }
     };
-    if let Some(store) = store {
-        let db = settings.database.shown();
-        let mut more = 0;
-        for job in &settings.jobs {
-            let builtins = &builtins[job.name.as_ref()];
-            for r in store.recipients(Some(job.name.as_ref())).await? {
-                if !r.active || r.source == "config" {
-                    continue;
-                }
-                let Ok(openid) = OpenId::parse(&r.openid) else {
-                    continue;
-                };
-                if let Err(e) = Message::build(&job.spec, openid.clone(), &r.vars, builtins) {
-                    if problems.len() < 20 {
-                        problems.push(format!(
-                            "{db}: recipient {} in job {} (added by {}): data.{e}",
-                            openid.masked(),
-                            job.name,
-                            r.source
-                        ));
-                    } else {
-                        more += 1;
-                    }
+    let Some(store) = store else {
+        return Ok(());
+    };
+    let db = settings.database.shown();
+    let mut more = 0;
+    for job in &settings.jobs {
+        let builtins = &builtins[job.name.as_ref()];
+        for r in store.recipients(Some(job.name.as_ref())).await? {
+            if !r.active || r.source == "config" {
+                continue;
+            }
+            let Ok(openid) = OpenId::parse(&r.openid) else {
+                continue;
+            };
+            if let Err(e) = Message::build(&job.spec, openid.clone(), &r.vars, builtins) {
+                if problems.len() < 20 {
+                    problems.push(format!(
+                        "{db}: recipient {} in job {} (added by {}): data.{e}",
+                        openid.masked(),
+                        job.name,
+                        r.source
+                    ));
+                } else {
+                    more += 1;
                 }
             }
         }
-        store.close().await;
-        if more > 0 {
-            problems.push(format!(
-                "{db}: ... and {more} more recipients with problems"
-            ));
-        }
     }
-    retention_against_windows(&settings, &mut warnings);
-    if let Some(intake) = &settings.intake
-        && intake.callback_token.is_none()
-    {
-        warnings.push(format!(
-            "{file}: intake.callback_token is not set: /wechat/callback is not served, so \
-             cancellations made in WeChat's settings are not seen"
+    store.close().await;
+    if more > 0 {
+        problems.push(format!(
+            "{db}: ... and {more} more recipients with problems"
         ));
     }
-    if !offline && settings.wechat.secret.is_some() {
-        templates(&settings, &mut problems, &mut warnings).await;
-    }
-    if !offline {
-        audience_queries(&settings, &mut problems, &mut warnings).await;
-    }
-    let jobs: Vec<JobReport> = settings
-        .jobs
-        .iter()
-        .map(|job| JobReport {
-            name: job.name.to_string(),
-            next_fire: job
-                .schedule
-                .next_after(Utc::now())
-                .map(|t| job.schedule.local(t)),
-            config_recipients: settings.recipients_of(&job.name).count(),
-        })
-        .collect();
+    Ok(())
+}
+
+/// Prints what `check` found, as JSON or as text (warnings and problems on
+/// stderr, each job's next fire on stdout); exit 2 if there are problems.
+fn report(
+    settings: &Settings,
+    file: String,
+    problems: &[String],
+    warnings: &[String],
+    json: bool,
+) -> Result<Exit, Failure> {
     if json {
+        let jobs: Vec<JobReport> = settings
+            .jobs
+            .iter()
+            .map(|job| JobReport {
+                name: job.name.to_string(),
+                next_fire: job
+                    .schedule
+                    .next_after(Utc::now())
+                    .map(|t| job.schedule.local(t)),
+                config_recipients: settings.recipients_of(&job.name).count(),
+            })
+            .collect();
         print_json(&Report {
             file,
             ok: problems.is_empty(),
-            problems: &problems,
-            warnings: &warnings,
+            problems,
+            warnings,
             jobs,
         });
         return if problems.is_empty() {
@@ -185,7 +228,7 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
             Err(failed_as_json())
         };
     }
-    for w in &warnings {
+    for w in warnings {
         eprintln!("warning: {w}");
     }
     if !problems.is_empty() {

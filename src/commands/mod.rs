@@ -83,6 +83,15 @@ impl From<crate::storage::StorageError> for Failure {
     }
 }
 
+impl From<crate::import::ImportError> for Failure {
+    fn from(e: crate::import::ImportError) -> Self {
+        match e {
+            crate::import::ImportError::Refused(problems) => Self::usage(problems),
+            crate::import::ImportError::Storage(e) => e.into(),
+        }
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
     if let Command::Init { path, force } = &cli.command {
