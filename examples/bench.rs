@@ -720,11 +720,11 @@ async fn main() {
         let deliveries = store.deliveries(run_id).await.unwrap();
         let unknown = deliveries
             .iter()
-            .filter(|d| d.status == wxpush::storage::Status::Unknown)
+            .filter(|d| d.status == wxpush::domain::Status::Unknown)
             .count();
         let mut sent_rows: HashMap<&str, usize> = HashMap::new();
         for d in &deliveries {
-            if d.status == wxpush::storage::Status::Sent {
+            if d.status == wxpush::domain::Status::Sent {
                 *sent_rows.entry(d.openid.as_str()).or_default() += 1;
             }
         }

@@ -26,10 +26,10 @@ struct Probe {
 }
 
 /// Each app's token cache: the default app's (no name) first.
-pub type Tokens = Arc<Vec<(Option<String>, Arc<TokenManager>)>>;
+pub(crate) type Tokens = Arc<Vec<(Option<String>, Arc<TokenManager>)>>;
 
 /// Serves on `listener` until `shutdown`: the probes, and the intake routes when given.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
     faults: Faults,
@@ -67,7 +67,7 @@ pub async fn serve(
 
 /// Serves only the intake routes on `listener` until `shutdown`: the public
 /// side, apart from the probes and metrics.
-pub async fn serve_intake(
+pub(crate) async fn serve_intake(
     listener: tokio::net::TcpListener,
     intake: Intake,
     shutdown: CancellationToken,
@@ -186,7 +186,7 @@ fn why_not(e: &reqwest::Error) -> String {
 }
 
 /// `wxpush health`: asks the daemon's `/readyz`; Ok when it answers 200.
-pub async fn check(addr: SocketAddr) -> Result<String, String> {
+pub(crate) async fn check(addr: SocketAddr) -> Result<String, String> {
     let url = format!("http://{}/readyz", probe_addr(addr));
     let client = reqwest::Client::builder()
         .timeout(HEALTH_WAIT)

@@ -7,10 +7,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Deliverer;
-use crate::storage::{InstanceInfo, Rescue, Status, StorageError, Store};
+use crate::domain::Status;
+use crate::storage::{InstanceInfo, Rescue, StorageError, Store};
 
 /// Who this process is: a new id per start.
-pub fn this_process(role: &str, lease: Duration) -> InstanceInfo {
+pub(crate) fn this_process(role: &str, lease: Duration) -> InstanceInfo {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
@@ -46,7 +47,7 @@ pub fn this_process(role: &str, lease: Duration) -> InstanceInfo {
 /// their lease (a process just started cannot tell one silent for a lease
 /// from one the database was away from; `keep_alive` judges by one lease once
 /// its own heartbeats have come through for a lease).
-pub async fn join(
+pub(crate) async fn join(
     store: &Store,
     me: &InstanceInfo,
     leftover: Status,
@@ -95,7 +96,7 @@ fn report(rescue: &Rescue, leftover: Status) {
 /// lease: after the database was away, every instance was cut off alike, and
 /// each gets a lease to renew its heartbeat before any is declared dead. So a
 /// database outage, even one longer than the lease, kills no live instance.
-pub async fn keep_alive(
+pub(crate) async fn keep_alive(
     store: Store,
     me: InstanceInfo,
     deliverers: Vec<std::sync::Arc<Deliverer>>,
@@ -164,7 +165,7 @@ async fn beat(
 }
 
 /// Removes `me` on a clean exit, giving back what it took and did not send.
-pub async fn leave(store: &Store, me: &InstanceInfo) {
+pub(crate) async fn leave(store: &Store, me: &InstanceInfo) {
     if let Err(e) = store.deregister_instance(me).await {
         tracing::warn!(error = %e, "cannot deregister this instance; others settle it when its lease lapses");
     }

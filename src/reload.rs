@@ -25,7 +25,7 @@ fn stamp(path: &Path) -> Stamp {
 /// Sends a freshly loaded configuration on every SIGHUP, and on every change of
 /// the file if `running.reload_on_change`, until `shutdown`: the receiver, and the
 /// watch itself, for the caller to run.
-pub fn watch(
+pub(crate) fn watch(
     path: PathBuf,
     running: Settings,
     clock: Clock,

@@ -12,7 +12,7 @@ use crate::storage::{OpenSlots, Store};
 
 /// How long after its slot a run of each job may still be sent or caught up:
 /// the longer of its send window and its catch-up.
-pub fn horizons(jobs: &[Job]) -> Vec<(String, Duration)> {
+pub(crate) fn horizons(jobs: &[Job]) -> Vec<(String, Duration)> {
     jobs.iter()
         .map(|j| (j.name.to_string(), j.send_window.max(j.catch_up)))
         .collect()
@@ -32,7 +32,7 @@ fn open_slots(horizons: &[(String, Duration)], now: DateTime<Utc>) -> Vec<OpenSl
 /// Prunes now and then every `r.every` until `shutdown`, never a run of a slot
 /// that may still send by the jobs' `horizons` as they are at each pass (a
 /// reload changes them).
-pub async fn keep_pruning(
+pub(crate) async fn keep_pruning(
     store: Store,
     r: RetentionSettings,
     horizons: watch::Receiver<Vec<(String, Duration)>>,

@@ -7,10 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Job;
 use crate::delivery::{Deliverer, RunReport};
+use crate::domain::{RunStatus, Trigger};
 use crate::source::SourceError;
-use crate::storage::{
-    Enqueued, LeaseError, NewRun, RunStatus, Snapshot, StorageError, Store, Trigger,
-};
+use crate::storage::{Enqueued, LeaseError, NewRun, Snapshot, StorageError, Store};
 
 /// Why a firing could not proceed.
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::clock::Clock;
 use crate::config::{Job, Settings};
+use crate::domain::Trigger;
 use crate::runner::{FireError, Firing, SlotEnd, fire};
-use crate::storage::{LeaseError, StorageError, Topology, Trigger};
+use crate::storage::{LeaseError, StorageError, Topology};
 
 /// One scheduled job: its definition and the token that stops its loop.
 struct Running {
@@ -30,7 +31,7 @@ struct Running {
 /// are synced, jobs whose definition changed or that were removed stop scheduling
 /// (a run in progress finishes undisturbed), new and changed jobs start from
 /// their next slot. `ready` is called once the schedule is loaded.
-pub async fn run(
+pub(crate) async fn run(
     app: Arc<App>,
     shutdown: CancellationToken,
     mut reloads: mpsc::Receiver<Settings>,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::storage::Status;
+use crate::domain::Status;
 
 /// Installs the global recorder; call once, in the daemon.
 ///
@@ -17,7 +17,7 @@ use crate::storage::Status;
 /// match. A wxpush job is `wxpush_job`; this process's id in the instances
 /// table (new at each start) is on one series, `wxpush_instance_info`, so
 /// that a restart starts no new series.
-pub fn install(instance: &str) -> Option<PrometheusHandle> {
+pub(crate) fn install(instance: &str) -> Option<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
         .ok()?
@@ -39,7 +39,7 @@ pub fn install(instance: &str) -> Option<PrometheusHandle> {
 /// The standard `process_*` series (CPU seconds, resident and virtual
 /// memory, open and maximum file descriptors, start time), read now: called
 /// at each scrape.
-pub fn process() {
+pub(crate) fn process() {
     metrics_process::Collector::default().collect();
 }
 
@@ -165,7 +165,7 @@ fn describe() {
 }
 
 /// A configuration reload was applied (`true`) or refused.
-pub fn reload(applied: bool) {
+pub(crate) fn reload(applied: bool) {
     gauge!("wxpush_config_last_reload_successful").set(if applied { 1.0 } else { 0.0 });
     if !applied {
         counter!("wxpush_reload_failures_total").increment(1);
@@ -173,22 +173,22 @@ pub fn reload(applied: bool) {
 }
 
 /// What `/readyz` found.
-pub fn ready(ready: bool) {
+pub(crate) fn ready(ready: bool) {
     gauge!("wxpush_ready").set(if ready { 1.0 } else { 0.0 });
 }
 
 /// A callback request was refused; `reason` is `signature`, `decrypt` or `body`.
-pub fn callback_rejected(reason: &'static str) {
+pub(crate) fn callback_rejected(reason: &'static str) {
     counter!("wxpush_callback_rejected_total", "reason" => reason).increment(1);
 }
 
 /// Rows of `table` deleted by retention.
-pub fn pruned(table: &'static str, n: u64) {
+pub(crate) fn pruned(table: &'static str, n: u64) {
     counter!("wxpush_pruned_total", "table" => table).increment(n);
 }
 
 /// The latest slot of `job` that has passed.
-pub fn previous_fire(job: &str, at: DateTime<Utc>) {
+pub(crate) fn previous_fire(job: &str, at: DateTime<Utc>) {
     gauge!("wxpush_previous_fire_timestamp_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .set(at.timestamp() as f64);
@@ -203,7 +203,7 @@ static APPS: std::sync::RwLock<Option<std::collections::HashMap<String, String>>
 /// `wxpush_job_info` (a dashboard lists the jobs of the configuration from
 /// it, before any has run) and its counters at 0: a counter that first
 /// appears at 1 hides that first step from `increase()` and `rate()`.
-pub fn job_apps(jobs: &[crate::config::Job]) {
+pub(crate) fn job_apps(jobs: &[crate::config::Job]) {
     let map = jobs
         .iter()
         .map(|j| {
@@ -263,7 +263,7 @@ pub fn job_apps(jobs: &[crate::config::Job]) {
 
 /// When `job`'s cron line and zone were first loaded by a daemon: a slot
 /// before it was never due (a new install, a new or changed job).
-pub fn schedule_loaded(job: &str, since: DateTime<Utc>) {
+pub(crate) fn schedule_loaded(job: &str, since: DateTime<Utc>) {
     gauge!("wxpush_schedule_loaded_timestamp_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .set(since.timestamp() as f64);
@@ -279,7 +279,7 @@ fn app_of(job: &str) -> String {
 }
 
 /// One delivery reached a final (or put-back) status.
-pub fn delivery(job: &str, status: Status, errcode: Option<i64>) {
+pub(crate) fn delivery(job: &str, status: Status, errcode: Option<i64>) {
     counter!(
         "wxpush_sends_total",
         "wxpush_job" => job.to_owned(),
@@ -292,7 +292,7 @@ pub fn delivery(job: &str, status: Status, errcode: Option<i64>) {
 
 /// The counter of `job`'s accepted sends, registered once per run: the send path
 /// counts most deliveries here without building labels each time.
-pub fn sent_counter(job: &str) -> metrics::Counter {
+pub(crate) fn sent_counter(job: &str) -> metrics::Counter {
     counter!(
         "wxpush_sends_total",
         "wxpush_job" => job.to_owned(),
@@ -303,34 +303,34 @@ pub fn sent_counter(job: &str) -> metrics::Counter {
 }
 
 /// Dead instances whose deliveries this one settled.
-pub fn instances_rescued(n: u64) {
+pub(crate) fn instances_rescued(n: u64) {
     counter!("wxpush_instances_rescued_total").increment(n);
 }
 
 /// Instances heart-beating within their lease, this one included.
-pub fn live_instances(n: u64) {
+pub(crate) fn live_instances(n: u64) {
     gauge!("wxpush_instances_live").set(n as f64);
 }
 
 /// A transient failure is being retried.
-pub fn retry(job: &str) {
+pub(crate) fn retry(job: &str) {
     counter!("wxpush_send_retries_total", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .increment(1);
 }
 
 /// A token was fetched from WeChat.
-pub fn token_refresh() {
+pub(crate) fn token_refresh() {
     counter!("wxpush_token_refreshes_total").increment(1);
 }
 
 /// A token request failed for good.
-pub fn token_failure() {
+pub(crate) fn token_failure() {
     counter!("wxpush_token_failures_total").increment(1);
 }
 
 /// A run of `job` ended after `took`; `done` when every delivery is final.
-pub fn run_ended(job: &str, took: Duration, done: bool) {
+pub(crate) fn run_ended(job: &str, took: Duration, done: bool) {
     histogram!("wxpush_run_duration_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .record(took.as_secs_f64());
@@ -342,21 +342,21 @@ pub fn run_ended(job: &str, took: Duration, done: bool) {
 }
 
 /// How many recipients the latest run of `job` had.
-pub fn recipients(job: &str, n: u64) {
+pub(crate) fn recipients(job: &str, n: u64) {
     gauge!("wxpush_recipients", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .set(n as f64);
 }
 
 /// When `job` fires next.
-pub fn next_fire(job: &str, at: DateTime<Utc>) {
+pub(crate) fn next_fire(job: &str, at: DateTime<Utc>) {
     gauge!("wxpush_next_fire_timestamp_seconds", "wxpush_job" => job.to_owned(),
         "app" => app_of(job))
     .set(at.timestamp() as f64);
 }
 
 /// Deliveries that expired unsent when their run's send window closed.
-pub fn expired(job: &str, n: u64) {
+pub(crate) fn expired(job: &str, n: u64) {
     counter!(
         "wxpush_sends_total",
         "wxpush_job" => job.to_owned(),
@@ -368,14 +368,14 @@ pub fn expired(job: &str, n: u64) {
 }
 
 /// A job's audience query failed (`reason`: unreachable, query, timeout, no_openid).
-pub fn audience_query_failed(job: &str, reason: &'static str) {
+pub(crate) fn audience_query_failed(job: &str, reason: &'static str) {
     counter!("wxpush_audience_query_failures_total", "wxpush_job" => job.to_owned(),
         "app" => app_of(job), "reason" => reason)
     .increment(1);
 }
 
 /// A run of `job` stopped early, and why (`outage`, `database`, `fault`, `audience`).
-pub fn run_stopped(job: &str, reason: &'static str) {
+pub(crate) fn run_stopped(job: &str, reason: &'static str) {
     counter!("wxpush_runs_stopped_total", "wxpush_job" => job.to_owned(),
         "app" => app_of(job), "reason" => reason)
     .increment(1);
@@ -383,7 +383,7 @@ pub fn run_stopped(job: &str, reason: &'static str) {
 
 /// Unfinished runs by job and status, as `Store::unfinished_by_status` reads
 /// them: every configured job gets each status, 0 when it has none.
-pub fn unfinished_runs(counts: &[(String, String, i64)]) {
+pub(crate) fn unfinished_runs(counts: &[(String, String, i64)]) {
     let jobs: Vec<String> = APPS
         .read()
         .expect("never poisoned")
@@ -404,13 +404,13 @@ pub fn unfinished_runs(counts: &[(String, String, i64)]) {
 }
 
 /// A run of `job` was interrupted by a shutdown.
-pub fn run_interrupted(job: &str) {
+pub(crate) fn run_interrupted(job: &str) {
     counter!("wxpush_runs_interrupted_total", "wxpush_job" => job.to_owned(), "app" => app_of(job))
         .increment(1);
 }
 
 /// Deliveries of `job` skipped at their claim for lack of consent, in one batch.
-pub fn skipped(job: &str, n: u64) {
+pub(crate) fn skipped(job: &str, n: u64) {
     counter!(
         "wxpush_sends_total",
         "wxpush_job" => job.to_owned(),
@@ -423,13 +423,13 @@ pub fn skipped(job: &str, n: u64) {
 
 /// A subscription report through the intake API: `outcome` is `recorded`,
 /// `invalid` (400/413), `limited` (429) or `wechat_error` (502).
-pub fn intake_report(outcome: &'static str) {
+pub(crate) fn intake_report(outcome: &'static str) {
     counter!("wxpush_intake_reports_total", "outcome" => outcome).increment(1);
 }
 
 /// Whether `/wechat/callback` is served (the intake is on and has a Token):
 /// WeChat's event pushes are then expected.
-pub fn callback_served(served: bool) {
+pub(crate) fn callback_served(served: bool) {
     gauge!("wxpush_callback_served").set(if served { 1.0 } else { 0.0 });
     if served {
         // At 0 from the start, so that pushes that never come after a
@@ -448,7 +448,7 @@ pub fn callback_served(served: bool) {
 }
 
 /// A consent or sent event from WeChat's push; `duplicate` when already applied.
-pub fn push_event(event: &str, duplicate: bool) {
+pub(crate) fn push_event(event: &str, duplicate: bool) {
     counter!(
         "wxpush_push_events_total",
         "event" => event.to_owned(),

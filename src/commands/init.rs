@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{Exit, Failure};
 
 /// The starter config: `config/wxpush.example.toml`, every key with its default.
-pub const STARTER: &str = include_str!("../../config/wxpush.example.toml");
+pub(super) const STARTER: &str = include_str!("../../config/wxpush.example.toml");
 
 /// The starter's database: the packaged host's state folder, which the
 /// systemd unit and the image provide.
@@ -16,7 +16,7 @@ const STATE_URL: &str = "url = \"sqlite:///var/lib/wxpush/wxpush.db\"";
 /// service has `/var/lib/wxpush`), else with the database beside the file
 /// (`data/wxpush.db`), which anyone who can write the file can create: a
 /// trial as oneself works without root.
-pub fn starter_for(path: &Path) -> String {
+pub(super) fn starter_for(path: &Path) -> String {
     // As typed from /etc/wxpush, `wxpush.toml` is under /etc too.
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     if absolute.starts_with("/etc") {
@@ -28,7 +28,7 @@ pub fn starter_for(path: &Path) -> String {
 
 /// Writes the starter config to `path` (over an existing file only with
 /// `force`), creating its folder if missing.
-pub fn run(path: &Path, force: bool) -> Result<Exit, Failure> {
+pub(super) fn run(path: &Path, force: bool) -> Result<Exit, Failure> {
     let shown = path.display();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()

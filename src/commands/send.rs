@@ -10,9 +10,10 @@ use crate::app::{App, config_recipients};
 use crate::config::{Job, Settings};
 use crate::delivery::RunReport;
 use crate::domain::{Builtins, Message, OpenId, with_name};
+use crate::domain::{Counts, Trigger};
 use crate::runner::{FireError, Firing, SlotEnd, fire};
 use crate::shutdown;
-use crate::storage::{Counts, Store, Trigger};
+use crate::storage::Store;
 
 pub(super) async fn run(
     settings: Settings,
@@ -147,7 +148,7 @@ pub(super) async fn test_send(
         println!("{}", sent.line);
     }
     Ok(match sent.status {
-        crate::storage::Status::Sent => Exit::Ok,
+        crate::domain::Status::Sent => Exit::Ok,
         _ => Exit::SomeFailed,
     })
 }
@@ -158,7 +159,7 @@ struct TestSent {
     job: String,
     openid: String,
     test_send: i64,
-    status: crate::storage::Status,
+    status: crate::domain::Status,
     errcode: Option<i64>,
     errmsg: Option<String>,
     msgid: Option<String>,
@@ -172,7 +173,7 @@ async fn test_send_with(
     openid: OpenId,
     config: &str,
 ) -> Result<TestSent, Failure> {
-    use crate::storage::Status;
+    use crate::domain::Status;
     use crate::wechat::SendReply;
     app.sync_recipients().await?;
     let listed = app

@@ -96,7 +96,7 @@ pub(super) struct RawApp {
 
 impl RawApp {
     /// Its `[wechat]`-like part, and the callback secrets.
-    pub fn split(self) -> (RawWechat, RawCallback) {
+    pub(super) fn split(self) -> (RawWechat, RawCallback) {
         (
             RawWechat {
                 appid: self.appid,
@@ -410,7 +410,7 @@ pub(super) enum Scalar {
 }
 
 impl Scalar {
-    pub fn into_string(self) -> String {
+    pub(super) fn into_string(self) -> String {
         match self {
             Self::Text(s) => s,
             Self::Int(i) => i.to_string(),
@@ -463,7 +463,7 @@ fn masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> 
 mod plain_duration {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         let ms = d.as_millis();
         let text = [
             (86_400_000, "d"),
@@ -480,7 +480,9 @@ mod plain_duration {
         s.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
         humantime_serde::deserialize(d)
     }
 }
@@ -489,14 +491,17 @@ mod plain_duration {
 mod plain_duration_opt {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => super::plain_duration::serialize(d, s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         humantime_serde::deserialize(d)

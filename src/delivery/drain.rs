@@ -15,9 +15,9 @@ use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext, StopCause};
 use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job, OnUnknown};
 use crate::domain::{AppTemplate, Builtins, Message, OpenId, TemplateKind};
+use crate::domain::{ConsentGate, Counts, Outcome, RunStatus, Status};
 use crate::storage::{
-    Audience, ConsentGate, Counts, Holder, Outcome, PendingDelivery, RunChanges, RunStatus, Status,
-    StorageError, Store, Topology,
+    Audience, Holder, PendingDelivery, RunChanges, StorageError, Store, Topology,
 };
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
 

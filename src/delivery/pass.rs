@@ -17,7 +17,8 @@ use super::recorder::Recorder;
 use super::send::{SendContext, StopCause};
 use crate::config::Job;
 use crate::domain::{Builtins, Message};
-use crate::storage::{Holder, Outcome, PendingDelivery, RunStatus, StorageError};
+use crate::domain::{Outcome, RunStatus};
+use crate::storage::{Holder, PendingDelivery, StorageError};
 
 /// Deliveries read from the database at a time: memory stays flat in the audience size.
 pub(super) const PAGE: u32 = 1024;

@@ -120,7 +120,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::storage::{Audience, NewRun, Trigger};
+    use crate::domain::Trigger;
+    use crate::storage::{Audience, NewRun};
 
     #[derive(Clone, Default)]
     struct Lines(Arc<Mutex<Vec<u8>>>);

@@ -35,7 +35,8 @@ impl SharedRate {
     }
 
     /// This instance's share, per second (0: no limit).
-    pub fn share(&self) -> u32 {
+    #[cfg(test)]
+    fn share(&self) -> u32 {
         share(self.per_sec, self.instances.load(Ordering::Relaxed))
     }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{ConsentGate, Held, Outcome, StorageError, Store};
+use crate::domain::{ConsentGate, Outcome};
+use crate::storage::{Held, StorageError, Store};
 
 /// Most operations folded into one batch.
 const MAX_BATCH: usize = 2048;
@@ -177,7 +178,8 @@ impl RecordWriter {
     }
 
     /// Outcomes kept because the database failed to take them, not yet written.
-    pub fn unwritten(&self) -> usize {
+    #[cfg(test)]
+    fn unwritten(&self) -> usize {
         self.kept.len()
     }
 
@@ -657,7 +659,7 @@ mod tests {
                 template_id: "t",
                 audience: crate::storage::Audience::Listed,
                 slot: chrono::Utc::now(),
-                trigger: crate::storage::Trigger::Manual,
+                trigger: crate::domain::Trigger::Manual,
             })
             .await
             .unwrap();

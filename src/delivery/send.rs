@@ -10,7 +10,7 @@ use super::recorder::Recorder;
 use super::retry::RetryPolicy;
 use crate::config::OnUnknown;
 use crate::domain::Message;
-use crate::storage::{Outcome, Status};
+use crate::domain::{Outcome, Status};
 use crate::wechat::{Disposition, SendReply, TokenManager, WechatClient, classify_send};
 
 /// Requests in a row, across a run's senders, that got no answer from WeChat
@@ -56,17 +56,17 @@ pub(super) struct Halt {
 
 impl Halt {
     /// Stops the run for a cause someone must fix (quota, account, template).
-    pub fn stop(&self, reason: String) {
+    pub(super) fn stop(&self, reason: String) {
         self.halt(reason, StopCause::Fault);
     }
 
     /// Stops the run because WeChat cannot be reached; it is resumed once it can.
-    pub fn outage(&self, reason: String) {
+    pub(super) fn outage(&self, reason: String) {
         self.halt(reason, StopCause::Outage);
     }
 
     /// Stops the run because the database failed; it is resumed once it answers.
-    pub fn database(&self, e: &crate::storage::StorageError) {
+    pub(super) fn database(&self, e: &crate::storage::StorageError) {
         self.halt(format!("the database failed: {e}"), StopCause::Database);
     }
 
@@ -77,16 +77,16 @@ impl Halt {
         self.token.cancel();
     }
 
-    pub fn is_stopped(&self) -> bool {
+    pub(super) fn is_stopped(&self) -> bool {
         self.token.is_cancelled()
     }
 
     /// Why the run stopped, if it did.
-    pub fn reason(&self) -> Option<(String, StopCause)> {
+    pub(super) fn reason(&self) -> Option<(String, StopCause)> {
         self.reason.get().cloned()
     }
 
-    pub async fn stopped(&self) {
+    pub(super) async fn stopped(&self) {
         self.token.cancelled().await
     }
 }
@@ -95,7 +95,7 @@ impl Halt {
 pub(super) struct Latency(std::sync::Mutex<hdrhistogram::Histogram<u64>>);
 
 impl Latency {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let h = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
         Self(std::sync::Mutex::new(h))
     }
@@ -106,7 +106,7 @@ impl Latency {
     }
 
     /// The `q` quantile in milliseconds, and how many requests were timed.
-    pub fn quantile_ms(&self, q: f64) -> (f64, u64) {
+    pub(super) fn quantile_ms(&self, q: f64) -> (f64, u64) {
         let h = self.0.lock().expect("poisoned");
         (h.value_at_quantile(q) as f64 / 1000.0, h.len())
     }
@@ -153,7 +153,7 @@ impl Attempt {
 
 impl SendContext {
     /// Sends one delivery already committed as `sending` and records its outcome.
-    pub async fn send_claimed(&self, id: i64, message: Message) {
+    pub(super) async fn send_claimed(&self, id: i64, message: Message) {
         if self.halt.is_stopped() || self.shutdown.is_cancelled() {
             self.recorder
                 .record(Outcome::local(id, Status::Pending, None));

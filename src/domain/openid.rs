@@ -10,7 +10,7 @@ use super::Invalid;
 pub struct OpenId(String);
 
 /// The length of every openid.
-pub const OPENID_LEN: usize = 28;
+pub(super) const OPENID_LEN: usize = 28;
 
 impl OpenId {
     /// Parses an openid, refusing anything that cannot be one.

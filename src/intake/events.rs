@@ -9,7 +9,7 @@ use crate::domain::{ConsentResult, OpenId, TemplateId};
 
 /// One entry of a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
+pub(super) enum Item {
     /// A popup answer (`subscribe_msg_popup_event`) or a later cancel
     /// (`subscribe_msg_change_event`).
     Consent {
@@ -33,7 +33,7 @@ pub enum Item {
 
 /// One push: who it is about and what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Push {
+pub(super) struct Push {
     /// The user (`FromUserName`).
     pub openid: OpenId,
     /// `CreateTime`, as text; with the openid it names a push for deduplication.
@@ -47,7 +47,7 @@ pub struct Push {
 /// Why a push could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct EventError(pub String);
+pub(super) struct EventError(pub String);
 
 /// A text or a number: JSON pushes quote numbers or not.
 #[derive(Debug, Clone, Deserialize)]
@@ -183,7 +183,7 @@ struct Envelope {
 }
 
 /// The `Encrypt` ciphertext of a secure- or compatible-mode push body.
-pub fn encrypted_part(body: &[u8]) -> Result<String, EventError> {
+pub(super) fn encrypted_part(body: &[u8]) -> Result<String, EventError> {
     let text = std::str::from_utf8(body).map_err(|_| EventError("body is not UTF-8".into()))?;
     let envelope: Envelope = if text.trim_start().starts_with('<') {
         quick_xml::de::from_str(text).map_err(|e| EventError(format!("bad XML: {e}")))?
@@ -197,7 +197,7 @@ pub fn encrypted_part(body: &[u8]) -> Result<String, EventError> {
 }
 
 /// Reads a push body; XML when it starts with `<`, JSON otherwise.
-pub fn parse(body: &[u8]) -> Result<Push, EventError> {
+pub(super) fn parse(body: &[u8]) -> Result<Push, EventError> {
     let text = std::str::from_utf8(body).map_err(|_| EventError("body is not UTF-8".into()))?;
     let (from, create_time, msg_type, event, entries) = if text.trim_start().starts_with('<') {
         let p: XmlPush =

@@ -22,12 +22,12 @@ fn digest(parts: &mut [&str]) -> String {
 }
 
 /// True when `signature` is the one for `token`, `timestamp` and `nonce`.
-pub fn verify(token: &SecretString, timestamp: &str, nonce: &str, signature: &str) -> bool {
+pub(super) fn verify(token: &SecretString, timestamp: &str, nonce: &str, signature: &str) -> bool {
     same(&sign(token.expose_secret(), timestamp, nonce), signature)
 }
 
 /// True when `msg_signature` is the one for these values and `encrypt`.
-pub fn verify_encrypted(
+pub(super) fn verify_encrypted(
     token: &SecretString,
     timestamp: &str,
     nonce: &str,

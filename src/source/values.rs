@@ -21,7 +21,7 @@ pub enum ColumnKind {
 }
 
 /// The text of one non-NULL value of a column of `kind`.
-pub fn text(kind: ColumnKind, value: &str, tz: Tz) -> String {
+pub(super) fn text(kind: ColumnKind, value: &str, tz: Tz) -> String {
     match kind {
         ColumnKind::AsWritten => value.to_owned(),
         ColumnKind::Bool => match value {

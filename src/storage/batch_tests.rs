@@ -4,8 +4,9 @@ use std::collections::HashSet;
 
 use super::Store;
 use super::test_stores::each_backend;
+use crate::domain::Trigger;
 use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
-use crate::storage::{Audience, NewRun, Trigger};
+use crate::storage::{Audience, NewRun};
 
 /// Enqueues a run of `job` for `openids` (each listed on it); returns every
 /// delivery id in the database, oldest first.
@@ -285,12 +286,12 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
                 .filter(|d| d.refused)
                 .map(|d| d.openid.as_str())
                 .collect();
-            assert_eq!(page.len(), 3, "{job} on {:?}", store.database_name());
+            assert_eq!(page.len(), 3, "{job} on {:?}", store.topology());
             assert_eq!(
                 refused,
                 [people[0], people[1]],
                 "{job} on {:?}",
-                store.database_name()
+                store.topology()
             );
             let unasked = store
                 .pending_page(job, audience, None, run_id, 0, 10)

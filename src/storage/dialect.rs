@@ -7,9 +7,6 @@ use super::Audience;
 
 /// What one database says its own way.
 pub(super) trait Dialect: Send + Sync + std::fmt::Debug {
-    /// Its name in output.
-    fn name(&self) -> &'static str;
-
     /// Whether several instances drain one run together here, each taking its
     /// own deliveries; otherwise one process holds a job at a time.
     fn shares_runs(&self) -> bool;

@@ -46,8 +46,6 @@ use dialect::Dialect;
 use sqlite::{DbFile, io_error};
 use tx::WriteTx;
 
-pub use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
-pub use crate::domain::{Counts, RunStatus, Trigger};
 pub use batch::Held;
 pub use consents::{ConsentRow, JobSet, SubscriberRow, TemplateRow};
 pub use deliveries::{DeliveryRow, Holder, PendingDelivery, RunAudit};
@@ -194,13 +192,9 @@ impl Store {
         }
     }
 
-    /// Opens the database only if it exists, for commands that must not create one
-    /// (a PostgreSQL database always exists once it can be connected to).
-    pub async fn open_existing(url: &str) -> Result<Option<Self>, StorageError> {
-        Self::open_existing_with(url, &OpenOptions::default()).await
-    }
-
-    /// `open_existing` as `options` say.
+    /// Opens the database only if it exists, as `options` say, for commands
+    /// that must not create one (a PostgreSQL database always exists once it
+    /// can be connected to).
     pub async fn open_existing_with(
         url: &str,
         options: &OpenOptions,
@@ -235,11 +229,6 @@ impl Store {
             }
             _ => Self::open_existing_with(url, options).await,
         }
-    }
-
-    /// Which database this store is on, for output (`sqlite`, `postgres`).
-    pub fn database_name(&self) -> &'static str {
-        self.dialect.name()
     }
 
     /// How instances share work on this database.

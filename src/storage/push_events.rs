@@ -1,8 +1,6 @@
 //! WeChat's pushes: consent events applied once (their keys remembered for a
 //! while), and sent events kept by msgid for `runs show`.
 
-use sqlx::Row;
-
 use super::consents::apply;
 use super::{Context, StorageError, Store, now};
 use crate::domain::{ConsentResult, ConsentSource};
@@ -85,22 +83,5 @@ impl Store {
         .await
         .context("record a sent event")?;
         Ok(r.rows_affected() == 1)
-    }
-
-    /// The sent-event result for a msgid of the mini program `appid`, if WeChat pushed one.
-    pub async fn sent_event(
-        &self,
-        appid: &str,
-        msgid: &str,
-    ) -> Result<Option<(i64, String)>, StorageError> {
-        let row = sqlx::query(
-            "SELECT error_code, error_status FROM sent_events WHERE appid = $1 AND msgid = $2",
-        )
-        .bind(appid)
-        .bind(msgid)
-        .fetch_optional(&self.pool)
-        .await
-        .context("read a sent event")?;
-        Ok(row.map(|r| (r.get("error_code"), r.get("error_status"))))
     }
 }

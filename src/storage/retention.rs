@@ -152,7 +152,8 @@ impl Store {
 mod tests {
     use super::super::test_stores::each_backend;
     use super::*;
-    use crate::storage::{Audience, NewRun, Trigger};
+    use crate::domain::Trigger;
+    use crate::storage::{Audience, NewRun};
 
     async fn run_at(store: &Store, job: &str, slot: &str, finished: Option<&str>) -> i64 {
         let run = store

@@ -110,7 +110,7 @@ mod tests {
                     template_id: "t",
                     audience: crate::storage::Audience::Listed,
                     slot,
-                    trigger: crate::storage::Trigger::Manual,
+                    trigger: crate::domain::Trigger::Manual,
                 })
                 .await
                 .unwrap();

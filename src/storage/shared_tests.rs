@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::test_stores::postgres_url;
 use super::{InstanceInfo, Store};
+use crate::domain::Trigger;
 use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
-use crate::storage::{Audience, NewRun, Trigger};
+use crate::storage::{Audience, NewRun};
 
 fn info(id: &str, lease: Duration) -> InstanceInfo {
     InstanceInfo {

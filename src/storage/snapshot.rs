@@ -8,7 +8,8 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 
 use super::runs::{Enqueued, NewRun, slot_text};
-use super::{Context, RunStatus, StorageError, Store, now};
+use super::{Context, StorageError, Store, now};
+use crate::domain::RunStatus;
 
 /// Rows written per statement.
 const ROWS_PER_INSERT: usize = 500;

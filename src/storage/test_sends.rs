@@ -69,18 +69,4 @@ impl Store {
         .context("spend a consent credit")?;
         Ok(())
     }
-
-    /// Test sends of `job`, newest first: (openid, status, errcode, created_at).
-    pub async fn test_sends(
-        &self,
-        job: &str,
-    ) -> Result<Vec<(String, String, Option<i64>, String)>, StorageError> {
-        sqlx::query_as(
-            "SELECT openid, status, errcode, created_at FROM test_sends WHERE job = $1 ORDER BY id DESC",
-        )
-        .bind(job)
-        .fetch_all(&self.pool)
-        .await
-        .context("read test sends")
-    }
 }

@@ -204,7 +204,7 @@ async fn fire(
         if new_round {
             wxpush::runner::Firing::NewRound(slot)
         } else {
-            wxpush::runner::Firing::Slot(slot, wxpush::storage::Trigger::Manual)
+            wxpush::runner::Firing::Slot(slot, wxpush::domain::Trigger::Manual)
         },
         &app.clock,
         &tokio_util::sync::CancellationToken::new(),

@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)] // one test binary: its modules share helpers freely
 mod helpers;
 
 mod apps;

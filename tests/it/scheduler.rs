@@ -73,7 +73,7 @@ async fn the_daemon_fires_on_schedule_and_stops_cleanly_on_sigterm() {
             0,
             "slots are whole seconds"
         );
-        assert!(r.status != wxpush::storage::RunStatus::Stopped);
+        assert!(r.status != wxpush::domain::RunStatus::Stopped);
     }
     // The time keyword is rendered in New York time for the slot.
     let accepted = env.fake.accepted();
@@ -274,7 +274,7 @@ async fn a_slot_missed_while_down_is_caught_up_once_on_start() {
     }
     daemon.stop().await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].trigger, wxpush::storage::Trigger::CatchUp);
+    assert_eq!(runs[0].trigger, wxpush::domain::Trigger::CatchUp);
     assert_eq!(runs[0].counts.sent, 1);
     assert_eq!(
         runs[0].slot,
@@ -308,7 +308,7 @@ async fn a_new_install_does_not_catch_up_a_slot_from_before_it_started() {
     let runs = runs_of(&daemon, "minutely").await;
     daemon.stop().await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].trigger, wxpush::storage::Trigger::Schedule);
+    assert_eq!(runs[0].trigger, wxpush::domain::Trigger::Schedule);
 }
 
 #[tokio::test]
@@ -359,7 +359,7 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
         let runs = runs_of(&daemon, "tick").await;
         if let Some(r) = runs
             .iter()
-            .find(|r| r.status == wxpush::storage::RunStatus::Skipped)
+            .find(|r| r.status == wxpush::domain::RunStatus::Skipped)
         {
             break r.clone();
         }
@@ -375,7 +375,7 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
     let first = runs.iter().find(|r| r.counts.total == 1).unwrap();
     assert_eq!(
         first.status,
-        wxpush::storage::RunStatus::Interrupted,
+        wxpush::domain::RunStatus::Interrupted,
         "interrupted by the shutdown, resumable"
     );
     assert_eq!(

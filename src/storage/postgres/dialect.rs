@@ -12,10 +12,6 @@ use crate::storage::sets::{id_set, outcome_set};
 pub(in crate::storage) struct Postgres;
 
 impl Dialect for Postgres {
-    fn name(&self) -> &'static str {
-        "postgres"
-    }
-
     fn shares_runs(&self) -> bool {
         true
     }

@@ -3,8 +3,9 @@
 
 use super::super::test_stores::postgres_url;
 use super::super::{Held, Store};
+use crate::domain::Trigger;
 use crate::domain::{ConsentGate, Outcome, Status};
-use crate::storage::{Audience, NewRun, Trigger};
+use crate::storage::{Audience, NewRun};
 
 /// `n` recipients listed on `job`, in one statement.
 async fn listed(store: &Store, job: &str, n: usize) {

@@ -8,10 +8,6 @@ use crate::storage::sets::id_set;
 pub(in crate::storage) struct Sqlite;
 
 impl Dialect for Sqlite {
-    fn name(&self) -> &'static str {
-        "sqlite"
-    }
-
     fn shares_runs(&self) -> bool {
         false
     }
