@@ -88,6 +88,11 @@ const QUERY: &str = "SELECT openid, nickname AS name, points, expire_on FROM mem
 
 /// The `points` job reading `query` from source `shop` at `url`.
 fn points_job(url: &str, query: &str, timeout: &str) -> String {
+    points_job_at(url, query, timeout, &recent_cron(chrono_tz::Asia::Shanghai))
+}
+
+/// `points_job` firing on `cron`.
+fn points_job_at(url: &str, query: &str, timeout: &str, cron: &str) -> String {
     format!(
         r#"
 [sources.shop]
@@ -96,7 +101,7 @@ timeout = "{timeout}"
 
 [[jobs]]
 name = "points"
-cron = "0 0 * * * *"
+cron = "{cron}"
 timezone = "Asia/Shanghai"
 template_id = "tmpl-points"
 audience = "query"
@@ -555,8 +560,7 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
     let env = points_env(FakeOptions::default(), "").await;
     // A source that is not there yet: SQLite cannot open a missing read-only file.
     let url = format!("sqlite://{}", env.dir.path().join("later.db").display());
-    let job =
-        points_job(&url, QUERY, "10s").replace("cron = \"0 0 * * * *\"", "cron = \"0 0 9 * * *\"");
+    let job = points_job_at(&url, QUERY, "10s", "0 0 9 * * *");
     env.write_config(
         "",
         &format!("\n[scheduler]\noutage_retry = \"200ms\"\n{job}"),
@@ -679,9 +683,8 @@ async fn a_failed_query_is_counted_on_metrics_and_a_url_file_is_read() {
     // that does not exist, so every firing fails to connect.
     let missing = env.dir.path().join("missing.db");
     env.file("shop-url", &format!("sqlite://{}\n", missing.display()));
-    let job = points_job("unused", QUERY, "10s")
-        .replace("url = \"unused\"", "url_file = \"shop-url\"")
-        .replace("cron = \"0 0 * * * *\"", "cron = \"* * * * * *\"");
+    let job = points_job_at("unused", QUERY, "10s", "* * * * * *")
+        .replace("url = \"unused\"", "url_file = \"shop-url\"");
     env.write_config("", &job);
     let mut child = env.command(&["run"]).spawn().unwrap();
     wait_http(env.http).await;

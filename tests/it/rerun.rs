@@ -8,18 +8,6 @@ use chrono::{Timelike, Utc};
 
 use crate::helpers::*;
 
-/// Job `daily`, firing every day at the minute two minutes ago (UTC): its latest
-/// slot is recent, inside the send window, and stays the same for the whole test.
-fn recent_daily(extra_job_keys: &str) -> String {
-    let at = Utc::now() - chrono::Duration::minutes(2);
-    daily_job(extra_job_keys)
-        .replace(
-            "cron = \"0 0 9 * * *\"",
-            &format!("cron = \"0 {} {} * * *\"", at.minute(), at.hour()),
-        )
-        .replace("timezone = \"Asia/Shanghai\"", "timezone = \"UTC\"")
-}
-
 /// `recent_daily` sent to `n` generated recipients.
 fn recent_audience(n: usize, extra_job_keys: &str) -> (Vec<String>, String) {
     let ids = openids(n);

@@ -10,7 +10,7 @@ const BOB: &str = "oBob000000000000000000000001";
 fn listed() -> String {
     format!(
         "{}\n[[recipients]]\nopenid = \"{ANN}\"\njobs = [\"daily\"]\nname = \"Ann\"\n\n[[recipients]]\nopenid = \"{BOB}\"\njobs = [\"daily\"]\nname = \"Bob\"\n",
-        daily_job("send_window = \"25h\"")
+        recent_daily("")
     )
 }
 

@@ -16,6 +16,26 @@ pub const APPID: &str = "wx0123456789abcdef";
 pub const SECRET: &str = "test-secret";
 
 /// A config file's `[[jobs]]` and `[[recipients]]`: one job `daily`, given recipients.
+/// A daily cron line whose slot was two minutes ago in `tz`: the latest slot is
+/// recent, inside the default send window, and stays the same for the whole
+/// test, whatever the time of day it runs (a fixed hour would turn under a
+/// test that sends twice across it).
+pub fn recent_cron(tz: chrono_tz::Tz) -> String {
+    use chrono::Timelike;
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(2)).with_timezone(&tz);
+    format!("0 {} {} * * *", at.minute(), at.hour())
+}
+
+/// `daily_job` firing at `recent_cron` (UTC).
+pub fn recent_daily(extra_job_keys: &str) -> String {
+    daily_job(extra_job_keys)
+        .replace(
+            "cron = \"0 0 9 * * *\"",
+            &format!("cron = \"{}\"", recent_cron(chrono_tz::UTC)),
+        )
+        .replace("timezone = \"Asia/Shanghai\"", "timezone = \"UTC\"")
+}
+
 pub fn daily_job(extra_job_keys: &str) -> String {
     format!(
         r#"
