@@ -2,7 +2,8 @@
 //! that moves only when told, so that slots, send windows, outage backoff and the
 //! config poll can be driven without waiting real seconds.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -44,6 +45,7 @@ impl Clock {
                 tokio::time::sleep(left.min(MAX_SLEEP)).await;
             },
             Self::Manual(m) => {
+                let _waiting = m.wait_for(t);
                 let mut rx = m.now.subscribe();
                 // The sender lives in `m`, which outlives this borrow: never closed.
                 let _ = rx.wait_for(|now| *now >= t).await;
@@ -68,6 +70,26 @@ impl Clock {
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     now: Arc<watch::Sender<DateTime<Utc>>>,
+    /// The moments sleepers wait for, with how many wait for each.
+    waits: Arc<Mutex<BTreeMap<DateTime<Utc>, usize>>>,
+}
+
+/// One sleeper's moment, on the clock's books while it sleeps.
+struct Waiting {
+    waits: Arc<Mutex<BTreeMap<DateTime<Utc>, usize>>>,
+    at: DateTime<Utc>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut waits = self.waits.lock().expect("never poisoned");
+        if let Some(n) = waits.get_mut(&self.at) {
+            *n -= 1;
+            if *n == 0 {
+                waits.remove(&self.at);
+            }
+        }
+    }
 }
 
 impl ManualClock {
@@ -75,6 +97,21 @@ impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
         Self {
             now: Arc::new(watch::Sender::new(start)),
+            waits: Arc::default(),
+        }
+    }
+
+    /// Puts a sleeper until `at` on the books until the guard drops.
+    fn wait_for(&self, at: DateTime<Utc>) -> Waiting {
+        *self
+            .waits
+            .lock()
+            .expect("never poisoned")
+            .entry(at)
+            .or_default() += 1;
+        Waiting {
+            waits: Arc::clone(&self.waits),
+            at,
         }
     }
 
@@ -82,6 +119,26 @@ impl ManualClock {
     pub fn advance(&self, d: Duration) {
         let d = chrono::Duration::from_std(d).expect("a sane duration");
         self.now.send_modify(|now| *now += d);
+    }
+
+    /// How many sleepers are due (their moment has come) and have not woken yet.
+    pub fn due(&self) -> usize {
+        let now = *self.now.borrow();
+        self.waits
+            .lock()
+            .expect("never poisoned")
+            .range(..=now)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Returns once every sleeper whose moment has come has woken: after
+    /// `advance`, what was due has run up to its next wait.
+    pub async fn woken(&self) {
+        while self.due() > 0 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// How many sleeps are waiting on this clock now (tests wait for the daemon to
@@ -110,13 +167,19 @@ mod tests {
             async move { clock.sleep(Duration::from_secs(10)).await }
         });
         tokio::task::yield_now().await;
+        assert_eq!(manual.due(), 0);
         manual.advance(Duration::from_secs(9));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        manual.woken().await;
         assert!(!sleeper.is_finished(), "woke a second early");
+        assert_eq!(manual.sleepers(), 1);
         manual.advance(Duration::from_secs(1));
+        assert_eq!(manual.due(), 1, "due, not woken yet");
+        tokio::time::timeout(Duration::from_secs(5), manual.woken())
+            .await
+            .expect("woke when its moment came");
         tokio::time::timeout(Duration::from_secs(5), sleeper)
             .await
-            .expect("woke when its moment came")
+            .expect("ended")
             .unwrap();
         assert_eq!(clock.now(), start + chrono::Duration::seconds(10));
     }

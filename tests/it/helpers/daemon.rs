@@ -98,9 +98,13 @@ impl Daemon {
         panic!("the daemon never became ready");
     }
 
-    /// Moves the clock forward by `d`, then lets the daemon act on it.
+    /// Moves the clock forward by `d`, then waits for the daemon to act on it:
+    /// every sleeper that came due has woken (however loaded the machine), and
+    /// then 20 ms more for what woke, and any work not started by the clock
+    /// (a run in flight), to go on (`advance_until` waits for its results).
     pub async fn advance(&self, d: Duration) {
         self.clock.advance(d);
+        self.clock.woken().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
