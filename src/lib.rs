@@ -2,32 +2,38 @@
 //!
 //! # Layout
 //!
-//! One push travels config → schedule → run → render/validate → token → send → record:
+//! One push travels config → schedule → run → render/validate → token → send → record
+//! (`ARCHITECTURE.md` has the map and the invariants):
 //!
-//! - [`config`]: the TOML file plus `WXPUSH__SECTION__KEY` overrides, checked into
-//!   domain types on load.
-//! - [`domain`]: `OpenId`, `TemplateId`, keyword kinds and their limits, `Message`
-//!   (valid once built), `Schedule` (cron in a time zone).
-//! - [`scheduler`]: sleeps until each job's next slot and fires it; catches up a
-//!   missed slot on start.
-//! - [`runner`]: one firing: take the job's lock, resume unfinished runs, enqueue the
-//!   slot (idempotent), drain it.
-//! - [`delivery`]: drains a run in pages with bounded concurrency, a rate limit,
-//!   one request per openid at a time, retries with backoff, and group-committed
-//!   records (each delivery is committed as `sending` before its request).
-//! - [`wechat`]: the HTTP client, the shared access_token cache and the errcode
-//!   classification.
-//! - [`intake`]: the mini program's side: login codes become openids, and the
-//!   user's subscribe choices (reported by the mini program or pushed by WeChat)
-//!   become consent, which gates sends (one credit per one-time message).
-//! - [`storage`]: the only module with SQL: runs, deliveries, recipients, consent,
-//!   tokens.
-//! - [`cli`], [`commands`]: the command line and its output; `import`: the
-//!   recipients CSV (UTF-8 or GB18030) that `recipients import` reads.
-//! - [`http`], [`stats`]: health probes and Prometheus metrics for the daemon.
-//! - [`retention`]: the daemon's pruning of old history (`[retention]`).
-//! - [`app`]: what every command shares; [`daemon`]: the daemon's composition
-//!   root; [`clock`]: the wall clock it reads and sleeps on (a manual one in tests).
+//! - [`config`]: the TOML file plus `WXPUSH__SECTION__KEY` overrides, checked on load.
+//! - [`domain`]: types valid once built: `OpenId`, `Message`, `Schedule`, `credit_after`.
+//! - [`app`]: what every command shares: the store, its `Topology`, each app's deliverer.
+//! - [`instance`]: this process among the instances sharing the database.
+//! - [`scheduler`]: sleeps until each job's next slot and fires it; catches up a missed one.
+//! - [`runner`]: one firing (`Firing`): job lease, resume, enqueue the slot, drain.
+//! - [`source`]: a job's audience queried from the operator's own database.
+//! - [`delivery`]: drains a run in stages, each delivery committed `sending` before its request.
+//! - [`wechat`]: the HTTP client, the shared access_token cache, errcode classification.
+//! - [`storage`]: the only SQL; a `Dialect` where SQLite and PostgreSQL differ.
+//!
+//! Consent comes the other way:
+//!
+//! - [`intake`]: login codes become openids; subscribe choices and WeChat's pushes, consent.
+//!
+//! Around them, the daemon and the command line:
+//!
+//! - [`daemon`]: the daemon's composition root (`App::run`).
+//! - [`reload`]: SIGHUP or a settled change of the file re-reads the config.
+//! - [`shutdown`]: SIGTERM and SIGINT as one cancellation token.
+//! - [`clock`]: the wall clock slots are measured on (a manual one in tests).
+//! - [`retention`]: prunes old history (`[retention]`).
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics` and the intake's routes.
+//! - [`health`]: storage faults of scheduled firings, for `/readyz`.
+//! - [`stats`]: every Prometheus metric name and label.
+//! - [`telemetry`]: logs to stderr, human or JSON.
+//! - [`cli`]: the command line, a contract for operators' scripts.
+//! - [`commands`]: one module per command.
+//! - [`import`]: the recipients CSV that `recipients import` reads.
 
 pub mod app;
 pub mod cli;
