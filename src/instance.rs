@@ -105,10 +105,7 @@ pub(crate) async fn keep_alive(
     let mut tick = tokio::time::interval(me.lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `join` has just registered it.
-    let mut beats = Beats {
-        last: tokio::time::Instant::now(),
-        on_time_since: tokio::time::Instant::now(),
-    };
+    let mut beats = Beats::new(tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -128,6 +125,27 @@ struct Beats {
     on_time_since: tokio::time::Instant,
 }
 
+impl Beats {
+    /// Beats that began (with the registration) at `at`.
+    fn new(at: tokio::time::Instant) -> Self {
+        Self {
+            last: at,
+            on_time_since: at,
+        }
+    }
+
+    /// Notes a heartbeat that came through at `now`; true once they have all
+    /// been on time (each within half a lease of the one before) for a whole
+    /// lease, so that others may be judged by their lease.
+    fn came(&mut self, now: tokio::time::Instant, lease: Duration) -> bool {
+        if now - self.last > lease / 2 {
+            self.on_time_since = now;
+        }
+        self.last = now;
+        now - self.on_time_since >= lease
+    }
+}
+
 /// `deliverers`: one per app, the default app's first (all settle alike).
 async fn beat(
     store: &Store,
@@ -136,12 +154,7 @@ async fn beat(
     beats: &mut Beats,
 ) -> Result<(), StorageError> {
     let renewed = store.heartbeat(me).await?;
-    let now = tokio::time::Instant::now();
-    if now - beats.last > me.lease / 2 {
-        beats.on_time_since = now;
-    }
-    beats.last = now;
-    let judge = now - beats.on_time_since >= me.lease;
+    let judge = beats.came(tokio::time::Instant::now(), me.lease);
     if !renewed {
         tracing::error!(
             instance = %me.id,
@@ -168,5 +181,49 @@ async fn beat(
 pub(crate) async fn leave(store: &Store, me: &InstanceInfo) {
     if let Err(e) = store.deregister_instance(me).await {
         tracing::warn!(error = %e, "cannot deregister this instance; others settle it when its lease lapses");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn others_are_judged_by_their_lease_only_after_a_lease_of_on_time_beats() {
+        let start = tokio::time::Instant::now();
+        let mut beats = Beats::new(start);
+        let at = |s: u64| start + Duration::from_secs(s);
+        assert!(!beats.came(at(10), LEASE));
+        assert!(!beats.came(at(20), LEASE));
+        assert!(beats.came(at(30), LEASE), "a whole lease of on-time beats");
+        assert!(beats.came(at(40), LEASE));
+    }
+
+    #[test]
+    fn a_late_heartbeat_after_an_outage_starts_the_count_again() {
+        let start = tokio::time::Instant::now();
+        let mut beats = Beats::new(start);
+        let at = |s: u64| start + Duration::from_secs(s);
+        for s in [10, 20, 30] {
+            beats.came(at(s), LEASE);
+        }
+        // The database was away for 60 s: everyone's heartbeat looks old.
+        assert!(!beats.came(at(90), LEASE));
+        assert!(!beats.came(at(100), LEASE));
+        assert!(!beats.came(at(110), LEASE));
+        assert!(beats.came(at(120), LEASE));
+    }
+
+    #[test]
+    fn each_start_is_a_new_instance_of_this_process() {
+        let a = this_process("send", LEASE);
+        let b = this_process("daemon", LEASE);
+        assert_eq!(a.pid, std::process::id());
+        assert!(a.id.contains(&format!("-{}-", a.pid)), "{}", a.id);
+        assert_eq!((a.role.as_str(), b.role.as_str()), ("send", "daemon"));
+        assert_eq!(a.lease, LEASE);
+        assert_eq!(a.host, b.host);
     }
 }

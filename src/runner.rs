@@ -314,3 +314,19 @@ fn log_end(r: &RunReport) {
         "run ended"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_round_is_its_moment_with_a_manual_trigger_and_a_resume_asks_no_slot() {
+        let at: DateTime<Utc> = "2026-12-04T01:00:00Z".parse().unwrap();
+        assert_eq!(Firing::Resume.slot(), None);
+        assert_eq!(
+            Firing::Slot(at, Trigger::CatchUp).slot(),
+            Some((at, Trigger::CatchUp))
+        );
+        assert_eq!(Firing::NewRound(at).slot(), Some((at, Trigger::Manual)));
+    }
+}

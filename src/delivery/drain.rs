@@ -9,16 +9,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::inflight::InFlight;
-use super::pass::{Ending, Finish, Pass, finish};
+use super::pass::{Ending, Finish, Pass, Targeting, finish};
 use super::recorder::{RecordWriter, Recorder};
 use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext, StopCause};
 use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job, OnUnknown};
-use crate::domain::{AppTemplate, Builtins, Message, OpenId, TemplateKind};
-use crate::domain::{ConsentGate, Counts, Outcome, RunStatus, Status};
-use crate::storage::{
-    Audience, Holder, PendingDelivery, RunChanges, StorageError, Store, Topology,
-};
+use crate::domain::{AppTemplate, Builtins, TemplateKind};
+use crate::domain::{ConsentGate, Counts, RunStatus, Status};
+use crate::storage::{Audience, Holder, RunChanges, StorageError, Store, Topology};
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
 
 /// How a drained run ended.
@@ -59,21 +57,6 @@ impl RunReport {
     pub fn resumes(&self) -> bool {
         self.cause.is_some_and(StopCause::passes)
     }
-}
-
-/// Who a job's runs send to, and what consent their claims need.
-#[derive(Debug, Clone)]
-pub struct Targeting {
-    /// A credit held by each chunk's claim, or no rejection read with each page.
-    pub gate: ConsentGate,
-    /// Who a new run enqueues, and where names and variables come from.
-    pub audience: Audience,
-}
-
-/// Renders and checks one delivery's message.
-fn build(job: &Job, d: &PendingDelivery, builtins: &Builtins) -> Result<Message, String> {
-    let openid = OpenId::parse(&d.openid).map_err(|e| e.to_string())?;
-    Message::build(&job.spec, openid, &d.vars, builtins).map_err(|e| e.to_string())
 }
 
 /// What a request that may have gone out, but whose outcome was lost (a crash,
@@ -156,16 +139,6 @@ impl Deliverer {
     /// failed to take them (see `RecordWriter::settle`).
     pub async fn settle_kept(&self) -> Result<(), StorageError> {
         self.writer.settle().await
-    }
-
-    /// The database it records in.
-    pub(super) fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// How many runs the process's writer is recording now.
-    pub(super) fn writer_runs(&self) -> usize {
-        self.writer.runs()
     }
 
     /// The AppID of the mini program this deliverer sends for.
@@ -285,30 +258,6 @@ impl Deliverer {
             .unwrap_or_default())
     }
 
-    /// Reads (on PostgreSQL, takes) the page of pending deliveries after `after`,
-    /// in a task of its own, so that it runs while the previous page is sent.
-    pub(super) fn read_page(
-        &self,
-        job: &Job,
-        targeting: &Targeting,
-        run_id: i64,
-        after: i64,
-        size: u32,
-    ) -> tokio::task::JoinHandle<Result<Vec<PendingDelivery>, StorageError>> {
-        let (store, job) = (self.store.clone(), job.name.to_string());
-        let audience = targeting.audience;
-        // A long-term template's consent is read with the page (see `take_claims`).
-        let refusals = match &targeting.gate {
-            ConsentGate::NotRefused(t) => Some(t.clone()),
-            ConsentGate::Unchecked | ConsentGate::Credit(_) => None,
-        };
-        tokio::spawn(async move {
-            store
-                .pending_page(&job, audience, refusals.as_ref(), run_id, after, size)
-                .await
-        })
-    }
-
     /// Waits while other instances hold the rest of a shared run, for as long
     /// as they make progress, and at most a lease without any (a live
     /// instance whose database failed settles its rows once it answers again;
@@ -411,7 +360,8 @@ impl Deliverer {
         let ctx = Arc::new(self.send_context(job, &recorder, shutdown));
         let shared = self.topology == Topology::Shared;
         let mut pass = Pass::new(
-            self,
+            self.store.clone(),
+            self.writer.clone(),
             job,
             targeting,
             run_id,
@@ -577,39 +527,5 @@ impl Deliverer {
             latency_p50_ms: ctx.latency.quantile_ms(0.5).0,
             latency_p99_ms: ctx.latency.quantile_ms(0.99).0,
         }
-    }
-
-    /// Renders and checks a chunk's messages: the sendable ones are returned;
-    /// a person who refused on record is `skipped` and an invalid message
-    /// `invalid`, neither asked of WeChat.
-    pub(super) fn prepare(
-        &self,
-        job: &Job,
-        chunk: &[PendingDelivery],
-        builtins: &Builtins,
-        ctx: &SendContext,
-        recorder: &Recorder,
-    ) -> Vec<(i64, Message)> {
-        let mut ready = Vec::with_capacity(chunk.len());
-        for d in chunk {
-            if d.refused {
-                crate::stats::skipped(&ctx.job, 1);
-                recorder.record(Outcome::local(
-                    d.id,
-                    Status::Skipped,
-                    Some(crate::domain::NO_CONSENT.to_owned()),
-                ));
-                continue;
-            }
-            match build(job, d, builtins) {
-                Ok(message) => ready.push((d.id, message)),
-                // Caught here, so WeChat never answers 47003 for it.
-                Err(reason) => {
-                    tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
-                    recorder.record(Outcome::local(d.id, Status::Invalid, Some(reason)));
-                }
-            }
-        }
-        ready
     }
 }

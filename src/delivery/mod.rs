@@ -9,8 +9,9 @@ mod recorder;
 mod retry;
 mod send;
 
-pub use drain::{Deliverer, RunReport, Targeting, leftover_of};
+pub use drain::{Deliverer, RunReport, leftover_of};
 pub use inflight::InFlight;
+pub use pass::Targeting;
 pub use progress::Progress;
 pub use rate::SharedRate;
 pub use recorder::RecordWriter;

@@ -11,14 +11,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::drain::{Deliverer, Targeting};
 use super::inflight::InFlight;
+use super::recorder::RecordWriter;
 use super::recorder::Recorder;
 use super::send::{SendContext, StopCause};
 use crate::config::Job;
-use crate::domain::{Builtins, Message};
+use crate::domain::{Builtins, ConsentGate, Message, OpenId, Status};
 use crate::domain::{Outcome, RunStatus};
-use crate::storage::{Holder, PendingDelivery, StorageError};
+use crate::storage::{Audience, Holder, PendingDelivery, StorageError, Store};
 
 /// Deliveries read from the database at a time: memory stays flat in the audience size.
 pub(super) const PAGE: u32 = 1024;
@@ -100,9 +100,82 @@ pub(super) fn page_size(concurrency: usize, runs: usize, shared: bool) -> u32 {
     }
 }
 
+/// Who a job's runs send to, and what consent their claims need.
+#[derive(Debug, Clone)]
+pub struct Targeting {
+    /// A credit held by each chunk's claim, or no rejection read with each page.
+    pub gate: ConsentGate,
+    /// Who a new run enqueues, and where names and variables come from.
+    pub audience: Audience,
+}
+
+/// Renders and checks one delivery's message.
+fn build(job: &Job, d: &PendingDelivery, builtins: &Builtins) -> Result<Message, String> {
+    let openid = OpenId::parse(&d.openid).map_err(|e| e.to_string())?;
+    Message::build(&job.spec, openid, &d.vars, builtins).map_err(|e| e.to_string())
+}
+
+/// Reads (on PostgreSQL, takes) the page of pending deliveries after `after`,
+/// in a task of its own, so that it runs while the previous page is sent.
+fn read_page(
+    store: &Store,
+    job: &Job,
+    targeting: &Targeting,
+    run_id: i64,
+    after: i64,
+    size: u32,
+) -> tokio::task::JoinHandle<Result<Vec<PendingDelivery>, StorageError>> {
+    let (store, job) = (store.clone(), job.name.to_string());
+    let audience = targeting.audience;
+    // A long-term template's consent is read with the page (see `take_claims`).
+    let refusals = match &targeting.gate {
+        ConsentGate::NotRefused(t) => Some(t.clone()),
+        ConsentGate::Unchecked | ConsentGate::Credit(_) => None,
+    };
+    tokio::spawn(async move {
+        store
+            .pending_page(&job, audience, refusals.as_ref(), run_id, after, size)
+            .await
+    })
+}
+
+/// Renders and checks a chunk's messages: the sendable ones are returned;
+/// a person who refused on record is `skipped` and an invalid message
+/// `invalid`, neither asked of WeChat.
+fn prepare(
+    job: &Job,
+    chunk: &[PendingDelivery],
+    builtins: &Builtins,
+    ctx: &SendContext,
+    recorder: &Recorder,
+) -> Vec<(i64, Message)> {
+    let mut ready = Vec::with_capacity(chunk.len());
+    for d in chunk {
+        if d.refused {
+            crate::stats::skipped(&ctx.job, 1);
+            recorder.record(Outcome::local(
+                d.id,
+                Status::Skipped,
+                Some(crate::domain::NO_CONSENT.to_owned()),
+            ));
+            continue;
+        }
+        match build(job, d, builtins) {
+            Ok(message) => ready.push((d.id, message)),
+            // Caught here, so WeChat never answers 47003 for it.
+            Err(reason) => {
+                tracing::info!(delivery.id = d.id, %reason, "message is invalid; not sent");
+                recorder.record(Outcome::local(d.id, Status::Invalid, Some(reason)));
+            }
+        }
+    }
+    ready
+}
+
 /// One drain's sending: what its stages share.
 pub(super) struct Pass<'a> {
-    pub(super) deliverer: &'a Deliverer,
+    store: Store,
+    writer: RecordWriter,
     pub(super) job: &'a Job,
     pub(super) targeting: &'a Targeting,
     pub(super) run_id: i64,
@@ -125,7 +198,8 @@ impl<'a> Pass<'a> {
     /// A pass with nothing read yet.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        deliverer: &'a Deliverer,
+        store: Store,
+        writer: RecordWriter,
         job: &'a Job,
         targeting: &'a Targeting,
         run_id: i64,
@@ -138,7 +212,8 @@ impl<'a> Pass<'a> {
         shared: bool,
     ) -> Self {
         Self {
-            deliverer,
+            store,
+            writer,
             job,
             targeting,
             run_id,
@@ -161,12 +236,19 @@ impl<'a> Pass<'a> {
     /// given back behind the cursor (by a rescue or an instance that stopped)
     /// are taken in one more pass from the start.
     pub(super) async fn read_pages(&mut self) -> PassEnd {
-        let d = self.deliverer;
+        let (store, writer) = (self.store.clone(), self.writer.clone());
         let (concurrency, shared) = (self.concurrency, self.shared);
-        let size = || page_size(concurrency, d.writer_runs(), shared);
+        let size = || page_size(concurrency, writer.runs(), shared);
         let mut after = 0;
         let mut swept = false;
-        let mut next = Some(d.read_page(self.job, self.targeting, self.run_id, 0, size()));
+        let mut next = Some(read_page(
+            &store,
+            self.job,
+            self.targeting,
+            self.run_id,
+            0,
+            size(),
+        ));
         let end = loop {
             let page = match next
                 .take()
@@ -186,13 +268,27 @@ impl<'a> Pass<'a> {
                 if shared && !swept && after > 0 {
                     swept = true;
                     after = 0;
-                    next = Some(d.read_page(self.job, self.targeting, self.run_id, 0, size()));
+                    next = Some(read_page(
+                        &store,
+                        self.job,
+                        self.targeting,
+                        self.run_id,
+                        0,
+                        size(),
+                    ));
                     continue;
                 }
                 break PassEnd::Read;
             };
             after = last.id;
-            next = Some(d.read_page(self.job, self.targeting, self.run_id, after, size()));
+            next = Some(read_page(
+                &store,
+                self.job,
+                self.targeting,
+                self.run_id,
+                after,
+                size(),
+            ));
             if self.send_page(&page).await == PassEnd::Halted {
                 break PassEnd::Halted;
             }
@@ -211,11 +307,11 @@ impl<'a> Pass<'a> {
             if self.shutdown.is_cancelled() || self.ctx.halt.is_stopped() {
                 return PassEnd::Halted;
             }
-            let ready =
-                self.deliverer
-                    .prepare(self.job, chunk, &self.builtins, &self.ctx, &self.recorder);
-            // Record before the irreversible calls: one commit marks the chunk
-            // `sending`, so a crash can only make these `unknown`, never resend.
+            let ready = prepare(self.job, chunk, &self.builtins, &self.ctx, &self.recorder);
+            // Record before the irreversible calls: the chunk's claim commits
+            // before any of its requests, and each request starts only once its
+            // own `sending` mark is committed, so a crash can only make these
+            // `unknown`, never resend.
             let ids: Vec<i64> = ready.iter().map(|(id, _)| *id).collect();
             self.queued
                 .push_back((ready, Box::pin(self.recorder.claim(ids))));
@@ -298,7 +394,7 @@ impl<'a> Pass<'a> {
             return false;
         }
         if self.shared {
-            let store = self.deliverer.store();
+            let store = &self.store;
             if let Err(e) = store.release_taken(self.run_id).await {
                 self.ctx.halt.database(&e);
                 return false;
