@@ -50,8 +50,19 @@ impl App {
             let _ = loaded.send(());
             tracing::info!("ready");
         };
-        let result =
-            crate::scheduler::run(Arc::clone(&self), shutdown.clone(), reloads, ready).await;
+        let result = match self.sync_recipients().await {
+            Ok(_) => {
+                crate::scheduler::run(
+                    Arc::new(crate::scheduler::Parts::of(&self)),
+                    self.settings.jobs.clone(),
+                    shutdown.clone(),
+                    reloads,
+                    ready,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         // However the scheduler ended, the other tasks stop with it.
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}

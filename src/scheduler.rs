@@ -15,9 +15,57 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::clock::Clock;
 use crate::config::{Job, Settings};
+use crate::delivery::Deliverer;
+use crate::domain::AppName;
 use crate::domain::Trigger;
+use crate::health::Faults;
 use crate::runner::{FireError, Firing, SlotEnd, fire};
 use crate::storage::{LeaseError, StorageError, Topology};
+
+/// What the scheduler works with, handed to it by the daemon.
+pub(crate) struct Parts {
+    /// The database.
+    store: crate::storage::Store,
+    /// Whether other instances share the runs.
+    topology: Topology,
+    /// The clock slots and backoff are measured on.
+    clock: Clock,
+    /// Storage faults of firings, for `/readyz`.
+    faults: Faults,
+    /// Each app's sender, the default app's first.
+    deliverers: Vec<(Option<AppName>, Arc<Deliverer>)>,
+    /// The first wait before a run stopped by an outage is tried again.
+    outage_retry: Duration,
+    /// How long an instance may be silent before it is taken for dead.
+    instance_lease: Duration,
+}
+
+impl Parts {
+    /// The scheduler's parts of `app`.
+    pub(crate) fn of(app: &App) -> Self {
+        Self {
+            store: app.store.clone(),
+            topology: app.topology,
+            clock: app.clock.clone(),
+            faults: app.faults.clone(),
+            deliverers: app
+                .apps
+                .iter()
+                .map(|(name, runtime)| (name.clone(), Arc::clone(&runtime.deliverer)))
+                .collect(),
+            outage_retry: app.settings.outage_retry,
+            instance_lease: app.settings.database.instance_lease,
+        }
+    }
+
+    /// The sender of `app`'s jobs (`None`: the default app).
+    fn deliverer(&self, app: Option<&AppName>) -> &Deliverer {
+        self.deliverers
+            .iter()
+            .find(|(name, _)| name.as_ref() == app)
+            .map_or(&self.deliverers[0].1, |(_, d)| d)
+    }
+}
 
 /// One scheduled job: its definition and the token that stops its loop.
 struct Running {
@@ -32,17 +80,17 @@ struct Running {
 /// (a run in progress finishes undisturbed), new and changed jobs start from
 /// their next slot. `ready` is called once the schedule is loaded.
 pub(crate) async fn run(
-    app: Arc<App>,
+    parts: Arc<Parts>,
+    jobs: Vec<Job>,
     shutdown: CancellationToken,
     mut reloads: mpsc::Receiver<Settings>,
     ready: impl FnOnce(),
 ) -> Result<(), StorageError> {
-    app.sync_recipients().await?;
     let mut loops = JoinSet::new();
     let mut running: HashMap<String, Running> = HashMap::new();
-    crate::stats::job_apps(&app.settings.jobs);
-    for job in app.settings.jobs.clone() {
-        start(&app, &mut loops, &mut running, job, true, &shutdown);
+    crate::stats::job_apps(&jobs);
+    for job in jobs {
+        start(&parts, &mut loops, &mut running, job, true, &shutdown);
     }
     if running.is_empty() {
         tracing::warn!("no [[jobs]] configured; waiting for a shutdown signal");
@@ -52,7 +100,7 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(settings) = reloads.recv() => {
-                let report = app
+                let report = parts
                     .store
                     .sync_config_recipients(&crate::app::config_recipients(&settings))
                     .await?;
@@ -71,7 +119,7 @@ pub(crate) async fn run(
                     if running.contains_key(&name) {
                         kept += 1;
                     } else {
-                        start(&app, &mut loops, &mut running, job, false, &shutdown);
+                        start(&parts, &mut loops, &mut running, job, false, &shutdown);
                     }
                 }
                 tracing::info!(
@@ -92,17 +140,17 @@ pub(crate) async fn run(
 }
 
 fn start(
-    app: &Arc<App>,
+    parts: &Arc<Parts>,
     loops: &mut JoinSet<()>,
     running: &mut HashMap<String, Running>,
     job: Job,
     catch_up: bool,
     shutdown: &CancellationToken,
 ) {
-    match job.schedule.next_after(app.clock.now()) {
+    match job.schedule.next_after(parts.clock.now()) {
         Some(next) => {
             crate::stats::next_fire(job.name.as_ref(), next);
-            if let Some(prev) = job.schedule.latest_at_or_before(app.clock.now()) {
+            if let Some(prev) = job.schedule.latest_at_or_before(parts.clock.now()) {
                 crate::stats::previous_fire(job.name.as_ref(), prev);
             }
             tracing::info!(job = %job.name, next_fire = %job.schedule.local(next), "scheduled");
@@ -111,7 +159,7 @@ fn start(
     }
     let stop = CancellationToken::new();
     loops.spawn(job_loop(
-        Arc::clone(app),
+        Arc::clone(parts),
         job.clone(),
         catch_up,
         shutdown.clone(),
@@ -124,7 +172,7 @@ fn start(
 /// daemon first loaded this schedule), was missed by less than `catch_up`, and has
 /// not run yet.
 async fn missed_slot(
-    app: &App,
+    parts: &Parts,
     job: &Job,
     now: DateTime<Utc>,
     since: DateTime<Utc>,
@@ -140,21 +188,21 @@ async fn missed_slot(
     if late >= job.catch_up {
         return Ok(None);
     }
-    let seen = app.store.run_for_slot(job.name.as_ref(), slot).await?;
+    let seen = parts.store.run_for_slot(job.name.as_ref(), slot).await?;
     Ok(seen.is_none().then_some(slot))
 }
 
 async fn job_loop(
-    app: Arc<App>,
+    parts: Arc<Parts>,
     job: Job,
     catch_up_on_start: bool,
     shutdown: CancellationToken,
     stop: CancellationToken,
 ) {
     let busy = Arc::new(Mutex::new(()));
-    let start = app.clock.now();
+    let start = parts.clock.now();
     // Recorded on every load, reloads too, so that a later restart knows.
-    let since = app
+    let since = parts
         .store
         .schedule_since(job.name.as_ref(), &job.schedule.key(), start)
         .await;
@@ -164,7 +212,7 @@ async fn job_loop(
     let catch_up = match since {
         // After a reload, the new cron's past slots were never due.
         Ok(_) if !catch_up_on_start => Ok(None),
-        Ok(since) => missed_slot(&app, &job, start, since).await,
+        Ok(since) => missed_slot(&parts, &job, start, since).await,
         Err(e) => Err(e),
     }
     .unwrap_or_else(|e| {
@@ -178,7 +226,7 @@ async fn job_loop(
     // Resume unfinished runs (and the missed slot); a slot that comes meanwhile is
     // skipped. With nothing to resume nothing holds `busy`, so a slot right after
     // start is not skipped for a run that does not exist.
-    let unfinished = match app.store.unfinished_runs(job.name.as_ref()).await {
+    let unfinished = match parts.store.unfinished_runs(job.name.as_ref()).await {
         Ok(runs) => !runs.is_empty(),
         Err(e) => {
             tracing::error!(job = %job.name, error = %e, "cannot look for unfinished runs");
@@ -187,32 +235,32 @@ async fn job_loop(
     };
     if unfinished || catch_up.is_some() {
         let guard = Arc::clone(&busy).lock_owned().await;
-        let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
+        let (parts, job, shutdown) = (Arc::clone(&parts), job.clone(), shutdown.clone());
         let slot = catch_up.map(|s| (s, Trigger::CatchUp));
-        running.spawn(async move { spawn_fire(&app, &job, slot, &shutdown, guard).await });
+        running.spawn(async move { spawn_fire(&parts, &job, slot, &shutdown, guard).await });
     }
     let mut after = start;
     // Where instances share the database, a run another instance (or a manual
     // `send`) is draining, or one a dead instance left, is joined between slots.
-    let mut join_tick = (app.topology == Topology::Shared).then(|| {
+    let mut join_tick = (parts.topology == Topology::Shared).then(|| {
         // A tenth of the lease (3 s by default): a manual send's run is joined
         // soon, for one cheap indexed query per job.
-        let mut t = tokio::time::interval(app.settings.database.instance_lease / 10);
+        let mut t = tokio::time::interval(parts.instance_lease / 10);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
     // Another instance's drain of this job (a manual `send`, a slot) says so
     // when it begins: joined at once, the tick being the fallback.
-    let mut changes = app.store.run_changes();
+    let mut changes = parts.store.run_changes();
     while let Some(next) = job.schedule.next_after(after) {
         let reached = loop {
             tokio::select! {
-                r = sleep_until(&app.clock, next, &shutdown, &stop) => break r,
+                r = sleep_until(&parts.clock, next, &shutdown, &stop) => break r,
                 _ = tick(&mut join_tick) => {
-                    join(&app, &job, &busy, &shutdown, &mut running).await;
+                    join(&parts, &job, &busy, &shutdown, &mut running).await;
                 }
                 _ = changes.changed(job.name.as_ref()) => {
-                    join(&app, &job, &busy, &shutdown, &mut running).await;
+                    join(&parts, &job, &busy, &shutdown, &mut running).await;
                 }
             }
         };
@@ -220,8 +268,8 @@ async fn job_loop(
             break;
         }
         after = next;
-        let going = (app.topology == Topology::Shared)
-            && app
+        let going = (parts.topology == Topology::Shared)
+            && parts
                 .store
                 .has_running_run(job.name.as_ref())
                 .await
@@ -229,17 +277,17 @@ async fn job_loop(
                     tracing::warn!(job = %job.name, error = %e, "cannot look for a running run");
                     false
                 });
-        let turn = slot_turn(going, app.topology, &busy);
+        let turn = slot_turn(going, parts.topology, &busy);
         if let SlotTurn::Skip = turn {
             skip(
-                &app,
+                &parts,
                 &job,
                 next,
                 "the previous run of this job was still going",
             )
             .await
         } else {
-            let (app, job, shutdown) = (Arc::clone(&app), job.clone(), shutdown.clone());
+            let (parts, job, shutdown) = (Arc::clone(&parts), job.clone(), shutdown.clone());
             running.spawn(async move {
                 let guard = match turn {
                     SlotTurn::Fire(guard) => guard,
@@ -247,7 +295,7 @@ async fn job_loop(
                     SlotTurn::Skip => unreachable!("a skipped slot is not fired"),
                 };
                 let slot = Some((next, Trigger::Schedule));
-                spawn_fire(&app, &job, slot, &shutdown, guard).await;
+                spawn_fire(&parts, &job, slot, &shutdown, guard).await;
             });
         }
         while running.try_join_next().is_some() {}
@@ -299,7 +347,7 @@ async fn tick(t: &mut Option<tokio::time::Interval>) {
 /// Joins `job`'s shared runs that have work nobody took, unless this process is
 /// already firing the job.
 async fn join(
-    app: &Arc<App>,
+    parts: &Arc<Parts>,
     job: &Job,
     busy: &Arc<Mutex<()>>,
     shutdown: &CancellationToken,
@@ -308,11 +356,11 @@ async fn join(
     let Ok(guard) = Arc::clone(busy).try_lock_owned() else {
         return;
     };
-    match app.store.joinable(job.name.as_ref()).await {
+    match parts.store.joinable(job.name.as_ref()).await {
         Ok(true) => {
             tracing::info!(job = %job.name, "joining a run with deliveries nobody has taken");
-            let (app, job, shutdown) = (Arc::clone(app), job.clone(), shutdown.clone());
-            running.spawn(async move { spawn_fire(&app, &job, None, &shutdown, guard).await });
+            let (parts, job, shutdown) = (Arc::clone(parts), job.clone(), shutdown.clone());
+            running.spawn(async move { spawn_fire(&parts, &job, None, &shutdown, guard).await });
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot look for runs to join"),
@@ -328,21 +376,21 @@ const MAX_OUTAGE_RETRY: Duration = Duration::from_secs(600);
 /// failure keeps `/readyz` at 503 until a firing of this job works again, and
 /// is tried again as soon as the database answers (within the backoff's wait).
 async fn spawn_fire(
-    app: &App,
+    parts: &Parts,
     job: &Job,
     slot: Option<(DateTime<Utc>, Trigger)>,
     shutdown: &CancellationToken,
     _busy: tokio::sync::OwnedMutexGuard<()>,
 ) {
-    let mut wait = app.settings.outage_retry;
-    let give_up = app.clock.now() + job.send_window;
+    let mut wait = parts.outage_retry;
+    let give_up = parts.clock.now() + job.send_window;
     loop {
         let (again, database) = match fire(
-            &app.store,
-            &app.runtime(job.app.as_ref()).deliverer,
+            &parts.store,
+            parts.deliverer(job.app.as_ref()),
             job,
             slot.map_or(Firing::Resume, |(s, t)| Firing::Slot(s, t)),
-            &app.clock,
+            &parts.clock,
             shutdown,
         )
         .await
@@ -352,8 +400,8 @@ async fn spawn_fire(
                 // that failed: /readyz says so until a try works.
                 let database = fired.database_fault().map(str::to_owned);
                 match &database {
-                    Some(reason) => app.faults.set(job.name.as_ref(), reason.clone()),
-                    None => app.faults.clear(job.name.as_ref()),
+                    Some(reason) => parts.faults.set(job.name.as_ref(), reason.clone()),
+                    None => parts.faults.clear(job.name.as_ref()),
                 }
                 if fired.slot == SlotEnd::TooLate {
                     tracing::error!(job = %job.name, slot = ?slot.map(|s| s.0), "the slot's send window closed before its run could start: nobody was sent this slot");
@@ -362,7 +410,7 @@ async fn spawn_fire(
             }
             Err(FireError::Locked(busy @ LeaseError::Busy(_))) => {
                 if let Some((slot, _)) = slot {
-                    skip(app, job, slot, &busy.to_string()).await;
+                    skip(parts, job, slot, &busy.to_string()).await;
                 }
                 (false, false)
             }
@@ -370,24 +418,24 @@ async fn spawn_fire(
                 let database = matches!(e, FireError::Storage(_));
                 // A file that is gone is the cause to name, whatever the
                 // statement that met it said.
-                let said = match app.store.diagnose() {
+                let said = match parts.store.diagnose() {
                     Some(cause) if database => cause.to_string(),
                     _ => e.to_string(),
                 };
                 tracing::error!(job = %job.name, error = %said, "run failed");
-                app.faults.set(job.name.as_ref(), said);
+                parts.faults.set(job.name.as_ref(), said);
                 (e.transient(), database)
             }
         };
-        if !again || shutdown.is_cancelled() || app.clock.now() >= give_up {
+        if !again || shutdown.is_cancelled() || parts.clock.now() >= give_up {
             return;
         }
         tracing::warn!(job = %job.name, retry_in = %humantime::format_duration(wait), "will try the run again");
         let waited = async {
             if database {
-                until_database_answers(app, wait).await
+                until_database_answers(parts, wait).await
             } else {
-                app.clock.sleep(wait).await
+                parts.clock.sleep(wait).await
             }
         };
         tokio::select! {
@@ -403,24 +451,28 @@ const DATABASE_PROBE: Duration = Duration::from_secs(1);
 
 /// Waits `at_most`, or less: until the database answers a probe (one a
 /// second), so that a restart of a second holds a run up for about that long.
-async fn until_database_answers(app: &App, at_most: Duration) {
-    let deadline = app.clock.now() + at_most;
+async fn until_database_answers(parts: &Parts, at_most: Duration) {
+    let deadline = parts.clock.now() + at_most;
     loop {
-        let left = (deadline - app.clock.now()).to_std().unwrap_or_default();
+        let left = (deadline - parts.clock.now()).to_std().unwrap_or_default();
         if left.is_zero() {
             return;
         }
-        app.clock.sleep(left.min(DATABASE_PROBE)).await;
-        if app.store.ping().await.is_ok() {
+        parts.clock.sleep(left.min(DATABASE_PROBE)).await;
+        if parts.store.ping().await.is_ok() {
             tracing::info!("the database answers again");
             return;
         }
     }
 }
 
-async fn skip(app: &App, job: &Job, slot: DateTime<Utc>, why: &str) {
+async fn skip(parts: &Parts, job: &Job, slot: DateTime<Utc>, why: &str) {
     tracing::warn!(job = %job.name, %slot, reason = why, "slot skipped");
-    if let Err(e) = app.store.record_skipped(job.name.as_ref(), slot, why).await {
+    if let Err(e) = parts
+        .store
+        .record_skipped(job.name.as_ref(), slot, why)
+        .await
+    {
         tracing::error!(job = %job.name, error = %e, "cannot record a skipped slot");
     }
 }
