@@ -304,7 +304,7 @@ impl<'a> Pass<'a> {
                 return false;
             }
             // This share is done: a drain waiting for it looks again now.
-            store.signal_job(self.job.name.as_ref()).await;
+            store.signal_job(&self.job.name).await;
         }
         go_on && !self.ctx.halt.is_stopped()
     }
