@@ -247,8 +247,8 @@ pub fn config_recipients(settings: &Settings) -> Vec<StoredRecipient> {
         .iter()
         .flat_map(|r| {
             r.jobs.iter().map(move |job| StoredRecipient {
-                job: job.to_string(),
-                openid: r.openid.to_string(),
+                job: job.clone(),
+                openid: r.openid.clone(),
                 name: r.name.clone(),
                 vars: r.vars.clone(),
             })

@@ -8,18 +8,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Job, RetentionSettings};
+use crate::domain::JobName;
 use crate::storage::{OpenSlots, Store};
 
 /// How long after its slot a run of each job may still be sent or caught up:
 /// the longer of its send window and its catch-up.
-pub(crate) fn horizons(jobs: &[Job]) -> Vec<(String, Duration)> {
+pub(crate) fn horizons(jobs: &[Job]) -> Vec<(JobName, Duration)> {
     jobs.iter()
-        .map(|j| (j.name.to_string(), j.send_window.max(j.catch_up)))
+        .map(|j| (j.name.clone(), j.send_window.max(j.catch_up)))
         .collect()
 }
 
 /// The slots each job may still send at `now`, for `Store::prune`.
-fn open_slots(horizons: &[(String, Duration)], now: DateTime<Utc>) -> Vec<OpenSlots> {
+fn open_slots(horizons: &[(JobName, Duration)], now: DateTime<Utc>) -> Vec<OpenSlots> {
     horizons
         .iter()
         .map(|(job, h)| OpenSlots {
@@ -35,7 +36,7 @@ fn open_slots(horizons: &[(String, Duration)], now: DateTime<Utc>) -> Vec<OpenSl
 pub(crate) async fn keep_pruning(
     store: Store,
     r: RetentionSettings,
-    horizons: watch::Receiver<Vec<(String, Duration)>>,
+    horizons: watch::Receiver<Vec<(JobName, Duration)>>,
     clock: Clock,
     shutdown: CancellationToken,
 ) {

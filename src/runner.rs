@@ -144,7 +144,7 @@ pub async fn fire(
     };
     let now = clock.now();
     let mut resumed = false;
-    for run_id in store.unfinished_runs(job.name.as_ref()).await? {
+    for run_id in store.unfinished_runs(&job.name).await? {
         let Some(run) = store.run(run_id).await? else {
             continue;
         };
@@ -182,15 +182,15 @@ pub async fn fire(
     // A new round's slot is the moment it was asked for: never too late.
     if !new_round
         && window_closed(job, slot, now)
-        && store.run_for_slot(job.name.as_ref(), slot).await?.is_none()
+        && store.run_for_slot(&job.name, slot).await?.is_none()
     {
         fired.slot = SlotEnd::TooLate;
         return Ok(fired);
     }
     let new = NewRun {
-        job: job.name.as_ref(),
+        job: &job.name,
         appid: deliverer.appid(),
-        template_id: job.spec.template_id.as_ref(),
+        template_id: &job.spec.template_id,
         audience: targeting.audience,
         slot,
         trigger,

@@ -188,7 +188,7 @@ async fn missed_slot(
     if late >= job.catch_up {
         return Ok(None);
     }
-    let seen = parts.store.run_for_slot(job.name.as_ref(), slot).await?;
+    let seen = parts.store.run_for_slot(&job.name, slot).await?;
     Ok(seen.is_none().then_some(slot))
 }
 
@@ -204,7 +204,7 @@ async fn job_loop(
     // Recorded on every load, reloads too, so that a later restart knows.
     let since = parts
         .store
-        .schedule_since(job.name.as_ref(), &job.schedule.key(), start)
+        .schedule_since(&job.name, &job.schedule.key(), start)
         .await;
     if let Ok(since) = &since {
         crate::stats::schedule_loaded(job.name.as_ref(), *since);
@@ -226,7 +226,7 @@ async fn job_loop(
     // Resume unfinished runs (and the missed slot); a slot that comes meanwhile is
     // skipped. With nothing to resume nothing holds `busy`, so a slot right after
     // start is not skipped for a run that does not exist.
-    let unfinished = match parts.store.unfinished_runs(job.name.as_ref()).await {
+    let unfinished = match parts.store.unfinished_runs(&job.name).await {
         Ok(runs) => !runs.is_empty(),
         Err(e) => {
             tracing::error!(job = %job.name, error = %e, "cannot look for unfinished runs");
@@ -259,7 +259,7 @@ async fn job_loop(
                 _ = tick(&mut join_tick) => {
                     join(&parts, &job, &busy, &shutdown, &mut running).await;
                 }
-                _ = changes.changed(job.name.as_ref()) => {
+                _ = changes.changed(&job.name) => {
                     join(&parts, &job, &busy, &shutdown, &mut running).await;
                 }
             }
@@ -271,7 +271,7 @@ async fn job_loop(
         let going = (parts.topology == Topology::Shared)
             && parts
                 .store
-                .has_running_run(job.name.as_ref())
+                .has_running_run(&job.name)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(job = %job.name, error = %e, "cannot look for a running run");
@@ -356,7 +356,7 @@ async fn join(
     let Ok(guard) = Arc::clone(busy).try_lock_owned() else {
         return;
     };
-    match parts.store.joinable(job.name.as_ref()).await {
+    match parts.store.joinable(&job.name).await {
         Ok(true) => {
             tracing::info!(job = %job.name, "joining a run with deliveries nobody has taken");
             let (parts, job, shutdown) = (Arc::clone(parts), job.clone(), shutdown.clone());
@@ -468,11 +468,7 @@ async fn until_database_answers(parts: &Parts, at_most: Duration) {
 
 async fn skip(parts: &Parts, job: &Job, slot: DateTime<Utc>, why: &str) {
     tracing::warn!(job = %job.name, %slot, reason = why, "slot skipped");
-    if let Err(e) = parts
-        .store
-        .record_skipped(job.name.as_ref(), slot, why)
-        .await
-    {
+    if let Err(e) = parts.store.record_skipped(&job.name, slot, why).await {
         tracing::error!(job = %job.name, error = %e, "cannot record a skipped slot");
     }
 }

@@ -163,7 +163,7 @@ async fn stored_recipients(
     let mut more = 0;
     for job in &settings.jobs {
         let builtins = &builtins[job.name.as_ref()];
-        for r in store.recipients(Some(job.name.as_ref())).await? {
+        for r in store.recipients(Some(&job.name)).await? {
             if !r.active || r.source == "config" {
                 continue;
             }

@@ -9,7 +9,7 @@ use super::table::{self, Align::Left, Align::Right};
 use super::{Exit, Failure, find_job};
 use crate::cli::RecipientsCommand;
 use crate::config::{Job, Settings};
-use crate::domain::{AppName, Builtins, OpenId};
+use crate::domain::{AppName, Builtins, JobName, OpenId};
 use crate::import::{self, recipient};
 use crate::storage::{JobSet, Store};
 
@@ -55,13 +55,15 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             Ok(Exit::Ok)
         }
         RecipientsCommand::Remove { openid, app, job } => {
-            OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
+            let openid =
+                OpenId::parse(&openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
             let app = app_arg(&settings, app.as_deref())?;
-            if let Some(job) = &job {
-                job_of_app(&settings, job, &app)?;
-            }
+            let named = match &job {
+                Some(job) => Some(&job_of_app(&settings, job, &app)?.name),
+                None => None,
+            };
             let store = super::open_for_reading(&settings).await?;
-            let n = match (&job, settings.apps.is_empty()) {
+            let n = match (named, settings.apps.is_empty()) {
                 (Some(job), _) => store.remove_recipient(&openid, Some(job)).await?,
                 // One app: every job, as before (jobs since removed from the file too).
                 (None, true) => store.remove_recipient(&openid, None).await?,
@@ -85,11 +87,7 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
                 });
             }
             println!("removed {openid} from {n} job(s)");
-            if settings
-                .recipients
-                .iter()
-                .any(|r| r.openid.as_ref() == openid)
-            {
+            if settings.recipients.iter().any(|r| r.openid == openid) {
                 println!(
                     "note: {openid} is also in {}; the next run or send adds it back",
                     settings.path.display()
@@ -180,12 +178,15 @@ fn listing_job(job: &Job) -> Result<&Job, Failure> {
 }
 
 /// The names of `app`'s jobs.
-fn jobs_of<'a>(settings: &'a Settings, app: &'a Option<AppName>) -> impl Iterator<Item = &'a str> {
+fn jobs_of<'a>(
+    settings: &'a Settings,
+    app: &'a Option<AppName>,
+) -> impl Iterator<Item = &'a JobName> {
     settings
         .jobs
         .iter()
         .filter(move |j| &j.app == app)
-        .map(|j| j.name.as_ref())
+        .map(|j| &j.name)
 }
 
 /// Whether a stored row of `job` is `app`'s: a job no longer in the file is
@@ -200,9 +201,10 @@ async fn list(
     app: &Option<AppName>,
     json: bool,
 ) -> Result<Exit, Failure> {
-    if let Some(job) = job {
-        job_of_app(settings, job, app)?;
-    }
+    let job = match job {
+        Some(job) => Some(&job_of_app(settings, job, app)?.name),
+        None => None,
+    };
     let store = super::open_for_reading(settings).await?;
     // What the file lists now, as the next run will see it.
     store
@@ -283,8 +285,8 @@ async fn show(
         .filter(|r| r.openid == openid.as_ref() && row_of_app(settings, &r.job, app))
         .collect();
     let appid = &settings.wechat_of(app.as_ref()).appid;
-    let subscriber = store.subscriber(appid, openid.as_ref()).await?;
-    let consents = store.consents_of(appid, openid.as_ref()).await?;
+    let subscriber = store.subscriber(appid, &openid).await?;
+    let consents = store.consents_of(appid, &openid).await?;
     store.close().await;
     if listed.is_empty() && subscriber.is_none() && consents.is_empty() {
         return Err(Failure {
@@ -388,12 +390,12 @@ async fn forget(settings: &Settings, openid: &str, app: &Option<AppName>) -> Res
         });
     };
     let appid = &settings.wechat_of(app.as_ref()).appid;
-    let jobs_of = |wanted: bool| -> Vec<String> {
+    let jobs_of = |wanted: bool| -> Vec<JobName> {
         settings
             .jobs
             .iter()
             .filter(|j| (&j.app == app) == wanted)
-            .map(|j| j.name.to_string())
+            .map(|j| j.name.clone())
             .collect()
     };
     let jobs = match app {
@@ -401,7 +403,7 @@ async fn forget(settings: &Settings, openid: &str, app: &Option<AppName>) -> Res
         None => JobSet::AllBut(jobs_of(false)),
     };
     let touched = match store.adopt_unkeyed(&settings.wechat.appid).await {
-        Ok(_) => store.forget(appid, openid.as_ref(), &jobs).await,
+        Ok(_) => store.forget(appid, &openid, &jobs).await,
         Err(e) => Err(e),
     };
     store.close().await;

@@ -6,6 +6,7 @@ use super::table::{self, Align::Left, Align::Right};
 use super::{Exit, Failure};
 use crate::cli::{RunsArgs, RunsCommand};
 use crate::config::Settings;
+use crate::domain::JobName;
 use crate::storage::{DeliveryRow, RunRow};
 
 pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Failure> {
@@ -27,7 +28,13 @@ pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Fail
     };
     match args.show {
         None => {
-            let runs = store.runs(args.job.as_deref(), args.limit).await?;
+            // Any name, configured or not (a job's runs outlive it in the file);
+            // what is no job name has no runs.
+            let runs = match args.job.as_deref().map(JobName::parse) {
+                None => store.runs(None, args.limit).await?,
+                Some(Ok(job)) => store.runs(Some(&job), args.limit).await?,
+                Some(Err(_)) => Vec::new(),
+            };
             if args.json {
                 let runs: Vec<serde_json::Value> = runs.iter().map(with_app).collect();
                 println!(

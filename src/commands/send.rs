@@ -178,7 +178,7 @@ async fn test_send_with(
     app.sync_recipients().await?;
     let listed = app
         .store
-        .recipients(Some(job.name.as_ref()))
+        .recipients(Some(&job.name))
         .await?
         .into_iter()
         .find(|r| r.openid == openid.as_ref());
@@ -195,10 +195,10 @@ async fn test_send_with(
             }
         ))
     })?;
-    let template = job.spec.template_id.as_ref();
+    let template = &job.spec.template_id;
     let id = app
         .store
-        .start_test_send(job.name.as_ref(), openid.as_ref(), template)
+        .start_test_send(&job.name, &openid, template)
         .await?;
     let runtime = app.runtime(job.app.as_ref());
     let (tokens, client) = (&runtime.tokens, &runtime.client);
@@ -235,7 +235,7 @@ async fn test_send_with(
         .is_some_and(|(t, _)| t.kind == crate::domain::TemplateKind::OneTime);
     if one_time && matches!(status, Status::Sent | Status::Unknown) {
         // WeChat delivers one message per tap, a test's too.
-        app.store.spend_credit(openid.as_ref(), &template).await?;
+        app.store.spend_credit(&openid, &template).await?;
     }
     let line = match status {
         Status::Sent => format!(
@@ -474,10 +474,8 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
     {
         if subscribed {
             store.adopt_unkeyed(&settings.wechat.appid).await?;
-            let template = crate::domain::AppTemplate::new(
-                settings.appid_of_job(job),
-                job.spec.template_id.as_ref(),
-            );
+            let template =
+                crate::domain::AppTemplate::new(settings.appid_of_job(job), &job.spec.template_id);
             // The kind as last fetched; a dry run makes no API call.
             let one_time = store
                 .template(&template.appid, &template.template_id)
@@ -487,7 +485,7 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
                 audience.insert(openid, vars);
             }
         } else {
-            for r in store.recipients(Some(job.name.as_ref())).await? {
+            for r in store.recipients(Some(&job.name)).await? {
                 if r.active {
                     audience.insert(r.openid, r.vars);
                 }
@@ -496,8 +494,8 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
         store.close().await;
     }
     for r in config_recipients(settings) {
-        if r.job == job.name.as_ref() && !subscribed {
-            audience.insert(r.openid, with_name(r.vars, r.name.as_deref()));
+        if r.job == job.name && !subscribed {
+            audience.insert(r.openid.to_string(), with_name(r.vars, r.name.as_deref()));
         }
     }
     // As `send JOB` would: built-ins ({{today}}, ...) at the latest slot.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
-use crate::domain::{JobName, MessageSpec, OpenId, Schedule};
+use crate::domain::{AppId, JobName, MessageSpec, OpenId, Schedule};
 
 /// The whole configuration, valid once loaded.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl Settings {
     }
 
     /// The AppID whose consent and history `job` uses.
-    pub fn appid_of_job(&self, job: &Job) -> &str {
+    pub fn appid_of_job(&self, job: &Job) -> &AppId {
         &self.wechat_of(job.app.as_ref()).appid
     }
 
@@ -82,7 +82,7 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct WechatSettings {
     /// The mini program's AppID.
-    pub appid: String,
+    pub appid: AppId,
     /// The AppSecret; only ever exposed when building a token request. Commands
     /// that never call WeChat (`runs`, `recipients`) work without it.
     pub secret: Option<SecretString>,

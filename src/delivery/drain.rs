@@ -14,7 +14,7 @@ use super::recorder::{RecordWriter, Recorder};
 use super::retry::RetryPolicy;
 use super::send::{Halt, Latency, SendContext, StopCause};
 use crate::config::{Audience as JobAudience, ConsentCheck, DeliverySettings, Job, OnUnknown};
-use crate::domain::{AppTemplate, Builtins, TemplateKind};
+use crate::domain::{AppId, AppTemplate, Builtins, JobName, TemplateKind};
 use crate::domain::{ConsentGate, Counts, RunStatus, Status};
 use crate::storage::{Audience, Holder, RunChanges, StorageError, Store, Topology};
 use crate::wechat::{TemplateCatalog, TokenManager, WechatClient};
@@ -142,7 +142,7 @@ impl Deliverer {
     }
 
     /// The AppID of the mini program this deliverer sends for.
-    pub fn appid(&self) -> &str {
+    pub fn appid(&self) -> &AppId {
         self.client.appid()
     }
 
@@ -264,7 +264,7 @@ impl Deliverer {
     /// a dead one is settled by a survivor after its lease).
     async fn wait_for_others(
         &self,
-        job: &str,
+        job: &JobName,
         run_id: i64,
         changes: &mut RunChanges,
         shutdown: &CancellationToken,
@@ -311,7 +311,7 @@ impl Deliverer {
     /// each page, otherwise (and when the kind cannot be known now). Worked out
     /// once per firing: it may ask WeChat.
     pub async fn targeting(&self, job: &Job) -> Targeting {
-        let template = job.spec.template_id.as_ref();
+        let template = &job.spec.template_id;
         let kind = match job.consent {
             ConsentCheck::Unchecked => None,
             ConsentCheck::Required => self.templates.kind(template).await,
@@ -377,7 +377,7 @@ impl Deliverer {
         // idle instances join this run now rather than at their next join check.
         let mut changes = self.store.run_changes();
         if shared {
-            self.store.signal_job(job.name.as_ref()).await;
+            self.store.signal_job(&job.name).await;
         }
         let ending = loop {
             let end = pass.read_pages().await;
@@ -388,7 +388,7 @@ impl Deliverer {
                 break Ending::Drained;
             }
             match self
-                .wait_for_others(job.name.as_ref(), run_id, &mut changes, shutdown)
+                .wait_for_others(&job.name, run_id, &mut changes, shutdown)
                 .await
             {
                 Ok(Waited::Free) => {}
@@ -422,9 +422,7 @@ impl Deliverer {
                 "found deliveries interrupted mid-send"
             );
         }
-        self.store
-            .reopen_run(run_id, job.spec.template_id.as_ref())
-            .await
+        self.store.reopen_run(run_id, &job.spec.template_id).await
     }
 
     /// What every send of one drain shares.

@@ -125,7 +125,7 @@ fn read_page(
     after: i64,
     size: u32,
 ) -> tokio::task::JoinHandle<Result<Vec<PendingDelivery>, StorageError>> {
-    let (store, job) = (store.clone(), job.name.to_string());
+    let (store, job) = (store.clone(), job.name.clone());
     let audience = targeting.audience;
     // A long-term template's consent is read with the page (see `take_claims`).
     let refusals = match &targeting.gate {
@@ -400,7 +400,7 @@ impl<'a> Pass<'a> {
                 return false;
             }
             // This share is done: a drain waiting for it looks again now.
-            store.signal_job(self.job.name.as_ref()).await;
+            store.signal_job(&self.job.name).await;
         }
         go_on && !self.ctx.halt.is_stopped()
     }

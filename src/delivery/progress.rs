@@ -121,6 +121,7 @@ mod tests {
 
     use super::*;
     use crate::domain::Trigger;
+    use crate::domain::test_ids::{app, job, oid, tmpl};
     use crate::storage::{Audience, NewRun};
 
     #[derive(Clone, Default)]
@@ -141,8 +142,8 @@ mod tests {
         let store = Store::open("sqlite::memory:").await.unwrap();
         let rows: Vec<_> = (0..4)
             .map(|i| crate::storage::StoredRecipient {
-                job: "daily".into(),
-                openid: format!("oUser{i:023}"),
+                job: job("daily"),
+                openid: oid(&format!("oUser{i:023}")),
                 name: None,
                 vars: Default::default(),
             })
@@ -150,9 +151,9 @@ mod tests {
         store.upsert_recipients(&rows, "cli").await.unwrap();
         let run = store
             .enqueue(NewRun {
-                job: "daily",
-                appid: "wx1",
-                template_id: "t",
+                job: &job("daily"),
+                appid: &app("1"),
+                template_id: &tmpl("t"),
                 audience: Audience::Listed,
                 slot: chrono::Utc::now(),
                 trigger: Trigger::Manual,

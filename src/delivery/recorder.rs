@@ -570,6 +570,7 @@ mod tests {
     use super::*;
     use crate::domain::AppTemplate;
     use crate::domain::Status;
+    use crate::domain::test_ids::{app, job, oid, tmpl};
 
     fn run(gate: ConsentGate) -> Arc<Run> {
         Arc::new(Run::new(gate, Arc::new(AtomicUsize::new(0))))
@@ -577,9 +578,15 @@ mod tests {
 
     #[test]
     fn marks_and_plain_outcomes_of_all_runs_share_one_group() {
-        let long = run(ConsentGate::NotRefused(AppTemplate::new("wx1", "a")));
-        let once = run(ConsentGate::Credit(AppTemplate::new("wx1", "b")));
-        let also_long = run(ConsentGate::NotRefused(AppTemplate::new("wx1", "a")));
+        let long = run(ConsentGate::NotRefused(AppTemplate::new(
+            &app("1"),
+            &tmpl("a"),
+        )));
+        let once = run(ConsentGate::Credit(AppTemplate::new(&app("1"), &tmpl("b"))));
+        let also_long = run(ConsentGate::NotRefused(AppTemplate::new(
+            &app("1"),
+            &tmpl("a"),
+        )));
         let op = |run: &Arc<Run>, kind| Op {
             run: Arc::clone(run),
             kind,
@@ -615,14 +622,14 @@ mod tests {
         // Runs with equal gates share a group; a refusal needs its gate.
         assert_eq!(
             groups[1].gate,
-            ConsentGate::NotRefused(AppTemplate::new("wx1", "a"))
+            ConsentGate::NotRefused(AppTemplate::new(&app("1"), &tmpl("a")))
         );
         assert_eq!(groups[1].claims, [1, 2, 4]);
         assert_eq!(ids(&groups[1].outcomes), [8]);
         // A one-time template's outcomes settle credits: always under its gate.
         assert_eq!(
             groups[2].gate,
-            ConsentGate::Credit(AppTemplate::new("wx1", "b"))
+            ConsentGate::Credit(AppTemplate::new(&app("1"), &tmpl("b")))
         );
         assert_eq!(groups[2].claims, [3]);
         assert_eq!(ids(&groups[2].outcomes), [9]);
@@ -645,8 +652,8 @@ mod tests {
         let store = Store::open_with(&url, &options).await.unwrap();
         let people: Vec<crate::storage::StoredRecipient> = (0..n)
             .map(|i| crate::storage::StoredRecipient {
-                job: "daily".into(),
-                openid: format!("oUser{i:023}"),
+                job: job("daily"),
+                openid: oid(&format!("oUser{i:023}")),
                 name: None,
                 vars: Default::default(),
             })
@@ -654,9 +661,9 @@ mod tests {
         store.sync_config_recipients(&people).await.unwrap();
         let run = store
             .enqueue(crate::storage::NewRun {
-                job: "daily",
-                appid: "wx1",
-                template_id: "t",
+                job: &job("daily"),
+                appid: &app("1"),
+                template_id: &tmpl("t"),
                 audience: crate::storage::Audience::Listed,
                 slot: chrono::Utc::now(),
                 trigger: crate::domain::Trigger::Manual,

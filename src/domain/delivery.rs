@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::Invalid;
+use super::{AppId, Invalid, TemplateId};
 
 /// Where one delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -177,17 +177,17 @@ impl ConsentGate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppTemplate {
     /// The mini program's AppID.
-    pub appid: String,
+    pub appid: AppId,
     /// The template, one of that account's.
-    pub template_id: String,
+    pub template_id: TemplateId,
 }
 
 impl AppTemplate {
     /// `template_id` of the mini program `appid`.
-    pub fn new(appid: impl Into<String>, template_id: impl Into<String>) -> Self {
+    pub fn new(appid: &AppId, template_id: &TemplateId) -> Self {
         Self {
-            appid: appid.into(),
-            template_id: template_id.into(),
+            appid: appid.clone(),
+            template_id: template_id.clone(),
         }
     }
 }
@@ -195,6 +195,7 @@ impl AppTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::test_ids;
 
     #[test]
     fn every_status_reads_back_and_anything_else_is_an_error() {
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn only_a_one_time_template_and_a_long_term_refusal_touch_consent() {
-        let t = AppTemplate::new("wx1", "t");
+        let t = AppTemplate::new(&test_ids::app("1"), &test_ids::tmpl("t"));
         for status in Status::ALL {
             assert!(!ConsentGate::Unchecked.touched_by(status));
             assert!(ConsentGate::Credit(t.clone()).touched_by(status));

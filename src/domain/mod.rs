@@ -1,6 +1,7 @@
 //! Domain types: once built, they are valid.
 
 pub(crate) mod aes_key;
+mod app_id;
 mod consent;
 mod delivery;
 mod job_name;
@@ -12,9 +13,12 @@ mod render;
 mod run;
 mod schedule;
 mod template_id;
+#[cfg(test)]
+pub(crate) mod test_ids;
 mod text;
 
 pub use aes_key::AesKey;
+pub use app_id::AppId;
 pub use consent::{ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after};
 pub use delivery::{
     AppTemplate, ConsentGate, CreditEffect, NO_CONSENT, Outcome, Status, credit_after,

@@ -44,8 +44,8 @@ pub(crate) fn recipient(
     Message::build(&job.spec, openid.clone(), &check_vars, builtins)
         .map_err(|e| format!("job {}: data.{e}", job.name))?;
     Ok(StoredRecipient {
-        job: job.name.to_string(),
-        openid: openid.to_string(),
+        job: job.name.clone(),
+        openid: openid.clone(),
         name,
         vars,
     })

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::events::{self, Item, Push};
 use super::{Intake, IntakeApp, signature};
+use crate::domain::AppId;
 use crate::storage::StorageError;
 
 /// How far a push's signed timestamp may be from this server's clock.
@@ -207,14 +208,15 @@ fn open(app: &IntakeApp, q: &Signed, body: &[u8]) -> Result<Vec<u8>, (StatusCode
         tracing::warn!("encrypted push with a bad msg_signature");
         return Err((StatusCode::FORBIDDEN, "signature mismatch\n".into()));
     }
-    key.decrypt(&encrypt, app.client.appid()).map_err(|e| {
-        tracing::error!(error = %e, "cannot open an encrypted push");
-        (StatusCode::BAD_REQUEST, format!("{e}\n"))
-    })
+    key.decrypt(&encrypt, app.client.appid().as_ref())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot open an encrypted push");
+            (StatusCode::BAD_REQUEST, format!("{e}\n"))
+        })
 }
 
-async fn apply(intake: &Intake, appid: &str, push: &Push) -> Result<(), StorageError> {
-    let openid = push.openid.as_ref();
+async fn apply(intake: &Intake, appid: &AppId, push: &Push) -> Result<(), StorageError> {
+    let openid = &push.openid;
     for item in &push.items {
         match item {
             Item::Consent {
@@ -231,7 +233,7 @@ async fn apply(intake: &Intake, appid: &str, push: &Push) -> Result<(), StorageE
                 );
                 let fresh = intake
                     .store
-                    .apply_consent_event(appid, &key, openid, template_id.as_ref(), *result)
+                    .apply_consent_event(appid, &key, openid, template_id, *result)
                     .await?;
                 crate::stats::push_event(&push.event, !fresh);
                 tracing::info!(
@@ -255,7 +257,7 @@ async fn apply(intake: &Intake, appid: &str, push: &Push) -> Result<(), StorageE
                         appid,
                         *msgid,
                         openid,
-                        template_id.as_ref(),
+                        template_id,
                         *error_code,
                         error_status,
                     )

@@ -93,7 +93,9 @@ impl Intake {
 
     /// The app whose AppID is `appid` (a subscription report's `"appid"`).
     fn app_with_appid(&self, appid: &str) -> Option<&IntakeApp> {
-        self.apps.iter().find(|a| a.client.appid() == appid)
+        self.apps
+            .iter()
+            .find(|a| a.client.appid().as_ref() == appid)
     }
 
     /// Forgets idle clients and long-applied pushes now and then, so that neither

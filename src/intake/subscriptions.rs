@@ -275,19 +275,14 @@ pub(super) async fn post(
             );
         }
     };
-    let results: Vec<(String, ConsentResult)> = report
-        .results
-        .iter()
-        .map(|(t, r)| (t.as_ref().to_owned(), *r))
-        .collect();
     if let Err(e) = intake
         .store
         .record_subscription(
             app.client.appid(),
-            openid.as_ref(),
+            &openid,
             report.name.as_deref(),
             report.data.as_ref(),
-            &results,
+            &report.results,
         )
         .await
     {
@@ -298,15 +293,16 @@ pub(super) async fn post(
             "cannot record the subscription; retry",
         );
     }
-    let accepted: Vec<&str> = results
+    let accepted: Vec<&str> = report
+        .results
         .iter()
         .filter(|(_, r)| *r == ConsentResult::Accept)
-        .map(|(t, _)| t.as_str())
+        .map(|(t, _)| t.as_ref())
         .collect();
     crate::stats::intake_report("recorded");
     tracing::info!(
         openid.masked = %openid.masked(),
-        templates = results.len(),
+        templates = report.results.len(),
         accepted = accepted.len(),
         "subscription recorded"
     );

@@ -2,6 +2,7 @@
 //! AppID (`''`); they are the default app's, named once a config says which.
 
 use super::{Context, StorageError, Store};
+use crate::domain::AppId;
 
 /// The tables whose rows are kept per mini program.
 const KEYED: [&str; 5] = [
@@ -15,7 +16,7 @@ const KEYED: [&str; 5] = [
 impl Store {
     /// Gives rows written before apps were kept apart to `default_appid`, the
     /// `[wechat]` app (the only one there was). Idempotent, and a no-op once done.
-    pub async fn adopt_unkeyed(&self, default_appid: &str) -> Result<u64, StorageError> {
+    pub async fn adopt_unkeyed(&self, default_appid: &AppId) -> Result<u64, StorageError> {
         // Read first: once done, reading commands (`runs`, `recipients show`)
         // must not need write access to the database.
         let any = KEYED
@@ -36,7 +37,7 @@ impl Store {
         for table in KEYED {
             let sql = format!("UPDATE {table} SET appid = $1 WHERE appid = ''");
             adopted += sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(default_appid)
+                .bind(default_appid.as_ref())
                 .execute(&mut *tx)
                 .await
                 .context("give rows without an app to the default app")?
@@ -53,6 +54,7 @@ impl Store {
 mod tests {
     use super::super::test_stores::{each_backend, postgres_url};
     use super::Store;
+    use crate::domain::test_ids::{app, oid, tmpl};
     use crate::domain::{ConsentResult, TemplateKind};
     use crate::storage::TemplateRow;
 
@@ -70,39 +72,50 @@ mod tests {
         // Before, the second app's refresh deleted the first's list: its job
         // then lost the template's kind (and with it the credit gate).
         for store in each_backend("each_apps_template_list_replaces_only_its_own").await {
-            store.save_templates("wxA", &listed("ta")).await.unwrap();
-            store.save_templates("wxB", &listed("tb")).await.unwrap();
-            assert!(store.template("wxA", "ta").await.unwrap().is_some());
-            assert!(store.template("wxB", "tb").await.unwrap().is_some());
-            assert!(store.template("wxB", "ta").await.unwrap().is_none());
+            let (a, b) = (app("A"), app("B"));
+            store.save_templates(&a, &listed("ta")).await.unwrap();
+            store.save_templates(&b, &listed("tb")).await.unwrap();
+            assert!(store.template(&a, &tmpl("ta")).await.unwrap().is_some());
+            assert!(store.template(&b, &tmpl("tb")).await.unwrap().is_some());
+            assert!(store.template(&b, &tmpl("ta")).await.unwrap().is_none());
         }
     }
 
     #[tokio::test]
     async fn rows_from_before_apps_become_the_default_apps_once() {
         for store in each_backend("rows_from_before_apps_become_the_default_apps_once").await {
-            let who = "oUser00000000000000000000000";
-            // As the migration leaves a database written by an older wxpush.
+            let who = oid("oUser00000000000000000000000");
+            let (old, d) = (app("0"), app("D"));
+            // As the migration leaves a database written by an older wxpush:
+            // written as any app's, then its AppID taken away.
             store
                 .record_subscription(
-                    "",
-                    who,
+                    &old,
+                    &who,
                     Some("Old"),
                     None,
-                    &[("t".into(), ConsentResult::Accept)],
+                    &[(tmpl("t"), ConsentResult::Accept)],
                 )
                 .await
                 .unwrap();
-            store.save_templates("", &listed("t")).await.unwrap();
-            assert!(store.consents_of("wxD", who).await.unwrap().is_empty());
-            assert_eq!(store.adopt_unkeyed("wxD").await.unwrap(), 3);
-            assert_eq!(store.adopt_unkeyed("wxD").await.unwrap(), 0, "once");
-            let consents = store.consents_of("wxD", who).await.unwrap();
+            store.save_templates(&old, &listed("t")).await.unwrap();
+            for table in ["subscribers", "consents", "templates"] {
+                let sql = format!("UPDATE {table} SET appid = '' WHERE appid = $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(old.as_ref())
+                    .execute(&store.pool)
+                    .await
+                    .unwrap();
+            }
+            assert!(store.consents_of(&d, &who).await.unwrap().is_empty());
+            assert_eq!(store.adopt_unkeyed(&d).await.unwrap(), 3);
+            assert_eq!(store.adopt_unkeyed(&d).await.unwrap(), 0, "once");
+            let consents = store.consents_of(&d, &who).await.unwrap();
             assert_eq!(consents.len(), 1);
             assert_eq!(consents[0].kind, Some(TemplateKind::OneTime));
-            let person = store.subscriber("wxD", who).await.unwrap().unwrap();
+            let person = store.subscriber(&d, &who).await.unwrap().unwrap();
             assert_eq!(person.name.as_deref(), Some("Old"));
-            assert!(store.subscriber("wxE", who).await.unwrap().is_none());
+            assert!(store.subscriber(&app("E"), &who).await.unwrap().is_none());
         }
     }
 
@@ -134,14 +147,15 @@ mod tests {
             pool.close().await;
 
             let store = Store::open(&url).await.unwrap();
-            store.adopt_unkeyed("wxD").await.unwrap();
-            let consents = store.consents_of("wxD", who).await.unwrap();
+            let d = app("D");
+            store.adopt_unkeyed(&d).await.unwrap();
+            let consents = store.consents_of(&d, &oid(who)).await.unwrap();
             assert_eq!(
                 (consents[0].status.as_str(), consents[0].credits),
                 ("accept", 2),
                 "{url}"
             );
-            let person = store.subscriber("wxD", who).await.unwrap().unwrap();
+            let person = store.subscriber(&d, &oid(who)).await.unwrap().unwrap();
             assert_eq!(person.name.as_deref(), Some("Old"));
         }
     }

@@ -127,8 +127,8 @@ async fn take_claims(
                 .bind(me),
             chunk,
         )
-        .bind(t.template_id.clone())
-        .bind(t.appid.clone());
+        .bind(t.template_id.as_ref().to_owned())
+        .bind(t.appid.as_ref().to_owned());
         let mut mine: Vec<(i64, String)> = q
             .fetch_all(&mut *conn)
             .await
@@ -149,8 +149,8 @@ async fn take_claims(
                 dialect.in_ids(3)
             );
             let q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(t.appid.clone())
-                .bind(t.template_id.clone());
+                .bind(t.appid.as_ref().to_owned())
+                .bind(t.template_id.as_ref().to_owned());
             let held: HashSet<String> = bind_ids(q, &ids)
                 .fetch_all(&mut *conn)
                 .await
@@ -382,8 +382,8 @@ impl Store {
                     self.dialect.among_outcomes("d.id")
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
-                    .bind(template.template_id.clone())
-                    .bind(template.appid.clone())
+                    .bind(template.template_id.as_ref().to_owned())
+                    .bind(template.appid.as_ref().to_owned())
                     .bind(me)
                     .execute(&mut *tx)
                     .await
@@ -405,8 +405,8 @@ impl Store {
                 );
                 bind_outcomes(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                     .bind(&now)
-                    .bind(template.template_id.clone())
-                    .bind(template.appid.clone())
+                    .bind(template.template_id.as_ref().to_owned())
+                    .bind(template.appid.as_ref().to_owned())
                     .execute(&mut *tx)
                     .await
                     .context("record refused subscriptions")?;

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use super::Store;
 use super::test_stores::each_backend;
 use crate::domain::Trigger;
+use crate::domain::test_ids::{self, app, job, tmpl};
 use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
 use crate::storage::{Audience, NewRun};
 
@@ -23,9 +24,9 @@ async fn enqueue(store: &Store, job: &str, openids: &[&str]) -> Vec<i64> {
     }
     store
         .enqueue(NewRun {
-            job,
-            appid: "wx1",
-            template_id: "t",
+            job: &test_ids::job(job),
+            appid: &app("1"),
+            template_id: &tmpl("t"),
             audience: Audience::Listed,
             slot: chrono::Utc::now(),
             trigger: Trigger::Manual,
@@ -51,7 +52,7 @@ async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() 
         let ids = enqueue(&store, "b", &[who]).await;
         sqlx::query(
             "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
-             VALUES ('wx1', $1, 't', 'accept', 1, 0, 'intake', '')",
+             VALUES ('wx0000000000000001', $1, 't', 'accept', 1, 0, 'intake', '')",
         )
         .bind(who)
         .execute(&store.pool)
@@ -59,7 +60,7 @@ async fn one_credit_pays_for_one_delivery_even_when_two_claims_pass_the_check() 
         .unwrap();
         assert_eq!(ids.len(), 2);
 
-        let gate = ConsentGate::Credit(AppTemplate::new("wx1", "t"));
+        let gate = ConsentGate::Credit(AppTemplate::new(&app("1"), &tmpl("t")));
         let taken = store
             .write_batch(&gate, &ids, &[], &[])
             .await
@@ -199,7 +200,7 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
             "oUserB0000000000000000000000",
             "oUserC0000000000000000000000",
         ];
-        let consent = |appid: &'static str, who: &'static str, template: &'static str| {
+        let consent = |appid: &str, who: &'static str, template: &'static str| {
             sqlx::query(
                 "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
                  VALUES ($1, $2, $3, 'accept', 0, 0, 'intake', '') \
@@ -210,7 +211,10 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
             .bind(template)
         };
         for who in people {
-            consent("wx1", who, "t").execute(&store.pool).await.unwrap();
+            consent(app("1").as_ref(), who, "t")
+                .execute(&store.pool)
+                .await
+                .unwrap();
             sqlx::query(
                 "INSERT INTO recipients (job, openid, source, created_at, updated_at) VALUES ('listed', $1, 'cli', '', '')",
             )
@@ -219,21 +223,23 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
             .await
             .unwrap();
         }
+        let (wx1, t) = (app("1"), tmpl("t"));
+        let jobs = [job("listed"), job("subs"), job("query")];
         let run = |job, audience| NewRun {
             job,
-            appid: "wx1",
-            template_id: "t",
+            appid: &wx1,
+            template_id: &t,
             audience,
             slot: chrono::Utc::now(),
             trigger: Trigger::Manual,
         };
         let listed = store
-            .enqueue(run("listed", Audience::Listed))
+            .enqueue(run(&jobs[0], Audience::Listed))
             .await
             .unwrap();
         let subscribed = Audience::Subscribed { one_time: false };
-        let subscribed_run = store.enqueue(run("subs", subscribed)).await.unwrap();
-        let query = store.enqueue(run("query", Audience::Query)).await.unwrap();
+        let subscribed_run = store.enqueue(run(&jobs[1], subscribed)).await.unwrap();
+        let query = store.enqueue(run(&jobs[2], Audience::Query)).await.unwrap();
         for who in people {
             sqlx::query(
                 "INSERT INTO deliveries (run_id, openid, status, vars, created_at, updated_at) \
@@ -257,28 +263,35 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
             .execute(&store.pool)
             .await
             .unwrap();
-        for (appid, template) in [("wx2", "t"), ("wx1", "other")] {
-            consent(appid, people[2], template)
+        for (appid, template) in [(app("2"), "t"), (app("1"), "other")] {
+            consent(appid.as_ref(), people[2], template)
                 .execute(&store.pool)
                 .await
                 .unwrap();
         }
         sqlx::query(
-            "UPDATE consents SET status = 'reject' WHERE openid = $1 AND NOT (appid = 'wx1' AND template_id = 't')",
+            "UPDATE consents SET status = 'reject' WHERE openid = $1 AND NOT (appid = 'wx0000000000000001' AND template_id = 't')",
         )
         .bind(people[2])
         .execute(&store.pool)
         .await
         .unwrap();
 
-        let template = AppTemplate::new("wx1", "t");
+        let template = AppTemplate::new(&app("1"), &tmpl("t"));
         for (job, audience, run_id) in [
             ("listed", Audience::Listed, listed.run_id),
             ("subs", subscribed, subscribed_run.run_id),
             ("query", Audience::Query, query.run_id),
         ] {
             let page = store
-                .pending_page(job, audience, Some(&template), run_id, 0, 10)
+                .pending_page(
+                    &test_ids::job(job),
+                    audience,
+                    Some(&template),
+                    run_id,
+                    0,
+                    10,
+                )
                 .await
                 .unwrap();
             let refused: Vec<&str> = page
@@ -294,7 +307,7 @@ async fn a_page_says_who_refused_its_template_in_its_app_for_every_audience() {
                 store.topology()
             );
             let unasked = store
-                .pending_page(job, audience, None, run_id, 0, 10)
+                .pending_page(&test_ids::job(job), audience, None, run_id, 0, 10)
                 .await
                 .unwrap();
             assert!(unasked.iter().all(|d| !d.refused), "{job}");

@@ -8,7 +8,8 @@ use sqlx::Row;
 
 use super::{Context, StorageError, Store, now};
 use crate::domain::{
-    AppTemplate, ConsentResult, ConsentSource, PAIRING, Tally, TemplateKind, tally_after,
+    AppId, AppTemplate, ConsentResult, ConsentSource, JobName, OpenId, PAIRING, Tally, TemplateId,
+    TemplateKind, tally_after,
 };
 
 /// One of the account's templates, as gettemplate lists it.
@@ -47,10 +48,10 @@ pub struct ConsentRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobSet {
     /// These jobs.
-    Only(Vec<String>),
+    Only(Vec<JobName>),
     /// Every job but these (the default app: jobs no longer in the file were
     /// its own, since apps came later).
-    AllBut(Vec<String>),
+    AllBut(Vec<JobName>),
 }
 
 /// A person who came through the intake API.
@@ -76,9 +77,9 @@ pub(super) fn subscribed(n: usize) -> String {
 
 pub(super) async fn apply(
     tx: &mut super::db::Conn,
-    appid: &str,
-    openid: &str,
-    template_id: &str,
+    appid: &AppId,
+    openid: &OpenId,
+    template_id: &TemplateId,
     result: ConsentResult,
     from: ConsentSource,
 ) -> Result<(), StorageError> {
@@ -96,9 +97,9 @@ pub(super) async fn apply(
         "INSERT INTO consents (appid, openid, template_id, status, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (appid, openid, template_id) DO UPDATE SET updated_at = consents.updated_at",
     )
-    .bind(appid)
-    .bind(openid)
-    .bind(template_id)
+    .bind(appid.as_ref())
+    .bind(openid.as_ref())
+    .bind(template_id.as_ref())
     .bind(result.as_str())
     .bind(from.as_str())
     .bind(super::ts(now))
@@ -109,9 +110,9 @@ pub(super) async fn apply(
         "SELECT credits, unpaired_intake, unpaired_event, pair_until FROM consents \
          WHERE appid = $1 AND openid = $2 AND template_id = $3",
     )
-    .bind(appid)
-    .bind(openid)
-    .bind(template_id)
+    .bind(appid.as_ref())
+    .bind(openid.as_ref())
+    .bind(template_id.as_ref())
     .fetch_optional(&mut *tx)
     .await
     .context("read consent")?;
@@ -138,9 +139,9 @@ pub(super) async fn apply(
          unpaired_event = excluded.unpaired_event, pair_until = excluded.pair_until, \
          source = excluded.source, updated_at = excluded.updated_at",
     )
-    .bind(appid)
-    .bind(openid)
-    .bind(template_id)
+    .bind(appid.as_ref())
+    .bind(openid.as_ref())
+    .bind(template_id.as_ref())
     .bind(result.as_str())
     .bind(after.credits)
     .bind(after.unpaired_intake)
@@ -159,11 +160,11 @@ impl Store {
     /// and data replaced only when given) and each template's result.
     pub async fn record_subscription(
         &self,
-        appid: &str,
-        openid: &str,
+        appid: &AppId,
+        openid: &OpenId,
         name: Option<&str>,
         vars: Option<&BTreeMap<String, String>>,
-        results: &[(String, ConsentResult)],
+        results: &[(TemplateId, ConsentResult)],
     ) -> Result<(), StorageError> {
         let mut tx = self.write().await?;
         let now = now();
@@ -174,8 +175,8 @@ impl Store {
              ON CONFLICT (appid, openid) DO UPDATE SET name = COALESCE(excluded.name, subscribers.name), \
              vars = CASE WHEN $7 IS NULL THEN subscribers.vars ELSE excluded.vars END, updated_at = excluded.updated_at",
         )
-        .bind(appid)
-        .bind(openid)
+        .bind(appid.as_ref())
+        .bind(openid.as_ref())
         .bind(name)
         .bind(vars.as_deref())
         .bind(&now)
@@ -202,16 +203,16 @@ impl Store {
     /// Every template consent of one person of the mini program `appid`, by template.
     pub async fn consents_of(
         &self,
-        appid: &str,
-        openid: &str,
+        appid: &AppId,
+        openid: &OpenId,
     ) -> Result<Vec<ConsentRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT c.template_id, t.kind, c.status, c.credits, c.reserved, c.source, c.updated_at \
              FROM consents c LEFT JOIN templates t ON t.appid = c.appid AND t.template_id = c.template_id \
              WHERE c.appid = $1 AND c.openid = $2 ORDER BY c.template_id",
         )
-        .bind(appid)
-        .bind(openid)
+        .bind(appid.as_ref())
+        .bind(openid.as_ref())
         .fetch_all(&self.pool)
         .await
         .context("read consents")?;
@@ -236,14 +237,14 @@ impl Store {
     /// through the intake API.
     pub async fn subscriber(
         &self,
-        appid: &str,
-        openid: &str,
+        appid: &AppId,
+        openid: &OpenId,
     ) -> Result<Option<SubscriberRow>, StorageError> {
         let row = sqlx::query(
             "SELECT openid, name, vars FROM subscribers WHERE appid = $1 AND openid = $2",
         )
-        .bind(appid)
-        .bind(openid)
+        .bind(appid.as_ref())
+        .bind(openid.as_ref())
         .fetch_optional(&self.pool)
         .await
         .context("read a subscriber")?;
@@ -264,8 +265,8 @@ impl Store {
     /// person and is kept. Returns the rows touched.
     pub async fn forget(
         &self,
-        appid: &str,
-        openid: &str,
+        appid: &AppId,
+        openid: &OpenId,
         jobs: &JobSet,
     ) -> Result<u64, StorageError> {
         let mut tx = self.write().await?;
@@ -280,7 +281,7 @@ impl Store {
             format!("DELETE FROM test_sends WHERE openid = $1 AND {in_jobs}"),
         ];
         for sql in &by_job {
-            let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(openid);
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(openid.as_ref());
             touched += super::sets::bind_texts(q, jobs)
                 .execute(&mut *tx)
                 .await
@@ -296,8 +297,8 @@ impl Store {
             "UPDATE sent_events SET openid = 'forgotten' WHERE openid = $1 AND appid = $2",
         ] {
             touched += sqlx::query(sql)
-                .bind(openid)
-                .bind(appid)
+                .bind(openid.as_ref())
+                .bind(appid.as_ref())
                 .execute(&mut *tx)
                 .await
                 .context("forget a person")?
@@ -321,8 +322,8 @@ impl Store {
             subscribed(2)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&template.appid)
-            .bind(&template.template_id)
+            .bind(template.appid.as_ref())
+            .bind(template.template_id.as_ref())
             .bind(i64::from(one_time))
             .fetch_all(&self.pool)
             .await

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::settle::{Holders, settle};
 use super::{Audience, Context, StorageError, Store};
-use crate::domain::{AppTemplate, Status};
+use crate::domain::{AppTemplate, JobName, Status};
 
 /// A run's books, from `Store::audit_run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,9 @@ fn bind_refusals<'q>(
     refusals: Option<&AppTemplate>,
 ) -> super::db::Query<'q> {
     match refusals {
-        Some(t) => q.bind(t.template_id.clone()).bind(t.appid.clone()),
+        Some(t) => q
+            .bind(t.template_id.as_ref().to_owned())
+            .bind(t.appid.as_ref().to_owned()),
         None => q,
     }
 }
@@ -137,7 +139,7 @@ impl Store {
     /// some first simply wins those, and each is re-checked per page.
     pub async fn pending_page(
         &self,
-        job: &str,
+        job: &JobName,
         audience: Audience,
         refusals: Option<&AppTemplate>,
         run_id: i64,
@@ -163,7 +165,7 @@ impl Store {
                     .bind(after)
                     .bind(i64::from(limit));
                 let q = match audience {
-                    Audience::Listed => q.bind(job),
+                    Audience::Listed => q.bind(job.as_ref()),
                     Audience::Subscribed { .. } | Audience::Query => q,
                 };
                 let q = bind_refusals(q, refusals);
@@ -202,7 +204,7 @@ impl Store {
                 };
                 let q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 let q = match audience {
-                    Audience::Listed => q.bind(job),
+                    Audience::Listed => q.bind(job.as_ref()),
                     Audience::Subscribed { .. } | Audience::Query => q,
                 };
                 let q = q.bind(run_id).bind(after).bind(i64::from(limit));

@@ -72,7 +72,7 @@ impl RecipientImport {
         let repeat: Vec<bool> = self
             .buffer
             .iter()
-            .map(|(_, w)| !firsts.insert((w.job.as_str(), w.openid.as_str())))
+            .map(|(_, w)| !firsts.insert((w.job.as_ref(), w.openid.as_ref())))
             .collect();
         drop(firsts);
         let rows: Vec<&StoredRecipient> = self
@@ -96,12 +96,12 @@ impl RecipientImport {
                 m
             });
         for ((line, w), repeat) in self.buffer.drain(..).zip(repeat) {
-            match returned.get_mut(&w.openid) {
+            match returned.get_mut(w.openid.as_ref()) {
                 Some(n) if *n > 0 && !repeat => {
                     *n -= 1;
                     self.written += 1;
                 }
-                _ => self.duplicates.push((line, w.openid)),
+                _ => self.duplicates.push((line, w.openid.to_string())),
             }
         }
         Ok(())

@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::settle::{Holders, settle};
 use super::{Context, StorageError, Store, now};
-use crate::domain::Status;
+use crate::domain::{JobName, Status};
 
 /// Who a process is, for the instances table.
 #[derive(Debug, Clone)]
@@ -108,7 +108,13 @@ impl Store {
     /// Tells the other instances that `job`'s runs have work or have changed
     /// (a drain began, or finished its share). Only a hint: they also look on a
     /// timer, so a signal that fails is logged and nothing else.
-    pub async fn signal_job(&self, job: &str) {
+    pub async fn signal_job(&self, job: &JobName) {
+        self.signal(job.as_ref()).await;
+    }
+
+    /// `signal_job` for a job as stored (a rescued run's), or for `""`, which
+    /// wakes every waiter.
+    async fn signal(&self, job: &str) {
         let Some(signals) = &self.signals else {
             return;
         };
@@ -287,7 +293,7 @@ impl Store {
             let jobs: std::collections::BTreeSet<&str> =
                 runs.iter().map(|r| r.job.as_str()).collect();
             for job in jobs {
-                self.signal_job(job).await;
+                self.signal(job).await;
             }
             rescue.in_flight += in_flight;
             rescue.returned += returned;
@@ -316,7 +322,7 @@ impl Store {
         tx.commit().await.context("commit a deregistration")?;
         if returned > 0 {
             // What it gave back is anyone's now: an empty job wakes every waiter.
-            self.signal_job("").await;
+            self.signal("").await;
         }
         Ok(())
     }

@@ -3,17 +3,17 @@
 
 use super::consents::apply;
 use super::{Context, StorageError, Store, now};
-use crate::domain::{ConsentResult, ConsentSource};
+use crate::domain::{AppId, ConsentResult, ConsentSource, OpenId, TemplateId};
 
 impl Store {
     /// Applies one pushed event of the mini program `appid` unless `event_key`
     /// was applied before (WeChat retries pushes). True when it was new.
     pub async fn apply_consent_event(
         &self,
-        appid: &str,
+        appid: &AppId,
         event_key: &str,
-        openid: &str,
-        template_id: &str,
+        openid: &OpenId,
+        template_id: &TemplateId,
         result: ConsentResult,
     ) -> Result<bool, StorageError> {
         let mut tx = self.write().await?;
@@ -61,10 +61,10 @@ impl Store {
     /// Records a `subscribe_msg_sent_event` (once per msgid). True when it was new.
     pub async fn record_sent_event(
         &self,
-        appid: &str,
+        appid: &AppId,
         msgid: u64,
-        openid: &str,
-        template_id: &str,
+        openid: &OpenId,
+        template_id: &TemplateId,
         error_code: i64,
         error_status: &str,
     ) -> Result<bool, StorageError> {
@@ -72,10 +72,10 @@ impl Store {
             "INSERT INTO sent_events (appid, msgid, openid, template_id, error_code, error_status, received_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (appid, msgid) DO NOTHING",
         )
-        .bind(appid)
+        .bind(appid.as_ref())
         .bind(msgid.to_string())
-        .bind(openid)
-        .bind(template_id)
+        .bind(openid.as_ref())
+        .bind(template_id.as_ref())
         .bind(error_code)
         .bind(error_status)
         .bind(now())

@@ -7,14 +7,15 @@ use sqlx::Row;
 
 use super::deliveries::vars_of;
 use super::{Context, StorageError, Store, now};
+use crate::domain::{JobName, OpenId};
 
 /// A recipient to write: one job, one openid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecipient {
     /// The job.
-    pub job: String,
+    pub job: JobName,
     /// The openid.
-    pub openid: String,
+    pub openid: OpenId,
     /// A display name.
     pub name: Option<String>,
     /// Variables and keyword overrides.
@@ -89,7 +90,7 @@ impl Store {
         let mut keep = BTreeSet::new();
         for w in wanted {
             let vars = serde_json::to_string(&w.vars).expect("a string map serialises");
-            let key = (w.job.clone(), w.openid.clone());
+            let key = (w.job.to_string(), w.openid.to_string());
             let unchanged = current.get(&key).is_some_and(|(name, v, source, active)| {
                 *name == w.name && *v == vars && source == "config" && *active
             });
@@ -101,8 +102,8 @@ impl Store {
             let created: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "{UPSERT} RETURNING created_at"
             )))
-            .bind(&w.job)
-            .bind(&w.openid)
+            .bind(w.job.as_ref())
+            .bind(w.openid.as_ref())
             .bind(&w.name)
             .bind(&vars)
             .bind("config")
@@ -145,8 +146,8 @@ impl Store {
         let now = now();
         for w in rows {
             sqlx::query(UPSERT)
-                .bind(&w.job)
-                .bind(&w.openid)
+                .bind(w.job.as_ref())
+                .bind(w.openid.as_ref())
                 .bind(&w.name)
                 .bind(serde_json::to_string(&w.vars).expect("a string map serialises"))
                 .bind(source)
@@ -163,12 +164,13 @@ impl Store {
     /// Deletes a recipient from one job, or from every job; returns rows removed.
     pub async fn remove_recipient(
         &self,
-        openid: &str,
-        job: Option<&str>,
+        openid: &OpenId,
+        job: Option<&JobName>,
     ) -> Result<u64, StorageError> {
+        let job: Option<&str> = job.map(AsRef::as_ref);
         let r =
             sqlx::query("DELETE FROM recipients WHERE openid = $1 AND ($2 IS NULL OR job = $3)")
-                .bind(openid)
+                .bind(openid.as_ref())
                 .bind(job)
                 .bind(job)
                 .execute(&self.pool)
@@ -178,7 +180,11 @@ impl Store {
     }
 
     /// Recipients, optionally of one job, ordered by job and openid.
-    pub async fn recipients(&self, job: Option<&str>) -> Result<Vec<RecipientRow>, StorageError> {
+    pub async fn recipients(
+        &self,
+        job: Option<&JobName>,
+    ) -> Result<Vec<RecipientRow>, StorageError> {
+        let job: Option<&str> = job.map(AsRef::as_ref);
         let rows = sqlx::query(
             "SELECT job, openid, name, vars, source, active FROM recipients \
              WHERE ($1 IS NULL OR job = $2) ORDER BY job, openid",

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{Context, StorageError, Store, ts};
+use crate::domain::JobName;
 
 /// What one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,7 @@ const RUNS_PER_ROUND: i64 = 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenSlots {
     /// The job.
-    pub job: String,
+    pub job: JobName,
     /// Its oldest slot that may still send: now less the longer of its send
     /// window and its catch-up.
     pub since: DateTime<Utc>,
@@ -76,7 +77,7 @@ impl Store {
                     // Slots are stored in one format, which sorts in time order.
                     !open
                         .iter()
-                        .any(|o| o.job == job && slot >= super::runs::slot_text(o.since))
+                        .any(|o| o.job.as_ref() == job && slot >= super::runs::slot_text(o.since))
                 })
                 .map(|r| r.get("id"))
                 .collect();
@@ -153,14 +154,15 @@ mod tests {
     use super::super::test_stores::each_backend;
     use super::*;
     use crate::domain::Trigger;
+    use crate::domain::test_ids::{app, tmpl};
     use crate::storage::{Audience, NewRun};
 
     async fn run_at(store: &Store, job: &str, slot: &str, finished: Option<&str>) -> i64 {
         let run = store
             .enqueue(NewRun {
-                job,
-                appid: "wx1",
-                template_id: "t",
+                job: &JobName::parse(job).unwrap(),
+                appid: &app("1"),
+                template_id: &tmpl("t"),
                 audience: Audience::Listed,
                 slot: slot.parse().unwrap(),
                 trigger: Trigger::Schedule,
@@ -280,7 +282,7 @@ mod tests {
             let now: DateTime<Utc> = "2026-12-04T12:00:00Z".parse().unwrap();
             let before = now - chrono::Duration::days(1);
             let open = [OpenSlots {
-                job: "weekly".into(),
+                job: JobName::parse("weekly").unwrap(),
                 since: now - chrono::Duration::days(7),
             }];
 

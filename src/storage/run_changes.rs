@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 
 use super::runs::slot_text;
 use super::{Context, StorageError, Store, now};
-use crate::domain::RunStatus;
+use crate::domain::{JobName, RunStatus, TemplateId};
 
 impl Store {
     /// Records that `slot` fired while the job's previous run was still going.
     pub async fn record_skipped(
         &self,
-        job: &str,
+        job: &JobName,
         slot: DateTime<Utc>,
         note: &str,
     ) -> Result<(), StorageError> {
@@ -20,7 +20,7 @@ impl Store {
             "INSERT INTO runs (job, slot, trigger, status, note, created_at, finished_at) \
              VALUES ($1, $2, 'schedule', 'skipped', $3, $4, $5) ON CONFLICT (job, slot) DO NOTHING",
         )
-        .bind(job)
+        .bind(job.as_ref())
         .bind(slot_text(slot))
         .bind(note)
         .bind(&now)
@@ -59,14 +59,18 @@ impl Store {
 
     /// Marks a stopped or interrupted run as running again before it is
     /// resumed, with the template its remaining sends will use.
-    pub async fn reopen_run(&self, run_id: i64, template_id: &str) -> Result<(), StorageError> {
+    pub async fn reopen_run(
+        &self,
+        run_id: i64,
+        template_id: &TemplateId,
+    ) -> Result<(), StorageError> {
         sqlx::query(
             "UPDATE runs SET template_id = $1, \
              status = CASE WHEN status IN ('stopped', 'interrupted') THEN 'running' ELSE status END, \
              finished_at = CASE WHEN status IN ('stopped', 'interrupted') THEN NULL ELSE finished_at END \
              WHERE id = $2",
         )
-        .bind(template_id)
+        .bind(template_id.as_ref())
         .bind(run_id)
         .execute(&self.pool)
         .await

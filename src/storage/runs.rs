@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Context, StorageError, Store, now};
-use crate::domain::{Counts, RunStatus, Trigger};
+use crate::domain::{AppId, Counts, JobName, RunStatus, TemplateId, Trigger};
 
 /// A run with its delivery counts.
 #[derive(Debug, Clone, Serialize)]
@@ -64,12 +64,12 @@ pub enum Audience {
 #[derive(Debug, Clone, Copy)]
 pub struct NewRun<'a> {
     /// The job.
-    pub job: &'a str,
+    pub job: &'a JobName,
     /// The AppID of the job's mini program, recorded on the run: its consent is
     /// that app's.
-    pub appid: &'a str,
+    pub appid: &'a AppId,
     /// The template it sends, recorded on the run.
-    pub template_id: &'a str,
+    pub template_id: &'a TemplateId,
     /// Who it sends to.
     pub audience: Audience,
     /// The scheduled instant.
@@ -143,11 +143,11 @@ impl Store {
             "INSERT INTO runs (job, slot, trigger, status, template_id, appid, created_at) \
              VALUES ($1, $2, $3, 'running', $4, $5, $6) ON CONFLICT (job, slot) DO NOTHING RETURNING id",
         )
-        .bind(job)
+        .bind(job.as_ref())
         .bind(slot_text(slot))
         .bind(trigger.as_str())
-        .bind(template_id)
-        .bind(appid)
+        .bind(template_id.as_ref())
+        .bind(appid.as_ref())
         .bind(&now)
         .fetch_optional(&mut *tx)
         .await
@@ -162,7 +162,7 @@ impl Store {
                     .bind(run_id)
                     .bind(&now)
                     .bind(&now)
-                    .bind(job)),
+                    .bind(job.as_ref())),
                     Audience::Subscribed { one_time } => Some(sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO deliveries (run_id, openid, status, created_at, updated_at) \
                          SELECT $1, c.openid, 'pending', $2, $3 FROM consents c WHERE c.appid = $4 AND {} \
@@ -172,8 +172,8 @@ impl Store {
                     .bind(run_id)
                     .bind(&now)
                     .bind(&now)
-                    .bind(appid)
-                    .bind(template_id)
+                    .bind(appid.as_ref())
+                    .bind(template_id.as_ref())
                     .bind(i64::from(one_time))),
                     // Its people come from the query, through `enqueue_snapshot`.
                     Audience::Query => None,
@@ -189,7 +189,7 @@ impl Store {
             }
             None => {
                 let row = sqlx::query("SELECT id, status FROM runs WHERE job = $1 AND slot = $2")
-                    .bind(job)
+                    .bind(job.as_ref())
                     .bind(slot_text(slot))
                     .fetch_one(&mut *tx)
                     .await
@@ -210,14 +210,14 @@ impl Store {
     /// Whether a running run of `job` has work no instance has taken: deliveries
     /// nobody holds, or none left at all (it only needs finishing). Instances
     /// sharing a database join such a run.
-    pub async fn joinable(&self, job: &str) -> Result<bool, StorageError> {
+    pub async fn joinable(&self, job: &JobName) -> Result<bool, StorageError> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT r.id FROM runs r WHERE r.job = $1 AND r.status IN ('running', 'interrupted') AND \
              (EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND d.status = 'pending' AND d.owner IS NULL) \
               OR NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = r.id \
                  AND d.status IN ('pending', 'claimed', 'sending'))) LIMIT 1",
         )
-        .bind(job)
+        .bind(job.as_ref())
         .fetch_optional(&self.pool)
         .await
         .context("look for runs to join")?;
@@ -225,10 +225,10 @@ impl Store {
     }
 
     /// Whether `job` has a run still going (status `running`).
-    pub async fn has_running_run(&self, job: &str) -> Result<bool, StorageError> {
+    pub async fn has_running_run(&self, job: &JobName) -> Result<bool, StorageError> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND status = 'running' LIMIT 1")
-                .bind(job)
+                .bind(job.as_ref())
                 .fetch_optional(&self.pool)
                 .await
                 .context("look for a running run")?;
@@ -283,12 +283,12 @@ impl Store {
     /// Runs of `job` that still have work: running, interrupted or stopped.
     /// Not a run whose audience query failed: it holds nobody, and only a firing
     /// of its slot takes its snapshot again.
-    pub async fn unfinished_runs(&self, job: &str) -> Result<Vec<i64>, StorageError> {
+    pub async fn unfinished_runs(&self, job: &JobName) -> Result<Vec<i64>, StorageError> {
         sqlx::query_scalar(
             "SELECT id FROM runs WHERE job = $1 AND status IN ('running', 'interrupted', 'stopped') \
              AND snapshot = 1 ORDER BY id",
         )
-        .bind(job)
+        .bind(job.as_ref())
         .fetch_all(&self.pool)
         .await
         .context("find unfinished runs")
@@ -297,13 +297,13 @@ impl Store {
     /// The run for `(job, slot)`, if any.
     pub async fn run_for_slot(
         &self,
-        job: &str,
+        job: &JobName,
         slot: DateTime<Utc>,
     ) -> Result<Option<i64>, StorageError> {
         // Not a failed audience snapshot: its slot has not run, and is caught up
         // (or, its window closed, reported too late) like one without a run.
         sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND slot = $2 AND snapshot = 1")
-            .bind(job)
+            .bind(job.as_ref())
             .bind(slot_text(slot))
             .fetch_optional(&self.pool)
             .await
@@ -325,7 +325,12 @@ impl Store {
     }
 
     /// The latest runs, newest first, optionally of one job.
-    pub async fn runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<RunRow>, StorageError> {
+    pub async fn runs(
+        &self,
+        job: Option<&JobName>,
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StorageError> {
+        let job: Option<&str> = job.map(AsRef::as_ref);
         let sql = sqlx::AssertSqlSafe(format!(
             "{RUN_COLUMNS} WHERE ($1 IS NULL OR r.job = $2) GROUP BY r.id ORDER BY r.id DESC LIMIT $3"
         ));

@@ -3,12 +3,13 @@
 use chrono::{DateTime, Utc};
 
 use super::{Context, StorageError, Store, ts};
+use crate::domain::JobName;
 
 impl Store {
     /// When a daemon first loaded `schedule` for `job`; records `now` the first time.
     pub async fn schedule_since(
         &self,
-        job: &str,
+        job: &JobName,
         schedule: &str,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StorageError> {
@@ -26,7 +27,7 @@ impl Store {
              WHERE true \
              ON CONFLICT (job, schedule) DO NOTHING",
         )
-        .bind(job)
+        .bind(job.as_ref())
         .bind(schedule)
         .bind(ts(now))
         .execute(&mut *tx)
@@ -34,7 +35,7 @@ impl Store {
         .context("record when a schedule was loaded")?;
         let since: String =
             sqlx::query_scalar("SELECT since FROM schedules WHERE job = $1 AND schedule = $2")
-                .bind(job)
+                .bind(job.as_ref())
                 .bind(schedule)
                 .fetch_one(&mut *tx)
                 .await
@@ -50,6 +51,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::test_ids::{app, job, tmpl};
 
     #[tokio::test]
     async fn the_first_load_of_a_schedule_is_kept_and_a_new_line_starts_afresh() {
@@ -61,11 +63,26 @@ mod tests {
             let t1: DateTime<Utc> = "2026-11-24T01:00:00Z".parse().unwrap();
             let t2: DateTime<Utc> = "2026-11-24T02:00:00Z".parse().unwrap();
             let daily = "0 9 * * * Asia/Shanghai";
-            assert_eq!(store.schedule_since("d", daily, t1).await.unwrap(), t1);
-            assert_eq!(store.schedule_since("d", daily, t2).await.unwrap(), t1);
+            assert_eq!(
+                store.schedule_since(&job("d"), daily, t1).await.unwrap(),
+                t1
+            );
+            assert_eq!(
+                store.schedule_since(&job("d"), daily, t2).await.unwrap(),
+                t1
+            );
             let changed = "0 10 * * * Asia/Shanghai";
-            assert_eq!(store.schedule_since("d", changed, t2).await.unwrap(), t2);
-            assert_eq!(store.schedule_since("other", daily, t2).await.unwrap(), t2);
+            assert_eq!(
+                store.schedule_since(&job("d"), changed, t2).await.unwrap(),
+                t2
+            );
+            assert_eq!(
+                store
+                    .schedule_since(&job("other"), daily, t2)
+                    .await
+                    .unwrap(),
+                t2
+            );
         }
     }
 
@@ -77,19 +94,22 @@ mod tests {
         .await
         {
             let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
-            store.record_skipped("old", slot, "test").await.unwrap();
+            store
+                .record_skipped(&job("old"), slot, "test")
+                .await
+                .unwrap();
             let first_run = Utc::now();
             // Whole seconds: the table keeps milliseconds.
             let later =
                 chrono::SubsecRound::trunc_subsecs(first_run + chrono::Duration::hours(1), 0);
             let since = store
-                .schedule_since("old", "0 9 * * * UTC", later)
+                .schedule_since(&job("old"), "0 9 * * * UTC", later)
                 .await
                 .unwrap();
             assert!(since <= first_run && first_run - since < chrono::Duration::minutes(1));
             // Once the job has a row, a new cron line starts afresh.
             let changed = store
-                .schedule_since("old", "0 10 * * * UTC", later)
+                .schedule_since(&job("old"), "0 10 * * * UTC", later)
                 .await
                 .unwrap();
             assert_eq!(changed, later);
@@ -105,9 +125,9 @@ mod tests {
             let slot: DateTime<Utc> = "2026-11-20T01:00:00Z".parse().unwrap();
             store
                 .enqueue(crate::storage::NewRun {
-                    job: "new",
-                    appid: "wx1",
-                    template_id: "t",
+                    job: &job("new"),
+                    appid: &app("1"),
+                    template_id: &tmpl("t"),
                     audience: crate::storage::Audience::Listed,
                     slot,
                     trigger: crate::domain::Trigger::Manual,
@@ -117,7 +137,7 @@ mod tests {
             let start =
                 chrono::SubsecRound::trunc_subsecs(Utc::now() + chrono::Duration::hours(1), 0);
             let since = store
-                .schedule_since("new", "0 9 * * * UTC", start)
+                .schedule_since(&job("new"), "0 9 * * * UTC", start)
                 .await
                 .unwrap();
             assert_eq!(since, start);

@@ -24,8 +24,11 @@ pub(crate) fn text_set(n: usize) -> String {
 }
 
 /// Binds strings for `text_set`.
-pub(crate) fn bind_texts<'q>(q: super::db::Query<'q>, texts: &[String]) -> super::db::Query<'q> {
-    let rows: Vec<[&String; 1]> = texts.iter().map(|t| [t]).collect();
+pub(crate) fn bind_texts<'q>(
+    q: super::db::Query<'q>,
+    texts: &[impl AsRef<str>],
+) -> super::db::Query<'q> {
+    let rows: Vec<[&str; 1]> = texts.iter().map(|t| [t.as_ref()]).collect();
     q.bind(serde_json::to_string(&rows).expect("strings serialise"))
 }
 
@@ -82,8 +85,8 @@ pub(crate) fn bind_recipients<'q>(
         .iter()
         .map(|r| {
             serde_json::json!([
-                r.job,
-                r.openid,
+                r.job.as_ref(),
+                r.openid.as_ref(),
                 r.name,
                 serde_json::to_string(&r.vars).expect("a string map serialises")
             ])

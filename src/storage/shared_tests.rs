@@ -3,12 +3,14 @@
 //! at once, migrations run by ten at once, and the settling of dead instances.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::test_stores::postgres_url;
 use super::{InstanceInfo, Store};
 use crate::domain::Trigger;
-use crate::domain::{AppTemplate, ConsentGate, Outcome, Status};
+use crate::domain::test_ids::{app, job, oid, tmpl};
+use crate::domain::{AppId, AppTemplate, ConsentGate, JobName, Outcome, Status, TemplateId};
 use crate::storage::{Audience, NewRun};
 
 fn info(id: &str, lease: Duration) -> InstanceInfo {
@@ -36,11 +38,15 @@ async fn listed(store: &Store, job: &str, n: usize) {
     }
 }
 
-fn run_of(job: &str) -> NewRun<'_> {
+/// The app and template of every run here.
+static APP: LazyLock<AppId> = LazyLock::new(|| app("1"));
+static TEMPLATE: LazyLock<TemplateId> = LazyLock::new(|| tmpl("t"));
+
+fn run_of(job: &JobName) -> NewRun<'_> {
     NewRun {
         job,
-        appid: "wx1",
-        template_id: "t",
+        appid: &APP,
+        template_id: &TEMPLATE,
         audience: Audience::Listed,
         slot: "2026-11-25T01:00:00Z".parse().unwrap(),
         trigger: Trigger::Schedule,
@@ -98,7 +104,7 @@ async fn a_slot_enqueued_by_three_instances_at_once_is_one_run() {
         .iter()
         .map(|s| {
             let s = s.clone();
-            tokio::spawn(async move { s.enqueue(run_of("daily")).await.unwrap() })
+            tokio::spawn(async move { s.enqueue(run_of(&job("daily"))).await.unwrap() })
         })
         .collect();
     let mut results = Vec::new();
@@ -126,7 +132,7 @@ async fn instances_taking_one_run_at_once_never_take_the_same_delivery() {
         return;
     };
     listed(&base, "daily", 600).await;
-    let run = base.enqueue(run_of("daily")).await.unwrap().run_id;
+    let run = base.enqueue(run_of(&job("daily"))).await.unwrap().run_id;
     let tasks: Vec<_> = stores
         .iter()
         .map(|s| {
@@ -135,7 +141,7 @@ async fn instances_taking_one_run_at_once_never_take_the_same_delivery() {
                 let mut mine = Vec::new();
                 loop {
                     let page = s
-                        .pending_page("daily", Audience::Listed, None, run, 0, 16)
+                        .pending_page(&job("daily"), Audience::Listed, None, run, 0, 16)
                         .await
                         .unwrap();
                     if page.is_empty() {
@@ -187,14 +193,14 @@ async fn a_credit_contested_by_three_instances_at_once_is_spent_once() {
     let who = "oUser00000000000000000000000";
     // One person on three jobs, one credit: each instance claims one job's run.
     let mut ids = Vec::new();
-    for job in ["j1", "j2", "j3"] {
-        listed(&base, job, 1).await;
-        let run = base.enqueue(run_of(job)).await.unwrap().run_id;
+    for name in ["j1", "j2", "j3"] {
+        listed(&base, name, 1).await;
+        let run = base.enqueue(run_of(&job(name))).await.unwrap().run_id;
         ids.push(base.deliveries(run).await.unwrap()[0].id);
     }
     sqlx::query(
         "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
-         VALUES ('wx1', $1, 't', 'accept', 1, 0, 'intake', '')",
+         VALUES ('wx0000000000000001', $1, 't', 'accept', 1, 0, 'intake', '')",
     )
     .bind(who)
     .execute(&base.pool)
@@ -210,7 +216,7 @@ async fn a_credit_contested_by_three_instances_at_once_is_spent_once() {
                 tokio::spawn(async move {
                     barrier.wait().await;
                     s.write_batch(
-                        &ConsentGate::Credit(AppTemplate::new("wx1", "t")),
+                        &ConsentGate::Credit(AppTemplate::new(&app("1"), &tmpl("t"))),
                         &[id],
                         &[],
                         &[],
@@ -255,7 +261,7 @@ async fn a_dead_instance_is_settled_once_and_a_live_one_is_left_alone() {
     };
     let base = Store::open(&url).await.unwrap();
     listed(&base, "daily", 40).await;
-    let run = base.enqueue(run_of("daily")).await.unwrap().run_id;
+    let run = base.enqueue(run_of(&job("daily"))).await.unwrap().run_id;
     let live = info("live", Duration::from_secs(30));
     let dying = info("dying", Duration::from_millis(300));
     let (a, b) = (base.as_instance("live"), base.as_instance("dying"));
@@ -265,7 +271,7 @@ async fn a_dead_instance_is_settled_once_and_a_live_one_is_left_alone() {
     let mut in_flight = Vec::new();
     for s in [&a, &b] {
         let page = s
-            .pending_page("daily", Audience::Listed, None, run, 0, 10)
+            .pending_page(&job("daily"), Audience::Listed, None, run, 0, 10)
             .await
             .unwrap();
         assert_eq!(page.len(), 10);
@@ -308,7 +314,7 @@ async fn a_dead_instance_is_settled_once_and_a_live_one_is_left_alone() {
     // The dead one's 6 untouched ones are anyone's again; the live one's are not.
     let free = base
         .as_instance("late")
-        .pending_page("daily", Audience::Listed, None, run, 0, 100)
+        .pending_page(&job("daily"), Audience::Listed, None, run, 0, 100)
         .await
         .unwrap();
     assert_eq!(free.len(), 40 - 10 - 4, "20 never taken + 6 given back");
@@ -338,26 +344,26 @@ async fn one_tap_reported_and_pushed_to_two_instances_at_once_is_one_credit() {
         Store::open(&url).await.unwrap(),
         Store::open(&url).await.unwrap(),
     );
-    let who = "oUser00000000000000000000000";
+    let who = oid("oUser00000000000000000000000");
     use crate::domain::ConsentResult;
     for round in 0..20 {
         // The mini program's report reaches one instance while WeChat's push
         // of the same tap reaches another.
-        let template = format!("t{round}");
+        let template = tmpl(&format!("t{round}"));
         let report = vec![(template.clone(), ConsentResult::Accept)];
         let key = format!("event-{round}");
         let (r1, r2) = tokio::join!(
-            a.record_subscription("wx1", who, None, None, &report),
-            b.apply_consent_event("wx1", &key, who, &template, ConsentResult::Accept)
+            a.record_subscription(&APP, &who, None, None, &report),
+            b.apply_consent_event(&APP, &key, &who, &template, ConsentResult::Accept)
         );
         r1.unwrap();
         assert!(r2.unwrap());
         let credits = a
-            .consents_of("wx1", who)
+            .consents_of(&APP, &who)
             .await
             .unwrap()
             .into_iter()
-            .find(|c| c.template_id == template)
+            .find(|c| c.template_id == template.as_ref())
             .unwrap()
             .credits;
         assert_eq!(credits, 1, "round {round}: one tap, one credit");
@@ -368,7 +374,7 @@ async fn one_tap_reported_and_pushed_to_two_instances_at_once_is_one_credit() {
 async fn one_credit_each(store: &Store, job: &str) {
     sqlx::query(
         "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
-         SELECT 'wx1', openid, 't', 'accept', 1, 0, 'intake', '' FROM recipients WHERE job = $1",
+         SELECT 'wx0000000000000001', openid, 't', 'accept', 1, 0, 'intake', '' FROM recipients WHERE job = $1",
     )
     .bind(job)
     .execute(&store.pool)
@@ -397,8 +403,8 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
     let base = Store::open(&url).await.unwrap();
     listed(&base, "daily", 40).await;
     one_credit_each(&base, "daily").await;
-    let run = base.enqueue(run_of("daily")).await.unwrap().run_id;
-    let credit = ConsentGate::Credit(AppTemplate::new("wx1", "t"));
+    let run = base.enqueue(run_of(&job("daily"))).await.unwrap().run_id;
+    let credit = ConsentGate::Credit(AppTemplate::new(&app("1"), &tmpl("t")));
     let (a, b) = (base.as_instance("a"), base.as_instance("b"));
     let (ia, ib) = (
         info("a", Duration::from_millis(300)),
@@ -408,7 +414,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
 
     // Alone, `a` reads a page without writing it, then claims and marks some.
     let page_a: Vec<i64> = a
-        .pending_page("daily", Audience::Listed, None, run, 0, 20)
+        .pending_page(&job("daily"), Audience::Listed, None, run, 0, 20)
         .await
         .unwrap()
         .iter()
@@ -437,7 +443,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
     // `b` joins: with `a` live it takes, and so wins the rest of a's page.
     b.register_instance(&ib).await.unwrap();
     let page_b: Vec<i64> = b
-        .pending_page("daily", Audience::Listed, None, run, 0, 20)
+        .pending_page(&job("daily"), Audience::Listed, None, run, 0, 20)
         .await
         .unwrap()
         .iter()
@@ -446,7 +452,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
     assert_eq!(page_b[..10], page_a[10..], "the unclaimed rest, then more");
     // Now no longer alone, `a` takes too, and only what nobody holds.
     let next_a = a
-        .pending_page("daily", Audience::Listed, None, run, 0, 100)
+        .pending_page(&job("daily"), Audience::Listed, None, run, 0, 100)
         .await
         .unwrap();
     assert!(next_a.iter().all(|d| !page_b.contains(&d.id)));
@@ -513,7 +519,7 @@ async fn an_instance_joining_one_that_was_alone_wins_what_it_takes_and_a_rescue_
     // `b`, alone now, sends the rest: nobody gets two messages.
     loop {
         let page: Vec<i64> = b
-            .pending_page("daily", Audience::Listed, None, run, 0, 16)
+            .pending_page(&job("daily"), Audience::Listed, None, run, 0, 16)
             .await
             .unwrap()
             .iter()
@@ -562,14 +568,14 @@ async fn an_instance_joining_mid_run_never_sends_what_the_lone_one_sends() {
     };
     let base = Store::open(&url).await.unwrap();
     listed(&base, "daily", 1500).await;
-    let run = base.enqueue(run_of("daily")).await.unwrap().run_id;
+    let run = base.enqueue(run_of(&job("daily"))).await.unwrap().run_id;
     let lease = Duration::from_secs(30);
     let drain = |s: Store, started: std::sync::Arc<tokio::sync::Notify>| async move {
         let mut mine = Vec::new();
         let mut after = 0;
         loop {
             let page = s
-                .pending_page("daily", Audience::Listed, None, run, after, 32)
+                .pending_page(&job("daily"), Audience::Listed, None, run, after, 32)
                 .await
                 .unwrap();
             let Some(last) = page.last() else {

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::runs::{Enqueued, NewRun, slot_text};
 use super::{Context, StorageError, Store, now};
-use crate::domain::RunStatus;
+use crate::domain::{JobName, RunStatus};
 
 /// Rows written per statement.
 const ROWS_PER_INSERT: usize = 500;
@@ -80,11 +80,11 @@ impl Store {
              ON CONFLICT (job, slot) DO UPDATE SET status = 'running', note = NULL, snapshot = 1, \
              trigger = excluded.trigger, finished_at = NULL WHERE runs.snapshot = 0 RETURNING id",
         )
-        .bind(new.job)
+        .bind(new.job.as_ref())
         .bind(slot_text(new.slot))
         .bind(new.trigger.as_str())
-        .bind(new.template_id)
-        .bind(new.appid)
+        .bind(new.template_id.as_ref())
+        .bind(new.appid.as_ref())
         .bind(&now)
         .fetch_optional(&mut *tx)
         .await
@@ -146,13 +146,13 @@ impl Store {
     /// The slot's run when it holds its people (every run but a failed snapshot).
     async fn whole_run(
         &self,
-        job: &str,
+        job: &JobName,
         slot: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<Enqueued>, StorageError> {
         let row = sqlx::query(
             "SELECT id, status FROM runs WHERE job = $1 AND slot = $2 AND snapshot = 1",
         )
-        .bind(job)
+        .bind(job.as_ref())
         .bind(slot_text(slot))
         .fetch_optional(&self.pool)
         .await
@@ -184,11 +184,11 @@ impl Store {
              ON CONFLICT (job, slot) DO UPDATE SET note = excluded.note, finished_at = excluded.finished_at \
              WHERE runs.snapshot = 0 RETURNING id",
         )
-        .bind(new.job)
+        .bind(new.job.as_ref())
         .bind(slot_text(new.slot))
         .bind(new.trigger.as_str())
-        .bind(new.template_id)
-        .bind(new.appid)
+        .bind(new.template_id.as_ref())
+        .bind(new.appid.as_ref())
         .bind(format!("{FAILED}: {why}"))
         .bind(&now)
         .fetch_optional(&mut *tx)

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::consents::TemplateRow;
 use super::{Context, StorageError, Store, now};
-use crate::domain::TemplateKind;
+use crate::domain::{AppId, TemplateId, TemplateKind};
 
 impl Store {
     /// Replaces the cached template list with a freshly fetched one. Several
@@ -17,7 +17,7 @@ impl Store {
     /// one-time.)
     pub async fn save_templates(
         &self,
-        appid: &str,
+        appid: &AppId,
         templates: &[TemplateRow],
     ) -> Result<(), StorageError> {
         let mut tx = self.write().await?;
@@ -29,7 +29,7 @@ impl Store {
                  ON CONFLICT (appid, template_id) DO UPDATE SET kind = excluded.kind, title = excluded.title, \
                  keywords = excluded.keywords, fetched_at = excluded.fetched_at",
             )
-            .bind(appid)
+            .bind(appid.as_ref())
             .bind(&t.template_id)
             .bind(t.kind.as_str())
             .bind(&t.title)
@@ -42,7 +42,7 @@ impl Store {
         // Templates the account no longer lists: older than this refresh. Only
         // this app's: each mini program is its own account with its own list.
         sqlx::query("DELETE FROM templates WHERE appid = $1 AND fetched_at < $2")
-            .bind(appid)
+            .bind(appid.as_ref())
             .bind(&now)
             .execute(&mut *tx)
             .await
@@ -55,15 +55,15 @@ impl Store {
     /// came from was fetched.
     pub async fn template(
         &self,
-        appid: &str,
-        id: &str,
+        appid: &AppId,
+        id: &TemplateId,
     ) -> Result<Option<(TemplateRow, String)>, StorageError> {
         let row = sqlx::query(
             "SELECT template_id, kind, title, keywords, fetched_at FROM templates \
              WHERE appid = $1 AND template_id = $2",
         )
-        .bind(appid)
-        .bind(id)
+        .bind(appid.as_ref())
+        .bind(id.as_ref())
         .fetch_optional(&self.pool)
         .await
         .context("read the template list")?;
@@ -87,6 +87,7 @@ impl Store {
 mod tests {
     use super::super::test_stores::postgres_url;
     use super::*;
+    use crate::domain::test_ids::{app, tmpl};
 
     fn listed(title: &str) -> Vec<TemplateRow> {
         ["t1", "t2", "t3"]
@@ -113,20 +114,21 @@ mod tests {
             Store::open(&url).await.unwrap(),
         );
         let (list_a, list_b) = (listed("a"), listed("b"));
+        let wx1 = app("1");
         for round in 0..20 {
             let (ra, rb) = tokio::join!(
-                a.save_templates("wx1", &list_a),
-                b.save_templates("wx1", &list_b)
+                a.save_templates(&wx1, &list_a),
+                b.save_templates(&wx1, &list_b)
             );
             ra.unwrap_or_else(|e| panic!("round {round}: {e}"));
             rb.unwrap_or_else(|e| panic!("round {round}: {e}"));
             for id in ["t1", "t2", "t3"] {
-                let (t, _) = a.template("wx1", id).await.unwrap().expect("listed");
+                let (t, _) = a.template(&wx1, &tmpl(id)).await.unwrap().expect("listed");
                 assert_eq!(t.kind, TemplateKind::OneTime);
             }
         }
         // A template the account no longer lists is dropped.
-        a.save_templates("wx1", &listed("c")[..2]).await.unwrap();
-        assert!(a.template("wx1", "t3").await.unwrap().is_none());
+        a.save_templates(&wx1, &listed("c")[..2]).await.unwrap();
+        assert!(a.template(&wx1, &tmpl("t3")).await.unwrap().is_none());
     }
 }

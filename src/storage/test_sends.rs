@@ -1,24 +1,24 @@
 //! `wxpush send JOB --to OPENID`: test messages, recorded apart from runs.
 
 use super::{Context, StorageError, Store, now};
-use crate::domain::{AppTemplate, Status};
+use crate::domain::{AppTemplate, JobName, OpenId, Status, TemplateId};
 
 impl Store {
     /// Records a test message to `openid` as `sending`, before its request.
     pub async fn start_test_send(
         &self,
-        job: &str,
-        openid: &str,
-        template_id: &str,
+        job: &JobName,
+        openid: &OpenId,
+        template_id: &TemplateId,
     ) -> Result<i64, StorageError> {
         let now = now();
         sqlx::query_scalar(
             "INSERT INTO test_sends (job, openid, template_id, status, created_at, updated_at) \
              VALUES ($1, $2, $3, 'sending', $4, $4) RETURNING id",
         )
-        .bind(job)
-        .bind(openid)
-        .bind(template_id)
+        .bind(job.as_ref())
+        .bind(openid.as_ref())
+        .bind(template_id.as_ref())
         .bind(now)
         .fetch_one(&self.pool)
         .await
@@ -54,16 +54,16 @@ impl Store {
     /// WeChat delivers one message per tap, test or not.
     pub async fn spend_credit(
         &self,
-        openid: &str,
+        openid: &OpenId,
         template: &AppTemplate,
     ) -> Result<(), StorageError> {
         sqlx::query(
             "UPDATE consents SET credits = credits - 1 \
              WHERE appid = $1 AND openid = $2 AND template_id = $3 AND credits > reserved",
         )
-        .bind(&template.appid)
-        .bind(openid)
-        .bind(&template.template_id)
+        .bind(template.appid.as_ref())
+        .bind(openid.as_ref())
+        .bind(template.template_id.as_ref())
         .execute(&self.pool)
         .await
         .context("spend a consent credit")?;

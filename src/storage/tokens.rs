@@ -3,6 +3,7 @@
 use sqlx::Row;
 
 use super::{Context, StorageError, Store};
+use crate::domain::AppId;
 
 /// A cached token and its lifetime (unix seconds).
 #[derive(Clone, PartialEq, Eq)]
@@ -62,7 +63,7 @@ impl Store {
     /// Waits until this process alone may refresh `appid`'s token among the
     /// instances sharing the database (PostgreSQL's advisory lock; on SQLite a
     /// refresh by two local processes is harmless with the stable endpoint).
-    pub async fn lock_token_refresh(&self, appid: &str) -> Result<TokenRefresh, StorageError> {
+    pub async fn lock_token_refresh(&self, appid: &AppId) -> Result<TokenRefresh, StorageError> {
         let key = format!("wxpush token {appid}");
         let Some(statements) = self.dialect.token_lock() else {
             return Ok(TokenRefresh { conn: None, key });
@@ -86,11 +87,11 @@ impl Store {
     /// The cached token for `appid` from `source`, if any.
     pub async fn load_token(
         &self,
-        appid: &str,
+        appid: &AppId,
         source: &str,
     ) -> Result<Option<StoredToken>, StorageError> {
         let row = sqlx::query("SELECT token, fetched_at, expires_at FROM access_tokens WHERE appid = $1 AND source = $2")
-            .bind(appid)
+            .bind(appid.as_ref())
             .bind(source)
             .fetch_optional(&self.pool)
             .await
@@ -105,7 +106,7 @@ impl Store {
     /// Caches a freshly fetched token.
     pub async fn save_token(
         &self,
-        appid: &str,
+        appid: &AppId,
         source: &str,
         t: &StoredToken,
     ) -> Result<(), StorageError> {
@@ -114,7 +115,7 @@ impl Store {
              ON CONFLICT (appid, source) DO UPDATE SET token = excluded.token, \
              fetched_at = excluded.fetched_at, expires_at = excluded.expires_at",
         )
-        .bind(appid)
+        .bind(appid.as_ref())
         .bind(source)
         .bind(&t.token)
         .bind(t.fetched_at)
@@ -129,14 +130,14 @@ impl Store {
     /// token another process just fetched is not thrown away.
     pub async fn invalidate_token(
         &self,
-        appid: &str,
+        appid: &AppId,
         source: &str,
         token: &str,
     ) -> Result<bool, StorageError> {
         let r = sqlx::query(
             "DELETE FROM access_tokens WHERE appid = $1 AND source = $2 AND token = $3",
         )
-        .bind(appid)
+        .bind(appid.as_ref())
         .bind(source)
         .bind(token)
         .execute(&self.pool)
@@ -148,13 +149,13 @@ impl Store {
     /// Times (unix seconds) of force refreshes at or after `since`, newest first.
     pub async fn force_refreshes_since(
         &self,
-        appid: &str,
+        appid: &AppId,
         since: i64,
     ) -> Result<Vec<i64>, StorageError> {
         let rows = sqlx::query(
             "SELECT at FROM token_force_refreshes WHERE appid = $1 AND at >= $2 ORDER BY at DESC",
         )
-        .bind(appid)
+        .bind(appid.as_ref())
         .bind(since)
         .fetch_all(&self.pool)
         .await
@@ -163,9 +164,9 @@ impl Store {
     }
 
     /// Remembers a force refresh (they are limited per day).
-    pub async fn record_force_refresh(&self, appid: &str, at: i64) -> Result<(), StorageError> {
+    pub async fn record_force_refresh(&self, appid: &AppId, at: i64) -> Result<(), StorageError> {
         sqlx::query("INSERT INTO token_force_refreshes (appid, at) VALUES ($1, $2)")
-            .bind(appid)
+            .bind(appid.as_ref())
             .bind(at)
             .execute(&self.pool)
             .await

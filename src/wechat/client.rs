@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::config::{TokenSource, WechatSettings};
-use crate::domain::{Message, TemplateKind};
+use crate::domain::{AppId, Message, TemplateKind};
 
 /// A token or send request that did not give a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,7 +98,7 @@ pub(crate) struct FetchedToken {
 pub struct WechatClient {
     http: reqwest::Client,
     base: String,
-    appid: String,
+    appid: AppId,
     secret: SecretString,
     /// Parsed once: URL parsing showed up in profiles at tens of thousands of sends a second.
     send_url: reqwest::Url,
@@ -110,7 +110,7 @@ impl std::fmt::Debug for WechatClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WechatClient")
             .field("base", &self.base)
-            .field("appid", &self.appid)
+            .field("appid", &self.appid.as_ref())
             .finish_non_exhaustive()
     }
 }
@@ -214,7 +214,7 @@ impl MsgId {
 
 impl WechatClient {
     /// The mini program's AppID.
-    pub fn appid(&self) -> &str {
+    pub fn appid(&self) -> &AppId {
         &self.appid
     }
 
@@ -282,7 +282,7 @@ impl WechatClient {
                 .post(format!("{}/cgi-bin/stable_token", self.base))
                 .json(&serde_json::json!({
                     "grant_type": "client_credential",
-                    "appid": self.appid,
+                    "appid": self.appid.as_ref(),
                     "secret": self.secret.expose_secret(),
                     "force_refresh": force,
                 })),
@@ -291,7 +291,7 @@ impl WechatClient {
                 .get(format!("{}/cgi-bin/token", self.base))
                 .query(&[
                     ("grant_type", "client_credential"),
-                    ("appid", &self.appid),
+                    ("appid", self.appid.as_ref()),
                     ("secret", self.secret.expose_secret()),
                 ]),
         };
@@ -356,7 +356,7 @@ impl WechatClient {
             .get_json(
                 "/sns/jscode2session",
                 &[
-                    ("appid", self.appid.as_str()),
+                    ("appid", self.appid.as_ref()),
                     ("secret", self.secret.expose_secret()),
                     ("js_code", code),
                     ("grant_type", "authorization_code"),

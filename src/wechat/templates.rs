@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{RemoteTemplate, TokenError, TokenManager, WechatClient, WechatError};
-use crate::domain::TemplateKind;
+use crate::domain::{TemplateId, TemplateKind};
 use crate::storage::{StorageError, Store, TemplateRow};
 
 /// Why the template list could not be had.
@@ -73,7 +73,10 @@ impl TemplateCatalog {
 
     /// The cached template, fetching the list when it is missing. `Ok(None)` when
     /// WeChat does not list it.
-    pub async fn lookup(&self, template_id: &str) -> Result<Option<TemplateRow>, TemplateError> {
+    pub async fn lookup(
+        &self,
+        template_id: &TemplateId,
+    ) -> Result<Option<TemplateRow>, TemplateError> {
         if let Some((t, _)) = self
             .store
             .template(self.client.appid(), template_id)
@@ -91,18 +94,22 @@ impl TemplateCatalog {
 
     /// The template's kind, or `None` when it cannot be known now (the reason is
     /// logged; the caller then gates sends as for a long-term template).
-    pub async fn kind(&self, template_id: &str) -> Option<TemplateKind> {
+    pub async fn kind(&self, template_id: &TemplateId) -> Option<TemplateKind> {
         match self.lookup(template_id).await {
             Ok(Some(t)) => Some(t.kind),
             Ok(None) => {
                 tracing::warn!(
-                    template_id,
+                    template_id = template_id.as_ref(),
                     "the account's template list does not have this template"
                 );
                 None
             }
             Err(e) => {
-                tracing::warn!(template_id, error = %e, "cannot tell whether the template is one-time");
+                tracing::warn!(
+                    template_id = template_id.as_ref(),
+                    error = %e,
+                    "cannot tell whether the template is one-time"
+                );
                 None
             }
         }

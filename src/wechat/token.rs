@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, RwLock};
 use super::client::{FetchedToken, WechatClient, WechatError};
 use super::errcode::{TokenFailure, classify_token, token_hint};
 use crate::config::TokenSource;
+use crate::domain::AppId;
 use crate::storage::{StorageError, Store, StoredToken};
 
 /// How many token requests a transient failure may retry.
@@ -82,7 +83,7 @@ struct Cached {
 pub struct TokenManager {
     client: WechatClient,
     store: Store,
-    appid: String,
+    appid: AppId,
     source: TokenSource,
     cached: RwLock<Option<Cached>>,
     /// Held while fetching so that many senders needing a token cause one request.
@@ -99,7 +100,7 @@ fn use_until(t: &StoredToken) -> i64 {
 
 impl TokenManager {
     /// A manager for `appid`'s token from `source`.
-    pub fn new(client: WechatClient, store: Store, appid: String, source: TokenSource) -> Self {
+    pub fn new(client: WechatClient, store: Store, appid: AppId, source: TokenSource) -> Self {
         Self {
             client,
             store,

@@ -373,17 +373,20 @@ async fn consent_intake_data_and_erasure_are_kept_per_app() {
     let shop = shop_fake().await;
     let env = TestEnv::with(&two_subscribed_apps(&shop)).await;
     let store = env.store().await;
-    let accept = [(
-        "tmpl-checkin".to_owned(),
-        wxpush::domain::ConsentResult::Accept,
-    )];
+    let accept = [(tmpl("tmpl-checkin"), wxpush::domain::ConsentResult::Accept)];
     store
-        .record_subscription(SHOP_APPID, SAME, Some("Shopper"), None, &accept)
+        .record_subscription(
+            &appid(SHOP_APPID),
+            &oid(SAME),
+            Some("Shopper"),
+            None,
+            &accept,
+        )
         .await
         .unwrap();
     // The default app only knows the person's name, no consent.
     store
-        .record_subscription(APPID, SAME, Some("Reader"), None, &[])
+        .record_subscription(&appid(APPID), &oid(SAME), Some("Reader"), None, &[])
         .await
         .unwrap();
     store.close().await;

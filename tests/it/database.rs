@@ -218,7 +218,12 @@ async fn readyz_reports_an_unusable_lock_folder_and_the_slot_is_retried_not_drop
     std::fs::remove_file(&locks).unwrap();
     wait_readyz(&daemon, 200, "").await;
     assert!(env.fake.accepted_count() > before, "sending again");
-    let runs = daemon.app.store.runs(Some("tick"), 100).await.unwrap();
+    let runs = daemon
+        .app
+        .store
+        .runs(Some(&job_name("tick")), 100)
+        .await
+        .unwrap();
     daemon.stop().await.unwrap();
     // The slot that met the broken folder was retried and sent; slots that came
     // while that retry went on are skipped as overlapping, never for the lock.

@@ -211,7 +211,11 @@ async fn a_lost_reply_is_recorded_unknown_and_not_resent() {
     assert_eq!(env.fake.accepted_for(&ids[0]), 1);
     // The next send is a new run; run 1 is complete and is not resumed or resent.
     assert_eq!(
-        env.store().await.unfinished_runs("daily").await.unwrap(),
+        env.store()
+            .await
+            .unfinished_runs(&job_name("daily"))
+            .await
+            .unwrap(),
         Vec::<i64>::new()
     );
 }

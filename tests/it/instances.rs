@@ -240,7 +240,13 @@ async fn kill_9_of_one_instance_mid_run_leaves_no_duplicate_and_the_others_finis
     assert_eq!(send.code, if unknown > 0 { 1 } else { 0 }, "{send:?}");
     assert!(sent_by(survivor_addr).await > 0);
     let store = env.store().await;
-    assert!(store.unfinished_runs("daily").await.unwrap().is_empty());
+    assert!(
+        store
+            .unfinished_runs(&job_name("daily"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(stop(&mut survivor).await.code(), Some(0));
 }
 

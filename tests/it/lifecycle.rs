@@ -33,7 +33,7 @@ async fn the_daemon_prunes_old_finished_runs_and_keeps_the_newest() {
         assert_eq!(env.wxpush(&["send", "daily", "--again"]).await.code, 0);
     }
     let store = env.store().await;
-    let runs = store.runs(Some("daily"), 10).await.unwrap();
+    let runs = store.runs(Some(&job_name("daily")), 10).await.unwrap();
     assert_eq!(runs.len(), 2);
     let (old, newest) = (runs[1].id, runs[0].id);
     // Both of slots long past and finished long ago; only the older may go.
@@ -47,14 +47,20 @@ async fn the_daemon_prunes_old_finished_runs_and_keeps_the_newest() {
     let mut child = env.command(&["run"]).spawn().unwrap();
     wait_http(env.http).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while store.runs(Some("daily"), 10).await.unwrap().len() != 1 {
+    while store
+        .runs(Some(&job_name("daily")), 10)
+        .await
+        .unwrap()
+        .len()
+        != 1
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the old run was never pruned"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let left = store.runs(Some("daily"), 10).await.unwrap();
+    let left = store.runs(Some(&job_name("daily")), 10).await.unwrap();
     assert_eq!(left[0].id, newest);
     assert!(store.deliveries(old).await.unwrap().is_empty());
     assert_eq!(store.deliveries(newest).await.unwrap().len(), 2);
@@ -251,12 +257,12 @@ async fn retention_keeps_a_slot_that_may_still_send_so_send_never_messages_it_tw
         .daemon_at(last_week - chrono::Duration::milliseconds(500))
         .await;
     let store = daemon.app.store.clone();
-    let runs = || async { store.runs(Some("weekly"), 10).await.unwrap() };
+    let runs = || async { store.runs(Some(&job_name("weekly")), 10).await.unwrap() };
     let done = |n: usize| {
         let store = store.clone();
         async move {
             store
-                .runs(Some("weekly"), 10)
+                .runs(Some(&job_name("weekly")), 10)
                 .await
                 .unwrap()
                 .iter()

@@ -84,8 +84,20 @@ async fn intake_refuses_a_results_key_that_is_not_a_template_id_and_stores_nothi
         "refused before the code exchange"
     );
     let store = env.store().await;
-    assert!(store.consents_of(APPID, &who).await.unwrap().is_empty());
-    assert!(store.subscriber(APPID, &who).await.unwrap().is_none());
+    assert!(
+        store
+            .consents_of(&appid(APPID), &oid(&who))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .subscriber(&appid(APPID), &oid(&who))
+            .await
+            .unwrap()
+            .is_none()
+    );
     stop(&mut child).await;
 }
 
@@ -102,7 +114,11 @@ async fn intake_names_lose_bidi_overrides_and_zero_width_characters() {
     .await;
     assert_eq!(status, 200, "{body}");
     let store = env.store().await;
-    let person = store.subscriber(APPID, &who).await.unwrap().unwrap();
+    let person = store
+        .subscriber(&appid(APPID), &oid(&who))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(person.name.as_deref(), Some("LiLei"));
     assert_eq!(person.vars["room"], "3-101");
     stop(&mut child).await;

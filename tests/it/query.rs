@@ -652,11 +652,11 @@ async fn a_query_audience_is_gated_by_one_time_credits_like_any_other() {
     let store = env.store().await;
     store
         .record_subscription(
-            APPID,
-            ANN,
+            &appid(APPID),
+            &oid(ANN),
             None,
             None,
-            &[("tmpl-points".into(), wxpush::domain::ConsentResult::Accept)],
+            &[(tmpl("tmpl-points"), wxpush::domain::ConsentResult::Accept)],
         )
         .await
         .unwrap();

@@ -64,7 +64,13 @@ async fn a_run_killed_mid_send_is_resumed_with_no_duplicate() {
         unknown <= 4,
         "at most the 4 requests in flight are uncertain, got {unknown}"
     );
-    assert!(store.unfinished_runs("daily").await.unwrap().is_empty());
+    assert!(
+        store
+            .unfinished_runs(&job_name("daily"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(resumed.code, if unknown > 0 { 1 } else { 0 }, "{resumed:?}");
 }
 

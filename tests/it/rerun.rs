@@ -61,7 +61,12 @@ async fn re_running_send_after_lost_replies_messages_nobody_twice() {
         20,
         "no request after the first run"
     );
-    let runs = env.store().await.runs(Some("daily"), 10).await.unwrap();
+    let runs = env
+        .store()
+        .await
+        .runs(Some(&job_name("daily")), 10)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1, "one run for the slot: {runs:?}");
 }
 
@@ -351,7 +356,12 @@ async fn a_test_send_before_the_first_start_is_not_caught_up_by_it() {
     daemon.stop().await.unwrap();
 
     each_got_one(&env, &ids);
-    let runs = env.store().await.runs(Some("daily"), 10).await.unwrap();
+    let runs = env
+        .store()
+        .await
+        .runs(Some(&job_name("daily")), 10)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1, "no catch-up run: {runs:?}");
 }
 

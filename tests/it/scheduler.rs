@@ -65,7 +65,12 @@ async fn the_daemon_fires_on_schedule_and_stops_cleanly_on_sigterm() {
     let status = stop(&mut child).await;
 
     assert_eq!(status.code(), Some(0));
-    let runs = env.store().await.runs(Some("tick"), 100).await.unwrap();
+    let runs = env
+        .store()
+        .await
+        .runs(Some(&job_name("tick")), 100)
+        .await
+        .unwrap();
     assert!(runs.len() >= 2, "{runs:?}");
     for r in runs.iter().filter(|r| r.counts.total > 0) {
         assert_eq!(
@@ -246,7 +251,12 @@ fn half_past() -> chrono::DateTime<chrono::Utc> {
 
 /// The runs of `job`, by slot.
 async fn runs_of(daemon: &Daemon, job: &str) -> Vec<wxpush::storage::RunRow> {
-    let mut runs = daemon.app.store.runs(Some(job), 100).await.unwrap();
+    let mut runs = daemon
+        .app
+        .store
+        .runs(Some(&job_name(job)), 100)
+        .await
+        .unwrap();
     runs.sort_by_key(|r| r.slot);
     runs
 }
@@ -259,7 +269,7 @@ async fn a_slot_missed_while_down_is_caught_up_once_on_start() {
     let ten_minutes_before = half_past() - chrono::Duration::minutes(10);
     env.store()
         .await
-        .schedule_since("minutely", &schedule.key(), ten_minutes_before)
+        .schedule_since(&job_name("minutely"), &schedule.key(), ten_minutes_before)
         .await
         .unwrap();
     let daemon = env.daemon_at(half_past()).await;
@@ -371,7 +381,12 @@ async fn a_slot_that_fires_while_the_previous_run_is_going_is_recorded_skipped()
     assert_eq!(skipped.counts.total, 0);
     assert_eq!(skipped.slot, monday() + chrono::Duration::seconds(4));
     assert!(skipped.note.as_deref().unwrap().contains("still going"));
-    let runs = env.store().await.runs(Some("tick"), 20).await.unwrap();
+    let runs = env
+        .store()
+        .await
+        .runs(Some(&job_name("tick")), 20)
+        .await
+        .unwrap();
     let first = runs.iter().find(|r| r.counts.total == 1).unwrap();
     assert_eq!(
         first.status,

@@ -29,7 +29,7 @@ fn yearly(recipients: &[&str]) -> String {
 
 /// Messages recorded `sent` across every run of job `tick`.
 async fn sent_total(store: &wxpush::storage::Store) -> u64 {
-    let runs = store.runs(Some("tick"), 100).await.unwrap();
+    let runs = store.runs(Some(&job_name("tick")), 100).await.unwrap();
     runs.iter().map(|r| r.counts.sent).sum()
 }
 

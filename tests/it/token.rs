@@ -132,7 +132,7 @@ async fn manager(env: &TestEnv, store: &Store) -> Arc<TokenManager> {
     Arc::new(TokenManager::new(
         client,
         store.clone(),
-        APPID.into(),
+        appid(APPID),
         TokenSource::Stable,
     ))
 }

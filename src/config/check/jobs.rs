@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 
 use super::Checker;
-use crate::config::{AppSettings, DeliverySettings, Job, SourceSettings, raw};
+use crate::config::{DeliverySettings, Job, SourceSettings, raw};
 use crate::domain::{
     AppName, JobName, KeywordName, MessageSpec, Page, Schedule, TemplateId, ValueTemplate,
 };
@@ -20,15 +20,15 @@ impl Checker {
         &mut self,
         at: &str,
         name: Option<&str>,
-        apps: &[AppSettings],
+        apps: &[AppName],
     ) -> Result<Option<AppName>, ()> {
         let Some(name) = name else {
             return Ok(None);
         };
-        match apps.iter().find(|a| a.name.as_ref() == name) {
-            Some(a) => Ok(Some(a.name.clone())),
+        match apps.iter().find(|a| a.as_ref() == name) {
+            Some(a) => Ok(Some(a.clone())),
             None => {
-                let known: Vec<&str> = apps.iter().map(|a| a.name.as_ref()).collect();
+                let known: Vec<&str> = apps.iter().map(AsRef::as_ref).collect();
                 self.fail(
                     at,
                     format!(
@@ -74,7 +74,7 @@ impl Checker {
         &mut self,
         raw: Vec<raw::RawJob>,
         scheduler: &raw::RawScheduler,
-        apps: &[AppSettings],
+        apps: &[AppName],
         sources: &[SourceSettings],
     ) -> Vec<Job> {
         let jobs: Vec<Job> = raw
@@ -100,7 +100,7 @@ impl Checker {
         i: usize,
         j: raw::RawJob,
         scheduler: &raw::RawScheduler,
-        apps: &[AppSettings],
+        apps: &[AppName],
         sources: &[SourceSettings],
     ) -> Option<Job> {
         let at = format!("jobs[{i}]");

@@ -70,13 +70,13 @@ impl Checker {
         let delivery = self.delivery(raw.delivery);
         let database = self.database(raw.database, classic);
         let shared = super::database::is_shared(&database.url);
-        let apps = self.apps(raw.apps, &default_appid, shared);
+        let (app_names, apps) = self.apps(raw.apps, &default_appid, shared);
         let sources = self.sources(raw.sources);
         // Every name written in [[jobs]], good or not: a recipient of a job that has
         // its own error is not reported again (one root cause, one line).
         let written: BTreeSet<String> = raw.jobs.iter().map(|j| j.name.clone()).collect();
-        let jobs = self.jobs(raw.jobs, &raw.scheduler, &apps, &sources);
-        let recipients = self.recipients(raw.recipients, &jobs, &written, &apps);
+        let jobs = self.jobs(raw.jobs, &raw.scheduler, &app_names, &sources);
+        let recipients = self.recipients(raw.recipients, &jobs, &written, &app_names);
         let http = if raw.http.enabled {
             raw.http
                 .listen

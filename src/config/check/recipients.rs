@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Checker;
-use crate::config::{AppSettings, Job, Recipient, raw};
+use crate::config::{Job, Recipient, raw};
 use crate::domain::{AppName, JobName, OpenId};
 
 impl Checker {
@@ -13,7 +13,7 @@ impl Checker {
         raw: Vec<raw::RawRecipient>,
         jobs: &[Job],
         written: &BTreeSet<String>,
-        apps: &[AppSettings],
+        apps: &[AppName],
     ) -> Vec<Recipient> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();

@@ -147,13 +147,13 @@ impl RunChanges {
     /// Resolves when another instance may have changed `job`'s runs since the
     /// last call (or since this was made); never on SQLite, where no other
     /// process shares a run, nor once the listener has gone with its runtime.
-    pub async fn changed(&mut self, job: &str) {
+    pub async fn changed(&mut self, job: &crate::domain::JobName) {
         let Some(rx) = self.0.as_mut() else {
             return std::future::pending().await;
         };
         loop {
             match rx.recv().await {
-                Ok(Some(j)) if &*j != job => continue,
+                Ok(Some(j)) if &*j != job.as_ref() => continue,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return,
                 Err(broadcast::error::RecvError::Closed) => {
                     self.0 = None;

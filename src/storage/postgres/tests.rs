@@ -4,6 +4,7 @@
 use super::super::test_stores::postgres_url;
 use super::super::{Held, Store};
 use crate::domain::Trigger;
+use crate::domain::test_ids::{app, job, tmpl};
 use crate::domain::{ConsentGate, Outcome, Status};
 use crate::storage::{Audience, NewRun};
 
@@ -23,9 +24,9 @@ async fn listed(store: &Store, job: &str, n: usize) {
 async fn enqueue(store: &Store, job: &str) -> i64 {
     store
         .enqueue(NewRun {
-            job,
-            appid: "wx1",
-            template_id: "t",
+            job: &crate::domain::test_ids::job(job),
+            appid: &app("1"),
+            template_id: &tmpl("t"),
             audience: Audience::Listed,
             slot: "2026-11-25T01:00:00Z".parse().unwrap(),
             trigger: Trigger::Schedule,
@@ -70,7 +71,7 @@ async fn a_page_of_a_new_run_is_read_along_its_own_index_however_stale_the_stati
         .unwrap();
     assert_page_plans(&store, "new", new).await;
     let page = store
-        .pending_page("new", Audience::Listed, None, new, 0, 256)
+        .pending_page(&job("new"), Audience::Listed, None, new, 0, 256)
         .await
         .unwrap();
     assert_eq!(page.len(), 256);
@@ -97,7 +98,7 @@ async fn assert_page_plans(store: &Store, job: &str, run: i64) {
         .bind(256_i64)
         .bind(job)
         .bind("t")
-        .bind("wx1")
+        .bind(app("1").as_ref())
         .fetch_all(&mut *tx)
         .await
         .unwrap();
@@ -129,7 +130,7 @@ async fn a_writer_whose_connection_the_server_dropped_takes_a_fresh_one() {
     listed(&store, "daily", 3).await;
     let run = enqueue(&store, "daily").await;
     let ids: Vec<i64> = store
-        .pending_page("daily", Audience::Listed, None, run, 0, 10)
+        .pending_page(&job("daily"), Audience::Listed, None, run, 0, 10)
         .await
         .unwrap()
         .iter()
@@ -185,7 +186,7 @@ async fn a_batch_of_outcomes_and_marks_probes_deliveries_by_key_on_a_fresh_table
     listed(&store, "daily", 3000).await;
     let run = enqueue(&store, "daily").await;
     let ids: Vec<i64> = store
-        .pending_page("daily", Audience::Listed, None, run, 0, 32)
+        .pending_page(&job("daily"), Audience::Listed, None, run, 0, 32)
         .await
         .unwrap()
         .iter()
@@ -238,23 +239,24 @@ async fn a_signal_for_a_job_wakes_another_instances_waiter_for_that_job_only() {
     let wait = std::time::Duration::from_secs(10);
     let mut changes = a.run_changes();
     // Once listening, it says that it may have missed what came before.
-    tokio::time::timeout(wait, changes.changed("daily"))
+    tokio::time::timeout(wait, changes.changed(&job("daily")))
         .await
         .expect("told once it listens");
-    b.signal_job("weekly").await;
+    b.signal_job(&job("weekly")).await;
+    let daily = job("daily");
     let quiet = tokio::time::timeout(
         std::time::Duration::from_millis(300),
-        changes.changed("daily"),
+        changes.changed(&daily),
     );
     assert!(
         quiet.await.is_err(),
         "another job's signal wakes nobody waiting on daily"
     );
     let woken = tokio::spawn(async move {
-        changes.changed("daily").await;
+        changes.changed(&job("daily")).await;
         changes
     });
-    b.signal_job("daily").await;
+    b.signal_job(&job("daily")).await;
     let mut changes = tokio::time::timeout(wait, woken)
         .await
         .expect("woken by daily's signal")
@@ -276,16 +278,13 @@ async fn a_signal_for_a_job_wakes_another_instances_waiter_for_that_job_only() {
         .unwrap();
     let rescue = b.rescue_dead(Status::Unknown, &[]).await.unwrap();
     assert_eq!(rescue.returned, 3, "{rescue:?}");
-    tokio::time::timeout(wait, changes.changed("daily"))
+    tokio::time::timeout(wait, changes.changed(&job("daily")))
         .await
         .expect("woken by the rescue");
     // SQLite shares no run with another process: nothing ever wakes it.
     let sqlite = Store::open("sqlite::memory:").await.unwrap();
     let mut never = sqlite.run_changes();
-    sqlite.signal_job("daily").await;
-    let quiet = tokio::time::timeout(
-        std::time::Duration::from_millis(100),
-        never.changed("daily"),
-    );
+    sqlite.signal_job(&job("daily")).await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(100), never.changed(&daily));
     assert!(quiet.await.is_err());
 }

@@ -121,13 +121,25 @@ async fn applied_push_keys_are_remembered_until_pruned() {
     let accept = wxpush::domain::ConsentResult::Accept;
     assert!(
         store
-            .apply_consent_event(APPID, "k1", "oU00000000000000000000000001", ONCE, accept)
+            .apply_consent_event(
+                &appid(APPID),
+                "k1",
+                &oid("oU00000000000000000000000001"),
+                &tmpl(ONCE),
+                accept
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .apply_consent_event(APPID, "k1", "oU00000000000000000000000001", ONCE, accept)
+            .apply_consent_event(
+                &appid(APPID),
+                "k1",
+                &oid("oU00000000000000000000000001"),
+                &tmpl(ONCE),
+                accept
+            )
             .await
             .unwrap()
     );
@@ -137,7 +149,13 @@ async fn applied_push_keys_are_remembered_until_pruned() {
     assert_eq!(store.prune_consent_events(later).await.unwrap(), 1);
     assert!(
         store
-            .apply_consent_event(APPID, "k1", "oU00000000000000000000000001", ONCE, accept)
+            .apply_consent_event(
+                &appid(APPID),
+                "k1",
+                &oid("oU00000000000000000000000001"),
+                &tmpl(ONCE),
+                accept
+            )
             .await
             .unwrap()
     );

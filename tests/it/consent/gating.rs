@@ -68,17 +68,17 @@ async fn a_subscribed_audience_is_everyone_with_consent_and_only_them() {
     let store = env.store().await;
     for (who, name) in [(once, "Ona"), (twice, "Tw")] {
         store
-            .record_subscription(APPID, who, Some(name), None, &[])
+            .record_subscription(&appid(APPID), &oid(who), Some(name), None, &[])
             .await
             .unwrap();
     }
     store
         .record_subscription(
-            APPID,
-            refused,
+            &appid(APPID),
+            &oid(refused),
             Some("R"),
             None,
-            &[(ONCE.into(), wxpush::domain::ConsentResult::Reject)],
+            &[(tmpl(ONCE), wxpush::domain::ConsentResult::Reject)],
         )
         .await
         .unwrap();
@@ -222,7 +222,11 @@ async fn credits_held_by_a_killed_send_are_settled_on_resume() {
         let row = rows.iter().find(|r| r.openid == *p).unwrap();
         let got = env.fake.accepted_for(p) as i64;
         assert!(got <= 1, "{p} got {got}");
-        let c = store.consents_of(APPID, p).await.unwrap().remove(0);
+        let c = store
+            .consents_of(&appid(APPID), &oid(p))
+            .await
+            .unwrap()
+            .remove(0);
         assert_eq!(c.reserved, 0, "{p}: nothing is held after the resume");
         match row.status.as_str() {
             // Sent: one credit used, one left.
@@ -260,11 +264,11 @@ async fn a_long_term_subscription_refused_by_wechat_is_not_tried_again() {
     for who in [kept, lost] {
         store
             .record_subscription(
-                APPID,
-                who,
+                &appid(APPID),
+                &oid(who),
                 None,
                 None,
-                &[("tmpl-long".into(), wxpush::domain::ConsentResult::Accept)],
+                &[(tmpl("tmpl-long"), wxpush::domain::ConsentResult::Accept)],
             )
             .await
             .unwrap();
@@ -332,7 +336,13 @@ async fn a_listed_recipient_who_rejected_a_long_term_template_is_skipped_without
         (banned, wxpush::domain::ConsentResult::Ban),
     ] {
         store
-            .record_subscription(APPID, who, None, None, &[("tmpl-long".into(), result)])
+            .record_subscription(
+                &appid(APPID),
+                &oid(who),
+                None,
+                None,
+                &[(tmpl("tmpl-long"), result)],
+            )
             .await
             .unwrap();
     }

@@ -56,7 +56,11 @@ async fn the_intake_api_turns_a_login_code_into_consent_and_never_leaks_the_sess
         Some(("reject".into(), 0))
     );
     let store = env.store().await;
-    let who = store.subscriber(APPID, alice).await.unwrap().unwrap();
+    let who = store
+        .subscriber(&appid(APPID), &oid(alice))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(who.name.as_deref(), Some("Alice"));
     assert_eq!(who.vars["floor"], "3");
 
@@ -156,7 +160,7 @@ async fn malformed_oversized_and_too_frequent_reports_are_refused_with_nothing_s
     let store = env.store().await;
     assert!(
         store
-            .consents_of(APPID, "oX00000000000000000000000000")
+            .consents_of(&appid(APPID), &oid("oX00000000000000000000000000"))
             .await
             .unwrap()
             .is_empty()

@@ -98,7 +98,10 @@ async fn push(addr: std::net::SocketAddr, query: &str, body: &str) -> (u16, Stri
 /// `(status, credits)` of one consent row, if any.
 async fn consent(env: &TestEnv, openid: &str, template: &str) -> Option<(String, i64)> {
     let store = env.store().await;
-    let rows = store.consents_of(APPID, openid).await.unwrap();
+    let rows = store
+        .consents_of(&appid(APPID), &oid(openid))
+        .await
+        .unwrap();
     store.close().await;
     rows.into_iter()
         .find(|c| c.template_id == template)
@@ -111,11 +114,11 @@ async fn grant(env: &TestEnv, openid: &str, n: u64) {
     for _ in 0..n {
         store
             .record_subscription(
-                APPID,
-                openid,
+                &appid(APPID),
+                &oid(openid),
                 None,
                 None,
-                &[(ONCE.into(), wxpush::domain::ConsentResult::Accept)],
+                &[(tmpl(ONCE), wxpush::domain::ConsentResult::Accept)],
             )
             .await
             .unwrap();

@@ -142,7 +142,7 @@ async fn forget_erases_a_person_but_keeps_the_counts() {
     grant(&env, alice, 1).await;
     let store = env.store().await;
     store
-        .record_subscription(APPID, alice, Some("Alice"), None, &[])
+        .record_subscription(&appid(APPID), &oid(alice), Some("Alice"), None, &[])
         .await
         .unwrap();
     store.close().await;

@@ -15,6 +15,26 @@ use wxpush::storage::Store;
 pub const APPID: &str = "wx0123456789abcdef";
 pub const SECRET: &str = "test-secret";
 
+/// The AppID `s`, as the store takes it.
+pub fn appid(s: &str) -> wxpush::domain::AppId {
+    wxpush::domain::AppId::parse(s).unwrap()
+}
+
+/// The job `s`, as the store takes it.
+pub fn job_name(s: &str) -> wxpush::domain::JobName {
+    wxpush::domain::JobName::parse(s).unwrap()
+}
+
+/// The openid `s`, as the store takes it.
+pub fn oid(s: &str) -> wxpush::domain::OpenId {
+    wxpush::domain::OpenId::parse(s).unwrap()
+}
+
+/// The template id `s`, as the store takes it.
+pub fn tmpl(s: &str) -> wxpush::domain::TemplateId {
+    wxpush::domain::TemplateId::parse(s).unwrap()
+}
+
 /// A config file's `[[jobs]]` and `[[recipients]]`: one job `daily`, given recipients.
 /// A daily cron line whose slot was two minutes ago in `tz`: the latest slot is
 /// recent, inside the default send window, and stays the same for the whole
