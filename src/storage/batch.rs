@@ -255,14 +255,12 @@ impl Store {
         if claims.is_empty() && marks.is_empty() && outcomes.is_empty() {
             return Ok(Written::default());
         }
-        let refused = outcomes.iter().any(|o| o.status == Status::Refused);
-        let one_statement = marks.len() <= CHUNK
-            && outcomes.len() <= CHUNK
-            && match gate {
-                ConsentGate::Unchecked => true,
-                ConsentGate::NotRefused(_) => !refused,
-                ConsentGate::Credit(_) => claims.is_empty() && outcomes.is_empty(),
-            };
+        // Consent is written in the same transaction as what changes it: a
+        // one-time template's claims hold credits, and some outcomes settle
+        // them or record a refusal (`ConsentGate::touched_by`).
+        let touches_consent = outcomes.iter().any(|o| gate.touched_by(o.status))
+            || (matches!(gate, ConsentGate::Credit(_)) && !claims.is_empty());
+        let one_statement = marks.len() <= CHUNK && outcomes.len() <= CHUNK && !touches_consent;
         if one_statement {
             self.check_identity()?;
             let conn = match held.0.as_mut() {
