@@ -98,11 +98,16 @@ impl App {
     /// Opens the database (running migrations) and builds the client and caches,
     /// registered as a daemon instance.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        Self::build_as(settings, "daemon").await
+        Self::build_as(settings, "daemon", crate::delivery::Progress::Log).await
     }
 
-    /// `build`, registered as an instance in `role` (`daemon` or `send`).
-    pub async fn build_as(settings: Settings, role: &str) -> Result<Self, AppError> {
+    /// `build`, registered as an instance in `role` (`daemon` or `send`),
+    /// showing the progress of long runs as `progress`.
+    pub async fn build_as(
+        settings: Settings,
+        role: &str,
+        progress: crate::delivery::Progress,
+    ) -> Result<Self, AppError> {
         let secret = settings
             .wechat
             .secret
@@ -119,7 +124,6 @@ impl App {
         let instance = crate::instance::this_process(role, settings.database.instance_lease);
         let leftover = crate::delivery::leftover_of(settings.delivery.on_unknown);
         let store = crate::instance::join(&store, &instance, leftover).await?;
-        let progress = crate::delivery::Progress::for_role(role);
         // One writer for every app's runs: they share the database's write lock.
         let writer = crate::delivery::RecordWriter::new(store.clone());
         let default = AppRuntime::build(

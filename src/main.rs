@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wxpush::cli::Cli;
-use wxpush::commands;
+use wxpush::commands::{self, Host};
 
 // One thread does the HTTP work (SQLite has its own): measured ~15% less CPU per
 // message than the multi-threaded runtime at the same throughput (BENCHMARKS.md).
@@ -18,13 +18,5 @@ async fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    match commands::execute(cli).await {
-        Ok(exit) => exit.into(),
-        Err(failure) => {
-            for line in failure.message.lines() {
-                eprintln!("wxpush: {line}");
-            }
-            failure.exit.into()
-        }
-    }
+    commands::run(cli, Host::process()).await.into()
 }

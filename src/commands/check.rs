@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::Utc;
 
-use super::{Exit, Failure};
+use super::{Console, Exit, Failure, errln, outln};
 use crate::config::{self, ConsentCheck, Settings};
 use crate::domain::{Builtins, Message, OpenId, TemplateKind, with_name};
 use crate::storage::Store;
@@ -30,8 +30,9 @@ struct JobReport {
     config_recipients: usize,
 }
 
-fn print_json(report: &Report<'_>) {
-    println!(
+fn print_json(report: &Report<'_>, out: &mut Console) {
+    outln!(
+        out,
         "{}",
         serde_json::to_string_pretty(report).expect("a report serialises")
     );
@@ -42,8 +43,14 @@ fn failed_as_json() -> Failure {
     Failure::usage(String::new())
 }
 
-pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, Failure> {
-    let settings = load(path, json)?;
+pub(super) async fn run(
+    path: &Path,
+    env: &config::Env,
+    offline: bool,
+    json: bool,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
+    let settings = load(path, env, json, out)?;
     let file = settings.path.display().to_string();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -66,27 +73,35 @@ pub(super) async fn run(path: &Path, offline: bool, json: bool) -> Result<Exit, 
         ));
     }
     if !offline && settings.wechat.secret.is_some() {
-        templates(&settings, &mut problems, &mut warnings).await;
+        templates(&settings, env, &mut problems, &mut warnings).await;
     }
     if !offline {
         audience_queries(&settings, &mut problems, &mut warnings).await;
     }
-    report(&settings, file, &problems, &warnings, json)
+    report(&settings, file, &problems, &warnings, json, out)
 }
 
 /// The settings at `path`; with `--json`, problems that stop loading are
 /// printed as the report before failing.
-fn load(path: &Path, json: bool) -> Result<Settings, Failure> {
-    match config::load(path) {
+fn load(
+    path: &Path,
+    env: &config::Env,
+    json: bool,
+    out: &mut Console,
+) -> Result<Settings, Failure> {
+    match config::load_in(path, env) {
         Ok(s) => Ok(s),
         Err(e) if json => {
-            print_json(&Report {
-                file: path.display().to_string(),
-                ok: false,
-                problems: &e.problems,
-                warnings: &[],
-                jobs: Vec::new(),
-            });
+            print_json(
+                &Report {
+                    file: path.display().to_string(),
+                    ok: false,
+                    problems: &e.problems,
+                    warnings: &[],
+                    jobs: Vec::new(),
+                },
+                out,
+            );
             Err(failed_as_json())
         }
         Err(e) => Err(e.into()),
@@ -201,6 +216,7 @@ fn report(
     problems: &[String],
     warnings: &[String],
     json: bool,
+    out: &mut Console,
 ) -> Result<Exit, Failure> {
     if json {
         let jobs: Vec<JobReport> = settings
@@ -215,13 +231,16 @@ fn report(
                 config_recipients: settings.recipients_of(&job.name).count(),
             })
             .collect();
-        print_json(&Report {
-            file,
-            ok: problems.is_empty(),
-            problems,
-            warnings,
-            jobs,
-        });
+        print_json(
+            &Report {
+                file,
+                ok: problems.is_empty(),
+                problems,
+                warnings,
+                jobs,
+            },
+            out,
+        );
         return if problems.is_empty() {
             Ok(Exit::Ok)
         } else {
@@ -229,7 +248,7 @@ fn report(
         };
     }
     for w in warnings {
-        eprintln!("warning: {w}");
+        errln!(out, "warning: {w}");
     }
     if !problems.is_empty() {
         return Err(Failure::usage(problems.join("\n")));
@@ -241,12 +260,14 @@ fn report(
             .map(|t| job.schedule.local(t))
             .unwrap_or_else(|| "never".into());
         let n = settings.recipients_of(&job.name).count();
-        println!(
+        outln!(
+            out,
             "job {}: next fire {next}; {n} recipients in the config file",
             job.name
         );
     }
-    println!(
+    outln!(
+        out,
         "{file}: OK ({} jobs, {} recipients)",
         settings.jobs.len(),
         settings.recipients.len()
@@ -330,7 +351,12 @@ const FREQUENT: chrono::TimeDelta = chrono::TimeDelta::days(7);
 /// Checks each job's template against the account's list: it must exist and its
 /// keywords must be the job's `data` keys. A list that cannot be fetched is a
 /// warning, so that `check` still works offline.
-async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+async fn templates(
+    settings: &Settings,
+    env: &config::Env,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
     let file = settings.path.display().to_string();
     let apps = std::iter::once((None, &settings.wechat))
         .chain(settings.apps.iter().map(|a| (Some(&a.name), &a.wechat)));
@@ -350,7 +376,7 @@ async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &m
                 let (key, hint) = rejected_credentials(&e).expect("checked");
                 let key = key.replacen("wechat", &section, 1);
                 let from = if key.ends_with(".secret") {
-                    secret_origin(&settings.path, &section)
+                    secret_origin(&settings.path, env, &section)
                 } else {
                     String::new()
                 };
@@ -371,8 +397,8 @@ async fn templates(settings: &Settings, problems: &mut Vec<String>, warnings: &m
 
 /// Where `section`'s secret came from, for the hint on a rejected one: the
 /// operator who rotated it must know which copy wxpush read.
-fn secret_origin(path: &Path, section: &str) -> String {
-    let Ok((_, sources)) = config::effective(path) else {
+fn secret_origin(path: &Path, env: &config::Env, section: &str) -> String {
+    let Ok((_, sources)) = config::effective(path, env) else {
         return String::new();
     };
     let find = |key: String| {

@@ -3,29 +3,36 @@
 
 use std::path::Path;
 
-use super::{Exit, Failure};
+use super::{Console, Exit, Failure, outln};
 
 /// Prints the effective configuration of `path`.
-pub(super) fn run(path: &Path, json: bool) -> Result<Exit, Failure> {
-    let (tree, sources) = crate::config::effective(path)?;
+pub(super) fn run(
+    path: &Path,
+    env: &crate::config::Env,
+    json: bool,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
+    let (tree, sources) = crate::config::effective(path, env)?;
     if json {
         let sources: serde_json::Map<String, serde_json::Value> = sources
             .into_iter()
             .map(|(k, _, from)| (k, serde_json::Value::String(from)))
             .collect();
-        let out = serde_json::json!({ "config": tree, "sources": sources });
-        println!(
+        let doc = serde_json::json!({ "config": tree, "sources": sources });
+        outln!(
+            out,
             "{}",
-            serde_json::to_string_pretty(&out).expect("JSON serialises")
+            serde_json::to_string_pretty(&doc).expect("JSON serialises")
         );
         return Ok(Exit::Ok);
     }
-    println!(
+    outln!(
+        out,
         "# {} as in effect; secrets are shown as \"***\"",
         path.display()
     );
     for (key, value, source) in &sources {
-        println!("{key} = {}  # {source}", shown(value));
+        outln!(out, "{key} = {}  # {source}", shown(value));
     }
     Ok(Exit::Ok)
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{Exit, Failure};
+use super::{Console, Exit, Failure, outln};
 
 /// The starter config: `config/wxpush.example.toml`, every key with its default.
 pub(super) const STARTER: &str = include_str!("../../config/wxpush.example.toml");
@@ -28,7 +28,7 @@ pub(super) fn starter_for(path: &Path) -> String {
 
 /// Writes the starter config to `path` (over an existing file only with
 /// `force`), creating its folder if missing.
-pub(super) fn run(path: &Path, force: bool) -> Result<Exit, Failure> {
+pub(super) fn run(path: &Path, force: bool, out: &mut Console) -> Result<Exit, Failure> {
     let shown = path.display();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
@@ -64,7 +64,8 @@ pub(super) fn run(path: &Path, force: bool) -> Result<Exit, Failure> {
         let dir = path.parent().unwrap_or(Path::new(""));
         dir.join("data/wxpush.db").display().to_string()
     };
-    println!(
+    outln!(
+        out,
         "wrote {shown} (its database: {database}). Next: set [wechat] appid and the AppSecret \
          (secret_file or WXPUSH__WECHAT__SECRET), describe your [[jobs]], then run \
          `wxpush --config {shown} check`"

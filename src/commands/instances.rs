@@ -1,11 +1,15 @@
 //! `wxpush instances [--json]`: who is using the database, and what each holds.
 
 use super::table::{self, Align::Left, Align::Right};
-use super::{Exit, Failure};
+use super::{Console, Exit, Failure, out, outln};
 use crate::config::Settings;
 use crate::storage::InstanceRow;
 
-pub(super) async fn run(settings: Settings, json: bool) -> Result<Exit, Failure> {
+pub(super) async fn run(
+    settings: Settings,
+    json: bool,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
     let store = super::open_for_reading(&settings).await?;
     let rows = store.instances().await?;
     store.close().await;
@@ -18,12 +22,13 @@ pub(super) async fn run(settings: Settings, json: bool) -> Result<Exit, Failure>
                 v
             })
             .collect();
-        println!(
+        outln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&doc).expect("instances serialise")
         );
     } else {
-        print!("{}", table(&rows, table::settings_zone(&settings)));
+        out!(out, "{}", table(&rows, table::settings_zone(&settings)));
     }
     Ok(Exit::Ok)
 }

@@ -2,6 +2,7 @@
 
 mod check;
 mod config_show;
+mod console;
 mod init;
 mod instances;
 mod man;
@@ -12,11 +13,14 @@ mod table;
 
 use std::process::ExitCode;
 
+pub use console::{Console, Host};
+pub(crate) use console::{errln, out, outln};
+
 use crate::app::{App, AppError};
 use crate::cli::{Cli, Command};
 use crate::config::{self, ConfigError, Settings};
 use crate::daemon::Listeners;
-use crate::{shutdown, telemetry};
+use crate::telemetry;
 
 /// How a command ended; the numbers are part of the command-line contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +96,21 @@ impl From<crate::import::ImportError> for Failure {
     }
 }
 
-/// Runs the parsed command line.
-pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
+/// Runs the parsed command line as the binary does, on `host`: the command,
+/// then its failure on stderr, one `wxpush: ` line per problem.
+pub async fn run(cli: Cli, mut host: Host) -> Exit {
+    match execute(cli, &mut host).await {
+        Ok(exit) => exit,
+        Err(failure) => {
+            for line in failure.message.lines() {
+                errln!(host.console, "wxpush: {line}");
+            }
+            failure.exit
+        }
+    }
+}
+
+async fn execute(cli: Cli, host: &mut Host) -> Result<Exit, Failure> {
     if let Command::Init { path, force } = &cli.command {
         // A new file: where it was asked for, else the default path, never
         // the package's file by fallback.
@@ -101,7 +118,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
             .as_deref()
             .or(cli.config.as_deref())
             .unwrap_or(std::path::Path::new(config::DEFAULT_PATH));
-        return init::run(path, *force);
+        return init::run(path, *force, &mut host.console);
     }
     let (config_path, fell_back) = config::resolve_path(
         cli.config.as_deref(),
@@ -118,7 +135,8 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
     );
     if fell_back && reads_config {
         // Nobody named this file: say which one is read.
-        eprintln!(
+        errln!(
+            host.console,
             "wxpush: reading {} ({} does not exist here; --config or WXPUSH_CONFIG picks another)",
             config_path.display(),
             config::DEFAULT_PATH
@@ -129,49 +147,54 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
         ..cli
     };
     let config_path = cli.config.as_deref().expect("resolved above");
+    let out = &mut host.console;
     match &cli.command {
-        Command::Check { offline, json } => return check::run(config_path, *offline, *json).await,
+        Command::Check { offline, json } => {
+            return check::run(config_path, &host.env, *offline, *json, out).await;
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut command, "wxpush", &mut std::io::stdout());
+            clap_complete::generate(*shell, &mut command, "wxpush", &mut out.out);
             return Ok(Exit::Ok);
         }
         Command::Man => {
-            man::render(&mut std::io::stdout())
+            man::render(&mut out.out)
                 .map_err(|e| Failure::cannot_proceed(format!("cannot write the man page: {e}")))?;
             return Ok(Exit::Ok);
         }
         Command::Config(crate::cli::ConfigCommand::Example) => {
-            print!("{}", init::STARTER);
+            out!(out, "{}", init::STARTER);
             return Ok(Exit::Ok);
         }
         Command::Config(crate::cli::ConfigCommand::Show { json }) => {
-            return config_show::run(config_path, *json);
+            return config_show::run(config_path, &host.env, *json, out);
         }
         _ => {}
     }
-    let settings = config::load(config_path)?;
-    telemetry::init(&settings.log);
+    let settings = config::load_in(config_path, &host.env)?;
+    if host.owns_process() {
+        telemetry::init(&settings.log);
+    }
     match cli.command {
-        Command::Run => daemon(settings).await,
+        Command::Run => daemon(settings, host).await,
         Command::Send {
             job,
             to: Some(to),
             json,
             ..
-        } => send::test_send(settings, &job, &to, json).await,
+        } => send::test_send(settings, &job, &to, json, &mut host.console).await,
         Command::Send {
             job,
             again,
             dry_run,
             json,
             to: None,
-        } => send::run(settings, &job, again, dry_run, json).await,
-        Command::Recipients(c) => recipients::run(settings, c).await,
-        Command::Runs(args) => runs::run(settings, args).await,
-        Command::Health => health(settings).await,
-        Command::Instances { json } => instances::run(settings, json).await,
-        Command::Backup { path } => backup(settings, &path).await,
+        } => send::run(settings, &job, again, dry_run, json, host).await,
+        Command::Recipients(c) => recipients::run(settings, c, &mut host.console).await,
+        Command::Runs(args) => runs::run(settings, args, &mut host.console).await,
+        Command::Health => health(settings, &mut host.console).await,
+        Command::Instances { json } => instances::run(settings, json, &mut host.console).await,
+        Command::Backup { path } => backup(settings, &path, &mut host.console).await,
         Command::Check { .. }
         | Command::Init { .. }
         | Command::Completions { .. }
@@ -180,7 +203,7 @@ pub async fn execute(cli: Cli) -> Result<Exit, Failure> {
     }
 }
 
-async fn daemon(settings: Settings) -> Result<Exit, Failure> {
+async fn daemon(settings: Settings, host: &Host) -> Result<Exit, Failure> {
     let app = std::sync::Arc::new(App::build(settings).await?);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -188,7 +211,7 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
         database = %app.settings.database.shown(),
         "wxpush daemon starting"
     );
-    let shutdown = shutdown::on_signals();
+    let shutdown = host.shutdown();
     let http = match app.settings.http {
         None => None,
         Some(addr) => {
@@ -216,7 +239,11 @@ async fn daemon(settings: Settings) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-async fn backup(settings: Settings, target: &std::path::Path) -> Result<Exit, Failure> {
+async fn backup(
+    settings: Settings,
+    target: &std::path::Path,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
     if target.exists() {
         return Err(Failure::usage(format!(
             "{}: already exists; wxpush backup writes a new file",
@@ -234,7 +261,8 @@ async fn backup(settings: Settings, target: &std::path::Path) -> Result<Exit, Fa
         .backup(target)
         .await
         .map_err(|e| Failure::cannot_proceed(format!("{}: {e}", target.display())))?;
-    println!(
+    outln!(
+        out,
         "backed up {} to {} ({bytes} bytes)",
         store
             .path()
@@ -244,7 +272,7 @@ async fn backup(settings: Settings, target: &std::path::Path) -> Result<Exit, Fa
     Ok(Exit::Ok)
 }
 
-async fn health(settings: Settings) -> Result<Exit, Failure> {
+async fn health(settings: Settings, out: &mut Console) -> Result<Exit, Failure> {
     let Some(addr) = settings.http else {
         return Err(Failure::usage(format!(
             "{}: http.enabled is false; there is nothing to ask",
@@ -253,7 +281,7 @@ async fn health(settings: Settings) -> Result<Exit, Failure> {
     };
     match crate::http::check(addr).await {
         Ok(body) => {
-            println!("{body}");
+            outln!(out, "{body}");
             Ok(Exit::Ok)
         }
         Err(e) => Err(Failure {

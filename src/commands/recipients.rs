@@ -6,26 +6,30 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::table::{self, Align::Left, Align::Right};
-use super::{Exit, Failure, find_job};
+use super::{Console, Exit, Failure, errln, find_job, out, outln};
 use crate::cli::RecipientsCommand;
 use crate::config::{Job, Settings};
 use crate::domain::{AppName, Builtins, JobName, OpenId};
 use crate::import::{self, recipient};
 use crate::storage::{JobSet, Store};
 
-pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Result<Exit, Failure> {
+pub(super) async fn run(
+    settings: Settings,
+    command: RecipientsCommand,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
     match command {
         RecipientsCommand::List { job, app, json } => {
             let app = app_arg(&settings, app.as_deref())?;
-            list(&settings, job.as_deref(), &app, json).await
+            list(&settings, job.as_deref(), &app, json, out).await
         }
         RecipientsCommand::Show { openid, app, json } => {
             let app = app_arg(&settings, app.as_deref())?;
-            show(&settings, &openid, &app, json).await
+            show(&settings, &openid, &app, json, out).await
         }
         RecipientsCommand::Forget { openid, app } => {
             let app = app_arg(&settings, app.as_deref())?;
-            forget(&settings, &openid, &app).await
+            forget(&settings, &openid, &app, out).await
         }
         RecipientsCommand::Add {
             openid,
@@ -51,7 +55,7 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
                 Store::open_with(&settings.database.url, &settings.database.open_options()).await?;
             store.upsert_recipients(&[row], "cli").await?;
             store.close().await;
-            println!("added {openid} to job {}", job.name);
+            outln!(out, "added {openid} to job {}", job.name);
             Ok(Exit::Ok)
         }
         RecipientsCommand::Remove { openid, app, job } => {
@@ -86,9 +90,10 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
                     ),
                 });
             }
-            println!("removed {openid} from {n} job(s)");
+            outln!(out, "removed {openid} from {n} job(s)");
             if settings.recipients.iter().any(|r| r.openid == openid) {
-                println!(
+                outln!(
+                    out,
                     "note: {openid} is also in {}; the next run or send adds it back",
                     settings.path.display()
                 );
@@ -100,10 +105,11 @@ pub(super) async fn run(settings: Settings, command: RecipientsCommand) -> Resul
             let job = listing_job(job_of_app(&settings, &job, &app)?)?;
             let store =
                 Store::open_with(&settings.database.url, &settings.database.open_options()).await?;
-            let imported = import_csv(&store, &file, job).await;
+            let imported = import_csv(&store, &file, job, out).await;
             store.close().await;
             let n = imported?;
-            println!(
+            outln!(
+                out,
                 "imported {n} recipients into job {} from {}",
                 job.name,
                 file.display()
@@ -200,6 +206,7 @@ async fn list(
     job: Option<&str>,
     app: &Option<AppName>,
     json: bool,
+    out: &mut Console,
 ) -> Result<Exit, Failure> {
     let job = match job {
         Some(job) => Some(&job_of_app(settings, job, app)?.name),
@@ -214,7 +221,8 @@ async fn list(
     store.close().await;
     rows.retain(|r| row_of_app(settings, &r.job, app));
     if json {
-        println!(
+        outln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialise")
         );
@@ -236,7 +244,8 @@ async fn list(
             vars.join(" "),
         ]
     });
-    print!(
+    out!(
+        out,
         "{}",
         table::render(
             &[
@@ -254,10 +263,16 @@ async fn list(
 }
 
 /// Imports a CSV all or nothing (see `import`), saying so when it was not read as UTF-8.
-async fn import_csv(store: &Store, path: &Path, job: &Job) -> Result<u64, Failure> {
+async fn import_csv(
+    store: &Store,
+    path: &Path,
+    job: &Job,
+    out: &mut Console,
+) -> Result<u64, Failure> {
     let checked = import::check(path, job)?;
     if checked.read_as_gb18030() {
-        eprintln!(
+        errln!(
+            out,
             "note: {} is not UTF-8; read it as GB18030 (GBK)",
             path.display()
         );
@@ -272,6 +287,7 @@ async fn show(
     openid: &str,
     app: &Option<AppName>,
     json: bool,
+    out: &mut Console,
 ) -> Result<Exit, Failure> {
     let openid = OpenId::parse(openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
     let store = super::open_for_reading(settings).await?;
@@ -297,28 +313,31 @@ async fn show(
         });
     }
     if json {
-        let out = serde_json::json!({
+        let doc = serde_json::json!({
             "openid": openid.as_ref(),
             "jobs": listed,
             "subscriber": subscriber,
             "consents": consents,
         });
-        println!(
+        outln!(
+            out,
             "{}",
-            serde_json::to_string_pretty(&out).expect("serialisable")
+            serde_json::to_string_pretty(&doc).expect("serialisable")
         );
         return Ok(Exit::Ok);
     }
-    println!("openid: {openid}");
+    outln!(out, "openid: {openid}");
     if let Some(s) = &subscriber {
-        println!(
+        outln!(
+            out,
             "intake: name {}, {} variables",
             s.name.as_deref().unwrap_or("-"),
             s.vars.len()
         );
     }
     for r in &listed {
-        println!(
+        outln!(
+            out,
             "job {}: {} (added by {})",
             r.job,
             if r.active { "active" } else { "inactive" },
@@ -326,7 +345,7 @@ async fn show(
         );
     }
     if consents.is_empty() {
-        println!("consent: none on record");
+        outln!(out, "consent: none on record");
         return Ok(Exit::Ok);
     }
     let table = consents.iter().map(|c| {
@@ -346,7 +365,8 @@ async fn show(
             super::table::stored_moment(&c.updated_at, super::table::settings_zone(settings)),
         ]
     });
-    print!(
+    out!(
+        out,
         "{}",
         table::render(
             &[
@@ -365,7 +385,12 @@ async fn show(
 
 /// `recipients forget OPENID [--app NAME]`: erases a person of one mini
 /// program (a deletion request).
-async fn forget(settings: &Settings, openid: &str, app: &Option<AppName>) -> Result<Exit, Failure> {
+async fn forget(
+    settings: &Settings,
+    openid: &str,
+    app: &Option<AppName>,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
     let openid = OpenId::parse(openid).map_err(|e| Failure::usage(format!("openid: {e}")))?;
     // Refused while the file still lists them: the next sync would add them back.
     if settings
@@ -413,7 +438,7 @@ async fn forget(settings: &Settings, openid: &str, app: &Option<AppName>) -> Res
             message: format!("nothing is known about {openid}"),
         }),
         n => {
-            println!("forgot {openid}: {n} rows erased or anonymised");
+            outln!(out, "forgot {openid}: {n} rows erased or anonymised");
             Ok(Exit::Ok)
         }
     }

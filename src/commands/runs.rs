@@ -3,13 +3,17 @@
 use chrono_tz::Tz;
 
 use super::table::{self, Align::Left, Align::Right};
-use super::{Exit, Failure};
+use super::{Console, Exit, Failure, out, outln};
 use crate::cli::{RunsArgs, RunsCommand};
 use crate::config::Settings;
 use crate::domain::JobName;
 use crate::storage::{DeliveryRow, RunRow};
 
-pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Failure> {
+pub(super) async fn run(
+    settings: Settings,
+    args: RunsArgs,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
     let store = super::open_for_reading(&settings).await?;
     let tz_of = |job: &str| settings.job(job).map(|j| j.schedule.tz());
     // The app column appears once there is more than one app to tell apart.
@@ -37,12 +41,13 @@ pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Fail
             };
             if args.json {
                 let runs: Vec<serde_json::Value> = runs.iter().map(with_app).collect();
-                println!(
+                outln!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(&runs).expect("runs serialise")
                 );
             } else {
-                print!("{}", runs_table(&runs, tz_of, apps.then_some(&app_of)));
+                out!(out, "{}", runs_table(&runs, tz_of, apps.then_some(&app_of)));
             }
         }
         Some(RunsCommand::Show { id, json }) => {
@@ -52,12 +57,14 @@ pub(super) async fn run(settings: Settings, args: RunsArgs) -> Result<Exit, Fail
             let deliveries = store.deliveries(id).await?;
             if json {
                 let doc = serde_json::json!({ "run": with_app(&run), "deliveries": deliveries });
-                println!(
+                outln!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(&doc).expect("runs serialise")
                 );
             } else {
-                print!(
+                out!(
+                    out,
                     "{}",
                     run_detail(&run, &deliveries, tz_of, apps.then_some(&app_of))
                 );

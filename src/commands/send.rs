@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 use chrono::{SubsecRound, Utc};
 use serde::Serialize;
 
-use super::{Exit, Failure, find_job};
+use super::{Console, Exit, Failure, Host, find_job, outln};
 use crate::app::{App, config_recipients};
 use crate::config::{Job, Settings};
 use crate::delivery::RunReport;
 use crate::domain::{Builtins, Message, OpenId, with_name};
 use crate::domain::{Counts, Trigger};
 use crate::runner::{FireError, Firing, SlotEnd, fire};
-use crate::shutdown;
 use crate::storage::Store;
 
 pub(super) async fn run(
@@ -21,10 +20,11 @@ pub(super) async fn run(
     again: bool,
     dry_run: bool,
     json: bool,
+    host: &mut Host,
 ) -> Result<Exit, Failure> {
     let job = find_job(&settings, job)?.clone();
     if dry_run {
-        return dry_run_job(&settings, &job).await;
+        return dry_run_job(&settings, &job, &mut host.console).await;
     }
     // The latest slot that has passed: sending it twice resumes or finishes its
     // run. Only --again makes a new round, as a slot of its own (now).
@@ -41,9 +41,10 @@ pub(super) async fn run(
             ))
         })?
     };
-    let app = App::build_as(settings, "send").await?;
+    let progress = crate::delivery::Progress::on(host.console.is_terminal());
+    let app = App::build_as(settings, "send", progress).await?;
     app.sync_recipients().await?;
-    let shutdown = shutdown::on_signals();
+    let shutdown = host.shutdown();
     let alive = tokio_util::sync::CancellationToken::new();
     let heartbeat = app.keep_alive(alive.clone());
     let fired = fire(
@@ -68,8 +69,10 @@ pub(super) async fn run(
     app.leave().await;
     let fired = fired?;
     app.store.close().await;
+    let out = &mut host.console;
     if fired.reports.is_empty() && fired.slot == SlotEnd::Cancelled {
-        println!(
+        outln!(
+            out,
             "{}: stopped before the run started; nothing was sent",
             job.name
         );
@@ -77,7 +80,8 @@ pub(super) async fn run(
     }
     let local = job.schedule.local(slot);
     if fired.slot == SlotEnd::TooLate && fired.reports.is_empty() {
-        println!(
+        outln!(
+            out,
             "{}: the latest slot ({local}) passed more than its send window ({}) ago and never ran; nothing was sent. \
              `wxpush send {} --again` sends a new round now",
             job.name,
@@ -94,7 +98,7 @@ pub(super) async fn run(
             ),
             _ => String::new(),
         };
-        println!("{}: nothing to send{note}", job.name);
+        outln!(out, "{}: nothing to send{note}", job.name);
         return Ok(Exit::Ok);
     }
 
@@ -104,12 +108,13 @@ pub(super) async fn run(
         app.runtime(job.app.as_ref()).tokens.fetches(),
     );
     if json {
-        println!(
+        outln!(
+            out,
             "{}",
             serde_json::to_string(&summary).expect("a summary serialises")
         );
     } else {
-        println!("{}", summary.line(&job, again));
+        outln!(out, "{}", summary.line(&job, again));
     }
     let c = &summary.counts;
     Ok(
@@ -130,22 +135,25 @@ pub(super) async fn test_send(
     job: &str,
     to: &str,
     json: bool,
+    out: &mut Console,
 ) -> Result<Exit, Failure> {
     let job = find_job(&settings, job)?.clone();
     let openid = OpenId::parse(to).map_err(|e| Failure::usage(format!("--to {to}: {e}")))?;
     let path = settings.path.display().to_string();
-    let app = App::build_as(settings, "send").await?;
+    // One message: nothing to show progress of.
+    let app = App::build_as(settings, "send", crate::delivery::Progress::Log).await?;
     let result = test_send_with(&app, &job, openid, &path).await;
     app.leave().await;
     app.store.close().await;
     let sent = result?;
     if json {
-        println!(
+        outln!(
+            out,
             "{}",
             serde_json::to_string(&sent).expect("a test send serialises")
         );
     } else {
-        println!("{}", sent.line);
+        outln!(out, "{}", sent.line);
     }
     Ok(match sent.status {
         crate::domain::Status::Sent => Exit::Ok,
@@ -400,17 +408,18 @@ impl Summary {
 
 /// Prints one dry-run message (as the JSON that would be sent) or why it is
 /// invalid; true when valid.
-fn print_built(openid: &str, built: Result<Message, String>) -> bool {
+fn print_built(openid: &str, built: Result<Message, String>, out: &mut Console) -> bool {
     match built {
         Ok(m) => {
-            println!(
+            outln!(
+                out,
                 "{}",
                 serde_json::to_string(&m).expect("a message serialises")
             );
             true
         }
         Err(reason) => {
-            println!("INVALID {openid}: {reason}");
+            outln!(out, "INVALID {openid}: {reason}");
             false
         }
     }
@@ -418,7 +427,11 @@ fn print_built(openid: &str, built: Result<Message, String>) -> bool {
 
 /// A dry run of a query job: the query runs as a firing would run it (read-only),
 /// and each row is rendered and printed as it arrives.
-async fn dry_run_query(job: &Job, query: &crate::config::JobQuery) -> Result<Exit, Failure> {
+async fn dry_run_query(
+    job: &Job,
+    query: &crate::config::JobQuery,
+    out: &mut Console,
+) -> Result<Exit, Failure> {
     let now = Utc::now();
     let slot = job.schedule.latest_at_or_before(now).unwrap_or(now);
     let builtins = Builtins::at(slot, job.schedule.tz());
@@ -440,13 +453,14 @@ async fn dry_run_query(job: &Job, query: &crate::config::JobQuery) -> Result<Exi
                 Message::build(&job.spec, id, &row.vars, &builtins).map_err(|e| e.to_string())
             }
         };
-        if print_built(&row.openid, built) {
+        if print_built(&row.openid, built, out) {
             valid += 1;
         } else {
             invalid += 1;
         }
     }
-    println!(
+    outln!(
+        out,
         "{}: dry run: {valid} valid, {invalid} invalid of {} messages from source {} \
          ({folded} duplicate openids folded); nothing was sent or recorded",
         job.name,
@@ -461,9 +475,9 @@ async fn dry_run_query(job: &Job, query: &crate::config::JobQuery) -> Result<Exi
 }
 
 /// Renders and checks every message of `job` and prints it; touches nothing.
-async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
+async fn dry_run_job(settings: &Settings, job: &Job, out: &mut Console) -> Result<Exit, Failure> {
     if let Some(query) = &job.query {
-        return dry_run_query(job, query).await;
+        return dry_run_query(job, query, out).await;
     }
     let mut audience: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let subscribed = job.audience == crate::config::Audience::Subscribed;
@@ -509,13 +523,14 @@ async fn dry_run_job(settings: &Settings, job: &Job) -> Result<Exit, Failure> {
             .and_then(|id| {
                 Message::build(&job.spec, id, vars, &builtins).map_err(|e| e.to_string())
             });
-        if print_built(openid, built) {
+        if print_built(openid, built, out) {
             valid += 1;
         } else {
             invalid += 1;
         }
     }
-    println!(
+    outln!(
+        out,
         "{}: dry run: {valid} valid, {invalid} invalid of {} messages; nothing was sent or recorded",
         job.name,
         audience.len()

@@ -57,23 +57,69 @@ impl ConfigError {
     }
 }
 
-/// Loads and checks the configuration at `path`, with environment overrides.
+/// Where the `WXPUSH__SECTION__KEY` overrides are read from.
+#[derive(Debug, Clone, Default)]
+pub enum Env {
+    /// This process's environment (the binary).
+    #[default]
+    Process,
+    /// These variables and no others: commands run inside another program (the
+    /// tests) must not see, nor need, that program's environment.
+    Given(std::collections::HashMap<String, String>),
+}
+
+impl Env {
+    /// The names of the variables that are set (those that are not Unicode
+    /// name no key, and are left out).
+    fn names(&self) -> Vec<String> {
+        match self {
+            Self::Process => std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .collect(),
+            Self::Given(vars) => vars.keys().cloned().collect(),
+        }
+    }
+
+    fn is_set(&self, name: &str) -> bool {
+        match self {
+            Self::Process => std::env::var_os(name).is_some(),
+            Self::Given(vars) => vars.contains_key(name),
+        }
+    }
+
+    /// The config crate's source: `None` reads the process's own, which keeps
+    /// its error for a value that is not Unicode.
+    fn source(&self) -> Option<config::Map<String, String>> {
+        match self {
+            Self::Process => None,
+            Self::Given(vars) => Some(vars.clone().into_iter().collect()),
+        }
+    }
+}
+
+/// Loads and checks the configuration at `path`, with overrides from this
+/// process's environment.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    load_in(path, &Env::Process)
+}
+
+/// `load`, with the overrides of `env`.
+pub(crate) fn load_in(path: &Path, env: &Env) -> Result<Settings, ConfigError> {
     let file = path.display().to_string();
     if !path.is_file() {
         return Err(ConfigError::one(format!(
             "{file}: config file not found (choose one with --config PATH or WXPUSH_CONFIG)"
         )));
     }
-    let raw: RawSettings = read(path, true)?;
+    let raw: RawSettings = read(path, Some(env))?;
     Checker::new(file, path.to_path_buf()).check(raw)
 }
 
-/// The file at `path` as `T`, with the `WXPUSH__SECTION__KEY` overrides when
-/// `with_env` (last, so that the environment wins over the file). A variable
-/// that names no key is an error naming the variable.
-fn read<T: serde::de::DeserializeOwned>(path: &Path, with_env: bool) -> Result<T, ConfigError> {
-    if with_env {
+/// The file at `path` as `T`, with the `WXPUSH__SECTION__KEY` overrides of
+/// `env` when there is one (last, so that the environment wins over the file).
+/// A variable that names no key is an error naming the variable.
+fn read<T: serde::de::DeserializeOwned>(path: &Path, env: Option<&Env>) -> Result<T, ConfigError> {
+    if let Some(env) = env {
         // Every key there is: the settings of a file with nothing but the one
         // required key, every default filled in.
         let all: RawSettings = serde_json::from_value(serde_json::json!({"wechat": {"appid": ""}}))
@@ -84,7 +130,7 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path, with_env: bool) -> Result<T
         let source: raw::RawSource =
             serde_json::from_value(serde_json::json!({})).expect("a source has defaults");
         let problems = env_keys::unknown(
-            std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+            env.names(),
             &tree,
             &serde_json::to_value(&app).expect("an app serialises"),
             &serde_json::to_value(&source).expect("a source serialises"),
@@ -94,12 +140,13 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path, with_env: bool) -> Result<T
         }
     }
     let mut builder = Config::builder().add_source(File::from(path).format(FileFormat::Toml));
-    if with_env {
+    if let Some(env) = env {
         builder = builder.add_source(
             Environment::with_prefix("WXPUSH")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(env.source()),
         );
     }
     builder
@@ -110,14 +157,17 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path, with_env: bool) -> Result<T
 
 /// The configuration in effect at `path`: every key (defaults filled in, secrets
 /// and database passwords masked) and where each came from: `default`, `file`,
-/// or the environment variable that set it. The file must pass `load`.
-pub(crate) fn effective(path: &Path) -> Result<(serde_json::Value, Vec<Provenance>), ConfigError> {
-    load(path)?;
-    let raw: RawSettings = read(path, true)?;
+/// or the variable of `env` that set it. The file must pass `load`.
+pub(crate) fn effective(
+    path: &Path,
+    env: &Env,
+) -> Result<(serde_json::Value, Vec<Provenance>), ConfigError> {
+    load_in(path, env)?;
+    let raw: RawSettings = read(path, Some(env))?;
     let tree = serde_json::to_value(&raw).expect("the settings serialise");
-    let written: serde_json::Value = read(path, false)?;
+    let written: serde_json::Value = read(path, None)?;
     let mut sources = Vec::new();
-    provenance(&tree, &written, "", &mut sources);
+    provenance(&tree, &written, "", env, &mut sources);
     Ok((tree, sources))
 }
 
@@ -125,11 +175,12 @@ pub(crate) fn effective(path: &Path) -> Result<(serde_json::Value, Vec<Provenanc
 pub(crate) type Provenance = (String, serde_json::Value, String);
 
 /// Each leaf key of `tree` with where it came from: an environment variable
-/// `WXPUSH__A__B` that is set wins, then the file, else the default.
+/// `WXPUSH__A__B` that is set in `env` wins, then the file, else the default.
 fn provenance(
     tree: &serde_json::Value,
     written: &serde_json::Value,
     key: &str,
+    env: &Env,
     out: &mut Vec<Provenance>,
 ) {
     let null = serde_json::Value::Null;
@@ -141,7 +192,7 @@ fn provenance(
                 } else {
                     format!("{key}.{k}")
                 };
-                provenance(v, written.get(k).unwrap_or(&null), &child, out);
+                provenance(v, written.get(k).unwrap_or(&null), &child, env, out);
             }
         }
         serde_json::Value::Array(items) if items.iter().all(serde_json::Value::is_object) => {
@@ -150,13 +201,14 @@ fn provenance(
                     v,
                     written.get(i).unwrap_or(&null),
                     &format!("{key}[{i}]"),
+                    env,
                     out,
                 );
             }
         }
         _ => {
             let var = format!("WXPUSH__{}", key.replace('.', "__").to_uppercase());
-            let source = if std::env::var_os(&var).is_some() {
+            let source = if env.is_set(&var) {
                 format!("env {var}")
             } else if !written.is_null() {
                 "file".to_owned()
@@ -191,6 +243,34 @@ fn describe(file: &str, e: &config::ConfigError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_given_environment_is_the_only_one_read_for_overrides_typos_and_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxpush.toml");
+        std::fs::write(&path, "[wechat]\nappid = \"wx0123456789abcdef\"\n").unwrap();
+        let env = |var: &str| Env::Given([(var.to_owned(), "3".to_owned())].into());
+        let settings = load_in(&path, &env("WXPUSH__DELIVERY__CONCURRENCY")).unwrap();
+        assert_eq!(settings.delivery.concurrency, 3);
+        let typo = load_in(&path, &env("WXPUSH__DELIVERY__CONCURENCY")).unwrap_err();
+        assert!(
+            typo.problems[0].starts_with("environment variable WXPUSH__DELIVERY__CONCURENCY:"),
+            "{typo}"
+        );
+        let (_, sources) = effective(&path, &env("WXPUSH__DELIVERY__CONCURRENCY")).unwrap();
+        let from = |key: &str| {
+            sources
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .map(|(_, _, from)| from.as_str())
+        };
+        assert_eq!(
+            from("delivery.concurrency"),
+            Some("env WXPUSH__DELIVERY__CONCURRENCY")
+        );
+        assert_eq!(from("wechat.appid"), Some("file"));
+        assert_eq!(from("delivery.max_attempts"), Some("default"));
+    }
 
     #[test]
     fn the_default_file_then_the_packages_file_then_the_default_for_its_error() {

@@ -2,7 +2,6 @@
 //! log line every ten seconds (sent so far, total, rate, time left). Read from
 //! the database, so every instance draining a run reports the run's whole count.
 
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use tokio_util::task::AbortOnDropHandle;
@@ -25,13 +24,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 const BAR_EVERY: Duration = Duration::from_secs(1);
 
 impl Progress {
-    /// For `role`: a bar only for `send` with a terminal on standard error.
-    pub fn for_role(role: &str) -> Self {
-        if role == "send" && std::io::stderr().is_terminal() {
-            Self::Bar
-        } else {
-            Self::Log
-        }
+    /// For `send`: a bar when standard error is a `terminal`.
+    pub(crate) fn on(terminal: bool) -> Self {
+        if terminal { Self::Bar } else { Self::Log }
     }
 
     /// Reports run `run_id` of `job` until the returned handle is dropped.

@@ -528,14 +528,16 @@ async fn source_and_query_mistakes_are_one_line_each_and_a_password_is_never_sho
             .contains("jobs[0] (points).query: not checked: source shop: cannot connect"),
         "{checked:?}"
     );
-    let sent = env.wxpush(&["send", "points", "--again"]).await;
+    // The commands that log, on the binary: a password must not reach its log
+    // lines either.
+    let sent = env.binary(&["send", "points", "--again"]).await;
     assert_eq!(sent.code, 3, "{sent:?}");
     assert!(
         sent.stderr.contains("source shop: cannot connect"),
         "{sent:?}"
     );
     let added = env
-        .wxpush(&["recipients", "add", ANN, "--job", "points"])
+        .binary(&["recipients", "add", ANN, "--job", "points"])
         .await;
     assert_eq!(added.code, 2, "{added:?}");
     assert!(
@@ -543,7 +545,7 @@ async fn source_and_query_mistakes_are_one_line_each_and_a_password_is_never_sho
             .stderr
             .contains("takes its audience from its query on source shop")
     );
-    let runs = env.wxpush(&["runs", "--json"]).await;
+    let runs = env.binary(&["runs", "--json"]).await;
     for out in [&shown, &checked, &sent, &added, &runs] {
         assert!(!out.all().contains(secret), "{out:?}");
     }

@@ -279,8 +279,51 @@ impl TestEnv {
         c
     }
 
-    /// Runs the binary to completion.
+    /// Runs a command in this process, as `wxpush ARGS` with `command`'s
+    /// config, fake and secret: the binary's own path after parsing, printing
+    /// into buffers. Its logs are not in `stderr` (see `binary`).
     pub async fn wxpush(&self, args: &[&str]) -> Run {
+        use clap::Parser;
+        use wxpush::commands::{Console, Host};
+        log_for_test_log();
+        let cli = match wxpush::cli::Cli::try_parse_from(
+            std::iter::once("wxpush").chain(args.iter().copied()),
+        ) {
+            Ok(cli) => cli,
+            // What clap prints and exits with, as the binary's `Cli::parse`.
+            Err(e) => {
+                let text = e.render().to_string();
+                let (stdout, stderr) = if e.use_stderr() {
+                    (String::new(), text)
+                } else {
+                    (text, String::new())
+                };
+                return Run::shown(e.exit_code(), stdout, stderr);
+            }
+        };
+        let cli = wxpush::cli::Cli {
+            config: cli.config.or_else(|| Some(self.config.clone())),
+            ..cli
+        };
+        let env = wxpush::config::Env::Given(
+            [
+                ("WXPUSH__WECHAT__API_BASE", self.fake.base_url()),
+                ("WXPUSH__WECHAT__SECRET", SECRET.to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        );
+        let (out, err) = (Captured::default(), Captured::default());
+        let console = Console::new(Box::new(out.clone()), Box::new(err.clone()));
+        let host = Host::guest(console, env, tokio_util::sync::CancellationToken::new());
+        let exit = wxpush::commands::run(cli, host).await;
+        Run::shown(exit as i32, out.text(), err.text())
+    }
+
+    /// Runs the binary to completion: for what needs a process of its own
+    /// (its log lines on stderr, the environment, signals, its exit).
+    pub async fn binary(&self, args: &[&str]) -> Run {
         finish(&mut self.command(args)).await
     }
 
@@ -312,10 +355,21 @@ pub struct Run {
 
 impl From<Output> for Run {
     fn from(o: Output) -> Self {
+        Self::shown(
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+impl Run {
+    /// The run, printed when `TEST_LOG` is set.
+    fn shown(code: i32, stdout: String, stderr: String) -> Self {
         let run = Self {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            code,
+            stdout,
+            stderr,
         };
         if std::env::var_os("TEST_LOG").is_some() {
             eprintln!(
@@ -331,6 +385,38 @@ impl Run {
     /// Everything printed, for leak checks.
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// A command's stdout or stderr in process.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// With `TEST_LOG` set, the logs of commands run in process, shown with the
+/// test's output (the binary's go to its stderr).
+fn log_for_test_log() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
     }
 }
 
