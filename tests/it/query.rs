@@ -580,7 +580,7 @@ async fn the_daemon_retries_an_unreachable_source_and_sends_once_it_is_back() {
     daemon
         .advance_until(
             Duration::from_millis(200),
-            500,
+            2000,
             "the slot's run stopped",
             async || status().await.as_deref() == Some("stopped"),
         )
