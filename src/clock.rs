@@ -141,6 +141,16 @@ impl ManualClock {
         }
     }
 
+    /// How many sleepers wait for exactly `t` (a job sleeping until its next slot).
+    pub fn waiting_until(&self, t: DateTime<Utc>) -> usize {
+        self.waits
+            .lock()
+            .expect("never poisoned")
+            .get(&t)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// How many sleeps are waiting on this clock now (tests wait for the daemon to
     /// be asleep before they move it).
     pub fn sleepers(&self) -> usize {

@@ -448,3 +448,23 @@ pub async fn wait_http_path(addr: std::net::SocketAddr, path: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// GET `path` on `addr`: the status and body, or 0 and the error when nothing answers.
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}{path}")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Each recipient's status in run 1, once the database answers.
+pub async fn statuses(env: &TestEnv) -> std::collections::BTreeMap<String, String> {
+    env.store()
+        .await
+        .deliveries(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.openid, d.status.as_str().to_owned()))
+        .collect()
+}

@@ -1,6 +1,12 @@
-//! Consent: the intake API, WeChat's event push, and sends gated by consent.
+//! Consent: the intake API, WeChat's event push, and sends gated by consent;
+//! several mini programs in one daemon, each with its own consent and token.
 //! Shared fixtures here; the tests, by concern, in the modules below.
+#![allow(unreachable_pub)] // a test binary: its modules share helpers freely
+#[path = "../support/mod.rs"]
+#[allow(dead_code, unused_imports)] // each binary uses its own part of the harness
+mod helpers;
 
+mod apps;
 mod callback;
 mod gating;
 mod intake;

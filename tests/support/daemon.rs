@@ -74,28 +74,39 @@ impl TestEnv {
             stop,
             task,
         };
-        daemon.wait_ready().await;
+        daemon.wait_ready(start).await;
         daemon
     }
 }
 
 impl Daemon {
     /// Waits until the listener answers and every job sleeps until its next slot
-    /// (so that moving the clock cannot race its start).
-    async fn wait_ready(&self) {
+    /// (so that moving the clock cannot race its start: a job loop that began
+    /// after the clock passed its slot would take the next day's). Counting
+    /// sleepers is not enough: the config poll, retention and heartbeats sleep
+    /// too, and may all be asleep before a job loop is.
+    async fn wait_ready(&self, start: DateTime<Utc>) {
         let url = format!("http://{}/healthz", self.http);
-        let jobs = self.app.settings.jobs.len();
+        let mut slots = std::collections::BTreeMap::new();
+        for job in &self.app.settings.jobs {
+            if let Some(next) = job.schedule.next_after(start) {
+                *slots.entry(next).or_insert(0usize) += 1;
+            }
+        }
         for _ in 0..1000 {
             assert!(
                 !self.task.is_finished(),
                 "the daemon stopped while starting"
             );
-            if self.clock.sleepers() >= jobs && reqwest::get(&url).await.is_ok() {
+            let asleep = slots
+                .iter()
+                .all(|(t, n)| self.clock.waiting_until(*t) >= *n);
+            if asleep && reqwest::get(&url).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the daemon never became ready");
+        panic!("the daemon never became ready (every job asleep until its next slot)");
     }
 
     /// Moves the clock forward by `d`, then waits for the daemon to act on it:
