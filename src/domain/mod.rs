@@ -12,6 +12,7 @@ mod options;
 mod render;
 mod run;
 mod schedule;
+mod send;
 mod template_id;
 #[cfg(test)]
 pub(crate) mod test_ids;
@@ -31,6 +32,7 @@ pub use options::{Lang, MiniprogramState, Page};
 pub use render::{RenderError, ValueTemplate};
 pub use run::{Counts, RunStatus, Trigger};
 pub use schedule::{Schedule, ScheduleError};
+pub use send::{CancelKey, IdempotencyKey, SendStatus};
 pub use template_id::TemplateId;
 pub use text::strip_hidden;
 

@@ -260,8 +260,8 @@ impl Store {
 
     /// Erases one person of the mini program `appid` in one transaction: their
     /// entries in `jobs` (that app's jobs), intake data and consent, and their openid
-    /// in that app's delivery and push history (the rows stay, for the counts,
-    /// under a placeholder). The same openid string in another app is another
+    /// in that app's delivery, send and push history (the rows stay, for the counts,
+    /// under a placeholder; a send not taken yet is cancelled). The same openid string in another app is another
     /// person and is kept. Returns the rows touched.
     pub async fn forget(
         &self,
@@ -295,6 +295,11 @@ impl Store {
             "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = $1 \
              AND run_id IN (SELECT id FROM runs WHERE appid = $2)",
             "UPDATE sent_events SET openid = 'forgotten' WHERE openid = $1 AND appid = $2",
+            // Sends on demand: what has not gone yet never goes; the request,
+            // body and metadata (which name the person) are dropped.
+            "UPDATE sends SET openid = 'forgotten-' || id, request = '{}', message = '{}', \
+             metadata = NULL, status = CASE WHEN status = 'pending' THEN 'cancelled' \
+             ELSE status END WHERE openid = $1 AND appid = $2",
         ] {
             touched += sqlx::query(sql)
                 .bind(openid.as_ref())

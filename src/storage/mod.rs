@@ -24,6 +24,9 @@ mod retention;
 mod run_changes;
 mod runs;
 mod schedules;
+mod sends;
+#[cfg(test)]
+mod sends_tests;
 mod sets;
 mod settle;
 #[cfg(test)]
@@ -56,6 +59,7 @@ pub use postgres::RunChanges;
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use retention::{OpenSlots, Pruned};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
+pub use sends::{Accepted, Cancel, Claim, NewSend, SendFilter, SendRow};
 pub use snapshot::{AudienceRow, Snapshot};
 pub use tokens::{StoredToken, TokenRefresh};
 
