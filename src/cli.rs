@@ -71,6 +71,9 @@ pub enum Command {
     Recipients(RecipientsCommand),
     /// Show run history.
     Runs(RunsArgs),
+    /// Sends on demand: one message to one person at a chosen time, sent by the
+    /// daemon when due. Without a subcommand: list them.
+    Sends(Box<SendsArgs>),
     /// Ask the running daemon's /readyz: exit 0 when ready, 1 when not (for HEALTHCHECK).
     Health,
     /// Write a consistent copy of the SQLite database to PATH while the daemon
@@ -249,4 +252,109 @@ mod tests {
             })
         ));
     }
+}
+
+/// `wxpush sends [--status S] [--cancel-key K] [--json]` and its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SendsArgs {
+    /// Add, show or cancel a send.
+    #[command(subcommand)]
+    pub command: Option<SendsCommand>,
+    /// Only sends in this status (scheduled, queued, sending, sent, failed,
+    /// refused, invalid, unknown, skipped, cancelled, expired).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only sends of this cancel key.
+    #[arg(long)]
+    pub cancel_key: Option<String>,
+    /// Only sends to this openid.
+    #[arg(long, value_name = "OPENID")]
+    pub to: Option<String>,
+    /// Only sends with ids above this (paging).
+    #[arg(long)]
+    pub after: Option<i64>,
+    /// How many, oldest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `wxpush sends add|show|cancel`.
+#[derive(Debug, Subcommand)]
+pub enum SendsCommand {
+    /// Accept one send: a job's message (its template, page and data, with
+    /// --var filling its placeholders) or a template's with every keyword given
+    /// by --data. Sent by the daemon at --at (default: now).
+    Add(Box<SendsAdd>),
+    /// One send: its status, times, errcode and msgid.
+    Show {
+        /// The send's id.
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a send (or every send of a cancel key) not yet taken by a sender.
+    Cancel {
+        /// The send's id.
+        #[arg(required_unless_present = "cancel_key", conflicts_with = "cancel_key")]
+        id: Option<i64>,
+        /// Cancel every send of this key instead.
+        #[arg(long)]
+        cancel_key: Option<String>,
+        /// The mini program of --cancel-key ([apps.NAME]); default: the default app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+}
+
+/// `wxpush sends add`.
+#[derive(Debug, clap::Args)]
+pub struct SendsAdd {
+    /// The openid to send to.
+    #[arg(long, value_name = "OPENID")]
+    pub to: String,
+    /// The job whose message it is.
+    #[arg(
+        long,
+        conflicts_with = "template",
+        required_unless_present = "template"
+    )]
+    pub job: Option<String>,
+    /// A variable of the job's message, NAME=VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", requires = "job")]
+    pub vars: Vec<String>,
+    /// The template, when there is no job: every keyword comes from --data.
+    #[arg(long, value_name = "TEMPLATE_ID")]
+    pub template: Option<String>,
+    /// A keyword's value, KEYWORD=VALUE (repeatable); with --job it
+    /// replaces that keyword's value.
+    #[arg(long = "data", value_name = "KEYWORD=VALUE")]
+    pub data: Vec<String>,
+    /// The page the card opens (default: the job's).
+    #[arg(long)]
+    pub page: Option<String>,
+    /// The mini program ([apps.NAME]); default: the job's, else the default app.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// When to send: RFC 3339 with an offset (2026-12-05T09:00:00+08:00).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Never send after this (RFC 3339 with an offset); default: --at plus
+    /// the job's send window, or 3 h.
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    /// The idempotency key: adding again with the same key and the same
+    /// arguments finds the first send instead of making another.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A group name, to cancel together (`sends cancel --cancel-key`).
+    #[arg(long)]
+    pub cancel_key: Option<String>,
+    /// Print the send as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -27,7 +27,7 @@ pub struct Listeners {
 
 impl App {
     /// Runs the daemon until `shutdown`: the HTTP listener, the config reload, the
-    /// scheduler, the systemd watchdog and the intake upkeep. Returns once every
+    /// scheduler, the sender of sends on demand, the systemd watchdog and the intake upkeep. Returns once every
     /// one of them has stopped; runs in progress finish and are recorded first.
     pub async fn run(
         self: Arc<Self>,
@@ -43,6 +43,10 @@ impl App {
             tasks.spawn(async move { intake.maintain(stop).await });
         }
         self.serve(&mut tasks, listeners, intake, &shutdown);
+        tasks.spawn(crate::delivery::serve_on_demand(
+            Arc::clone(&self),
+            shutdown.clone(),
+        ));
         let reloads = self.follow_reloads(&mut tasks, &shutdown);
         let loaded = feed_watchdog(&mut tasks, shutdown.clone());
         let ready = move || {

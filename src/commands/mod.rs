@@ -9,6 +9,7 @@ mod man;
 mod recipients;
 mod runs;
 mod send;
+mod sends;
 mod table;
 
 use std::process::ExitCode;
@@ -192,6 +193,7 @@ async fn execute(cli: Cli, host: &mut Host) -> Result<Exit, Failure> {
         } => send::run(settings, &job, again, dry_run, json, host).await,
         Command::Recipients(c) => recipients::run(settings, c, &mut host.console).await,
         Command::Runs(args) => runs::run(settings, args, &mut host.console).await,
+        Command::Sends(args) => sends::run(settings, *args, &mut host.console).await,
         Command::Health => health(settings, &mut host.console).await,
         Command::Instances { json } => instances::run(settings, json, &mut host.console).await,
         Command::Backup { path } => backup(settings, &path, &mut host.console).await,

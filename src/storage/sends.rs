@@ -447,6 +447,35 @@ impl Store {
         Ok(true)
     }
 
+    /// Gives send `id` back to pending when `owner` took it and made no request
+    /// (no token came): its credit released, the attempt not counted.
+    pub async fn release_send(&self, id: i64, owner: &str) -> Result<(), StorageError> {
+        let mut tx = WriteTx::begin(&self.pool, self.dialect)
+            .await
+            .context("give a send back")?;
+        let row = sqlx::query(
+            "UPDATE sends SET status = 'pending', owner = NULL, attempts = attempts - 1, \
+             updated_at = $3 WHERE id = $1 AND status = 'sending' AND owner = $2 \
+             RETURNING appid, openid, template_id, held_credit",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(now())
+        .fetch_optional(&mut *tx)
+        .await
+        .context("give a send back")?;
+        if let Some(row) = row.filter(|r| r.get::<i64, _>("held_credit") != 0) {
+            settle_one(&mut tx, &row, SendStatus::Pending).await?;
+            sqlx::query("UPDATE sends SET held_credit = 0 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .context("give a send back")?;
+        }
+        tx.commit().await.context("give a send back")?;
+        Ok(())
+    }
+
     /// After a crash: sends left `sending` by nobody, by `me` (none of them in
     /// flight in this process) or by an instance no longer registered end
     /// `unknown` (the request may have gone out), their credits spent.

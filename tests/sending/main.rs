@@ -6,6 +6,7 @@
 mod helpers;
 
 mod delivery;
+mod on_demand;
 mod recovery;
 mod rerun;
 mod test_send;
