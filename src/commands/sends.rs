@@ -168,34 +168,7 @@ async fn add(
         .expect("a printable key"),
     };
     let store = Store::open_with(&settings.database.url, &settings.database.open_options()).await?;
-    // The account's template list as `check` (or the daemon) last fetched it:
-    // which keywords the template has, and whether it is one-time.
-    let (template, _) = store.template(&appid, &template_id).await?.ok_or_else(|| {
-        Failure::usage(format!(
-            "--template: {} is not in the account's template list as last fetched \
-             (run `wxpush check`, which fetches it)",
-            template_id.as_ref()
-        ))
-    })?;
-    let given: Vec<&str> = body.data.keys().map(String::as_str).collect();
-    let wanted: Vec<&str> = {
-        let mut k: Vec<&str> = template.keywords.iter().map(String::as_str).collect();
-        k.sort_unstable();
-        k
-    };
-    if given != wanted {
-        return Err(Failure::usage(format!(
-            "--data: the template {} has the keywords {}; given {}",
-            template_id.as_ref(),
-            wanted.join(", "),
-            if given.is_empty() {
-                "none".to_owned()
-            } else {
-                given.join(", ")
-            }
-        )));
-    }
-    let one_time = template.kind == TemplateKind::OneTime;
+    let one_time = one_time(&store, &appid, &template_id, &body).await?;
     let request = serde_json::to_string(&ask).expect("json");
     let message = serde_json::to_string(&body).expect("json");
     let accepted = store
@@ -232,6 +205,45 @@ async fn add(
         outln!(out, "{} (key {})", line(&send, now), send.idem_key);
     }
     Ok(Exit::Ok)
+}
+
+/// Whether the template is one-time, from the account's template list as
+/// `check` (or the daemon) last fetched it; refused unless `body` gives
+/// exactly the template's keywords.
+async fn one_time(
+    store: &Store,
+    appid: &AppId,
+    template_id: &TemplateId,
+    body: &SendBody,
+) -> Result<bool, Failure> {
+    // The account's template list as `check` (or the daemon) last fetched it:
+    // which keywords the template has, and whether it is one-time.
+    let (template, _) = store.template(appid, template_id).await?.ok_or_else(|| {
+        Failure::usage(format!(
+            "--template: {} is not in the account's template list as last fetched \
+             (run `wxpush check`, which fetches it)",
+            template_id.as_ref()
+        ))
+    })?;
+    let given: Vec<&str> = body.data.keys().map(String::as_str).collect();
+    let wanted: Vec<&str> = {
+        let mut k: Vec<&str> = template.keywords.iter().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    };
+    if given != wanted {
+        return Err(Failure::usage(format!(
+            "--data: the template {} has the keywords {}; given {}",
+            template_id.as_ref(),
+            wanted.join(", "),
+            if given.is_empty() {
+                "none".to_owned()
+            } else {
+                given.join(", ")
+            }
+        )));
+    }
+    Ok(template.kind == TemplateKind::OneTime)
 }
 
 async fn cancel(

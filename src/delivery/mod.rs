@@ -12,7 +12,7 @@ mod send;
 
 pub use drain::{Deliverer, RunReport, leftover_of};
 pub use inflight::InFlight;
-pub use on_demand::{SendBody, send_due, serve as serve_on_demand};
+pub use on_demand::{Pass, SendBody, send_due, serve as serve_on_demand};
 pub use pass::Targeting;
 pub use progress::Progress;
 pub use rate::SharedRate;

@@ -10,17 +10,22 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::retry::RetryPolicy;
 use crate::app::App;
+use crate::config::OnUnknown;
 use crate::domain::{
     Builtins, KeywordName, Lang, Message, MessageError, MessageSpec, MiniprogramState, OpenId,
     Overflow, Page, SendStatus, Status, TemplateId, ValueTemplate,
 };
 use crate::storage::{Claim, SendRow, StorageError};
-use crate::wechat::{Disposition, SendReply, classify_send, token_rejected};
+use crate::wechat::{Disposition, SendReply, classify_send};
 
 /// How often the daemon looks for sends another process added (`wxpush sends
 /// add`) when none is due sooner: one indexed `MIN` query.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest wait between looks after passes that were held back.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Due sends claimed per query.
 const PAGE: u32 = 64;
@@ -96,8 +101,18 @@ impl SendBody {
     }
 }
 
-/// Sends what is due now, one at a time; returns how many requests it made.
-pub async fn send_due(app: &App) -> Result<usize, StorageError> {
+/// What one pass over the due sends did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Sends requested (each once, retries aside).
+    pub requests: usize,
+    /// A send went back to pending without an answer (no token, WeChat out of
+    /// reach, a fault such as the quota): the next pass waits longer.
+    pub held_back: bool,
+}
+
+/// Sends what is due now, one at a time, at the app's shared rate.
+pub async fn send_due(app: &App) -> Result<Pass, StorageError> {
     let owner = app.instance.id.as_str();
     let now = app.clock.now();
     let expired = app.store.expire_sends(now).await?;
@@ -107,7 +122,7 @@ pub async fn send_due(app: &App) -> Result<usize, StorageError> {
             "sends on demand expired unsent (past their expires_at)"
         );
     }
-    let mut requests = 0;
+    let mut pass = Pass::default();
     loop {
         let due = app.store.due_sends(now, PAGE).await?;
         let mut took = false;
@@ -115,8 +130,12 @@ pub async fn send_due(app: &App) -> Result<usize, StorageError> {
             match app.store.claim_send(*id, owner, now).await? {
                 Claim::Claimed(send) => {
                     took = true;
-                    requests += 1;
-                    deliver(app, owner, &send).await?;
+                    pass.requests += 1;
+                    if deliver(app, owner, &send).await? == Delivered::HeldBack {
+                        // Whatever held this one back holds the rest too.
+                        pass.held_back = true;
+                        return Ok(pass);
+                    }
                 }
                 Claim::Skipped => took = true,
                 Claim::Lost => {}
@@ -124,18 +143,35 @@ pub async fn send_due(app: &App) -> Result<usize, StorageError> {
         }
         // A short page is the last; one of which nothing was ours, another's.
         if due.len() < PAGE as usize || !took {
-            return Ok(requests);
+            return Ok(pass);
         }
     }
 }
 
-/// Requests one claimed send and records how it ended.
-async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<(), StorageError> {
+/// How one claimed send ended here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivered {
+    /// Recorded as WeChat answered (or as unknown).
+    Recorded,
+    /// Given back to pending: no request reached WeChat.
+    HeldBack,
+}
+
+/// Requests one claimed send (retrying what passes, as a run's deliveries
+/// are) and records how it ended.
+async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, StorageError> {
     let finish = |status: SendStatus, errcode: Option<i64>, errmsg: Option<String>, msgid| async move {
         app.store
             .finish_send(send.id, owner, status, errcode, errmsg.as_deref(), msgid)
             .await
-            .map(|_| ())
+            .map(|_| Delivered::Recorded)
+    };
+    let hold_back = |why: String| async move {
+        tracing::warn!(send = send.id, reason = %why, "a send on demand waits: no request was made");
+        app.store
+            .release_send(send.id, owner)
+            .await
+            .map(|()| Delivered::HeldBack)
     };
     let Some(runtime) = app
         .apps
@@ -156,51 +192,84 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<(), StorageEr
         Ok(m) => m,
         Err(why) => return finish(SendStatus::Invalid, None, Some(why), None).await,
     };
-    let mut token = match runtime.tokens.get().await {
-        Ok(t) => t,
-        // No request was made: it may go once a token comes.
-        Err(e) => {
-            tracing::warn!(send = send.id, error = %e, "no access_token for a send on demand");
-            return app.store.release_send(send.id, owner).await;
-        }
-    };
-    let mut reply = runtime.client.send(token.expose(), &message).await;
-    if let SendReply::Replied { errcode, .. } = &reply
-        && token_rejected(*errcode)
-    {
-        match runtime.tokens.replace(&token).await {
-            Ok(t) => token = t,
-            Err(_) => return app.store.release_send(send.id, owner).await,
-        }
-        reply = runtime.client.send(token.expose(), &message).await;
-    }
-    let (status, errcode, errmsg, msgid) = match reply {
-        SendReply::Replied {
-            errcode: 0, msgid, ..
-        } => (SendStatus::Sent, Some(0), None, msgid),
-        SendReply::Replied {
-            errcode, errmsg, ..
-        } => {
-            let status = match classify_send(errcode) {
-                Disposition::Final(s) | Disposition::StopRun { this: s }
-                    if s != Status::Pending =>
-                {
-                    SendStatus::from(s)
+    let mut delays = RetryPolicy::from_settings(&app.settings.delivery).delays();
+    let mut refreshed = false;
+    loop {
+        let token = match runtime.tokens.get().await {
+            Ok(t) => t,
+            Err(e) => return hold_back(format!("no access_token: {e}")).await,
+        };
+        runtime.deliverer.rate().until_ready().await;
+        let (errcode, errmsg) = match runtime.client.send(token.expose(), &message).await {
+            SendReply::Replied {
+                errcode: 0, msgid, ..
+            } => return finish(SendStatus::Sent, Some(0), None, msgid).await,
+            SendReply::Replied {
+                errcode, errmsg, ..
+            } => (errcode, errmsg),
+            // Not taken (refused before it left, or a gateway's 5xx): retried
+            // as a run's delivery is, then given back, never failed for it.
+            SendReply::NotSent(why) => {
+                let Some(d) = delays.next() else {
+                    return hold_back(why).await;
+                };
+                app.clock.sleep(d).await;
+                continue;
+            }
+            SendReply::Http(code) if code >= 500 => {
+                let Some(d) = delays.next() else {
+                    return hold_back(format!("HTTP {code}")).await;
+                };
+                app.clock.sleep(d).await;
+                continue;
+            }
+            SendReply::Http(code) => {
+                return hold_back(format!(
+                    "WeChat answered HTTP {code}; check [wechat] api_base"
+                ))
+                .await;
+            }
+            SendReply::NoAnswer(why) if app.settings.delivery.on_unknown == OnUnknown::Retry => {
+                let Some(d) = delays.next() else {
+                    let why = format!("no answer: {why}");
+                    return finish(SendStatus::Unknown, None, Some(why), None).await;
+                };
+                app.clock.sleep(d).await;
+                continue;
+            }
+            // It may have arrived: recorded so, never sent again.
+            SendReply::NoAnswer(why) => {
+                let why = format!("no answer: {why}");
+                return finish(SendStatus::Unknown, None, Some(why), None).await;
+            }
+        };
+        let status = match classify_send(errcode) {
+            Disposition::RefreshToken if !refreshed => {
+                refreshed = true;
+                if let Err(e) = runtime.tokens.replace(&token).await {
+                    return hold_back(format!("no access_token: {e}")).await;
                 }
-                _ => SendStatus::Failed,
-            };
-            (status, Some(errcode), Some(errmsg), None)
-        }
-        SendReply::NotSent(why) => (SendStatus::Failed, None, Some(why), None),
-        SendReply::Http(code) => (
-            SendStatus::Unknown,
-            None,
-            Some(format!("HTTP {code}")),
-            None,
-        ),
-        SendReply::NoAnswer(why) => (SendStatus::Unknown, None, Some(why), None),
-    };
-    finish(status, errcode, errmsg, msgid).await
+                continue;
+            }
+            // Passing errcodes (busy, the per-minute quota): retried, then
+            // given back for a later pass rather than failed (a run's delivery
+            // would be retried when its run is re-run; a send has no re-run).
+            Disposition::Retry { after } => match delays.next() {
+                Some(d) => {
+                    app.clock.sleep(d.max(after)).await;
+                    continue;
+                }
+                None => return hold_back(format!("errcode {errcode}: {errmsg}")).await,
+            },
+            // A fault of the account (quota, template): this one was not used up.
+            Disposition::StopRun {
+                this: Status::Pending,
+            } => return hold_back(format!("errcode {errcode}: {errmsg}")).await,
+            Disposition::Final(s) | Disposition::StopRun { this: s } => SendStatus::from(s),
+            Disposition::Sent | Disposition::RefreshToken => SendStatus::Failed,
+        };
+        return finish(status, Some(errcode), Some(errmsg), None).await;
+    }
 }
 
 /// The daemon's sender of sends on demand: settles what a crash left in
@@ -215,14 +284,26 @@ pub async fn serve(app: Arc<App>, stop: CancellationToken) {
         ),
         Err(e) => tracing::error!(error = %e, "cannot settle sends on demand left in flight"),
     }
+    // After a pass that was held back (or a database failure), each next
+    // look waits twice as long, up to a minute: a quota or an outage is not
+    // asked about every second.
+    let mut backoff = LOOK_EVERY;
     loop {
-        if let Err(e) = send_due(&app).await {
-            tracing::error!(error = %e, "sends on demand: the database failed; retrying");
-        }
+        let wait = match send_due(&app).await {
+            Ok(pass) if !pass.held_back => {
+                backoff = LOOK_EVERY;
+                LOOK_EVERY
+            }
+            Ok(_) => longer(&mut backoff),
+            Err(e) => {
+                tracing::error!(error = %e, "sends on demand: the database failed; retrying");
+                longer(&mut backoff)
+            }
+        };
         let now = app.clock.now();
-        let look = now + chrono::Duration::from_std(LOOK_EVERY).expect("a second");
+        let look = now + chrono::Duration::from_std(wait).expect("at most a minute");
         let wake = match app.store.next_send_at().await {
-            Ok(Some(next)) if next > now => next.min(look),
+            Ok(Some(next)) if next > now && wait == LOOK_EVERY => next.min(look),
             _ => look,
         };
         tokio::select! {
@@ -230,4 +311,11 @@ pub async fn serve(app: Arc<App>, stop: CancellationToken) {
             () = app.clock.sleep_until(wake) => {}
         }
     }
+}
+
+/// The wait `backoff` says, doubling it (up to `MAX_BACKOFF`) for next time.
+fn longer(backoff: &mut Duration) -> Duration {
+    let now = *backoff;
+    *backoff = (now * 2).min(MAX_BACKOFF);
+    now
 }

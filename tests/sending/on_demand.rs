@@ -285,3 +285,103 @@ async fn a_one_time_template_without_a_credit_is_skipped_without_a_call() {
     assert_eq!(env.fake.send_requests(), 0, "no call without consent");
     assert_eq!(status(&env, id).await, "skipped");
 }
+
+#[tokio::test]
+async fn wechat_away_fails_no_send_and_a_busy_answer_is_retried() {
+    let env = env().await;
+    let first = add(&env, &["--at", &at(0)]).await;
+    env.fake.set_down(true);
+    let daemon = env.daemon_at(start()).await;
+    for _ in 0..20 {
+        daemon.advance(Duration::from_secs(5)).await;
+    }
+    assert!(env.fake.send_requests() > 1, "tried, and tried again");
+    assert_eq!(env.fake.accepted_count(), 0);
+    // Given back between tries, or being tried again: never ended for it.
+    let waiting = daemon.app.store.send_by_id(first).await.unwrap().unwrap();
+    assert!(!waiting.status.is_final(), "not failed: {waiting:?}");
+    env.fake.set_down(false);
+    // "System busy" once, then accepted: one message.
+    let second = add(&env, &["--at", &at(0), "--key", "busy"]).await;
+    env.fake.script(ANN, [Scripted::Errcode(-1)]);
+    daemon
+        // Each step lets the sender act for a moment of real time: enough of
+        // them for a loaded machine (the check ends the wait at once).
+        .advance_until(Duration::from_secs(5), 400, "both went", async || {
+            env.fake.accepted_count() >= 2
+        })
+        .await;
+    daemon.advance(Duration::from_secs(5)).await;
+    daemon.stop().await.unwrap();
+    assert_eq!(env.fake.accepted_for(ANN), 2, "one message each");
+    assert_eq!(status(&env, first).await, "sent");
+    assert_eq!(status(&env, second).await, "sent");
+}
+
+#[tokio::test]
+async fn a_lost_reply_is_unknown_and_never_sent_again_and_a_crash_left_in_flight_is_too() {
+    // WeChat's timeout here is 1 s: a reply after 2 s is lost.
+    let env = env().await;
+    let lost = add(&env, &["--at", &at(0)]).await;
+    env.fake
+        .script(ANN, [Scripted::Hang(Duration::from_secs(2))]);
+    let daemon = env.daemon_at(start()).await;
+    daemon
+        .advance_until(Duration::from_secs(1), 60, "the send ended", async || {
+            daemon
+                .app
+                .store
+                .send_by_id(lost)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .is_final()
+        })
+        .await;
+    for _ in 0..5 {
+        daemon.advance(Duration::from_secs(1)).await;
+    }
+    daemon.stop().await.unwrap();
+    assert_eq!(status(&env, lost).await, "unknown");
+    assert_eq!(env.fake.send_requests(), 1, "not requested again");
+
+    // A send a crashed daemon left `sending` (claimed by an instance that is
+    // gone): the next daemon records it unknown at start and never sends it.
+    let crashed = add(&env, &["--at", &at(0), "--key", "crashed"]).await;
+    let store = env.store().await;
+    assert!(matches!(
+        store
+            .claim_send(crashed, "dead-instance", start())
+            .await
+            .unwrap(),
+        wxpush::storage::Claim::Claimed(_)
+    ));
+    store.close().await;
+    let daemon = env.daemon_at(start()).await;
+    daemon
+        .advance_until(
+            Duration::from_secs(1),
+            30,
+            "the crash settled",
+            async || {
+                daemon
+                    .app
+                    .store
+                    .send_by_id(crashed)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status
+                    .is_final()
+            },
+        )
+        .await;
+    daemon.stop().await.unwrap();
+    assert_eq!(status(&env, crashed).await, "unknown");
+    assert_eq!(
+        env.fake.send_requests(),
+        1,
+        "the crashed one is not sent again"
+    );
+}
