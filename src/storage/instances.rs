@@ -397,5 +397,7 @@ async fn settle_owner(
     })
     .collect();
     let settled = settle(tx, Holders::Owner(owner), leftover).await?;
-    Ok((settled.in_flight, settled.returned, runs))
+    // Its sends on demand in flight are never sent again, whatever `leftover`.
+    let sends = super::sends::settle_owner_sends(tx, owner).await?;
+    Ok((settled.in_flight + sends, settled.returned, runs))
 }

@@ -17,7 +17,8 @@ pub struct Pruned {
     pub deliveries: u64,
     /// Old runs.
     pub runs: u64,
-    /// Applied event pushes (consent and sent events) and test sends.
+    /// Applied event pushes (consent and sent events), test sends and ended
+    /// sends on demand.
     pub events: u64,
 }
 
@@ -121,6 +122,18 @@ impl Store {
                 })
                 .await?;
         }
+        // Sends on demand that ended (their idempotency keys with them): never
+        // one that may still go.
+        pruned.events += self
+            .in_batches(batch, "delete old sends", || {
+                sqlx::query(
+                    "DELETE FROM sends WHERE id IN (SELECT id FROM sends \
+                     WHERE status NOT IN ('pending', 'sending') AND updated_at < $1 LIMIT $2)",
+                )
+                .bind(&before)
+                .bind(batch)
+            })
+            .await?;
         Ok(pruned)
     }
 

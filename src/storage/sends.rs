@@ -483,25 +483,47 @@ impl Store {
         let mut tx = WriteTx::begin(&self.pool, self.dialect)
             .await
             .context("recover sends")?;
-        let rows = sqlx::query(
-            "UPDATE sends SET status = 'unknown', owner = NULL, updated_at = $2, \
-             errmsg = 'the sender stopped with the request in flight: it may have arrived' \
-             WHERE status = 'sending' AND (owner IS NULL OR owner = $1 \
-             OR owner NOT IN (SELECT id FROM instances)) \
-             RETURNING appid, openid, template_id, held_credit",
+        let n = settle_in_flight(
+            &mut tx,
+            "owner IS NULL OR owner = $2 OR owner NOT IN (SELECT id FROM instances)",
+            me,
         )
-        .bind(me)
-        .bind(now())
-        .fetch_all(&mut *tx)
-        .await
-        .context("recover sends")?;
-        // One settlement per send, even where one person has several.
-        for row in rows.iter().filter(|r| r.get::<i64, _>("held_credit") != 0) {
-            settle_one(&mut tx, row, SendStatus::Unknown).await?;
-        }
+        .await?;
         tx.commit().await.context("recover sends")?;
-        Ok(rows.len() as u64)
+        Ok(n)
     }
+}
+
+/// Sends of a dead (or leaving) instance `owner` that are `sending` end
+/// `unknown`, their credits spent, in the rescue's transaction.
+pub(super) async fn settle_owner_sends(tx: &mut WriteTx, owner: &str) -> Result<u64, StorageError> {
+    settle_in_flight(tx, "owner = $2", Some(owner)).await
+}
+
+/// Ends the `sending` sends `held` picks (a condition on `$2`) as `unknown`,
+/// settling each one's credit; returns how many.
+async fn settle_in_flight(
+    tx: &mut WriteTx,
+    held: &str,
+    holder: Option<&str>,
+) -> Result<u64, StorageError> {
+    let sql = format!(
+        "UPDATE sends SET status = 'unknown', owner = NULL, updated_at = $1, \
+         errmsg = 'the sender stopped with the request in flight: it may have arrived' \
+         WHERE status = 'sending' AND ({held}) \
+         RETURNING appid, openid, template_id, held_credit"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now())
+        .bind(holder)
+        .fetch_all(&mut **tx)
+        .await
+        .context("settle sends in flight")?;
+    // One settlement per send, even where one person has several.
+    for row in rows.iter().filter(|r| r.get::<i64, _>("held_credit") != 0) {
+        settle_one(tx, row, SendStatus::Unknown).await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Settles the credit one send (`row`: its appid, openid, template_id) held,

@@ -453,3 +453,37 @@ async fn forgetting_a_person_cancels_their_untaken_sends_and_drops_what_names_th
         );
     }
 }
+
+#[tokio::test]
+async fn retention_prunes_ended_sends_and_never_one_that_may_still_go() {
+    for store in each_backend("retention_prunes_ended_sends_and_never_one_that_may_still_go").await
+    {
+        let ids = ids();
+        let (a, b, c) = (key("a"), key("b"), key("c"));
+        let ended = accepted(&store, &new_send(&ids, &a, 0, false)).await;
+        let waiting = accepted(&store, &new_send(&ids, &b, 0, false)).await;
+        let taken = accepted(&store, &new_send(&ids, &c, 0, false)).await;
+        assert_eq!(store.cancel_send(ended).await.unwrap(), Cancel::Cancelled);
+        assert!(matches!(
+            store.claim_send(taken, "me", t0()).await.unwrap(),
+            Claim::Claimed(_)
+        ));
+        // Everything is older than a cut-off in the future.
+        store
+            .prune(Utc::now() + Duration::days(1), 100, &[])
+            .await
+            .unwrap();
+        assert!(
+            store.send_by_id(ended).await.unwrap().is_none(),
+            "ended: pruned"
+        );
+        assert!(
+            store.send_by_id(waiting).await.unwrap().is_some(),
+            "may still go"
+        );
+        assert!(
+            store.send_by_id(taken).await.unwrap().is_some(),
+            "in flight"
+        );
+    }
+}

@@ -313,3 +313,105 @@ async fn the_rate_limit_holds_for_all_instances_together() {
     assert_eq!(stop(&mut a).await.code(), Some(0));
     assert_eq!(stop(&mut b).await.code(), Some(0));
 }
+
+/// A send on demand to each of `ids`, all due now, stored as `sends add`
+/// stores them (straight into the store: 600 command runs would be slow).
+async fn due_sends(env: &TestEnv, ids: &[String]) {
+    use wxpush::domain::{AppId, IdempotencyKey, OpenId, TemplateId};
+    let store = env.store().await;
+    let body = wxpush::delivery::SendBody {
+        template_id: "tmpl-checkin".into(),
+        page: None,
+        miniprogram_state: Default::default(),
+        lang: Default::default(),
+        data: [("thing1", "取件提醒"), ("date2", "2026-12-07")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+    };
+    let message = serde_json::to_string(&body).unwrap();
+    let (appid, template) = (
+        AppId::parse(APPID).unwrap(),
+        TemplateId::parse("tmpl-checkin").unwrap(),
+    );
+    let now = chrono::Utc::now();
+    for (i, id) in ids.iter().enumerate() {
+        let key = IdempotencyKey::parse(&format!("k{i}")).unwrap();
+        let openid = OpenId::parse(id).unwrap();
+        store
+            .accept_send(&wxpush::storage::NewSend {
+                appid: &appid,
+                key: &key,
+                request: "{}",
+                openid: &openid,
+                template_id: &template,
+                job: None,
+                one_time: false,
+                message: &message,
+                cancel_key: None,
+                metadata: None,
+                send_at: now,
+                expires_at: now + chrono::Duration::hours(1),
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn three_instances_send_due_sends_once_each_and_a_killed_ones_requests_are_never_resent() {
+    let Some((ids, env)) = shared_env(
+        "three_instances_send_due_sends_once_each_and_a_killed_ones_requests_are_never_resent",
+        150,
+        15,
+    )
+    .await
+    else {
+        return;
+    };
+    due_sends(&env, &ids).await;
+    let mut daemons = Vec::new();
+    for _ in 0..3 {
+        daemons.push(daemon(&env).await);
+    }
+    wait_until(30, "sends to go out", || env.fake.accepted_count() >= 30).await;
+    // kill -9 of one: whatever it had in flight is its rescuer's to settle.
+    let (mut killed, _) = daemons.remove(0);
+    killed.start_kill().unwrap();
+    killed.wait().await.unwrap();
+    let store = env.store().await;
+    let started = std::time::Instant::now();
+    let rows = loop {
+        let rows = store
+            .list_sends(&wxpush::storage::SendFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if rows.iter().all(|s| s.status.is_final()) {
+            break rows;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "every send ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut unknown = 0;
+    for send in &rows {
+        let accepted = env.fake.accepted_for(&send.openid);
+        assert!(accepted <= 1, "{} got {accepted}", send.openid);
+        match send.status.as_str() {
+            "sent" => assert_eq!(accepted, 1, "{send:?}"),
+            "unknown" => unknown += 1,
+            other => panic!("{send:?} ended {other}"),
+        }
+    }
+    // One sender per daemon sends one at a time: at most the killed one's.
+    assert!(unknown <= 1, "{unknown} unknown");
+    assert_eq!(env.fake.accepted_count() as usize, 150 - unknown);
+    for (mut child, _) in daemons {
+        assert_eq!(stop(&mut child).await.code(), Some(0));
+    }
+}
