@@ -42,7 +42,12 @@ impl App {
             let (intake, stop) = (intake.clone(), shutdown.clone());
             tasks.spawn(async move { intake.maintain(stop).await });
         }
-        self.serve(&mut tasks, listeners, intake, &shutdown);
+        let api = self
+            .settings
+            .api
+            .clone()
+            .map(|a| crate::api::routes(Arc::clone(&self), a));
+        self.serve(&mut tasks, listeners, intake, api, &shutdown);
         tasks.spawn(crate::delivery::serve_on_demand(
             Arc::clone(&self),
             shutdown.clone(),
@@ -120,6 +125,7 @@ impl App {
         tasks: &mut JoinSet<()>,
         listeners: Listeners,
         intake: Option<Intake>,
+        api: Option<axum::Router>,
         shutdown: &CancellationToken,
     ) {
         // With a listener of its own, the intake is not also on [http]: the
@@ -154,8 +160,14 @@ impl App {
                 shutdown.clone(),
             );
             tasks.spawn(async move {
-                if let Err(e) =
-                    crate::http::serve(listener, store, faults, tokens, metrics, intake, stop).await
+                if let Err(e) = crate::http::serve(
+                    listener,
+                    (store, faults, tokens, metrics),
+                    intake,
+                    api,
+                    stop,
+                )
+                .await
                 {
                     tracing::error!(error = %e, "the HTTP listener stopped");
                 }

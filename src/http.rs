@@ -28,19 +28,20 @@ struct Probe {
 /// Each app's token cache: the default app's (no name) first.
 pub(crate) type Tokens = Arc<Vec<(Option<String>, Arc<TokenManager>)>>;
 
-/// Serves on `listener` until `shutdown`: the probes, and the intake routes when given.
+/// Serves on `listener` until `shutdown`: the probes, and the intake's and the
+/// sends API's routes when given.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
-    store: Store,
-    faults: Faults,
-    tokens: Tokens,
-    metrics: PrometheusHandle,
+    probe: (Store, Faults, Tokens, PrometheusHandle),
     intake: Option<Intake>,
+    api: Option<Router>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let (store, faults, tokens, metrics) = probe;
     tracing::info!(
         listen = %listener.local_addr()?,
         intake = intake.is_some(),
+        api = api.is_some(),
         "serving /healthz, /readyz and /metrics"
     );
     let mut app = Router::new()
@@ -55,6 +56,9 @@ pub(crate) async fn serve(
         });
     if let Some(intake) = intake {
         app = app.merge(intake.routes());
+    }
+    if let Some(api) = api {
+        app = app.merge(api);
     }
     // The peer address feeds the intake's per-IP rate limit.
     axum::serve(

@@ -19,6 +19,7 @@
 //! Consent comes the other way:
 //!
 //! - [`intake`]: login codes become openids; subscribe choices and WeChat's pushes, consent.
+//! - [`api`]: sends on demand over HTTP (`/v1/sends`), behind a bearer token.
 //!
 //! Around them, the daemon and the command line:
 //!
@@ -35,6 +36,7 @@
 //! - [`commands`]: one module per command.
 //! - [`import`]: the recipients CSV that `recipients import` reads.
 
+pub(crate) mod api;
 pub mod app;
 pub mod cli;
 pub mod clock;

@@ -4,22 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, FixedOffset, Utc};
-use serde_json::{Value, json};
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::Value;
 
-use super::{Console, Exit, Failure, find_job, outln};
+use super::{Console, Exit, Failure, outln};
 use crate::cli::{SendsArgs, SendsCommand};
 use crate::config::Settings;
-use crate::delivery::SendBody;
-use crate::domain::{
-    AppId, Builtins, CancelKey, IdempotencyKey, OpenId, SendStatus, TemplateId, TemplateKind,
+use crate::delivery::{
+    Field, Refused, SendRequest, accept, app_of, send_view as view, shown_status,
 };
-use crate::storage::{Accepted, Cancel, NewSend, SendFilter, SendRow, Store};
+use crate::domain::{CancelKey, IdempotencyKey, OpenId, SendStatus};
+use crate::storage::{Cancel, SendFilter, SendRow, Store};
 
-/// How far ahead a send may be scheduled (`[api] max_schedule_ahead`'s default).
-const MAX_AHEAD: Duration = Duration::days(30);
-/// How long a template send (no job, so no send window) may still go after its time.
-const TEMPLATE_WINDOW: Duration = Duration::hours(3);
+/// How far ahead a send may be scheduled without `[api]` (its default).
+const MAX_AHEAD: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 pub(super) async fn run(
     settings: Settings,
@@ -92,71 +90,25 @@ async fn add(
     out: &mut Console,
 ) -> Result<Exit, Failure> {
     let now = Utc::now();
-    let openid = OpenId::parse(&ask.to).map_err(|e| Failure::usage(format!("--to: {e}")))?;
-    let job = ask
-        .job
-        .as_deref()
-        .map(|j| find_job(settings, j))
-        .transpose()?;
-    let app_name = ask
-        .app
-        .clone()
-        .or_else(|| job.and_then(|j| j.app.as_ref().map(ToString::to_string)));
-    let appid = app_of(settings, app_name.as_deref())?;
-    let send_at = match &ask.at {
-        Some(t) => time("--at", t)?,
-        None => now,
+    let request = SendRequest {
+        to: ask.to.clone(),
+        app: ask.app.clone(),
+        job: ask.job.clone(),
+        vars: pairs("--var", &ask.vars)?,
+        template_id: ask.template.clone(),
+        data: pairs("--data", &ask.data)?,
+        page: ask.page.clone(),
+        miniprogram_state: None,
+        lang: None,
+        send_at: ask.at.as_deref().map(|t| time("--at", t)).transpose()?,
+        expires_at: ask
+            .expires
+            .as_deref()
+            .map(|t| time("--expires", t))
+            .transpose()?,
+        cancel_key: ask.cancel_key.clone(),
+        metadata: None,
     };
-    if send_at > now + MAX_AHEAD {
-        return Err(Failure::usage(format!(
-            "--at: {} is more than 30 days ahead",
-            ask.at.as_deref().unwrap_or_default()
-        )));
-    }
-    let window = job.map_or(TEMPLATE_WINDOW, |j| {
-        Duration::from_std(j.send_window).unwrap_or(TEMPLATE_WINDOW)
-    });
-    let expires_at = match &ask.expires {
-        Some(t) => time("--expires", t)?,
-        None => send_at + window,
-    };
-    if expires_at <= send_at {
-        return Err(Failure::usage("--expires: is not after --at"));
-    }
-    let data = pairs("--data", &ask.data)?;
-    let mut body = match job {
-        Some(job) => {
-            let mut vars = pairs("--var", &ask.vars)?;
-            // --data replaces single keywords, as a recipient's variable named
-            // like a keyword does.
-            vars.extend(data);
-            let builtins = Builtins::at(send_at, job.schedule.tz());
-            let message =
-                crate::domain::Message::build(&job.spec, openid.clone(), &vars, &builtins)
-                    .map_err(|e| Failure::usage(format!("job {}: {e}", job.name)))?;
-            SendBody::of(&message, &job.spec)
-        }
-        None => SendBody {
-            template_id: ask.template.clone().unwrap_or_default(),
-            page: None,
-            miniprogram_state: Default::default(),
-            lang: Default::default(),
-            data,
-        },
-    };
-    if let Some(page) = &ask.page {
-        body.page = Some(page.clone());
-    }
-    body.message(openid.clone())
-        .map_err(|e| Failure::usage(format!("the message: {e}")))?;
-    let template_id = TemplateId::parse(&body.template_id)
-        .map_err(|e| Failure::usage(format!("--template: {e}")))?;
-    let cancel_key = ask
-        .cancel_key
-        .as_deref()
-        .map(CancelKey::parse)
-        .transpose()
-        .map_err(|e| Failure::usage(format!("--cancel-key: {e}")))?;
     let key = match key {
         Some(k) => IdempotencyKey::parse(&k).map_err(|e| Failure::usage(format!("--key: {e}")))?,
         // Without a key each add is its own send.
@@ -168,35 +120,23 @@ async fn add(
         .expect("a printable key"),
     };
     let store = Store::open_with(&settings.database.url, &settings.database.open_options()).await?;
-    let one_time = one_time(&store, &appid, &template_id, &body).await?;
-    let request = serde_json::to_string(&ask).expect("json");
-    let message = serde_json::to_string(&body).expect("json");
-    let accepted = store
-        .accept_send(&NewSend {
-            appid: &appid,
-            key: &key,
-            request: &request,
-            openid: &openid,
-            template_id: &template_id,
-            job: job.map(|j| &j.name),
-            one_time,
-            message: &message,
-            cancel_key: cancel_key.as_ref(),
-            metadata: None,
-            send_at,
-            expires_at,
-        })
-        .await?;
-    let send = match accepted {
-        Accepted::New(send) => send,
-        Accepted::Existing(send) if send.request == request => send,
-        Accepted::Existing(send) => {
+    let canonical = serde_json::to_string(&ask).expect("json");
+    let max_ahead = settings
+        .api
+        .as_ref()
+        .map_or(MAX_AHEAD, |a| a.max_schedule_ahead);
+    let send = match accept(settings, &store, &key, &request, &canonical, now, max_ahead).await {
+        Ok((send, _replayed)) => send,
+        Err(Refused::Invalid { field, message } | Refused::Unknown { field, message }) => {
+            return Err(Failure::usage(format!("{}: {message}", flag(field))));
+        }
+        Err(Refused::KeyReused { id }) => {
             return Err(Failure::usage(format!(
-                "--key: {} was used for send {} with other arguments; use a new key",
-                key.as_ref(),
-                send.id
+                "--key: {} was used for send {id} with other arguments; use a new key",
+                key.as_ref()
             )));
         }
+        Err(Refused::Storage(e)) => return Err(e.into()),
     };
     if json {
         let v = view(&send, now);
@@ -207,43 +147,20 @@ async fn add(
     Ok(Exit::Ok)
 }
 
-/// Whether the template is one-time, from the account's template list as
-/// `check` (or the daemon) last fetched it; refused unless `body` gives
-/// exactly the template's keywords.
-async fn one_time(
-    store: &Store,
-    appid: &AppId,
-    template_id: &TemplateId,
-    body: &SendBody,
-) -> Result<bool, Failure> {
-    // The account's template list as `check` (or the daemon) last fetched it:
-    // which keywords the template has, and whether it is one-time.
-    let (template, _) = store.template(appid, template_id).await?.ok_or_else(|| {
-        Failure::usage(format!(
-            "--template: {} is not in the account's template list as last fetched \
-             (run `wxpush check`, which fetches it)",
-            template_id.as_ref()
-        ))
-    })?;
-    let given: Vec<&str> = body.data.keys().map(String::as_str).collect();
-    let wanted: Vec<&str> = {
-        let mut k: Vec<&str> = template.keywords.iter().map(String::as_str).collect();
-        k.sort_unstable();
-        k
-    };
-    if given != wanted {
-        return Err(Failure::usage(format!(
-            "--data: the template {} has the keywords {}; given {}",
-            template_id.as_ref(),
-            wanted.join(", "),
-            if given.is_empty() {
-                "none".to_owned()
-            } else {
-                given.join(", ")
-            }
-        )));
+/// The flag of the command line that sets `field`.
+fn flag(field: Field) -> &'static str {
+    match field {
+        Field::To => "--to",
+        Field::App => "--app",
+        Field::Job => "--job",
+        Field::Vars => "--var",
+        Field::Template => "--template",
+        Field::Data => "--data",
+        Field::Page => "--page",
+        Field::SendAt => "--at",
+        Field::ExpiresAt => "--expires",
+        Field::CancelKey => "--cancel-key",
     }
-    Ok(template.kind == TemplateKind::OneTime)
 }
 
 async fn cancel(
@@ -257,7 +174,10 @@ async fn cancel(
     if let Some(key) = cancel_key {
         let key =
             CancelKey::parse(&key).map_err(|e| Failure::usage(format!("--cancel-key: {e}")))?;
-        let appid = app_of(settings, app.as_deref())?;
+        let appid = app_of(settings, app.as_deref()).map_err(|e| match e {
+            Refused::Unknown { message, .. } => Failure::usage(format!("--app: {message}")),
+            _ => Failure::usage("--app"),
+        })?;
         let n = store.cancel_sends_by_key(&appid, &key).await?;
         outln!(out, "cancelled {n} send(s) of cancel key {}", key.as_ref());
         return Ok(Exit::Ok);
@@ -332,29 +252,6 @@ async fn list(settings: &Settings, args: &SendsArgs, out: &mut Console) -> Resul
     Ok(Exit::Ok)
 }
 
-/// The AppID of `[apps.NAME]`, or of `[wechat]` without a name.
-fn app_of(settings: &Settings, name: Option<&str>) -> Result<AppId, Failure> {
-    let Some(name) = name else {
-        return Ok(settings.wechat.appid.clone());
-    };
-    settings
-        .apps
-        .iter()
-        .find(|a| a.name.as_ref() == name)
-        .map(|a| a.wechat.appid.clone())
-        .ok_or_else(|| {
-            let names: Vec<&str> = settings.apps.iter().map(|a| a.name.as_ref()).collect();
-            Failure::usage(format!(
-                "--app: no [apps.{name}] (configured: {})",
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })
-}
-
 /// An RFC 3339 time that says its offset.
 fn time(flag: &str, s: &str) -> Result<DateTime<Utc>, Failure> {
     DateTime::<FixedOffset>::parse_from_rfc3339(s)
@@ -375,36 +272,6 @@ fn pairs(flag: &str, args: &[String]) -> Result<BTreeMap<String, String>, Failur
                 .ok_or_else(|| Failure::usage(format!("{flag}: {a:?} is not NAME=VALUE")))
         })
         .collect()
-}
-
-fn shown_status(send: &SendRow, now: DateTime<Utc>) -> &'static str {
-    let due = send
-        .send_at
-        .parse::<DateTime<Utc>>()
-        .is_ok_and(|t| t <= now);
-    send.status.shown(due)
-}
-
-/// One send as `--json` (and the API) shows it.
-fn view(send: &SendRow, now: DateTime<Utc>) -> Value {
-    json!({
-        "id": send.id,
-        "status": shown_status(send, now),
-        "to": send.openid,
-        "appid": send.appid,
-        "template_id": send.template_id,
-        "job": send.job,
-        "send_at": send.send_at,
-        "expires_at": send.expires_at,
-        "cancel_key": send.cancel_key,
-        "metadata": send.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
-        "attempts": send.attempts,
-        "errcode": send.errcode,
-        "errmsg": send.errmsg,
-        "msgid": send.msgid,
-        "created_at": send.created_at,
-        "updated_at": send.updated_at,
-    })
 }
 
 /// One send in a line.

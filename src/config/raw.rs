@@ -27,6 +27,8 @@ pub(super) struct RawSettings {
     #[serde(default)]
     pub retention: RawRetention,
     #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
     pub apps: BTreeMap<String, RawApp>,
     #[serde(default)]
     pub sources: BTreeMap<String, RawSource>,
@@ -258,6 +260,31 @@ impl Default for RawRetention {
             keep: Duration::from_secs(180 * 86_400),
             every: Duration::from_secs(3600),
             batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawApi {
+    pub enabled: bool,
+    #[serde(serialize_with = "redacted")]
+    pub token: Option<SecretString>,
+    pub token_file: Option<String>,
+    #[serde(with = "plain_duration")]
+    pub max_schedule_ahead: Duration,
+    #[serde(with = "plain_duration")]
+    pub idempotency_retention: Duration,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token: None,
+            token_file: None,
+            max_schedule_ahead: Duration::from_secs(30 * 24 * 3600),
+            idempotency_retention: Duration::from_secs(35 * 24 * 3600),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Settings {
     pub http: Option<std::net::SocketAddr>,
     /// `[intake]`: the subscription API and WeChat's event push; `None` when disabled.
     pub intake: Option<IntakeSettings>,
+    /// `[api]`: sends on demand over HTTP; `None` when disabled.
+    pub api: Option<ApiSettings>,
     /// `[[jobs]]`.
     pub jobs: Vec<Job>,
     /// `[[recipients]]`.
@@ -194,6 +196,17 @@ pub struct IntakeSettings {
     /// A header set by the reverse proxy in front (`X-Forwarded-For`,
     /// `X-Real-IP`) whose last address is the client's; `None`: the peer's address.
     pub client_ip_header: Option<axum::http::HeaderName>,
+}
+
+/// `[api]`: `/v1/sends` on the `[http]` listener, for a backend's own sends.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The bearer token callers present.
+    pub token: SecretString,
+    /// How far ahead a send may be scheduled.
+    pub max_schedule_ahead: Duration,
+    /// How long idempotency keys (and ended sends) are kept at least.
+    pub idempotency_retention: Duration,
 }
 
 /// `[log]`.

@@ -1,5 +1,6 @@
 //! Delivery: drain a run's pending deliveries through WeChat, recording each.
 
+mod accept;
 mod drain;
 mod inflight;
 mod on_demand;
@@ -10,9 +11,10 @@ mod recorder;
 mod retry;
 mod send;
 
+pub use accept::{Field, Refused, SendRequest, accept, app_of};
 pub use drain::{Deliverer, RunReport, leftover_of};
 pub use inflight::InFlight;
-pub use on_demand::{Pass, SendBody, send_due, serve as serve_on_demand};
+pub use on_demand::{Pass, SendBody, send_due, send_view, serve as serve_on_demand, shown_status};
 pub use pass::Targeting;
 pub use progress::Progress;
 pub use rate::SharedRate;

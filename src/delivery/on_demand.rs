@@ -19,6 +19,8 @@ use crate::domain::{
 };
 use crate::storage::{Claim, SendRow, StorageError};
 use crate::wechat::{Disposition, SendReply, classify_send};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 
 /// How often the daemon looks for sends another process added (`wxpush sends
 /// add`) when none is due sooner: one indexed `MIN` query.
@@ -318,4 +320,35 @@ fn longer(backoff: &mut Duration) -> Duration {
     let now = *backoff;
     *backoff = (now * 2).min(MAX_BACKOFF);
     now
+}
+
+/// What callers see of a send's status at `now` (`scheduled` or `queued` for a pending one).
+pub fn shown_status(send: &SendRow, now: DateTime<Utc>) -> &'static str {
+    let due = send
+        .send_at
+        .parse::<DateTime<Utc>>()
+        .is_ok_and(|t| t <= now);
+    send.status.shown(due)
+}
+
+/// One send as `sends --json` and `GET /v1/sends/ID` show it.
+pub fn send_view(send: &SendRow, now: DateTime<Utc>) -> Value {
+    json!({
+        "id": send.id,
+        "status": shown_status(send, now),
+        "to": send.openid,
+        "appid": send.appid,
+        "template_id": send.template_id,
+        "job": send.job,
+        "send_at": send.send_at,
+        "expires_at": send.expires_at,
+        "cancel_key": send.cancel_key,
+        "metadata": send.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+        "attempts": send.attempts,
+        "errcode": send.errcode,
+        "errmsg": send.errmsg,
+        "msgid": send.msgid,
+        "created_at": send.created_at,
+        "updated_at": send.updated_at,
+    })
 }

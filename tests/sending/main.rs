@@ -6,7 +6,6 @@
 mod helpers;
 
 mod delivery;
-mod on_demand;
 mod recovery;
 mod rerun;
 mod test_send;

@@ -2,6 +2,7 @@
 //! each naming its key, so that one `check` shows them all. Each section has its
 //! own file; here is what they share and the order they are checked in.
 
+mod api;
 mod database;
 mod intake;
 mod jobs;
@@ -95,6 +96,7 @@ impl Checker {
             None
         };
         let intake = self.intake(raw.intake, http);
+        let api = self.api(raw.api, http);
         let retention = self.retention(raw.retention);
         if !self.problems.is_empty() {
             return Err(ConfigError {
@@ -113,6 +115,7 @@ impl Checker {
             },
             http,
             intake,
+            api,
             jobs,
             recipients,
             reload_on_change: raw.scheduler.reload_on_change,
