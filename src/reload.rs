@@ -145,6 +145,7 @@ fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str>
         ("delivery", running.delivery != new.delivery),
         ("http", running.http != new.http),
         ("intake", running.intake != new.intake),
+        ("api", running.api != new.api),
         ("log", running.log != new.log),
         ("retention", running.retention != new.retention),
         (
@@ -185,6 +186,18 @@ mod value_tests {
         let c = settings("first-secret", "http://127.0.0.1:9", "hi");
         assert_eq!(restart_only_changes(&a, &c), ["wechat.api_base"]);
         assert!(restart_only_changes(&a, &a.clone()).is_empty());
+        // A rotated API token is a change too: warned about, never silently kept.
+        let token = |t: &str| secrecy::SecretString::from(t.to_owned());
+        let api = |t: &str| crate::config::ApiSettings {
+            token: token(t),
+            max_schedule_ahead: std::time::Duration::from_secs(60),
+            idempotency_retention: std::time::Duration::from_secs(86_460),
+        };
+        let (mut d, mut e) = (a.clone(), a.clone());
+        d.api = Some(api("token-one-0123456789"));
+        e.api = Some(api("token-two-0123456789"));
+        assert_eq!(restart_only_changes(&d, &e), ["api"]);
+        assert!(restart_only_changes(&d, &d.clone()).is_empty());
     }
 
     #[test]

@@ -351,6 +351,16 @@ impl PartialEq for WechatSettings {
 }
 
 /// By value, secrets included: a changed token or key is a change.
+/// By value, the token included: a rotated token is a change.
+impl PartialEq for ApiSettings {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.token.expose_secret() == other.token.expose_secret()
+            && self.max_schedule_ahead == other.max_schedule_ahead
+            && self.idempotency_retention == other.idempotency_retention
+    }
+}
+
 impl PartialEq for IntakeSettings {
     fn eq(&self, other: &Self) -> bool {
         same_secret(&self.callback_token, &other.callback_token)
