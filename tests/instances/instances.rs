@@ -408,9 +408,15 @@ async fn three_instances_send_due_sends_once_each_and_a_killed_ones_requests_are
             other => panic!("{send:?} ended {other}"),
         }
     }
-    // One sender per daemon sends one at a time: at most the killed one's.
+    // One sender per daemon sends one at a time: at most the killed one's,
+    // which may or may not have reached WeChat before the kill.
     assert!(unknown <= 1, "{unknown} unknown");
-    assert_eq!(env.fake.accepted_count() as usize, 150 - unknown);
+    let sent = rows.len() - unknown;
+    let accepted = env.fake.accepted_count() as usize;
+    assert!(
+        (sent..=sent + unknown).contains(&accepted),
+        "{accepted} accepted for {sent} sent and {unknown} unknown"
+    );
     for (mut child, _) in daemons {
         assert_eq!(stop(&mut child).await.code(), Some(0));
     }
