@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -135,12 +135,8 @@ struct NewSendBody {
 
 /// An RFC 3339 time with its offset; `Err` is the field of one without.
 fn time(field: &'static str, s: Option<&str>) -> Result<Option<DateTime<Utc>>, &'static str> {
-    s.map(|s| {
-        DateTime::<FixedOffset>::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| field)
-    })
-    .transpose()
+    s.map(|s| crate::delivery::offset_time(s).ok_or(field))
+        .transpose()
 }
 
 async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{Console, Exit, Failure, outln};
@@ -254,13 +254,11 @@ async fn list(settings: &Settings, args: &SendsArgs, out: &mut Console) -> Resul
 
 /// An RFC 3339 time that says its offset.
 fn time(flag: &str, s: &str) -> Result<DateTime<Utc>, Failure> {
-    DateTime::<FixedOffset>::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            Failure::usage(format!(
-                "{flag}: {s:?} is not an RFC 3339 time with an offset (2026-12-05T09:00:00+08:00)"
-            ))
-        })
+    crate::delivery::offset_time(s).ok_or_else(|| {
+        Failure::usage(format!(
+            "{flag}: {s:?} is not an RFC 3339 time with an offset (2026-12-05T09:00:00+08:00)"
+        ))
+    })
 }
 
 /// `NAME=VALUE` arguments of `flag`.

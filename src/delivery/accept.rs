@@ -307,6 +307,14 @@ async fn one_time(
     Ok(template.kind == TemplateKind::OneTime)
 }
 
+/// An RFC 3339 time that says its offset (`2026-12-05T09:00:00+08:00`); one
+/// without (a local time of nowhere in particular) is `None`.
+pub fn offset_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// A span as people write it: whole days as days.
 fn span(d: std::time::Duration) -> String {
     let secs = d.as_secs();
