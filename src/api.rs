@@ -40,19 +40,40 @@ struct Api {
     settings: Arc<ApiSettings>,
 }
 
+/// The API's OpenAPI 3 document (docs/openapi.json), served at `/v1/openapi.json`.
+pub(crate) const OPENAPI: &str = include_str!("../docs/openapi.json");
+
+/// Every route as (method, path): what `routes` serves and the document
+/// describes, one list (a test holds the three together).
+pub(crate) const ROUTES: [(&str, &str); 6] = [
+    ("post", "/v1/sends"),
+    ("get", "/v1/sends"),
+    ("post", "/v1/sends/cancel"),
+    ("get", "/v1/sends/{id}"),
+    ("post", "/v1/sends/{id}/cancel"),
+    ("get", "/v1/openapi.json"),
+];
+
 /// The routes, behind the bearer token.
 pub(crate) fn routes(app: Arc<App>, settings: ApiSettings) -> Router {
     let api = Api {
         app,
         settings: Arc::new(settings),
     };
+    // (`get /v1/sends` shares the first path.)
+    let [send, _, by_key, one, cancel, doc] = ROUTES.map(|(_, path)| path);
     Router::new()
-        .route("/v1/sends", post(create).get(list))
-        .route("/v1/sends/cancel", post(cancel_by_key))
-        .route("/v1/sends/{id}", get(show))
-        .route("/v1/sends/{id}/cancel", post(cancel_one))
+        .route(send, post(create).get(list))
+        .route(by_key, post(cancel_by_key))
+        .route(one, get(show))
+        .route(cancel, post(cancel_one))
+        .route(doc, get(openapi))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .with_state(api)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// 401 and nothing more unless the bearer token is the configured one,
@@ -69,6 +90,7 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
     if bool::from(want.ct_eq(&got)) && !given.is_empty() {
         next.run(request).await
     } else {
+        crate::stats::api_request("unauthorized");
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -78,7 +100,12 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
 }
 
 /// An RFC 9457 problem: `code` for programs, `detail` naming the field for people.
-fn problem(status: StatusCode, code: &str, field: Option<&str>, detail: String) -> Response {
+fn problem(
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&str>,
+    detail: String,
+) -> Response {
     let mut body = json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or_default(),
@@ -89,13 +116,19 @@ fn problem(status: StatusCode, code: &str, field: Option<&str>, detail: String) 
     if let Some(field) = field {
         body["field"] = json!(field);
     }
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/problem+json")],
         body.to_string(),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(Code(code));
+    response
 }
+
+/// A problem's `code`, kept on its response for the metrics.
+#[derive(Debug, Clone, Copy)]
+struct Code(&'static str);
 
 fn field_name(field: Field) -> &'static str {
     match field {
@@ -139,7 +172,17 @@ fn time(field: &'static str, s: Option<&str>) -> Result<Option<DateTime<Utc>>, &
         .transpose()
 }
 
-async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+async fn create(state: State<Api>, headers: HeaderMap, body: Body) -> Response {
+    let response = accept_one(state, headers, body).await;
+    crate::stats::api_request(match response.status() {
+        StatusCode::ACCEPTED => "accepted",
+        StatusCode::OK => "replayed",
+        _ => response.extensions().get::<Code>().map_or("other", |c| c.0),
+    });
+    response
+}
+
+async fn accept_one(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
     let key = match headers.get("idempotency-key").map(|v| {
         v.to_str()
             .map_err(|_| ())
@@ -470,5 +513,79 @@ async fn cancel_by_key(State(api): State<Api>, body: Bytes) -> Response {
     match api.app.store.cancel_sends_by_key(&appid, &key).await {
         Ok(n) => axum::Json(json!({ "cancel_key": key.as_ref(), "cancelled": n })).into_response(),
         Err(e) => refusal(Refused::Storage(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document describes exactly the routes served, each operation once.
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    documented.push((method.clone(), path.clone()));
+                }
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    /// A send as `GET /v1/sends/ID` shows it has the document's fields, no more.
+    #[test]
+    fn the_documented_send_is_the_send_shown() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let schema = &doc["components"]["schemas"]["Send"];
+        let mut documented: Vec<&String> =
+            schema["properties"].as_object().unwrap().keys().collect();
+        documented.sort();
+        let row = crate::storage::SendRow {
+            id: 1,
+            appid: "wx0123456789abcdef".into(),
+            idem_key: "k".into(),
+            request: "{}".into(),
+            openid: "oU00000000000000000000000001".into(),
+            template_id: "t".into(),
+            job: None,
+            one_time: false,
+            message: "{}".into(),
+            cancel_key: None,
+            metadata: None,
+            send_at: "2026-12-05T01:00:00.000Z".into(),
+            expires_at: "2026-12-05T04:00:00.000Z".into(),
+            status: SendStatus::Pending,
+            attempts: 0,
+            errcode: None,
+            errmsg: None,
+            msgid: None,
+            created_at: "2026-12-05T00:00:00.000Z".into(),
+            updated_at: "2026-12-05T00:00:00.000Z".into(),
+            event: None,
+        };
+        let shown = send_view(&row, Utc::now());
+        let mut fields: Vec<&String> = shown.as_object().unwrap().keys().collect();
+        fields.sort();
+        assert_eq!(documented, fields);
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for field in required {
+            assert!(
+                shown.get(field).is_some(),
+                "{field} is required but not shown"
+            );
+        }
     }
 }

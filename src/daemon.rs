@@ -23,6 +23,8 @@ pub struct Listeners {
     )>,
     /// `[intake] listen`: the public intake routes alone; `None` puts them on `http`.
     pub intake: Option<tokio::net::TcpListener>,
+    /// `[api] listen`: the sends API alone; `None` puts it on `http`.
+    pub api: Option<tokio::net::TcpListener>,
 }
 
 impl App {
@@ -119,7 +121,7 @@ impl App {
         })
     }
 
-    /// Serves `[http]` and `[intake] listen`, each until `shutdown`.
+    /// Serves `[http]`, `[intake] listen` and `[api] listen`, each until `shutdown`.
     fn serve(
         &self,
         tasks: &mut JoinSet<()>,
@@ -133,6 +135,18 @@ impl App {
         let (intake, intake_apart) = match (intake, listeners.intake) {
             (Some(intake), Some(listener)) => (None, Some((intake, listener))),
             (intake, _) => (intake, None),
+        };
+        let api = match (api, listeners.api) {
+            (Some(api), Some(listener)) => {
+                let stop = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = crate::http::serve_api(listener, api, stop).await {
+                        tracing::error!(error = %e, "the API listener stopped");
+                    }
+                });
+                None
+            }
+            (api, _) => api,
         };
         if let Some((intake, listener)) = intake_apart {
             let stop = shutdown.clone();

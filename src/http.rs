@@ -90,6 +90,18 @@ pub(crate) async fn serve_intake(
     .await
 }
 
+/// Serves only the sends API on `listener` until `shutdown` (`[api] listen`).
+pub(crate) async fn serve_api(
+    listener: tokio::net::TcpListener,
+    api: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(listen = %listener.local_addr()?, "serving the sends API (/v1/sends)");
+    axum::serve(listener, api)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
 async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
     let answer = readiness(&p).await;
     crate::stats::ready(answer.0 == StatusCode::OK);
@@ -144,6 +156,11 @@ async fn render_metrics(State(p): State<Probe>) -> String {
     // Unfinished runs as the database has them, whichever process left them.
     if let Ok(Ok(counts)) = tokio::time::timeout(PING_WAIT, p.store.unfinished_by_status()).await {
         crate::stats::unfinished_runs(&counts);
+    }
+    if let Ok(Ok((scheduled, queued))) =
+        tokio::time::timeout(PING_WAIT, p.store.send_queue(chrono::Utc::now())).await
+    {
+        crate::stats::on_demand_queue(scheduled, queued);
     }
     p.metrics.render()
 }

@@ -189,6 +189,7 @@ mod value_tests {
         // A rotated API token is a change too: warned about, never silently kept.
         let token = |t: &str| secrecy::SecretString::from(t.to_owned());
         let api = |t: &str| crate::config::ApiSettings {
+            listen: None,
             token: token(t),
             max_schedule_ahead: std::time::Duration::from_secs(60),
             idempotency_retention: std::time::Duration::from_secs(86_460),

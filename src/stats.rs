@@ -21,6 +21,14 @@ pub(crate) fn install(instance: &str) -> Option<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
         .ok()?
+        // A send's lag is milliseconds when all is well: finer at the bottom.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(ON_DEMAND_LAG.to_owned()),
+            &[
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
+            ],
+        )
+        .ok()?
         .install_recorder()
         .ok()?;
     describe();
@@ -54,6 +62,23 @@ fn describe() {
     describe_counter!(
         "wxpush_sends_total",
         "Deliveries that reached an outcome, by job, outcome (sent, failed, unknown, refused, invalid, skipped, expired) and WeChat errcode."
+    );
+    describe_counter!(
+        "wxpush_api_requests_total",
+        "Requests to POST /v1/sends by outcome: accepted (202), replayed (200, the same key and body), idempotency_key_reused (422), or the refusal's code (invalid, not_found, malformed_json, missing_idempotency_key, bad_idempotency_key, too_large, unavailable); unauthorized counts a 401 on any /v1/sends route."
+    );
+    describe_counter!(
+        "wxpush_on_demand_sends_total",
+        "Sends on demand that ended, by app, outcome (sent, failed, refused, invalid, unknown, skipped, expired) and WeChat errcode."
+    );
+    describe_gauge!(
+        "wxpush_on_demand_queue",
+        "Sends on demand waiting, by state: scheduled (their send_at is ahead) or queued (due, not yet taken); read from the database at each scrape."
+    );
+    describe_histogram!(
+        ON_DEMAND_LAG,
+        Unit::Seconds,
+        "From a send on demand's send_at to WeChat's answer."
     );
     describe_counter!(
         "wxpush_send_retries_total",
@@ -455,4 +480,39 @@ pub(crate) fn push_event(event: &str, duplicate: bool) {
         "duplicate" => if duplicate { "true" } else { "false" }
     )
     .increment(1);
+}
+
+/// The lag histogram's name (its buckets are its own).
+const ON_DEMAND_LAG: &str = "wxpush_on_demand_lag_seconds";
+
+/// A `POST /v1/sends` answered: `outcome` as `wxpush_api_requests_total` lists.
+pub(crate) fn api_request(outcome: &'static str) {
+    counter!("wxpush_api_requests_total", "outcome" => outcome).increment(1);
+}
+
+/// `n` sends on demand of the app labelled `app` ended in `status`.
+pub(crate) fn on_demand_outcome(
+    app: &str,
+    status: crate::domain::SendStatus,
+    errcode: Option<i64>,
+    n: u64,
+) {
+    counter!(
+        "wxpush_on_demand_sends_total",
+        "app" => app.to_owned(),
+        "outcome" => status.as_str(),
+        "errcode" => errcode.unwrap_or(0).to_string()
+    )
+    .increment(n);
+}
+
+/// A send on demand answered `lag` after its `send_at`.
+pub(crate) fn on_demand_lag(lag: chrono::Duration) {
+    histogram!(ON_DEMAND_LAG).record(lag.as_seconds_f64().max(0.0));
+}
+
+/// The sends on demand waiting: `scheduled` for later, `queued` due now.
+pub(crate) fn on_demand_queue(scheduled: i64, queued: i64) {
+    gauge!("wxpush_on_demand_queue", "state" => "scheduled").set(scheduled as f64);
+    gauge!("wxpush_on_demand_queue", "state" => "queued").set(queued as f64);
 }

@@ -237,7 +237,16 @@ async fn daemon(settings: Settings, host: &Host) -> Result<Exit, Failure> {
             ))
         })?),
     };
-    app.run(Listeners { http, intake }, shutdown).await?;
+    let api = match app.settings.api.as_ref().and_then(|a| a.listen) {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::usage(format!(
+                "{}: api.listen: cannot listen on {addr}: {e}",
+                app.settings.path.display()
+            ))
+        })?),
+    };
+    app.run(Listeners { http, intake, api }, shutdown).await?;
     Ok(Exit::Ok)
 }
 

@@ -268,6 +268,7 @@ impl Default for RawRetention {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawApi {
     pub enabled: bool,
+    pub listen: Option<String>,
     #[serde(serialize_with = "redacted")]
     pub token: Option<SecretString>,
     pub token_file: Option<String>,
@@ -281,6 +282,7 @@ impl Default for RawApi {
     fn default() -> Self {
         Self {
             enabled: false,
+            listen: None,
             token: None,
             token_file: None,
             max_schedule_ahead: Duration::from_secs(30 * 24 * 3600),

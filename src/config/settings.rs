@@ -201,6 +201,8 @@ pub struct IntakeSettings {
 /// `[api]`: `/v1/sends` on the `[http]` listener, for a backend's own sends.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
+    /// `[api] listen`: an address of its own; `None` serves it on `[http]`.
+    pub listen: Option<std::net::SocketAddr>,
     /// The bearer token callers present.
     pub token: SecretString,
     /// How far ahead a send may be scheduled.
@@ -358,6 +360,7 @@ impl PartialEq for ApiSettings {
         self.token.expose_secret() == other.token.expose_secret()
             && self.max_schedule_ahead == other.max_schedule_ahead
             && self.idempotency_retention == other.idempotency_retention
+            && self.listen == other.listen
     }
 }
 

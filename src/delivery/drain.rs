@@ -81,6 +81,9 @@ pub struct Deliverer {
     rate: Arc<super::rate::SharedRate>,
     inflight: Arc<InFlight>,
     concurrency: usize,
+    /// `concurrency` permits, one per request in flight: the app's runs and
+    /// its sends on demand draw on the same ones.
+    permits: Arc<tokio::sync::Semaphore>,
     on_unknown: OnUnknown,
     progress: super::progress::Progress,
     writer: RecordWriter,
@@ -122,6 +125,7 @@ impl Deliverer {
             rate: Arc::new(super::rate::SharedRate::new(d.rate_limit_per_sec)),
             inflight: Arc::new(InFlight::default()),
             concurrency: d.concurrency,
+            permits: Arc::new(tokio::sync::Semaphore::new(d.concurrency)),
             on_unknown: d.on_unknown,
             progress: super::progress::Progress::Log,
             lease: std::time::Duration::from_secs(30),
@@ -155,6 +159,11 @@ impl Deliverer {
     /// The rate limit all instances share, divided among the live ones.
     pub fn rate(&self) -> &super::rate::SharedRate {
         &self.rate
+    }
+
+    /// The permits for requests in flight for this app (`[delivery] concurrency`).
+    pub fn permits(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.permits
     }
 
     /// What a dead instance's `sending` deliveries become: unknown, or pending
@@ -370,6 +379,7 @@ impl Deliverer {
             recorder,
             Builtins::at(slot, job.schedule.tz()),
             Arc::clone(&self.inflight),
+            Arc::clone(&self.permits),
             self.concurrency,
             shared,
         );

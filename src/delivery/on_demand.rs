@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::retry::RetryPolicy;
@@ -113,41 +114,114 @@ pub struct Pass {
     pub held_back: bool,
 }
 
-/// Sends what is due now, one at a time, at the app's shared rate.
-pub async fn send_due(app: &App) -> Result<Pass, StorageError> {
-    let owner = app.instance.id.as_str();
+/// Sends what is due now: each due send claimed once a permit of its app's
+/// `[delivery] concurrency` (shared with the app's runs) is free, then
+/// requested at the app's shared rate while the next is claimed.
+pub async fn send_due(app: &Arc<App>) -> Result<Pass, StorageError> {
+    let owner: Arc<str> = Arc::from(app.instance.id.as_str());
     let now = app.clock.now();
     let expired = app.store.expire_sends(now).await?;
-    if expired > 0 {
+    if !expired.is_empty() {
         tracing::warn!(
-            expired,
+            expired = expired.len(),
             "sends on demand expired unsent (past their expires_at)"
         );
+        for appid in &expired {
+            crate::stats::on_demand_outcome(&app_label(app, appid), SendStatus::Expired, None, 1);
+        }
     }
     let mut pass = Pass::default();
+    let mut tasks = JoinSet::new();
+    // Every request started is waited for, whatever else fails: a request
+    // dropped mid-flight would leave its send `sending` until a restart.
+    let claimed = claim_and_launch(app, &owner, now, &mut pass, &mut tasks).await;
+    let mut failed = claimed.err();
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("a delivery task panicked") {
+            Ok(Delivered::Recorded) => {}
+            Ok(Delivered::HeldBack) => pass.held_back = true,
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    failed.map_or(Ok(pass), Err)
+}
+
+type Deliveries = JoinSet<Result<Delivered, StorageError>>;
+
+/// Claims the due sends page by page, launching each claimed one, until none
+/// is left or one was held back (what held it back holds the rest too).
+async fn claim_and_launch(
+    app: &Arc<App>,
+    owner: &Arc<str>,
+    now: DateTime<Utc>,
+    pass: &mut Pass,
+    tasks: &mut Deliveries,
+) -> Result<(), StorageError> {
     loop {
         let due = app.store.due_sends(now, PAGE).await?;
         let mut took = false;
-        for id in &due {
+        for (id, appid) in &due {
+            while let Some(done) = tasks.try_join_next() {
+                if matches!(
+                    done.expect("a delivery task panicked")?,
+                    Delivered::HeldBack
+                ) {
+                    pass.held_back = true;
+                }
+            }
+            if pass.held_back {
+                return Ok(());
+            }
+            let runtime = app
+                .apps
+                .iter()
+                .map(|(_, r)| r)
+                .find(|r| r.client.appid().as_ref() == appid);
+            let permit = match runtime {
+                Some(r) => Some(
+                    Arc::clone(r.deliverer.permits())
+                        .acquire_owned()
+                        .await
+                        .expect("never closed"),
+                ),
+                None => None,
+            };
             match app.store.claim_send(*id, owner, now).await? {
                 Claim::Claimed(send) => {
                     took = true;
                     pass.requests += 1;
-                    if deliver(app, owner, &send).await? == Delivered::HeldBack {
-                        // Whatever held this one back holds the rest too.
-                        pass.held_back = true;
-                        return Ok(pass);
-                    }
+                    let (app, owner) = (Arc::clone(app), Arc::clone(owner));
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        deliver(&app, &owner, &send).await
+                    });
                 }
-                Claim::Skipped => took = true,
+                Claim::Skipped => {
+                    took = true;
+                    crate::stats::on_demand_outcome(
+                        &app_label(app, appid),
+                        SendStatus::Skipped,
+                        None,
+                        1,
+                    );
+                }
                 Claim::Lost => {}
             }
         }
         // A short page is the last; one of which nothing was ours, another's.
         if due.len() < PAGE as usize || !took {
-            return Ok(pass);
+            return Ok(());
         }
     }
+}
+
+/// The `app` label of AppID `appid`'s series: its `[apps.NAME]`, or `default`.
+fn app_label(app: &App, appid: &str) -> String {
+    app.apps
+        .iter()
+        .find(|(_, r)| r.client.appid().as_ref() == appid)
+        .and_then(|(name, _)| name.as_ref().map(|n| n.as_ref().to_owned()))
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// How one claimed send ended here.
@@ -163,10 +237,17 @@ enum Delivered {
 /// are) and records how it ended.
 async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, StorageError> {
     let finish = |status: SendStatus, errcode: Option<i64>, errmsg: Option<String>, msgid| async move {
-        app.store
+        let mine = app
+            .store
             .finish_send(send.id, owner, status, errcode, errmsg.as_deref(), msgid)
-            .await
-            .map(|_| Delivered::Recorded)
+            .await?;
+        if mine {
+            crate::stats::on_demand_outcome(&app_label(app, &send.appid), status, errcode, 1);
+            if let Ok(due) = send.send_at.parse::<DateTime<Utc>>() {
+                crate::stats::on_demand_lag(app.clock.now() - due);
+            }
+        }
+        Ok(Delivered::Recorded)
     };
     let hold_back = |why: String| async move {
         tracing::warn!(send = send.id, reason = %why, "a send on demand waits: no request was made");
@@ -290,6 +371,7 @@ pub async fn serve(app: Arc<App>, stop: CancellationToken) {
     // look waits twice as long, up to a minute: a quota or an outage is not
     // asked about every second.
     let mut backoff = LOOK_EVERY;
+    let mut wakes = app.store.send_wakes();
     loop {
         let wait = match send_due(&app).await {
             Ok(pass) if !pass.held_back => {
@@ -311,6 +393,9 @@ pub async fn serve(app: Arc<App>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             () = app.clock.sleep_until(wake) => {}
+            // A send accepted for now (by the API here, or another instance)
+            // goes without waiting for the next look; not while backing off.
+            () = wakes.added(), if wait == LOOK_EVERY => {}
         }
     }
 }
@@ -350,5 +435,10 @@ pub fn send_view(send: &SendRow, now: DateTime<Utc>) -> Value {
         "msgid": send.msgid,
         "created_at": send.created_at,
         "updated_at": send.updated_at,
+        "event": send.event.as_ref().map(|e| json!({
+            "error_code": e.error_code,
+            "error_status": e.error_status,
+            "received_at": e.received_at,
+        })),
     })
 }

@@ -208,6 +208,7 @@ impl<'a> Pass<'a> {
         recorder: Recorder,
         builtins: Builtins,
         inflight: Arc<InFlight>,
+        permits: Arc<Semaphore>,
         concurrency: usize,
         shared: bool,
     ) -> Self {
@@ -221,7 +222,7 @@ impl<'a> Pass<'a> {
             ctx,
             recorder,
             builtins,
-            permits: Arc::new(Semaphore::new(concurrency)),
+            permits,
             inflight,
             concurrency,
             shared,

@@ -114,7 +114,7 @@ impl Store {
 
     /// `signal_job` for a job as stored (a rescued run's), or for `""`, which
     /// wakes every waiter.
-    async fn signal(&self, job: &str) {
+    pub(super) async fn signal(&self, job: &str) {
         let Some(signals) = &self.signals else {
             return;
         };

@@ -59,7 +59,7 @@ pub use postgres::RunChanges;
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use retention::{OpenSlots, Pruned};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
-pub use sends::{Accepted, Cancel, Claim, NewSend, SendFilter, SendRow};
+pub use sends::{Accepted, Cancel, Claim, NewSend, SendFilter, SendRow, SendWakes, SentEvent};
 pub use snapshot::{AudienceRow, Snapshot};
 pub use tokens::{StoredToken, TokenRefresh};
 
@@ -159,6 +159,8 @@ pub struct Store {
     instance: Option<std::sync::Arc<str>>,
     /// What other instances signal (PostgreSQL), listened to from the first waiter on.
     signals: Option<std::sync::Arc<postgres::Signals>>,
+    /// Rung when this process accepts a send that is due: its sender looks at once.
+    sends_added: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -180,6 +182,7 @@ impl Store {
                     file,
                     instance: None,
                     signals: None,
+                    sends_added: Default::default(),
                 })
             }
             Some(Backend::Postgres) => Ok(Self {
@@ -188,6 +191,7 @@ impl Store {
                 file: None,
                 instance: None,
                 signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
+                sends_added: Default::default(),
             }),
             None => Err(io_error(
                 "parse [database] url",
@@ -227,6 +231,7 @@ impl Store {
                     file: None,
                     instance: None,
                     signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
+                    sends_added: Default::default(),
                 };
                 let migrated = store.is_migrated().await.unwrap_or(false);
                 Ok(migrated.then_some(store))

@@ -84,6 +84,20 @@ pub struct SendRow {
     pub created_at: String,
     /// When it last changed.
     pub updated_at: String,
+    /// WeChat's later `subscribe_msg_sent_event` for its msgid, once pushed
+    /// (read by `send_by_id` and `list_sends`).
+    pub event: Option<SentEvent>,
+}
+
+/// WeChat's final word on an accepted message (`subscribe_msg_sent_event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentEvent {
+    /// `ErrorCode`: 0 when the person received it.
+    pub error_code: i64,
+    /// `ErrorStatus`: `success`, or why not (such as `fail_user_refuse`).
+    pub error_status: String,
+    /// When the push came.
+    pub received_at: String,
 }
 
 /// What accepting a send found.
@@ -136,11 +150,48 @@ pub struct SendFilter<'a> {
     pub limit: u32,
 }
 
+/// What wakes the sender of sends on demand before its next look.
+pub struct SendWakes {
+    here: std::sync::Arc<tokio::sync::Notify>,
+    others: super::RunChanges,
+}
+
+impl SendWakes {
+    /// Resolves when a due send may have been accepted since the last call.
+    pub async fn added(&mut self) {
+        tokio::select! {
+            () = self.here.notified() => {}
+            () = self.others.sends_added() => {}
+        }
+    }
+}
+
 const COLUMNS: &str = "id, appid, idem_key, request, openid, template_id, job, one_time, \
     message, cancel_key, metadata, send_at, expires_at, status, attempts, errcode, errmsg, \
     msgid, created_at, updated_at";
 
+/// A select of sends (`s`) with their sent events joined by msgid.
+fn viewed(tail: &str) -> String {
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect();
+    format!(
+        "SELECT {}, e.error_code AS event_code, e.error_status AS event_status, \
+         e.received_at AS event_at FROM sends s \
+         LEFT JOIN sent_events e ON e.appid = s.appid AND e.msgid = s.msgid {tail}",
+        columns.join(", ")
+    )
+}
+
 fn send_row(row: &Row) -> Result<SendRow, StorageError> {
+    // Only a `viewed` select has the event's columns.
+    let event = row
+        .try_get::<Option<i64>, _>("event_code")
+        .ok()
+        .flatten()
+        .map(|error_code| SentEvent {
+            error_code,
+            error_status: row.get("event_status"),
+            received_at: row.get("event_at"),
+        });
     let status: String = row.get("status");
     let status = SendStatus::parse(&status)
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -166,6 +217,7 @@ fn send_row(row: &Row) -> Result<SendRow, StorageError> {
         msgid: row.get("msgid"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
+        event,
     })
 }
 
@@ -198,6 +250,15 @@ impl Store {
             .await
             .context("accept a send")?;
         if let Some(row) = inserted {
+            if send.send_at <= Utc::now() {
+                self.sends_added.notify_one();
+                if self.signals.is_some() {
+                    // Only a hint (the others look every second anyway): the
+                    // caller's answer does not wait for it.
+                    let store = self.clone();
+                    tokio::spawn(async move { store.signal(super::postgres::SENDS).await });
+                }
+            }
             return Ok(Accepted::New(send_row(&row)?));
         }
         let sql = format!("SELECT {COLUMNS} FROM sends WHERE appid = $1 AND idem_key = $2");
@@ -212,7 +273,7 @@ impl Store {
 
     /// The send `id`, if there is one.
     pub async fn send_by_id(&self, id: i64) -> Result<Option<SendRow>, StorageError> {
-        let sql = format!("SELECT {COLUMNS} FROM sends WHERE id = $1");
+        let sql = viewed("WHERE s.id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -225,23 +286,23 @@ impl Store {
 
     /// The sends `filter` keeps, by id.
     pub async fn list_sends(&self, filter: &SendFilter<'_>) -> Result<Vec<SendRow>, StorageError> {
-        let mut conditions = vec!["id > $1".to_owned()];
+        let mut conditions = vec!["s.id > $1".to_owned()];
         let mut values: Vec<String> = Vec::new();
         let mut keep = |column: &str, value: Option<&str>| {
             if let Some(v) = value {
                 values.push(v.to_owned());
-                conditions.push(format!("{column} = ${}", values.len() + 1));
+                conditions.push(format!("s.{column} = ${}", values.len() + 1));
             }
         };
         keep("appid", filter.appid.map(AsRef::as_ref));
         keep("status", filter.status.map(SendStatus::as_str));
         keep("cancel_key", filter.cancel_key.map(AsRef::as_ref));
         keep("openid", filter.openid.map(AsRef::as_ref));
-        let sql = format!(
-            "SELECT {COLUMNS} FROM sends WHERE {} ORDER BY id LIMIT {}",
+        let sql = viewed(&format!(
+            "WHERE {} ORDER BY s.id LIMIT {}",
             conditions.join(" AND "),
             filter.limit
-        );
+        ));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(filter.after.unwrap_or(0));
         for v in values {
             q = q.bind(v);
@@ -296,6 +357,15 @@ impl Store {
         .rows_affected())
     }
 
+    /// What wakes the sender of sends on demand: a due send accepted by this
+    /// process, or (PostgreSQL) by another.
+    pub fn send_wakes(&self) -> SendWakes {
+        SendWakes {
+            here: std::sync::Arc::clone(&self.sends_added),
+            others: self.run_changes(),
+        }
+    }
+
     /// When the next pending send may go (the first entry of `sends_due`).
     pub async fn next_send_at(&self) -> Result<Option<DateTime<Utc>>, StorageError> {
         let at: Option<String> =
@@ -311,33 +381,51 @@ impl Store {
         .transpose()
     }
 
-    /// Up to `limit` pending sends due at `now` and not expired, oldest first
-    /// (candidates: each is taken only by `claim_send`).
-    pub async fn due_sends(&self, at: DateTime<Utc>, limit: u32) -> Result<Vec<i64>, StorageError> {
+    /// Up to `limit` pending sends due at `now` and not expired, oldest first,
+    /// with their AppIDs (candidates: each is taken only by `claim_send`).
+    pub async fn due_sends(
+        &self,
+        at: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
         let sql = format!(
-            "SELECT id FROM sends WHERE status = 'pending' AND send_at <= $1 AND expires_at > $1 \
-             ORDER BY send_at, id LIMIT {limit}"
+            "SELECT id, appid FROM sends WHERE status = 'pending' AND send_at <= $1 \
+             AND expires_at > $1 ORDER BY send_at, id LIMIT {limit}"
         );
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ts(at))
             .fetch_all(&self.pool)
             .await
-            .context("find due sends")
+            .context("find due sends")?;
+        Ok(rows.iter().map(|r| (r.get("id"), r.get("appid"))).collect())
     }
 
     /// Ends every pending send whose `expires_at` has come as `expired`
-    /// (never sent late); returns how many.
-    pub async fn expire_sends(&self, at: DateTime<Utc>) -> Result<u64, StorageError> {
-        Ok(sqlx::query(
+    /// (never sent late); returns each one's AppID.
+    pub async fn expire_sends(&self, at: DateTime<Utc>) -> Result<Vec<String>, StorageError> {
+        sqlx::query_scalar(
             "UPDATE sends SET status = 'expired', errmsg = 'not sent before its expires_at', \
-             updated_at = $2 WHERE status = 'pending' AND expires_at <= $1",
+             updated_at = $2 WHERE status = 'pending' AND expires_at <= $1 RETURNING appid",
         )
         .bind(ts(at))
         .bind(now())
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .context("expire sends")?
-        .rows_affected())
+        .context("expire sends")
+    }
+
+    /// Pending sends: how many are scheduled after `at`, and how many are due.
+    pub async fn send_queue(&self, at: DateTime<Utc>) -> Result<(i64, i64), StorageError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN send_at > $1 THEN 1 ELSE 0 END), 0) AS later, \
+             COALESCE(SUM(CASE WHEN send_at <= $1 THEN 1 ELSE 0 END), 0) AS due \
+             FROM sends WHERE status = 'pending'",
+        )
+        .bind(ts(at))
+        .fetch_one(&self.pool)
+        .await
+        .context("count the waiting sends")?;
+        Ok((row.get("later"), row.get("due")))
     }
 
     /// Takes send `id` for `owner` if it is pending, due at `at` and not

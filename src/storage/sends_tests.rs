@@ -217,7 +217,7 @@ async fn a_claim_takes_only_a_due_pending_send_and_expiry_ends_the_rest_unsent()
         );
         assert_eq!(
             store.due_sends(t0(), 10).await.unwrap(),
-            vec![due],
+            vec![(due, ids.app.as_ref().to_owned())],
             "not the expired one"
         );
         assert_eq!(
@@ -237,7 +237,7 @@ async fn a_claim_takes_only_a_due_pending_send_and_expiry_ends_the_rest_unsent()
             Claim::Lost,
             "once"
         );
-        assert_eq!(store.expire_sends(t0()).await.unwrap(), 1);
+        assert_eq!(store.expire_sends(t0()).await.unwrap().len(), 1);
         assert_eq!(status(&store, stale).await, SendStatus::Expired);
         assert_eq!(status(&store, future).await, SendStatus::Pending);
         assert_eq!(

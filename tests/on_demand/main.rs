@@ -8,3 +8,4 @@ mod helpers;
 
 mod api;
 mod cli;
+mod served;

@@ -25,6 +25,8 @@ pub struct Daemon {
     pub clock: ManualClock,
     /// Where its HTTP listener took a port.
     pub http: SocketAddr,
+    /// Where `[api] listen` took a port, when the config gives one.
+    pub api_addr: Option<SocketAddr>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), StorageError>>,
 }
@@ -55,6 +57,12 @@ impl TestEnv {
         let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
+        // `[api] listen` (port 0 in tests): bound here, its port read back.
+        let api = match app.settings.api.as_ref().and_then(|a| a.listen) {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
+            None => None,
+        };
+        let api_addr = api.as_ref().map(|l| l.local_addr().unwrap());
         // A recorder of its own: the global one belongs to no test.
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
@@ -64,6 +72,7 @@ impl TestEnv {
             Listeners {
                 http: Some((listener, metrics)),
                 intake: None,
+                api,
             },
             stop.clone(),
         ));
@@ -71,6 +80,7 @@ impl TestEnv {
             app,
             clock,
             http,
+            api_addr,
             stop,
             task,
         };

@@ -1,5 +1,6 @@
 //! `[api]`: sends on demand over HTTP, behind a bearer token.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -11,19 +12,48 @@ use crate::config::{ApiSettings, raw};
 const MIN_TOKEN_CHARS: usize = 16;
 
 impl Checker {
-    /// `http` is `[http] listen` when enabled: the API is served there.
+    /// `http` is `[http] listen` when enabled: the API is served there unless
+    /// `[api] listen` gives it an address of its own (not `intake`'s either).
     pub(super) fn api(
         &mut self,
         a: raw::RawApi,
-        http: Option<std::net::SocketAddr>,
+        http: Option<SocketAddr>,
+        intake: Option<SocketAddr>,
     ) -> Option<ApiSettings> {
         if !a.enabled {
             return None;
         }
-        if http.is_none() {
+        let listen = match a.listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(given) => match given.parse::<SocketAddr>() {
+                Ok(addr) if Some(addr) == http && addr.port() != 0 => {
+                    self.fail(
+                        "api.listen",
+                        format!("{given} is http.listen too; leave api.listen out to serve the API there"),
+                    );
+                    None
+                }
+                Ok(addr) if Some(addr) == intake && addr.port() != 0 => {
+                    self.fail(
+                        "api.listen",
+                        format!("{given} is intake.listen too: the public intake and the API each need their own port"),
+                    );
+                    None
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.fail(
+                        "api.listen",
+                        format!("{given:?} is not an address such as 127.0.0.1:8081"),
+                    );
+                    None
+                }
+            },
+        };
+        if listen.is_none() && http.is_none() && a.listen.is_none() {
             self.fail(
                 "api.enabled",
-                "needs the HTTP listener; set http.enabled = true",
+                "needs the HTTP listener; set http.enabled = true, or give the API its own with api.listen",
             );
         }
         let token = self.secret("api.token", a.token, a.token_file.as_deref());
@@ -59,6 +89,7 @@ impl Checker {
             );
         }
         Some(ApiSettings {
+            listen,
             token: token
                 .map(|t| secrecy::SecretString::from(t.expose_secret().trim().to_owned()))?,
             max_schedule_ahead: a.max_schedule_ahead,

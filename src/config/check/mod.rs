@@ -96,7 +96,8 @@ impl Checker {
             None
         };
         let intake = self.intake(raw.intake, http);
-        let api = self.api(raw.api, http);
+        let intake_listen = intake.as_ref().and_then(|i| i.listen);
+        let api = self.api(raw.api, http, intake_listen);
         let retention = self.retention(raw.retention);
         if !self.problems.is_empty() {
             return Err(ConfigError {

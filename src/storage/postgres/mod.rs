@@ -16,7 +16,7 @@ mod pages;
 mod signals;
 pub(super) use dialect::Postgres;
 pub use signals::RunChanges;
-pub(super) use signals::Signals;
+pub(super) use signals::{SENDS, Signals};
 
 /// The schema, one file per version (the same versions as SQLite's).
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

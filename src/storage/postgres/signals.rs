@@ -15,6 +15,10 @@ use tokio::sync::broadcast;
 /// for "any job" (an instance left, giving back what it had taken).
 pub(crate) const CHANNEL: &str = "wxpush_runs";
 
+/// The payload that says a send on demand was accepted and is due: no job's
+/// name (a name has no `:`), so a run's waiter passes it over.
+pub(in crate::storage) const SENDS: &str = ":sends";
+
 /// Which job a notification is about; `None`: any job may have changed (the
 /// listener reconnected or fell behind, so some may have been missed).
 type Signal = Option<Arc<str>>;
@@ -140,6 +144,24 @@ impl RunChanges {
             match rx.try_recv() {
                 Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => return,
+            }
+        }
+    }
+
+    /// Resolves when another process may have accepted a due send on demand
+    /// (or a signal may have been missed); never on SQLite.
+    pub async fn sends_added(&mut self) {
+        let Some(rx) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            match rx.recv().await {
+                Ok(Some(j)) if &*j != SENDS => continue,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.0 = None;
+                    return std::future::pending().await;
+                }
             }
         }
     }
