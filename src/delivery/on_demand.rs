@@ -157,10 +157,18 @@ async fn claim_and_launch(
     pass: &mut Pass,
     tasks: &mut Deliveries,
 ) -> Result<(), StorageError> {
+    // Instances sharing the database read the same page of due sends: each
+    // starts claiming at its own point in it, so they rarely race for one.
+    let start = owner.bytes().map(usize::from).sum::<usize>();
     loop {
-        let due = app.store.due_sends(now, PAGE).await?;
+        let mut due = app.store.due_sends(now, PAGE).await?;
+        if !due.is_empty() {
+            let at = start % due.len();
+            due.rotate_left(at);
+        }
         let mut took = false;
-        for (id, appid) in &due {
+        for candidate in &due {
+            let appid = &candidate.appid;
             while let Some(done) = tasks.try_join_next() {
                 if matches!(
                     done.expect("a delivery task panicked")?,
@@ -186,7 +194,7 @@ async fn claim_and_launch(
                 ),
                 None => None,
             };
-            match app.store.claim_send(*id, owner, now).await? {
+            match app.store.claim_send(candidate, owner, now).await? {
                 Claim::Claimed(send) => {
                     took = true;
                     pass.requests += 1;

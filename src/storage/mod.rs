@@ -59,7 +59,9 @@ pub use postgres::RunChanges;
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use retention::{OpenSlots, Pruned};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
-pub use sends::{Accepted, Cancel, Claim, NewSend, SendFilter, SendRow, SendWakes, SentEvent};
+pub use sends::{
+    Accepted, Cancel, Claim, DueSend, NewSend, SendFilter, SendRow, SendWakes, SentEvent,
+};
 pub use snapshot::{AudienceRow, Snapshot};
 pub use tokens::{StoredToken, TokenRefresh};
 

@@ -150,6 +150,17 @@ pub struct SendFilter<'a> {
     pub limit: u32,
 }
 
+/// A due send, as a sender finds it before claiming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueSend {
+    /// Its id.
+    pub id: i64,
+    /// The AppID it is sent for.
+    pub appid: String,
+    /// Whether its claim holds a one-time credit.
+    pub one_time: bool,
+}
+
 /// What wakes the sender of sends on demand before its next look.
 pub struct SendWakes {
     here: std::sync::Arc<tokio::sync::Notify>,
@@ -381,15 +392,15 @@ impl Store {
         .transpose()
     }
 
-    /// Up to `limit` pending sends due at `now` and not expired, oldest first,
-    /// with their AppIDs (candidates: each is taken only by `claim_send`).
+    /// Up to `limit` pending sends due at `now` and not expired, oldest first
+    /// (candidates: each is taken only by `claim_send`).
     pub async fn due_sends(
         &self,
         at: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<(i64, String)>, StorageError> {
+    ) -> Result<Vec<DueSend>, StorageError> {
         let sql = format!(
-            "SELECT id, appid FROM sends WHERE status = 'pending' AND send_at <= $1 \
+            "SELECT id, appid, one_time FROM sends WHERE status = 'pending' AND send_at <= $1 \
              AND expires_at > $1 ORDER BY send_at, id LIMIT {limit}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -397,7 +408,14 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("find due sends")?;
-        Ok(rows.iter().map(|r| (r.get("id"), r.get("appid"))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| DueSend {
+                id: r.get("id"),
+                appid: r.get("appid"),
+                one_time: r.get::<i64, _>("one_time") != 0,
+            })
+            .collect())
     }
 
     /// Ends every pending send whose `expires_at` has come as `expired`
@@ -434,19 +452,37 @@ impl Store {
     /// ended `skipped` without one.
     pub async fn claim_send(
         &self,
-        id: i64,
+        due: &DueSend,
         owner: &str,
         at: DateTime<Utc>,
     ) -> Result<Claim, StorageError> {
-        let mut tx = WriteTx::begin(&self.pool, self.dialect)
-            .await
-            .context("claim a send")?;
-        let sql = format!(
+        let id = due.id;
+        let claim = format!(
             "UPDATE sends SET status = 'sending', owner = $2, attempts = attempts + 1, \
              updated_at = $4 WHERE id = $1 AND status = 'pending' AND send_at <= $3 \
              AND expires_at > $3 RETURNING {COLUMNS}"
         );
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+        if !due.one_time {
+            // No credit to hold: one statement, committed on its own (the
+            // guard keeps a one-time send from going without its credit).
+            let sql = claim.replace("RETURNING", "AND one_time = 0 RETURNING");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(owner)
+                .bind(ts(at))
+                .bind(now())
+                .fetch_optional(&self.pool)
+                .await
+                .context("claim a send")?;
+            return match row {
+                Some(row) => Ok(Claim::Claimed(Box::new(send_row(&row)?))),
+                None => Ok(Claim::Lost),
+            };
+        }
+        let mut tx = WriteTx::begin(&self.pool, self.dialect)
+            .await
+            .context("claim a send")?;
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(claim))
             .bind(id)
             .bind(owner)
             .bind(ts(at))
@@ -506,20 +542,36 @@ impl Store {
         msgid: Option<u64>,
     ) -> Result<bool, StorageError> {
         debug_assert!(status.is_final(), "{status:?} does not end a send");
+        let record = "UPDATE sends SET status = $3, errcode = $4, errmsg = $5, msgid = $6, \
+             owner = NULL, updated_at = $7 WHERE id = $1 AND status = 'sending' AND owner = $2";
+        let msgid = msgid.map(|m| m.to_string());
+        // Most sends hold no credit: one statement, committed on its own.
+        let plain = sqlx::query(sqlx::AssertSqlSafe(format!("{record} AND held_credit = 0")))
+            .bind(id)
+            .bind(owner)
+            .bind(status.as_str())
+            .bind(errcode)
+            .bind(errmsg)
+            .bind(&msgid)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .context("record a send's outcome")?;
+        if plain.rows_affected() == 1 {
+            return Ok(true);
+        }
         let mut tx = WriteTx::begin(&self.pool, self.dialect)
             .await
             .context("record a send's outcome")?;
-        let row = sqlx::query(
-            "UPDATE sends SET status = $3, errcode = $4, errmsg = $5, msgid = $6, owner = NULL, \
-             updated_at = $7 WHERE id = $1 AND status = 'sending' AND owner = $2 \
-             RETURNING appid, openid, template_id, held_credit",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{record} RETURNING appid, openid, template_id, held_credit"
+        )))
         .bind(id)
         .bind(owner)
         .bind(status.as_str())
         .bind(errcode)
         .bind(errmsg)
-        .bind(msgid.map(|m| m.to_string()))
+        .bind(&msgid)
         .bind(now())
         .fetch_optional(&mut *tx)
         .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use super::test_stores::each_backend;
-use super::{Accepted, Cancel, Claim, NewSend, SendFilter, Store};
+use super::{Accepted, Cancel, Claim, DueSend, NewSend, SendFilter, Store};
 use crate::domain::test_ids::{app, oid, tmpl};
 use crate::domain::{AppId, CancelKey, IdempotencyKey, OpenId, SendStatus, TemplateId};
 
@@ -30,6 +30,17 @@ fn ids() -> Ids {
 }
 
 /// A send of `key`, due at `t0` plus `due_in` minutes, expiring an hour later.
+/// `claim_send` of send `id`, as a sender that found it due would call it.
+async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
+    let send = store.send_by_id(id).await.unwrap().unwrap();
+    let due = DueSend {
+        id,
+        appid: send.appid,
+        one_time: send.one_time,
+    };
+    store.claim_send(&due, owner, t0()).await.unwrap()
+}
+
 fn new_send<'a>(ids: &'a Ids, key: &'a IdempotencyKey, due_in: i64, one_time: bool) -> NewSend<'a> {
     let send_at = t0() + Duration::minutes(due_in);
     NewSend {
@@ -171,7 +182,7 @@ async fn a_cancel_and_a_claim_racing_never_both_win() {
         for (i, id) in sends.into_iter().enumerate() {
             let (a, b) = (Arc::clone(&store), Arc::clone(&store));
             let cancel = async move { a.cancel_send(id).await.unwrap() };
-            let claim = async move { b.claim_send(id, "me", t0()).await.unwrap() };
+            let claim = async move { claim(&b, id, "me").await };
             // Each side starts first in half the rounds.
             let (cancel, claim) = if i % 2 == 0 {
                 (tokio::spawn(cancel), tokio::spawn(claim))
@@ -217,26 +228,17 @@ async fn a_claim_takes_only_a_due_pending_send_and_expiry_ends_the_rest_unsent()
         );
         assert_eq!(
             store.due_sends(t0(), 10).await.unwrap(),
-            vec![(due, ids.app.as_ref().to_owned())],
+            vec![DueSend {
+                id: due,
+                appid: ids.app.as_ref().to_owned(),
+                one_time: false
+            }],
             "not the expired one"
         );
-        assert_eq!(
-            store.claim_send(future, "me", t0()).await.unwrap(),
-            Claim::Lost
-        );
-        assert_eq!(
-            store.claim_send(stale, "me", t0()).await.unwrap(),
-            Claim::Lost
-        );
-        assert!(matches!(
-            store.claim_send(due, "me", t0()).await.unwrap(),
-            Claim::Claimed(_)
-        ));
-        assert_eq!(
-            store.claim_send(due, "you", t0()).await.unwrap(),
-            Claim::Lost,
-            "once"
-        );
+        assert_eq!(claim(&store, future, "me").await, Claim::Lost);
+        assert_eq!(claim(&store, stale, "me").await, Claim::Lost);
+        assert!(matches!(claim(&store, due, "me").await, Claim::Claimed(_)));
+        assert_eq!(claim(&store, due, "you").await, Claim::Lost, "once");
         assert_eq!(store.expire_sends(t0()).await.unwrap().len(), 1);
         assert_eq!(status(&store, stale).await, SendStatus::Expired);
         assert_eq!(status(&store, future).await, SendStatus::Pending);
@@ -298,7 +300,7 @@ async fn cancelling_by_key_cancels_only_that_groups_untaken_sends() {
         let lone = key("lone");
         let other = accepted(&store, &new_send(&ids, &lone, 0, false)).await;
         assert!(matches!(
-            store.claim_send(group[0], "me", t0()).await.unwrap(),
+            claim(&store, group[0], "me").await,
             Claim::Claimed(_)
         ));
         assert_eq!(
@@ -333,24 +335,18 @@ async fn a_one_time_send_holds_a_credit_and_settles_it_as_a_delivery_would() {
         // No consent: skipped, no request to make.
         let (a, b, c) = (key("a"), key("b"), key("c"));
         let none = accepted(&store, &new_send(&ids, &a, 0, true)).await;
-        assert_eq!(
-            store.claim_send(none, "me", t0()).await.unwrap(),
-            Claim::Skipped
-        );
+        assert_eq!(claim(&store, none, "me").await, Claim::Skipped);
         assert_eq!(status(&store, none).await, SendStatus::Skipped);
         // One credit: the first claim holds it, the second finds none.
         credit(&store, &ids, 1).await;
         let first = accepted(&store, &new_send(&ids, &b, 0, true)).await;
         let second = accepted(&store, &new_send(&ids, &c, 0, true)).await;
         assert!(matches!(
-            store.claim_send(first, "me", t0()).await.unwrap(),
+            claim(&store, first, "me").await,
             Claim::Claimed(_)
         ));
         assert_eq!(credits(&store).await, (1, 1));
-        assert_eq!(
-            store.claim_send(second, "me", t0()).await.unwrap(),
-            Claim::Skipped
-        );
+        assert_eq!(claim(&store, second, "me").await, Claim::Skipped);
         // A failure releases it; sent spends it.
         assert!(
             store
@@ -362,7 +358,7 @@ async fn a_one_time_send_holds_a_credit_and_settles_it_as_a_delivery_would() {
         let d = key("d");
         let third = accepted(&store, &new_send(&ids, &d, 0, true)).await;
         assert!(matches!(
-            store.claim_send(third, "me", t0()).await.unwrap(),
+            claim(&store, third, "me").await,
             Claim::Claimed(_)
         ));
         assert!(
@@ -388,7 +384,7 @@ async fn a_crash_leaves_its_requests_unknown_with_their_credits_spent_and_others
         let mine = accepted(&store, &new_send(&ids, &a, 0, true)).await;
         let waiting = accepted(&store, &new_send(&ids, &b, 0, true)).await;
         assert!(matches!(
-            store.claim_send(mine, "gone", t0()).await.unwrap(),
+            claim(&store, mine, "gone").await,
             Claim::Claimed(_)
         ));
         assert_eq!(credits(&store).await, (2, 1));
@@ -423,7 +419,7 @@ async fn forgetting_a_person_cancels_their_untaken_sends_and_drops_what_names_th
         let waiting = accepted(&store, &s).await;
         let taken = accepted(&store, &new_send(&ids, &b, 0, false)).await;
         assert!(matches!(
-            store.claim_send(taken, "me", t0()).await.unwrap(),
+            claim(&store, taken, "me").await,
             Claim::Claimed(_)
         ));
         store
@@ -440,10 +436,7 @@ async fn forgetting_a_person_cancels_their_untaken_sends_and_drops_what_names_th
             (row.openid.as_str(), row.metadata),
             (format!("forgotten-{waiting}").as_str(), None)
         );
-        assert_eq!(
-            store.claim_send(waiting, "me", t0()).await.unwrap(),
-            Claim::Lost
-        );
+        assert_eq!(claim(&store, waiting, "me").await, Claim::Lost);
         // The request in flight still records its outcome.
         assert!(
             store
@@ -465,7 +458,7 @@ async fn retention_prunes_ended_sends_and_never_one_that_may_still_go() {
         let taken = accepted(&store, &new_send(&ids, &c, 0, false)).await;
         assert_eq!(store.cancel_send(ended).await.unwrap(), Cancel::Cancelled);
         assert!(matches!(
-            store.claim_send(taken, "me", t0()).await.unwrap(),
+            claim(&store, taken, "me").await,
             Claim::Claimed(_)
         ));
         // Everything is older than a cut-off in the future.

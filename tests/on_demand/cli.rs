@@ -352,7 +352,15 @@ async fn a_lost_reply_is_unknown_and_never_sent_again_and_a_crash_left_in_flight
     let store = env.store().await;
     assert!(matches!(
         store
-            .claim_send(crashed, "dead-instance", start())
+            .claim_send(
+                &wxpush::storage::DueSend {
+                    id: crashed,
+                    appid: APPID.into(),
+                    one_time: false
+                },
+                "dead-instance",
+                start()
+            )
             .await
             .unwrap(),
         wxpush::storage::Claim::Claimed(_)
