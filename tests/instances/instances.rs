@@ -314,59 +314,6 @@ async fn the_rate_limit_holds_for_all_instances_together() {
     assert_eq!(stop(&mut b).await.code(), Some(0));
 }
 
-/// A send on demand to each of `ids`, all due now, stored as `sends add`
-/// stores them (straight into the store: 600 command runs would be slow).
-async fn due_sends(env: &TestEnv, ids: &[String]) {
-    use wxpush::domain::{AppId, IdempotencyKey, OpenId, TemplateId};
-    let store = env.store().await;
-    let body = wxpush::delivery::SendBody {
-        template_id: "tmpl-checkin".into(),
-        page: None,
-        miniprogram_state: Default::default(),
-        lang: Default::default(),
-        data: [("thing1", "取件提醒"), ("date2", "2026-12-07")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into(),
-    };
-    let message = serde_json::to_string(&body).unwrap();
-    let (appid, template) = (
-        AppId::parse(APPID).unwrap(),
-        TemplateId::parse("tmpl-checkin").unwrap(),
-    );
-    let now = chrono::Utc::now();
-    // Eight writers at once: the accepts of 2,000 take a fraction of the time.
-    let mut writers = tokio::task::JoinSet::new();
-    for part in 0..8 {
-        let (store, ids, message) = (store.clone(), ids.to_vec(), message.clone());
-        let (appid, template) = (appid.clone(), template.clone());
-        writers.spawn(async move {
-            for (i, id) in ids.iter().enumerate().skip(part).step_by(8) {
-                let key = IdempotencyKey::parse(&format!("k{i}")).unwrap();
-                let openid = OpenId::parse(id).unwrap();
-                store
-                    .accept_send(&wxpush::storage::NewSend {
-                        appid: &appid,
-                        key: &key,
-                        request: "{}",
-                        openid: &openid,
-                        template_id: &template,
-                        job: None,
-                        one_time: false,
-                        message: &message,
-                        cancel_key: None,
-                        metadata: None,
-                        send_at: now,
-                        expires_at: now + chrono::Duration::hours(1),
-                    })
-                    .await
-                    .unwrap();
-            }
-        });
-    }
-    writers.join_all().await;
-    store.close().await;
-}
-
 #[tokio::test]
 async fn three_instances_send_2000_sends_due_the_same_second_once_each_and_a_killed_ones_are_never_resent()
  {
@@ -381,7 +328,7 @@ async fn three_instances_send_2000_sends_due_the_same_second_once_each_and_a_kil
     };
     // 2,000 people, each one send, all due at the same instant.
     let ids = openids(2000);
-    due_sends(&env, &ids).await;
+    add_due_sends(&env, &ids).await;
     let mut daemons = Vec::new();
     for _ in 0..3 {
         daemons.push(daemon(&env).await);

@@ -49,7 +49,10 @@ async fn call(
     key: Option<&str>,
     body: Option<Value>,
 ) -> Answer {
-    let mut r = reqwest::Client::new()
+    // One client for every call: building one loads its TLS roots (some 20 ms).
+    static CLIENT: std::sync::LazyLock<reqwest::Client> =
+        std::sync::LazyLock::new(reqwest::Client::new);
+    let mut r = CLIENT
         .request(method, format!("http://{}{path}", daemon.http))
         .bearer_auth(TOKEN);
     if let Some(k) = key {
@@ -461,4 +464,102 @@ async fn every_documented_operation_is_served_and_wechats_final_word_is_shown() 
     }
     assert_eq!(operations, 6);
     daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancels_racing_the_sender_1000_times_each_200_means_no_message_and_each_409_one() {
+    let body = format!(
+        "\n[api]\nenabled = true\ntoken = \"{TOKEN}\"\n{}",
+        daily_job("")
+    );
+    let opts = FakeOptions {
+        latency: Duration::from_millis(5),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "", &body).await;
+    env.store().await.close().await;
+    assert_eq!(env.wxpush(&["check"]).await.code, 0);
+    let daemon = std::sync::Arc::new(env.daemon_at(start()).await);
+    let people = openids(1000);
+    // 1,000 sends due in a minute, accepted by 32 callers at once.
+    let mut ids = Vec::new();
+    for chunk in people.chunks(32) {
+        let mut calls = tokio::task::JoinSet::new();
+        for to in chunk {
+            let (daemon, to) = (std::sync::Arc::clone(&daemon), to.clone());
+            calls.spawn(async move {
+                let mut body = pickup(&at(1));
+                body["to"] = json!(to);
+                let answer = post(&daemon, &format!("order:{to}"), body).await;
+                assert_eq!(answer.status, 202, "{:?}", answer.body);
+                (answer.body["id"].as_i64().unwrap(), to)
+            });
+        }
+        ids.extend(calls.join_all().await);
+    }
+    daemon.advance(Duration::from_secs(61)).await;
+    wait_until(30, "the sender began", || env.fake.accepted_count() >= 1).await;
+    // Every send's cancel, 32 at a time, while the sender takes them: from
+    // the last, so that cancels and the sender (oldest first) meet.
+    let mut answers = Vec::new();
+    ids.reverse();
+    for chunk in ids.chunks(32) {
+        let mut calls = tokio::task::JoinSet::new();
+        for (id, to) in chunk.iter().cloned() {
+            let daemon = std::sync::Arc::clone(&daemon);
+            calls.spawn(async move {
+                let path = format!("/v1/sends/{id}/cancel");
+                let answer = call(&daemon, reqwest::Method::POST, &path, None, None).await;
+                (id, to, answer.status, answer.body)
+            });
+        }
+        answers.extend(calls.join_all().await);
+    }
+    let store = env.store().await;
+    let settled = async || {
+        let open = |status| wxpush::storage::SendFilter {
+            status: Some(status),
+            limit: 1,
+            ..Default::default()
+        };
+        use wxpush::domain::SendStatus::{Pending, Sending};
+        store.list_sends(&open(Pending)).await.unwrap().is_empty()
+            && store.list_sends(&open(Sending)).await.unwrap().is_empty()
+    };
+    for _ in 0..300 {
+        if settled().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(settled().await, "every send ended");
+    let (mut won, mut late) = (0, 0);
+    for (id, to, status, body) in &answers {
+        let send = store.send_by_id(*id).await.unwrap().unwrap();
+        match status {
+            200 => {
+                won += 1;
+                assert_eq!(send.status.as_str(), "cancelled");
+                assert_eq!(env.fake.accepted_for(to), 0, "{to} was cancelled");
+            }
+            409 => {
+                late += 1;
+                let then = body["send_status"].as_str().unwrap();
+                assert!(["sending", "sent"].contains(&then), "{body}");
+                assert_eq!(send.status.as_str(), "sent");
+                assert_eq!(env.fake.accepted_for(to), 1);
+            }
+            other => panic!("cancel of {id}: {other} {body}"),
+        }
+    }
+    assert!(
+        won > 0 && late > 0,
+        "no race: {won} cancelled, {late} too late"
+    );
+    assert_eq!(env.fake.accepted_count(), late);
+    std::sync::Arc::into_inner(daemon)
+        .expect("every call ended")
+        .stop()
+        .await
+        .unwrap();
 }

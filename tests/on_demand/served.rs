@@ -172,3 +172,149 @@ async fn an_api_listen_that_is_another_listeners_address_or_no_address_is_a_conf
         assert_eq!(check.stderr.trim().lines().count(), 1, "{}", check.stderr);
     }
 }
+
+/// Sends on demand, each to whom it went: every one final, nobody twice; the
+/// number recorded `unknown`.
+async fn settled(env: &TestEnv, count: usize) -> usize {
+    let store = env.store().await;
+    let rows = store
+        .list_sends(&wxpush::storage::SendFilter {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut all = rows;
+    while all.len() < count {
+        let more = store
+            .list_sends(&wxpush::storage::SendFilter {
+                limit: 500,
+                after: all.last().map(|s| s.id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(!more.is_empty());
+        all.extend(more);
+    }
+    store.close().await;
+    let mut unknown = 0;
+    for send in &all {
+        let accepted = env.fake.accepted_for(&send.openid);
+        assert!(accepted <= 1, "{} got {accepted}", send.openid);
+        match send.status.as_str() {
+            "sent" => assert_eq!(accepted, 1, "{send:?}"),
+            "unknown" => unknown += 1,
+            other => panic!("{send:?} ended {other}"),
+        }
+    }
+    let sent = all.len() - unknown;
+    let accepted = env.fake.accepted_count() as usize;
+    assert!(
+        (sent..=sent + unknown).contains(&accepted),
+        "{accepted} accepted for {sent} sent and {unknown} unknown"
+    );
+    unknown
+}
+
+async fn open_sends(env: &TestEnv) -> usize {
+    let store = env.store().await;
+    let mut n = 0;
+    for status in [
+        wxpush::domain::SendStatus::Pending,
+        wxpush::domain::SendStatus::Sending,
+    ] {
+        n += store
+            .list_sends(&wxpush::storage::SendFilter {
+                status: Some(status),
+                limit: 2000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len();
+    }
+    store.close().await;
+    n
+}
+
+#[tokio::test]
+async fn kill_9_with_1000_sends_due_sends_nobody_twice_and_the_next_start_sends_the_rest() {
+    let opts = FakeOptions {
+        latency: std::time::Duration::from_millis(5),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "", &daily_job("")).await;
+    let ids = openids(1000);
+    add_due_sends(&env, &ids).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_until(30, "sends to go out", || env.fake.accepted_count() >= 200).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let in_flight = {
+        let store = env.store().await;
+        let n = store
+            .list_sends(&wxpush::storage::SendFilter {
+                status: Some(wxpush::domain::SendStatus::Sending),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len();
+        store.close().await;
+        n
+    };
+    // The test env's [delivery] concurrency is 8.
+    assert!(in_flight <= 8, "{in_flight} in flight at the kill");
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while open_sends(&env).await > 0 {
+        still_running(&mut child);
+        assert!(std::time::Instant::now() < deadline, "every send ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stop(&mut child).await.code(), Some(0));
+    let unknown = settled(&env, 1000).await;
+    assert_eq!(unknown, in_flight, "exactly those in flight at the kill");
+}
+
+#[tokio::test]
+async fn a_retry_after_the_daemon_was_killed_between_accepting_and_sending_makes_one_message() {
+    let body = format!(
+        "\n[api]\nenabled = true\ntoken = \"{TOKEN}\"\n{}{}",
+        recipients(&[ANN]),
+        daily_job("")
+    );
+    let env = TestEnv::with(&body).await;
+    env.store().await.close().await;
+    assert_eq!(env.wxpush(&["check"]).await.code, 0);
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .to_rfc3339();
+    let request = json!({
+        "to": ANN,
+        "template_id": "tmpl-checkin",
+        "data": {"thing1": "取件提醒", "date2": "2026-12-07"},
+        "send_at": soon,
+    });
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    let (status, first) = post(env.http, "order-shipped:9", &request, TOKEN).await;
+    assert_eq!(status, 202, "{first}");
+    // Killed after the 202, before the send was due.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(env.fake.send_requests(), 0);
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    // The caller never saw the answer, say, and retries: the same send.
+    let (status, again) = post(env.http, "order-shipped:9", &request, TOKEN).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    wait_until(15, "the send went", || env.fake.accepted_count() >= 1).await;
+    let (status, late) = post(env.http, "order-shipped:9", &request, TOKEN).await;
+    assert_eq!(status, 200);
+    assert_eq!(stop(&mut child).await.code(), Some(0));
+    assert_eq!(env.fake.accepted_for(ANN), 1, "{late}");
+}

@@ -468,3 +468,56 @@ pub async fn statuses(env: &TestEnv) -> std::collections::BTreeMap<String, Strin
         .map(|d| (d.openid, d.status.as_str().to_owned()))
         .collect()
 }
+
+/// A send on demand to each of `ids`, all due now, stored as `sends add`
+/// stores them (straight into the store: thousands of command runs would be slow).
+pub async fn add_due_sends(env: &TestEnv, ids: &[String]) {
+    use wxpush::domain::{AppId, IdempotencyKey, OpenId, TemplateId};
+    let store = env.store().await;
+    let body = wxpush::delivery::SendBody {
+        template_id: "tmpl-checkin".into(),
+        page: None,
+        miniprogram_state: Default::default(),
+        lang: Default::default(),
+        data: [("thing1", "取件提醒"), ("date2", "2026-12-07")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+    };
+    let message = serde_json::to_string(&body).unwrap();
+    let (appid, template) = (
+        AppId::parse(APPID).unwrap(),
+        TemplateId::parse("tmpl-checkin").unwrap(),
+    );
+    let now = chrono::Utc::now();
+    // Eight writers at once: the accepts of 2,000 take a fraction of the time.
+    let mut writers = tokio::task::JoinSet::new();
+    for part in 0..8 {
+        let (store, ids, message) = (store.clone(), ids.to_vec(), message.clone());
+        let (appid, template) = (appid.clone(), template.clone());
+        writers.spawn(async move {
+            for (i, id) in ids.iter().enumerate().skip(part).step_by(8) {
+                let key = IdempotencyKey::parse(&format!("k{i}")).unwrap();
+                let openid = OpenId::parse(id).unwrap();
+                store
+                    .accept_send(&wxpush::storage::NewSend {
+                        appid: &appid,
+                        key: &key,
+                        request: "{}",
+                        openid: &openid,
+                        template_id: &template,
+                        job: None,
+                        one_time: false,
+                        message: &message,
+                        cancel_key: None,
+                        metadata: None,
+                        send_at: now,
+                        expires_at: now + chrono::Duration::hours(1),
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    writers.join_all().await;
+    store.close().await;
+}
