@@ -202,9 +202,17 @@ impl App {
         let (horizons, horizons_rx) =
             tokio::sync::watch::channel(crate::retention::horizons(&self.settings.jobs));
         if let Some(retention) = self.settings.retention {
+            let keys = self
+                .settings
+                .api
+                .as_ref()
+                .map_or(crate::config::DEFAULT_KEY_RETENTION, |a| {
+                    a.idempotency_retention
+                });
             tasks.spawn(crate::retention::keep_pruning(
                 self.store.clone(),
                 retention,
+                keys,
                 horizons_rx,
                 self.clock.clone(),
                 shutdown.clone(),

@@ -30,17 +30,28 @@ fn open_slots(horizons: &[(JobName, Duration)], now: DateTime<Utc>) -> Vec<OpenS
         .collect()
 }
 
+/// How long an ended send (with its idempotency key) is kept: `keep`, but
+/// never less than the keys' retention, so that a retry within it finds its
+/// send rather than making a second one.
+fn sends_kept(keep: Duration, keys: Duration) -> Duration {
+    keep.max(keys)
+}
+
 /// Prunes now and then every `r.every` until `shutdown`, never a run of a slot
 /// that may still send by the jobs' `horizons` as they are at each pass (a
-/// reload changes them).
+/// reload changes them), nor a send whose key is younger than `keys`.
 pub(crate) async fn keep_pruning(
     store: Store,
     r: RetentionSettings,
+    keys: Duration,
     horizons: watch::Receiver<Vec<(JobName, Duration)>>,
     clock: Clock,
     shutdown: CancellationToken,
 ) {
-    let Ok(keep) = chrono::Duration::from_std(r.keep) else {
+    let (Ok(keep), Ok(keep_sends)) = (
+        chrono::Duration::from_std(r.keep),
+        chrono::Duration::from_std(sends_kept(r.keep, keys)),
+    ) else {
         return;
     };
     loop {
@@ -49,7 +60,7 @@ pub(crate) async fn keep_pruning(
         let open = open_slots(&horizons.borrow(), now);
         // A pass stops between two batches at shutdown; the next start goes on.
         let pass = tokio::select! {
-            p = store.prune(before, r.batch, &open) => p,
+            p = store.prune(before, now - keep_sends, r.batch, &open) => p,
             _ = shutdown.cancelled() => return,
         };
         match pass {
@@ -73,5 +84,17 @@ pub(crate) async fn keep_pruning(
             _ = clock.sleep(r.every) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_sends_key_outlives_a_shorter_keep() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(sends_kept(7 * day, 35 * day), 35 * day);
+        assert_eq!(sends_kept(90 * day, 35 * day), 90 * day);
     }
 }

@@ -15,9 +15,9 @@ use config::{Config, Environment, File, FileFormat};
 pub use raw::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
 pub(crate) use settings::same_secret;
 pub use settings::{
-    ApiSettings, AppSettings, DatabaseSettings, DeliverySettings, IntakeSettings, Job, JobQuery,
-    LogSettings, Recipient, RetentionSettings, Settings, SourceKind, SourceSettings,
-    WechatSettings,
+    ApiSettings, AppSettings, DEFAULT_KEY_RETENTION, DatabaseSettings, DeliverySettings,
+    IntakeSettings, Job, JobQuery, LogSettings, Recipient, RetentionSettings, Settings, SourceKind,
+    SourceSettings, WechatSettings,
 };
 
 use check::Checker;

@@ -286,7 +286,7 @@ impl Default for RawApi {
             token: None,
             token_file: None,
             max_schedule_ahead: Duration::from_secs(30 * 24 * 3600),
-            idempotency_retention: Duration::from_secs(35 * 24 * 3600),
+            idempotency_retention: crate::config::DEFAULT_KEY_RETENTION,
         }
     }
 }

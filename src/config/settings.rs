@@ -211,6 +211,10 @@ pub struct ApiSettings {
     pub idempotency_retention: Duration,
 }
 
+/// `[api] idempotency_retention`'s default: how long a send's key is kept
+/// (sends added with `wxpush sends add --key` too, with or without the API).
+pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {

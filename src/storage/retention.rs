@@ -47,9 +47,11 @@ impl Store {
     pub async fn prune(
         &self,
         before: DateTime<Utc>,
+        sends_before: DateTime<Utc>,
         batch: u32,
         open: &[OpenSlots],
     ) -> Result<Pruned, StorageError> {
+        let sends_before = ts(sends_before);
         let before = ts(before);
         let batch = i64::from(batch.max(1));
         let mut pruned = Pruned::default();
@@ -130,7 +132,7 @@ impl Store {
                     "DELETE FROM sends WHERE id IN (SELECT id FROM sends \
                      WHERE status NOT IN ('pending', 'sending') AND updated_at < $1 LIMIT $2)",
                 )
-                .bind(&before)
+                .bind(&sends_before)
                 .bind(batch)
             })
             .await?;
@@ -230,7 +232,7 @@ mod tests {
 
             let cutoff: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
             // Batches of 3: the 7 deliveries take three statements.
-            let pruned = store.prune(cutoff, 3, &[]).await.unwrap();
+            let pruned = store.prune(cutoff, cutoff, 3, &[]).await.unwrap();
 
             assert_eq!(
                 pruned,
@@ -255,7 +257,7 @@ mod tests {
             assert_eq!(orphans, 0);
             // A second pass finds nothing.
             assert_eq!(
-                store.prune(cutoff, 3, &[]).await.unwrap(),
+                store.prune(cutoff, cutoff, 3, &[]).await.unwrap(),
                 Pruned::default()
             );
         }
@@ -299,11 +301,11 @@ mod tests {
                 since: now - chrono::Duration::days(7),
             }];
 
-            let pruned = store.prune(before, 10, &open).await.unwrap();
+            let pruned = store.prune(before, before, 10, &open).await.unwrap();
 
             assert_eq!(pruned.runs, 0, "{pruned:?}");
             // Without the job's open slots both would go.
-            let pruned = store.prune(before, 10, &[]).await.unwrap();
+            let pruned = store.prune(before, before, 10, &[]).await.unwrap();
             assert_eq!(pruned.runs, 2);
             let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs ORDER BY id")
                 .fetch_all(&store.pool)

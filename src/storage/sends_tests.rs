@@ -461,11 +461,19 @@ async fn retention_prunes_ended_sends_and_never_one_that_may_still_go() {
             claim(&store, taken, "me").await,
             Claim::Claimed(_)
         ));
+        // Sends (their keys) have a cut-off of their own: one in the past
+        // keeps the ended send, whatever the history's cut-off.
+        let (future, past) = (
+            Utc::now() + Duration::days(1),
+            Utc::now() - Duration::days(1),
+        );
+        store.prune(future, past, 100, &[]).await.unwrap();
+        assert!(
+            store.send_by_id(ended).await.unwrap().is_some(),
+            "its key is kept"
+        );
         // Everything is older than a cut-off in the future.
-        store
-            .prune(Utc::now() + Duration::days(1), 100, &[])
-            .await
-            .unwrap();
+        store.prune(future, future, 100, &[]).await.unwrap();
         assert!(
             store.send_by_id(ended).await.unwrap().is_none(),
             "ended: pruned"
