@@ -339,23 +339,23 @@ fn refusal(refused: Refused) -> Response {
     }
 }
 
+/// 404 for a send id that names no send (anything but a number, too).
+fn no_send(id: impl std::fmt::Debug) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+        format!("no send {id:?}"),
+    )
+}
+
 async fn show(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            None,
-            format!("no send {id:?}"),
-        );
+        return no_send(id);
     };
     match api.app.store.send_by_id(id).await {
         Ok(Some(send)) => axum::Json(send_view(&send, api.app.clock.now())).into_response(),
-        Ok(None) => problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            None,
-            format!("no send {id}"),
-        ),
+        Ok(None) => no_send(id),
         Err(e) => refusal(Refused::Storage(e)),
     }
 }
@@ -439,12 +439,7 @@ async fn list(
 
 async fn cancel_one(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            None,
-            format!("no send {id:?}"),
-        );
+        return no_send(id);
     };
     match api.app.store.cancel_send(id).await {
         Ok(Cancel::Cancelled | Cancel::AlreadyCancelled) => {
@@ -465,12 +460,7 @@ async fn cancel_one(State(api): State<Api>, Path(id): Path<String>) -> Response 
             .to_string(),
         )
             .into_response(),
-        Ok(Cancel::NotFound) => problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            None,
-            format!("no send {id}"),
-        ),
+        Ok(Cancel::NotFound) => no_send(id),
         Err(e) => refusal(Refused::Storage(e)),
     }
 }

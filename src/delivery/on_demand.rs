@@ -301,17 +301,15 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
             // Not taken (refused before it left, or a gateway's 5xx): retried
             // as a run's delivery is, then given back, never failed for it.
             SendReply::NotSent(why) => {
-                let Some(d) = delays.next() else {
+                if !again(app, &mut delays, Duration::ZERO).await {
                     return hold_back(why).await;
-                };
-                app.clock.sleep(d).await;
+                }
                 continue;
             }
             SendReply::Http(code) if code >= 500 => {
-                let Some(d) = delays.next() else {
+                if !again(app, &mut delays, Duration::ZERO).await {
                     return hold_back(format!("HTTP {code}")).await;
-                };
-                app.clock.sleep(d).await;
+                }
                 continue;
             }
             SendReply::Http(code) => {
@@ -321,11 +319,10 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
                 .await;
             }
             SendReply::NoAnswer(why) if app.settings.delivery.on_unknown == OnUnknown::Retry => {
-                let Some(d) = delays.next() else {
+                if !again(app, &mut delays, Duration::ZERO).await {
                     let why = format!("no answer: {why}");
                     return finish(SendStatus::Unknown, None, Some(why), None).await;
-                };
-                app.clock.sleep(d).await;
+                }
                 continue;
             }
             // It may have arrived: recorded so, never sent again.
@@ -345,13 +342,12 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
             // Passing errcodes (busy, the per-minute quota): retried, then
             // given back for a later pass rather than failed (a run's delivery
             // would be retried when its run is re-run; a send has no re-run).
-            Disposition::Retry { after } => match delays.next() {
-                Some(d) => {
-                    app.clock.sleep(d.max(after)).await;
-                    continue;
+            Disposition::Retry { after } => {
+                if !again(app, &mut delays, after).await {
+                    return hold_back(format!("errcode {errcode}: {errmsg}")).await;
                 }
-                None => return hold_back(format!("errcode {errcode}: {errmsg}")).await,
-            },
+                continue;
+            }
             // A fault of the account (quota, template): this one was not used up.
             Disposition::StopRun {
                 this: Status::Pending,
@@ -360,6 +356,18 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
             Disposition::Sent | Disposition::RefreshToken => SendStatus::Failed,
         };
         return finish(status, Some(errcode), Some(errmsg), None).await;
+    }
+}
+
+/// Waits out the next retry delay (at least `at_least`, as WeChat asked);
+/// false when the retries are used up.
+async fn again(app: &App, delays: &mut impl Iterator<Item = Duration>, at_least: Duration) -> bool {
+    match delays.next() {
+        Some(d) => {
+            app.clock.sleep(d.max(at_least)).await;
+            true
+        }
+        None => false,
     }
 }
 
