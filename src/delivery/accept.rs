@@ -197,7 +197,14 @@ pub async fn accept(
         })
         .await?;
     match accepted {
-        Accepted::New(send) => Ok((send, false)),
+        Accepted::New(send) => {
+            if send_at <= now {
+                // Due already: the sender (this process's, or on PostgreSQL
+                // any instance's) goes now rather than at its next look.
+                store.send_due_now().await;
+            }
+            Ok((send, false))
+        }
         Accepted::Existing(send) if send.request == canonical => Ok((send, true)),
         Accepted::Existing(send) => Err(Refused::KeyReused { id: send.id }),
     }

@@ -261,15 +261,6 @@ impl Store {
             .await
             .context("accept a send")?;
         if let Some(row) = inserted {
-            if send.send_at <= Utc::now() {
-                self.sends_added.notify_one();
-                if self.signals.is_some() {
-                    // Only a hint (the others look every second anyway): the
-                    // caller's answer does not wait for it.
-                    let store = self.clone();
-                    tokio::spawn(async move { store.signal(super::postgres::SENDS).await });
-                }
-            }
             return Ok(Accepted::New(send_row(&row)?));
         }
         let sql = format!("SELECT {COLUMNS} FROM sends WHERE appid = $1 AND idem_key = $2");
@@ -366,6 +357,14 @@ impl Store {
         .await
         .context("cancel sends by key")?
         .rows_affected())
+    }
+
+    /// Wakes the sender of sends on demand: a send accepted now is due.
+    pub async fn send_due_now(&self) {
+        self.sends_added.notify_one();
+        // Only a hint (the others look every second anyway), but awaited: a
+        // `sends add` would exit before a spawned signal went out.
+        self.signal(super::postgres::SENDS).await;
     }
 
     /// What wakes the sender of sends on demand: a due send accepted by this
