@@ -117,7 +117,7 @@ pub struct Pass {
 /// Sends what is due now: each due send claimed once a permit of its app's
 /// `[delivery] concurrency` (shared with the app's runs) is free, then
 /// requested at the app's shared rate while the next is claimed.
-pub async fn send_due(app: &Arc<App>) -> Result<Pass, StorageError> {
+pub async fn send_due(app: &Arc<App>, stop: &CancellationToken) -> Result<Pass, StorageError> {
     let owner: Arc<str> = Arc::from(app.instance.id.as_str());
     let now = app.clock.now();
     let expired = app.store.expire_sends(now).await?;
@@ -134,7 +134,7 @@ pub async fn send_due(app: &Arc<App>) -> Result<Pass, StorageError> {
     let mut tasks = JoinSet::new();
     // Every request started is waited for, whatever else fails: a request
     // dropped mid-flight would leave its send `sending` until a restart.
-    let claimed = claim_and_launch(app, &owner, now, &mut pass, &mut tasks).await;
+    let claimed = claim_and_launch(app, &owner, now, stop, &mut pass, &mut tasks).await;
     let mut failed = claimed.err();
     while let Some(done) = tasks.join_next().await {
         match done.expect("a delivery task panicked") {
@@ -154,6 +154,7 @@ async fn claim_and_launch(
     app: &Arc<App>,
     owner: &Arc<str>,
     now: DateTime<Utc>,
+    stop: &CancellationToken,
     pass: &mut Pass,
     tasks: &mut Deliveries,
 ) -> Result<(), StorageError> {
@@ -185,15 +186,20 @@ async fn claim_and_launch(
                 .iter()
                 .map(|(_, r)| r)
                 .find(|r| r.client.appid().as_ref() == appid);
+            // A shutdown takes nothing more: what was claimed finishes, the
+            // rest stays pending for the next start (or another instance).
             let permit = match runtime {
-                Some(r) => Some(
-                    Arc::clone(r.deliverer.permits())
-                        .acquire_owned()
-                        .await
-                        .expect("never closed"),
-                ),
+                Some(r) => tokio::select! {
+                    p = Arc::clone(r.deliverer.permits()).acquire_owned() => {
+                        Some(p.expect("never closed"))
+                    }
+                    () = stop.cancelled() => return Ok(()),
+                },
                 None => None,
             };
+            if stop.is_cancelled() {
+                return Ok(());
+            }
             match app.store.claim_send(candidate, owner, now).await? {
                 Claim::Claimed(send) => {
                     took = true;
@@ -389,7 +395,7 @@ pub async fn serve(app: Arc<App>, stop: CancellationToken) {
     let mut backoff = LOOK_EVERY;
     let mut wakes = app.store.send_wakes();
     loop {
-        let wait = match send_due(&app).await {
+        let wait = match send_due(&app, &stop).await {
             Ok(pass) if !pass.held_back => {
                 backoff = LOOK_EVERY;
                 LOOK_EVERY

@@ -318,3 +318,46 @@ async fn a_retry_after_the_daemon_was_killed_between_accepting_and_sending_makes
     assert_eq!(stop(&mut child).await.code(), Some(0));
     assert_eq!(env.fake.accepted_for(ANN), 1, "{late}");
 }
+
+#[tokio::test]
+async fn sigterm_mid_pass_finishes_what_is_in_flight_and_leaves_the_rest_for_the_next_start() {
+    let opts = FakeOptions {
+        latency: std::time::Duration::from_millis(20),
+        ..FakeOptions::default()
+    };
+    let env = TestEnv::new(opts, "", &daily_job("")).await;
+    add_due_sends(&env, &openids(1000)).await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_until(30, "sends to go out", || env.fake.accepted_count() >= 50).await;
+    let asked = std::time::Instant::now();
+    assert_eq!(stop(&mut child).await.code(), Some(0));
+    // It stopped taking sends (the rest would take 2.5 s more).
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    let went = env.fake.accepted_count();
+    assert!(went < 1000, "{went}");
+    let store = env.store().await;
+    let list = |status| wxpush::storage::SendFilter {
+        status: Some(status),
+        limit: 2000,
+        ..Default::default()
+    };
+    use wxpush::domain::SendStatus::{Sending, Sent, Unknown};
+    assert!(store.list_sends(&list(Sending)).await.unwrap().is_empty());
+    assert!(store.list_sends(&list(Unknown)).await.unwrap().is_empty());
+    let sent = store.list_sends(&list(Sent)).await.unwrap().len();
+    assert_eq!(sent as u64, went, "every request in flight was recorded");
+    store.close().await;
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while open_sends(&env).await > 0 {
+        still_running(&mut child);
+        assert!(std::time::Instant::now() < deadline, "every send ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stop(&mut child).await.code(), Some(0));
+    assert_eq!(settled(&env, 1000).await, 0, "none unknown");
+}
