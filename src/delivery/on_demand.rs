@@ -408,11 +408,14 @@ pub async fn serve(app: Arc<App>, stop: CancellationToken) {
         };
         let now = app.clock.now();
         let look = now + chrono::Duration::from_std(wait).expect("at most a minute");
+        // A send that fell due during the pass goes now: under a steady
+        // stream, waiting for the next look would send in one-second batches.
         let wake = match app.store.next_send_at().await {
-            Ok(Some(next)) if next > now && wait == LOOK_EVERY => next.min(look),
+            Ok(Some(next)) if wait == LOOK_EVERY => next.max(now).min(look),
             _ => look,
         };
         tokio::select! {
+            biased;
             () = stop.cancelled() => return,
             () = app.clock.sleep_until(wake) => {}
             // A send accepted for now (by the API here, or another instance)

@@ -418,11 +418,14 @@ impl Store {
     }
 
     /// Ends every pending send whose `expires_at` has come as `expired`
-    /// (never sent late); returns each one's AppID.
+    /// (never sent late); returns each one's AppID. Only due ones are looked
+    /// at (`expires_at` is after `send_at`): an index range, however many
+    /// are scheduled later.
     pub async fn expire_sends(&self, at: DateTime<Utc>) -> Result<Vec<String>, StorageError> {
         sqlx::query_scalar(
             "UPDATE sends SET status = 'expired', errmsg = 'not sent before its expires_at', \
-             updated_at = $2 WHERE status = 'pending' AND expires_at <= $1 RETURNING appid",
+             updated_at = $2 WHERE status = 'pending' AND send_at <= $1 AND expires_at <= $1 \
+             RETURNING appid",
         )
         .bind(ts(at))
         .bind(now())
@@ -432,17 +435,18 @@ impl Store {
     }
 
     /// Pending sends: how many are scheduled after `at`, and how many are due.
+    /// Two counts on the `sends_due` index alone (no row is read).
     pub async fn send_queue(&self, at: DateTime<Utc>) -> Result<(i64, i64), StorageError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(CASE WHEN send_at > $1 THEN 1 ELSE 0 END), 0) AS later, \
-             COALESCE(SUM(CASE WHEN send_at <= $1 THEN 1 ELSE 0 END), 0) AS due \
-             FROM sends WHERE status = 'pending'",
-        )
-        .bind(ts(at))
-        .fetch_one(&self.pool)
-        .await
-        .context("count the waiting sends")?;
-        Ok((row.get("later"), row.get("due")))
+        let count = |cmp: &'static str| {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM sends WHERE status = 'pending' AND send_at {cmp} $1"
+            )))
+            .bind(ts(at))
+            .fetch_one(&self.pool)
+        };
+        let later = count(">").await.context("count the waiting sends")?;
+        let due = count("<=").await.context("count the waiting sends")?;
+        Ok((later, due))
     }
 
     /// Takes send `id` for `owner` if it is pending, due at `at` and not
