@@ -11,6 +11,11 @@ pub(super) trait Dialect: Send + Sync + std::fmt::Debug {
     /// own deliveries; otherwise one process holds a job at a time.
     fn shares_runs(&self) -> bool;
 
+    /// Whether the database takes one writer at a time: this process's
+    /// writers of sends then take turns here rather than meet its busy
+    /// handler, whose sleeps (milliseconds each) would be their latency.
+    fn one_writer(&self) -> bool;
+
     /// The statement that opens a write transaction.
     fn begin_write(&self) -> &'static str;
 

@@ -163,6 +163,8 @@ pub struct Store {
     signals: Option<std::sync::Arc<postgres::Signals>>,
     /// Rung when this process accepts a send that is due: its sender looks at once.
     sends_added: std::sync::Arc<tokio::sync::Notify>,
+    /// This process's turn to write a send, where the database has one writer.
+    sends_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -185,6 +187,7 @@ impl Store {
                     instance: None,
                     signals: None,
                     sends_added: Default::default(),
+                    sends_turn: Default::default(),
                 })
             }
             Some(Backend::Postgres) => Ok(Self {
@@ -194,6 +197,7 @@ impl Store {
                 instance: None,
                 signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
                 sends_added: Default::default(),
+                sends_turn: Default::default(),
             }),
             None => Err(io_error(
                 "parse [database] url",
@@ -234,6 +238,7 @@ impl Store {
                     instance: None,
                     signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
                     sends_added: Default::default(),
+                    sends_turn: Default::default(),
                 };
                 let migrated = store.is_migrated().await.unwrap_or(false);
                 Ok(migrated.then_some(store))

@@ -243,6 +243,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13) \
              ON CONFLICT (appid, idem_key) DO NOTHING RETURNING {COLUMNS}"
         );
+        let turn = self.sends_turn().await;
         let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(send.appid.as_ref())
             .bind(send.key.as_ref())
@@ -260,6 +261,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .context("accept a send")?;
+        drop(turn);
         if let Some(row) = inserted {
             return Ok(Accepted::New(send_row(&row)?));
         }
@@ -320,6 +322,7 @@ impl Store {
     /// Cancels send `id` if no sender has taken it: the same guarded row a claim
     /// takes, so a cancel that answers `Cancelled` means nobody gets it.
     pub async fn cancel_send(&self, id: i64) -> Result<Cancel, StorageError> {
+        let _turn = self.sends_turn().await;
         let done = sqlx::query(
             "UPDATE sends SET status = 'cancelled', updated_at = $2 \
              WHERE id = $1 AND status = 'pending'",
@@ -346,6 +349,7 @@ impl Store {
         appid: &AppId,
         key: &CancelKey,
     ) -> Result<u64, StorageError> {
+        let _turn = self.sends_turn().await;
         Ok(sqlx::query(
             "UPDATE sends SET status = 'cancelled', updated_at = $3 \
              WHERE appid = $1 AND cancel_key = $2 AND status = 'pending'",
@@ -357,6 +361,16 @@ impl Store {
         .await
         .context("cancel sends by key")?
         .rows_affected())
+    }
+
+    /// This process's turn to write a send where the database has one writer
+    /// (SQLite); correctness never rests on it, only latency.
+    async fn sends_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.dialect.one_writer() {
+            Some(self.sends_turn.lock().await)
+        } else {
+            None
+        }
     }
 
     /// Wakes the sender of sends on demand: a send accepted now is due.
@@ -422,6 +436,7 @@ impl Store {
     /// at (`expires_at` is after `send_at`): an index range, however many
     /// are scheduled later.
     pub async fn expire_sends(&self, at: DateTime<Utc>) -> Result<Vec<String>, StorageError> {
+        let _turn = self.sends_turn().await;
         sqlx::query_scalar(
             "UPDATE sends SET status = 'expired', errmsg = 'not sent before its expires_at', \
              updated_at = $2 WHERE status = 'pending' AND send_at <= $1 AND expires_at <= $1 \
@@ -459,6 +474,7 @@ impl Store {
         owner: &str,
         at: DateTime<Utc>,
     ) -> Result<Claim, StorageError> {
+        let _turn = self.sends_turn().await;
         let id = due.id;
         let claim = format!(
             "UPDATE sends SET status = 'sending', owner = $2, attempts = attempts + 1, \
@@ -544,6 +560,7 @@ impl Store {
         errmsg: Option<&str>,
         msgid: Option<u64>,
     ) -> Result<bool, StorageError> {
+        let _turn = self.sends_turn().await;
         debug_assert!(status.is_final(), "{status:?} does not end a send");
         let record = "UPDATE sends SET status = $3, errcode = $4, errmsg = $5, msgid = $6, \
              owner = NULL, updated_at = $7 WHERE id = $1 AND status = 'sending' AND owner = $2";
@@ -593,6 +610,7 @@ impl Store {
     /// Gives send `id` back to pending when `owner` took it and made no request
     /// (no token came): its credit released, the attempt not counted.
     pub async fn release_send(&self, id: i64, owner: &str) -> Result<(), StorageError> {
+        let _turn = self.sends_turn().await;
         let mut tx = WriteTx::begin(&self.pool, self.dialect)
             .await
             .context("give a send back")?;
@@ -623,6 +641,7 @@ impl Store {
     /// flight in this process) or by an instance no longer registered end
     /// `unknown` (the request may have gone out), their credits spent.
     pub async fn recover_sends(&self, me: Option<&str>) -> Result<u64, StorageError> {
+        let _turn = self.sends_turn().await;
         let mut tx = WriteTx::begin(&self.pool, self.dialect)
             .await
             .context("recover sends")?;

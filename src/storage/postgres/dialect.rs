@@ -17,6 +17,10 @@ impl Dialect for Postgres {
     }
 
     /// Rows are locked as statements touch them, and every statement is guarded.
+    fn one_writer(&self) -> bool {
+        false
+    }
+
     fn begin_write(&self) -> &'static str {
         "BEGIN"
     }

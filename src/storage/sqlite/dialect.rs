@@ -14,6 +14,10 @@ impl Dialect for Sqlite {
 
     /// Takes the write lock at once, so a transaction never fails half-way
     /// upgrading to it.
+    fn one_writer(&self) -> bool {
+        true
+    }
+
     fn begin_write(&self) -> &'static str {
         "BEGIN IMMEDIATE"
     }
