@@ -165,6 +165,8 @@ pub struct Store {
     sends_added: std::sync::Arc<tokio::sync::Notify>,
     /// This process's turn to write a send, where the database has one writer.
     sends_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: stops the WAL's checkpoints when the last clone goes.
+    _checkpoints: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
 }
 
 impl Store {
@@ -180,6 +182,9 @@ impl Store {
         match Backend::of_url(url) {
             Some(Backend::Sqlite) => {
                 let (pool, file) = sqlite::open(url, options).await?;
+                let checkpoints = file
+                    .is_some()
+                    .then(|| std::sync::Arc::new(sqlite::checkpoints(pool.clone())));
                 Ok(Self {
                     pool,
                     dialect: &sqlite::Sqlite,
@@ -188,6 +193,7 @@ impl Store {
                     signals: None,
                     sends_added: Default::default(),
                     sends_turn: Default::default(),
+                    _checkpoints: checkpoints,
                 })
             }
             Some(Backend::Postgres) => Ok(Self {
@@ -198,6 +204,7 @@ impl Store {
                 signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
                 sends_added: Default::default(),
                 sends_turn: Default::default(),
+                _checkpoints: None,
             }),
             None => Err(io_error(
                 "parse [database] url",
@@ -239,6 +246,7 @@ impl Store {
                     signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
                     sends_added: Default::default(),
                     sends_turn: Default::default(),
+                    _checkpoints: None,
                 };
                 let migrated = store.is_migrated().await.unwrap_or(false);
                 Ok(migrated.then_some(store))

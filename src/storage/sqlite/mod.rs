@@ -109,10 +109,14 @@ pub(super) async fn open(
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 // WAL makes NORMAL durable against process crashes; only power
-                // loss can lose the last commits.
+                // loss can lose the last commits. No commit checkpoints the WAL
+                // (the one that crossed the threshold would wait out the
+                // copy and its fsync, tens of milliseconds, with every writer
+                // queued behind it): `checkpoints` does, beside them.
                 let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON"
+                     PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; \
+                     PRAGMA wal_autocheckpoint = 0"
                 );
                 sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(pragmas))
                     .await
@@ -160,4 +164,50 @@ pub(super) fn lease(
         Some(file) => lock_file::try_lock_job(&file.path, job).map(Lease::file),
         None => Ok(Lease::nothing()),
     }
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Checkpoints the WAL of `pool`'s database every second, on a connection of
+/// its own (passively: writers go on meanwhile, and the pool keeps all its
+/// connections), until the guard is dropped (the last clone of its store) or
+/// the pool is closed (which checkpoints it once more).
+pub(super) fn checkpoints(pool: Pool) -> tokio_util::sync::DropGuard {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let guard = stop.clone().drop_guard();
+    tokio::spawn(async move {
+        let mut conn: Option<sqlx::AnyConnection> = None;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+            }
+            if pool.is_closed() {
+                break;
+            }
+            if conn.is_none() {
+                conn = <sqlx::AnyConnection as sqlx::Connection>::connect_with(
+                    &pool.connect_options(),
+                )
+                .await
+                .inspect_err(
+                    |e| tracing::debug!(error = %e, "cannot open the checkpointer's connection"),
+                )
+                .ok();
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *c)
+                .await
+            {
+                tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
+                conn = None;
+            }
+        }
+        if let Some(c) = conn {
+            let _ = sqlx::Connection::close(c).await;
+        }
+    });
+    guard
 }
