@@ -56,6 +56,8 @@ COPY src src
 COPY migrations migrations
 # `wxpush init` and `config example` print the starter config, compiled in.
 COPY config/wxpush.example.toml config/wxpush.example.toml
+# The sends API serves its OpenAPI document, compiled in.
+COPY docs/openapi.json docs/openapi.json
 COPY fake-wechat/src fake-wechat/src
 COPY testpg/src testpg/src
 COPY testmysql/src testmysql/src
