@@ -501,7 +501,12 @@ async fn cancel_by_key(State(api): State<Api>, body: Bytes) -> Response {
         Err(r) => return refusal(r),
     };
     match api.app.store.cancel_sends_by_key(&appid, &key).await {
-        Ok(n) => axum::Json(json!({ "cancel_key": key.as_ref(), "cancelled": n })).into_response(),
+        Ok((cancelled, too_late)) => axum::Json(json!({
+            "cancel_key": key.as_ref(),
+            "cancelled": cancelled,
+            "too_late": too_late,
+        }))
+        .into_response(),
         Err(e) => refusal(Refused::Storage(e)),
     }
 }

@@ -178,8 +178,16 @@ async fn cancel(
             Refused::Unknown { message, .. } => Failure::usage(format!("--app: {message}")),
             _ => Failure::usage("--app"),
         })?;
-        let n = store.cancel_sends_by_key(&appid, &key).await?;
+        let (n, too_late) = store.cancel_sends_by_key(&appid, &key).await?;
         outln!(out, "cancelled {n} send(s) of cancel key {}", key.as_ref());
+        if too_late > 0 {
+            outln!(
+                out,
+                "{too_late} send(s) of it were too late to cancel (taken by a sender, or ended): see wxpush sends --cancel-key {}",
+                key.as_ref()
+            );
+            return Ok(Exit::SomeFailed);
+        }
         return Ok(Exit::Ok);
     }
     let id = id.expect("clap requires an id or --cancel-key");

@@ -14,7 +14,7 @@ mod send;
 pub use accept::{Field, Refused, SendRequest, accept, app_of, offset_time};
 pub use drain::{Deliverer, RunReport, leftover_of};
 pub use inflight::InFlight;
-pub use on_demand::{Pass, SendBody, send_due, send_view, serve as serve_on_demand, shown_status};
+pub use on_demand::{Pass, SendBody, send_view, serve as serve_on_demand, shown_status};
 pub use pass::Targeting;
 pub use progress::Progress;
 pub use rate::SharedRate;

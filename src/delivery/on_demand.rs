@@ -116,8 +116,14 @@ pub struct Pass {
 
 /// Sends what is due now: each due send claimed once a permit of its app's
 /// `[delivery] concurrency` (shared with the app's runs) is free, then
-/// requested at the app's shared rate while the next is claimed.
-pub async fn send_due(app: &Arc<App>, stop: &CancellationToken) -> Result<Pass, StorageError> {
+/// requested at the app's shared rate while the next is claimed. The
+/// requests go on in `tasks` after it returns: one slow send (a retry's
+/// wait) holds up neither the next pass nor what falls due meanwhile.
+async fn send_due(
+    app: &Arc<App>,
+    stop: &CancellationToken,
+    tasks: &mut Deliveries,
+) -> Result<Pass, StorageError> {
     let owner: Arc<str> = Arc::from(app.instance.id.as_str());
     let now = app.clock.now();
     let expired = app.store.expire_sends(now).await?;
@@ -131,21 +137,23 @@ pub async fn send_due(app: &Arc<App>, stop: &CancellationToken) -> Result<Pass, 
         }
     }
     let mut pass = Pass::default();
-    let mut tasks = JoinSet::new();
-    // Every request started is waited for, whatever else fails: a request
-    // dropped mid-flight would leave its send `sending` until a restart.
-    let claimed = claim_and_launch(app, &owner, now, stop, &mut pass, &mut tasks).await;
-    let mut failed = claimed.err();
-    while let Some(done) = tasks.join_next().await {
-        match done.expect("a delivery task panicked") {
-            Ok(Delivered::Recorded) => {}
-            Ok(Delivered::HeldBack) => pass.held_back = true,
-            Err(e) => failed = failed.or(Some(e)),
-        }
-    }
-    failed.map_or(Ok(pass), Err)
+    claim_and_launch(app, &owner, now, stop, &mut pass, tasks).await?;
+    Ok(pass)
 }
 
+/// Notes how a finished delivery task ended: `true` when it was held back.
+fn ended(done: Result<Result<Delivered, StorageError>, tokio::task::JoinError>) -> bool {
+    match done.expect("a delivery task panicked") {
+        Ok(Delivered::Recorded) => false,
+        Ok(Delivered::HeldBack) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "a send on demand could not be recorded; it is settled at the next start");
+            true
+        }
+    }
+}
+
+/// The requests in flight of the on-demand sender.
 type Deliveries = JoinSet<Result<Delivered, StorageError>>;
 
 /// Claims the due sends page by page, launching each claimed one, until none
@@ -171,12 +179,7 @@ async fn claim_and_launch(
         for candidate in &due {
             let appid = &candidate.appid;
             while let Some(done) = tasks.try_join_next() {
-                if matches!(
-                    done.expect("a delivery task panicked")?,
-                    Delivered::HeldBack
-                ) {
-                    pass.held_back = true;
-                }
+                pass.held_back |= ended(done);
             }
             if pass.held_back {
                 return Ok(());
@@ -200,14 +203,20 @@ async fn claim_and_launch(
             if stop.is_cancelled() {
                 return Ok(());
             }
-            match app.store.claim_send(candidate, owner, now).await? {
+            // Claimed as of now, not of the pass's start: a pass that waited
+            // for permits must not take a send that expired meanwhile.
+            match app
+                .store
+                .claim_send(candidate, owner, app.clock.now())
+                .await?
+            {
                 Claim::Claimed(send) => {
                     took = true;
                     pass.requests += 1;
-                    let (app, owner) = (Arc::clone(app), Arc::clone(owner));
+                    let (app, owner, stop) = (Arc::clone(app), Arc::clone(owner), stop.clone());
                     tasks.spawn(async move {
                         let _permit = permit;
-                        deliver(&app, &owner, &send).await
+                        deliver(&app, &owner, &send, &stop).await
                     });
                 }
                 Claim::Skipped => {
@@ -249,7 +258,12 @@ enum Delivered {
 
 /// Requests one claimed send (retrying what passes, as a run's deliveries
 /// are) and records how it ended.
-async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, StorageError> {
+async fn deliver(
+    app: &App,
+    owner: &str,
+    send: &SendRow,
+    stop: &CancellationToken,
+) -> Result<Delivered, StorageError> {
     let finish = |status: SendStatus, errcode: Option<i64>, errmsg: Option<String>, msgid| async move {
         let mine = app
             .store
@@ -290,6 +304,7 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
         Err(why) => return finish(SendStatus::Invalid, None, Some(why), None).await,
     };
     let mut delays = RetryPolicy::from_settings(&app.settings.delivery).delays();
+    let expires = send.expires_at.parse::<DateTime<Utc>>().ok();
     let mut refreshed = false;
     loop {
         let token = match runtime.tokens.get().await {
@@ -297,6 +312,11 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
             Err(e) => return hold_back(format!("no access_token: {e}")).await,
         };
         runtime.deliverer.rate().until_ready().await;
+        // Never late: the rate limit or a retry's wait may have outlasted it.
+        if expires.is_some_and(|at| app.clock.now() >= at) {
+            let why = "not sent before its expires_at".to_owned();
+            return finish(SendStatus::Expired, None, Some(why), None).await;
+        }
         let (errcode, errmsg) = match runtime.client.send(token.expose(), &message).await {
             SendReply::Replied {
                 errcode: 0, msgid, ..
@@ -307,13 +327,13 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
             // Not taken (refused before it left, or a gateway's 5xx): retried
             // as a run's delivery is, then given back, never failed for it.
             SendReply::NotSent(why) => {
-                if !again(app, &mut delays, Duration::ZERO).await {
+                if !again(app, stop, &mut delays, Duration::ZERO).await {
                     return hold_back(why).await;
                 }
                 continue;
             }
             SendReply::Http(code) if code >= 500 => {
-                if !again(app, &mut delays, Duration::ZERO).await {
+                if !again(app, stop, &mut delays, Duration::ZERO).await {
                     return hold_back(format!("HTTP {code}")).await;
                 }
                 continue;
@@ -325,7 +345,7 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
                 .await;
             }
             SendReply::NoAnswer(why) if app.settings.delivery.on_unknown == OnUnknown::Retry => {
-                if !again(app, &mut delays, Duration::ZERO).await {
+                if !again(app, stop, &mut delays, Duration::ZERO).await {
                     let why = format!("no answer: {why}");
                     return finish(SendStatus::Unknown, None, Some(why), None).await;
                 }
@@ -349,7 +369,7 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
             // given back for a later pass rather than failed (a run's delivery
             // would be retried when its run is re-run; a send has no re-run).
             Disposition::Retry { after } => {
-                if !again(app, &mut delays, after).await {
+                if !again(app, stop, &mut delays, after).await {
                     return hold_back(format!("errcode {errcode}: {errmsg}")).await;
                 }
                 continue;
@@ -366,14 +386,20 @@ async fn deliver(app: &App, owner: &str, send: &SendRow) -> Result<Delivered, St
 }
 
 /// Waits out the next retry delay (at least `at_least`, as WeChat asked);
-/// false when the retries are used up.
-async fn again(app: &App, delays: &mut impl Iterator<Item = Duration>, at_least: Duration) -> bool {
-    match delays.next() {
-        Some(d) => {
-            app.clock.sleep(d.max(at_least)).await;
-            true
-        }
-        None => false,
+/// false when the retries are used up, or when a shutdown came meanwhile
+/// (no request is in flight between two tries: the send is given back).
+async fn again(
+    app: &App,
+    stop: &CancellationToken,
+    delays: &mut impl Iterator<Item = Duration>,
+    at_least: Duration,
+) -> bool {
+    let Some(d) = delays.next() else {
+        return false;
+    };
+    tokio::select! {
+        () = app.clock.sleep(d.max(at_least)) => !stop.is_cancelled(),
+        () = stop.cancelled() => false,
     }
 }
 
@@ -394,34 +420,51 @@ pub async fn serve(app: Arc<App>, stop: CancellationToken) {
     // asked about every second.
     let mut backoff = LOOK_EVERY;
     let mut wakes = app.store.send_wakes();
-    loop {
-        let wait = match send_due(&app, &stop).await {
-            Ok(pass) if !pass.held_back => {
-                backoff = LOOK_EVERY;
-                LOOK_EVERY
-            }
-            Ok(_) => longer(&mut backoff),
+    let mut tasks = Deliveries::new();
+    let mut held_back = false;
+    'passes: loop {
+        let failed = match send_due(&app, &stop, &mut tasks).await {
+            Ok(pass) => pass.held_back,
             Err(e) => {
                 tracing::error!(error = %e, "sends on demand: the database failed; retrying");
-                longer(&mut backoff)
+                true
             }
         };
+        let backing = std::mem::take(&mut held_back) || failed;
+        let wait = if backing {
+            longer(&mut backoff)
+        } else {
+            backoff = LOOK_EVERY;
+            LOOK_EVERY
+        };
+        // What others signalled during the pass, the pass has seen.
+        wakes.clear();
         let now = app.clock.now();
         let look = now + chrono::Duration::from_std(wait).expect("at most a minute");
         // A send that fell due during the pass goes now: under a steady
         // stream, waiting for the next look would send in one-second batches.
         let wake = match app.store.next_send_at().await {
-            Ok(Some(next)) if wait == LOOK_EVERY => next.max(now).min(look),
+            Ok(Some(next)) if !backing => next.max(now).min(look),
             _ => look,
         };
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            () = app.clock.sleep_until(wake) => {}
-            // A send accepted for now (by the API here, or another instance)
-            // goes without waiting for the next look; not while backing off.
-            () = wakes.added(), if wait == LOOK_EVERY => {}
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break 'passes,
+                // Finished requests are noted while waiting; they start no pass.
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    held_back |= ended(done);
+                }
+                () = app.clock.sleep_until(wake) => break,
+                // A send accepted for now (by the API here, or another instance)
+                // goes without waiting for the next look; not while backing off.
+                () = wakes.added(), if !backing => break,
+            }
         }
+    }
+    // A shutdown: the requests in flight end and are recorded.
+    while let Some(done) = tasks.join_next().await {
+        ended(done);
     }
 }
 

@@ -165,8 +165,8 @@ pub struct Store {
     sends_added: std::sync::Arc<tokio::sync::Notify>,
     /// This process's turn to write a send, where the database has one writer.
     sends_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// SQLite: stops the WAL's checkpoints when the last clone goes.
-    _checkpoints: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
+    /// SQLite: the WAL's checkpoints, stopped by `close` or with the last clone.
+    checkpoints: Option<std::sync::Arc<sqlite::Checkpoints>>,
 }
 
 impl Store {
@@ -184,7 +184,7 @@ impl Store {
                 let (pool, file) = sqlite::open(url, options).await?;
                 let checkpoints = file
                     .is_some()
-                    .then(|| std::sync::Arc::new(sqlite::checkpoints(pool.clone())));
+                    .then(|| std::sync::Arc::new(sqlite::Checkpoints::start(pool.clone())));
                 Ok(Self {
                     pool,
                     dialect: &sqlite::Sqlite,
@@ -193,7 +193,7 @@ impl Store {
                     signals: None,
                     sends_added: Default::default(),
                     sends_turn: Default::default(),
-                    _checkpoints: checkpoints,
+                    checkpoints,
                 })
             }
             Some(Backend::Postgres) => Ok(Self {
@@ -204,7 +204,7 @@ impl Store {
                 signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
                 sends_added: Default::default(),
                 sends_turn: Default::default(),
-                _checkpoints: None,
+                checkpoints: None,
             }),
             None => Err(io_error(
                 "parse [database] url",
@@ -246,7 +246,7 @@ impl Store {
                     signals: Some(std::sync::Arc::new(postgres::Signals::new(url))),
                     sends_added: Default::default(),
                     sends_turn: Default::default(),
-                    _checkpoints: None,
+                    checkpoints: None,
                 };
                 let migrated = store.is_migrated().await.unwrap_or(false);
                 Ok(migrated.then_some(store))
@@ -371,6 +371,9 @@ impl Store {
     pub async fn close(&self) {
         if let Some(signals) = &self.signals {
             signals.close();
+        }
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.stop().await;
         }
         self.pool.close().await;
     }

@@ -168,6 +168,11 @@ pub struct SendWakes {
 }
 
 impl SendWakes {
+    /// Forgets what other instances signalled so far (a pass just looked).
+    pub fn clear(&mut self) {
+        self.others.clear();
+    }
+
     /// Resolves when a due send may have been accepted since the last call.
     pub async fn added(&mut self) {
         tokio::select! {
@@ -323,34 +328,40 @@ impl Store {
     /// takes, so a cancel that answers `Cancelled` means nobody gets it.
     pub async fn cancel_send(&self, id: i64) -> Result<Cancel, StorageError> {
         let _turn = self.sends_turn().await;
-        let done = sqlx::query(
-            "UPDATE sends SET status = 'cancelled', updated_at = $2 \
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .context("cancel a send")?
-        .rows_affected();
-        if done == 1 {
-            return Ok(Cancel::Cancelled);
+        // A sender may give the send back (no token came) between the UPDATE
+        // and the read: it is pending again, and cancellable, so try again.
+        loop {
+            let done = sqlx::query(
+                "UPDATE sends SET status = 'cancelled', updated_at = $2 \
+                 WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .context("cancel a send")?
+            .rows_affected();
+            if done == 1 {
+                return Ok(Cancel::Cancelled);
+            }
+            return Ok(match self.send_by_id(id).await? {
+                None => Cancel::NotFound,
+                Some(s) if s.status == SendStatus::Pending => continue,
+                Some(s) if s.status == SendStatus::Cancelled => Cancel::AlreadyCancelled,
+                Some(s) => Cancel::TooLate(s.status),
+            });
         }
-        Ok(match self.send_by_id(id).await? {
-            None => Cancel::NotFound,
-            Some(s) if s.status == SendStatus::Cancelled => Cancel::AlreadyCancelled,
-            Some(s) => Cancel::TooLate(s.status),
-        })
     }
 
-    /// Cancels every send of `key` that no sender has taken; returns how many.
+    /// Cancels every send of `key` that no sender has taken; returns how many,
+    /// and how many of the key were too late (taken, or ended, before).
     pub async fn cancel_sends_by_key(
         &self,
         appid: &AppId,
         key: &CancelKey,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<(u64, u64), StorageError> {
         let _turn = self.sends_turn().await;
-        Ok(sqlx::query(
+        let cancelled = sqlx::query(
             "UPDATE sends SET status = 'cancelled', updated_at = $3 \
              WHERE appid = $1 AND cancel_key = $2 AND status = 'pending'",
         )
@@ -360,7 +371,18 @@ impl Store {
         .execute(&self.pool)
         .await
         .context("cancel sends by key")?
-        .rows_affected())
+        .rows_affected();
+        // What a sender took (or what ended) before the cancel: too late.
+        let too_late: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sends WHERE appid = $1 AND cancel_key = $2 \
+             AND status NOT IN ('pending', 'cancelled')",
+        )
+        .bind(appid.as_ref())
+        .bind(key.as_ref())
+        .fetch_one(&self.pool)
+        .await
+        .context("cancel sends by key")?;
+        Ok((cancelled, too_late.max(0) as u64))
     }
 
     /// This process's turn to write a send where the database has one writer

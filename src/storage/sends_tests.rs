@@ -305,7 +305,8 @@ async fn cancelling_by_key_cancels_only_that_groups_untaken_sends() {
         ));
         assert_eq!(
             store.cancel_sends_by_key(&ids.app, &order).await.unwrap(),
-            2
+            (2, 1),
+            "the one taken is too late"
         );
         assert_eq!(status(&store, group[0]).await, SendStatus::Sending);
         assert_eq!(status(&store, group[1]).await, SendStatus::Cancelled);

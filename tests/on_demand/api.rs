@@ -226,6 +226,24 @@ async fn a_cancel_that_answers_200_means_no_message_and_409_once_it_went() {
     let late = call(&daemon, reqwest::Method::POST, &cancel(kept), None, None).await;
     assert_eq!(late.status, 409);
     assert_eq!(late.body["send_status"], "sent");
+    // Its group: nothing left to cancel, and it says the one that went.
+    let group = call(
+        &daemon,
+        reqwest::Method::POST,
+        "/v1/sends/cancel",
+        None,
+        Some(json!({"cancel_key": "order:1234"})),
+    )
+    .await;
+    assert_eq!(
+        (
+            group.body["cancelled"].clone(),
+            group.body["too_late"].clone()
+        ),
+        (json!(0), json!(1)),
+        "{:?}",
+        group.body
+    );
     let missing = call(&daemon, reqwest::Method::POST, &cancel(999), None, None).await;
     assert_eq!(missing.status, 404);
     daemon.stop().await.unwrap();

@@ -26,6 +26,13 @@ fn at(minutes: i64) -> String {
 }
 
 /// A database with the account's template list cached (as after `check`).
+/// `start` plus `seconds`, in Shanghai's offset.
+fn at_secs(seconds: i64) -> String {
+    (start() + chrono::Duration::seconds(seconds))
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .to_rfc3339()
+}
+
 async fn env() -> TestEnv {
     let env = TestEnv::with(&format!("{}{}", recipients(&[ANN]), daily_job(""))).await;
     cache_templates(&env).await;
@@ -72,7 +79,7 @@ async fn status(env: &TestEnv, id: i64) -> String {
 #[tokio::test]
 async fn a_send_goes_at_its_time_once_and_a_cancelled_one_never() {
     let env = env().await;
-    let later = add(&env, &["--at", &at(10)]).await;
+    let later = add(&env, &["--at", &at(10), "--cancel-key", "order:2"]).await;
     let dropped = add(&env, &["--at", &at(10), "--cancel-key", "order:1"]).await;
     let daemon = env.daemon_at(start()).await;
     daemon.advance(Duration::from_secs(60)).await;
@@ -108,6 +115,16 @@ async fn a_send_goes_at_its_time_once_and_a_cancelled_one_never() {
     assert!(
         late.stdout.contains("too late to cancel: it is sent"),
         "{late:?}"
+    );
+    // So is cancelling its group: exit 1, saying how many were too late.
+    let group = env
+        .wxpush(&["sends", "cancel", "--cancel-key", "order:2"])
+        .await;
+    assert_eq!(group.code, 1, "{group:?}");
+    assert!(
+        group.stdout.contains("cancelled 0 send")
+            && group.stdout.contains("1 send(s) of it were too late"),
+        "{group:?}"
     );
 }
 
@@ -316,6 +333,53 @@ async fn wechat_away_fails_no_send_and_a_busy_answer_is_retried() {
     assert_eq!(env.fake.accepted_for(ANN), 2, "one message each");
     assert_eq!(status(&env, first).await, "sent");
     assert_eq!(status(&env, second).await, "sent");
+}
+
+#[tokio::test]
+async fn a_send_whose_expiry_passes_while_it_waits_to_retry_ends_expired_never_late() {
+    let env = env().await;
+    // Due now, never after 30 s from now; the per-minute quota answers first,
+    // and WeChat asks for a minute's wait.
+    let id = add(&env, &["--at", &at(0), "--expires", &at_secs(30)]).await;
+    env.fake.script(ANN, [Scripted::Errcode(45011)]);
+    let daemon = env.daemon_at(start()).await;
+    wait_until(10, "the first try", || env.fake.send_requests() >= 1).await;
+    for _ in 0..30 {
+        daemon.advance(Duration::from_secs(5)).await;
+        if status(&env, id).await == "expired" {
+            break;
+        }
+    }
+    daemon.stop().await.unwrap();
+    assert_eq!(status(&env, id).await, "expired");
+    assert_eq!(env.fake.send_requests(), 1, "not tried after its expiry");
+    assert_eq!(env.fake.accepted_count(), 0);
+}
+
+#[tokio::test]
+async fn a_shutdown_while_a_send_waits_to_retry_gives_it_back_pending_at_once() {
+    let env = env().await;
+    let id = add(&env, &["--at", &at(0)]).await;
+    env.fake.script(ANN, [Scripted::Errcode(45011)]);
+    let daemon = env.daemon_at(start()).await;
+    wait_until(10, "the first try", || env.fake.send_requests() >= 1).await;
+    // The clock stands still: the minute's wait never ends by itself.
+    tokio::time::timeout(Duration::from_secs(10), daemon.stop())
+        .await
+        .expect("the shutdown does not wait out the retry")
+        .unwrap();
+    // No request was in flight: pending, for the next start, not unknown.
+    let store = env.store().await;
+    let left = store.send_by_id(id).await.unwrap().unwrap();
+    store.close().await;
+    assert_eq!(left.status.as_str(), "pending", "{left:?}");
+    let daemon = env.daemon_at(start() + chrono::Duration::minutes(2)).await;
+    wait_until(10, "sent at the next start", || {
+        env.fake.accepted_count() >= 1
+    })
+    .await;
+    daemon.stop().await.unwrap();
+    assert_eq!(status(&env, id).await, "sent");
 }
 
 #[tokio::test]

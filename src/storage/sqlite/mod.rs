@@ -109,14 +109,15 @@ pub(super) async fn open(
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 // WAL makes NORMAL durable against process crashes; only power
-                // loss can lose the last commits. No commit checkpoints the WAL
-                // (the one that crossed the threshold would wait out the
-                // copy and its fsync, tens of milliseconds, with every writer
-                // queued behind it): `checkpoints` does, beside them.
+                // loss can lose the last commits. A commit checkpoints the WAL
+                // only past 10,000 pages (40 MB), a backstop: the one that
+                // crossed SQLite's default 1,000 waited out the copy and its
+                // fsync, tens of milliseconds, with every writer queued behind
+                // it. `Checkpoints` does it beside them, every second.
                 let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; \
-                     PRAGMA wal_autocheckpoint = 0"
+                     PRAGMA wal_autocheckpoint = 10000"
                 );
                 sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(pragmas))
                     .await
@@ -169,45 +170,71 @@ pub(super) fn lease(
 /// How often the WAL is checkpointed.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Checkpoints the WAL of `pool`'s database every second, on a connection of
+/// Checkpoints the WAL of a pool's database every second, on a connection of
 /// its own (passively: writers go on meanwhile, and the pool keeps all its
-/// connections), until the guard is dropped (the last clone of its store) or
-/// the pool is closed (which checkpoints it once more).
-pub(super) fn checkpoints(pool: Pool) -> tokio_util::sync::DropGuard {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let guard = stop.clone().drop_guard();
-    tokio::spawn(async move {
-        let mut conn: Option<sqlx::AnyConnection> = None;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
-            }
-            if pool.is_closed() {
-                break;
-            }
-            if conn.is_none() {
-                conn = <sqlx::AnyConnection as sqlx::Connection>::connect_with(
-                    &pool.connect_options(),
-                )
+/// connections), until stopped or dropped (with the last clone of its store).
+#[derive(Debug)]
+pub(in crate::storage) struct Checkpoints {
+    stop: tokio_util::sync::CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Checkpoints {
+    /// Starts checkpointing `pool`'s database.
+    pub(in crate::storage) fn start(pool: Pool) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(checkpoint_every_second(pool, stop.clone()));
+        Self {
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Stops, its connection closed once this returns: the pool's close is
+    /// then the last one, which checkpoints the WAL into the file.
+    pub(in crate::storage) async fn stop(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().expect("never poisoned").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn checkpoint_every_second(pool: Pool, stop: tokio_util::sync::CancellationToken) {
+    let mut conn: Option<sqlx::AnyConnection> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        if pool.is_closed() {
+            break;
+        }
+        if conn.is_none() {
+            conn = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&pool.connect_options())
                 .await
                 .inspect_err(
                     |e| tracing::debug!(error = %e, "cannot open the checkpointer's connection"),
                 )
                 .ok();
-            }
-            let Some(c) = conn.as_mut() else { continue };
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&mut *c)
-                .await
-            {
-                tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
-                conn = None;
-            }
         }
-        if let Some(c) = conn {
-            let _ = sqlx::Connection::close(c).await;
+        let Some(c) = conn.as_mut() else { continue };
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut *c)
+            .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
+            conn = None;
         }
-    });
-    guard
+    }
+    if let Some(c) = conn {
+        let _ = sqlx::Connection::close(c).await;
+    }
 }
