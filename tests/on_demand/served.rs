@@ -289,7 +289,10 @@ async fn a_retry_after_the_daemon_was_killed_between_accepting_and_sending_makes
     let env = TestEnv::with(&body).await;
     env.store().await.close().await;
     assert_eq!(env.wxpush(&["check"]).await.code, 0);
-    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2))
+    let mut child = env.command(&["run"]).spawn().unwrap();
+    wait_http(env.http).await;
+    // Due a moment after the 202, so that the kill comes before it.
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1200))
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
         .to_rfc3339();
     let request = json!({
@@ -298,8 +301,6 @@ async fn a_retry_after_the_daemon_was_killed_between_accepting_and_sending_makes
         "data": {"thing1": "取件提醒", "date2": "2026-12-07"},
         "send_at": soon,
     });
-    let mut child = env.command(&["run"]).spawn().unwrap();
-    wait_http(env.http).await;
     let (status, first) = post(env.http, "order-shipped:9", &request, TOKEN).await;
     assert_eq!(status, 202, "{first}");
     // Killed after the 202, before the send was due.
