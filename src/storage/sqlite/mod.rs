@@ -110,14 +110,15 @@ pub(super) async fn open(
             Box::pin(async move {
                 // WAL makes NORMAL durable against process crashes; only power
                 // loss can lose the last commits. A commit checkpoints the WAL
-                // only past 10,000 pages (40 MB), a backstop: the one that
-                // crossed SQLite's default 1,000 waited out the copy and its
+                // only past 100,000 pages (400 MB), a backstop: the commit that
+                // crossed SQLite's default 1,000 (or 10,000, with readers
+                // keeping the WAL from restarting) waited out the copy and its
                 // fsync, tens of milliseconds, with every writer queued behind
                 // it. `Checkpoints` does it beside them, every second.
                 let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; \
-                     PRAGMA wal_autocheckpoint = 10000"
+                     PRAGMA wal_autocheckpoint = 100000"
                 );
                 sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(pragmas))
                     .await
