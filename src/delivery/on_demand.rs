@@ -184,11 +184,7 @@ async fn claim_and_launch(
             if pass.held_back {
                 return Ok(());
             }
-            let runtime = app
-                .apps
-                .iter()
-                .map(|(_, r)| r)
-                .find(|r| r.client.appid().as_ref() == appid);
+            let runtime = app_of(app, appid).map(|(_, r)| r);
             // A shutdown takes nothing more: what was claimed finishes, the
             // rest stays pending for the next start (or another instance).
             let permit = match runtime {
@@ -238,11 +234,19 @@ async fn claim_and_launch(
     }
 }
 
-/// The `app` label of AppID `appid`'s series: its `[apps.NAME]`, or `default`.
-fn app_label(app: &App, appid: &str) -> String {
+/// The configured app of AppID `appid` (its `[apps.NAME]`, none for `[wechat]`).
+fn app_of<'a>(
+    app: &'a App,
+    appid: &str,
+) -> Option<&'a (Option<crate::domain::AppName>, crate::app::AppRuntime)> {
     app.apps
         .iter()
         .find(|(_, r)| r.client.appid().as_ref() == appid)
+}
+
+/// The `app` label of AppID `appid`'s series: its `[apps.NAME]`, or `default`.
+fn app_label(app: &App, appid: &str) -> String {
+    app_of(app, appid)
         .and_then(|(name, _)| name.as_ref().map(|n| n.as_ref().to_owned()))
         .unwrap_or_else(|| "default".to_owned())
 }
@@ -284,12 +288,7 @@ async fn deliver(
             .await
             .map(|()| Delivered::HeldBack)
     };
-    let Some(runtime) = app
-        .apps
-        .iter()
-        .map(|(_, r)| r)
-        .find(|r| r.client.appid().as_ref() == send.appid)
-    else {
+    let Some((_, runtime)) = app_of(app, &send.appid) else {
         let why = format!("AppID {} is no longer in the config", send.appid);
         return finish(SendStatus::Failed, None, Some(why), None).await;
     };

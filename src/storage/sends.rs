@@ -587,15 +587,18 @@ impl Store {
         let record = "UPDATE sends SET status = $3, errcode = $4, errmsg = $5, msgid = $6, \
              owner = NULL, updated_at = $7 WHERE id = $1 AND status = 'sending' AND owner = $2";
         let msgid = msgid.map(|m| m.to_string());
+        let outcome = |sql: String| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(owner)
+                .bind(status.as_str())
+                .bind(errcode)
+                .bind(errmsg)
+                .bind(msgid.clone())
+                .bind(now())
+        };
         // Most sends hold no credit: one statement, committed on its own.
-        let plain = sqlx::query(sqlx::AssertSqlSafe(format!("{record} AND held_credit = 0")))
-            .bind(id)
-            .bind(owner)
-            .bind(status.as_str())
-            .bind(errcode)
-            .bind(errmsg)
-            .bind(&msgid)
-            .bind(now())
+        let plain = outcome(format!("{record} AND held_credit = 0"))
             .execute(&self.pool)
             .await
             .context("record a send's outcome")?;
@@ -605,16 +608,9 @@ impl Store {
         let mut tx = WriteTx::begin(&self.pool, self.dialect)
             .await
             .context("record a send's outcome")?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = outcome(format!(
             "{record} RETURNING appid, openid, template_id, held_credit"
-        )))
-        .bind(id)
-        .bind(owner)
-        .bind(status.as_str())
-        .bind(errcode)
-        .bind(errmsg)
-        .bind(&msgid)
-        .bind(now())
+        ))
         .fetch_optional(&mut *tx)
         .await
         .context("record a send's outcome")?;
