@@ -9,6 +9,7 @@ mod keyword;
 mod message;
 mod openid;
 mod options;
+pub mod policy;
 mod render;
 mod run;
 mod schedule;
