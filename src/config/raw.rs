@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::policy::RawPolicy;
 use crate::domain::{Lang, MiniprogramState, Overflow};
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -28,6 +29,8 @@ pub(super) struct RawSettings {
     pub retention: RawRetention,
     #[serde(default)]
     pub api: RawApi,
+    #[serde(default)]
+    pub policy: RawPolicy,
     #[serde(default)]
     pub apps: BTreeMap<String, RawApp>,
     #[serde(default)]
@@ -94,6 +97,8 @@ pub(super) struct RawApp {
     pub encoding_aes_key: Option<SecretString>,
     #[serde(default)]
     pub encoding_aes_key_file: Option<String>,
+    #[serde(default)]
+    pub policy: RawPolicy,
 }
 
 impl RawApp {
@@ -388,6 +393,8 @@ pub(super) struct RawJob {
     pub query: Option<String>,
     #[serde(default)]
     pub data: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    pub policy: RawPolicy,
 }
 
 /// Who a job sends to.

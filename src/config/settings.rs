@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::domain::policy::{Policy, PolicyLayer};
+
 use super::{Audience, ConsentCheck, LogFormat, OnUnknown, TokenSource};
 use crate::domain::{AppId, JobName, MessageSpec, OpenId, Schedule};
 
@@ -44,6 +46,8 @@ pub struct Settings {
     pub outage_retry: Duration,
     /// `[retention]`: what is deleted when; `None` keeps everything.
     pub retention: Option<RetentionSettings>,
+    /// `[policy]`: every app's delivery policy, unless its own or a job's says otherwise.
+    pub policy: PolicyLayer,
 }
 
 /// `[retention]`.
@@ -72,6 +76,32 @@ impl Settings {
     /// The job called `name`.
     pub fn job(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name.as_ref() == name)
+    }
+
+    /// The policy a delivery of `appid` is checked against: `[policy]`, the
+    /// app's, `job`'s (if any), then `over` (an API send's own), each
+    /// overriding the one before; recorded wherever some policy of the app
+    /// caps or dedupes.
+    pub fn policy_of(
+        &self,
+        appid: &AppId,
+        job: Option<&Job>,
+        over: Option<&PolicyLayer>,
+    ) -> Policy {
+        let app = self.apps.iter().find(|a| &a.wechat.appid == appid);
+        let app_layer = app.map(|a| &a.policy);
+        let layers = [Some(&self.policy), app_layer, job.map(|j| &j.policy), over];
+        let mut policy = Policy::fold(layers.into_iter().flatten());
+        let of_app = |j: &&Job| self.appid_of_job(j) == appid;
+        policy.record = Policy::layer_records(&self.policy)
+            || app_layer.is_some_and(Policy::layer_records)
+            || self
+                .jobs
+                .iter()
+                .filter(of_app)
+                .any(|j| Policy::layer_records(&j.policy))
+            || over.is_some_and(Policy::layer_records);
+        policy
     }
 
     /// The config-file recipients of one job.
@@ -107,6 +137,8 @@ pub struct AppSettings {
     pub callback_token: Option<SecretString>,
     /// Its EncodingAESKey.
     pub aes_key: Option<crate::domain::AesKey>,
+    /// `[apps.NAME.policy]`.
+    pub policy: PolicyLayer,
 }
 
 /// `[database]`.
@@ -243,6 +275,8 @@ pub struct Job {
     pub consent: ConsentCheck,
     /// Its audience query, when `audience = "query"`.
     pub query: Option<Arc<JobQuery>>,
+    /// `[jobs.policy]`.
+    pub policy: PolicyLayer,
     /// What it sends.
     pub spec: Arc<MessageSpec>,
 }

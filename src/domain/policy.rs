@@ -14,17 +14,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub quiet_hours: Option<RawQuietHours>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub frequency_caps: Option<Vec<RawCap>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub on_cap: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub dedupe: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub bypass: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub count: Option<bool>,
 }
 
@@ -34,9 +34,9 @@ pub struct RawPolicy {
 pub struct RawQuietHours {
     pub start: String,
     pub end: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub action: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub spread: Option<String>,
 }
 
@@ -46,9 +46,9 @@ pub struct RawQuietHours {
 pub struct RawCap {
     pub limit: i64,
     pub per: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub scope: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub calendar: Option<bool>,
 }
 

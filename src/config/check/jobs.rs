@@ -155,6 +155,7 @@ impl Checker {
                 data.push((k, v));
             }
         }
+        let policy = self.policy(&format!("{at}.policy"), &j.policy);
         let catch_up = j.catch_up.unwrap_or(scheduler.catch_up);
         // Unset, the window is wide enough for the catch-up it allows.
         let send_window = j
@@ -191,6 +192,7 @@ impl Checker {
             audience: j.audience,
             consent: j.consent,
             query: query.ok()?,
+            policy,
             spec: Arc::new(MessageSpec {
                 template_id: template_id?,
                 page,

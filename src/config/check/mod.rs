@@ -6,6 +6,7 @@ mod api;
 mod database;
 mod intake;
 mod jobs;
+mod policy;
 mod recipients;
 mod retention;
 mod sources;
@@ -72,6 +73,7 @@ impl Checker {
         let database = self.database(raw.database, classic);
         let shared = super::database::is_shared(&database.url);
         let (app_names, apps) = self.apps(raw.apps, &default_appid, shared);
+        let policy = self.policy("policy", &raw.policy);
         let sources = self.sources(raw.sources);
         // Every name written in [[jobs]], good or not: a recipient of a job that has
         // its own error is not reported again (one root cause, one line).
@@ -122,6 +124,7 @@ impl Checker {
             reload_on_change: raw.scheduler.reload_on_change,
             outage_retry: raw.scheduler.outage_retry,
             retention,
+            policy,
         })
     }
 }

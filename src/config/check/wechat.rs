@@ -54,6 +54,7 @@ impl Checker {
             let Ok(app_name) = AppName::parse(&name).map_err(|e| self.fail(&at, e)) else {
                 continue;
             };
+            let policy = self.policy(&format!("{at}.policy"), &app.policy);
             let (wechat, callback) = app.split();
             if shared_db && wechat.token_source == TokenSource::Classic {
                 self.fail(&format!("{at}.token_source"), CLASSIC_SHARED);
@@ -80,6 +81,7 @@ impl Checker {
                     wechat,
                     callback_token,
                     aes_key,
+                    policy,
                 });
             }
         }
