@@ -142,6 +142,8 @@ fn field_name(field: Field) -> &'static str {
         Field::SendAt => "send_at",
         Field::ExpiresAt => "expires_at",
         Field::CancelKey => "cancel_key",
+        Field::Tz => "tz",
+        Field::Policy => "policy",
     }
 }
 
@@ -164,6 +166,8 @@ struct NewSendBody {
     expires_at: Option<String>,
     cancel_key: Option<String>,
     metadata: Option<serde_json::Map<String, Value>>,
+    tz: Option<String>,
+    policy: Option<crate::domain::policy::RawPolicy>,
 }
 
 /// An RFC 3339 time with its offset; `Err` is the field of one without.
@@ -270,6 +274,8 @@ async fn accept_one(State(api): State<Api>, headers: HeaderMap, body: Body) -> R
         expires_at,
         cancel_key: asked.cancel_key,
         metadata: asked.metadata.map(|m| Value::Object(m).to_string()),
+        tz: asked.tz,
+        policy: asked.policy,
     };
     let app = &api.app;
     let now = app.clock.now();
@@ -566,6 +572,11 @@ mod tests {
             msgid: None,
             created_at: "2026-12-05T00:00:00.000Z".into(),
             updated_at: "2026-12-05T00:00:00.000Z".into(),
+            tz: None,
+            policy: None,
+            held: None,
+            digest: None,
+            delivery_id: None,
             event: None,
         };
         let shown = send_view(&row, Utc::now());

@@ -354,6 +354,14 @@ pub struct SendsAdd {
     /// A group name, to cancel together (`sends cancel --cancel-key`).
     #[arg(long)]
     pub cancel_key: Option<String>,
+    /// The recipient's IANA time zone, for quiet hours and calendar caps
+    /// (default: the job's).
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// The send's own policy, as the API's `policy` object in JSON, such as
+    /// '{"bypass":["quiet_hours","frequency_caps"]}'.
+    #[arg(long, value_name = "JSON")]
+    pub policy: Option<String>,
     /// Print the send as JSON.
     #[arg(long)]
     pub json: bool,

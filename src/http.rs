@@ -162,6 +162,9 @@ async fn render_metrics(State(p): State<Probe>) -> String {
     {
         crate::stats::on_demand_queue(scheduled, queued);
     }
+    if let Ok(Ok(deferred)) = tokio::time::timeout(PING_WAIT, p.store.deferred_count()).await {
+        crate::stats::policy_deferred(deferred);
+    }
     p.metrics.render()
 }
 

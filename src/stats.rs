@@ -75,6 +75,14 @@ fn describe() {
         "wxpush_on_demand_queue",
         "Sends on demand waiting, by state: scheduled (their send_at is ahead) or queued (due, not yet taken); read from the database at each scrape."
     );
+    describe_counter!(
+        "wxpush_policy_held_total",
+        "Deliveries and sends a delivery policy held, by app, reason (quiet_hours, cap, dedupe) and action (defer, drop, or expired when the time it could go was past its deadline)."
+    );
+    describe_gauge!(
+        "wxpush_policy_deferred",
+        "Deliveries and sends waiting deferred by a policy (quiet hours, a cap); read from the database at each scrape."
+    );
     describe_histogram!(
         ON_DEMAND_LAG,
         Unit::Seconds,
@@ -515,4 +523,26 @@ pub(crate) fn on_demand_lag(lag: chrono::Duration) {
 pub(crate) fn on_demand_queue(scheduled: i64, queued: i64) {
     gauge!("wxpush_on_demand_queue", "state" => "scheduled").set(scheduled as f64);
     gauge!("wxpush_on_demand_queue", "state" => "queued").set(queued as f64);
+}
+
+/// `n` deliveries or sends of the app labelled `app` held by `rule`: deferred,
+/// dropped, or (`None`) expired, their time past their deadline.
+pub(crate) fn policy_held(
+    app: &str,
+    rule: crate::domain::policy::Rule,
+    action: Option<crate::domain::policy::Action>,
+    n: u64,
+) {
+    counter!(
+        "wxpush_policy_held_total",
+        "app" => app.to_owned(),
+        "reason" => rule.as_str(),
+        "action" => action.map_or("expired", |a| a.as_str())
+    )
+    .increment(n);
+}
+
+/// The deliveries and sends waiting deferred by a policy.
+pub(crate) fn policy_deferred(n: i64) {
+    gauge!("wxpush_policy_deferred").set(n as f64);
 }

@@ -38,6 +38,8 @@ pub(super) async fn run(
                 at: a.at,
                 expires: a.expires,
                 cancel_key: a.cancel_key,
+                tz: a.tz,
+                policy: a.policy,
             };
             add(&settings, ask, a.key, a.json, out).await
         }
@@ -80,6 +82,10 @@ struct Ask {
     at: Option<String>,
     expires: Option<String>,
     cancel_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tz: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<String>,
 }
 
 async fn add(
@@ -108,6 +114,15 @@ async fn add(
             .transpose()?,
         cancel_key: ask.cancel_key.clone(),
         metadata: None,
+        tz: ask.tz.clone(),
+        policy: ask
+            .policy
+            .as_deref()
+            .map(|p| {
+                serde_json::from_str(p)
+                    .map_err(|e| Failure::usage(format!("--policy: not a policy object: {e}")))
+            })
+            .transpose()?,
     };
     let key = match key {
         Some(k) => IdempotencyKey::parse(&k).map_err(|e| Failure::usage(format!("--key: {e}")))?,
@@ -160,6 +175,8 @@ fn flag(field: Field) -> &'static str {
         Field::SendAt => "--at",
         Field::ExpiresAt => "--expires",
         Field::CancelKey => "--cancel-key",
+        Field::Tz => "--tz",
+        Field::Policy => "--policy",
     }
 }
 

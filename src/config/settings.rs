@@ -277,6 +277,8 @@ pub struct Job {
     pub query: Option<Arc<JobQuery>>,
     /// `[jobs.policy]`.
     pub policy: PolicyLayer,
+    /// The policy its deliveries are checked against: its layers folded (see `Settings::policy_of`).
+    pub effective_policy: Arc<Policy>,
     /// What it sends.
     pub spec: Arc<MessageSpec>,
 }

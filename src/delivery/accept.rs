@@ -47,6 +47,10 @@ pub struct SendRequest {
     pub cancel_key: Option<String>,
     /// The caller's metadata object, in JSON: stored and shown, never sent.
     pub metadata: Option<String>,
+    /// The recipient's IANA time zone, for the policy (default: the job's).
+    pub tz: Option<String>,
+    /// The send's own policy layer, over the app's and the job's.
+    pub policy: Option<crate::domain::policy::RawPolicy>,
 }
 
 /// Which part of a request a refusal is about (each surface names it its way).
@@ -72,6 +76,10 @@ pub enum Field {
     ExpiresAt,
     /// The cancel key.
     CancelKey,
+    /// The recipient's time zone.
+    Tz,
+    /// The send's policy (the message names the key inside it).
+    Policy,
 }
 
 /// Why a send was not accepted.
@@ -178,6 +186,23 @@ pub async fn accept(
         .map(CancelKey::parse)
         .transpose()
         .map_err(|e| invalid(Field::CancelKey, e.0))?;
+    if let Some(tz) = &request.tz {
+        tz.parse::<chrono_tz::Tz>().map_err(|_| {
+            invalid(
+                Field::Tz,
+                format!("{tz:?} is not an IANA time zone such as Asia/Shanghai"),
+            )
+        })?;
+    }
+    let policy = match &request.policy {
+        Some(raw) => {
+            raw.check()
+                .map_err(|e| invalid(Field::Policy, e.to_string()))?;
+            Some(serde_json::to_string(raw).expect("a policy serialises"))
+        }
+        None => None,
+    };
+    let digest = body.digest();
     let one_time = one_time(store, &appid, &template_id, &body).await?;
     let message = serde_json::to_string(&body).expect("a body serialises");
     let accepted = store
@@ -194,6 +219,9 @@ pub async fn accept(
             metadata: request.metadata.as_deref(),
             send_at,
             expires_at,
+            tz: request.tz.as_deref(),
+            policy: policy.as_deref(),
+            digest: &digest,
         })
         .await?;
     match accepted {

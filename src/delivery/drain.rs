@@ -339,7 +339,11 @@ impl Deliverer {
             },
             JobAudience::Query => Audience::Query,
         };
-        Targeting { gate, audience }
+        Targeting {
+            gate,
+            audience,
+            appid: self.client.appid().clone(),
+        }
     }
 
     /// Sends every pending delivery of `run_id`. The caller holds the job's lock.
@@ -374,6 +378,7 @@ impl Deliverer {
             job,
             targeting,
             run_id,
+            slot,
             shutdown,
             Arc::clone(&ctx),
             recorder,

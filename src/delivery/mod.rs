@@ -5,6 +5,7 @@ mod drain;
 mod inflight;
 mod on_demand;
 mod pass;
+mod policy;
 mod progress;
 mod rate;
 mod recorder;

@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::retry::RetryPolicy;
 use crate::app::App;
 use crate::config::OnUnknown;
+use crate::domain::policy::{Action, Policy};
 use crate::domain::{
     Builtins, KeywordName, Lang, Message, MessageError, MessageSpec, MiniprogramState, OpenId,
     Overflow, Page, SendStatus, Status, TemplateId, ValueTemplate,
 };
-use crate::storage::{Claim, SendRow, StorageError};
+use crate::storage::{Claim, DueSend, SendRow, StorageError};
 use crate::wechat::{Disposition, SendReply, classify_send};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -69,6 +70,12 @@ impl SendBody {
 
     /// The message to `touser`, every value checked against its keyword's rule
     /// (as `check` checks a job's): the error names the field or keyword.
+    pub fn digest(&self) -> String {
+        let data = serde_json::to_string(&self.data).expect("keywords serialise");
+        crate::domain::policy::digest(&self.template_id, &data)
+    }
+
+    /// The message for `touser`, checked again (as it was when accepted).
     pub fn message(&self, touser: OpenId) -> Result<Message, String> {
         let template_id =
             TemplateId::parse(&self.template_id).map_err(|e| format!("template_id: {e}"))?;
@@ -201,9 +208,11 @@ async fn claim_and_launch(
             }
             // Claimed as of now, not of the pass's start: a pass that waited
             // for permits must not take a send that expired meanwhile.
+            let policy = policy_of(app, candidate);
+            let policy = policy.as_ref().map(|(p, tz)| (p, *tz));
             match app
                 .store
-                .claim_send(candidate, owner, app.clock.now())
+                .claim_send(candidate, owner, app.clock.now(), policy)
                 .await?
             {
                 Claim::Claimed(send) => {
@@ -224,6 +233,17 @@ async fn claim_and_launch(
                         1,
                     );
                 }
+                Claim::Held(rule, action) => {
+                    took = true;
+                    crate::stats::policy_held(&app_label(app, appid), rule, action, 1);
+                    if action != Some(Action::Defer) {
+                        let status = match action {
+                            Some(_) => SendStatus::Suppressed,
+                            None => SendStatus::Expired,
+                        };
+                        crate::stats::on_demand_outcome(&app_label(app, appid), status, None, 1);
+                    }
+                }
                 Claim::Lost => {}
             }
         }
@@ -232,6 +252,23 @@ async fn claim_and_launch(
             return Ok(());
         }
     }
+}
+
+/// The policy a due send is claimed under, and the zone its recipient is in
+/// unless it gives its own: its app's, its job's and its own layers.
+fn policy_of(app: &App, due: &DueSend) -> Option<(Policy, chrono_tz::Tz)> {
+    let appid = crate::domain::AppId::parse(&due.appid).ok()?;
+    let settings = &app.settings;
+    let job = due.job.as_deref().and_then(|j| settings.job(j));
+    // Checked when it was accepted.
+    let own = due
+        .policy
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<crate::domain::policy::RawPolicy>(p).ok())
+        .and_then(|raw| raw.check().ok());
+    let policy = settings.policy_of(&appid, job, own.as_ref());
+    let tz = job.map_or(crate::domain::policy::DEFAULT_TZ, |j| j.schedule.tz());
+    Some((policy, tz))
 }
 
 /// The configured app of AppID `appid` (its `[apps.NAME]`, none for `[wechat]`).
@@ -480,6 +517,9 @@ pub fn shown_status(send: &SendRow, now: DateTime<Utc>) -> &'static str {
         .send_at
         .parse::<DateTime<Utc>>()
         .is_ok_and(|t| t <= now);
+    if send.status == SendStatus::Pending && send.held.is_some() {
+        return "deferred";
+    }
     send.status.shown(due)
 }
 
@@ -495,6 +535,8 @@ pub fn send_view(send: &SendRow, now: DateTime<Utc>) -> Value {
         "send_at": send.send_at,
         "expires_at": send.expires_at,
         "cancel_key": send.cancel_key,
+        "tz": send.tz,
+        "held_by": send.held,
         "metadata": send.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
         "attempts": send.attempts,
         "errcode": send.errcode,

@@ -107,6 +107,8 @@ pub struct Targeting {
     pub gate: ConsentGate,
     /// Who a new run enqueues, and where names and variables come from.
     pub audience: Audience,
+    /// The app it sends for.
+    pub appid: crate::domain::AppId,
 }
 
 /// Renders and checks one delivery's message.
@@ -179,6 +181,8 @@ pub(super) struct Pass<'a> {
     pub(super) job: &'a Job,
     pub(super) targeting: &'a Targeting,
     pub(super) run_id: i64,
+    /// The run's slot: its send window (the policy's deadline) counts from it.
+    pub(super) slot: chrono::DateTime<chrono::Utc>,
     pub(super) shutdown: &'a CancellationToken,
     pub(super) ctx: Arc<SendContext>,
     pub(super) recorder: Recorder,
@@ -203,6 +207,7 @@ impl<'a> Pass<'a> {
         job: &'a Job,
         targeting: &'a Targeting,
         run_id: i64,
+        slot: chrono::DateTime<chrono::Utc>,
         shutdown: &'a CancellationToken,
         ctx: Arc<SendContext>,
         recorder: Recorder,
@@ -218,6 +223,7 @@ impl<'a> Pass<'a> {
             job,
             targeting,
             run_id,
+            slot,
             shutdown,
             ctx,
             recorder,
@@ -302,13 +308,32 @@ impl<'a> Pass<'a> {
         end
     }
 
-    /// Prepares, claims and launches a page, a chunk at a time.
+    /// Prepares, claims and launches a page, a chunk at a time; under a
+    /// delivery policy, the page's messages are decided first, together.
     async fn send_page(&mut self, page: &[PendingDelivery]) -> PassEnd {
+        let mut decided = None;
+        if !self.job.effective_policy.is_off() {
+            let ready = prepare(self.job, page, &self.builtins, &self.ctx, &self.recorder);
+            let (job, targeting) = (self.job, self.targeting);
+            let run = (self.run_id, self.slot);
+            match super::policy::apply(&self.store, job, targeting, run.0, run.1, page, ready).await
+            {
+                Ok(ready) => decided = Some(ready.into_iter()),
+                Err(e) => {
+                    // Nothing was claimed: the page stays pending for the resume.
+                    self.ctx.halt.database(&e);
+                    return PassEnd::Halted;
+                }
+            }
+        }
         for chunk in page.chunks(self.concurrency) {
             if self.shutdown.is_cancelled() || self.ctx.halt.is_stopped() {
                 return PassEnd::Halted;
             }
-            let ready = prepare(self.job, chunk, &self.builtins, &self.ctx, &self.recorder);
+            let ready = match decided.as_mut() {
+                Some(left) => left.by_ref().take(self.concurrency).collect(),
+                None => prepare(self.job, chunk, &self.builtins, &self.ctx, &self.recorder),
+            };
             // Record before the irreversible calls: the chunk's claim commits
             // before any of its requests, and each request starts only once its
             // own `sending` mark is committed, so a crash can only make these

@@ -28,13 +28,18 @@ pub enum Status {
     Unknown,
     /// Not sent: no recorded consent for the template (no API call was made).
     Skipped,
-    /// Never sent: still pending when the run's send window closed.
+    /// Never sent: still pending when the run's send window closed (or a
+    /// policy held it past it).
     Expired,
+    /// A policy deferred it: a send (with its id in `sends.delivery_id`) goes at its time.
+    Deferred,
+    /// A policy dropped it (quiet hours, a cap, a duplicate): never sent.
+    Suppressed,
 }
 
 impl Status {
     /// Every status, in the order they are declared.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Pending,
         Self::Claimed,
         Self::Sending,
@@ -45,6 +50,8 @@ impl Status {
         Self::Unknown,
         Self::Skipped,
         Self::Expired,
+        Self::Deferred,
+        Self::Suppressed,
     ];
 
     /// The stored spelling.
@@ -60,6 +67,8 @@ impl Status {
             Self::Unknown => "unknown",
             Self::Skipped => "skipped",
             Self::Expired => "expired",
+            Self::Deferred => "deferred",
+            Self::Suppressed => "suppressed",
         }
     }
 
@@ -76,6 +85,8 @@ impl Status {
             "skipped" => Self::Skipped,
             "expired" => Self::Expired,
             "pending" => Self::Pending,
+            "deferred" => Self::Deferred,
+            "suppressed" => Self::Suppressed,
             other => return Err(Invalid(format!("{other:?} is not a delivery status"))),
         })
     }
@@ -137,7 +148,9 @@ pub fn credit_after(status: Status) -> CreditEffect {
         | Status::Failed
         | Status::Invalid
         | Status::Skipped
-        | Status::Expired => CreditEffect::Release,
+        | Status::Expired
+        | Status::Deferred
+        | Status::Suppressed => CreditEffect::Release,
     }
 }
 
@@ -202,6 +215,7 @@ mod tests {
         use Status::*;
         for s in [
             Pending, Claimed, Sending, Sent, Failed, Refused, Invalid, Unknown, Skipped, Expired,
+            Deferred, Suppressed,
         ] {
             assert_eq!(Status::parse(s.as_str()), Ok(s));
         }
@@ -224,6 +238,8 @@ mod tests {
             (Unknown, Spend),
             (Skipped, Release),
             (Expired, Release),
+            (Deferred, Release),
+            (Suppressed, Release),
         ];
         assert_eq!(table.len(), Status::ALL.len());
         for (status, effect) in table {

@@ -205,6 +205,10 @@ fn time_of_day(key: &str, s: &str) -> Result<NaiveTime, PolicyError> {
         .map_err(|_| bad(key, format!("{s:?} is not a time of day such as \"22:00\"")))
 }
 
+/// The zone of a recipient who has none of their own and no job's (a job's
+/// `timezone` default too).
+pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Shanghai;
+
 /// A quiet window this long or longer would pause a channel: refused.
 pub const MAX_QUIET: Duration = Duration::from_secs(20 * 3600);
 

@@ -83,13 +83,15 @@ pub enum SendStatus {
     Skipped,
     /// Cancelled by the caller before a sender took it.
     Cancelled,
-    /// Never sent: still pending at its `expires_at`.
+    /// Never sent: still pending at its `expires_at` (or a policy held it past it).
     Expired,
+    /// A policy dropped it (quiet hours, a cap, a duplicate): never sent.
+    Suppressed,
 }
 
 impl SendStatus {
     /// Every status, in the order they are declared.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Pending,
         Self::Sending,
         Self::Sent,
@@ -100,6 +102,7 @@ impl SendStatus {
         Self::Skipped,
         Self::Cancelled,
         Self::Expired,
+        Self::Suppressed,
     ];
 
     /// The stored spelling.
@@ -115,6 +118,7 @@ impl SendStatus {
             Self::Skipped => "skipped",
             Self::Cancelled => "cancelled",
             Self::Expired => "expired",
+            Self::Suppressed => "suppressed",
         }
     }
 
@@ -152,7 +156,7 @@ impl SendStatus {
             Self::Invalid => credit_after(Status::Invalid),
             Self::Unknown => credit_after(Status::Unknown),
             Self::Skipped => credit_after(Status::Skipped),
-            Self::Cancelled | Self::Expired => CreditEffect::Release,
+            Self::Cancelled | Self::Expired | Self::Suppressed => CreditEffect::Release,
         }
     }
 }
@@ -171,6 +175,8 @@ impl From<Status> for SendStatus {
             Status::Unknown => Self::Unknown,
             Status::Skipped => Self::Skipped,
             Status::Expired => Self::Expired,
+            Status::Deferred => Self::Pending,
+            Status::Suppressed => Self::Suppressed,
         }
     }
 }

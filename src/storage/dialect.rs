@@ -50,6 +50,14 @@ pub(super) trait Dialect: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// A statement that locks, until the transaction ends, the people whose
+    /// openids are bound as a text set (`$2`) of app `$1`, so that two claims
+    /// for one person decide in turn; `None` where a write transaction
+    /// already holds the database's only write lock (SQLite's `BEGIN IMMEDIATE`).
+    fn lock_people(&self) -> Option<String> {
+        None
+    }
+
     /// The migrations of this database's schema.
     fn migrator(&self) -> &'static sqlx::migrate::Migrator;
 }

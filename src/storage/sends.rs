@@ -10,6 +10,7 @@ use super::db::Row;
 use super::settle::settle_credit;
 use super::tx::WriteTx;
 use super::{Context, StorageError, Store, now, ts};
+use crate::domain::policy::Policy;
 use crate::domain::{AppId, CancelKey, IdempotencyKey, JobName, OpenId, SendStatus, TemplateId};
 
 /// A send as the caller asked for it, checked and rendered, to be accepted.
@@ -39,6 +40,12 @@ pub struct NewSend<'a> {
     pub send_at: DateTime<Utc>,
     /// After this it is never sent.
     pub expires_at: DateTime<Utc>,
+    /// The recipient's time zone (IANA), for its policy's quiet hours and calendar days.
+    pub tz: Option<&'a str>,
+    /// Its own policy layer, in JSON.
+    pub policy: Option<&'a str>,
+    /// The digest of its template and rendered data, for dedupe.
+    pub digest: &'a str,
 }
 
 /// A stored send.
@@ -84,6 +91,17 @@ pub struct SendRow {
     pub created_at: String,
     /// When it last changed.
     pub updated_at: String,
+    /// The recipient's time zone, if given.
+    pub tz: Option<String>,
+    /// Its own policy layer, in JSON.
+    pub policy: Option<String>,
+    /// While a policy defers it: the rule (`quiet_hours`, `cap`); once a
+    /// policy ended it, the rule that did.
+    pub held: Option<String>,
+    /// The digest of its template and rendered data.
+    pub digest: Option<String>,
+    /// The run's delivery it carries, when a policy deferred one.
+    pub delivery_id: Option<i64>,
     /// WeChat's later `subscribe_msg_sent_event` for its msgid, once pushed
     /// (read by `send_by_id` and `list_sends`).
     pub event: Option<SentEvent>,
@@ -131,6 +149,13 @@ pub enum Claim {
     Skipped,
     /// Someone else took it, it was cancelled, or it is not due.
     Lost,
+    /// A policy held it: deferred (`Some(Defer)`, pending again at a later
+    /// `send_at`), dropped (`Some(Drop)`, `suppressed`), or held past its
+    /// `expires_at` (`None`, `expired`).
+    Held(
+        crate::domain::policy::Rule,
+        Option<crate::domain::policy::Action>,
+    ),
 }
 
 /// Which sends a listing shows, by id from `after` on.
@@ -159,6 +184,10 @@ pub struct DueSend {
     pub appid: String,
     /// Whether its claim holds a one-time credit.
     pub one_time: bool,
+    /// The job whose defaults (and policy) it took.
+    pub job: Option<String>,
+    /// Its own policy layer, in JSON.
+    pub policy: Option<String>,
 }
 
 /// What wakes the sender of sends on demand before its next look.
@@ -184,7 +213,7 @@ impl SendWakes {
 
 const COLUMNS: &str = "id, appid, idem_key, request, openid, template_id, job, one_time, \
     message, cancel_key, metadata, send_at, expires_at, status, attempts, errcode, errmsg, \
-    msgid, created_at, updated_at";
+    msgid, created_at, updated_at, tz, policy, held, digest, delivery_id";
 
 /// A select of sends (`s`) with their sent events joined by msgid.
 fn viewed(tail: &str) -> String {
@@ -197,7 +226,7 @@ fn viewed(tail: &str) -> String {
     )
 }
 
-fn send_row(row: &Row) -> Result<SendRow, StorageError> {
+pub(super) fn send_row(row: &Row) -> Result<SendRow, StorageError> {
     // Only a `viewed` select has the event's columns.
     let event = row
         .try_get::<Option<i64>, _>("event_code")
@@ -233,6 +262,11 @@ fn send_row(row: &Row) -> Result<SendRow, StorageError> {
         msgid: row.get("msgid"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
+        tz: row.get("tz"),
+        policy: row.get("policy"),
+        held: row.get("held"),
+        digest: row.get("digest"),
+        delivery_id: row.get("delivery_id"),
         event,
     })
 }
@@ -244,8 +278,9 @@ impl Store {
         let now = now();
         let sql = format!(
             "INSERT INTO sends (appid, idem_key, request, openid, template_id, job, one_time, \
-             message, cancel_key, metadata, send_at, expires_at, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13) \
+             message, cancel_key, metadata, send_at, expires_at, status, created_at, updated_at, \
+             tz, policy, digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14, $15, $16) \
              ON CONFLICT (appid, idem_key) DO NOTHING RETURNING {COLUMNS}"
         );
         let turn = self.sends_turn().await;
@@ -263,6 +298,9 @@ impl Store {
             .bind(ts(send.send_at))
             .bind(ts(send.expires_at))
             .bind(&now)
+            .bind(send.tz)
+            .bind(send.policy)
+            .bind(send.digest)
             .fetch_optional(&self.pool)
             .await
             .context("accept a send")?;
@@ -387,7 +425,7 @@ impl Store {
 
     /// This process's turn to write a send where the database has one writer
     /// (SQLite); correctness never rests on it, only latency.
-    async fn sends_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(super) async fn sends_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         if self.dialect.one_writer() {
             Some(self.sends_turn.lock().await)
         } else {
@@ -435,7 +473,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<DueSend>, StorageError> {
         let sql = format!(
-            "SELECT id, appid, one_time FROM sends WHERE status = 'pending' AND send_at <= $1 \
+            "SELECT id, appid, one_time, job, policy FROM sends WHERE status = 'pending' AND send_at <= $1 \
              AND expires_at > $1 ORDER BY send_at, id LIMIT {limit}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -449,6 +487,8 @@ impl Store {
                 id: r.get("id"),
                 appid: r.get("appid"),
                 one_time: r.get::<i64, _>("one_time") != 0,
+                job: r.get("job"),
+                policy: r.get("policy"),
             })
             .collect())
     }
@@ -460,7 +500,8 @@ impl Store {
     pub async fn expire_sends(&self, at: DateTime<Utc>) -> Result<Vec<String>, StorageError> {
         let _turn = self.sends_turn().await;
         sqlx::query_scalar(
-            "UPDATE sends SET status = 'expired', errmsg = 'not sent before its expires_at', \
+            "UPDATE sends SET status = 'expired', errmsg = CASE WHEN held IS NULL \
+             THEN 'not sent before its expires_at' ELSE 'held by ' || held || ' past its deadline' END, \
              updated_at = $2 WHERE status = 'pending' AND send_at <= $1 AND expires_at <= $1 \
              RETURNING appid",
         )
@@ -495,14 +536,14 @@ impl Store {
         due: &DueSend,
         owner: &str,
         at: DateTime<Utc>,
+        policy: Option<(&Policy, chrono_tz::Tz)>,
     ) -> Result<Claim, StorageError> {
+        if let Some((policy, tz)) = policy.filter(|(p, _)| !p.is_off()) {
+            return self.claim_send_under(due.id, owner, at, policy, tz).await;
+        }
         let _turn = self.sends_turn().await;
         let id = due.id;
-        let claim = format!(
-            "UPDATE sends SET status = 'sending', owner = $2, attempts = attempts + 1, \
-             updated_at = $4 WHERE id = $1 AND status = 'pending' AND send_at <= $3 \
-             AND expires_at > $3 RETURNING {COLUMNS}"
-        );
+        let claim = claim_sql();
         if !due.one_time {
             // No credit to hold: one statement, committed on its own (the
             // guard keeps a one-time send from going without its credit).
@@ -536,35 +577,9 @@ impl Store {
             return Ok(Claim::Lost);
         };
         let send = send_row(&row)?;
-        if send.one_time {
-            // The guard `credits > reserved` spends a credit once, however
-            // many sends and runs contend for it.
-            let held = sqlx::query(
-                "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND openid = $2 \
-                 AND template_id = $3 AND credits > reserved",
-            )
-            .bind(&send.appid)
-            .bind(&send.openid)
-            .bind(&send.template_id)
-            .execute(&mut *tx)
-            .await
-            .context("hold a consent credit")?
-            .rows_affected();
-            let sql = if held == 1 {
-                "UPDATE sends SET held_credit = 1 WHERE id = $1"
-            } else {
-                "UPDATE sends SET status = 'skipped', owner = NULL, \
-                 errmsg = 'no consent recorded for this one-time template' WHERE id = $1"
-            };
-            sqlx::query(sql)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .context("claim a send")?;
-            if held != 1 {
-                tx.commit().await.context("claim a send")?;
-                return Ok(Claim::Skipped);
-            }
+        if !hold_send_credit(&mut tx, &send).await? {
+            tx.commit().await.context("claim a send")?;
+            return Ok(Claim::Skipped);
         }
         tx.commit().await.context("claim a send")?;
         Ok(Claim::Claimed(Box::new(send)))
@@ -672,6 +687,52 @@ impl Store {
         tx.commit().await.context("recover sends")?;
         Ok(n)
     }
+}
+
+/// Marks one due send (`$1`) `sending` for `$2` as of `$3` at `$4`, if it is
+/// still pending, due and not expired.
+pub(super) fn claim_sql() -> String {
+    format!(
+        "UPDATE sends SET status = 'sending', owner = $2, attempts = attempts + 1, held = NULL, \
+         updated_at = $4 WHERE id = $1 AND status = 'pending' AND send_at <= $3 \
+         AND expires_at > $3 RETURNING {COLUMNS}"
+    )
+}
+
+/// Holds a one-time credit for a claimed `send` (nothing to hold otherwise);
+/// without one it ends `skipped` and this is false.
+pub(super) async fn hold_send_credit(
+    tx: &mut WriteTx,
+    send: &SendRow,
+) -> Result<bool, StorageError> {
+    if !send.one_time {
+        return Ok(true);
+    }
+    // The guard `credits > reserved` spends a credit once, however
+    // many sends and runs contend for it.
+    let held = sqlx::query(
+        "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND openid = $2 \
+         AND template_id = $3 AND credits > reserved",
+    )
+    .bind(&send.appid)
+    .bind(&send.openid)
+    .bind(&send.template_id)
+    .execute(&mut **tx)
+    .await
+    .context("hold a consent credit")?
+    .rows_affected();
+    let sql = if held == 1 {
+        "UPDATE sends SET held_credit = 1 WHERE id = $1"
+    } else {
+        "UPDATE sends SET status = 'skipped', owner = NULL, \
+         errmsg = 'no consent recorded for this one-time template' WHERE id = $1"
+    };
+    sqlx::query(sql)
+        .bind(send.id)
+        .execute(&mut **tx)
+        .await
+        .context("claim a send")?;
+    Ok(held == 1)
 }
 
 /// Sends of a dead (or leaving) instance `owner` that are `sending` end

@@ -37,8 +37,10 @@ async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
         id,
         appid: send.appid,
         one_time: send.one_time,
+        job: send.job,
+        policy: send.policy,
     };
-    store.claim_send(&due, owner, t0()).await.unwrap()
+    store.claim_send(&due, owner, t0(), None).await.unwrap()
 }
 
 fn new_send<'a>(ids: &'a Ids, key: &'a IdempotencyKey, due_in: i64, one_time: bool) -> NewSend<'a> {
@@ -56,6 +58,9 @@ fn new_send<'a>(ids: &'a Ids, key: &'a IdempotencyKey, due_in: i64, one_time: bo
         metadata: None,
         send_at,
         expires_at: send_at + Duration::hours(1),
+        tz: None,
+        policy: None,
+        digest: "",
     }
 }
 
@@ -231,7 +236,9 @@ async fn a_claim_takes_only_a_due_pending_send_and_expiry_ends_the_rest_unsent()
             vec![DueSend {
                 id: due,
                 appid: ids.app.as_ref().to_owned(),
-                one_time: false
+                one_time: false,
+                job: None,
+                policy: None,
             }],
             "not the expired one"
         );

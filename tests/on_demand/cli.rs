@@ -420,10 +420,13 @@ async fn a_lost_reply_is_unknown_and_never_sent_again_and_a_crash_left_in_flight
                 &wxpush::storage::DueSend {
                     id: crashed,
                     appid: APPID.into(),
-                    one_time: false
+                    one_time: false,
+                    job: None,
+                    policy: None,
                 },
                 "dead-instance",
-                start()
+                start(),
+                None
             )
             .await
             .unwrap(),

@@ -512,6 +512,9 @@ pub async fn add_due_sends(env: &TestEnv, ids: &[String]) {
                         metadata: None,
                         send_at: now,
                         expires_at: now + chrono::Duration::hours(1),
+                        tz: None,
+                        policy: None,
+                        digest: "",
                     })
                     .await
                     .unwrap();

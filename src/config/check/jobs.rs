@@ -193,6 +193,7 @@ impl Checker {
             consent: j.consent,
             query: query.ok()?,
             policy,
+            effective_policy: Default::default(),
             spec: Arc::new(MessageSpec {
                 template_id: template_id?,
                 page,

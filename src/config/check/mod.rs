@@ -106,7 +106,7 @@ impl Checker {
                 problems: self.problems,
             });
         }
-        Ok(Settings {
+        let mut settings = Settings {
             path: self.path,
             wechat: wechat.expect("no problems means the wechat section converted"),
             apps,
@@ -125,6 +125,15 @@ impl Checker {
             outage_retry: raw.scheduler.outage_retry,
             retention,
             policy,
-        })
+        };
+        let effective: Vec<_> = (settings.jobs.iter())
+            .map(|j| {
+                std::sync::Arc::new(settings.policy_of(settings.appid_of_job(j), Some(j), None))
+            })
+            .collect();
+        for (job, policy) in settings.jobs.iter_mut().zip(effective) {
+            job.effective_policy = policy;
+        }
+        Ok(settings)
     }
 }

@@ -56,6 +56,17 @@ impl Dialect for Postgres {
         ))
     }
 
+    /// Transaction-level advisory locks, taken in key order (the subquery's
+    /// `OFFSET 0` keeps its order for the outer scan) so that two claims over
+    /// the same people never wait on each other in a circle.
+    fn lock_people(&self) -> Option<String> {
+        Some(format!(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended($1 || ':' || p.o, 26) AS k \
+             FROM ({}) AS p (o) ORDER BY k OFFSET 0) AS l",
+            super::super::sets::text_set(2)
+        ))
+    }
+
     fn shared_page(&self, audience: Audience, refusals: bool, take: bool) -> Option<SharedPage> {
         let source = super::pages::page_source(audience);
         // Numbered after the job's `$5` where the source binds it.
