@@ -18,6 +18,8 @@ mod import;
 mod instances;
 mod lease;
 mod policy;
+#[cfg(test)]
+mod policy_tests;
 mod postgres;
 mod push_events;
 mod recipients;

@@ -11,17 +11,17 @@ use super::{Accepted, Cancel, Claim, DueSend, NewSend, SendFilter, Store};
 use crate::domain::test_ids::{app, oid, tmpl};
 use crate::domain::{AppId, CancelKey, IdempotencyKey, OpenId, SendStatus, TemplateId};
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     "2026-12-05T01:00:00Z".parse().unwrap()
 }
 
-struct Ids {
-    app: AppId,
-    who: OpenId,
-    template: TemplateId,
+pub(super) struct Ids {
+    pub(super) app: AppId,
+    pub(super) who: OpenId,
+    pub(super) template: TemplateId,
 }
 
-fn ids() -> Ids {
+pub(super) fn ids() -> Ids {
     Ids {
         app: app("1"),
         who: oid("oPerson000000000000000000000"),
@@ -31,7 +31,7 @@ fn ids() -> Ids {
 
 /// A send of `key`, due at `t0` plus `due_in` minutes, expiring an hour later.
 /// `claim_send` of send `id`, as a sender that found it due would call it.
-async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
+pub(super) async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
     let send = store.send_by_id(id).await.unwrap().unwrap();
     let due = DueSend {
         id,
@@ -43,7 +43,7 @@ async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
     store.claim_send(&due, owner, t0(), None).await.unwrap()
 }
 
-fn new_send<'a>(ids: &'a Ids, key: &'a IdempotencyKey, due_in: i64, one_time: bool) -> NewSend<'a> {
+pub(super) fn new_send<'a>(ids: &'a Ids, key: &'a IdempotencyKey, due_in: i64, one_time: bool) -> NewSend<'a> {
     let send_at = t0() + Duration::minutes(due_in);
     NewSend {
         appid: &ids.app,
@@ -64,21 +64,21 @@ fn new_send<'a>(ids: &'a Ids, key: &'a IdempotencyKey, due_in: i64, one_time: bo
     }
 }
 
-fn key(s: &str) -> IdempotencyKey {
+pub(super) fn key(s: &str) -> IdempotencyKey {
     IdempotencyKey::parse(s).unwrap()
 }
 
-async fn accepted(store: &Store, send: &NewSend<'_>) -> i64 {
+pub(super) async fn accepted(store: &Store, send: &NewSend<'_>) -> i64 {
     match store.accept_send(send).await.unwrap() {
         Accepted::New(row) | Accepted::Existing(row) => row.id,
     }
 }
 
-async fn status(store: &Store, id: i64) -> SendStatus {
+pub(super) async fn status(store: &Store, id: i64) -> SendStatus {
     store.send_by_id(id).await.unwrap().unwrap().status
 }
 
-async fn credit(store: &Store, ids: &Ids, credits: i64) {
+pub(super) async fn credit(store: &Store, ids: &Ids, credits: i64) {
     sqlx::query(
         "INSERT INTO consents (appid, openid, template_id, status, credits, reserved, source, updated_at) \
          VALUES ($1, $2, $3, 'accept', $4, 0, 'intake', '')",
@@ -92,7 +92,7 @@ async fn credit(store: &Store, ids: &Ids, credits: i64) {
     .unwrap();
 }
 
-async fn credits(store: &Store) -> (i64, i64) {
+pub(super) async fn credits(store: &Store) -> (i64, i64) {
     sqlx::query_as("SELECT credits, reserved FROM consents")
         .fetch_one(&store.pool)
         .await

@@ -1,0 +1,214 @@
+//! The delivery policy at the storage level, on every backend: instances
+//! racing for one person's last cap slot send once; what failed does not use
+//! the cap; a deferred send goes at its time, or ends `expired` with its rule;
+//! dedupe; and a held send never spends a one-time credit.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::sends_tests::{accepted, credit, credits, ids, key, new_send, status, t0};
+use super::test_stores::{each_backend, postgres_url};
+use super::{Claim, DueSend, Store};
+use crate::domain::SendStatus;
+use crate::domain::policy::{Action, Policy, RawPolicy, Rule};
+
+fn policy(json: &str) -> Policy {
+    let raw: RawPolicy = serde_json::from_str(json).unwrap();
+    Policy::fold([&raw.check().unwrap()])
+}
+
+/// `claim_send` of send `id` as of `at` under `policy` (recipients in UTC).
+async fn claim_at(store: &Store, id: i64, owner: &str, at: DateTime<Utc>, p: &Policy) -> Claim {
+    let send = store.send_by_id(id).await.unwrap().unwrap();
+    let due = DueSend {
+        id,
+        appid: send.appid,
+        one_time: send.one_time,
+        job: send.job,
+        policy: send.policy,
+    };
+    store
+        .claim_send(&due, owner, at, Some((p, chrono_tz::UTC)))
+        .await
+        .unwrap()
+}
+
+/// `n` sends to the one person, due at `t0`, expiring a day later.
+async fn sends(store: &Store, prefix: &str, n: usize) -> Vec<i64> {
+    let ids = ids();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let k = key(&format!("{prefix}:{i}"));
+        let digest = format!("d{i}");
+        let mut s = new_send(&ids, &k, 0, false);
+        s.expires_at = t0() + Duration::days(1);
+        s.digest = &digest;
+        out.push(accepted(store, &s).await);
+    }
+    out
+}
+
+/// Three stores on one database: a temporary SQLite file, and PostgreSQL where there is one.
+async fn three_instances(test: &str, dir: &std::path::Path) -> Vec<[Arc<Store>; 3]> {
+    let mut all = Vec::new();
+    let file = format!("sqlite://{}", dir.join("w.db").display());
+    let mut urls = vec![file];
+    urls.extend(postgres_url(test));
+    for url in urls {
+        let first = Arc::new(Store::open(&url).await.unwrap());
+        let second = Arc::new(Store::open(&url).await.unwrap());
+        let third = Arc::new(Store::open(&url).await.unwrap());
+        all.push([first, second, third]);
+    }
+    all
+}
+
+#[tokio::test]
+async fn three_instances_racing_for_the_last_cap_slots_send_exactly_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "three_instances_racing_for_the_last_cap_slots_send_exactly_the_limit";
+    for stores in three_instances(test, dir.path()).await {
+        let p = Arc::new(policy(r#"{"frequency_caps":[{"limit":2,"per":"1d"}]}"#));
+        let ids = sends(&stores[0], "race", 30).await;
+        let mut tasks = Vec::new();
+        for id in &ids {
+            for (n, store) in stores.iter().enumerate() {
+                let (store, p, id) = (Arc::clone(store), Arc::clone(&p), *id);
+                let at = t0() + Duration::minutes(1);
+                tasks.push(tokio::spawn(async move {
+                    (id, claim_at(&store, id, &format!("i{n}"), at, &p).await)
+                }));
+            }
+        }
+        let (mut claimed, mut held) = (Vec::new(), 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                (id, Claim::Claimed(_)) => claimed.push(id),
+                (_, Claim::Held(Rule::Cap, Some(Action::Drop))) => held += 1,
+                (_, Claim::Lost) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(claimed.len(), 2, "the limit, however the instances race");
+        assert_eq!(held, 28, "every other send was held once");
+        for id in &ids {
+            let want = if claimed.contains(id) {
+                SendStatus::Sending
+            } else {
+                SendStatus::Suppressed
+            };
+            assert_eq!(status(&stores[0], *id).await, want);
+        }
+        let shown = stores[0].send_by_id(ids[0]).await.unwrap().unwrap();
+        assert!(
+            shown.status != SendStatus::Suppressed
+                || (shown.held.as_deref() == Some("cap")
+                    && shown.errmsg.as_deref() == Some("held by cap")),
+            "{shown:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_or_refused_send_does_not_use_up_the_cap() {
+    for store in each_backend("a_failed_or_refused_send_does_not_use_up_the_cap").await {
+        let p = policy(r#"{"frequency_caps":[{"limit":1,"per":"24h"}]}"#);
+        let ids = sends(&store, "f", 4).await;
+        let at = t0() + Duration::minutes(1);
+        for (id, ending) in ids[..2].iter().zip([SendStatus::Failed, SendStatus::Refused]) {
+            assert!(matches!(claim_at(&store, *id, "me", at, &p).await, Claim::Claimed(_)));
+            assert!(store.finish_send(*id, "me", ending, Some(1), None, None).await.unwrap());
+        }
+        // Neither counted: the third goes, and (sent) fills the cap.
+        assert!(matches!(claim_at(&store, ids[2], "me", at, &p).await, Claim::Claimed(_)));
+        store
+            .finish_send(ids[2], "me", SendStatus::Sent, None, None, Some(7))
+            .await
+            .unwrap();
+        assert_eq!(
+            claim_at(&store, ids[3], "me", at, &p).await,
+            Claim::Held(Rule::Cap, Some(Action::Drop))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deferred_send_waits_for_its_time_and_one_past_its_deadline_expires_with_the_rule() {
+    for store in each_backend("a_deferred_send_waits_and_one_past_its_deadline_expires").await {
+        // 01:00 UTC is inside 22:00–08:00 for a recipient in UTC.
+        let p = policy(r#"{"quiet_hours":{"start":"22:00","end":"08:00","spread":"0s"}}"#);
+        let ids = sends(&store, "q", 2).await;
+        let at = t0() + Duration::minutes(1);
+        assert_eq!(
+            claim_at(&store, ids[0], "me", at, &p).await,
+            Claim::Held(Rule::QuietHours, Some(Action::Defer))
+        );
+        let row = store.send_by_id(ids[0]).await.unwrap().unwrap();
+        assert_eq!(row.status, SendStatus::Pending);
+        assert_eq!(row.held.as_deref(), Some("quiet_hours"));
+        assert_eq!(row.send_at, "2026-12-05T08:00:00.000Z");
+        assert_eq!(row.attempts, 0, "no attempt counted");
+        assert_eq!(crate::delivery::shown_status(&row, at), "deferred");
+        // Not due before 08:00; then it goes.
+        assert!(store.due_sends(at, 10).await.unwrap().iter().all(|d| d.id != ids[0]));
+        let eight = "2026-12-05T08:00:00Z".parse().unwrap();
+        assert!(store.due_sends(eight, 10).await.unwrap().iter().any(|d| d.id == ids[0]));
+        assert!(matches!(claim_at(&store, ids[0], "me", eight, &p).await, Claim::Claimed(_)));
+        // Its window ends after its deadline: expired, with the rule, never sent.
+        sqlx::query("UPDATE sends SET expires_at = '2026-12-05T05:00:00.000Z' WHERE id = $1")
+            .bind(ids[1])
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim_at(&store, ids[1], "me", at, &p).await,
+            Claim::Held(Rule::QuietHours, None)
+        );
+        let row = store.send_by_id(ids[1]).await.unwrap().unwrap();
+        assert_eq!(row.status, SendStatus::Expired);
+        assert_eq!(row.errmsg.as_deref(), Some("held by quiet_hours past its deadline"));
+    }
+}
+
+#[tokio::test]
+async fn the_same_message_within_the_dedupe_window_goes_once() {
+    for store in each_backend("the_same_message_within_the_dedupe_window_goes_once").await {
+        let p = policy(r#"{"dedupe":"10m"}"#);
+        let ids = ids();
+        let mut made = Vec::new();
+        for (i, digest) in ["same", "same", "other"].iter().enumerate() {
+            let k = key(&format!("dd:{i}"));
+            let mut s = new_send(&ids, &k, 0, false);
+            s.expires_at = t0() + Duration::days(1);
+            s.digest = digest;
+            made.push(accepted(&store, &s).await);
+        }
+        let at = t0() + Duration::minutes(1);
+        assert!(matches!(claim_at(&store, made[0], "me", at, &p).await, Claim::Claimed(_)));
+        assert_eq!(
+            claim_at(&store, made[1], "me", at, &p).await,
+            Claim::Held(Rule::Dedupe, Some(Action::Drop))
+        );
+        assert!(matches!(claim_at(&store, made[2], "me", at, &p).await, Claim::Claimed(_)));
+    }
+}
+
+#[tokio::test]
+async fn a_held_send_never_spends_a_one_time_credit() {
+    for store in each_backend("a_held_send_never_spends_a_one_time_credit").await {
+        let ids = ids();
+        credit(&store, &ids, 1).await;
+        let k = key("ot");
+        let mut s = new_send(&ids, &k, 0, true);
+        s.digest = "d";
+        let id = accepted(&store, &s).await;
+        let p = policy(r#"{"quiet_hours":{"start":"00:00","end":"08:00","action":"drop"}}"#);
+        assert_eq!(
+            claim_at(&store, id, "me", t0() + Duration::minutes(1), &p).await,
+            Claim::Held(Rule::QuietHours, Some(Action::Drop))
+        );
+        assert_eq!(credits(&store).await, (1, 0), "neither held nor spent");
+        assert_eq!(status(&store, id).await, SendStatus::Suppressed);
+    }
+}
