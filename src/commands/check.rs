@@ -28,6 +28,8 @@ struct JobReport {
     name: String,
     next_fire: Option<String>,
     config_recipients: usize,
+    /// Its effective delivery policy, in one line (`none` without one).
+    policy: String,
 }
 
 fn print_json(report: &Report<'_>, out: &mut Console) {
@@ -229,6 +231,7 @@ fn report(
                     .next_after(Utc::now())
                     .map(|t| job.schedule.local(t)),
                 config_recipients: settings.recipients_of(&job.name).count(),
+                policy: job.effective_policy.describe(),
             })
             .collect();
         print_json(
@@ -262,8 +265,9 @@ fn report(
         let n = settings.recipients_of(&job.name).count();
         outln!(
             out,
-            "job {}: next fire {next}; {n} recipients in the config file",
-            job.name
+            "job {}: next fire {next}; {n} recipients in the config file; policy: {}",
+            job.name,
+            job.effective_policy.describe()
         );
     }
     outln!(

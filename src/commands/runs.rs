@@ -99,8 +99,17 @@ fn runs_table(
         ]);
         row.extend(
             [
-                c.total, c.sent, c.failed, c.refused, c.invalid, c.unknown, c.skipped, c.pending,
+                c.total,
+                c.sent,
+                c.failed,
+                c.refused,
+                c.invalid,
+                c.unknown,
+                c.skipped,
+                c.pending,
                 c.expired,
+                c.deferred,
+                c.suppressed,
             ]
             .map(|n| n.to_string()),
         );
@@ -123,6 +132,8 @@ fn runs_table(
         ("SKIPPED", Right),
         ("PENDING", Right),
         ("EXPIRED", Right),
+        ("DEFERRED", Right),
+        ("SUPPRESSED", Right),
     ]);
     table::render(&columns, rows)
 }

@@ -120,7 +120,9 @@ pub(super) async fn run(
     Ok(
         if summary.stopped.is_some() || summary.interrupted || !summary.held_elsewhere.is_empty() {
             Exit::CannotProceed
-        } else if c.sent + c.skipped < c.total {
+        } else if c.sent + c.skipped + c.deferred + c.suppressed < c.total {
+            // What a policy held was decided, not failed: deferred ones go at
+            // their time (`sends`), suppressed ones by rule.
             Exit::SomeFailed
         } else {
             Exit::Ok
@@ -310,6 +312,8 @@ impl Summary {
             counts.skipped += c.skipped;
             counts.pending += c.pending;
             counts.expired += c.expired;
+            counts.deferred += c.deferred;
+            counts.suppressed += c.suppressed;
         }
         // The run that did the most requests speaks for the latency.
         let busiest = reports.iter().max_by_key(|r| r.requests);
@@ -348,6 +352,12 @@ impl Summary {
             ));
             if c.expired > 0 {
                 line.push_str(&format!(", {} expired", c.expired));
+            }
+            if c.deferred + c.suppressed > 0 {
+                line.push_str(&format!(
+                    ", {} deferred, {} suppressed (policy)",
+                    c.deferred, c.suppressed
+                ));
             }
             line.push_str(&format!(
                 " of {} in {:.1}s",

@@ -101,6 +101,10 @@ pub struct Counts {
     pub pending: u64,
     /// Never sent: still pending when the run's send window closed.
     pub expired: u64,
+    /// Deferred by a delivery policy: each goes as a send at its time.
+    pub deferred: u64,
+    /// Dropped by a delivery policy: never sent.
+    pub suppressed: u64,
 }
 
 #[cfg(test)]

@@ -70,6 +70,21 @@ pub struct DeliveryRow {
     pub updated_at: String,
 }
 
+/// A deferred delivery's reason, with where the send that carries it stands.
+fn with_send(errmsg: Option<String>, row: &super::db::Row) -> Option<String> {
+    let Some(id) = row.get::<Option<i64>, _>("send_id") else {
+        return errmsg;
+    };
+    let status: String = row.get("send_status");
+    let held: Option<String> = row.get("send_held");
+    let now = if status == "pending" && held.is_some() {
+        format!("deferred until {}", row.get::<String, _>("send_at"))
+    } else {
+        status
+    };
+    Some(format!("{}; send {id}: {now}", errmsg.unwrap_or_default()))
+}
+
 /// Reads a recipient's stored variables, adding `name` when it has one.
 pub(super) fn vars_of(name: Option<String>, vars: Option<String>) -> BTreeMap<String, String> {
     let map: BTreeMap<String, String> = vars
@@ -267,9 +282,12 @@ impl Store {
     /// Every delivery of a run, in id order.
     pub async fn deliveries(&self, run_id: i64) -> Result<Vec<DeliveryRow>, StorageError> {
         let rows = sqlx::query(
-            "SELECT d.id, d.openid, d.status, d.errcode, d.errmsg, d.msgid, d.attempts, d.updated_at, \
-             e.error_code, e.error_status FROM deliveries d \
-             LEFT JOIN sent_events e ON e.appid = (SELECT appid FROM runs WHERE id = $1) AND e.msgid = d.msgid \
+            "SELECT d.id, d.openid, d.status, d.errcode, d.errmsg, COALESCE(d.msgid, s.msgid) AS msgid, \
+             d.attempts, d.updated_at, e.error_code, e.error_status, s.id AS send_id, s.status AS send_status, \
+             s.held AS send_held, s.send_at AS send_at FROM deliveries d \
+             LEFT JOIN sends s ON s.delivery_id = d.id AND d.status = 'deferred' \
+             LEFT JOIN sent_events e ON e.appid = (SELECT appid FROM runs WHERE id = $1) \
+             AND e.msgid = COALESCE(d.msgid, s.msgid) \
              WHERE d.run_id = $1 ORDER BY d.id",
         )
         .bind(run_id)
@@ -285,7 +303,7 @@ impl Store {
                         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
                         .context("decode a delivery's status")?,
                     errcode: row.get("errcode"),
-                    errmsg: row.get("errmsg"),
+                    errmsg: with_send(row.get("errmsg"), &row),
                     msgid: row.get("msgid"),
                     attempts: row.get("attempts"),
                     push_event: row

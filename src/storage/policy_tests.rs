@@ -116,12 +116,26 @@ async fn a_failed_or_refused_send_does_not_use_up_the_cap() {
         let p = policy(r#"{"frequency_caps":[{"limit":1,"per":"24h"}]}"#);
         let ids = sends(&store, "f", 4).await;
         let at = t0() + Duration::minutes(1);
-        for (id, ending) in ids[..2].iter().zip([SendStatus::Failed, SendStatus::Refused]) {
-            assert!(matches!(claim_at(&store, *id, "me", at, &p).await, Claim::Claimed(_)));
-            assert!(store.finish_send(*id, "me", ending, Some(1), None, None).await.unwrap());
+        for (id, ending) in ids[..2]
+            .iter()
+            .zip([SendStatus::Failed, SendStatus::Refused])
+        {
+            assert!(matches!(
+                claim_at(&store, *id, "me", at, &p).await,
+                Claim::Claimed(_)
+            ));
+            assert!(
+                store
+                    .finish_send(*id, "me", ending, Some(1), None, None)
+                    .await
+                    .unwrap()
+            );
         }
         // Neither counted: the third goes, and (sent) fills the cap.
-        assert!(matches!(claim_at(&store, ids[2], "me", at, &p).await, Claim::Claimed(_)));
+        assert!(matches!(
+            claim_at(&store, ids[2], "me", at, &p).await,
+            Claim::Claimed(_)
+        ));
         store
             .finish_send(ids[2], "me", SendStatus::Sent, None, None, Some(7))
             .await
@@ -151,10 +165,27 @@ async fn a_deferred_send_waits_for_its_time_and_one_past_its_deadline_expires_wi
         assert_eq!(row.attempts, 0, "no attempt counted");
         assert_eq!(crate::delivery::shown_status(&row, at), "deferred");
         // Not due before 08:00; then it goes.
-        assert!(store.due_sends(at, 10).await.unwrap().iter().all(|d| d.id != ids[0]));
+        assert!(
+            store
+                .due_sends(at, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|d| d.id != ids[0])
+        );
         let eight = "2026-12-05T08:00:00Z".parse().unwrap();
-        assert!(store.due_sends(eight, 10).await.unwrap().iter().any(|d| d.id == ids[0]));
-        assert!(matches!(claim_at(&store, ids[0], "me", eight, &p).await, Claim::Claimed(_)));
+        assert!(
+            store
+                .due_sends(eight, 10)
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.id == ids[0])
+        );
+        assert!(matches!(
+            claim_at(&store, ids[0], "me", eight, &p).await,
+            Claim::Claimed(_)
+        ));
         // Its window ends after its deadline: expired, with the rule, never sent.
         sqlx::query("UPDATE sends SET expires_at = '2026-12-05T05:00:00.000Z' WHERE id = $1")
             .bind(ids[1])
@@ -167,7 +198,10 @@ async fn a_deferred_send_waits_for_its_time_and_one_past_its_deadline_expires_wi
         );
         let row = store.send_by_id(ids[1]).await.unwrap().unwrap();
         assert_eq!(row.status, SendStatus::Expired);
-        assert_eq!(row.errmsg.as_deref(), Some("held by quiet_hours past its deadline"));
+        assert_eq!(
+            row.errmsg.as_deref(),
+            Some("held by quiet_hours past its deadline")
+        );
     }
 }
 
@@ -185,12 +219,18 @@ async fn the_same_message_within_the_dedupe_window_goes_once() {
             made.push(accepted(&store, &s).await);
         }
         let at = t0() + Duration::minutes(1);
-        assert!(matches!(claim_at(&store, made[0], "me", at, &p).await, Claim::Claimed(_)));
+        assert!(matches!(
+            claim_at(&store, made[0], "me", at, &p).await,
+            Claim::Claimed(_)
+        ));
         assert_eq!(
             claim_at(&store, made[1], "me", at, &p).await,
             Claim::Held(Rule::Dedupe, Some(Action::Drop))
         );
-        assert!(matches!(claim_at(&store, made[2], "me", at, &p).await, Claim::Claimed(_)));
+        assert!(matches!(
+            claim_at(&store, made[2], "me", at, &p).await,
+            Claim::Claimed(_)
+        ));
     }
 }
 

@@ -91,7 +91,9 @@ const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.no
     COALESCE(SUM(CASE WHEN d.status = 'unknown' THEN 1 ELSE 0 END), 0) AS unknown, \
     COALESCE(SUM(CASE WHEN d.status = 'skipped' THEN 1 ELSE 0 END), 0) AS skipped, \
     COALESCE(SUM(CASE WHEN d.status IN ('pending', 'claimed', 'sending') THEN 1 ELSE 0 END), 0) AS pending, \
-    COALESCE(SUM(CASE WHEN d.status = 'expired' THEN 1 ELSE 0 END), 0) AS expired \
+    COALESCE(SUM(CASE WHEN d.status = 'expired' THEN 1 ELSE 0 END), 0) AS expired, \
+    COALESCE(SUM(CASE WHEN d.status = 'deferred' THEN 1 ELSE 0 END), 0) AS deferred, \
+    COALESCE(SUM(CASE WHEN d.status = 'suppressed' THEN 1 ELSE 0 END), 0) AS suppressed \
     FROM runs r LEFT JOIN deliveries d ON d.run_id = r.id";
 
 fn run_row(row: &super::db::Row) -> Result<RunRow, sqlx::Error> {
@@ -121,6 +123,8 @@ fn run_row(row: &super::db::Row) -> Result<RunRow, sqlx::Error> {
             skipped: n("skipped")?,
             pending: n("pending")?,
             expired: n("expired")?,
+            deferred: n("deferred")?,
+            suppressed: n("suppressed")?,
         },
     })
 }

@@ -43,7 +43,12 @@ pub(super) async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
     store.claim_send(&due, owner, t0(), None).await.unwrap()
 }
 
-pub(super) fn new_send<'a>(ids: &'a Ids, key: &'a IdempotencyKey, due_in: i64, one_time: bool) -> NewSend<'a> {
+pub(super) fn new_send<'a>(
+    ids: &'a Ids,
+    key: &'a IdempotencyKey,
+    due_in: i64,
+    one_time: bool,
+) -> NewSend<'a> {
     let send_at = t0() + Duration::minutes(due_in);
     NewSend {
         appid: &ids.app,
