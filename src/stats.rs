@@ -55,6 +55,7 @@ pub(crate) fn process() {
 /// `/metrics` learns what each one counts.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_policy();
     describe_gauge!(
         "wxpush_build_info",
         "Always 1; labels name the version and the commit built."
@@ -74,14 +75,6 @@ fn describe() {
     describe_gauge!(
         "wxpush_on_demand_queue",
         "Sends on demand waiting, by state: scheduled (their send_at is ahead) or queued (due, not yet taken); read from the database at each scrape."
-    );
-    describe_counter!(
-        "wxpush_policy_held_total",
-        "Deliveries and sends a delivery policy held, by app, reason (quiet_hours, cap, dedupe) and action (defer, drop, or expired when the time it could go was past its deadline)."
-    );
-    describe_gauge!(
-        "wxpush_policy_deferred",
-        "Deliveries and sends waiting deferred by a policy (quiet hours, a cap); read from the database at each scrape."
     );
     describe_histogram!(
         ON_DEMAND_LAG,
@@ -523,6 +516,19 @@ pub(crate) fn on_demand_lag(lag: chrono::Duration) {
 pub(crate) fn on_demand_queue(scheduled: i64, queued: i64) {
     gauge!("wxpush_on_demand_queue", "state" => "scheduled").set(scheduled as f64);
     gauge!("wxpush_on_demand_queue", "state" => "queued").set(queued as f64);
+}
+
+/// The delivery policy's series.
+fn describe_policy() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "wxpush_policy_held_total",
+        "Deliveries and sends a delivery policy held, by app, reason (quiet_hours, cap, dedupe) and action (defer, drop, or expired when the time it could go was past its deadline)."
+    );
+    describe_gauge!(
+        "wxpush_policy_deferred",
+        "Deliveries and sends waiting deferred by a policy (quiet hours, a cap); read from the database at each scrape."
+    );
 }
 
 /// `n` deliveries or sends of the app labelled `app` held by `rule`: deferred,

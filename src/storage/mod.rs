@@ -27,6 +27,7 @@ mod retention;
 mod run_changes;
 mod runs;
 mod schedules;
+mod send_claims;
 mod sends;
 #[cfg(test)]
 mod sends_tests;
@@ -63,9 +64,8 @@ pub use postgres::RunChanges;
 pub use recipients::{RecipientRow, StoredRecipient, SyncReport};
 pub use retention::{OpenSlots, Pruned};
 pub use runs::{Audience, Enqueued, NewRun, RunRow};
-pub use sends::{
-    Accepted, Cancel, Claim, DueSend, NewSend, SendFilter, SendRow, SendWakes, SentEvent,
-};
+pub use send_claims::{Claim, DueSend};
+pub use sends::{Accepted, Cancel, NewSend, SendFilter, SendRow, SendWakes, SentEvent};
 pub use snapshot::{AudienceRow, Snapshot};
 pub use tokens::{StoredToken, TokenRefresh};
 

@@ -12,7 +12,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
 
 use super::dialect::Dialect;
-use super::sends::{Claim, claim_sql, hold_send_credit, send_row};
+use super::send_claims::{Claim, claim_sql, hold_send_credit};
+use super::sends::send_row;
 use super::sets::{bind_ids, bind_texts, id_set, text_set};
 use super::tx::WriteTx;
 use super::{Context, StorageError, Store, now, ts};

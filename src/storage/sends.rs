@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::db::Row;
+use super::send_claims::DueSend;
 use super::settle::settle_credit;
 use super::tx::WriteTx;
 use super::{Context, StorageError, Store, now, ts};
-use crate::domain::policy::Policy;
 use crate::domain::{AppId, CancelKey, IdempotencyKey, JobName, OpenId, SendStatus, TemplateId};
 
 /// A send as the caller asked for it, checked and rendered, to be accepted.
@@ -140,24 +140,6 @@ pub enum Cancel {
     NotFound,
 }
 
-/// What a sender's claim of one due send got.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// Marked `sending` (and its credit held) and committed: request it now.
-    Claimed(Box<SendRow>),
-    /// Ended `skipped`: a one-time template and no credit (no request is made).
-    Skipped,
-    /// Someone else took it, it was cancelled, or it is not due.
-    Lost,
-    /// A policy held it: deferred (`Some(Defer)`, pending again at a later
-    /// `send_at`), dropped (`Some(Drop)`, `suppressed`), or held past its
-    /// `expires_at` (`None`, `expired`).
-    Held(
-        crate::domain::policy::Rule,
-        Option<crate::domain::policy::Action>,
-    ),
-}
-
 /// Which sends a listing shows, by id from `after` on.
 #[derive(Debug, Clone, Default)]
 pub struct SendFilter<'a> {
@@ -173,21 +155,6 @@ pub struct SendFilter<'a> {
     pub after: Option<i64>,
     /// At most this many.
     pub limit: u32,
-}
-
-/// A due send, as a sender finds it before claiming it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueSend {
-    /// Its id.
-    pub id: i64,
-    /// The AppID it is sent for.
-    pub appid: String,
-    /// Whether its claim holds a one-time credit.
-    pub one_time: bool,
-    /// The job whose defaults (and policy) it took.
-    pub job: Option<String>,
-    /// Its own policy layer, in JSON.
-    pub policy: Option<String>,
 }
 
 /// What wakes the sender of sends on demand before its next look.
@@ -211,7 +178,7 @@ impl SendWakes {
     }
 }
 
-const COLUMNS: &str = "id, appid, idem_key, request, openid, template_id, job, one_time, \
+pub(super) const COLUMNS: &str = "id, appid, idem_key, request, openid, template_id, job, one_time, \
     message, cancel_key, metadata, send_at, expires_at, status, attempts, errcode, errmsg, \
     msgid, created_at, updated_at, tz, policy, held, digest, delivery_id";
 
@@ -527,64 +494,6 @@ impl Store {
         Ok((later, due))
     }
 
-    /// Takes send `id` for `owner` if it is pending, due at `at` and not
-    /// expired: committed `sending` before its request (record before send),
-    /// with a one-time template's credit held in the same transaction, or
-    /// ended `skipped` without one.
-    pub async fn claim_send(
-        &self,
-        due: &DueSend,
-        owner: &str,
-        at: DateTime<Utc>,
-        policy: Option<(&Policy, chrono_tz::Tz)>,
-    ) -> Result<Claim, StorageError> {
-        if let Some((policy, tz)) = policy.filter(|(p, _)| !p.is_off()) {
-            return self.claim_send_under(due.id, owner, at, policy, tz).await;
-        }
-        let _turn = self.sends_turn().await;
-        let id = due.id;
-        let claim = claim_sql();
-        if !due.one_time {
-            // No credit to hold: one statement, committed on its own (the
-            // guard keeps a one-time send from going without its credit).
-            let sql = claim.replace("RETURNING", "AND one_time = 0 RETURNING");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(owner)
-                .bind(ts(at))
-                .bind(now())
-                .fetch_optional(&self.pool)
-                .await
-                .context("claim a send")?;
-            return match row {
-                Some(row) => Ok(Claim::Claimed(Box::new(send_row(&row)?))),
-                None => Ok(Claim::Lost),
-            };
-        }
-        let mut tx = WriteTx::begin(&self.pool, self.dialect)
-            .await
-            .context("claim a send")?;
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(claim))
-            .bind(id)
-            .bind(owner)
-            .bind(ts(at))
-            .bind(now())
-            .fetch_optional(&mut *tx)
-            .await
-            .context("claim a send")?
-        else {
-            tx.rollback().await.context("claim a send")?;
-            return Ok(Claim::Lost);
-        };
-        let send = send_row(&row)?;
-        if !hold_send_credit(&mut tx, &send).await? {
-            tx.commit().await.context("claim a send")?;
-            return Ok(Claim::Skipped);
-        }
-        tx.commit().await.context("claim a send")?;
-        Ok(Claim::Claimed(Box::new(send)))
-    }
-
     /// Records how send `id`, taken by `owner`, ended, and settles the credit it
     /// held as a delivery's would be. False if `owner` no longer holds it.
     #[allow(clippy::too_many_arguments)]
@@ -687,52 +596,6 @@ impl Store {
         tx.commit().await.context("recover sends")?;
         Ok(n)
     }
-}
-
-/// Marks one due send (`$1`) `sending` for `$2` as of `$3` at `$4`, if it is
-/// still pending, due and not expired.
-pub(super) fn claim_sql() -> String {
-    format!(
-        "UPDATE sends SET status = 'sending', owner = $2, attempts = attempts + 1, held = NULL, \
-         updated_at = $4 WHERE id = $1 AND status = 'pending' AND send_at <= $3 \
-         AND expires_at > $3 RETURNING {COLUMNS}"
-    )
-}
-
-/// Holds a one-time credit for a claimed `send` (nothing to hold otherwise);
-/// without one it ends `skipped` and this is false.
-pub(super) async fn hold_send_credit(
-    tx: &mut WriteTx,
-    send: &SendRow,
-) -> Result<bool, StorageError> {
-    if !send.one_time {
-        return Ok(true);
-    }
-    // The guard `credits > reserved` spends a credit once, however
-    // many sends and runs contend for it.
-    let held = sqlx::query(
-        "UPDATE consents SET reserved = reserved + 1 WHERE appid = $1 AND openid = $2 \
-         AND template_id = $3 AND credits > reserved",
-    )
-    .bind(&send.appid)
-    .bind(&send.openid)
-    .bind(&send.template_id)
-    .execute(&mut **tx)
-    .await
-    .context("hold a consent credit")?
-    .rows_affected();
-    let sql = if held == 1 {
-        "UPDATE sends SET held_credit = 1 WHERE id = $1"
-    } else {
-        "UPDATE sends SET status = 'skipped', owner = NULL, \
-         errmsg = 'no consent recorded for this one-time template' WHERE id = $1"
-    };
-    sqlx::query(sql)
-        .bind(send.id)
-        .execute(&mut **tx)
-        .await
-        .context("claim a send")?;
-    Ok(held == 1)
 }
 
 /// Sends of a dead (or leaving) instance `owner` that are `sending` end
