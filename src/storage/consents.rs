@@ -295,6 +295,8 @@ impl Store {
             "UPDATE deliveries SET openid = 'forgotten-' || id WHERE openid = $1 \
              AND run_id IN (SELECT id FROM runs WHERE appid = $2)",
             "UPDATE sent_events SET openid = 'forgotten' WHERE openid = $1 AND appid = $2",
+            // What the delivery policy recorded of them (caps, dedupe).
+            "DELETE FROM policy_history WHERE openid = $1 AND appid = $2",
             // Sends on demand: what has not gone yet never goes; the request,
             // body and metadata (which name the person) are dropped.
             "UPDATE sends SET openid = 'forgotten-' || id, request = '{}', message = '{}', \

@@ -252,3 +252,182 @@ async fn a_held_send_never_spends_a_one_time_credit() {
         assert_eq!(status(&store, id).await, SendStatus::Suppressed);
     }
 }
+
+/// One person listed on `jobs`, and each job's run enqueued; returns each run's delivery.
+async fn runs_for_one_person(store: &Store, jobs: &[&str]) -> Vec<(i64, i64)> {
+    use crate::domain::Trigger;
+    use crate::domain::test_ids::{app, job, tmpl};
+    let (appid, template) = (app("1"), tmpl("t"));
+    let mut out = Vec::new();
+    for name in jobs {
+        sqlx::query(
+            "INSERT INTO recipients (job, openid, source, created_at, updated_at) \
+             VALUES ($1, 'oPerson000000000000000000000', 'cli', '', '')",
+        )
+        .bind(*name)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let j = job(name);
+        let run = store
+            .enqueue(super::NewRun {
+                job: &j,
+                appid: &appid,
+                template_id: &template,
+                audience: super::Audience::Listed,
+                slot: t0(),
+                trigger: Trigger::Schedule,
+            })
+            .await
+            .unwrap()
+            .run_id;
+        out.push((run, store.deliveries(run).await.unwrap()[0].id));
+    }
+    out
+}
+
+fn delivery(id: i64, tz: chrono_tz::Tz) -> super::PolicyDelivery {
+    super::PolicyDelivery {
+        id,
+        openid: "oPerson000000000000000000000".into(),
+        tz,
+        digest: String::new(),
+    }
+}
+
+fn run_of<'a>(run_id: i64, job: &'a str) -> super::PolicyRun<'a> {
+    super::PolicyRun {
+        run_id,
+        appid: "wx0000000000000001",
+        job,
+        template_id: "t",
+        one_time: false,
+        deadline: Utc::now() + Duration::hours(3),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_deciding_three_jobs_runs_for_one_person_let_one_go_under_a_cap_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "three_instances_deciding_three_jobs_runs_for_one_person";
+    for stores in three_instances(test, dir.path()).await {
+        let runs = runs_for_one_person(&stores[0], &["j1", "j2", "j3"]).await;
+        let p = Arc::new(policy(r#"{"frequency_caps":[{"limit":1,"per":"1d"}]}"#));
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let names = ["j1", "j2", "j3"];
+        let tasks: Vec<_> = stores
+            .iter()
+            .zip(runs.clone())
+            .zip(names)
+            .map(|((s, (run, id)), name)| {
+                let (s, p, barrier) = (Arc::clone(s), Arc::clone(&p), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let render = |_: i64| "{}".to_owned();
+                    s.hold_deliveries(
+                        run_of(run, name),
+                        &p,
+                        &[delivery(id, chrono_tz::UTC)],
+                        &render,
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        for t in tasks {
+            held.extend(t.await.unwrap());
+        }
+        assert_eq!(held.len(), 2, "one of three goes: {held:?}");
+        assert!(
+            held.iter()
+                .all(|h| h.rule == Rule::Cap && h.action == Some(Action::Drop))
+        );
+        let mut statuses = Vec::new();
+        for (run, _) in &runs {
+            statuses.push(stores[0].deliveries(*run).await.unwrap()[0].status);
+        }
+        statuses.sort_by_key(|s| s.as_str());
+        use crate::domain::Status;
+        assert_eq!(
+            statuses,
+            [Status::Pending, Status::Suppressed, Status::Suppressed]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_held_run_delivery_is_deferred_as_a_send_or_expires_past_its_window() {
+    for store in each_backend("a_held_run_delivery_is_deferred_as_a_send_or_expires").await {
+        let runs = runs_for_one_person(&store, &["j1", "j2"]).await;
+        // A window from an hour ago to an hour ahead (UTC): now is inside it.
+        let now = Utc::now();
+        let (start, end) = (
+            (now - Duration::hours(1)).format("%H:%M:%S").to_string(),
+            (now + Duration::hours(1)).format("%H:%M:%S").to_string(),
+        );
+        let p = policy(&format!(
+            r#"{{"quiet_hours":{{"start":"{start}","end":"{end}","spread":"0s"}}}}"#
+        ));
+        let render = |id: i64| format!(r#"{{"template_id":"t","data":{{"id":"{id}"}}}}"#);
+        let (run, id) = runs[0];
+        let held = store
+            .hold_deliveries(
+                run_of(run, "j1"),
+                &p,
+                &[delivery(id, chrono_tz::UTC)],
+                &render,
+            )
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].action, Some(Action::Defer));
+        let d = &store.deliveries(run).await.unwrap()[0];
+        assert_eq!(d.status, crate::domain::Status::Deferred);
+        let errmsg = d.errmsg.clone().unwrap();
+        assert!(errmsg.starts_with("held by quiet_hours; send "), "{errmsg}");
+        assert!(errmsg.contains(": deferred until "), "{errmsg}");
+        let sends = store
+            .list_sends(&super::SendFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].delivery_id, Some(id));
+        assert_eq!(sends[0].held.as_deref(), Some("quiet_hours"));
+        assert_eq!(
+            sends[0].message,
+            format!(r#"{{"template_id":"t","data":{{"id":"{id}"}}}}"#)
+        );
+        // Deciding it again (a resume) makes no second send: it is not pending.
+        let again = store
+            .hold_deliveries(
+                run_of(run, "j1"),
+                &p,
+                &[delivery(id, chrono_tz::UTC)],
+                &render,
+            )
+            .await
+            .unwrap();
+        assert!(again.is_empty());
+        // A run whose window closes before the quiet hours end: expired, with the rule.
+        let (run, id) = runs[1];
+        let mut short = run_of(run, "j2");
+        short.deadline = now + Duration::minutes(30);
+        let held = store
+            .hold_deliveries(short, &p, &[delivery(id, chrono_tz::UTC)], &render)
+            .await
+            .unwrap();
+        assert_eq!(held[0].action, None);
+        let d = &store.deliveries(run).await.unwrap()[0];
+        assert_eq!(d.status, crate::domain::Status::Expired);
+        assert_eq!(
+            d.errmsg.as_deref(),
+            Some("held by quiet_hours past its deadline")
+        );
+        assert_eq!(store.deferred_count().await.unwrap(), 1);
+    }
+}

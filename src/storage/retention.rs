@@ -136,6 +136,22 @@ impl Store {
                 .bind(batch)
             })
             .await?;
+        // What the delivery policy recorded (it names people): kept as long as
+        // ended sends, at least `idempotency_retention` (35 days by default),
+        // which caps and dedupe windows fit in.
+        let before_ms = sends_before
+            .parse::<DateTime<Utc>>()
+            .map_or(0, |t| t.timestamp_millis());
+        pruned.events += self
+            .in_batches(batch, "delete old policy history", || {
+                sqlx::query(
+                    "DELETE FROM policy_history WHERE id IN (SELECT id FROM policy_history \
+                     WHERE at_ms < $1 LIMIT $2)",
+                )
+                .bind(before_ms)
+                .bind(batch)
+            })
+            .await?;
         Ok(pruned)
     }
 
