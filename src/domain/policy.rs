@@ -440,11 +440,17 @@ impl Policy {
             ));
         }
         for c in &self.caps {
+            let per = if c.calendar {
+                match c.per.as_secs() / 86_400 {
+                    1 => "calendar day".to_owned(),
+                    n => format!("{n} calendar days"),
+                }
+            } else {
+                humantime::format_duration(c.per).to_string()
+            };
             parts.push(format!(
-                "at most {} per {}{} ({}, {})",
+                "at most {} per {per} ({}, {})",
                 c.limit,
-                humantime::format_duration(c.per),
-                if c.calendar { " of calendar days" } else { "" },
                 c.scope.as_str(),
                 self.on_cap.as_str()
             ));
