@@ -195,3 +195,57 @@ async fn quiet_hours_are_each_recipients_and_a_deferred_delivery_survives_kill_9
         "{shown:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_policy_or_zone_on_a_send_is_refused_naming_it_and_nothing_is_stored() {
+    let env = TestEnv::with(&format!(
+        "{}{}",
+        person(ANN, "\"daily\"", "UTC"),
+        job("daily", "")
+    ))
+    .await;
+    ready(&env).await;
+    let base = [
+        "sends",
+        "add",
+        "--to",
+        ANN,
+        "--template",
+        "tmpl-checkin",
+        "--data",
+        "thing1=x",
+        "--data",
+        "date2=2026-12-07",
+    ];
+    let with = |extra: &'static [&'static str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args
+    };
+    let bad_window = env
+        .wxpush(&with(&[
+            "--policy",
+            r#"{"quiet_hours":{"start":"08:00","end":"06:00"}}"#,
+        ]))
+        .await;
+    assert_eq!(bad_window.code, 2, "{bad_window:?}");
+    assert!(
+        bad_window
+            .all()
+            .contains("--policy: quiet_hours: 08:00–06:00 is 22 h long"),
+        "{bad_window:?}"
+    );
+    let unknown_key = env.wxpush(&with(&["--policy", r#"{"quiet":true}"#])).await;
+    assert_eq!(unknown_key.code, 2, "{unknown_key:?}");
+    assert!(unknown_key.all().contains("--policy"), "{unknown_key:?}");
+    let zone = env.wxpush(&with(&["--tz", "Mars/Olympus"])).await;
+    assert_eq!(zone.code, 2, "{zone:?}");
+    assert!(
+        zone.all()
+            .contains("--tz: \"Mars/Olympus\" is not an IANA time zone"),
+        "{zone:?}"
+    );
+    let listed = env.wxpush(&["sends", "--json"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(!listed.stdout.contains(ANN), "nothing stored: {listed:?}");
+}
