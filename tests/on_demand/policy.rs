@@ -172,6 +172,8 @@ async fn quiet_hours_are_each_recipients_and_a_deferred_delivery_survives_kill_9
     // deferred delivery goes once, at its time.
     let mut first = env.command(&["run"]).spawn().unwrap();
     wait_http(env.http).await;
+    let (_, metrics) = get(env.http, "/metrics").await;
+    assert!(metrics.contains("wxpush_policy_deferred 1"), "{metrics}");
     signal(&first, "-KILL").await;
     let _ = first.wait().await;
     assert!(
@@ -185,7 +187,43 @@ async fn quiet_hours_are_each_recipients_and_a_deferred_delivery_survives_kill_9
     })
     .await;
     assert!(Utc::now() >= end_at, "not before the window's end");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A send in Ann's quiet hours with `action = "drop"`: suppressed, and counted.
+    let (start, end) = (
+        (ny - chrono::Duration::hours(1)).format("%H:%M"),
+        (ny + chrono::Duration::hours(2)).format("%H:%M"),
+    );
+    let drop = format!(r#"{{"quiet_hours":{{"start":"{start}","end":"{end}","action":"drop"}}}}"#);
+    let add = env
+        .wxpush(&[
+            "sends",
+            "add",
+            "--to",
+            ANN,
+            "--template",
+            "tmpl-checkin",
+            "--data",
+            "thing1=x",
+            "--data",
+            "date2=2026-12-07",
+            "--tz",
+            "America/New_York",
+            "--policy",
+            &drop,
+        ])
+        .await;
+    assert_eq!(add.code, 0, "{add:?}");
+    let counted =
+        "wxpush_policy_held_total{action=\"drop\",app=\"default\",reason=\"quiet_hours\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = get(env.http, "/metrics").await.1;
+        if metrics.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(counted), "{metrics}");
+    assert!(metrics.contains("wxpush_policy_deferred 0"), "{metrics}");
     assert_eq!(stop(&mut second).await.code(), Some(0));
     assert_eq!(env.fake.accepted_for(ANN), 1, "exactly once");
     assert_eq!(env.fake.accepted_for(BOB), 1);
