@@ -2,7 +2,8 @@
 -- for frequency caps and dedupe: one row per delivery (`kind` 'd') or send
 -- ('s') a claim let go, written in the claim's transaction. A row whose
 -- delivery or send ended without a message (failed, refused…) no longer
--- counts: the reading query looks at its status.
+-- counts: the reading query looks at its status. Rows are found by person
+-- (the one index, which also finds a delivery's or send's own row).
 CREATE TABLE policy_history (
     id          INTEGER PRIMARY KEY,
     appid       TEXT    NOT NULL,
@@ -13,11 +14,9 @@ CREATE TABLE policy_history (
     counted     BIGINT  NOT NULL,
     at_ms       BIGINT  NOT NULL,
     kind        TEXT    NOT NULL,
-    ref_id      BIGINT  NOT NULL,
-    UNIQUE (kind, ref_id)
+    ref_id      BIGINT  NOT NULL
 );
 CREATE INDEX policy_history_person ON policy_history (appid, openid, at_ms);
-CREATE INDEX policy_history_age ON policy_history (at_ms);
 
 -- A send's recipient zone (`tz`), its own policy layer (JSON), the rule that
 -- holds it while deferred (`held`), its digest for dedupe, and the run's

@@ -93,6 +93,11 @@ impl Settings {
         let layers = [Some(&self.policy), app_layer, job.map(|j| &j.policy), over];
         let mut policy = Policy::fold(layers.into_iter().flatten());
         let of_app = |j: &&Job| self.appid_of_job(j) == appid;
+        let dedupes = |l: &PolicyLayer| l.dedupe.is_some_and(|d| !d.is_zero());
+        policy.digests = dedupes(&self.policy)
+            || app_layer.is_some_and(dedupes)
+            || self.jobs.iter().filter(of_app).any(|j| dedupes(&j.policy))
+            || over.is_some_and(dedupes);
         policy.record = Policy::layer_records(&self.policy)
             || app_layer.is_some_and(Policy::layer_records)
             || self

@@ -38,7 +38,7 @@ pub(super) async fn apply(
         return Ok(ready);
     }
     let zones: HashMap<i64, Tz> = page.iter().map(|d| (d.id, zone(job, d))).collect();
-    let dedupes = policy.dedupe.is_some() || policy.record;
+    let dedupes = policy.digests;
     let items: Vec<PolicyDelivery> = ready
         .iter()
         .map(|(id, m)| PolicyDelivery {

@@ -358,6 +358,9 @@ pub struct Policy {
     /// Whether what goes is recorded in the person's history: wherever some
     /// policy of the app caps or dedupes (set by the settings, which see them all).
     pub record: bool,
+    /// Whether some policy of the app dedupes: only then is each message's
+    /// digest worth its cost (set by the settings).
+    pub digests: bool,
 }
 
 impl Policy {
@@ -388,6 +391,7 @@ impl Policy {
             count: top.count.unwrap_or(true),
             bypass,
             record: false,
+            digests: false,
         }
     }
 

@@ -14,7 +14,7 @@ use sqlx::Row;
 use super::dialect::Dialect;
 use super::send_claims::{Claim, claim_sql, hold_send_credit};
 use super::sends::send_row;
-use super::sets::{bind_ids, bind_texts, id_set, text_set};
+use super::sets::{bind_texts, text_set};
 use super::tx::WriteTx;
 use super::{Context, StorageError, Store, now, ts};
 use crate::domain::policy::{Action, Candidate, Policy, Rule, Sent, Verdict};
@@ -73,96 +73,124 @@ pub(super) async fn decide(
             .await
             .context("lock the people claimed")?;
     }
-    let ids: Vec<i64> = claims.iter().map(|(id, _)| *id).collect();
     let since =
         now - chrono::Duration::from_std(policy.lookback()).unwrap_or(chrono::Duration::MAX);
     let sql = format!(
-        "SELECT h.openid, h.template_id, h.job, h.digest, h.counted, h.at_ms FROM policy_history h \
-         WHERE h.appid = $1 AND h.openid IN ({}) AND h.at_ms >= $3 \
-         AND NOT (h.kind = $4 AND h.ref_id IN ({})) \
+        "SELECT {} FROM policy_history h WHERE h.appid = $1 AND h.openid IN ({}) AND h.at_ms >= $3 \
          AND CASE WHEN h.kind = 'd' \
          THEN EXISTS (SELECT 1 FROM deliveries d WHERE d.id = h.ref_id AND d.status IN {COUNTS}) \
          ELSE EXISTS (SELECT 1 FROM sends s WHERE s.id = h.ref_id AND s.status IN {COUNTS}) END",
+        dialect.json_rows(
+            "h.openid, h.template_id, h.job, h.digest, h.counted, h.at_ms, h.kind, h.ref_id"
+        ),
         text_set(2),
-        id_set(5)
     );
     let q = bind_texts(
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(appid.to_owned()),
         &people,
-    )
-    .bind(since.timestamp_millis())
-    .bind(kind.as_str());
-    let rows = bind_ids(q, &ids)
-        .fetch_all(&mut **tx)
+    );
+    let rows: String = q
+        .bind(since.timestamp_millis())
+        .fetch_one(&mut **tx)
         .await
+        .context("read the people's history")?
+        .get(0);
+    type Entry = (
+        String,
+        String,
+        Option<String>,
+        String,
+        i64,
+        i64,
+        String,
+        i64,
+    );
+    let rows: Vec<Entry> = serde_json::from_str(&rows)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
         .context("read the people's history")?;
+    // A claim's own record (decided before, then resumed) neither counts
+    // against it nor is written twice.
+    let mine: std::collections::HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
+    let mut recorded = std::collections::HashSet::new();
     let mut history: HashMap<String, Vec<Sent>> = HashMap::new();
-    for r in &rows {
-        history.entry(r.get("openid")).or_default().push(Sent {
-            template_id: r.get("template_id"),
-            job: r.get("job"),
-            digest: r.get("digest"),
-            counted: r.get::<i64, _>("counted") != 0,
-            at: Utc
-                .timestamp_millis_opt(r.get("at_ms"))
-                .single()
-                .unwrap_or(now),
+    for (openid, template_id, job, digest, counted, at_ms, of, ref_id) in rows {
+        if of == kind.as_str() && mine.contains(&ref_id) {
+            recorded.insert(ref_id);
+            continue;
+        }
+        history.entry(openid).or_default().push(Sent {
+            template_id,
+            job,
+            digest,
+            counted: counted != 0,
+            at: Utc.timestamp_millis_opt(at_ms).single().unwrap_or(now),
         });
     }
-    let mut going = Vec::new();
+    let mut going: Vec<(i64, &Candidate<'_>)> = Vec::new();
     for i in open {
         let (id, c) = &claims[i];
         let sent = history.entry(c.openid.to_owned()).or_default();
         verdicts[i] = policy.against(c, sent, now);
         if verdicts[i] == Verdict::Go {
             // A second claim for the same person in this batch sees this one.
-            let this = Sent {
+            sent.push(Sent {
                 template_id: c.template_id.to_owned(),
                 job: c.job.map(str::to_owned),
                 digest: c.digest.to_owned(),
                 counted: policy.count,
                 at: now,
-            };
-            going.push(serde_json::json!([
-                c.openid,
-                c.template_id,
-                c.job,
-                c.digest,
-                i64::from(policy.count),
-                id
-            ]));
-            sent.push(this);
+            });
+            if !recorded.contains(id) {
+                going.push((*id, c));
+            }
         }
     }
-    if !going.is_empty() {
-        // `WHERE true`: SQLite reads `ON CONFLICT` after a bare SELECT as a join's.
-        let sql = "INSERT INTO policy_history (appid, openid, template_id, job, digest, counted, at_ms, kind, ref_id) \
-             SELECT $1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, CAST(value ->> 4 AS BIGINT), $2, $3, \
-             CAST(value ->> 5 AS BIGINT) FROM json_each($4) WHERE true \
-             ON CONFLICT (kind, ref_id) DO UPDATE SET at_ms = excluded.at_ms";
-        sqlx::query(sql)
-            .bind(appid.to_owned())
-            .bind(now.timestamp_millis())
-            .bind(kind.as_str())
-            .bind(serde_json::Value::Array(going).to_string())
-            .execute(&mut **tx)
-            .await
-            .context("record what the policy let go")?;
-    }
+    record(tx, appid, kind, policy.count, &mut going, now).await?;
     Ok(verdicts)
 }
 
-/// Forgets the history rows of held claims (a send held on its second claim
-/// had one from its first).
-pub(super) async fn forget(tx: &mut WriteTx, kind: Kind, ids: &[i64]) -> Result<(), StorageError> {
-    let sql = format!(
-        "DELETE FROM policy_history WHERE kind = $1 AND ref_id IN ({})",
-        id_set(2)
-    );
-    bind_ids(
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.as_str()),
-        ids,
+/// Records what goes: one INSERT of a JSON set, in openid order (which keeps
+/// the person index's writes close together).
+async fn record(
+    tx: &mut WriteTx,
+    appid: &str,
+    kind: Kind,
+    counted: bool,
+    going: &mut [(i64, &Candidate<'_>)],
+    now: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    if going.is_empty() {
+        return Ok(());
+    }
+    going.sort_by(|a, b| a.1.openid.cmp(b.1.openid));
+    let rows: Vec<(&str, &str, Option<&str>, &str, i64)> = going
+        .iter()
+        .map(|(id, c)| (c.openid, c.template_id, c.job, c.digest, *id))
+        .collect();
+    let sql = "INSERT INTO policy_history (appid, openid, template_id, job, digest, counted, at_ms, kind, ref_id) \
+         SELECT $1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, $4, $2, $3, \
+         CAST(value ->> 4 AS BIGINT) FROM json_each($5)";
+    sqlx::query(sql)
+        .bind(appid.to_owned())
+        .bind(now.timestamp_millis())
+        .bind(kind.as_str())
+        .bind(i64::from(counted))
+        .bind(serde_json::to_string(&rows).expect("rows serialise"))
+        .execute(&mut **tx)
+        .await
+        .context("record what the policy let go")?;
+    Ok(())
+}
+
+/// Forgets the history row of a held send of `openid` (held on a later claim,
+/// it may have one from an earlier).
+async fn forget(tx: &mut WriteTx, appid: &str, openid: &str, id: i64) -> Result<(), StorageError> {
+    sqlx::query(
+        "DELETE FROM policy_history WHERE appid = $1 AND openid = $2 AND kind = 's' AND ref_id = $3",
     )
+    .bind(appid.to_owned())
+    .bind(openid.to_owned())
+    .bind(id)
     .execute(&mut **tx)
     .await
     .context("forget a held claim's history")?;
@@ -441,7 +469,7 @@ impl Store {
             tx.commit().await.context("claim a send")?;
             return Ok(Claim::Claimed(Box::new(send)));
         };
-        forget(&mut tx, Kind::Send, &[id]).await?;
+        forget(&mut tx, &send.appid, &send.openid, id).await?;
         let expires = send.expires_at.parse::<DateTime<Utc>>().unwrap_or(at);
         let (status, send_at, ended) = match (action, until) {
             (Action::Defer, Some(u)) if u < expires => ("pending", ts(u), Some(Action::Defer)),

@@ -145,8 +145,10 @@ impl Store {
         pruned.events += self
             .in_batches(batch, "delete old policy history", || {
                 sqlx::query(
+                    // Oldest first by id, which follows time: the rows to go
+                    // are the first ones read (no index of its own to keep up).
                     "DELETE FROM policy_history WHERE id IN (SELECT id FROM policy_history \
-                     WHERE at_ms < $1 LIMIT $2)",
+                     WHERE at_ms < $1 ORDER BY id LIMIT $2)",
                 )
                 .bind(before_ms)
                 .bind(batch)

@@ -213,7 +213,7 @@ async fn quiet_hours_are_each_recipients_and_a_deferred_delivery_survives_kill_9
         .await;
     assert_eq!(add.code, 0, "{add:?}");
     let counted =
-        "wxpush_policy_held_total{action=\"drop\",app=\"default\",reason=\"quiet_hours\"} 1";
+        "wxpush_policy_held_total{app=\"default\",reason=\"quiet_hours\",action=\"drop\"} 1";
     let mut metrics = String::new();
     for _ in 0..100 {
         metrics = get(env.http, "/metrics").await.1;
