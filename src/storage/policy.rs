@@ -75,11 +75,99 @@ pub(super) async fn decide(
     }
     let since =
         now - chrono::Duration::from_std(policy.lookback()).unwrap_or(chrono::Duration::MAX);
+    let rows = read_history(tx, dialect, appid, &people, since, None).await?;
+    // A claim's own record (decided before, then resumed) neither counts
+    // against it nor is written twice.
+    let mine: std::collections::HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
+    let mut recorded = std::collections::HashSet::new();
+    let mut history: HashMap<String, Vec<(Ref, Sent)>> = HashMap::new();
+    for (openid, reference, sent) in rows {
+        if reference.0 == kind.as_str() && mine.contains(&reference.1) {
+            recorded.insert(reference.1);
+        } else {
+            history.entry(openid).or_default().push((reference, sent));
+        }
+    }
+    // First with every record, whatever became of it: what failed or was
+    // refused only ever adds, so a claim that goes under all of them goes.
+    // Only where one is held are those people's records checked, those that
+    // no longer count (failed, refused…) left out, and the batch decided again.
+    let mut checked = false;
+    let going = loop {
+        let mut seen: HashMap<&str, Vec<Sent>> = HashMap::new();
+        let mut going: Vec<(i64, &Candidate<'_>)> = Vec::new();
+        let mut held: Vec<&str> = Vec::new();
+        for i in &open {
+            let (id, c) = &claims[*i];
+            let sent = seen.entry(c.openid).or_insert_with(|| {
+                history
+                    .get(c.openid)
+                    .map(|h| h.iter().map(|(_, s)| s.clone()).collect())
+                    .unwrap_or_default()
+            });
+            verdicts[*i] = policy.against(c, sent, now);
+            if verdicts[*i] != Verdict::Go {
+                held.push(c.openid);
+                continue;
+            }
+            // A second claim for the same person in this batch sees this one.
+            sent.push(Sent {
+                template_id: c.template_id.to_owned(),
+                job: c.job.map(str::to_owned),
+                digest: c.digest.to_owned(),
+                counted: policy.count,
+                at: now,
+            });
+            if !recorded.contains(id) {
+                going.push((*id, c));
+            }
+        }
+        if checked || held.is_empty() {
+            break going;
+        }
+        checked = true;
+        held.sort_unstable();
+        held.dedup();
+        let valid: std::collections::HashSet<Ref> =
+            read_history(tx, dialect, appid, &held, since, Some(COUNTS))
+                .await?
+                .into_iter()
+                .map(|(_, r, _)| r)
+                .collect();
+        for who in &held {
+            if let Some(h) = history.get_mut(*who) {
+                h.retain(|(r, _)| valid.contains(r));
+            }
+        }
+    };
+    let mut going = going;
+    record(tx, appid, kind, policy.count, &mut going, now).await?;
+    Ok(verdicts)
+}
+
+/// A history record's delivery (`d`) or send (`s`) and its id.
+type Ref = (String, i64);
+
+/// The history of `people` since `since`, read as one JSON value (a row each
+/// would cost the driver a round of decoding each); with `counting`, only the
+/// records whose delivery or send is in one of those statuses.
+async fn read_history(
+    tx: &mut WriteTx,
+    dialect: &dyn Dialect,
+    appid: &str,
+    people: &[&str],
+    since: DateTime<Utc>,
+    counting: Option<&str>,
+) -> Result<Vec<(String, Ref, Sent)>, StorageError> {
+    let check = counting.map_or(String::new(), |statuses| {
+        format!(
+            " AND CASE WHEN h.kind = 'd' \
+             THEN EXISTS (SELECT 1 FROM deliveries d WHERE d.id = h.ref_id AND d.status IN {statuses}) \
+             ELSE EXISTS (SELECT 1 FROM sends s WHERE s.id = h.ref_id AND s.status IN {statuses}) END"
+        )
+    });
     let sql = format!(
-        "SELECT {} FROM policy_history h WHERE h.appid = $1 AND h.openid IN ({}) AND h.at_ms >= $3 \
-         AND CASE WHEN h.kind = 'd' \
-         THEN EXISTS (SELECT 1 FROM deliveries d WHERE d.id = h.ref_id AND d.status IN {COUNTS}) \
-         ELSE EXISTS (SELECT 1 FROM sends s WHERE s.id = h.ref_id AND s.status IN {COUNTS}) END",
+        "SELECT {} FROM policy_history h WHERE h.appid = $1 AND h.openid IN ({}) AND h.at_ms >= $3{check}",
         dialect.json_rows(
             "h.openid, h.template_id, h.job, h.digest, h.counted, h.at_ms, h.kind, h.ref_id"
         ),
@@ -87,7 +175,7 @@ pub(super) async fn decide(
     );
     let q = bind_texts(
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(appid.to_owned()),
-        &people,
+        people,
     );
     let rows: String = q
         .bind(since.timestamp_millis())
@@ -108,45 +196,21 @@ pub(super) async fn decide(
     let rows: Vec<Entry> = serde_json::from_str(&rows)
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
         .context("read the people's history")?;
-    // A claim's own record (decided before, then resumed) neither counts
-    // against it nor is written twice.
-    let mine: std::collections::HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
-    let mut recorded = std::collections::HashSet::new();
-    let mut history: HashMap<String, Vec<Sent>> = HashMap::new();
-    for (openid, template_id, job, digest, counted, at_ms, of, ref_id) in rows {
-        if of == kind.as_str() && mine.contains(&ref_id) {
-            recorded.insert(ref_id);
-            continue;
-        }
-        history.entry(openid).or_default().push(Sent {
-            template_id,
-            job,
-            digest,
-            counted: counted != 0,
-            at: Utc.timestamp_millis_opt(at_ms).single().unwrap_or(now),
-        });
-    }
-    let mut going: Vec<(i64, &Candidate<'_>)> = Vec::new();
-    for i in open {
-        let (id, c) = &claims[i];
-        let sent = history.entry(c.openid.to_owned()).or_default();
-        verdicts[i] = policy.against(c, sent, now);
-        if verdicts[i] == Verdict::Go {
-            // A second claim for the same person in this batch sees this one.
-            sent.push(Sent {
-                template_id: c.template_id.to_owned(),
-                job: c.job.map(str::to_owned),
-                digest: c.digest.to_owned(),
-                counted: policy.count,
-                at: now,
-            });
-            if !recorded.contains(id) {
-                going.push((*id, c));
-            }
-        }
-    }
-    record(tx, appid, kind, policy.count, &mut going, now).await?;
-    Ok(verdicts)
+    Ok(rows
+        .into_iter()
+        .map(
+            |(openid, template_id, job, digest, counted, at_ms, kind, ref_id)| {
+                let sent = Sent {
+                    template_id,
+                    job,
+                    digest,
+                    counted: counted != 0,
+                    at: Utc.timestamp_millis_opt(at_ms).single().unwrap_or(since),
+                };
+                (openid, (kind, ref_id), sent)
+            },
+        )
+        .collect())
 }
 
 /// Records what goes: one INSERT of a JSON set, in openid order (which keeps
