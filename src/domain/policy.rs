@@ -648,7 +648,13 @@ impl Policy {
             }
         }
         let mut until: Option<DateTime<Utc>> = None;
-        for cap in &self.caps {
+        // Nothing on record: no cap can be full (each allows one at least).
+        let caps = if sent.is_empty() {
+            &[][..]
+        } else {
+            &self.caps[..]
+        };
+        for cap in caps {
             let (start, tz) = (cap.start(now, c.tz), c.tz);
             let mut counted: Vec<DateTime<Utc>> = sent
                 .iter()

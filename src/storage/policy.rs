@@ -80,12 +80,14 @@ pub(super) async fn decide(
     // against it nor is written twice.
     let mine: std::collections::HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
     let mut recorded = std::collections::HashSet::new();
-    let mut history: HashMap<String, Vec<(Ref, Sent)>> = HashMap::new();
+    let mut history: HashMap<String, (Vec<Sent>, Vec<Ref>)> = HashMap::new();
     for (openid, reference, sent) in rows {
         if reference.0 == kind.as_str() && mine.contains(&reference.1) {
             recorded.insert(reference.1);
         } else {
-            history.entry(openid).or_default().push((reference, sent));
+            let (sents, refs) = history.entry(openid).or_default();
+            sents.push(sent);
+            refs.push(reference);
         }
     }
     // First with every record, whatever became of it: what failed or was
@@ -94,23 +96,18 @@ pub(super) async fn decide(
     // no longer count (failed, refused…) left out, and the batch decided again.
     let mut checked = false;
     let going = loop {
-        let mut seen: HashMap<&str, Vec<Sent>> = HashMap::new();
         let mut going: Vec<(i64, &Candidate<'_>)> = Vec::new();
         let mut held: Vec<&str> = Vec::new();
         for i in &open {
             let (id, c) = &claims[*i];
-            let sent = seen.entry(c.openid).or_insert_with(|| {
-                history
-                    .get(c.openid)
-                    .map(|h| h.iter().map(|(_, s)| s.clone()).collect())
-                    .unwrap_or_default()
-            });
+            let (sent, _) = history.entry(c.openid.to_owned()).or_default();
             verdicts[*i] = policy.against(c, sent, now);
             if verdicts[*i] != Verdict::Go {
                 held.push(c.openid);
                 continue;
             }
-            // A second claim for the same person in this batch sees this one.
+            // A second claim for the same person in this batch sees this one
+            // (taken off again below, should the batch be decided again).
             sent.push(Sent {
                 template_id: c.template_id.to_owned(),
                 job: c.job.map(str::to_owned),
@@ -126,6 +123,9 @@ pub(super) async fn decide(
             break going;
         }
         checked = true;
+        for (sent, refs) in history.values_mut() {
+            sent.truncate(refs.len());
+        }
         held.sort_unstable();
         held.dedup();
         let valid: std::collections::HashSet<Ref> =
@@ -135,8 +135,11 @@ pub(super) async fn decide(
                 .map(|(_, r, _)| r)
                 .collect();
         for who in &held {
-            if let Some(h) = history.get_mut(*who) {
-                h.retain(|(r, _)| valid.contains(r));
+            if let Some((sent, refs)) = history.get_mut(*who) {
+                let keep: Vec<bool> = refs.iter().map(|r| valid.contains(r)).collect();
+                let mut k = keep.iter();
+                sent.retain(|_| *k.next().expect("one flag per record"));
+                refs.retain(|r| valid.contains(r));
             }
         }
     };
