@@ -216,8 +216,9 @@ async fn read_history(
         .collect())
 }
 
-/// Records what goes: one INSERT of a JSON set, in openid order (which keeps
-/// the person index's writes close together).
+/// Records what goes: an INSERT of a JSON set per template and job (one for a
+/// run's page), what the rows share bound once rather than read from each row,
+/// in openid order (which keeps the person index's writes close together).
 async fn record(
     tx: &mut WriteTx,
     appid: &str,
@@ -226,26 +227,30 @@ async fn record(
     going: &mut [(i64, &Candidate<'_>)],
     now: DateTime<Utc>,
 ) -> Result<(), StorageError> {
-    if going.is_empty() {
-        return Ok(());
+    going.sort_by(|a, b| {
+        (a.1.template_id, a.1.job, a.1.openid).cmp(&(b.1.template_id, b.1.job, b.1.openid))
+    });
+    for group in going.chunk_by(|a, b| (a.1.template_id, a.1.job) == (b.1.template_id, b.1.job)) {
+        let first = group[0].1;
+        let rows: Vec<(&str, &str, i64)> = group
+            .iter()
+            .map(|(id, c)| (c.openid, c.digest, *id))
+            .collect();
+        let sql = "INSERT INTO policy_history (appid, openid, template_id, job, digest, counted, at_ms, kind, ref_id) \
+             SELECT $1, value ->> 0, $5, $6, value ->> 1, $4, $2, $3, CAST(value ->> 2 AS BIGINT) \
+             FROM json_each($7)";
+        sqlx::query(sql)
+            .bind(appid.to_owned())
+            .bind(now.timestamp_millis())
+            .bind(kind.as_str())
+            .bind(i64::from(counted))
+            .bind(first.template_id.to_owned())
+            .bind(first.job.map(str::to_owned))
+            .bind(serde_json::to_string(&rows).expect("rows serialise"))
+            .execute(&mut **tx)
+            .await
+            .context("record what the policy let go")?;
     }
-    going.sort_by(|a, b| a.1.openid.cmp(b.1.openid));
-    let rows: Vec<(&str, &str, Option<&str>, &str, i64)> = going
-        .iter()
-        .map(|(id, c)| (c.openid, c.template_id, c.job, c.digest, *id))
-        .collect();
-    let sql = "INSERT INTO policy_history (appid, openid, template_id, job, digest, counted, at_ms, kind, ref_id) \
-         SELECT $1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, $4, $2, $3, \
-         CAST(value ->> 4 AS BIGINT) FROM json_each($5)";
-    sqlx::query(sql)
-        .bind(appid.to_owned())
-        .bind(now.timestamp_millis())
-        .bind(kind.as_str())
-        .bind(i64::from(counted))
-        .bind(serde_json::to_string(&rows).expect("rows serialise"))
-        .execute(&mut **tx)
-        .await
-        .context("record what the policy let go")?;
     Ok(())
 }
 
