@@ -12,8 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
 
 use super::dialect::Dialect;
-use super::send_claims::{Claim, claim_sql, hold_send_credit};
-use super::sends::send_row;
+use super::send_claims::{Claim, hold_send_credit};
 use super::sets::{bind_texts, text_set};
 use super::tx::WriteTx;
 use super::{Context, StorageError, Store, now, ts};
@@ -485,22 +484,9 @@ impl Store {
         default_tz: chrono_tz::Tz,
     ) -> Result<Claim, StorageError> {
         let _turn = self.sends_turn().await;
-        let mut tx = WriteTx::begin(&self.pool, self.dialect)
-            .await
-            .context("claim a send")?;
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(claim_sql()))
-            .bind(id)
-            .bind(owner)
-            .bind(ts(at))
-            .bind(now())
-            .fetch_optional(&mut *tx)
-            .await
-            .context("claim a send")?
-        else {
-            tx.rollback().await.context("claim a send")?;
+        let Some((mut tx, send)) = self.claim_in_transaction(id, owner, at).await? else {
             return Ok(Claim::Lost);
         };
-        let send = send_row(&row)?;
         let tz = send
             .tz
             .as_deref()

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::sends_tests::{accepted, credit, credits, ids, key, new_send, status, t0};
+use super::sends_tests::{accepted, claim_as_of, credit, credits, ids, key, new_send, status, t0};
 use super::test_stores::{each_backend, postgres_url};
-use super::{Claim, DueSend, Store};
+use super::{Claim, Store};
 use crate::domain::SendStatus;
 use crate::domain::policy::{Action, Policy, RawPolicy, Rule};
 
@@ -20,18 +20,7 @@ fn policy(json: &str) -> Policy {
 
 /// `claim_send` of send `id` as of `at` under `policy` (recipients in UTC).
 async fn claim_at(store: &Store, id: i64, owner: &str, at: DateTime<Utc>, p: &Policy) -> Claim {
-    let send = store.send_by_id(id).await.unwrap().unwrap();
-    let due = DueSend {
-        id,
-        appid: send.appid,
-        one_time: send.one_time,
-        job: send.job,
-        policy: send.policy,
-    };
-    store
-        .claim_send(&due, owner, at, Some((p, chrono_tz::UTC)))
-        .await
-        .unwrap()
+    claim_as_of(store, id, owner, at, Some((p, chrono_tz::UTC))).await
 }
 
 /// `n` sends to the one person, due at `t0`, expiring a day later.

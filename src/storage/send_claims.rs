@@ -60,11 +60,10 @@ impl Store {
         }
         let _turn = self.sends_turn().await;
         let id = due.id;
-        let claim = claim_sql();
         if !due.one_time {
             // No credit to hold: one statement, committed on its own (the
             // guard keeps a one-time send from going without its credit).
-            let sql = claim.replace("RETURNING", "AND one_time = 0 RETURNING");
+            let sql = claim_sql().replace("RETURNING", "AND one_time = 0 RETURNING");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .bind(owner)
@@ -78,10 +77,30 @@ impl Store {
                 None => Ok(Claim::Lost),
             };
         }
+        let Some((mut tx, send)) = self.claim_in_transaction(id, owner, at).await? else {
+            return Ok(Claim::Lost);
+        };
+        if !hold_send_credit(&mut tx, &send).await? {
+            tx.commit().await.context("claim a send")?;
+            return Ok(Claim::Skipped);
+        }
+        tx.commit().await.context("claim a send")?;
+        Ok(Claim::Claimed(Box::new(send)))
+    }
+
+    /// Marks send `id` `sending` for `owner` as of `at` in a transaction left
+    /// open for what the claim does next; `None` (rolled back) when it is not
+    /// a pending, due, unexpired send any more.
+    pub(super) async fn claim_in_transaction(
+        &self,
+        id: i64,
+        owner: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(WriteTx, SendRow)>, StorageError> {
         let mut tx = WriteTx::begin(&self.pool, self.dialect)
             .await
             .context("claim a send")?;
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(claim))
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(claim_sql()))
             .bind(id)
             .bind(owner)
             .bind(ts(at))
@@ -91,15 +110,9 @@ impl Store {
             .context("claim a send")?
         else {
             tx.rollback().await.context("claim a send")?;
-            return Ok(Claim::Lost);
+            return Ok(None);
         };
-        let send = send_row(&row)?;
-        if !hold_send_credit(&mut tx, &send).await? {
-            tx.commit().await.context("claim a send")?;
-            return Ok(Claim::Skipped);
-        }
-        tx.commit().await.context("claim a send")?;
-        Ok(Claim::Claimed(Box::new(send)))
+        Ok(Some((tx, send_row(&row)?)))
     }
 }
 

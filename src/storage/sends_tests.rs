@@ -32,6 +32,17 @@ pub(super) fn ids() -> Ids {
 /// A send of `key`, due at `t0` plus `due_in` minutes, expiring an hour later.
 /// `claim_send` of send `id`, as a sender that found it due would call it.
 pub(super) async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
+    claim_as_of(store, id, owner, t0(), None).await
+}
+
+/// `claim` as of `at`, under `policy` (with its recipients' default zone).
+pub(super) async fn claim_as_of(
+    store: &Store,
+    id: i64,
+    owner: &str,
+    at: DateTime<Utc>,
+    policy: Option<(&crate::domain::policy::Policy, chrono_tz::Tz)>,
+) -> Claim {
     let send = store.send_by_id(id).await.unwrap().unwrap();
     let due = DueSend {
         id,
@@ -40,7 +51,7 @@ pub(super) async fn claim(store: &Store, id: i64, owner: &str) -> Claim {
         job: send.job,
         policy: send.policy,
     };
-    store.claim_send(&due, owner, t0(), None).await.unwrap()
+    store.claim_send(&due, owner, at, policy).await.unwrap()
 }
 
 pub(super) fn new_send<'a>(
