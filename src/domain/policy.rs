@@ -412,6 +412,18 @@ impl Policy {
             || layer.dedupe.is_some_and(|d| !d.is_zero())
     }
 
+    /// Which fields of the history a decision compares: (template, job,
+    /// digest); the others need not be read.
+    pub fn compares(&self) -> (bool, bool, bool) {
+        let scoped = |scope| self.caps.iter().any(|c| c.scope == scope);
+        let dedupes = self.dedupe.is_some();
+        (
+            dedupes || scoped(Scope::Template),
+            scoped(Scope::Job),
+            dedupes,
+        )
+    }
+
     /// How far back a claim reads the person's history.
     pub fn lookback(&self) -> Duration {
         let caps = self
@@ -656,14 +668,13 @@ impl Policy {
         };
         for cap in caps {
             let (start, tz) = (cap.start(now, c.tz), c.tz);
-            let mut counted: Vec<DateTime<Utc>> = sent
-                .iter()
-                .filter(|s| s.at >= start && cap.counts(c, s))
-                .map(|s| s.at)
-                .collect();
-            if counted.len() < cap.limit as usize {
+            let within = |s: &&Sent| s.at >= start && cap.counts(c, s);
+            // Counted first: nearly always under the limit, and then nothing is collected.
+            if sent.iter().filter(within).count() < cap.limit as usize {
                 continue;
             }
+            let mut counted: Vec<DateTime<Utc>> =
+                sent.iter().filter(within).map(|s| s.at).collect();
             // The slot frees when enough of the oldest leave the window.
             counted.sort();
             let freeing = counted[counted.len() - cap.limit as usize];

@@ -6,7 +6,7 @@
 //! (`deferred` in the run), which the on-demand sender sends when their time
 //! comes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
@@ -74,11 +74,11 @@ pub(super) async fn decide(
     }
     let since =
         now - chrono::Duration::from_std(policy.lookback()).unwrap_or(chrono::Duration::MAX);
-    let rows = read_history(tx, dialect, appid, &people, since, None).await?;
+    let rows = read_history(tx, dialect, appid, &people, since, None, policy.compares()).await?;
     // A claim's own record (decided before, then resumed) neither counts
     // against it nor is written twice.
-    let mine: std::collections::HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
-    let mut recorded = std::collections::HashSet::new();
+    let mine: HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
+    let mut recorded = HashSet::new();
     let mut history: HashMap<String, (Vec<Sent>, Vec<Ref>)> = HashMap::new();
     for (openid, reference, sent) in rows {
         if reference.0 == kind.as_str() && mine.contains(&reference.1) {
@@ -87,6 +87,11 @@ pub(super) async fn decide(
             let (sents, refs) = history.entry(openid).or_default();
             sents.push(sent);
             refs.push(reference);
+        }
+    }
+    for who in &people {
+        if !history.contains_key(*who) {
+            history.insert((*who).to_owned(), Default::default());
         }
     }
     // First with every record, whatever became of it: what failed or was
@@ -99,7 +104,9 @@ pub(super) async fn decide(
         let mut held: Vec<&str> = Vec::new();
         for i in &open {
             let (id, c) = &claims[*i];
-            let (sent, _) = history.entry(c.openid.to_owned()).or_default();
+            let (sent, _) = history
+                .get_mut(c.openid)
+                .expect("every person has an entry");
             verdicts[*i] = policy.against(c, sent, now);
             if verdicts[*i] != Verdict::Go {
                 held.push(c.openid);
@@ -127,12 +134,19 @@ pub(super) async fn decide(
         }
         held.sort_unstable();
         held.dedup();
-        let valid: std::collections::HashSet<Ref> =
-            read_history(tx, dialect, appid, &held, since, Some(COUNTS))
-                .await?
-                .into_iter()
-                .map(|(_, r, _)| r)
-                .collect();
+        let valid: HashSet<Ref> = read_history(
+            tx,
+            dialect,
+            appid,
+            &held,
+            since,
+            Some(COUNTS),
+            (false, false, false),
+        )
+        .await?
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
         for who in &held {
             if let Some((sent, refs)) = history.get_mut(*who) {
                 let keep: Vec<bool> = refs.iter().map(|r| valid.contains(r)).collect();
@@ -143,7 +157,7 @@ pub(super) async fn decide(
         }
     };
     let mut going = going;
-    record(tx, appid, kind, policy.count, &mut going, now).await?;
+    record(tx, dialect, appid, kind, policy.count, &mut going, now).await?;
     Ok(verdicts)
 }
 
@@ -152,7 +166,8 @@ type Ref = (String, i64);
 
 /// The history of `people` since `since`, read as one JSON value (a row each
 /// would cost the driver a round of decoding each); with `counting`, only the
-/// records whose delivery or send is in one of those statuses.
+/// records whose delivery or send is in one of those statuses. Of template,
+/// job and digest, only those `compares` names are read (the others read empty).
 async fn read_history(
     tx: &mut WriteTx,
     dialect: &dyn Dialect,
@@ -160,7 +175,12 @@ async fn read_history(
     people: &[&str],
     since: DateTime<Utc>,
     counting: Option<&str>,
+    compares: (bool, bool, bool),
 ) -> Result<Vec<(String, Ref, Sent)>, StorageError> {
+    let (template, job, digest) = compares;
+    let pick = |wanted: bool, column: &'static str, empty: &'static str| {
+        if wanted { column } else { empty }
+    };
     let check = counting.map_or(String::new(), |statuses| {
         format!(
             " AND CASE WHEN h.kind = 'd' \
@@ -170,9 +190,12 @@ async fn read_history(
     });
     let sql = format!(
         "SELECT {} FROM policy_history h WHERE h.appid = $1 AND h.openid IN ({}) AND h.at_ms >= $3{check}",
-        dialect.json_rows(
-            "h.openid, h.template_id, h.job, h.digest, h.counted, h.at_ms, h.kind, h.ref_id"
-        ),
+        dialect.json_rows(&format!(
+            "h.openid, {}, {}, {}, h.counted, h.at_ms, h.kind, h.ref_id",
+            pick(template, "h.template_id", "''"),
+            pick(job, "h.job", "NULL"),
+            pick(digest, "h.digest", "''"),
+        )),
         text_set(2),
     );
     let q = bind_texts(
@@ -215,11 +238,13 @@ async fn read_history(
         .collect())
 }
 
-/// Records what goes: an INSERT of a JSON set per template and job (one for a
-/// run's page), what the rows share bound once rather than read from each row,
-/// in openid order (which keeps the person index's writes close together).
+/// Records what goes, a statement per template and job (one for a run's
+/// page), what the rows share bound once. Without digests (no policy of the
+/// app dedupes) the rows are read from the deliveries or sends themselves by
+/// id; with them, from a JSON set of (openid, digest, id).
 async fn record(
     tx: &mut WriteTx,
+    dialect: &dyn Dialect,
     appid: &str,
     kind: Kind,
     counted: bool,
@@ -229,23 +254,44 @@ async fn record(
     going.sort_by(|a, b| {
         (a.1.template_id, a.1.job, a.1.openid).cmp(&(b.1.template_id, b.1.job, b.1.openid))
     });
+    let table = match kind {
+        Kind::Delivery => "deliveries",
+        Kind::Send => "sends",
+    };
     for group in going.chunk_by(|a, b| (a.1.template_id, a.1.job) == (b.1.template_id, b.1.job)) {
         let first = group[0].1;
-        let rows: Vec<(&str, &str, i64)> = group
-            .iter()
-            .map(|(id, c)| (c.openid, c.digest, *id))
-            .collect();
-        let sql = "INSERT INTO policy_history (appid, openid, template_id, job, digest, counted, at_ms, kind, ref_id) \
-             SELECT $1, value ->> 0, $5, $6, value ->> 1, $4, $2, $3, CAST(value ->> 2 AS BIGINT) \
-             FROM json_each($7)";
-        sqlx::query(sql)
+        let (source, set) = if group.iter().all(|(_, c)| c.digest.is_empty()) {
+            let ids: Vec<i64> = group.iter().map(|(id, _)| *id).collect();
+            (
+                format!(
+                    "SELECT $1, t.openid, $5, $6, '', $4, $2, $3, t.id FROM {table} t WHERE t.id {}",
+                    dialect.in_ids(7)
+                ),
+                serde_json::to_string(&ids),
+            )
+        } else {
+            let rows: Vec<(&str, &str, i64)> = group
+                .iter()
+                .map(|(id, c)| (c.openid, c.digest, *id))
+                .collect();
+            (
+                "SELECT $1, value ->> 0, $5, $6, value ->> 1, $4, $2, $3, CAST(value ->> 2 AS BIGINT) \
+                 FROM json_each($7)"
+                    .to_owned(),
+                serde_json::to_string(&rows),
+            )
+        };
+        let sql = format!(
+            "INSERT INTO policy_history (appid, openid, template_id, job, digest, counted, at_ms, kind, ref_id) {source}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(appid.to_owned())
             .bind(now.timestamp_millis())
             .bind(kind.as_str())
             .bind(i64::from(counted))
             .bind(first.template_id.to_owned())
             .bind(first.job.map(str::to_owned))
-            .bind(serde_json::to_string(&rows).expect("rows serialise"))
+            .bind(set.expect("rows serialise"))
             .execute(&mut **tx)
             .await
             .context("record what the policy let go")?;
