@@ -49,7 +49,12 @@ impl App {
             .api
             .clone()
             .map(|a| crate::api::routes(Arc::clone(&self), a));
-        self.serve(&mut tasks, listeners, intake, api, &shutdown);
+        let status = self
+            .settings
+            .status
+            .clone()
+            .map(|s| crate::status::routes(Arc::clone(&self), s));
+        self.serve(&mut tasks, listeners, intake, (api, status), &shutdown);
         tasks.spawn(crate::delivery::serve_on_demand(
             Arc::clone(&self),
             shutdown.clone(),
@@ -121,13 +126,14 @@ impl App {
         })
     }
 
-    /// Serves `[http]`, `[intake] listen` and `[api] listen`, each until `shutdown`.
+    /// Serves `[http]` (with the status page), `[intake] listen` and `[api]
+    /// listen`, each until `shutdown`.
     fn serve(
         &self,
         tasks: &mut JoinSet<()>,
         listeners: Listeners,
         intake: Option<Intake>,
-        api: Option<axum::Router>,
+        (api, status): (Option<axum::Router>, Option<axum::Router>),
         shutdown: &CancellationToken,
     ) {
         // With a listener of its own, the intake is not also on [http]: the
@@ -147,6 +153,11 @@ impl App {
                 None
             }
             (api, _) => api,
+        };
+        // The status page is on the private listener only, beside the API if it is there.
+        let api = match (api, status) {
+            (Some(api), Some(status)) => Some(api.merge(status)),
+            (api, status) => api.or(status),
         };
         if let Some((intake, listener)) = intake_apart {
             let stop = shutdown.clone();

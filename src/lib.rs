@@ -57,6 +57,7 @@ pub(crate) mod scheduler;
 pub(crate) mod shutdown;
 pub mod source;
 pub(crate) mod stats;
+pub(crate) mod status;
 pub mod storage;
 pub(crate) mod telemetry;
 pub mod wechat;

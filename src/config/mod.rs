@@ -17,7 +17,7 @@ pub(crate) use settings::same_secret;
 pub use settings::{
     ApiSettings, AppSettings, DEFAULT_KEY_RETENTION, DatabaseSettings, DeliverySettings,
     IntakeSettings, Job, JobQuery, LogSettings, Recipient, RetentionSettings, Settings, SourceKind,
-    SourceSettings, WechatSettings,
+    SourceSettings, StatusSettings, WechatSettings,
 };
 
 use check::Checker;

@@ -30,6 +30,8 @@ pub(super) struct RawSettings {
     #[serde(default)]
     pub api: RawApi,
     #[serde(default)]
+    pub status: RawStatus,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub apps: BTreeMap<String, RawApp>,
@@ -281,6 +283,17 @@ pub(super) struct RawApi {
     pub max_schedule_ahead: Duration,
     #[serde(with = "plain_duration")]
     pub idempotency_retention: Duration,
+}
+
+/// `[status]`: the read-only status page on `[http]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStatus {
+    /// Unset: on wherever `[http]` is; `true` without `[http]` is an error.
+    pub enabled: Option<bool>,
+    #[serde(serialize_with = "redacted")]
+    pub password: Option<SecretString>,
+    pub password_file: Option<String>,
 }
 
 impl Default for RawApi {

@@ -33,6 +33,8 @@ pub struct Settings {
     pub intake: Option<IntakeSettings>,
     /// `[api]`: sends on demand over HTTP; `None` when disabled.
     pub api: Option<ApiSettings>,
+    /// `[status]`: the status page on `[http]`; `None` when off.
+    pub status: Option<StatusSettings>,
     /// `[[jobs]]`.
     pub jobs: Vec<Job>,
     /// `[[recipients]]`.
@@ -246,6 +248,13 @@ pub struct ApiSettings {
     pub max_schedule_ahead: Duration,
     /// How long idempotency keys (and ended sends) are kept at least.
     pub idempotency_retention: Duration,
+}
+
+/// `[status]`: the read-only status page under `/status` and `/v1/status/`.
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    /// The HTTP basic auth password (user `wxpush`); `None` serves it openly.
+    pub password: Option<SecretString>,
 }
 
 /// `[api] idempotency_retention`'s default: how long a send's key is kept

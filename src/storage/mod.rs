@@ -37,6 +37,7 @@ mod settle;
 mod shared_tests;
 mod snapshot;
 mod sqlite;
+mod status;
 mod templates;
 mod test_sends;
 #[cfg(test)]
@@ -67,6 +68,7 @@ pub use runs::{Audience, Enqueued, NewRun, RunRow};
 pub use send_claims::{Claim, DueSend};
 pub use sends::{Accepted, Cancel, NewSend, SendFilter, SendRow, SendWakes, SentEvent};
 pub use snapshot::{AudienceRow, Snapshot};
+pub use status::{ConsentSummary, DeliveryFilter, RunFilter};
 pub use tokens::{StoredToken, TokenRefresh};
 
 /// A database failure, with what was being done.

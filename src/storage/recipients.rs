@@ -194,19 +194,31 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("list recipients")?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let name: Option<String> = r.get("name");
-                RecipientRow {
-                    job: r.get("job"),
-                    openid: r.get("openid"),
-                    vars: vars_of(name.clone(), r.get("vars")),
-                    name,
-                    source: r.get("source"),
-                    active: r.get::<i64, _>("active") == 1,
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(recipient_row).collect())
+    }
+
+    /// Where `openid` is listed: one row per job, ordered by job.
+    pub async fn listed_in(&self, openid: &str) -> Result<Vec<RecipientRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT job, openid, name, vars, source, active FROM recipients \
+             WHERE openid = $1 ORDER BY job",
+        )
+        .bind(openid.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .context("find a recipient's jobs")?;
+        Ok(rows.iter().map(recipient_row).collect())
+    }
+}
+
+fn recipient_row(r: &super::db::Row) -> RecipientRow {
+    let name: Option<String> = r.get("name");
+    RecipientRow {
+        job: r.get("job"),
+        openid: r.get("openid"),
+        vars: vars_of(name.clone(), r.get("vars")),
+        name,
+        source: r.get("source"),
+        active: r.get::<i64, _>("active") == 1,
     }
 }

@@ -96,7 +96,7 @@ const RUN_COLUMNS: &str = "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.no
     COALESCE(SUM(CASE WHEN d.status = 'suppressed' THEN 1 ELSE 0 END), 0) AS suppressed \
     FROM runs r LEFT JOIN deliveries d ON d.run_id = r.id";
 
-fn run_row(row: &super::db::Row) -> Result<RunRow, sqlx::Error> {
+pub(super) fn run_row(row: &super::db::Row) -> Result<RunRow, sqlx::Error> {
     let slot: String = row.try_get("slot")?;
     let n = |c: &str| row.try_get::<i64, _>(c).map(|v| v as u64);
     Ok(RunRow {

@@ -79,6 +79,56 @@ pub fn classify_send(errcode: i64) -> Disposition {
     }
 }
 
+/// What a send's errcode means, in words for people (English, Chinese), as
+/// wechat-api.md §1.3 and §2.3 give it; `None` for one not known here.
+pub fn meaning(errcode: i64) -> Option<(&'static str, &'static str)> {
+    Some(match errcode {
+        0 => ("accepted", "已接收"),
+        -1 => ("WeChat was busy; retried", "微信系统繁忙,已重试"),
+        40001 | 40014 | 42001 => (
+            "the access_token was rejected; a fresh one was fetched",
+            "access_token 无效或过期,已重新获取",
+        ),
+        40003 => (
+            "not an openid of this mini program",
+            "openid 无效或不属于本小程序",
+        ),
+        40037 => ("the template_id is not valid", "template_id 无效"),
+        41030 => (
+            "the page is not in the released mini program",
+            "page 路径不在已发布的小程序中",
+        ),
+        43101 => (
+            "the user refused or has no acceptance left",
+            "用户拒绝接收或没有剩余的订阅次数",
+        ),
+        43107 => (
+            "subscribe messages or this template are banned for the account",
+            "账号或该模板的订阅消息能力已被封禁",
+        ),
+        43108 => (
+            "two sends to one user at once; retried",
+            "同时向同一用户发送,已重试",
+        ),
+        45009 => ("the daily quota is used up", "当日调用次数已用完"),
+        45011 => (
+            "the per-minute quota was hit; retried",
+            "触发每分钟频率限制,已重试",
+        ),
+        45168 => ("the data has a sensitive word", "内容含有敏感词"),
+        47003 => (
+            "the data breaks a keyword rule (errmsg names the field)",
+            "数据不符合关键词规则(errmsg 指明字段)",
+        ),
+        48001 => ("the API is not authorized for the account", "接口未授权"),
+        89503 => (
+            "the account admin must confirm this IP",
+            "需要账号管理员确认调用 IP",
+        ),
+        _ => return None,
+    })
+}
+
 /// Whether a business call's errcode says the access_token was rejected
 /// (invalid, not the latest, expired): replace it and retry once.
 pub fn token_rejected(errcode: i64) -> bool {

@@ -7,7 +7,7 @@ mod token;
 
 pub use client::{RemoteTemplate, SendReply, Session, WechatClient, WechatError, content_keywords};
 pub use errcode::{
-    Disposition, TRANSIENT_SEND_ERRCODES, TokenFailure, classify_send, classify_token,
+    Disposition, TRANSIENT_SEND_ERRCODES, TokenFailure, classify_send, classify_token, meaning,
     token_rejected,
 };
 pub use templates::{TemplateCatalog, TemplateError};

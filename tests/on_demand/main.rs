@@ -10,3 +10,4 @@ mod api;
 mod cli;
 mod policy;
 mod served;
+mod status;

@@ -10,6 +10,7 @@ mod policy;
 mod recipients;
 mod retention;
 mod sources;
+mod status;
 mod wechat;
 
 use std::collections::BTreeSet;
@@ -100,6 +101,7 @@ impl Checker {
         let intake = self.intake(raw.intake, http);
         let intake_listen = intake.as_ref().and_then(|i| i.listen);
         let api = self.api(raw.api, http, intake_listen);
+        let status = self.status(raw.status, http);
         let retention = self.retention(raw.retention);
         if !self.problems.is_empty() {
             return Err(ConfigError {
@@ -119,6 +121,7 @@ impl Checker {
             http,
             intake,
             api,
+            status,
             jobs,
             recipients,
             reload_on_change: raw.scheduler.reload_on_change,

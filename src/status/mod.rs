@@ -1,0 +1,273 @@
+//! `[status]`: a read-only status page under `/status` (overview, runs, a
+//! run's deliveries, sends, consent, one person) and the same data as JSON
+//! under `/v1/status/`, on the private `[http]` listener, optionally behind
+//! HTTP basic auth (user `wxpush`). Nothing here writes: every page is reads
+//! of the store and of what the daemon holds in memory.
+
+mod overview;
+mod people;
+mod runs;
+mod sends;
+mod ui;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde_json::json;
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::config::StatusSettings;
+use crate::domain::{Counts, RunStatus};
+use crate::storage::{RunRow, StorageError};
+use ui::Lang;
+
+/// The user name basic auth asks for.
+const USER: &str = "wxpush";
+
+/// Rows per page of runs, deliveries and sends.
+const PAGE: u32 = 100;
+
+/// What every page reads from.
+#[derive(Clone)]
+pub(crate) struct Status {
+    app: Arc<App>,
+    settings: Arc<StatusSettings>,
+    /// Counts of finished runs, by id, with the `finished_at` they were taken
+    /// at: a finished run of a million deliveries is counted once, not on
+    /// each look.
+    counts: CountsCache,
+}
+
+/// Finished runs' counts by id, with the `finished_at` they were counted at.
+type CountsCache = Arc<Mutex<HashMap<i64, (Option<String>, Counts)>>>;
+
+/// The routes, behind the password when one is set.
+pub(crate) fn routes(app: Arc<App>, settings: StatusSettings) -> Router {
+    let status = Status {
+        app,
+        settings: Arc::new(settings),
+        counts: Arc::default(),
+    };
+    Router::new()
+        .route("/status", get(overview::page))
+        .route("/status/", get(overview::page))
+        .route("/v1/status/overview", get(overview::json))
+        .route("/status/runs", get(runs::list_page))
+        .route("/v1/status/runs", get(runs::list_json))
+        .route("/status/runs/{id}", get(runs::detail_page))
+        .route("/v1/status/runs/{id}", get(runs::detail_json))
+        .route("/status/sends", get(sends::page))
+        .route("/v1/status/sends", get(sends::json))
+        .route("/status/consent", get(people::consent_page))
+        .route("/v1/status/consent", get(people::consent_json))
+        .route("/status/person", get(people::person_page))
+        .route("/v1/status/person", get(people::person_json))
+        .layer(middleware::from_fn_with_state(status.clone(), authorize))
+        .with_state(status)
+}
+
+/// 401 unless basic auth names `wxpush` and the password, compared in
+/// constant time (as digests, so that the length is not told either).
+async fn authorize(State(status): State<Status>, request: Request, next: Next) -> Response {
+    let Some(password) = &status.settings.password else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    let want = Sha1::digest(format!("{USER}:{}", password.expose_secret()).as_bytes());
+    let got = Sha1::digest(given.as_bytes());
+    if bool::from(want.ct_eq(&got)) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"wxpush status\", charset=\"UTF-8\"",
+            )],
+            "401: the status page wants user wxpush and the password in [status] password_file\n",
+        )
+            .into_response()
+    }
+}
+
+/// Why a page could not be shown.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    /// A query parameter at fault.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such thing (an unknown run, a person nothing is known of).
+    #[error("{0}")]
+    NotFound(String),
+    /// The database failed: the page cannot be read now.
+    #[error("the database could not be read: {0}")]
+    Store(#[from] StorageError),
+}
+
+impl Problem {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// An RFC 9457 problem, as the sends API answers.
+    fn json(&self) -> Response {
+        let status = self.status();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            json!({
+                "type": "about:blank",
+                "title": status.canonical_reason().unwrap_or_default(),
+                "status": status.as_u16(),
+                "detail": self.to_string(),
+            })
+            .to_string(),
+        )
+            .into_response()
+    }
+
+    fn html(&self, lang: Lang) -> Response {
+        let title = match self {
+            Self::BadRequest(_) => lang.pick("Bad request", "请求有误"),
+            Self::NotFound(_) => lang.pick("Not found", "未找到"),
+            Self::Store(_) => lang.pick("Database unavailable", "数据库不可用"),
+        };
+        let body = maud::html! { p.bad { (self.to_string()) } };
+        (
+            self.status(),
+            Html(ui::page(lang, "/status", title, "", body).into_string()),
+        )
+            .into_response()
+    }
+}
+
+/// A query parameter's value parsed, or a 400 naming it.
+fn parsed<T>(
+    name: &str,
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, Problem> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => parse(v)
+            .map(Some)
+            .ok_or_else(|| Problem::BadRequest(format!("{name}: {v:?} is not valid here"))),
+    }
+}
+
+/// The query's parameters, refusing any not in `known` (a typo would
+/// otherwise silently show everything).
+fn params(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>, Problem> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if k != "lang" && !known.contains(&k.as_ref()) {
+            return Err(Problem::BadRequest(format!(
+                "unknown query parameter {k:?}; this page takes {}",
+                if known.is_empty() {
+                    "only lang".to_owned()
+                } else {
+                    format!("{} and lang", known.join(", "))
+                }
+            )));
+        }
+        out.insert(k.into_owned(), v.into_owned());
+    }
+    Ok(out)
+}
+
+/// A page's parameters (only `known` and `lang`) and its language, or the 400
+/// naming the parameter at fault.
+fn prepare(
+    query: Option<&str>,
+    known: &[&str],
+    headers: &HeaderMap,
+) -> Result<(HashMap<String, String>, Lang), Problem> {
+    let p = params(query, known)?;
+    let lang = Lang::of(p.get("lang").map(String::as_str), headers).map_err(Problem::BadRequest)?;
+    Ok((p, lang))
+}
+
+/// JSON of `data` (the store's shapes, as the CLI's `--json` prints them).
+fn json_of(data: &impl Serialize) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(data).expect("status data serialises"),
+    )
+        .into_response()
+}
+
+impl Status {
+    /// Run `run`'s counts: from the cache when it is finished and was counted
+    /// at this `finished_at`, else counted now (and kept, if finished).
+    async fn counts(&self, run: &RunRow) -> Result<Counts, StorageError> {
+        let finished = matches!(run.status, RunStatus::Done | RunStatus::Skipped);
+        if finished
+            && let Some((at, counts)) = self.counts.lock().expect("not poisoned").get(&run.id)
+            && *at == run.finished_at
+        {
+            return Ok(*counts);
+        }
+        let counts = self.app.store.run_counts(run.id).await?;
+        if finished {
+            let mut cache = self.counts.lock().expect("not poisoned");
+            // Bounded: a page shows at most PAGE runs; a cache of many
+            // pages' worth is dropped whole rather than tracked by age.
+            if cache.len() > 50 * PAGE as usize {
+                cache.clear();
+            }
+            cache.insert(run.id, (run.finished_at.clone(), counts));
+        }
+        Ok(counts)
+    }
+
+    /// `runs` with their counts.
+    async fn counted(&self, mut runs: Vec<RunRow>) -> Result<Vec<RunRow>, StorageError> {
+        for run in &mut runs {
+            run.counts = self.counts(run).await?;
+        }
+        Ok(runs)
+    }
+
+    /// The app name (`default` for `[wechat]`) of `job`, if it is configured.
+    fn app_of_job(&self, job: &str) -> Option<String> {
+        self.app.settings.job(job).map(|j| {
+            j.app
+                .as_ref()
+                .map_or("default".to_owned(), ToString::to_string)
+        })
+    }
+
+    /// The zone `job`'s times are shown in (UTC for a job no longer configured).
+    fn tz_of_job(&self, job: &str) -> chrono_tz::Tz {
+        self.app
+            .settings
+            .job(job)
+            .map_or(chrono_tz::UTC, |j| j.schedule.tz())
+    }
+}
