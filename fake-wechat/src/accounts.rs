@@ -30,6 +30,41 @@ pub(crate) async fn get_templates(
     axum::Json(json!({"errcode": 0, "errmsg": "ok", "data": data})).into_response()
 }
 
+/// The quota a fake account has for `subscribeMessage.send` each day, unless
+/// `FakeOptions::daily_quota` sets one.
+pub(crate) const SEND_DAILY_LIMIT: u64 = 1_000_000;
+
+#[derive(Deserialize)]
+pub(crate) struct QuotaBody {
+    cgi_path: Option<String>,
+}
+
+/// `POST /cgi-bin/openapi/quota/get` (getApiQuota): the send path's daily
+/// quota, its use counted from the messages accepted; 76021 for another path.
+pub(crate) async fn api_quota(
+    State(s): State<Arc<Inner>>,
+    Query(q): Query<SendQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(e) = s.check_token(q.access_token.as_deref()) {
+        return e;
+    }
+    let Ok(body) = serde_json::from_slice::<QuotaBody>(&body) else {
+        return err(47001, "data format error");
+    };
+    if body.cgi_path.as_deref() != Some("/cgi-bin/message/subscribe/send") {
+        return err(76021, "cgi_path not found, please check");
+    }
+    let limit = match s.opts.daily_quota {
+        0 => SEND_DAILY_LIMIT,
+        set => set,
+    };
+    let used = s.accepted_count.load(Ordering::SeqCst).min(limit);
+    axum::Json(json!({"errcode": 0, "errmsg": "ok", "quota": {
+        "daily_limit": limit, "used": used, "remain": limit - used}}))
+    .into_response()
+}
+
 #[derive(Deserialize)]
 pub(crate) struct CodeQuery {
     appid: Option<String>,

@@ -151,6 +151,7 @@ impl FakeWechat {
             .route("/cgi-bin/message/subscribe/send", post(send::send))
             .route("/wxaapi/newtmpl/gettemplate", get(accounts::get_templates))
             .route("/sns/jscode2session", get(accounts::jscode2session))
+            .route("/cgi-bin/openapi/quota/get", post(accounts::api_quota))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&inner),
                 send::gateway,

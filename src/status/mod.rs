@@ -12,6 +12,7 @@ mod ui;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -30,6 +31,7 @@ use crate::app::App;
 use crate::config::StatusSettings;
 use crate::domain::{Counts, RunStatus};
 use crate::storage::{RunRow, StorageError};
+use crate::wechat::ApiQuota;
 use ui::Lang;
 
 /// The user name basic auth asks for.
@@ -47,7 +49,19 @@ pub(crate) struct Status {
     /// at: a finished run of a million deliveries is counted once, not on
     /// each look.
     counts: CountsCache,
+    /// Each app's send quota as WeChat last gave it (or why not), by AppID.
+    quotas: QuotaCache,
 }
+
+/// Quotas by AppID: when asked, and the answer.
+type QuotaCache = Arc<Mutex<HashMap<String, (Instant, Result<ApiQuota, String>)>>>;
+
+/// How long WeChat's quota answer is shown before it is asked again (a failed
+/// ask, a fifth of it): the page must not spend the account's calls.
+const QUOTA_FOR: Duration = Duration::from_secs(300);
+
+/// How long the overview waits for WeChat's quota answer.
+const QUOTA_WAIT: Duration = Duration::from_secs(2);
 
 /// Finished runs' counts by id, with the `finished_at` they were counted at.
 type CountsCache = Arc<Mutex<HashMap<i64, (Option<String>, Counts)>>>;
@@ -58,6 +72,7 @@ pub(crate) fn routes(app: Arc<App>, settings: StatusSettings) -> Router {
         app,
         settings: Arc::new(settings),
         counts: Arc::default(),
+        quotas: Arc::default(),
     };
     Router::new()
         .route("/status", get(overview::page))
@@ -244,6 +259,45 @@ impl Status {
             cache.insert(run.id, (run.finished_at.clone(), counts));
         }
         Ok(counts)
+    }
+
+    /// App `name`'s daily quota of sends (`None`: the default app), from the
+    /// cache while it is fresh, else asked of WeChat (with its token, at most
+    /// `QUOTA_WAIT`). An account that does not answer shows why.
+    async fn quota(&self, name: Option<&crate::domain::AppName>) -> Result<ApiQuota, String> {
+        let runtime = self.app.runtime(name);
+        let appid = runtime.client.appid().to_string();
+        if let Some((at, answer)) = self.quotas.lock().expect("not poisoned").get(&appid) {
+            let fresh = if answer.is_ok() {
+                QUOTA_FOR
+            } else {
+                QUOTA_FOR / 5
+            };
+            if at.elapsed() < fresh {
+                return answer.clone();
+            }
+        }
+        let ask = async {
+            let token = runtime.tokens.get().await.map_err(|e| e.to_string())?;
+            runtime
+                .client
+                .send_quota(token.expose())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let answer = tokio::time::timeout(QUOTA_WAIT, ask)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(QUOTA_WAIT)
+                ))
+            });
+        self.quotas
+            .lock()
+            .expect("not poisoned")
+            .insert(appid, (Instant::now(), answer.clone()));
+        answer
     }
 
     /// `runs` with their counts.

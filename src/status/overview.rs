@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::ui::{self, Lang};
 use super::{Problem, Status, json_of, params, prepare};
 use crate::storage::{InstanceRow, RunRow};
+use crate::wechat::ApiQuota;
 
 /// Sends due within this long are listed.
 const SOON: chrono::Duration = chrono::Duration::hours(1);
@@ -35,6 +36,10 @@ struct AppView {
     token_cached: bool,
     token_fetched_at: Option<DateTime<Utc>>,
     token_expires_at: Option<DateTime<Utc>>,
+    /// `subscribeMessage.send`'s daily quota, as WeChat's getApiQuota last answered.
+    send_quota: Option<ApiQuota>,
+    /// Why the quota is not shown, when WeChat did not give it.
+    send_quota_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,6 +48,8 @@ struct JobView {
     app: String,
     schedule: String,
     next_fire: Option<String>,
+    /// The latest run's slot, in the job's zone.
+    latest_slot: Option<String>,
     latest_run: Option<RunRow>,
     /// Seconds since the job's last run that finished (`done`).
     last_complete_age_s: Option<i64>,
@@ -67,19 +74,18 @@ async fn load(status: &Status) -> Result<Overview, Problem> {
     let store = &app.store;
     let now = Utc::now();
     let mut apps = Vec::new();
-    let named = std::iter::once(("default".to_owned(), &settings.wechat)).chain(
-        settings
-            .apps
-            .iter()
-            .map(|a| (a.name.to_string(), &a.wechat)),
-    );
+    let named = std::iter::once((None, &settings.wechat))
+        .chain(settings.apps.iter().map(|a| (Some(&a.name), &a.wechat)));
     for (name, wechat) in named {
+        let quota = status.quota(name).await;
         let token = store
             .load_token(&wechat.appid, wechat.token_source.as_str())
             .await?;
         let at = |s: i64| Utc.timestamp_opt(s, 0).single();
         apps.push(AppView {
-            app: name,
+            app: name.map_or("default".to_owned(), ToString::to_string),
+            send_quota: quota.as_ref().ok().copied(),
+            send_quota_error: quota.err(),
             appid: wechat.appid.to_string(),
             token_cached: token
                 .as_ref()
@@ -103,6 +109,7 @@ async fn load(status: &Status) -> Result<Overview, Problem> {
                 schedule: j.schedule.key(),
                 next_fire: j.schedule.next_after(now).map(|t| j.schedule.local(t)),
                 pending: run.as_ref().map_or(0, |r| r.counts.pending),
+                latest_slot: run.as_ref().map(|r| j.schedule.local(r.slot)),
                 latest_run: run,
                 last_complete_age_s: finished
                     .iter()
@@ -192,7 +199,7 @@ fn render(lang: Lang, o: &Overview) -> Markup {
         p.dim { (l("As of", "截至")) " " (ui::moment(o.now, chrono_tz::UTC)) }
         h2 { (l("Apps", "小程序")) }
         table {
-            tr { th { (l("App", "应用")) } th { "AppID" } th { "access_token" } }
+            tr { th { (l("App", "应用")) } th { "AppID" } th { "access_token" } th { (l("Send quota left today", "今日剩余发送额度")) } }
             @for a in &o.apps {
                 tr {
                     td { (a.app) } td { (a.appid) }
@@ -203,6 +210,10 @@ fn render(lang: Lang, o: &Overview) -> Markup {
                         } @else {
                             span.warn { (l("none cached (fetched when needed)", "未缓存(需要时获取)")) }
                         }
+                    }
+                    td {
+                        @if let Some(q) = a.send_quota { (q.remain) " / " (q.daily_limit) }
+                        @if let Some(e) = &a.send_quota_error { span.dim { (l("not available: ", "无法获取:")) (e) } }
                     }
                 }
             }
@@ -221,7 +232,7 @@ fn render(lang: Lang, o: &Overview) -> Markup {
                     td { (j.next_fire.as_deref().unwrap_or("-")) }
                     @match &j.latest_run {
                         Some(run) => {
-                            td { (ui::moment(run.slot, chrono_tz::UTC)) }
+                            td { (j.latest_slot.as_deref().unwrap_or("-")) }
                             td { (outcome(lang, run)) }
                         }
                         None => { td.dim { (l("never ran", "从未运行")) } td { } }

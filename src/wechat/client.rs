@@ -376,6 +376,25 @@ impl WechatClient {
         }
     }
 
+    /// The account's daily quota of `subscribeMessage.send` (`POST
+    /// /cgi-bin/openapi/quota/get`, getApiQuota).
+    pub async fn send_quota(&self, token: &str) -> Result<ApiQuota, WechatError> {
+        let request = self
+            .http
+            .post(format!("{}/cgi-bin/openapi/quota/get", self.base))
+            .query(&[("access_token", token)])
+            .json(&serde_json::json!({ "cgi_path": "/cgi-bin/message/subscribe/send" }));
+        let dto: QuotaDto = read_json(request, "quota reply").await?;
+        match (dto.errcode, dto.quota) {
+            (0, Some(quota)) => Ok(quota),
+            (0, None) => Err(WechatError::Decode("quota reply has no quota".into())),
+            (errcode, _) => Err(WechatError::Api {
+                errcode,
+                errmsg: dto.errmsg,
+            }),
+        }
+    }
+
     /// Calls `subscribeMessage.send` once.
     pub async fn send(&self, token: &str, message: &Message) -> SendReply {
         let mut url = self.send_url.clone();
@@ -433,4 +452,24 @@ mod tests {
                 .unwrap();
         assert_eq!(quoted.msgid.and_then(MsgId::value), Some(u64::MAX));
     }
+}
+
+/// A daily quota as getApiQuota gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ApiQuota {
+    /// Calls allowed today.
+    pub daily_limit: u64,
+    /// Calls made today.
+    pub used: u64,
+    /// Calls left today.
+    pub remain: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct QuotaDto {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    quota: Option<ApiQuota>,
 }

@@ -5,7 +5,9 @@ mod errcode;
 mod templates;
 mod token;
 
-pub use client::{RemoteTemplate, SendReply, Session, WechatClient, WechatError, content_keywords};
+pub use client::{
+    ApiQuota, RemoteTemplate, SendReply, Session, WechatClient, WechatError, content_keywords,
+};
 pub use errcode::{
     Disposition, TRANSIENT_SEND_ERRCODES, TokenFailure, classify_send, classify_token, meaning,
     token_rejected,
