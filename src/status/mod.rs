@@ -242,13 +242,18 @@ impl Status {
     /// at this `finished_at`, else counted now (and kept, if finished).
     async fn counts(&self, run: &RunRow) -> Result<Counts, StorageError> {
         let finished = matches!(run.status, RunStatus::Done | RunStatus::Skipped);
+        // (Counted from indexes when done; see `done_run_counts`.)
         if finished
             && let Some((at, counts)) = self.counts.lock().expect("not poisoned").get(&run.id)
             && *at == run.finished_at
         {
             return Ok(*counts);
         }
-        let counts = self.app.store.run_counts(run.id).await?;
+        let counts = if run.status == RunStatus::Done {
+            self.app.store.done_run_counts(run.id).await?
+        } else {
+            self.app.store.run_counts(run.id).await?
+        };
         if finished {
             let mut cache = self.counts.lock().expect("not poisoned");
             // Bounded: a page shows at most PAGE runs; a cache of many

@@ -168,6 +168,50 @@ impl Store {
         Ok(self.run(id).await?.map(|r| r.counts).unwrap_or_default())
     }
 
+    /// A `done` run's counts from its indexes alone: its deliveries counted by
+    /// `deliveries_run`, the unusual statuses by `deliveries_unusual`, and the
+    /// rest `sent`, since a run is only marked done with none pending, claimed
+    /// or sending (`finish_run`, `expire_run`). A run of a million is counted
+    /// without reading a million rows.
+    pub async fn done_run_counts(&self, id: i64) -> Result<Counts, StorageError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE run_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .context("count a run's deliveries")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT status, COUNT(*) AS n FROM deliveries WHERE run_id = $1 \
+             AND status NOT IN {USUAL} GROUP BY status"
+        )))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .context("count a run's unusual deliveries")?;
+        let mut c = Counts {
+            total: total as u64,
+            ..Counts::default()
+        };
+        let mut unusual = 0;
+        for row in &rows {
+            let n = row.get::<i64, _>("n") as u64;
+            unusual += n;
+            let status: String = row.get("status");
+            match Status::parse(&status) {
+                Ok(Status::Failed) => c.failed = n,
+                Ok(Status::Refused) => c.refused = n,
+                Ok(Status::Invalid) => c.invalid = n,
+                Ok(Status::Unknown) => c.unknown = n,
+                Ok(Status::Skipped) => c.skipped = n,
+                Ok(Status::Expired) => c.expired = n,
+                Ok(Status::Deferred) => c.deferred = n,
+                Ok(Status::Suppressed) => c.suppressed = n,
+                _ => {}
+            }
+        }
+        c.sent = c.total.saturating_sub(unusual);
+        Ok(c)
+    }
+
     /// Sends a policy deferred, by job (`None`: API sends without one).
     pub async fn deferred_by_job(&self) -> Result<Vec<(Option<String>, i64)>, StorageError> {
         let rows = sqlx::query(
@@ -260,5 +304,136 @@ impl Store {
             e.answered = r.get("answered");
         }
         Ok(by.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_stores::each_backend;
+
+    /// A `done` run of 250 deliveries: every tenth refused (43101), every
+    /// 25th failed, every 50th deferred, the rest sent. Returns its id.
+    async fn done_run(store: &Store) -> i64 {
+        let at = "2026-12-05T00:00:00.000Z";
+        sqlx::query(
+            "INSERT INTO runs (job, slot, trigger, status, created_at, finished_at, template_id, appid) \
+             VALUES ('daily', $1, 'manual', 'done', $2, $3, 't', 'wx1')",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(at)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let run: i64 = sqlx::query_scalar("SELECT MAX(id) FROM runs")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        for i in 0..250i64 {
+            let (status, errcode) = match i {
+                i if i % 10 == 0 => ("refused", Some(43101)),
+                i if i % 25 == 0 => ("failed", Some(40003)),
+                i if i % 50 == 1 => ("deferred", None),
+                _ => ("sent", None),
+            };
+            sqlx::query(
+                "INSERT INTO deliveries (run_id, openid, status, errcode, attempts, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 1, $5, $6)",
+            )
+            .bind(run)
+            .bind(format!("o{i:027}"))
+            .bind(status)
+            .bind(errcode)
+            .bind(at)
+            .bind(at)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        run
+    }
+
+    #[tokio::test]
+    async fn a_done_runs_counts_from_its_indexes_are_its_counts() {
+        for store in each_backend("status_done_counts").await {
+            let run = done_run(&store).await;
+            let counted = store.run(run).await.unwrap().unwrap().counts;
+            assert_eq!(
+                (counted.refused, counted.failed, counted.deferred),
+                (25, 5, 5)
+            );
+            assert_eq!(store.done_run_counts(run).await.unwrap(), counted);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runs_deliveries_page_by_id_and_filter_by_status_and_errcode() {
+        for store in each_backend("status_delivery_pages").await {
+            let run = done_run(&store).await;
+            let page = |status, errcode, after| DeliveryFilter {
+                status,
+                errcode,
+                after,
+                limit: 100,
+            };
+            let first = store
+                .deliveries_page(run, &page(None, None, None))
+                .await
+                .unwrap();
+            assert_eq!(first.len(), 100);
+            let mut seen = first.len();
+            let mut after = first.last().map(|d| d.id);
+            while let Some(a) = after {
+                let next = store
+                    .deliveries_page(run, &page(None, None, Some(a)))
+                    .await
+                    .unwrap();
+                assert!(next.iter().all(|d| d.id > a), "pages go forward by id");
+                seen += next.len();
+                after = (next.len() == 100).then(|| next.last().unwrap().id);
+            }
+            assert_eq!(seen, 250);
+            let refused = store
+                .deliveries_page(run, &page(Some(Status::Refused), None, None))
+                .await
+                .unwrap();
+            assert_eq!(refused.len(), 25);
+            assert!(refused.iter().all(|d| d.errcode == Some(43101)));
+            let by_code = store
+                .deliveries_page(run, &page(None, Some(40003), None))
+                .await
+                .unwrap();
+            assert_eq!(by_code.len(), 5);
+            let sent = store
+                .deliveries_page(run, &page(Some(Status::Sent), None, None))
+                .await
+                .unwrap();
+            assert_eq!(sent.len(), 100, "a full page of the usual status");
+            let past = store
+                .deliveries_page(run, &page(None, None, Some(i64::MAX - 1)))
+                .await
+                .unwrap();
+            assert!(past.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filter_by_an_unusual_status_reads_the_partial_index() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let run = done_run(&store).await;
+        // The condition `deliveries_page` writes for a status outside USUAL.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN SELECT id FROM deliveries d WHERE d.run_id = {run} \
+             AND d.status = 'refused' AND d.status NOT IN {USUAL} AND d.id > 0 ORDER BY d.id LIMIT 100"
+        )))
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        assert!(
+            plan.iter().any(|p| p.contains("deliveries_unusual")),
+            "{plan:?}"
+        );
     }
 }
