@@ -241,6 +241,18 @@ async fn main() {
             "run_detail_errcode_43101",
             format!("/status/runs/{big}?errcode=43101"),
         ),
+        (
+            "run_detail_errcode_none",
+            format!("/status/runs/{big}?errcode=99999"),
+        ),
+        (
+            "run_detail_status_pending",
+            format!("/status/runs/{big}?status=pending"),
+        ),
+        (
+            "run_detail_page_5000",
+            format!("/status/runs/{big}?after=500000"),
+        ),
         ("run_detail_json", format!("/v1/status/runs/{big}")),
         ("overview", "/status".to_owned()),
         ("runs_list", "/status/runs".to_owned()),

@@ -146,6 +146,7 @@ fn restart_only_changes(running: &Settings, new: &Settings) -> Vec<&'static str>
         ("http", running.http != new.http),
         ("intake", running.intake != new.intake),
         ("api", running.api != new.api),
+        ("status", running.status != new.status),
         ("log", running.log != new.log),
         ("retention", running.retention != new.retention),
         (

@@ -408,6 +408,12 @@ impl PartialEq for WechatSettings {
 
 /// By value, secrets included: a changed token or key is a change.
 /// By value, the token included: a rotated token is a change.
+impl PartialEq for StatusSettings {
+    fn eq(&self, other: &Self) -> bool {
+        same_secret(&self.password, &other.password)
+    }
+}
+
 impl PartialEq for ApiSettings {
     fn eq(&self, other: &Self) -> bool {
         use secrecy::ExposeSecret;

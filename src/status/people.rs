@@ -57,14 +57,33 @@ async fn consent(status: &Status, q: Option<&str>) -> Result<Consent, Problem> {
     let p = params(q, &["app"])?;
     let (name, wechat) = app(status, &p)?;
     let since = Utc::now() - WINDOW;
+    let store = &status.app.store;
+    let appid = wechat.appid.as_ref();
+    let mut templates = store.consent_summary(appid, since).await?;
+    // The runs' answers from their counts (kept for finished runs): a
+    // refusal is WeChat's 43101; sent, failed and invalid were answers too
+    // (unknown had none, and skipped, expired or held made no request).
+    for (run, template) in store.runs_since(appid, since).await? {
+        let Some(template) = template else { continue };
+        let c = status.counts(&run).await?;
+        let t = match templates.iter_mut().find(|t| t.template_id == template) {
+            Some(t) => t,
+            None => {
+                templates.push(ConsentSummary {
+                    template_id: template,
+                    ..ConsentSummary::default()
+                });
+                templates.last_mut().expect("just pushed")
+            }
+        };
+        t.errcode_43101 += c.refused as i64;
+        t.answered += (c.sent + c.refused + c.failed + c.invalid) as i64;
+    }
+    templates.sort_by(|a, b| a.template_id.cmp(&b.template_id));
     Ok(Consent {
         app: name,
         since,
-        templates: status
-            .app
-            .store
-            .consent_summary(wechat.appid.as_ref(), since)
-            .await?,
+        templates,
     })
 }
 

@@ -58,8 +58,8 @@ pub struct ConsentSummary {
     pub answered: i64,
 }
 
-/// A run's select list with no counts: the runs' rows alone.
-fn heads() -> String {
+/// A run's select list with no counts (and `extra` columns): the runs' rows alone.
+fn heads(extra: &str) -> String {
     let zero = [
         "total",
         "sent",
@@ -77,7 +77,7 @@ fn heads() -> String {
     .join(", ");
     format!(
         "SELECT r.id, r.job, r.slot, r.trigger, r.status, r.note, r.folded, r.created_at, r.finished_at, \
-         {zero} FROM runs r"
+         {zero}{extra} FROM runs r"
     )
 }
 
@@ -113,7 +113,7 @@ impl Store {
 
     /// A page of runs under `filter`, newest first, without their counts (see `run_counts`).
     pub async fn run_heads(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StorageError> {
-        let mut sql = format!("{} WHERE r.id < $1", heads());
+        let mut sql = format!("{} WHERE r.id < $1", heads(""));
         if let Some(status) = filter.status {
             sql.push_str(&format!(" AND r.status = '{}'", status.as_str()));
         }
@@ -139,7 +139,7 @@ impl Store {
     pub async fn latest_runs(&self) -> Result<Vec<RunRow>, StorageError> {
         let sql = format!(
             "{} WHERE r.id IN (SELECT MAX(id) FROM runs WHERE snapshot = 1 GROUP BY job)",
-            heads()
+            heads("")
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
@@ -251,8 +251,9 @@ impl Store {
             .collect())
     }
 
-    /// Consent per template of app `appid` since `since`, with how often WeChat
-    /// answered 43101 (`templates`: each job's template, for its runs).
+    /// Consent per template of app `appid` since `since`, with how often
+    /// WeChat answered its sends 43101 (the runs' answers are added by the
+    /// caller from their counts: see `runs_since`).
     pub async fn consent_summary(
         &self,
         appid: &str,
@@ -272,21 +273,16 @@ impl Store {
         .await
         .context("sum consent by template")?;
         let answers = sqlx::query(
-            "SELECT template_id, COALESCE(SUM(refused), 0) AS refused, COALESCE(SUM(answered), 0) AS answered FROM ( \
-             SELECT r.template_id AS template_id, \
-             CASE WHEN d.errcode = 43101 THEN 1 ELSE 0 END AS refused, \
-             CASE WHEN d.errcode IS NOT NULL OR d.status = 'sent' THEN 1 ELSE 0 END AS answered \
-             FROM runs r JOIN deliveries d ON d.run_id = r.id WHERE r.appid = $1 AND r.created_at >= $2 \
-             UNION ALL SELECT s.template_id, CASE WHEN s.errcode = 43101 THEN 1 ELSE 0 END, \
-             CASE WHEN s.errcode IS NOT NULL OR s.status = 'sent' THEN 1 ELSE 0 END \
-             FROM sends s WHERE s.appid = $1 AND s.updated_at >= $2) AS a \
-             WHERE template_id IS NOT NULL GROUP BY template_id",
+            "SELECT template_id, \
+             COALESCE(SUM(CASE WHEN errcode = 43101 THEN 1 ELSE 0 END), 0) AS refused, \
+             COALESCE(SUM(CASE WHEN errcode IS NOT NULL OR status = 'sent' THEN 1 ELSE 0 END), 0) AS answered \
+             FROM sends WHERE appid = $1 AND updated_at >= $2 GROUP BY template_id",
         )
         .bind(appid.to_owned())
         .bind(&since)
         .fetch_all(&self.pool)
         .await
-        .context("count 43101 answers by template")?;
+        .context("count the sends' 43101 answers by template")?;
         let mut by: std::collections::BTreeMap<String, ConsentSummary> = Default::default();
         for r in &consents {
             let t: String = r.get("template_id");
@@ -304,6 +300,29 @@ impl Store {
             e.answered = r.get("answered");
         }
         Ok(by.into_values().collect())
+    }
+
+    /// The runs of app `appid` created since `since`, without counts, with
+    /// each one's template.
+    pub async fn runs_since(
+        &self,
+        appid: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(RunRow, Option<String>)>, StorageError> {
+        let sql = format!(
+            "{} WHERE r.appid = $1 AND r.created_at >= $2 ORDER BY r.id",
+            heads(", r.template_id AS template_of_run")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(appid.to_owned())
+            .bind(super::ts(since))
+            .fetch_all(&self.pool)
+            .await
+            .context("list the week's runs")?;
+        rows.iter()
+            .map(|r| Ok((run_row(r)?, r.try_get("template_of_run")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .context("decode runs")
     }
 }
 
