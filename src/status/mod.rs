@@ -45,9 +45,10 @@ const PAGE: u32 = 100;
 pub(crate) struct Status {
     app: Arc<App>,
     settings: Arc<StatusSettings>,
-    /// Counts of finished runs, by id, with the `finished_at` they were taken
-    /// at: a finished run of a million deliveries is counted once, not on
-    /// each look.
+    /// Runs' counts by id: a finished run of a million deliveries is counted
+    /// once, not on each look, and a running one at most every `LIVE_FOR`
+    /// however often the page is polled (counting it reads all its rows,
+    /// beside the sender writing them).
     counts: CountsCache,
     /// Each app's send quota as WeChat last gave it (or why not), by AppID.
     quotas: QuotaCache,
@@ -63,8 +64,12 @@ const QUOTA_FOR: Duration = Duration::from_secs(300);
 /// How long the overview waits for WeChat's quota answer.
 const QUOTA_WAIT: Duration = Duration::from_secs(2);
 
-/// Finished runs' counts by id, with the `finished_at` they were counted at.
-type CountsCache = Arc<Mutex<HashMap<i64, (Option<String>, Counts)>>>;
+/// Runs' counts by id, with the status and `finished_at` they were counted
+/// at, and when.
+type CountsCache = Arc<Mutex<HashMap<i64, (RunStatus, Option<String>, Instant, Counts)>>>;
+
+/// How long a running run's counts are shown before they are counted again.
+const LIVE_FOR: Duration = Duration::from_secs(5);
 
 /// The routes, behind the password when one is set.
 pub(crate) fn routes(app: Arc<App>, settings: StatusSettings) -> Router {
@@ -238,14 +243,17 @@ fn json_of(data: &impl Serialize) -> Response {
 }
 
 impl Status {
-    /// Run `run`'s counts: from the cache when it is finished and was counted
-    /// at this `finished_at`, else counted now (and kept, if finished).
+    /// Run `run`'s counts: from the cache when it was counted in the same
+    /// state (finished at the same `finished_at`; or not finished, less than
+    /// `LIVE_FOR` ago), else counted now (from indexes alone when it is done;
+    /// see `done_run_counts`) and kept.
     async fn counts(&self, run: &RunRow) -> Result<Counts, StorageError> {
         let finished = matches!(run.status, RunStatus::Done | RunStatus::Skipped);
-        // (Counted from indexes when done; see `done_run_counts`.)
-        if finished
-            && let Some((at, counts)) = self.counts.lock().expect("not poisoned").get(&run.id)
+        if let Some((status, at, when, counts)) =
+            self.counts.lock().expect("not poisoned").get(&run.id)
+            && *status == run.status
             && *at == run.finished_at
+            && (finished || when.elapsed() < LIVE_FOR)
         {
             return Ok(*counts);
         }
@@ -254,15 +262,14 @@ impl Status {
         } else {
             self.app.store.run_counts(run.id).await?
         };
-        if finished {
-            let mut cache = self.counts.lock().expect("not poisoned");
-            // Bounded: a page shows at most PAGE runs; a cache of many
-            // pages' worth is dropped whole rather than tracked by age.
-            if cache.len() > 50 * PAGE as usize {
-                cache.clear();
-            }
-            cache.insert(run.id, (run.finished_at.clone(), counts));
+        let mut cache = self.counts.lock().expect("not poisoned");
+        // Bounded: a page shows at most PAGE runs; a cache of many pages'
+        // worth is dropped whole rather than tracked by age.
+        if cache.len() > 50 * PAGE as usize {
+            cache.clear();
         }
+        let kept = (run.status, run.finished_at.clone(), Instant::now(), counts);
+        cache.insert(run.id, kept);
         Ok(counts)
     }
 

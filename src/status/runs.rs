@@ -110,6 +110,7 @@ async fn detail(status: &Status, id: &str, q: Option<&str>) -> Result<Detail, Pr
         errcode: parsed("errcode", get("errcode"), |s| s.parse().ok())?,
         after: parsed("after", get("after"), |s| s.parse().ok())?,
         limit: PAGE,
+        run_done: run.status == RunStatus::Done,
     };
     // A done run has none pending, claimed or sending (`finish_run`): no
     // need to scan a million rows to find none.

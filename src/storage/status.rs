@@ -26,6 +26,11 @@ pub struct DeliveryFilter {
     pub after: Option<i64>,
     /// At most this many.
     pub limit: u32,
+    /// The run is `done`: none of its deliveries is pending, claimed or
+    /// sending (`finish_run`), and a sent one has no errcode (the sender
+    /// keeps none from a reply of 0), so a filter by a nonzero errcode reads
+    /// only the unusual statuses' index.
+    pub run_done: bool,
 }
 
 /// Which runs a page shows, newest first.
@@ -97,8 +102,11 @@ impl Store {
                 conditions.push_str(&format!(" AND d.status NOT IN {USUAL}"));
             }
         }
-        if filter.errcode.is_some() {
+        if let Some(code) = filter.errcode {
             conditions.push_str(" AND d.errcode = $3");
+            if filter.run_done && code != 0 && filter.status.is_none() {
+                conditions.push_str(&format!(" AND d.status NOT IN {USUAL}"));
+            }
         }
         let (after, errcode) = (filter.after.unwrap_or(0), filter.errcode);
         self.deliveries_where(run_id, &conditions, Some(filter.limit), move |q| {
@@ -395,6 +403,7 @@ mod tests {
                 errcode,
                 after,
                 limit: 100,
+                run_done: false,
             };
             let first = store
                 .deliveries_page(run, &page(None, None, None))

@@ -333,7 +333,7 @@ fn chromium() -> Option<&'static str> {
 }
 
 /// `chromium --headless` on `url`: the DOM it rendered, and a screenshot into
-/// `WXPUSH_SCREENSHOTS` (a folder) as `name`.png when that is set.
+/// `WXPUSH_SCREENSHOTS` (a folder) as `name`.png when that is set (and `name` is not empty).
 async fn browse(browser: &str, url: &str, name: &str) -> String {
     let profile = tempfile_dir();
     let base = [
@@ -357,7 +357,7 @@ async fn browse(browser: &str, url: &str, name: &str) -> String {
         "{}",
         String::from_utf8_lossy(&dom.stderr)
     );
-    if let Some(dir) = std::env::var_os("WXPUSH_SCREENSHOTS") {
+    if let Some(dir) = std::env::var_os("WXPUSH_SCREENSHOTS").filter(|_| !name.is_empty()) {
         std::fs::create_dir_all(&dir).unwrap();
         let file = std::path::Path::new(&dir).join(format!("{name}.png"));
         let shot = run(vec![
@@ -419,5 +419,18 @@ async fn a_real_browser_renders_the_overview_and_a_runs_detail() {
         "{detail}"
     );
     assert!(detail.contains("oBob…0000") && !detail.contains(BOB));
+    // Every other page renders, each with its heading.
+    for (path, heading) in [
+        ("/status/runs?lang=en", "<h1>Runs</h1>"),
+        ("/status/sends?lang=en", "<h1>Sends</h1>"),
+        ("/status/consent?lang=en", "<h1>Consent</h1>"),
+        (
+            &*format!("/status/person?lang=en&openid={BOB}"),
+            "<h1>Person</h1>",
+        ),
+    ] {
+        let dom = browse(browser, &format!("{base}{path}"), "").await;
+        assert!(dom.contains(heading), "{path}: {dom}");
+    }
     daemon.stop().await.unwrap();
 }
