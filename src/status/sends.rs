@@ -1,5 +1,5 @@
 //! The sends on demand (the API's and `wxpush sends add`'s): scheduled,
-//! recent and cancelled, by status, a page at a time.
+//! recent and cancelled, by status, newest first, a page at a time.
 
 use std::collections::HashMap;
 
@@ -13,9 +13,8 @@ use serde_json::Value;
 use super::ui::{self, Lang};
 use super::{PAGE, Problem, Status, json_of, params, parsed, prepare};
 use crate::domain::SendStatus;
-use crate::storage::SendFilter;
 
-const KEYS: [&str; 2] = ["status", "after"];
+const KEYS: [&str; 2] = ["status", "before"];
 
 /// The statuses the filter offers (`scheduled` is a pending send not due yet).
 const STATUSES: [&str; 9] = [
@@ -33,20 +32,16 @@ const STATUSES: [&str; 9] = [
 async fn load(status: &Status, q: Option<&str>) -> Result<Vec<Value>, Problem> {
     let p = params(q, &KEYS)?;
     let get = |k: &str| p.get(k).map(String::as_str);
-    let filter = SendFilter {
-        status: parsed("status", get("status"), |s| match s {
-            "scheduled" | "queued" | "deferred" => Some(SendStatus::Pending),
-            s => SendStatus::parse(s).ok(),
-        })?,
-        after: parsed("after", get("after"), |s| s.parse().ok())?,
-        limit: PAGE,
-        ..SendFilter::default()
-    };
+    let status_of = parsed("status", get("status"), |s| match s {
+        "scheduled" | "queued" | "deferred" => Some(SendStatus::Pending),
+        s => SendStatus::parse(s).ok(),
+    })?;
+    let before = parsed("before", get("before"), |s| s.parse().ok())?;
     let now = Utc::now();
     Ok(status
         .app
         .store
-        .list_sends(&filter)
+        .sends_newest(status_of, before, PAGE)
         .await?
         .iter()
         .map(|s| {
@@ -100,7 +95,7 @@ fn render(lang: Lang, p: &HashMap<String, String>, sends: &[Value]) -> Markup {
             let status = p
                 .get("status")
                 .map_or(String::new(), |s| format!("status={s}&"));
-            format!("/status/sends?{status}after={id}&lang={}", lang.code())
+            format!("/status/sends?{status}before={id}&lang={}", lang.code())
         });
     html! {
         form.filter method="get" action="/status/sends" {
@@ -125,6 +120,6 @@ fn render(lang: Lang, p: &HashMap<String, String>, sends: &[Value]) -> Markup {
                 }
             }
         }
-        @if let Some(next) = next { p.pager { a href=(next) { (l("Next page →", "下一页 →")) } } }
+        @if let Some(next) = next { p.pager { a href=(next) { (l("Older sends →", "更早的发送 →")) } } }
     }
 }

@@ -183,7 +183,7 @@ pub(super) const COLUMNS: &str = "id, appid, idem_key, request, openid, template
     msgid, created_at, updated_at, tz, policy, held, digest, delivery_id";
 
 /// A select of sends (`s`) with their sent events joined by msgid.
-fn viewed(tail: &str) -> String {
+pub(super) fn viewed(tail: &str) -> String {
     let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect();
     format!(
         "SELECT {}, e.error_code AS event_code, e.error_status AS event_status, \

@@ -7,8 +7,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::runs::run_row;
-use super::{Context, DeliveryRow, RunRow, StorageError, Store};
-use crate::domain::{Counts, RunStatus, Status};
+use super::{Context, DeliveryRow, RunRow, SendRow, StorageError, Store};
+use crate::domain::{Counts, RunStatus, SendStatus, Status};
 
 /// Statuses every delivery passes through, or ends in nearly always: the
 /// partial index `deliveries_unusual` (migration 13) holds the others, so
@@ -141,6 +141,32 @@ impl Store {
             .map(run_row)
             .collect::<Result<_, _>>()
             .context("decode runs")
+    }
+
+    /// Sends newest first: those in `status` (if given) with ids below
+    /// `before` (if given), at most `limit`.
+    pub async fn sends_newest(
+        &self,
+        status: Option<SendStatus>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SendRow>, StorageError> {
+        let mut tail = "WHERE s.id < $1".to_owned();
+        if status.is_some() {
+            tail.push_str(" AND s.status = $2");
+        }
+        tail.push_str(&format!(" ORDER BY s.id DESC LIMIT {limit}"));
+        let sql = super::sends::viewed(&tail);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(before.unwrap_or(i64::MAX));
+        if let Some(status) = status {
+            q = q.bind(status.as_str());
+        }
+        q.fetch_all(&self.pool)
+            .await
+            .context("list sends")?
+            .iter()
+            .map(super::sends::send_row)
+            .collect()
     }
 
     /// Each job's latest run, without counts.

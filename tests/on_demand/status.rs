@@ -75,6 +75,7 @@ fn json(page: &Page) -> Value {
 async fn the_pages_show_what_the_store_holds_masked_behind_the_password() {
     let env_file = format!("[status]\npassword = \"{PASSWORD}\"\n");
     let (env, run) = one_run(&env_file).await;
+    let logs = Logs::capture();
     let daemon = env.daemon_at(chrono::Utc::now()).await;
     let http = daemon.http;
     let me = Some(("wxpush", PASSWORD));
@@ -236,6 +237,12 @@ async fn the_pages_show_what_the_store_holds_masked_behind_the_password() {
     let bad = fetch(http, "/status/runs?bogus=1", me, None).await;
     assert!(bad.text.contains("bogus"), "{}", bad.text);
     daemon.stop().await.unwrap();
+    let logged = logs.text();
+    assert!(
+        logged.contains("ready"),
+        "the daemon's log was captured: {logged}"
+    );
+    assert!(!logged.contains(PASSWORD), "the password is never logged");
 }
 
 #[tokio::test]
@@ -276,6 +283,22 @@ async fn sends_due_within_the_hour_are_on_the_overview_masked() {
     );
     let sends = json(&fetch(daemon.http, "/v1/status/sends?status=scheduled", None, None).await);
     assert_eq!(sends[0]["to"], "oAnn…0000");
+    assert_eq!(sends[0]["status"], "scheduled");
+    let older = sends[0]["id"].as_i64().unwrap();
+    let none = json(
+        &fetch(
+            daemon.http,
+            &format!("/v1/status/sends?before={older}"),
+            None,
+            None,
+        )
+        .await,
+    );
+    assert_eq!(
+        none,
+        Value::Array(vec![]),
+        "nothing older than the only send"
+    );
     let page = fetch(daemon.http, "/status/sends", None, None).await;
     assert!(page.text.contains("oAnn…0000") && !page.text.contains(ANN));
     daemon.stop().await.unwrap();
