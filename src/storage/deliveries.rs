@@ -281,14 +281,16 @@ impl Store {
 
     /// Every delivery of a run, in id order.
     pub async fn deliveries(&self, run_id: i64) -> Result<Vec<DeliveryRow>, StorageError> {
-        self.deliveries_where(run_id, "", None, |q| q).await
+        self.deliveries_where(run_id, "", "", None, |q| q).await
     }
 
     /// A run's deliveries whose `conditions` (on `d`, parameters from `$2`,
-    /// bound by `bind`) hold, in id order, at most `limit`.
+    /// bound by `bind`) hold, in id order, at most `limit`; `read_by` follows
+    /// the alias `d` (an index to read by).
     pub(super) async fn deliveries_where(
         &self,
         run_id: i64,
+        read_by: &str,
         conditions: &str,
         limit: Option<u32>,
         bind: impl for<'q> FnOnce(super::db::Query<'q>) -> super::db::Query<'q>,
@@ -296,7 +298,7 @@ impl Store {
         let sql = format!(
             "SELECT d.id, d.openid, d.status, d.errcode, d.errmsg, COALESCE(d.msgid, s.msgid) AS msgid, \
              d.attempts, d.updated_at, e.error_code, e.error_status, s.id AS send_id, s.status AS send_status, \
-             s.held AS send_held, s.send_at AS send_at FROM deliveries d \
+             s.held AS send_held, s.send_at AS send_at FROM deliveries d{read_by} \
              LEFT JOIN sends s ON s.delivery_id = d.id AND d.status = 'deferred' \
              LEFT JOIN sent_events e ON e.appid = (SELECT appid FROM runs WHERE id = $1) \
              AND e.msgid = COALESCE(d.msgid, s.msgid) \

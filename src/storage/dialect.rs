@@ -64,6 +64,13 @@ pub(super) trait Dialect: Send + Sync + std::fmt::Debug {
     /// decoding each.
     fn json_rows(&self, items: &str) -> String;
 
+    /// What follows a table's alias to make the planner read it by `index`
+    /// where its estimate would choose another (SQLite has no statistics of
+    /// a partial index's size); empty where the planner can judge.
+    fn read_by(&self, _index: &str) -> String {
+        String::new()
+    }
+
     /// The migrations of this database's schema.
     fn migrator(&self) -> &'static sqlx::migrate::Migrator;
 }

@@ -26,6 +26,10 @@ impl Dialect for Sqlite {
         "CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT)"
     }
 
+    fn read_by(&self, index: &str) -> String {
+        format!(" INDEXED BY {index}")
+    }
+
     fn json_rows(&self, items: &str) -> String {
         format!("json_group_array(json_array({items}))")
     }
