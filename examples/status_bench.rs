@@ -331,6 +331,11 @@ async fn main() {
             }
         }
     }
+    if rates.0.is_empty() {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        return;
+    }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]

@@ -110,7 +110,10 @@ async fn detail(status: &Status, id: &str, q: Option<&str>) -> Result<Detail, Pr
         errcode: parsed("errcode", get("errcode"), |s| s.parse().ok())?,
         after: parsed("after", get("after"), |s| s.parse().ok())?,
         limit: PAGE,
-        run_done: run.status == RunStatus::Done,
+        // A tenth at most: then sorting them costs less than reading the
+        // run in id order until a page of matches (or its end) is found.
+        few_unusual: run.status == RunStatus::Done
+            && (run.counts.total - run.counts.sent) * 10 <= run.counts.total,
     };
     // A done run has none pending, claimed or sending (`finish_run`): no
     // need to scan a million rows to find none.

@@ -26,11 +26,12 @@ pub struct DeliveryFilter {
     pub after: Option<i64>,
     /// At most this many.
     pub limit: u32,
-    /// The run is `done`: none of its deliveries is pending, claimed or
-    /// sending (`finish_run`), and a sent one has no errcode (the sender
-    /// keeps none from a reply of 0), so a filter by a nonzero errcode reads
-    /// only the unusual statuses' index.
-    pub run_done: bool,
+    /// The run is `done` (none of its deliveries is pending, claimed or
+    /// sending: `finish_run`; and a sent one has no errcode: the sender keeps
+    /// none from a reply of 0) and few of its deliveries are in the unusual
+    /// statuses: a filter by a nonzero errcode reads those alone, sorted,
+    /// rather than the whole run in id order.
+    pub few_unusual: bool,
 }
 
 /// Which runs a page shows, newest first.
@@ -105,7 +106,7 @@ impl Store {
         let mut read_by = String::new();
         if let Some(code) = filter.errcode {
             conditions.push_str(" AND d.errcode = $3");
-            if filter.run_done && code != 0 && filter.status.is_none() {
+            if filter.few_unusual && code != 0 && filter.status.is_none() {
                 conditions.push_str(&format!(" AND d.status NOT IN {USUAL}"));
                 // Its rows sorted by id cost less than every row of the run
                 // read in id order, which a planner would pick to save the sort.
@@ -439,7 +440,7 @@ mod tests {
                 errcode,
                 after,
                 limit: 100,
-                run_done: false,
+                few_unusual: false,
             };
             let first = store
                 .deliveries_page(run, &page(None, None, None))
