@@ -93,7 +93,7 @@ pub(crate) fn routes(app: Arc<App>, settings: StatusSettings) -> Router {
         .route("/v1/status/consent", get(people::consent_json))
         .route("/status/person", get(people::person_page))
         .route("/v1/status/person", get(people::person_json))
-        .layer(middleware::from_fn_with_state(status.clone(), authorize))
+        .route_layer(middleware::from_fn_with_state(status.clone(), authorize))
         .with_state(status)
 }
 

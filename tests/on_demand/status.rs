@@ -90,6 +90,11 @@ async fn the_pages_show_what_the_store_holds_masked_behind_the_password() {
         assert_eq!(page.status, 401, "{auth:?}");
         assert!(!page.text.contains(PASSWORD));
     }
+    // The password is the status page's alone: the probes and metrics stay
+    // open, and an unknown path is still a 404.
+    assert_eq!(fetch(http, "/healthz", None, None).await.status, 200);
+    assert_eq!(fetch(http, "/metrics", None, None).await.status, 200);
+    assert_eq!(fetch(http, "/nothing-here", None, None).await.status, 404);
     let overview = fetch(http, "/status", me, None).await;
     assert_eq!(overview.status, 200, "{}", overview.text);
     assert!(overview.content_type.starts_with("text/html"));
