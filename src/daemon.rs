@@ -49,11 +49,14 @@ impl App {
             .api
             .clone()
             .map(|a| crate::api::routes(Arc::clone(&self), a));
-        let status = self
-            .settings
-            .status
-            .clone()
-            .map(|s| crate::status::routes(Arc::clone(&self), s));
+        let status = match self.settings.status.clone() {
+            Some(s) if s.withheld.is_some() => {
+                tracing::warn!("{}", s.withheld.as_deref().unwrap_or_default());
+                None
+            }
+            Some(s) => Some(crate::status::routes(Arc::clone(&self), s)),
+            None => None,
+        };
         self.serve(&mut tasks, listeners, intake, (api, status), &shutdown);
         tasks.spawn(crate::delivery::serve_on_demand(
             Arc::clone(&self),

@@ -66,6 +66,9 @@ pub(super) async fn run(
     config_recipients(&settings, &builtins, &mut problems);
     stored_recipients(&settings, &builtins, &mut problems, &mut warnings).await?;
     retention_against_windows(&settings, &mut warnings);
+    if let Some(why) = settings.status.as_ref().and_then(|s| s.withheld.as_ref()) {
+        warnings.push(format!("{file}: {why}"));
+    }
     if let Some(intake) = &settings.intake
         && intake.callback_token.is_none()
     {

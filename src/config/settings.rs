@@ -255,6 +255,9 @@ pub struct ApiSettings {
 pub struct StatusSettings {
     /// The HTTP basic auth password (user `wxpush`); `None` serves it openly.
     pub password: Option<SecretString>,
+    /// Why the page is not served though `[status]` did not turn it off
+    /// (a public listener and no password): logged at start, and by `check`.
+    pub withheld: Option<String>,
 }
 
 /// `[api] idempotency_retention`'s default: how long a send's key is kept
@@ -410,7 +413,7 @@ impl PartialEq for WechatSettings {
 /// By value, the token included: a rotated token is a change.
 impl PartialEq for StatusSettings {
     fn eq(&self, other: &Self) -> bool {
-        same_secret(&self.password, &other.password)
+        same_secret(&self.password, &other.password) && self.withheld == other.withheld
     }
 }
 

@@ -216,6 +216,9 @@ fn params(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>
                 }
             )));
         }
+        if k == "lang" {
+            Lang::of(Some(&v), &HeaderMap::new()).map_err(Problem::BadRequest)?;
+        }
         out.insert(k.into_owned(), v.into_owned());
     }
     Ok(out)
@@ -289,11 +292,23 @@ impl Status {
                 return answer.clone();
             }
         }
+        // Only with a token already cached and fresh: the page never fetches
+        // one (a fetch is a write, and a classic token's fetch would end the
+        // one in use).
         let ask = async {
-            let token = runtime.tokens.get().await.map_err(|e| e.to_string())?;
+            let stored = self
+                .app
+                .store
+                .load_token(runtime.client.appid(), runtime.tokens.source().as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            let fresh = stored.filter(|t| t.expires_at > chrono::Utc::now().timestamp() + 60);
+            let Some(token) = fresh else {
+                return Err("no access_token cached yet (asked once one is)".to_owned());
+            };
             runtime
                 .client
-                .send_quota(token.expose())
+                .send_quota(&token.token)
                 .await
                 .map_err(|e| e.to_string())
         };

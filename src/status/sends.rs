@@ -13,12 +13,16 @@ use serde_json::Value;
 use super::ui::{self, Lang};
 use super::{PAGE, Problem, Status, json_of, params, parsed, prepare};
 use crate::domain::SendStatus;
+use crate::storage::SendShown;
 
 const KEYS: [&str; 2] = ["status", "before"];
 
 /// The statuses the filter offers (`scheduled` is a pending send not due yet).
-const STATUSES: [&str; 9] = [
+const STATUSES: [&str; 12] = [
     "scheduled",
+    "queued",
+    "deferred",
+    "pending",
     "sending",
     "sent",
     "failed",
@@ -32,16 +36,18 @@ const STATUSES: [&str; 9] = [
 async fn load(status: &Status, q: Option<&str>) -> Result<Vec<Value>, Problem> {
     let p = params(q, &KEYS)?;
     let get = |k: &str| p.get(k).map(String::as_str);
-    let status_of = parsed("status", get("status"), |s| match s {
-        "scheduled" | "queued" | "deferred" => Some(SendStatus::Pending),
-        s => SendStatus::parse(s).ok(),
+    let shown = parsed("status", get("status"), |s| match s {
+        "scheduled" => Some(SendShown::Scheduled),
+        "queued" => Some(SendShown::Queued),
+        "deferred" => Some(SendShown::Deferred),
+        s => SendStatus::parse(s).ok().map(SendShown::Status),
     })?;
     let before = parsed("before", get("before"), |s| s.parse().ok())?;
     let now = Utc::now();
     Ok(status
         .app
         .store
-        .sends_newest(status_of, before, PAGE)
+        .sends_newest(shown, before, PAGE, now)
         .await?
         .iter()
         .map(|s| {

@@ -68,7 +68,7 @@ pub use runs::{Audience, Enqueued, NewRun, RunRow};
 pub use send_claims::{Claim, DueSend};
 pub use sends::{Accepted, Cancel, NewSend, SendFilter, SendRow, SendWakes, SentEvent};
 pub use snapshot::{AudienceRow, Snapshot};
-pub use status::{ConsentSummary, DeliveryFilter, RunFilter};
+pub use status::{ConsentSummary, DeliveryFilter, RunFilter, SendShown};
 pub use tokens::{StoredToken, TokenRefresh};
 
 /// A database failure, with what was being done.

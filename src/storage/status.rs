@@ -47,6 +47,19 @@ pub struct RunFilter {
     pub limit: u32,
 }
 
+/// Which sends the status page lists, as the API shows their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendShown {
+    /// In this stored status.
+    Status(SendStatus),
+    /// Pending, not due yet, not held.
+    Scheduled,
+    /// Pending and due, not held.
+    Queued,
+    /// Pending at a later time a delivery policy gave it.
+    Deferred,
+}
+
 /// One template's consent, for the status page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ConsentSummary {
@@ -154,23 +167,38 @@ impl Store {
             .context("decode runs")
     }
 
-    /// Sends newest first: those in `status` (if given) with ids below
-    /// `before` (if given), at most `limit`.
+    /// Sends newest first: those `shown` (if given) with ids below `before`
+    /// (if given), at most `limit`.
     pub async fn sends_newest(
         &self,
-        status: Option<SendStatus>,
+        shown: Option<SendShown>,
         before: Option<i64>,
         limit: u32,
+        now: DateTime<Utc>,
     ) -> Result<Vec<SendRow>, StorageError> {
         let mut tail = "WHERE s.id < $1".to_owned();
+        let status = match shown {
+            None => None,
+            Some(SendShown::Status(st)) => Some(st),
+            Some(_) => Some(SendStatus::Pending),
+        };
         if status.is_some() {
             tail.push_str(" AND s.status = $2");
         }
+        tail.push_str(match shown {
+            Some(SendShown::Scheduled) => " AND s.held IS NULL AND s.send_at > $3",
+            Some(SendShown::Queued) => " AND s.held IS NULL AND s.send_at <= $3",
+            Some(SendShown::Deferred) => " AND s.held IS NOT NULL",
+            _ => "",
+        });
         tail.push_str(&format!(" ORDER BY s.id DESC LIMIT {limit}"));
         let sql = super::sends::viewed(&tail);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(before.unwrap_or(i64::MAX));
         if let Some(status) = status {
             q = q.bind(status.as_str());
+        }
+        if matches!(shown, Some(SendShown::Scheduled | SendShown::Queued)) {
+            q = q.bind(super::ts(now));
         }
         q.fetch_all(&self.pool)
             .await
@@ -180,10 +208,11 @@ impl Store {
             .collect()
     }
 
-    /// Each job's latest run, without counts.
+    /// Each job's latest run, without counts (one whose audience query failed
+    /// too: its note says why nothing was sent).
     pub async fn latest_runs(&self) -> Result<Vec<RunRow>, StorageError> {
         let sql = format!(
-            "{} WHERE r.id IN (SELECT MAX(id) FROM runs WHERE snapshot = 1 GROUP BY job)",
+            "{} WHERE r.id IN (SELECT MAX(id) FROM runs GROUP BY job)",
             heads("")
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -309,7 +338,7 @@ impl Store {
             "SELECT template_id, \
              COALESCE(SUM(CASE WHEN status = 'accept' AND updated_at >= $2 THEN 1 ELSE 0 END), 0) AS accepted, \
              COALESCE(SUM(CASE WHEN status IN ('reject', 'ban') AND updated_at >= $2 THEN 1 ELSE 0 END), 0) AS refused, \
-             COALESCE(SUM(credits), 0) AS credits \
+             CAST(COALESCE(SUM(credits), 0) AS BIGINT) AS credits \
              FROM consents WHERE appid = $1 GROUP BY template_id",
         )
         .bind(appid.to_owned())
@@ -480,6 +509,45 @@ mod tests {
                 .await
                 .unwrap();
             assert!(past.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn consent_sums_credits_and_counts_the_weeks_changes_on_every_backend() {
+        for store in each_backend("status_consent_summary").await {
+            let rows = [
+                ("o1", "t1", "accept", 2, "2026-12-04T00:00:00.000Z"),
+                ("o2", "t1", "accept", 1, "2026-11-01T00:00:00.000Z"),
+                ("o3", "t1", "reject", 0, "2026-12-04T00:00:00.000Z"),
+                ("o4", "t2", "ban", 0, "2026-12-04T00:00:00.000Z"),
+            ];
+            for (openid, template, status, credits, at) in rows {
+                sqlx::query(
+                    "INSERT INTO consents (appid, openid, template_id, status, credits, source, updated_at) \
+                     VALUES ('wx1', $1, $2, $3, $4, 'intake', $5)",
+                )
+                .bind(openid)
+                .bind(template)
+                .bind(status)
+                .bind(credits)
+                .bind(at)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            }
+            let since = "2026-11-28T00:00:00Z".parse().unwrap();
+            let got = store.consent_summary("wx1", since).await.unwrap();
+            let t1 = got.iter().find(|t| t.template_id == "t1").unwrap();
+            assert_eq!((t1.accepted, t1.refused, t1.credits), (1, 1, 3));
+            let t2 = got.iter().find(|t| t.template_id == "t2").unwrap();
+            assert_eq!((t2.accepted, t2.refused, t2.credits), (0, 1, 0));
+            assert!(
+                store
+                    .consent_summary("wx-other", since)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
         }
     }
 

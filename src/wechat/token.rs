@@ -112,6 +112,11 @@ impl TokenManager {
         }
     }
 
+    /// Which endpoint its tokens come from (the name they are stored under).
+    pub fn source(&self) -> crate::config::TokenSource {
+        self.source
+    }
+
     /// Token requests this process has made.
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)

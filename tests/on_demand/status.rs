@@ -225,6 +225,7 @@ async fn the_pages_show_what_the_store_holds_masked_behind_the_password() {
         ("/status/runs/abc", 404),
         ("/status/person?openid=not%20an%20openid", 400),
         ("/v1/status/sends?status=bogus", 400),
+        ("/v1/status/runs?lang=de", 400),
     ] {
         let page = fetch(http, path, me, None).await;
         assert_eq!(page.status, want, "{path}: {}", page.text);
@@ -289,6 +290,19 @@ async fn sends_due_within_the_hour_are_on_the_overview_masked() {
     let sends = json(&fetch(daemon.http, "/v1/status/sends?status=scheduled", None, None).await);
     assert_eq!(sends[0]["to"], "oAnn…0000");
     assert_eq!(sends[0]["status"], "scheduled");
+    // Not due yet: not queued, not deferred.
+    for other in ["queued", "deferred", "sent"] {
+        let none = json(
+            &fetch(
+                daemon.http,
+                &format!("/v1/status/sends?status={other}"),
+                None,
+                None,
+            )
+            .await,
+        );
+        assert_eq!(none, Value::Array(vec![]), "{other}");
+    }
     let older = sends[0]["id"].as_i64().unwrap();
     let none = json(
         &fetch(
@@ -328,6 +342,31 @@ async fn status_false_serves_no_page_and_enabled_without_http_is_refused() {
     .await;
     assert_eq!(check.code, 2, "{check:?}");
     assert!(check.stderr.contains("status.enabled"), "{}", check.stderr);
+    // The intake served on [http] makes it public: no page without a password
+    // (said by `check`), and asking for one anyway is refused.
+    let public = TestEnv::with(&format!(
+        "[intake]\nenabled = true\n{}{}",
+        recipients(&[ANN]),
+        daily_job("")
+    ))
+    .await;
+    let check = public.wxpush(&["check", "--offline"]).await;
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check.all().contains("the status page is not served"),
+        "{check:?}"
+    );
+    let daemon = public.daemon_at(chrono::Utc::now()).await;
+    assert_eq!(fetch(daemon.http, "/status", None, None).await.status, 404);
+    daemon.stop().await.unwrap();
+    let asked = finish(
+        public
+            .command(&["check", "--offline"])
+            .env("WXPUSH__STATUS__ENABLED", "true"),
+    )
+    .await;
+    assert_eq!(asked.code, 2, "{asked:?}");
+    assert!(asked.stderr.contains("status.password"), "{}", asked.stderr);
     let short = TestEnv::with(&format!(
         "[status]\npassword = \"short\"\n{}{}",
         recipients(&[ANN]),

@@ -101,7 +101,8 @@ impl Checker {
         let intake = self.intake(raw.intake, http);
         let intake_listen = intake.as_ref().and_then(|i| i.listen);
         let api = self.api(raw.api, http, intake_listen);
-        let status = self.status(raw.status, http);
+        let intake_shares = intake.as_ref().is_some_and(|i| i.listen.is_none());
+        let status = self.status(raw.status, http, intake_shares);
         let retention = self.retention(raw.retention);
         if !self.problems.is_empty() {
             return Err(ConfigError {
