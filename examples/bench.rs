@@ -43,7 +43,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fake_wechat::{FakeOptions, FakeTemplate, FakeWechat};
+use fake_wechat::{FakeOptions, FakeWechat};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{bench_openid, bench_template, free_port, write_recipients};
 
 struct Args {
     wxpush: PathBuf,
@@ -170,15 +174,7 @@ fn fake_options(a: &Args) -> FakeOptions {
         busy_rate: a.busy_rate,
         rate_limit_per_sec: a.rate_limit,
         keep_bodies: false,
-        // Long-term and subscribed by everyone: sends are gated by consent (no
-        // rejection on record) as in production, and every one is accepted.
-        templates: vec![FakeTemplate {
-            id: "tmpl-bench".into(),
-            title: "bench".into(),
-            content: "{{thing1.DATA}}{{date2.DATA}}".into(),
-            kind: 3,
-            everyone_subscribed: true,
-        }],
+        templates: vec![bench_template()],
         ..FakeOptions::default()
     }
 }
@@ -450,13 +446,6 @@ struct Killed {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// The messages a daemon sent (`wxpush_sends_total{outcome="sent"}` on its
 /// /metrics), or `None` when it does not answer.
 fn daemon_sent(port: u16) -> Option<u64> {
@@ -546,13 +535,7 @@ async fn main() {
     let config = config_for(&fake);
 
     let csv = dir.path().join("recipients.csv");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
-        writeln!(f, "openid,name").unwrap();
-        for i in 0..a.n {
-            writeln!(f, "oBench{i:022},user{}", i % 1000).unwrap();
-        }
-    }
+    write_recipients(&csv, a.n);
     let (_, import_wall, import_rss, _) = measured(wxpush(
         &a,
         &config,
@@ -778,7 +761,7 @@ async fn main() {
         let twice_at_fake = accepted_per_openid.values().filter(|&&c| c > 1).count();
         let twice_sent = sent_rows.values().filter(|&&c| c > 1).count();
         duplicates = (0..a.n)
-            .map(|i| format!("oBench{i:022}"))
+            .map(bench_openid)
             .filter(|o| {
                 accepted_per_openid.get(o).is_some_and(|&c| c > 1)
                     || sent_rows.get(o.as_str()).is_some_and(|&c| c > 1)

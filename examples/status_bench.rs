@@ -24,7 +24,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fake_wechat::{FakeOptions, FakeTemplate, FakeWechat};
+use fake_wechat::{FakeOptions, FakeWechat};
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each benchmark uses its part
+mod support;
+use support::{bench_template, free_port, write_recipients};
 
 struct Args {
     wxpush: PathBuf,
@@ -57,14 +62,6 @@ fn args() -> Args {
         n: num("n", "100000") as usize,
         pairs: num("pairs", "3") as usize,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_config(dir: &Path, db_url: &str, api_base: &str, port: u16, jobs: usize) -> PathBuf {
@@ -174,24 +171,14 @@ async fn main() {
     let db_url = format!("sqlite://{}", dir.path().join("status.db").display());
     let fake = FakeWechat::start(FakeOptions {
         keep_bodies: false,
-        templates: vec![FakeTemplate {
-            id: "tmpl-bench".into(),
-            title: "bench".into(),
-            content: "{{thing1.DATA}}{{date2.DATA}}".into(),
-            kind: 3,
-            everyone_subscribed: true,
-        }],
+        templates: vec![bench_template()],
         ..FakeOptions::default()
     })
     .await;
     let port = free_port();
     let config = write_config(dir.path(), &db_url, &fake.base_url(), port, a.jobs);
     let csv = dir.path().join("recipients.csv");
-    let mut text = String::from("openid,name\n");
-    for i in 0..a.n {
-        text.push_str(&format!("oBench{i:022},user{}\n", i % 1000));
-    }
-    std::fs::write(&csv, text).unwrap();
+    write_recipients(&csv, a.n);
     let import = wxpush(
         &a,
         &config,

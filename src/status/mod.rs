@@ -21,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
+use maud::Markup;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::json;
@@ -236,13 +237,35 @@ fn prepare(
     Ok((p, lang))
 }
 
-/// JSON of `data` (the store's shapes, as the CLI's `--json` prints them).
-fn json_of(data: &impl Serialize) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string_pretty(data).expect("status data serialises"),
-    )
-        .into_response()
+/// JSON of what a route shows (the store's shapes, as the CLI's `--json`
+/// prints them), or its problem.
+fn json_answer(shown: Result<impl Serialize, Problem>) -> Response {
+    match shown {
+        Ok(data) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string_pretty(&data).expect("status data serialises"),
+        )
+            .into_response(),
+        Err(p) => p.json(),
+    }
+}
+
+/// A whole page: `body` under `title`, the navigation marking `here` and the
+/// language switch keeping `query`; or its problem as a page.
+fn html_answer(
+    lang: Lang,
+    here: &str,
+    title: &str,
+    query: Option<&str>,
+    body: Result<Markup, Problem>,
+) -> Response {
+    match body {
+        Ok(body) => {
+            let page = ui::page(lang, here, title, query.unwrap_or_default(), body);
+            Html(page.into_string()).into_response()
+        }
+        Err(e) => e.html(lang),
+    }
 }
 
 impl Status {

@@ -3,13 +3,13 @@
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, TimeZone, Utc};
 use maud::{Markup, html};
 use serde::Serialize;
 
 use super::ui::{self, Lang};
-use super::{Problem, Status, json_of, params, prepare};
+use super::{Problem, Status, html_answer, json_answer, params, prepare};
 use crate::storage::{InstanceRow, RunRow};
 use crate::wechat::ApiQuota;
 
@@ -144,14 +144,13 @@ async fn load(status: &Status) -> Result<Overview, Problem> {
 
 /// `GET /v1/status/overview`.
 pub(super) async fn json(State(status): State<Status>, RawQuery(q): RawQuery) -> Response {
-    let shown = async {
-        params(q.as_deref(), &[])?;
-        load(&status).await
-    };
-    match shown.await {
-        Ok(o) => json_of(&o),
-        Err(p) => p.json(),
-    }
+    json_answer(
+        async {
+            params(q.as_deref(), &[])?;
+            load(&status).await
+        }
+        .await,
+    )
 }
 
 /// `GET /status`.
@@ -160,24 +159,18 @@ pub(super) async fn page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (_, lang) = match prepare(q.as_deref(), &[], &headers) {
-        Ok(x) => x,
+    let lang = match prepare(q.as_deref(), &[], &headers) {
+        Ok((_, lang)) => lang,
         Err(e) => return e.html(Lang::En),
     };
-    match load(&status).await {
-        Ok(o) => Html(
-            ui::page(
-                lang,
-                "/status",
-                lang.pick("Overview", "概览"),
-                q.as_deref().unwrap_or_default(),
-                render(lang, &o),
-            )
-            .into_string(),
-        )
-        .into_response(),
-        Err(e) => e.html(lang),
-    }
+    let body = load(&status).await.map(|o| render(lang, &o));
+    html_answer(
+        lang,
+        "/status",
+        lang.pick("Overview", "概览"),
+        q.as_deref(),
+        body,
+    )
 }
 
 fn outcome(lang: Lang, run: &RunRow) -> Markup {

@@ -12,7 +12,7 @@ use maud::{Markup, html};
 use serde::Serialize;
 
 use super::ui::{self, Lang};
-use super::{Problem, Status, json_of, params, prepare};
+use super::{Problem, Status, html_answer, json_answer, params, prepare};
 use crate::config::WechatSettings;
 use crate::domain::OpenId;
 use crate::storage::{ConsentRow, ConsentSummary, RecipientRow, SubscriberRow};
@@ -53,9 +53,8 @@ fn app<'a>(
     }
 }
 
-async fn consent(status: &Status, q: Option<&str>) -> Result<Consent, Problem> {
-    let p = params(q, &["app"])?;
-    let (name, wechat) = app(status, &p)?;
+async fn consent(status: &Status, p: &HashMap<String, String>) -> Result<Consent, Problem> {
+    let (name, wechat) = app(status, p)?;
     let since = Utc::now() - WINDOW;
     let store = &status.app.store;
     let appid = wechat.appid.as_ref();
@@ -88,23 +87,22 @@ async fn consent(status: &Status, q: Option<&str>) -> Result<Consent, Problem> {
 }
 
 /// `None` when no openid was asked for (the search form alone).
-async fn person(status: &Status, q: Option<&str>) -> Result<Option<Person>, Problem> {
-    let p = params(q, &["openid", "app"])?;
-    let (name, wechat) = app(status, &p)?;
+async fn person(status: &Status, p: &HashMap<String, String>) -> Result<Option<Person>, Problem> {
+    let (name, wechat) = app(status, p)?;
     let Some(given) = p.get("openid").map(|o| o.trim()).filter(|o| !o.is_empty()) else {
         return Ok(None);
     };
     let openid = OpenId::parse(given).map_err(|e| Problem::BadRequest(format!("openid: {e}")))?;
     let store = &status.app.store;
-    let settings = &status.app.settings;
     let jobs: Vec<RecipientRow> = store
         .listed_in(openid.as_ref())
         .await?
         .into_iter()
+        // A job no longer configured counts as the default app's.
         .filter(|r| {
-            settings.job(&r.job).map_or(name == "default", |j| {
-                j.app.as_ref().map_or("default", |a| a.as_ref()) == name
-            })
+            status
+                .app_of_job(&r.job)
+                .map_or(name == "default", |a| a == name)
         })
         .collect();
     let subscriber = store.subscriber(&wechat.appid, &openid).await?;
@@ -123,21 +121,25 @@ async fn person(status: &Status, q: Option<&str>) -> Result<Option<Person>, Prob
     }))
 }
 
+/// Consent's and person's parameters.
+const CONSENT_KEYS: [&str; 1] = ["app"];
+const PERSON_KEYS: [&str; 2] = ["openid", "app"];
+
 /// `GET /v1/status/consent`.
 pub(super) async fn consent_json(State(status): State<Status>, RawQuery(q): RawQuery) -> Response {
-    match consent(&status, q.as_deref()).await {
-        Ok(c) => json_of(&c),
-        Err(p) => p.json(),
-    }
+    json_answer(async { consent(&status, &params(q.as_deref(), &CONSENT_KEYS)?).await }.await)
 }
 
 /// `GET /v1/status/person?openid=`.
 pub(super) async fn person_json(State(status): State<Status>, RawQuery(q): RawQuery) -> Response {
-    match person(&status, q.as_deref()).await {
-        Ok(Some(p)) => json_of(&p),
-        Ok(None) => Problem::BadRequest("openid: give the openid to look up".into()).json(),
-        Err(p) => p.json(),
-    }
+    json_answer(
+        async {
+            person(&status, &params(q.as_deref(), &PERSON_KEYS)?)
+                .await?
+                .ok_or_else(|| Problem::BadRequest("openid: give the openid to look up".into()))
+        }
+        .await,
+    )
 }
 
 /// `GET /status/consent`.
@@ -146,19 +148,15 @@ pub(super) async fn consent_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (_, lang) = match prepare(q.as_deref(), &["app"], &headers) {
+    let (p, lang) = match prepare(q.as_deref(), &CONSENT_KEYS, &headers) {
         Ok(x) => x,
         Err(e) => return e.html(Lang::En),
     };
-    match consent(&status, q.as_deref()).await {
-        Ok(c) => {
-            let title = lang.pick("Consent", "订阅授权");
-            let body = render_consent(lang, &status, &c);
-            let q = q.as_deref().unwrap_or_default();
-            Html(ui::page(lang, "/status/consent", title, q, body).into_string()).into_response()
-        }
-        Err(e) => e.html(lang),
-    }
+    let body = consent(&status, &p)
+        .await
+        .map(|c| render_consent(lang, &status, &c));
+    let title = lang.pick("Consent", "订阅授权");
+    html_answer(lang, "/status/consent", title, q.as_deref(), body)
 }
 
 /// `GET /status/person`.
@@ -167,20 +165,20 @@ pub(super) async fn person_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (p, lang) = match prepare(q.as_deref(), &["openid", "app"], &headers) {
+    let (p, lang) = match prepare(q.as_deref(), &PERSON_KEYS, &headers) {
         Ok(x) => x,
         Err(e) => return e.html(Lang::En),
     };
     let title = lang.pick("Person", "用户");
-    let found = person(&status, q.as_deref()).await;
+    let found = person(&status, &p).await;
     let (code, body) = match &found {
         Ok(found) => (
             axum::http::StatusCode::OK,
-            render_person(lang, &status, &p, found.as_ref(), None),
+            render_person(lang, &p, found.as_ref(), None),
         ),
         Err(e) => (
             e.status(),
-            render_person(lang, &status, &p, None, Some(&e.to_string())),
+            render_person(lang, &p, None, Some(&e.to_string())),
         ),
     };
     // The search keeps the openid out of the language switch's link.
@@ -232,14 +230,12 @@ fn app_picker(lang: Lang, status: &Status, action: &str, chosen: &str) -> Markup
 
 fn render_person(
     lang: Lang,
-    status: &Status,
     p: &HashMap<String, String>,
     found: Option<&Person>,
     problem: Option<&str>,
 ) -> Markup {
     let l = |en, zh| lang.pick(en, zh);
     let tz = chrono_tz::UTC;
-    let _ = status;
     html! {
         form.filter method="get" action="/status/person" {
             input type="hidden" name="lang" value=(lang.code());

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use serde::Serialize;
 
 use super::ui::{self, Lang};
-use super::{PAGE, Problem, Status, json_of, params, parsed, prepare};
+use super::{PAGE, Problem, Status, html_answer, json_answer, params, parsed, prepare};
 use crate::domain::{RunStatus, Status as DeliveryStatus};
 use crate::storage::{DeliveryFilter, DeliveryRow, RunFilter, RunRow};
 
@@ -71,9 +71,8 @@ fn run_filter(status: &Status, p: &HashMap<String, String>) -> Result<RunFilter,
     })
 }
 
-async fn list(status: &Status, q: Option<&str>) -> Result<Vec<RunView>, Problem> {
-    let p = params(q, &LIST_KEYS)?;
-    let filter = run_filter(status, &p)?;
+async fn list(status: &Status, p: &HashMap<String, String>) -> Result<Vec<RunView>, Problem> {
+    let filter = run_filter(status, p)?;
     let runs = status
         .counted(status.app.store.run_heads(&filter).await?)
         .await?;
@@ -86,47 +85,25 @@ async fn list(status: &Status, q: Option<&str>) -> Result<Vec<RunView>, Problem>
         .collect())
 }
 
-async fn detail(status: &Status, id: &str, q: Option<&str>) -> Result<Detail, Problem> {
-    let p = params(q, &DETAIL_KEYS)?;
+async fn detail(status: &Status, id: &str, p: &HashMap<String, String>) -> Result<Detail, Problem> {
     let get = |k: &str| p.get(k).map(String::as_str);
     let id: i64 = id
         .parse()
         .map_err(|_| Problem::NotFound(format!("no run with id {id:?}")))?;
     let store = &status.app.store;
-    let head = store
-        .run_heads(&RunFilter {
-            before: Some(id.saturating_add(1)),
-            limit: 1,
-            ..RunFilter::default()
-        })
+    let mut run = store
+        .run_head(id)
         .await?
-        .into_iter()
-        .find(|r| r.id == id)
         .ok_or_else(|| Problem::NotFound(format!("no run with id {id}")))?;
-    let mut run = head;
     run.counts = status.counts(&run).await?;
     let filter = DeliveryFilter {
         status: parsed("status", get("status"), |s| DeliveryStatus::parse(s).ok())?,
         errcode: parsed("errcode", get("errcode"), |s| s.parse().ok())?,
         after: parsed("after", get("after"), |s| s.parse().ok())?,
         limit: PAGE,
-        // A tenth at most: then sorting them costs less than reading the
-        // run in id order until a page of matches (or its end) is found.
-        few_unusual: run.status == RunStatus::Done
-            && (run.counts.total - run.counts.sent) * 10 <= run.counts.total,
+        done: (run.status == RunStatus::Done).then_some(run.counts),
     };
-    // A done run has none pending, claimed or sending (`finish_run`): no
-    // need to scan a million rows to find none.
-    let none = run.status == RunStatus::Done
-        && matches!(
-            filter.status,
-            Some(DeliveryStatus::Pending | DeliveryStatus::Claimed | DeliveryStatus::Sending)
-        );
-    let rows = if none {
-        Vec::new()
-    } else {
-        store.deliveries_page(id, &filter).await?
-    };
+    let rows = store.deliveries_page(id, &filter).await?;
     let next_after = (rows.len() == PAGE as usize)
         .then(|| rows.last().map(|d| d.id))
         .flatten();
@@ -151,10 +128,7 @@ async fn detail(status: &Status, id: &str, q: Option<&str>) -> Result<Detail, Pr
 
 /// `GET /v1/status/runs`.
 pub(super) async fn list_json(State(status): State<Status>, RawQuery(q): RawQuery) -> Response {
-    match list(&status, q.as_deref()).await {
-        Ok(runs) => json_of(&runs),
-        Err(p) => p.json(),
-    }
+    json_answer(async { list(&status, &params(q.as_deref(), &LIST_KEYS)?).await }.await)
 }
 
 /// `GET /v1/status/runs/{id}`.
@@ -163,10 +137,7 @@ pub(super) async fn detail_json(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    match detail(&status, &id, q.as_deref()).await {
-        Ok(d) => json_of(&d),
-        Err(p) => p.json(),
-    }
+    json_answer(async { detail(&status, &id, &params(q.as_deref(), &DETAIL_KEYS)?).await }.await)
 }
 
 /// `GET /status/runs`.
@@ -179,15 +150,16 @@ pub(super) async fn list_page(
         Ok(x) => x,
         Err(e) => return e.html(Lang::En),
     };
-    match list(&status, q.as_deref()).await {
-        Ok(runs) => {
-            let body = render_list(lang, &status, &p, &runs);
-            let title = lang.pick("Runs", "运行");
-            let q = q.as_deref().unwrap_or_default();
-            Html(ui::page(lang, "/status/runs", title, q, body).into_string()).into_response()
-        }
-        Err(e) => e.html(lang),
-    }
+    let body = list(&status, &p)
+        .await
+        .map(|runs| render_list(lang, &status, &p, &runs));
+    html_answer(
+        lang,
+        "/status/runs",
+        lang.pick("Runs", "运行"),
+        q.as_deref(),
+        body,
+    )
 }
 
 /// `GET /status/runs/{id}`.
@@ -201,33 +173,20 @@ pub(super) async fn detail_page(
         Ok(x) => x,
         Err(e) => return e.html(Lang::En),
     };
-    match detail(&status, &id, q.as_deref()).await {
-        Ok(d) => {
-            let title = format!("{} #{}", lang.pick("Run", "运行"), d.run.run.id);
-            let here = format!("/status/runs/{}", d.run.run.id);
-            let body = render_detail(lang, &status, &p, &d);
-            let q = q.as_deref().unwrap_or_default();
-            Html(ui::page(lang, &here, &title, q, body).into_string()).into_response()
-        }
-        Err(e) => e.html(lang),
-    }
+    let body = detail(&status, &id, &p)
+        .await
+        .map(|d| render_detail(lang, &status, &p, &d));
+    let title = format!("{} #{id}", lang.pick("Run", "运行"));
+    html_answer(
+        lang,
+        &format!("/status/runs/{id}"),
+        &title,
+        q.as_deref(),
+        body,
+    )
 }
 
 const RUN_STATUSES: [&str; 5] = ["running", "interrupted", "stopped", "done", "skipped"];
-const DELIVERY_STATUSES: [&str; 12] = [
-    "pending",
-    "claimed",
-    "sending",
-    "sent",
-    "failed",
-    "refused",
-    "invalid",
-    "unknown",
-    "skipped",
-    "expired",
-    "deferred",
-    "suppressed",
-];
 
 fn options(all: &[&str], chosen: Option<&String>, any: &str) -> Markup {
     html! {
@@ -350,7 +309,7 @@ fn render_detail(lang: Lang, status: &Status, p: &HashMap<String, String>, d: &D
         @if let Some(note) = &run.note { p { (l("Note", "说明")) ": " (note) } }
         form.filter method="get" action=(format!("/status/runs/{}", run.id)) {
             input type="hidden" name="lang" value=(lang.code());
-            select name="status" { (options(&DELIVERY_STATUSES, p.get("status"), l("every status", "全部状态"))) }
+            select name="status" { (options(&DeliveryStatus::ALL.map(DeliveryStatus::as_str), p.get("status"), l("every status", "全部状态"))) }
             input type="text" name="errcode" placeholder="errcode" value=[p.get("errcode")] size="8";
             button type="submit" { (l("Filter", "筛选")) }
         }

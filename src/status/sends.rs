@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use chrono::Utc;
 use maud::{Markup, html};
 use serde_json::Value;
 
 use super::ui::{self, Lang};
-use super::{PAGE, Problem, Status, json_of, params, parsed, prepare};
+use super::{PAGE, Problem, Status, html_answer, json_answer, params, parsed, prepare};
 use crate::domain::SendStatus;
 use crate::storage::SendShown;
 
@@ -33,8 +33,7 @@ const STATUSES: [&str; 12] = [
     "expired",
 ];
 
-async fn load(status: &Status, q: Option<&str>) -> Result<Vec<Value>, Problem> {
-    let p = params(q, &KEYS)?;
+async fn load(status: &Status, p: &HashMap<String, String>) -> Result<Vec<Value>, Problem> {
     let get = |k: &str| p.get(k).map(String::as_str);
     let shown = parsed("status", get("status"), |s| match s {
         "scheduled" => Some(SendShown::Scheduled),
@@ -60,10 +59,7 @@ async fn load(status: &Status, q: Option<&str>) -> Result<Vec<Value>, Problem> {
 
 /// `GET /v1/status/sends`.
 pub(super) async fn json(State(status): State<Status>, RawQuery(q): RawQuery) -> Response {
-    match load(&status, q.as_deref()).await {
-        Ok(v) => json_of(&v),
-        Err(p) => p.json(),
-    }
+    json_answer(async { load(&status, &params(q.as_deref(), &KEYS)?).await }.await)
 }
 
 /// `GET /status/sends`.
@@ -76,15 +72,16 @@ pub(super) async fn page(
         Ok(x) => x,
         Err(e) => return e.html(Lang::En),
     };
-    match load(&status, q.as_deref()).await {
-        Ok(sends) => {
-            let title = lang.pick("Sends", "API 发送");
-            let body = render(lang, &p, &sends);
-            let q = q.as_deref().unwrap_or_default();
-            Html(ui::page(lang, "/status/sends", title, q, body).into_string()).into_response()
-        }
-        Err(e) => e.html(lang),
-    }
+    let body = load(&status, &p)
+        .await
+        .map(|sends| render(lang, &p, &sends));
+    html_answer(
+        lang,
+        "/status/sends",
+        lang.pick("Sends", "API 发送"),
+        q.as_deref(),
+        body,
+    )
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {

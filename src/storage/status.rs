@@ -26,12 +26,11 @@ pub struct DeliveryFilter {
     pub after: Option<i64>,
     /// At most this many.
     pub limit: u32,
-    /// The run is `done` (none of its deliveries is pending, claimed or
-    /// sending: `finish_run`; and a sent one has no errcode: the sender keeps
-    /// none from a reply of 0) and few of its deliveries are in the unusual
-    /// statuses: a filter by a nonzero errcode reads those alone, sorted,
-    /// rather than the whole run in id order.
-    pub few_unusual: bool,
+    /// The run's counts when it is `done`: then none of its deliveries is
+    /// pending, claimed or sending (`finish_run`), and a sent one has no
+    /// errcode (the sender keeps none from a reply of 0), which spares
+    /// scanning a run of a million for what is not there.
+    pub done: Option<Counts>,
 }
 
 /// Which runs a page shows, newest first.
@@ -107,22 +106,38 @@ impl Store {
         run_id: i64,
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRow>, StorageError> {
+        let usual = |st: Status| {
+            matches!(
+                st,
+                Status::Pending | Status::Claimed | Status::Sending | Status::Sent
+            )
+        };
+        if let (Some(_), Some(Status::Pending | Status::Claimed | Status::Sending)) =
+            (filter.done, filter.status)
+        {
+            return Ok(Vec::new());
+        }
         let mut conditions = " AND d.id > $2".to_owned();
         if let Some(status) = filter.status {
             // A literal (a parsed status): a partial index is used only where
             // the statement implies its condition.
             conditions.push_str(&format!(" AND d.status = '{}'", status.as_str()));
-            if !USUAL.contains(&format!("'{}'", status.as_str())) {
+            if !usual(status) {
                 conditions.push_str(&format!(" AND d.status NOT IN {USUAL}"));
             }
         }
+        // A done run's deliveries with a nonzero errcode are all in the
+        // unusual statuses: where those are a tenth at most, reading them
+        // sorted by id costs less than the run in id order (which a planner
+        // would pick to save the sort) until a page of matches is found.
+        let few_unusual = filter
+            .done
+            .is_some_and(|c| (c.total - c.sent) * 10 <= c.total);
         let mut read_by = String::new();
         if let Some(code) = filter.errcode {
             conditions.push_str(" AND d.errcode = $3");
-            if filter.few_unusual && code != 0 && filter.status.is_none() {
+            if few_unusual && code != 0 && filter.status.is_none() {
                 conditions.push_str(&format!(" AND d.status NOT IN {USUAL}"));
-                // Its rows sorted by id cost less than every row of the run
-                // read in id order, which a planner would pick to save the sort.
                 read_by = self.dialect.read_by("deliveries_unusual");
             }
         }
@@ -141,6 +156,20 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// Run `id` without its counts (see `run_counts`), if there is one.
+    pub async fn run_head(&self, id: i64) -> Result<Option<RunRow>, StorageError> {
+        let sql = format!("{} WHERE r.id = $1", heads(""));
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("read a run")?
+            .as_ref()
+            .map(run_row)
+            .transpose()
+            .context("decode a run")
     }
 
     /// A page of runs under `filter`, newest first, without their counts (see `run_counts`).
@@ -469,7 +498,7 @@ mod tests {
                 errcode,
                 after,
                 limit: 100,
-                few_unusual: false,
+                done: None,
             };
             let first = store
                 .deliveries_page(run, &page(None, None, None))

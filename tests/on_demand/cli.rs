@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::helpers::*;
 
-const ANN: &str = "oAnn000000000000000000000000";
+pub(crate) const ANN: &str = "oAnn000000000000000000000000";
 
 /// 09:00 in Shanghai (01:00 UTC): the daemon's clock starts here; the `daily`
 /// job's slot is its next morning, far from every send.
@@ -46,7 +46,7 @@ async fn cache_templates(env: &TestEnv) {
 }
 
 /// `sends add` with a template's data, printing JSON; returns the send's id.
-async fn add(env: &TestEnv, extra: &[&str]) -> i64 {
+pub(crate) async fn add(env: &TestEnv, extra: &[&str]) -> i64 {
     let mut args = vec![
         "sends",
         "add",

@@ -41,27 +41,11 @@ async fn ready(env: &TestEnv) -> String {
     check.stdout
 }
 
+/// `cli::add` (to Ann) under idempotency key `key`.
 async fn add(env: &TestEnv, key: &str, extra: &[&str]) -> i64 {
-    let mut args = vec![
-        "sends",
-        "add",
-        "--to",
-        ANN,
-        "--template",
-        "tmpl-checkin",
-        "--data",
-        "thing1=取件提醒",
-        "--data",
-        "date2=2026-12-07",
-        "--json",
-        "--key",
-        key,
-    ];
+    let mut args = vec!["--key", key];
     args.extend_from_slice(extra);
-    let run = env.wxpush(&args).await;
-    assert_eq!(run.code, 0, "{run:?}");
-    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
-    v["id"].as_i64().expect("an id")
+    crate::cli::add(env, &args).await
 }
 
 async fn shown(env: &TestEnv, id: i64) -> serde_json::Value {

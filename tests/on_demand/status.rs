@@ -255,26 +255,7 @@ async fn the_pages_show_what_the_store_holds_masked_behind_the_password() {
 async fn sends_due_within_the_hour_are_on_the_overview_masked() {
     let (env, _) = one_run("").await;
     let due = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
-    let added = env
-        .wxpush(&[
-            "sends",
-            "add",
-            "--to",
-            ANN,
-            "--template",
-            "tmpl-checkin",
-            "--data",
-            "thing1=取件提醒",
-            "--data",
-            "date2=2026-12-07",
-            "--at",
-            &due,
-            "--key",
-            "soon",
-            "--json",
-        ])
-        .await;
-    assert_eq!(added.code, 0, "{added:?}");
+    crate::cli::add(&env, &["--at", &due, "--key", "soon"]).await;
     let daemon = env.daemon_at(chrono::Utc::now()).await;
     // No password configured: the page is open (on the loopback listener).
     let overview = json(&fetch(daemon.http, "/v1/status/overview", None, None).await);
