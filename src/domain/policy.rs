@@ -412,6 +412,16 @@ impl Policy {
             || layer.dedupe.is_some_and(|d| !d.is_zero())
     }
 
+    /// The fewest records within the lookback that could hold a claim: one
+    /// where it dedupes, else the lowest cap's limit; `None` where no record
+    /// holds anything (the policy only records, for other policies' caps).
+    pub fn fewest_holding(&self) -> Option<u32> {
+        if self.dedupe.is_some() {
+            return Some(1);
+        }
+        self.caps.iter().map(|c| c.limit).min()
+    }
+
     /// Which fields of the history a decision compares: (template, job,
     /// digest); the others need not be read.
     pub fn compares(&self) -> (bool, bool, bool) {

@@ -307,3 +307,28 @@ fn dedupe_drops_the_same_message_within_the_window() {
     assert_eq!(digest("T", "{}"), digest("T", "{}"));
     assert_ne!(digest("T", "{}"), digest("U", "{}"));
 }
+
+#[test]
+fn the_fewest_records_that_could_hold_a_claim_bound_the_screen() {
+    let fold = |json: &str| Policy::fold([&layer(json).unwrap()]);
+    let caps = fold(
+        r#"{"frequency_caps":[{"limit":5,"per":"1d"},{"limit":2,"per":"7d","scope":"template"}]}"#,
+    );
+    assert_eq!(
+        caps.fewest_holding(),
+        Some(2),
+        "the lowest limit, whatever its scope"
+    );
+    let dedupe = fold(r#"{"frequency_caps":[{"limit":5,"per":"1d"}],"dedupe":"1h"}"#);
+    assert_eq!(dedupe.fewest_holding(), Some(1), "one like record holds");
+    let mut records_only = fold(r#"{"quiet_hours":{"start":"22:00","end":"08:00"}}"#);
+    records_only.record = true;
+    assert_eq!(
+        records_only.fewest_holding(),
+        None,
+        "no record holds anything"
+    );
+    let bypassed =
+        fold(r#"{"frequency_caps":[{"limit":1,"per":"1d"}],"bypass":["frequency_caps"]}"#);
+    assert_eq!(bypassed.fewest_holding(), None);
+}

@@ -58,6 +58,11 @@ pub(super) trait Dialect: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The text of `value`, an element of `json_each` over a plain JSON array
+    /// of strings (bound by `sets::bind_strings`): read without parsing an
+    /// array per element, as `text_set` must for both backends.
+    fn json_text(&self, value: &str) -> String;
+
     /// An aggregate of every row's `items` (a comma-separated list of
     /// expressions) as one JSON array of arrays, in text: a history read as one
     /// value rather than a row per entry, which costs the driver a round of

@@ -14,6 +14,7 @@ mod consents;
 mod db;
 mod deliveries;
 mod dialect;
+mod history;
 mod import;
 mod instances;
 mod lease;

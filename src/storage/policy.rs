@@ -6,39 +6,17 @@
 //! (`deferred` in the run), which the on-demand sender sends when their time
 //! comes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use chrono::{DateTime, TimeZone, Utc};
-use sqlx::Row;
+use chrono::{DateTime, Utc};
 
 use super::dialect::Dialect;
+use super::history::{COUNTS, Kind, Ref, forget, read_history, record, records_to_weigh};
 use super::send_claims::{Claim, hold_send_credit};
-use super::sets::{bind_texts, text_set};
+use super::sets::bind_texts;
 use super::tx::WriteTx;
 use super::{Context, StorageError, Store, now, ts};
 use crate::domain::policy::{Action, Candidate, Policy, Rule, Sent, Verdict};
-
-/// What a history row belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// A run's delivery.
-    Delivery,
-    /// A send.
-    Send,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Delivery => "d",
-            Self::Send => "s",
-        }
-    }
-}
-
-/// Statuses in which a delivery's or a send's history row counts: it went, it
-/// may have, or it is on its way (taken and not ended yet).
-const COUNTS: &str = "('pending', 'claimed', 'sending', 'sent', 'unknown')";
 
 /// Decides each of `claims` (ids of `kind`) of app `appid` under `policy` at
 /// `now`, in `tx`: quiet hours first, then (if the policy needs it) caps and
@@ -74,39 +52,53 @@ pub(super) async fn decide(
     }
     let since =
         now - chrono::Duration::from_std(policy.lookback()).unwrap_or(chrono::Duration::MAX);
-    let rows = read_history(tx, dialect, appid, &people, since, None, policy.compares()).await?;
+    let open_claims: Vec<(i64, &str)> = open
+        .iter()
+        .map(|i| (claims[*i].0, claims[*i].1.openid))
+        .collect();
+    let rows = records_to_weigh(
+        tx,
+        dialect,
+        appid,
+        kind,
+        policy,
+        &open_claims,
+        &people,
+        since,
+    )
+    .await?;
     // A claim's own record (decided before, then resumed) neither counts
     // against it nor is written twice.
     let mine: HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
     let mut recorded = HashSet::new();
-    let mut history: HashMap<String, (Vec<Sent>, Vec<Ref>)> = HashMap::new();
+    // Each person's records, by their place in `people` (sorted).
+    let place = |who: &str| {
+        people
+            .binary_search(&who)
+            .expect("every person is in people")
+    };
+    let mut history: Vec<(Vec<Sent>, Vec<Ref>)> = vec![Default::default(); people.len()];
     for (openid, reference, sent) in rows {
         if reference.0 == kind.as_str() && mine.contains(&reference.1) {
             recorded.insert(reference.1);
-        } else {
-            let (sents, refs) = history.entry(openid).or_default();
+        } else if let Ok(at) = people.binary_search(&openid.as_str()) {
+            let (sents, refs) = &mut history[at];
             sents.push(sent);
             refs.push(reference);
-        }
-    }
-    for who in &people {
-        if !history.contains_key(*who) {
-            history.insert((*who).to_owned(), Default::default());
         }
     }
     // First with every record, whatever became of it: what failed or was
     // refused only ever adds, so a claim that goes under all of them goes.
     // Only where one is held are those people's records checked, those that
     // no longer count (failed, refused…) left out, and the batch decided again.
+    let twice = people.len() < open.len();
     let mut checked = false;
     let going = loop {
         let mut going: Vec<(i64, &Candidate<'_>)> = Vec::new();
         let mut held: Vec<&str> = Vec::new();
         for i in &open {
             let (id, c) = &claims[*i];
-            let (sent, _) = history
-                .get_mut(c.openid)
-                .expect("every person has an entry");
+            let (sent, _) = &mut history[place(c.openid)];
             verdicts[*i] = policy.against(c, sent, now);
             if verdicts[*i] != Verdict::Go {
                 held.push(c.openid);
@@ -114,13 +106,15 @@ pub(super) async fn decide(
             }
             // A second claim for the same person in this batch sees this one
             // (taken off again below, should the batch be decided again).
-            sent.push(Sent {
-                template_id: c.template_id.to_owned(),
-                job: c.job.map(str::to_owned),
-                digest: c.digest.to_owned(),
-                counted: policy.count,
-                at: now,
-            });
+            if twice {
+                sent.push(Sent {
+                    template_id: c.template_id.to_owned(),
+                    job: c.job.map(str::to_owned),
+                    digest: c.digest.to_owned(),
+                    counted: policy.count,
+                    at: now,
+                });
+            }
             if !recorded.contains(id) {
                 going.push((*id, c));
             }
@@ -129,7 +123,7 @@ pub(super) async fn decide(
             break going;
         }
         checked = true;
-        for (sent, refs) in history.values_mut() {
+        for (sent, refs) in &mut history {
             sent.truncate(refs.len());
         }
         held.sort_unstable();
@@ -148,170 +142,16 @@ pub(super) async fn decide(
         .map(|(_, r, _)| r)
         .collect();
         for who in &held {
-            if let Some((sent, refs)) = history.get_mut(*who) {
-                let keep: Vec<bool> = refs.iter().map(|r| valid.contains(r)).collect();
-                let mut k = keep.iter();
-                sent.retain(|_| *k.next().expect("one flag per record"));
-                refs.retain(|r| valid.contains(r));
-            }
+            let (sent, refs) = &mut history[place(who)];
+            let keep: Vec<bool> = refs.iter().map(|r| valid.contains(r)).collect();
+            let mut k = keep.iter();
+            sent.retain(|_| *k.next().expect("one flag per record"));
+            refs.retain(|r| valid.contains(r));
         }
     };
     let mut going = going;
     record(tx, dialect, appid, kind, policy.count, &mut going, now).await?;
     Ok(verdicts)
-}
-
-/// A history record's delivery (`d`) or send (`s`) and its id.
-type Ref = (String, i64);
-
-/// The history of `people` since `since`, read as one JSON value (a row each
-/// would cost the driver a round of decoding each); with `counting`, only the
-/// records whose delivery or send is in one of those statuses. Of template,
-/// job and digest, only those `compares` names are read (the others read empty).
-async fn read_history(
-    tx: &mut WriteTx,
-    dialect: &dyn Dialect,
-    appid: &str,
-    people: &[&str],
-    since: DateTime<Utc>,
-    counting: Option<&str>,
-    compares: (bool, bool, bool),
-) -> Result<Vec<(String, Ref, Sent)>, StorageError> {
-    let (template, job, digest) = compares;
-    let pick = |wanted: bool, column: &'static str, empty: &'static str| {
-        if wanted { column } else { empty }
-    };
-    let check = counting.map_or(String::new(), |statuses| {
-        format!(
-            " AND CASE WHEN h.kind = 'd' \
-             THEN EXISTS (SELECT 1 FROM deliveries d WHERE d.id = h.ref_id AND d.status IN {statuses}) \
-             ELSE EXISTS (SELECT 1 FROM sends s WHERE s.id = h.ref_id AND s.status IN {statuses}) END"
-        )
-    });
-    let sql = format!(
-        "SELECT {} FROM policy_history h WHERE h.appid = $1 AND h.openid IN ({}) AND h.at_ms >= $3{check}",
-        dialect.json_rows(&format!(
-            "h.openid, {}, {}, {}, h.counted, h.at_ms, h.kind, h.ref_id",
-            pick(template, "h.template_id", "''"),
-            pick(job, "h.job", "NULL"),
-            pick(digest, "h.digest", "''"),
-        )),
-        text_set(2),
-    );
-    let q = bind_texts(
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(appid.to_owned()),
-        people,
-    );
-    let rows: String = q
-        .bind(since.timestamp_millis())
-        .fetch_one(&mut **tx)
-        .await
-        .context("read the people's history")?
-        .get(0);
-    type Entry = (
-        String,
-        String,
-        Option<String>,
-        String,
-        i64,
-        i64,
-        String,
-        i64,
-    );
-    let rows: Vec<Entry> = serde_json::from_str(&rows)
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-        .context("read the people's history")?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(openid, template_id, job, digest, counted, at_ms, kind, ref_id)| {
-                let sent = Sent {
-                    template_id,
-                    job,
-                    digest,
-                    counted: counted != 0,
-                    at: Utc.timestamp_millis_opt(at_ms).single().unwrap_or(since),
-                };
-                (openid, (kind, ref_id), sent)
-            },
-        )
-        .collect())
-}
-
-/// Records what goes, a statement per template and job (one for a run's
-/// page), what the rows share bound once. Without digests (no policy of the
-/// app dedupes) the rows are read from the deliveries or sends themselves by
-/// id; with them, from a JSON set of (openid, digest, id).
-async fn record(
-    tx: &mut WriteTx,
-    dialect: &dyn Dialect,
-    appid: &str,
-    kind: Kind,
-    counted: bool,
-    going: &mut [(i64, &Candidate<'_>)],
-    now: DateTime<Utc>,
-) -> Result<(), StorageError> {
-    going.sort_by(|a, b| {
-        (a.1.template_id, a.1.job, a.1.openid).cmp(&(b.1.template_id, b.1.job, b.1.openid))
-    });
-    let table = match kind {
-        Kind::Delivery => "deliveries",
-        Kind::Send => "sends",
-    };
-    for group in going.chunk_by(|a, b| (a.1.template_id, a.1.job) == (b.1.template_id, b.1.job)) {
-        let first = group[0].1;
-        let (source, set) = if group.iter().all(|(_, c)| c.digest.is_empty()) {
-            let ids: Vec<i64> = group.iter().map(|(id, _)| *id).collect();
-            (
-                format!(
-                    "SELECT $1, t.openid, $5, $6, '', $4, $2, $3, t.id FROM {table} t WHERE t.id {}",
-                    dialect.in_ids(7)
-                ),
-                serde_json::to_string(&ids),
-            )
-        } else {
-            let rows: Vec<(&str, &str, i64)> = group
-                .iter()
-                .map(|(id, c)| (c.openid, c.digest, *id))
-                .collect();
-            (
-                "SELECT $1, value ->> 0, $5, $6, value ->> 1, $4, $2, $3, CAST(value ->> 2 AS BIGINT) \
-                 FROM json_each($7)"
-                    .to_owned(),
-                serde_json::to_string(&rows),
-            )
-        };
-        let sql = format!(
-            "INSERT INTO policy_history (appid, openid, template_id, job, digest, counted, at_ms, kind, ref_id) {source}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(appid.to_owned())
-            .bind(now.timestamp_millis())
-            .bind(kind.as_str())
-            .bind(i64::from(counted))
-            .bind(first.template_id.to_owned())
-            .bind(first.job.map(str::to_owned))
-            .bind(set.expect("rows serialise"))
-            .execute(&mut **tx)
-            .await
-            .context("record what the policy let go")?;
-    }
-    Ok(())
-}
-
-/// Forgets the history row of a held send of `openid` (held on a later claim,
-/// it may have one from an earlier).
-async fn forget(tx: &mut WriteTx, appid: &str, openid: &str, id: i64) -> Result<(), StorageError> {
-    sqlx::query(
-        "DELETE FROM policy_history WHERE appid = $1 AND openid = $2 AND kind = 's' AND ref_id = $3",
-    )
-    .bind(appid.to_owned())
-    .bind(openid.to_owned())
-    .bind(id)
-    .execute(&mut **tx)
-    .await
-    .context("forget a held claim's history")?;
-    Ok(())
 }
 
 /// One of a run's deliveries, rendered, for the policy.

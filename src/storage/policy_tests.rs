@@ -420,3 +420,73 @@ async fn a_held_run_delivery_is_deferred_as_a_send_or_expires_past_its_window() 
         assert_eq!(store.deferred_count().await.unwrap(), 1);
     }
 }
+
+/// The history rows of the one person of `runs_for_one_person`.
+async fn records(store: &Store) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM policy_history WHERE openid = 'oPerson000000000000000000000'",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_delivery_decided_again_on_a_resume_is_recorded_once_far_from_its_cap_and_at_it() {
+    for store in each_backend("a_delivery_decided_again_on_a_resume_is_recorded_once").await {
+        let runs = runs_for_one_person(&store, &["j1", "j2", "j3"]).await;
+        let render = |_: i64| "{}".to_owned();
+        // Far from the limit, the screen counts and never reads the records:
+        // its own record must still be recognised, not written again.
+        let roomy = policy(r#"{"frequency_caps":[{"limit":5,"per":"1d"}]}"#);
+        let (run, id) = runs[0];
+        for _ in 0..3 {
+            let held = store
+                .hold_deliveries(
+                    run_of(run, "j1"),
+                    &roomy,
+                    &[delivery(id, chrono_tz::UTC)],
+                    &render,
+                )
+                .await
+                .unwrap();
+            assert!(held.is_empty(), "its own record never holds it: {held:?}");
+        }
+        assert_eq!(
+            records(&store).await,
+            1,
+            "decided three times, recorded once"
+        );
+        // At the limit (two a day: one record, then a second job's delivery
+        // decided twice), the records are read: the second goes and is
+        // recorded once; a third job's is held.
+        let tight = policy(r#"{"frequency_caps":[{"limit":2,"per":"1d"}]}"#);
+        let (run, id) = runs[1];
+        for _ in 0..2 {
+            let held = store
+                .hold_deliveries(
+                    run_of(run, "j2"),
+                    &tight,
+                    &[delivery(id, chrono_tz::UTC)],
+                    &render,
+                )
+                .await
+                .unwrap();
+            assert!(held.is_empty(), "{held:?}");
+        }
+        assert_eq!(records(&store).await, 2);
+        let (run, id) = runs[2];
+        let held = store
+            .hold_deliveries(
+                run_of(run, "j3"),
+                &tight,
+                &[delivery(id, chrono_tz::UTC)],
+                &render,
+            )
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1, "the third of two a day is held");
+        assert_eq!(held[0].rule, Rule::Cap);
+        assert_eq!(records(&store).await, 2, "a held delivery is not recorded");
+    }
+}

@@ -32,6 +32,15 @@ pub(crate) fn bind_texts<'q>(
     q.bind(serde_json::to_string(&rows).expect("strings serialise"))
 }
 
+/// Binds strings as a plain JSON array, each read with `Dialect::json_text`.
+pub(crate) fn bind_strings<'q>(
+    q: super::db::Query<'q>,
+    texts: &[impl AsRef<str>],
+) -> super::db::Query<'q> {
+    let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+    q.bind(serde_json::to_string(&texts).expect("strings serialise"))
+}
+
 /// A CTE `v` of the outcomes bound by `bind_outcomes` as parameter `$n`.
 pub(crate) fn outcome_set(n: usize) -> String {
     format!(

@@ -32,6 +32,11 @@ impl Dialect for Postgres {
     /// An array, computed once and matched by key: with `IN (subquery)` and
     /// the stale statistics of a fresh run, the planner scanned every delivery
     /// and read the whole set once for each (8 to 26 ms a batch of 16, measured).
+    /// The migrations' `json_each` gives `jsonb`: `#>> '{}'` is a scalar's text.
+    fn json_text(&self, value: &str) -> String {
+        format!("({value} #>> '{{}}')")
+    }
+
     fn json_rows(&self, items: &str) -> String {
         format!("COALESCE(json_agg(json_build_array({items})), '[]')::text")
     }

@@ -30,6 +30,11 @@ impl Dialect for Sqlite {
         format!(" INDEXED BY {index}")
     }
 
+    /// `json_each` gives a string element as SQL text.
+    fn json_text(&self, value: &str) -> String {
+        value.to_owned()
+    }
+
     fn json_rows(&self, items: &str) -> String {
         format!("json_group_array(json_array({items}))")
     }
