@@ -167,6 +167,18 @@ pub struct Logs {
 impl Logs {
     /// Starts capturing at info level.
     pub fn capture() -> Self {
+        static WANTED: std::sync::Once = std::sync::Once::new();
+        WANTED.call_once(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            // A thread's own subscriber alone races: an info callsite first
+            // reached on another test's thread (no subscriber there) can be
+            // cached as wanted by nobody, and this thread's events from it
+            // lost. A global subscriber that wants info (and drops it) keeps
+            // every info callsite asked.
+            let _ = tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO),
+            );
+        });
         let text = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Arc::clone(&text);
         let subscriber = tracing_subscriber::fmt()
