@@ -229,6 +229,12 @@ impl WechatClient {
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(concurrency)
             .user_agent(concat!("wxpush/", env!("CARGO_PKG_VERSION")))
+            // The appsecret and the access_token travel in the URL: a redirect
+            // would carry them to whatever host it names. WeChat never
+            // redirects; one is an answer like any other non-200 (the run
+            // stops naming api_base), and not following saves parsing each
+            // request's URL again for the redirect policy.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| WechatError::Transport(describe(e)))?;
         Self::with_http(http, settings, secret)

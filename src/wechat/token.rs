@@ -281,6 +281,9 @@ impl TokenManager {
                     let hint = match &err {
                         WechatError::Api { errcode, .. } => format!(" ({})", token_hint(*errcode)),
                         WechatError::Http(404) => " (check [wechat] api_base)".into(),
+                        WechatError::Http(300..=399) => {
+                            " (a redirect, not followed: check [wechat] api_base)".into()
+                        }
                         _ => String::new(),
                     };
                     crate::stats::token_failure();

@@ -183,3 +183,96 @@ async fn a_token_cached_by_another_process_is_reused() {
     assert_eq!(first, second);
     assert_eq!(env.fake.token_requests(), 1);
 }
+
+/// A server that answers every request with a 307 to the same path and query
+/// on `target` (a 307 keeps the method and body); returns its base URL and
+/// how many requests it answered.
+async fn redirector(target: String) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let hits = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&hits);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (target, counted) = (target.clone(), Arc::clone(&counted));
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, format!("{target}{uri}"))],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), hits)
+}
+
+#[tokio::test]
+async fn a_redirect_from_api_base_is_never_followed_with_the_secret_or_the_token() {
+    use std::sync::atomic::Ordering;
+    let env = TestEnv::with(&body(1)).await;
+    let (moved, hits) = redirector(env.fake.base_url()).await;
+
+    // The token request carries the appsecret: it stops at the redirect.
+    let run = Run::from(
+        env.command(&["send", "daily", "--again"])
+            .env("WXPUSH__WECHAT__API_BASE", &moved)
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.all().contains("HTTP 307"), "{}", run.all());
+    assert!(
+        run.all()
+            .contains("a redirect, not followed: check [wechat] api_base"),
+        "{}",
+        run.all()
+    );
+    assert!(hits.load(Ordering::SeqCst) >= 1, "api_base was asked");
+    assert_eq!(
+        env.fake.token_requests(),
+        0,
+        "the secret never went on to another host"
+    );
+
+    // With a token cached (a send through the real api_base), the message
+    // itself carries the token: it stops at the redirect too, and stays pending.
+    let sent = env.wxpush(&["send", "daily", "--again"]).await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    assert_eq!(env.fake.accepted_count(), 1);
+    let run = Run::from(
+        env.command(&["send", "daily", "--again"])
+            .env("WXPUSH__WECHAT__API_BASE", &moved)
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.all().contains("HTTP 307; check [wechat] api_base"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        env.fake.accepted_count(),
+        1,
+        "the token never went on to another host"
+    );
+    assert_eq!(env.fake.token_requests(), 1);
+    // Every run's deliveries: one sent (through the real api_base), the
+    // rest pending, none uncertain.
+    let store = env.store().await;
+    let mut seen = Vec::new();
+    for run in 1..=4 {
+        for d in store.deliveries(run).await.unwrap() {
+            seen.push(d.status.as_str().to_owned());
+        }
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "sent").count(), 1, "{seen:?}");
+    assert!(seen.iter().any(|s| s == "pending"), "{seen:?}");
+    assert!(
+        seen.iter().all(|s| s == "sent" || s == "pending"),
+        "{seen:?}"
+    );
+}
