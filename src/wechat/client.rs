@@ -232,8 +232,7 @@ impl WechatClient {
             // The appsecret and the access_token travel in the URL: a redirect
             // would carry them to whatever host it names. WeChat never
             // redirects; one is an answer like any other non-200 (the run
-            // stops naming api_base), and not following saves parsing each
-            // request's URL again for the redirect policy.
+            // stops naming api_base).
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| WechatError::Transport(describe(e)))?;
