@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Instructions per message, counted by valgrind (callgrind): a figure that does
-# not move with the machine's load, for A/B runs too small for CPU-time pairs.
+# Instructions per message, counted by valgrind (callgrind): a figure much
+# steadier than CPU time (about 1 % run to run on a quiet machine; measure both
+# sides in one quiet sitting), for A/B runs too small for CPU-time pairs.
 # Runs the benchmark at --n (20000 by default) with `wxpush send` under
 # callgrind, once for each --policy given (default: none open), and prints each
 # send's instruction count, per message and against the first policy named.
