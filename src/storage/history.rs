@@ -3,8 +3,6 @@
 //! of the same person. A claim screens its people first (an index-only count
 //! each), reads the records of the few near a limit, and records what goes.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
 
@@ -39,96 +37,94 @@ pub(super) const COUNTS: &str = "('pending', 'claimed', 'sending', 'sent', 'unkn
 /// A history record's delivery (`d`) or send (`s`) and its id.
 pub(super) type Ref = (String, i64);
 
-/// The records of `people` since `since` that `claims` must be weighed
-/// against: those of the people `screen` cannot rule out, read whole.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn records_to_weigh(
-    tx: &mut WriteTx,
-    dialect: &dyn Dialect,
-    appid: &str,
-    kind: Kind,
-    policy: &Policy,
-    claims: &[(i64, &str)],
-    people: &[&str],
-    since: DateTime<Utc>,
-) -> Result<Vec<(String, Ref, Sent)>, StorageError> {
-    let readers: Vec<&str> =
-        match screen(tx, dialect, appid, kind, policy, claims, people, since).await? {
-            Some(risky) => people
-                .iter()
-                .copied()
-                .filter(|p| risky.contains(*p))
-                .collect(),
-            None => people.to_vec(),
-        };
-    if readers.is_empty() {
-        return Ok(Vec::new());
-    }
-    read_history(tx, dialect, appid, &readers, since, None, policy.compares()).await
+/// Where a claim's people's records are looked up: the app, the kind of the
+/// claims, and the start of the window.
+pub(super) struct Lookup<'a> {
+    /// The database's way of saying things.
+    pub dialect: &'a dyn Dialect,
+    /// The app.
+    pub appid: &'a str,
+    /// What the claims are.
+    pub kind: Kind,
+    /// The earliest record that counts.
+    pub since: DateTime<Utc>,
 }
 
-/// Of `people`, those whose history must be read: those with at least as many
-/// records since `since` as could hold one of their claims, and those who may
-/// have one of `claims`' own records (decided before, then resumed). The rest
-/// go whatever their records say, so most people of a daily job cost one
-/// index-only count instead of their records read. `None`: everyone must be
-/// read (a person has as many claims in the batch as the lowest limit).
-#[allow(clippy::too_many_arguments)]
-async fn screen(
-    tx: &mut WriteTx,
-    dialect: &dyn Dialect,
-    appid: &str,
-    kind: Kind,
-    policy: &Policy,
-    claims: &[(i64, &str)],
-    people: &[&str],
-    since: DateTime<Utc>,
-) -> Result<Option<HashSet<String>>, StorageError> {
-    // A person's k claims in this batch count against each other: k - 1 of
-    // them before the last.
-    let mut whose: Vec<&str> = claims.iter().map(|(_, who)| *who).collect();
-    whose.sort_unstable();
-    let most = whose
-        .chunk_by(|a, b| a == b)
-        .map(<[_]>::len)
-        .max()
-        .unwrap_or(1);
-    let threshold = match policy.fewest_holding() {
-        Some(fewest) => i64::from(fewest) - (most as i64 - 1),
-        None => i64::MAX,
-    };
-    if threshold <= 0 {
-        return Ok(None);
+impl Lookup<'_> {
+    /// The records of `people` that claims with ids in `ids` (at most `most`
+    /// of them one person's) must be weighed against under `policy`: those
+    /// of the people `screen` cannot rule out, read whole.
+    pub(super) async fn records_to_weigh(
+        &self,
+        tx: &mut WriteTx,
+        policy: &Policy,
+        most: usize,
+        ids: (i64, i64),
+        people: &[&str],
+    ) -> Result<Vec<(String, Ref, Sent)>, StorageError> {
+        let (d, appid, since) = (self.dialect, self.appid, self.since);
+        match self.screen(tx, policy, most, ids, people).await? {
+            Some(risky) if risky.is_empty() => Ok(Vec::new()),
+            Some(risky) => {
+                let risky: Vec<&str> = risky.iter().map(String::as_str).collect();
+                read_history(tx, d, appid, &risky, since, None, policy.compares()).await
+            }
+            None => read_history(tx, d, appid, people, since, None, policy.compares()).await,
+        }
     }
-    // Ids in the batch's range stand for its own: a record of another claim
-    // there only costs that person a read.
-    let low = claims.iter().map(|(id, _)| *id).min().unwrap_or(0);
-    let high = claims.iter().map(|(id, _)| *id).max().unwrap_or(0);
-    let who = dialect.json_text("p.value");
-    let sql = format!(
-        "SELECT {} FROM json_each($2) p WHERE (SELECT COUNT(*) >= $4 OR COALESCE(MAX(CASE \
-         WHEN h.kind = $5 AND h.ref_id BETWEEN $6 AND $7 THEN 1 ELSE 0 END), 0) = 1 \
-         FROM policy_history h WHERE h.appid = $1 AND h.openid = {who} AND h.at_ms >= $3)",
-        dialect.json_rows(&who),
-    );
-    let q = bind_strings(
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(appid.to_owned()),
-        people,
-    );
-    let risky: String = q
-        .bind(since.timestamp_millis())
-        .bind(threshold)
-        .bind(kind.as_str())
-        .bind(low)
-        .bind(high)
-        .fetch_one(&mut **tx)
-        .await
-        .context("count the people's history")?
-        .get(0);
-    let risky: Vec<(String,)> = serde_json::from_str(&risky)
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-        .context("count the people's history")?;
-    Ok(Some(risky.into_iter().map(|(who,)| who).collect()))
+
+    /// Of `people`, those whose history must be read: those with at least as
+    /// many records in the window as could hold one of their claims, and those
+    /// who may have one of the claims' own records (decided before, then
+    /// resumed). The rest go whatever their records say, so most people of a
+    /// daily job cost one index-only count instead of their records read.
+    /// `None`: everyone must be read (a person has as many claims in the batch
+    /// as the lowest limit).
+    async fn screen(
+        &self,
+        tx: &mut WriteTx,
+        policy: &Policy,
+        most: usize,
+        (low, high): (i64, i64),
+        people: &[&str],
+    ) -> Result<Option<Vec<String>>, StorageError> {
+        // A person's claims in this batch count against each other: all but
+        // one before the last.
+        let threshold = match policy.fewest_holding() {
+            Some(fewest) => i64::from(fewest) - (most as i64 - 1),
+            None => i64::MAX,
+        };
+        if threshold <= 0 {
+            return Ok(None);
+        }
+        // Ids in the batch's range stand for its own: a record of another
+        // claim there only costs that person a read.
+        let who = self.dialect.json_text("p.value");
+        let sql = format!(
+            "SELECT {} FROM json_each($2) p WHERE (SELECT COUNT(*) >= $4 OR COALESCE(MAX(CASE \
+             WHEN h.kind = $5 AND h.ref_id BETWEEN $6 AND $7 THEN 1 ELSE 0 END), 0) = 1 \
+             FROM policy_history h WHERE h.appid = $1 AND h.openid = {who} AND h.at_ms >= $3)",
+            self.dialect.json_rows(&who),
+        );
+        let q = bind_strings(
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.appid.to_owned()),
+            people,
+        );
+        let risky: String = q
+            .bind(self.since.timestamp_millis())
+            .bind(threshold)
+            .bind(self.kind.as_str())
+            .bind(low)
+            .bind(high)
+            .fetch_one(&mut **tx)
+            .await
+            .context("count the people's history")?
+            .get(0);
+        let risky: Vec<(String,)> = serde_json::from_str(&risky)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+            .context("count the people's history")?;
+        Ok(Some(risky.into_iter().map(|(who,)| who).collect()))
+    }
 }
 
 /// The history of `people` since `since`, read as one JSON value (a row each

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::dialect::Dialect;
-use super::history::{COUNTS, Kind, Ref, forget, read_history, record, records_to_weigh};
+use super::history::{COUNTS, Kind, Lookup, Ref, forget, read_history, record};
 use super::send_claims::{Claim, hold_send_credit};
 use super::sets::bind_texts;
 use super::tx::WriteTx;
@@ -42,6 +42,12 @@ pub(super) async fn decide(
     }
     let mut people: Vec<&str> = open.iter().map(|i| claims[*i].1.openid).collect();
     people.sort_unstable();
+    // The most claims one person has in this batch (one per person in a run's page).
+    let most = people
+        .chunk_by(|a, b| a == b)
+        .map(<[_]>::len)
+        .max()
+        .unwrap_or(1);
     people.dedup();
     if let Some(sql) = dialect.lock_people() {
         let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(appid.to_owned());
@@ -52,21 +58,17 @@ pub(super) async fn decide(
     }
     let since =
         now - chrono::Duration::from_std(policy.lookback()).unwrap_or(chrono::Duration::MAX);
-    let open_claims: Vec<(i64, &str)> = open
-        .iter()
-        .map(|i| (claims[*i].0, claims[*i].1.openid))
-        .collect();
-    let rows = records_to_weigh(
-        tx,
+    let ids = open.iter().map(|i| claims[*i].0);
+    let range = (ids.clone().min().unwrap_or(0), ids.max().unwrap_or(0));
+    let lookup = Lookup {
         dialect,
         appid,
         kind,
-        policy,
-        &open_claims,
-        &people,
         since,
-    )
-    .await?;
+    };
+    let rows = lookup
+        .records_to_weigh(tx, policy, most, range, &people)
+        .await?;
     // A claim's own record (decided before, then resumed) neither counts
     // against it nor is written twice.
     let mine: HashSet<i64> = claims.iter().map(|(id, _)| *id).collect();
@@ -91,7 +93,7 @@ pub(super) async fn decide(
     // refused only ever adds, so a claim that goes under all of them goes.
     // Only where one is held are those people's records checked, those that
     // no longer count (failed, refused…) left out, and the batch decided again.
-    let twice = people.len() < open.len();
+    let twice = most > 1;
     let mut checked = false;
     let going = loop {
         let mut going: Vec<(i64, &Candidate<'_>)> = Vec::new();

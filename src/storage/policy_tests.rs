@@ -431,25 +431,35 @@ async fn records(store: &Store) -> i64 {
     .unwrap()
 }
 
+/// `hold_deliveries` for run `run`'s one delivery `id` of `job` (recipient in UTC).
+async fn decide_one(
+    store: &Store,
+    (run, id): (i64, i64),
+    job: &str,
+    p: &Policy,
+) -> Vec<super::HeldDelivery> {
+    let render = |_: i64| "{}".to_owned();
+    store
+        .hold_deliveries(
+            run_of(run, job),
+            p,
+            &[delivery(id, chrono_tz::UTC)],
+            &render,
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_delivery_decided_again_on_a_resume_is_recorded_once_far_from_its_cap_and_at_it() {
     for store in each_backend("a_delivery_decided_again_on_a_resume_is_recorded_once").await {
         let runs = runs_for_one_person(&store, &["j1", "j2", "j3"]).await;
-        let render = |_: i64| "{}".to_owned();
         // Far from the limit, the screen counts and never reads the records:
         // its own record must still be recognised, not written again.
         let roomy = policy(r#"{"frequency_caps":[{"limit":5,"per":"1d"}]}"#);
         let (run, id) = runs[0];
         for _ in 0..3 {
-            let held = store
-                .hold_deliveries(
-                    run_of(run, "j1"),
-                    &roomy,
-                    &[delivery(id, chrono_tz::UTC)],
-                    &render,
-                )
-                .await
-                .unwrap();
+            let held = decide_one(&store, (run, id), "j1", &roomy).await;
             assert!(held.is_empty(), "its own record never holds it: {held:?}");
         }
         assert_eq!(
@@ -463,28 +473,12 @@ async fn a_delivery_decided_again_on_a_resume_is_recorded_once_far_from_its_cap_
         let tight = policy(r#"{"frequency_caps":[{"limit":2,"per":"1d"}]}"#);
         let (run, id) = runs[1];
         for _ in 0..2 {
-            let held = store
-                .hold_deliveries(
-                    run_of(run, "j2"),
-                    &tight,
-                    &[delivery(id, chrono_tz::UTC)],
-                    &render,
-                )
-                .await
-                .unwrap();
+            let held = decide_one(&store, (run, id), "j2", &tight).await;
             assert!(held.is_empty(), "{held:?}");
         }
         assert_eq!(records(&store).await, 2);
         let (run, id) = runs[2];
-        let held = store
-            .hold_deliveries(
-                run_of(run, "j3"),
-                &tight,
-                &[delivery(id, chrono_tz::UTC)],
-                &render,
-            )
-            .await
-            .unwrap();
+        let held = decide_one(&store, (run, id), "j3", &tight).await;
         assert_eq!(held.len(), 1, "the third of two a day is held");
         assert_eq!(held[0].rule, Rule::Cap);
         assert_eq!(records(&store).await, 2, "a held delivery is not recorded");

@@ -212,15 +212,14 @@ async fn a_redirect_from_api_base_is_never_followed_with_the_secret_or_the_token
     use std::sync::atomic::Ordering;
     let env = TestEnv::with(&body(1)).await;
     let (moved, hits) = redirector(env.fake.base_url()).await;
+    let send_via = |api_base: &str| {
+        let mut command = env.command(&["send", "daily", "--again"]);
+        command.env("WXPUSH__WECHAT__API_BASE", api_base);
+        async move { Run::from(command.output().await.unwrap()) }
+    };
 
     // The token request carries the appsecret: it stops at the redirect.
-    let run = Run::from(
-        env.command(&["send", "daily", "--again"])
-            .env("WXPUSH__WECHAT__API_BASE", &moved)
-            .output()
-            .await
-            .unwrap(),
-    );
+    let run = send_via(&moved).await;
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.all().contains("HTTP 307"), "{}", run.all());
     assert!(
@@ -241,13 +240,7 @@ async fn a_redirect_from_api_base_is_never_followed_with_the_secret_or_the_token
     let sent = env.wxpush(&["send", "daily", "--again"]).await;
     assert_eq!(sent.code, 0, "{sent:?}");
     assert_eq!(env.fake.accepted_count(), 1);
-    let run = Run::from(
-        env.command(&["send", "daily", "--again"])
-            .env("WXPUSH__WECHAT__API_BASE", &moved)
-            .output()
-            .await
-            .unwrap(),
-    );
+    let run = send_via(&moved).await;
     assert_ne!(run.code, 0, "{run:?}");
     assert!(
         run.all().contains("HTTP 307; check [wechat] api_base"),
